@@ -1,0 +1,99 @@
+"""One image preprocessing for training and serving (numpy + OpenCV only).
+
+    from runtime.preprocess import preprocess_frame
+    chw = preprocess_frame(frame_bgr, channel_order="bgr")   # (3, 224, 224) float32
+
+Training (`train.data`) and the robot (`runtime.policy`) both call
+`preprocess_frame`, so the two can never drift apart (REFERENCE.md section 3
+lists what drifting cost the original stack).
+
+Why `cv2.INTER_AREA`: the Hugging Face Kosmos-2 processor resizes with PIL
+bicubic, which antialiases when it shrinks (its kernel widens with the scale).
+OpenCV's `INTER_CUBIC` does not widen its kernel and aliases badly on a
+1280x720 -> 224 downscale (mean 7/255, max 77/255 from PIL); `INTER_AREA`
+averages the covered source pixels, lands within ~1/255 of PIL on average
+and costs ~2 ms on a 1280x720 frame. For upscaling (a frame smaller than the
+model size) `INTER_CUBIC` is the faithful match and is used instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CHANNEL_ORDERS = ("bgr", "rgb")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a camera frame becomes model pixels; stored in checkpoints and bundles."""
+
+    size: int = 224  # square side the vision tower expects (pixels)
+    mean: tuple[float, float, float] = CLIP_MEAN  # per RGB channel, on [0, 1] values
+    std: tuple[float, float, float] = CLIP_STD  # per RGB channel, on [0, 1] values
+    channel_order: str = "bgr"  # order of the incoming frame; the model always sees RGB
+    resize: str = "area"  # OpenCV interpolation for downscaling (see module docstring)
+
+    def to_dict(self) -> dict:
+        return {
+            "size": self.size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "channel_order": self.channel_order,
+            "resize": self.resize,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        return cls(
+            size=int(d["size"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            channel_order=str(d["channel_order"]),
+            resize=str(d.get("resize", "area")),
+        )
+
+
+def resize_rgb(frame: np.ndarray, channel_order: str, size: int) -> np.ndarray:
+    """Frame (H, W, 3) uint8 in `channel_order` -> (size, size, 3) uint8 RGB."""
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+        shape = getattr(frame, "shape", None)
+        raise ValueError(f"frame must be an (H, W, 3) array, got shape {shape}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"frame must be uint8, got {frame.dtype}")
+    h, w = frame.shape[:2]
+    shrinking = h >= size and w >= size
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    resized = cv2.resize(frame, (size, size), interpolation=interp)
+    if channel_order == "bgr":
+        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    return resized
+
+
+def normalize_rgb(rgb: np.ndarray, mean=CLIP_MEAN, std=CLIP_STD) -> np.ndarray:
+    """(S, S, 3) uint8 RGB -> (3, S, S) float32, CLIP-normalised."""
+    scale = np.asarray(std, dtype=np.float32) * 255.0
+    offset = np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
+    chw = rgb.astype(np.float32) / scale - offset
+    return np.ascontiguousarray(chw.transpose(2, 0, 1))
+
+
+def preprocess_frame(
+    frame: np.ndarray,
+    channel_order: str = "bgr",
+    size: int = 224,
+    mean=CLIP_MEAN,
+    std=CLIP_STD,
+) -> np.ndarray:
+    """Camera frame (H, W, 3) uint8 -> model pixels (3, size, size) float32."""
+    return normalize_rgb(resize_rgb(frame, channel_order, size), mean, std)
+
+
+def preprocess_with(config: PreprocessConfig, frame: np.ndarray) -> np.ndarray:
+    return preprocess_frame(frame, config.channel_order, config.size, config.mean, config.std)

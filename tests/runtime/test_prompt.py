@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from runtime.prompt import PADDING_IDX, PromptTooLongError, build_prompt, position_ids_from_mask, prompt_length
+
+
+def test_layout_order_and_masks(tiny_tokenizer):
+    p = build_prompt(tiny_tokenizer, "go to the bottle on the left", latent_query_num=64, max_text_tokens=40)
+    ids = p.input_ids[0]
+    assert p.length == prompt_length(64, 40)
+    assert ids[0] == tiny_tokenizer.token_to_id("<s>")
+    assert ids[1] == tiny_tokenizer.token_to_id("<image>")
+    assert ids[66] == tiny_tokenizer.token_to_id("</image>")
+    assert p.image_slot_mask[0, 2:66].all() and p.image_slot_mask.sum() == 64
+    assert ids[67] == tiny_tokenizer.token_to_id("<grounding>")
+    # pads are masked and sit between the text and ACT; ACT is last and attended
+    n_real_text = p.text_tokens
+    pads = slice(67 + n_real_text, p.length - 1)
+    assert (ids[pads] == PADDING_IDX).all() and (p.attention_mask[0, pads] == 0).all()
+    assert p.attention_mask[0, -1] == 1
+    for a in (p.input_ids, p.attention_mask, p.image_slot_mask, p.position_ids):
+        assert a.dtype == np.int64 and a.shape == (1, p.length)
+
+
+def test_position_ids_skip_pads():
+    mask = np.array([[1, 1, 1, 0, 0, 1]])
+    assert position_ids_from_mask(mask).tolist() == [[2, 3, 4, 1, 1, 5]]
+
+
+def test_padding_never_moves_real_positions(tiny_tokenizer):
+    short = build_prompt(tiny_tokenizer, "stop", latent_query_num=8)
+    padded = build_prompt(tiny_tokenizer, "stop", latent_query_num=8, max_text_tokens=30)
+    real = padded.attention_mask[0].astype(bool)
+    assert padded.position_ids[0, real].tolist() == short.position_ids[0].tolist()
+    assert padded.input_ids[0, real].tolist() == short.input_ids[0].tolist()
+
+
+def test_instruction_too_long_is_refused_clearly(tiny_tokenizer):
+    with pytest.raises(PromptTooLongError, match=r"takes \d+ tokens .* at most 10 text tokens"):
+        build_prompt(tiny_tokenizer, "go left " * 20, latent_query_num=4, max_text_tokens=10)
+
+
+def test_tokenizer_without_kosmos_specials_is_refused():
+    from tokenizers import Tokenizer, models
+
+    plain = Tokenizer(models.WordLevel(vocab={"<unk>": 0, "a": 1}, unk_token="<unk>"))
+    with pytest.raises(ValueError, match="not a Kosmos-2 tokenizer"):
+        build_prompt(plain, "a")

@@ -1,0 +1,244 @@
+"""Mobile-VLA: frozen Kosmos-2 + a learned action token (ACT) + an LSTM action head.
+
+    python -m train.model --preset tiny                       # parameter counts
+    python -m train.model --preset tiny --save ckpt/tiny      # and a checkpoint folder
+    python -m train.model --preset kosmos2 --random-weights   # real size, no download
+
+Per frame, the decoder reads `<s><image>[Q image embeddings]</image> text
+pads ACT` and its last hidden state (at ACT) is the frame's action feature
+(D = 2048 for the real model). The head is an LSTM over the window of W
+features followed by an MLP with a tanh output to a chunk of N actions of A
+axes at every window position: (B, W, N, A) in [-1, 1].
+
+The LSTM is causal, so the head's output at window position t depends only
+on features 0..t. That is what lets the robot compute one feature per frame,
+keep the last W in a ring and run only the head over the ring
+(`frame_features` + `head`) while training runs the whole window at once
+(`forward`); a test proves both give the same chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.prompt import Prompt, build_prompt
+from train.config import PRESETS, MobileVLAConfig, preset_config
+
+
+@dataclass(frozen=True)
+class PromptTensors:
+    """`runtime.prompt.Prompt` as int64 tensors of shape (B, T)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    image_slot_mask: torch.Tensor
+    position_ids: torch.Tensor
+
+    @classmethod
+    def from_prompt(cls, prompt: Prompt) -> "PromptTensors":
+        return cls(*(torch.from_numpy(np.ascontiguousarray(a)) for a in (
+            prompt.input_ids, prompt.attention_mask, prompt.image_slot_mask, prompt.position_ids)))
+
+    def expand(self, batch: int) -> "PromptTensors":
+        """Repeat a batch-1 prompt `batch` times (no copy)."""
+        return PromptTensors(*(t.expand(batch, -1) for t in self.tensors()))
+
+    def repeat_interleave(self, times: int) -> "PromptTensors":
+        """(B, T) -> (B * times, T): one row per frame of a window."""
+        return PromptTensors(*(t.repeat_interleave(times, dim=0) for t in self.tensors()))
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.input_ids, self.attention_mask, self.image_slot_mask, self.position_ids)
+
+    def to(self, device) -> "PromptTensors":
+        return PromptTensors(*(t.to(device) for t in self.tensors()))
+
+
+class ActionHead(nn.Module):
+    """LSTM over the window, then an MLP with tanh to N x A actions per position."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, chunk: int, axes: int):
+        super().__init__()
+        self.chunk, self.axes = chunk, axes
+        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, chunk * axes), nn.Tanh(),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, L, N, A)."""
+        hidden, _ = self.lstm(features)
+        b, length, _ = hidden.shape
+        return self.mlp(hidden).view(b, length, self.chunk, self.axes)
+
+
+def build_kosmos(config: MobileVLAConfig, attn_implementation: str = "eager"):
+    """The Kosmos-2 backbone: pretrained from `config.weights`, or random from `config.seed`."""
+    from transformers import Kosmos2Config, Kosmos2Model
+
+    if config.weights:
+        model = Kosmos2Model.from_pretrained(config.weights, attn_implementation=attn_implementation)
+        got = model.config.text_config.embed_dim
+        if got != config.hidden_size:
+            raise ValueError(f"{config.weights}: text width {got}, config expects {config.hidden_size}")
+        return model
+    kcfg = Kosmos2Config(**config.kosmos)
+    kcfg._attn_implementation = attn_implementation
+    kcfg.text_config._attn_implementation = attn_implementation
+    kcfg.vision_config._attn_implementation = attn_implementation
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return Kosmos2Model(kcfg)
+
+
+class MobileVLA(nn.Module):
+    def __init__(self, config: MobileVLAConfig, kosmos=None):
+        super().__init__()
+        self.config = config.validate()
+        self.kosmos = kosmos if kosmos is not None else build_kosmos(config)
+        d = config.hidden_size
+        gen = torch.Generator().manual_seed(config.seed + 1)
+        self.action_token = nn.Parameter(torch.randn(d, generator=gen) * 0.02)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed + 2)
+            self.head = ActionHead(d, config.head_hidden, config.head_layers, config.chunk, config.action_axes)
+        self.lora_settings = None  # train.lora.LoraSettings while LoRA layers are attached
+        self.freeze_vlm()
+
+    # -- setup -------------------------------------------------------------
+    def freeze_vlm(self) -> None:
+        """Kosmos-2 stays frozen; ACT and the head learn (LoRA adds its own trainable weights)."""
+        for p in self.kosmos.parameters():
+            p.requires_grad_(False)
+        self.action_token.requires_grad_(True)
+        for p in self.head.parameters():
+            p.requires_grad_(True)
+
+    def freeze_vlm_except_lora(self) -> None:
+        self.freeze_vlm()
+        for name, p in self.kosmos.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(True)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return total, trainable
+
+    # -- the three stages the export splits into ----------------------------
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(F, 3, S, S) -> (F, Q, D): vision tower, post-layernorm, L2 norm, projection."""
+        vision = self.kosmos.vision_model(pixel_values=pixels, return_dict=True)
+        feats = self.kosmos.vision_model.model.post_layernorm(vision.last_hidden_state)
+        feats = F.normalize(feats, dim=-1)
+        embeds, _ = self.kosmos.image_to_text_projection(feats)
+        return embeds
+
+    def act_features_from_embeds(
+        self,
+        image_embeds: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_slot_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Image embeddings (F, Q, D) + prompt (F, T) -> ACT feature (F, D)."""
+        text = self.kosmos.text_model.model
+        tokens = text.embed_tokens(input_ids)
+        d = tokens.shape[-1]
+        slots = image_slot_mask.bool()
+        # k-th image slot takes the k-th image embedding; gather + where exports as plain ONNX ops.
+        slot_index = (torch.cumsum(image_slot_mask, dim=1) - 1).clamp(min=0)
+        gathered = torch.gather(image_embeds, 1, slot_index.unsqueeze(-1).expand(-1, -1, d))
+        embeds = torch.where(slots.unsqueeze(-1), gathered.to(tokens.dtype), tokens)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        is_act = (positions == input_ids.shape[1] - 1).view(1, -1, 1)
+        embeds = torch.where(is_act, self.action_token.to(tokens.dtype), embeds)
+        # As in HF Kosmos-2, image embeddings (and ACT) are written before the sqrt(D) scaling.
+        out = text(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids.contiguous(), return_dict=True)
+        return out.last_hidden_state[:, -1]
+
+    def frame_features(self, pixels: torch.Tensor, prompt: PromptTensors) -> torch.Tensor:
+        """One feature per frame: (B, 3, S, S) + prompt (1 or B rows) -> (B, D)."""
+        if prompt.input_ids.shape[0] == 1 and pixels.shape[0] > 1:
+            prompt = prompt.expand(pixels.shape[0])
+        return self.act_features_from_embeds(self.encode_images(pixels), *prompt.tensors())
+
+    def predict_chunk(self, features: torch.Tensor) -> torch.Tensor:
+        """The runtime's head call: features (B, L, D), L <= W -> chunk (B, N, A) for the newest frame."""
+        return self.head(features)[:, -1]
+
+    # -- training ----------------------------------------------------------
+    def forward(self, pixel_values: torch.Tensor, prompt: PromptTensors) -> torch.Tensor:
+        """(B, W, 3, S, S) + prompt (1 or B rows) -> normalised actions (B, W, N, A)."""
+        b, w = pixel_values.shape[:2]
+        if prompt.input_ids.shape[0] == 1:
+            prompt = prompt.expand(b)
+        frames = pixel_values.reshape(b * w, *pixel_values.shape[2:])
+        feats = self.act_features_from_embeds(self.encode_images(frames), *prompt.repeat_interleave(w).tensors())
+        return self.head(feats.view(b, w, -1))
+
+
+def load_tokenizer(config: MobileVLAConfig):
+    from train.tokenizer import build_tiny_tokenizer, load_hub_tokenizer
+
+    return build_tiny_tokenizer() if config.tokenizer == "local" else load_hub_tokenizer(config.tokenizer)
+
+
+def make_prompt(config: MobileVLAConfig, tokenizer, instruction: str | None = None, padded: bool = True) -> Prompt:
+    """The model's prompt for an instruction (default: the config's), through the one layout."""
+    return build_prompt(
+        tokenizer,
+        config.default_instruction if instruction is None else instruction,
+        latent_query_num=config.latent_query_num,
+        max_text_tokens=config.max_text_tokens if padded else None,
+        template=config.prompt_template,
+    )
+
+
+def build_model(config: MobileVLAConfig) -> MobileVLA:
+    return MobileVLA(config).eval()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=PRESETS, default="tiny")
+    ap.add_argument("--random-weights", action="store_true", help="kosmos2 at real size without downloading weights")
+    ap.add_argument("--weights", help="hub id or local folder of Kosmos-2 weights (kosmos2 preset)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--chunk", type=int, default=10)
+    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=2)
+    ap.add_argument("--save", type=Path, help="write a merged checkpoint folder here")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --save folder")
+    args = ap.parse_args(argv)
+
+    cfg = preset_config(args.preset, random_weights=args.random_weights, weights=args.weights, seed=args.seed,
+                        window=args.window, chunk=args.chunk, action_axes=args.action_axes)
+    model = build_model(cfg)
+    total, trainable = model.parameter_counts()
+    kosmos_total = sum(p.numel() for p in model.kosmos.parameters())
+    print(f"preset        {cfg.preset}")
+    print(f"parameters    {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f}%)")
+    print(f"  kosmos-2    {kosmos_total:,} (frozen)")
+    print(f"  ACT token   {model.action_token.numel():,}")
+    print(f"  action head {sum(p.numel() for p in model.head.parameters()):,}")
+    print(f"window W={cfg.window}  chunk N={cfg.chunk}  axes={','.join(cfg.axis_names)}")
+    if args.save:
+        from train.checkpoint import save_checkpoint
+
+        save_checkpoint(model, args.save, load_tokenizer(cfg), overwrite=args.overwrite)
+        print(f"saved checkpoint to {args.save}")
+
+
+if __name__ == "__main__":
+    main()
