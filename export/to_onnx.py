@@ -1,0 +1,261 @@
+"""Export a checkpoint to a bundle: three ONNX graphs + bundle.json + tokenizer.json.
+
+    python -m export.to_onnx CKPT --out bundle/                  # fp32, verified against PyTorch
+    python -m export.to_onnx CKPT --out bundle/ --fp16 --int8    # plus the fp16 and int8 variants
+    python -m export.to_onnx --preset tiny --out bundle/         # a fresh preset, no checkpoint
+    python -m export.to_onnx --preset kosmos2 --random-weights --out bundle/   # real size, no download
+
+Graphs are batch 1, static shapes (the head's window length L is the one
+dynamic axis, 1..W), fp32, opset 17 (LayerNorm stays one
+LayerNormalization node, which keeps TensorRT's fp16 stable). fp16 for the
+GPU happens in the TensorRT engine build (`jetson/build_engines.sh`,
+`python -m export.to_trt`); `--fp16` adds an fp16 ONNX for onnxruntime-gpu
+users and `--int8` a dynamically quantized ONNX for CPUs. Every export ends
+with the parity check of `export.verify`; a bundle that fails it is not
+written. The bundle folder appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
+from runtime.atomic import atomic_directory
+from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file
+from runtime.prompt import build_prompt, prompt_length, text_ids
+
+OPSET = 17
+EXTERNAL_DATA_LIMIT = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GB, with headroom for the graph itself
+INSTRUCTION_TOKENS = 32  # room the default prompt length leaves for an instruction
+
+
+def default_max_text_tokens(tokenizer, template: str) -> int:
+    """The template's own tokens plus a 32-token instruction."""
+    return len(text_ids(tokenizer, "", template)) + INSTRUCTION_TOKENS
+
+
+def _spec(name: str, shape, dtype: str) -> dict:
+    return {"name": name, "shape": list(shape), "dtype": dtype}
+
+
+def graph_specs(config, total_tokens: int) -> dict:
+    q, d, s = config.latent_query_num, config.hidden_size, config.image_size
+    return {
+        "vision": {
+            "inputs": [_spec("pixel_values", (1, 3, s, s), "float32")],
+            "outputs": [_spec("image_embeds", (1, q, d), "float32")],
+        },
+        "language": {
+            "inputs": [_spec("input_ids", (1, total_tokens), "int64"),
+                       _spec("attention_mask", (1, total_tokens), "int64"),
+                       _spec("image_embeds", (1, q, d), "float32")],
+            "outputs": [_spec("act_feature", (1, d), "float32")],
+        },
+        "action_head": {
+            # Dynamic L (not a mask over a fixed W): the ring holds 1..W features and the
+            # LSTM must not see padding; TensorRT gets an optimisation profile min 1, opt/max W.
+            "inputs": [_spec("act_features", (1, "L", d), "float32")],
+            "outputs": [_spec("action_chunk", (1, config.chunk, config.action_axes), "float32")],
+            "dynamic_axes": {"L": [1, config.window]},
+        },
+    }
+
+
+def _save_onnx(path: Path) -> None:
+    """Re-save a graph with one external data file when it is over protobuf's 2 GB limit."""
+    import onnx
+
+    size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.iterdir()
+                                     if p.is_file() and p.suffix not in (".onnx", ".json"))
+    if size < EXTERNAL_DATA_LIMIT:
+        return
+    model = onnx.load(str(path), load_external_data=True)
+    stray = [p for p in path.parent.iterdir() if p.is_file() and p.suffix not in (".onnx", ".json", ".data")]
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+    for p in stray:  # per-tensor files the exporter wrote before we consolidated them
+        p.unlink()
+
+
+def export_graph(module: torch.nn.Module, args: tuple, path: Path, spec: dict) -> None:
+    names_in = [i["name"] for i in spec["inputs"]]
+    names_out = [o["name"] for o in spec["outputs"]]
+    dynamic = {}
+    for i in spec["inputs"] + spec["outputs"]:
+        axes = {ax: dim for ax, dim in enumerate(i["shape"]) if isinstance(dim, str)}
+        if axes:
+            dynamic[i["name"]] = axes
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=names_in,
+                          output_names=names_out, dynamic_axes=dynamic or None, do_constant_folding=True)
+    _save_onnx(path)
+
+
+def export_fp32(model, workdir: Path, specs: dict, prompt, progress) -> dict:
+    cfg = model.config
+    pixels = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
+    ids = torch.from_numpy(prompt.input_ids)
+    mask = torch.from_numpy(prompt.attention_mask)
+    with torch.no_grad():
+        embeds = model.encode_images(pixels)
+        feats = torch.zeros(1, cfg.window, cfg.hidden_size)
+    jobs = {
+        "vision": (VisionGraph(model), (pixels,)),
+        "language": (LanguageGraph(model), (ids, mask, embeds)),
+        "action_head": (ActionHeadGraph(model), (feats,)),
+    }
+    files = {}
+    for graph in GRAPHS:
+        module, args = jobs[graph]
+        start = time.perf_counter()
+        export_graph(module, args, workdir / f"{graph}.onnx", specs[graph])
+        files[graph] = f"{graph}.onnx"
+        progress(f"exported {graph}.onnx in {time.perf_counter() - start:.1f} s")
+    return files
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "opset": OPSET}
+
+
+def build_manifest(model, ckpt_meta: dict, specs: dict, prompt, max_text_tokens: int, files: dict,
+                   source: str) -> dict:
+    cfg = model.config
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"checkpoint": source, "kind": ckpt_meta.get("kind", "merged")},
+        "model": {"preset": cfg.preset, "hidden_size": cfg.hidden_size, "latent_query_num": cfg.latent_query_num},
+        "graphs": {g: {"file": files[g], **specs[g]} for g in GRAPHS},
+        "variants": {"fp32": {"files": files, "tolerance": {"action_max_abs": 1e-4, "feature_cosine": 0.9999}}},
+        "engines": [],
+        "preprocess": cfg.preprocess_config().to_dict(),
+        "prompt": {
+            "template": cfg.prompt_template,
+            "max_text_tokens": max_text_tokens,
+            "latent_query_num": cfg.latent_query_num,
+            "total_tokens": prompt.length,
+            "layout": "<s> <image> [Q image slots] </image> text <pad>... ACT(last)",
+            "default_instruction": cfg.default_instruction,
+            "default_input_ids": prompt.input_ids[0].tolist(),
+            "default_attention_mask": prompt.attention_mask[0].tolist(),
+        },
+        "policy": {"window": cfg.window, "chunk": cfg.chunk, "action_axes": cfg.action_axes,
+                   "axis_names": list(cfg.axis_names), "head_input": "dynamic L in [1, W], oldest first"},
+        "actions": {"range": cfg.action_range, "units": list(cfg.action_units[: cfg.action_axes]),
+                    "normalisation": "model output in [-1, 1] times range = robot units"},
+        "versions": _versions(),
+        "files": {},
+    }
+
+
+def write_manifest(workdir: Path, manifest: dict) -> None:
+    files = sorted(p.name for p in workdir.iterdir() if p.is_file() and p.name != "bundle.json")
+    manifest["files"] = {name: {"sha256": sha256_file(workdir / name), "bytes": (workdir / name).stat().st_size}
+                         for name in files}
+    (workdir / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def load_model(args):
+    """(model, tokenizer, checkpoint config.json dict, source) from CKPT or --preset."""
+    if args.ckpt:
+        from train.checkpoint import load_checkpoint
+
+        model, tokenizer, meta = load_checkpoint(args.ckpt, merge=True)
+        return model, tokenizer, meta, str(args.ckpt)
+    from train.config import preset_config
+    from train.model import build_model, load_tokenizer
+
+    cfg = preset_config(args.preset, random_weights=args.random_weights, seed=args.seed)
+    return build_model(cfg), load_tokenizer(cfg), {"kind": "merged"}, f"preset:{args.preset}"
+
+
+def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, source: str = "model",
+                  max_text_tokens: int | None = None, fp16: bool = False, int8: bool = False,
+                  overwrite: bool = False, verify: bool = True, progress=print, verify_seeds=None) -> Path:
+    """Export, verify and atomically write a bundle. Returns the bundle folder."""
+    from export.variants import make_fp16, make_int8
+    from export.verify import INPUT_SEEDS, verify_bundle
+
+    cfg = model.config
+    model = model.eval()
+    max_text_tokens = max_text_tokens or default_max_text_tokens(tokenizer, cfg.prompt_template)
+    # Refuse an instruction that does not fit before spending minutes on the export.
+    prompt = build_prompt(tokenizer, cfg.default_instruction, cfg.latent_query_num, max_text_tokens,
+                          cfg.prompt_template)
+    assert prompt.length == prompt_length(cfg.latent_query_num, max_text_tokens)
+    specs = graph_specs(cfg, prompt.length)
+    out = Path(out)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        files = export_fp32(model, tmp, specs, prompt, progress)
+        tokenizer.save(str(tmp / "tokenizer.json"))
+        manifest = build_manifest(model, ckpt_meta or {}, specs, prompt, max_text_tokens, files, source)
+        if fp16:
+            manifest["variants"]["fp16"] = make_fp16(tmp, files, progress)
+        if int8:
+            manifest["variants"]["int8"] = make_int8(tmp, files, progress)
+        write_manifest(tmp, manifest)
+        if verify:
+            report = verify_bundle(tmp, model, tokenizer, progress=progress, seeds=verify_seeds or INPUT_SEEDS)
+            for variant, result in report.items():
+                manifest["variants"][variant]["parity"] = result
+            write_manifest(tmp, manifest)
+            failed = [v for v, r in report.items() if not r["passed"]]
+            if failed:
+                raise ParityError(f"parity check failed for {', '.join(failed)}; no bundle written to {out}")
+    return out
+
+
+class ParityError(RuntimeError):
+    pass
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("ckpt", nargs="?", type=Path, help="checkpoint folder (merged or adapter)")
+    ap.add_argument("--preset", choices=("tiny", "small", "kosmos2"), help="export a fresh preset instead of CKPT")
+    ap.add_argument("--random-weights", action="store_true", help="with --preset kosmos2: real size, no download")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    ap.add_argument("--max-text-tokens", type=int, help="text positions of the fixed prompt (default: template + 32)")
+    ap.add_argument("--fp16", action="store_true", help="add an fp16 ONNX variant (onnxruntime-gpu)")
+    ap.add_argument("--int8", action="store_true", help="add an int8 dynamically quantized variant (CPU)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    ap.add_argument("--no-verify", action="store_true", help="skip the parity check (not recommended)")
+    args = ap.parse_args(argv)
+    if bool(args.ckpt) == bool(args.preset):
+        ap.error("give either CKPT or --preset")
+    from runtime.prompt import PromptTooLongError
+    from train.checkpoint import CheckpointError
+
+    start = time.perf_counter()
+    try:
+        model, tokenizer, meta, source = load_model(args)
+        export_bundle(model, tokenizer, args.out, meta, source, args.max_text_tokens, args.fp16, args.int8,
+                      args.overwrite, verify=not args.no_verify)
+    except (CheckpointError, PromptTooLongError, FileExistsError, ParityError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(args.out.glob("*.onnx*")))
+    print(f"bundle written to {args.out} in {time.perf_counter() - start:.1f} s ({sizes})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

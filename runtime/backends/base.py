@@ -1,0 +1,98 @@
+"""One interface for every way of running the bundle's three graphs.
+
+    with make_backend(bundle, "ort-cpu") as backend:
+        feature = backend.encode_frame(pixels, input_ids, attention_mask)   # vision + language
+        chunk = backend.predict_chunk(features)                              # action head
+        backend.timings   # {"vision": s, "language": s, "head": s} of the last calls
+
+Backends are runners in the Polygraphy sense: `activate()` loads what they
+need (sessions, engines, device buffers), `deactivate()` frees it, heavy
+imports happen inside `activate`, and every call checks its inputs against the
+bundle's recorded names, shapes and dtypes before touching the accelerator.
+`encode_frame` is one call so a GPU backend can keep the image embeddings on
+the device between vision and language.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from runtime.bundle import Bundle
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot run here (library missing, engine for another GPU, ...)."""
+
+
+class Backend(ABC):
+    name = "base"
+
+    def __init__(self, bundle: Bundle, variant: str = "fp32"):
+        self.bundle = bundle
+        self.variant = variant
+        self.timings: dict[str, float] = {}
+        self.active = False
+
+    # -- lifecycle -------------------------------------------------------------
+    def activate(self) -> "Backend":
+        if not self.active:
+            self._activate()
+            self.active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate()
+            self.active = False
+
+    def __enter__(self) -> "Backend":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    # -- inference ---------------------------------------------------------------
+    def run_graph(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one graph with checked inputs; returns outputs by name and records its time."""
+        if not self.active:
+            raise BackendError(f"{self.name}: call activate() (or use `with`) before inference")
+        specs = self.bundle.inputs(graph)
+        where = f"{self.name} {graph}"
+        missing = [s.name for s in specs if s.name not in feeds]
+        extra = [k for k in feeds if k not in {s.name for s in specs}]
+        if missing or extra:
+            raise ValueError(f"{where}: inputs must be {[s.name for s in specs]}, got {list(feeds)}")
+        dynamic = self.bundle.dynamic_axes(graph)
+        for spec in specs:
+            spec.check(feeds[spec.name], where, dynamic)
+        start = time.perf_counter()
+        out = self._run(graph, feeds)
+        self.timings["head" if graph == "action_head" else graph] = time.perf_counter() - start
+        return out
+
+    def encode_frame(self, pixels: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """(1, 3, S, S) pixels + prompt -> ACT feature (1, D)."""
+        embeds = self.run_graph("vision", {"pixel_values": pixels})["image_embeds"]
+        out = self.run_graph("language", {"input_ids": input_ids, "attention_mask": attention_mask,
+                                          "image_embeds": embeds})
+        return out["act_feature"]
+
+    def predict_chunk(self, features: np.ndarray) -> np.ndarray:
+        """ACT features (1, L, D), oldest first -> normalised chunk (1, N, A) for the newest frame."""
+        return self.run_graph("action_head", {"act_features": features})["action_chunk"]
+
+    # -- what a backend implements ---------------------------------------------
+    @abstractmethod
+    def _activate(self) -> None: ...
+
+    @abstractmethod
+    def _deactivate(self) -> None: ...
+
+    @abstractmethod
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.variant})"

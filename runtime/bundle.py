@@ -1,0 +1,217 @@
+"""The bundle: the export's output folder and the runtime's only input (DESIGN.md contract 3).
+
+    from runtime.bundle import load_bundle
+    bundle = load_bundle("bundle/")                 # checks fields and sha256 of every file
+    bundle.graph_file("vision", "fp32")             # Path to vision.onnx
+    python -m runtime.bundle bundle/                # print a summary, exit 1 if the checks fail
+
+`bundle.json` (written by `export.to_onnx`, format in docs/bundle-format.md)
+records every graph's input/output names, shapes and dtypes, the
+preprocessing, the prompt layout with the default instruction's ids, W, N,
+the action axes and normalisation, versions, the variants (fp32, fp16, int8)
+with their parity results, TensorRT engines built from it, and the sha256 of
+every file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.preprocess import PreprocessConfig
+
+FORMAT = "mobile-vla-bundle"
+FORMAT_VERSION = 1
+GRAPHS = ("vision", "language", "action_head")
+REQUIRED_FIELDS = (
+    "format", "format_version",
+    "graphs.vision.inputs", "graphs.vision.outputs",
+    "graphs.language.inputs", "graphs.language.outputs",
+    "graphs.action_head.inputs", "graphs.action_head.outputs",
+    "variants.fp32",
+    "preprocess.size", "preprocess.mean", "preprocess.std", "preprocess.channel_order",
+    "prompt.template", "prompt.max_text_tokens", "prompt.total_tokens", "prompt.latent_query_num",
+    "prompt.default_instruction", "prompt.default_input_ids", "prompt.default_attention_mask",
+    "policy.window", "policy.chunk", "policy.action_axes",
+    "actions.range", "actions.units",
+    "versions", "files",
+)
+DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
+
+
+class BundleError(ValueError):
+    """A bundle that must not be run; the message names the file or field and what to do."""
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _get(d: dict, dotted: str):
+    cur = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise KeyError(dotted)
+        cur = cur[part]
+    return cur
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # ints, or a str for a dynamic axis
+    dtype: str
+
+    def check(self, value: np.ndarray, where: str, dynamic: dict[str, tuple[int, int]] | None = None) -> None:
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{where}: input {self.name!r} must be a numpy array, got {type(value).__name__}")
+        if value.dtype != DTYPES[self.dtype]:
+            raise TypeError(f"{where}: input {self.name!r} must be {self.dtype}, got {value.dtype}")
+        if value.ndim != len(self.shape):
+            raise ValueError(f"{where}: input {self.name!r} must have shape {list(self.shape)}, got {list(value.shape)}")
+        for axis, (want, got) in enumerate(zip(self.shape, value.shape)):
+            if isinstance(want, str):
+                lo, hi = (dynamic or {}).get(want, (1, 1 << 31))
+                if not lo <= got <= hi:
+                    raise ValueError(f"{where}: input {self.name!r} axis {axis} ({want}) must be in [{lo}, {hi}], got {got}")
+            elif want != got:
+                raise ValueError(f"{where}: input {self.name!r} must have shape {list(self.shape)}, got {list(value.shape)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorSpec":
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+class Bundle:
+    def __init__(self, root: Path, manifest: dict):
+        self.root = Path(root)
+        self.manifest = manifest
+
+    # -- contents ------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        return int(self.manifest["policy"]["window"])
+
+    @property
+    def chunk(self) -> int:
+        return int(self.manifest["policy"]["chunk"])
+
+    @property
+    def action_axes(self) -> int:
+        return int(self.manifest["policy"]["action_axes"])
+
+    @property
+    def action_range(self) -> float:
+        return float(self.manifest["actions"]["range"])
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.manifest["preprocess"])
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.manifest["variants"])
+
+    def inputs(self, graph: str) -> list[TensorSpec]:
+        return [TensorSpec.from_dict(d) for d in self.manifest["graphs"][graph]["inputs"]]
+
+    def outputs(self, graph: str) -> list[TensorSpec]:
+        return [TensorSpec.from_dict(d) for d in self.manifest["graphs"][graph]["outputs"]]
+
+    def dynamic_axes(self, graph: str) -> dict[str, tuple[int, int]]:
+        return {k: tuple(v) for k, v in self.manifest["graphs"][graph].get("dynamic_axes", {}).items()}
+
+    def graph_file(self, graph: str, variant: str = "fp32") -> Path:
+        if variant not in self.manifest["variants"]:
+            raise BundleError(f"{self.root / 'bundle.json'}: no variant {variant!r}; this bundle has "
+                              f"{', '.join(self.variants)} (export with --fp16 / --int8 to add one)")
+        return self.root / self.manifest["variants"][variant]["files"][graph]
+
+    def tokenizer(self):
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(self.root / "tokenizer.json"))
+
+    # -- checks --------------------------------------------------------------
+    def check_fields(self) -> None:
+        where = self.root / "bundle.json"
+        if self.manifest.get("format") != FORMAT:
+            raise BundleError(f"{where}: 'format' is {self.manifest.get('format')!r}, expected {FORMAT!r}")
+        if int(self.manifest.get("format_version", 0)) > FORMAT_VERSION:
+            raise BundleError(f"{where}: format_version {self.manifest['format_version']} is newer than this "
+                              f"runtime understands ({FORMAT_VERSION}); upgrade the runtime")
+        for field in REQUIRED_FIELDS:
+            try:
+                _get(self.manifest, field)
+            except KeyError:
+                raise BundleError(f"{where}: missing field {field!r}; re-export the bundle "
+                                  f"(python -m export.to_onnx CKPT --out DIR)") from None
+
+    def check_files(self) -> None:
+        for name, info in self.manifest["files"].items():
+            path = self.root / name
+            if not path.is_file():
+                raise BundleError(f"{path}: listed in bundle.json but missing; copy the whole bundle folder")
+            got = sha256_file(path)
+            if got != info["sha256"]:
+                raise BundleError(f"{path}: sha256 {got[:16]}... does not match bundle.json ({info['sha256'][:16]}...): "
+                                  f"the file changed or was copied incompletely; copy the bundle again or re-export")
+
+
+def read_manifest(root: Path) -> dict:
+    root = Path(root)
+    path = root / "bundle.json"
+    if not root.is_dir():
+        raise BundleError(f"{root}: bundle folder not found (export one with python -m export.to_onnx CKPT --out DIR)")
+    if not path.is_file():
+        raise BundleError(f"{path} is missing: {root} is not a bundle")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path} is not valid JSON: {e}") from e
+
+
+def load_bundle(root, verify_hashes: bool = True) -> Bundle:
+    bundle = Bundle(Path(root), read_manifest(Path(root)))
+    bundle.check_fields()
+    if verify_hashes:
+        bundle.check_files()
+    return bundle
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        b = load_bundle(args.bundle)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    m = b.manifest
+    print(f"bundle    {b.root}  (ok: fields and sha256 of {len(m['files'])} files)")
+    print(f"model     {m.get('model', {}).get('preset', '?')}  W={b.window} N={b.chunk} axes={b.action_axes}")
+    for g in GRAPHS:
+        ins = ", ".join(f"{s.name}{list(s.shape)}" for s in b.inputs(g))
+        outs = ", ".join(f"{s.name}{list(s.shape)}" for s in b.outputs(g))
+        print(f"{g:<12}{ins} -> {outs}")
+    for v, info in m["variants"].items():
+        parity = info.get("parity", {})
+        print(f"variant   {v:<5} parity {'passed' if parity.get('passed') else 'not checked'}")
+    for e in m.get("engines", []):
+        print(f"engine    {e['graph']} {e['file']} (TensorRT {e['tensorrt_version']}, {e['gpu']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

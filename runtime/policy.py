@@ -1,0 +1,163 @@
+"""The policy the robot runs: camera frame in, velocities in robot units out.
+
+    from runtime.bundle import load_bundle
+    from runtime.backends.registry import make_backend
+    from runtime.policy import Policy
+
+    bundle = load_bundle("bundle/")
+    with make_backend(bundle, "auto") as backend:
+        policy = Policy(bundle, backend, instruction="reach the bottle on the left")
+        step = policy.infer(frame_bgr)     # step.action (A,), step.chunk (N, A), step.timings
+        policy.reset()                     # new episode: empty the ring
+
+Per frame: preprocess -> vision -> language -> push the ACT feature into a
+ring of the last W features -> head over the ring -> chunk -> undo the
+normalisation. The VLM runs once per frame, never over the whole window; the
+instruction is tokenized once, at construction.
+
+How a chunk becomes the action sent (`chunk_mode`):
+- `first`: the chunk's first action, every step (as the original stack).
+- `chunk`: the chunk is executed open-loop, one action per step, and a new
+  one is predicted when it runs out. The VLM still encodes every frame so the
+  ring holds consecutive frames as in training; only the head is skipped.
+- `ensemble`: temporal ensembling (ACT, Zhao et al. 2023): every chunk that
+  covers the current step votes, weighted exp(-k * age) with older
+  predictions weighted more, which smooths the motion.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime.bundle import Bundle, BundleError
+from runtime.preprocess import preprocess_with
+from runtime.prompt import build_prompt
+
+CHUNK_MODES = ("first", "chunk", "ensemble")
+
+
+class ActionRing:
+    """The last W ACT features, oldest first."""
+
+    def __init__(self, window: int, dim: int):
+        self.window, self.dim = window, dim
+        self._buf = np.zeros((window, dim), np.float32)
+        self._count = 0  # features pushed since reset
+
+    def push(self, feature: np.ndarray) -> None:
+        feature = np.asarray(feature, np.float32).reshape(self.dim)
+        if self._count < self.window:
+            self._buf[self._count] = feature
+        else:
+            self._buf[:-1] = self._buf[1:]
+            self._buf[-1] = feature
+        self._count += 1
+
+    def __len__(self) -> int:
+        return min(self._count, self.window)
+
+    def view(self) -> np.ndarray:
+        """(1, L, D) with L = min(pushed, W)."""
+        return self._buf[None, : len(self)]
+
+    def reset(self) -> None:
+        self._count = 0
+
+
+class TemporalEnsemble:
+    def __init__(self, k: float = 0.01):
+        self.k = k
+        self.chunks: deque[tuple[int, np.ndarray]] = deque()  # (step predicted at, chunk (N, A))
+
+    def add(self, step: int, chunk: np.ndarray) -> np.ndarray:
+        self.chunks.append((step, chunk))
+        while self.chunks and step - self.chunks[0][0] >= len(self.chunks[0][1]):
+            self.chunks.popleft()
+        preds = np.stack([c[step - s] for s, c in self.chunks])  # oldest first
+        weights = np.exp(-self.k * np.arange(len(preds)))
+        return (weights[:, None] * preds).sum(0) / weights.sum()
+
+    def reset(self) -> None:
+        self.chunks.clear()
+
+
+@dataclass
+class PolicyStep:
+    action: np.ndarray  # (A,) robot units: the action to send now
+    chunk: np.ndarray  # (N, A) robot units: the newest predicted chunk
+    normalized_chunk: np.ndarray  # (N, A) in [-1, 1] as the head produced it
+    timings: dict = field(default_factory=dict)  # seconds per stage
+    finite: bool = True  # False when the graphs produced NaN/inf (safety must stop)
+
+
+class Policy:
+    def __init__(self, bundle: Bundle, backend, instruction: str | None = None, chunk_mode: str = "first",
+                 ensemble_k: float = 0.01):
+        if chunk_mode not in CHUNK_MODES:
+            raise ValueError(f"chunk_mode must be one of {', '.join(CHUNK_MODES)}, got {chunk_mode!r}")
+        self.bundle, self.backend, self.chunk_mode = bundle, backend, chunk_mode
+        p = bundle.manifest["prompt"]
+        self.instruction = p["default_instruction"] if instruction is None else instruction
+        if instruction is None:
+            self.input_ids = np.asarray([p["default_input_ids"]], np.int64)
+            self.attention_mask = np.asarray([p["default_attention_mask"]], np.int64)
+        else:
+            prompt = build_prompt(bundle.tokenizer(), instruction, latent_query_num=p["latent_query_num"],
+                                  max_text_tokens=p["max_text_tokens"], template=p["template"])
+            self.input_ids, self.attention_mask = prompt.input_ids, prompt.attention_mask
+        if self.input_ids.shape[1] != p["total_tokens"]:
+            raise BundleError(f"{bundle.root / 'bundle.json'}: prompt has {self.input_ids.shape[1]} tokens, "
+                              f"graphs expect {p['total_tokens']}")
+        self.preprocess_config = bundle.preprocess
+        dim = bundle.outputs("language")[0].shape[-1]
+        self.ring = ActionRing(bundle.window, int(dim))
+        self.scale = np.float32(bundle.action_range)
+        self.ensemble = TemporalEnsemble(ensemble_k)
+        self._pending: deque[np.ndarray] = deque()  # open-loop actions left (chunk mode)
+        self.steps = 0
+
+    def reset(self) -> None:
+        self.ring.reset()
+        self.ensemble.reset()
+        self._pending.clear()
+        self.steps = 0
+
+    def encode(self, frame: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Frame -> pixels -> ACT feature (1, D), pushed into the ring."""
+        t0 = time.perf_counter()
+        pixels = preprocess_with(self.preprocess_config, frame)[None]
+        t1 = time.perf_counter()
+        feature = self.backend.encode_frame(pixels, self.input_ids, self.attention_mask)
+        self.ring.push(feature)
+        timings = {"preprocess": t1 - t0, "vision": self.backend.timings.get("vision", 0.0),
+                   "language": self.backend.timings.get("language", 0.0)}
+        return feature, timings
+
+    def infer(self, frame: np.ndarray) -> PolicyStep:
+        _, timings = self.encode(frame)
+        need_head = self.chunk_mode != "chunk" or not self._pending
+        if need_head:
+            normalized = self.backend.predict_chunk(self.ring.view())[0]
+            timings["head"] = self.backend.timings.get("head", 0.0)
+            self._last_normalized = normalized
+        else:
+            normalized = self._last_normalized
+            timings["head"] = 0.0
+        t0 = time.perf_counter()
+        chunk = normalized.astype(np.float32) * self.scale
+        if self.chunk_mode == "first":
+            action = chunk[0]
+        elif self.chunk_mode == "chunk":
+            if need_head:
+                self._pending.extend(chunk)
+            action = self._pending.popleft()
+        else:
+            action = self.ensemble.add(self.steps, chunk).astype(np.float32)
+        self.steps += 1
+        finite = bool(np.isfinite(chunk).all() and np.isfinite(action).all())
+        timings["post"] = time.perf_counter() - t0
+        return PolicyStep(action=action, chunk=chunk, normalized_chunk=normalized, timings=timings, finite=finite)
