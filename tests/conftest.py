@@ -47,3 +47,29 @@ def run_python(*args, cwd=ROOT, timeout=300, env=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env=full_env)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tmp_path_factory, tiny_model, tiny_tokenizer, tiny_checkpoint):
+    """The tiny model exported (and verified) once per session."""
+    from export.to_onnx import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    return export_bundle(tiny_model, tiny_tokenizer, out, source=str(tiny_checkpoint), verify_seeds=(0,),
+                         progress=lambda s: None)
+
+
+@pytest.fixture(scope="session")
+def episode_file(tmp_path_factory):
+    """One episode in the collector's HDF5 layout: 12 camera-like 320x240 BGR frames."""
+    import numpy as np
+
+    from runtime.episodes import write_episode
+    from runtime.sample_frames import sample_frames
+
+    path = tmp_path_factory.mktemp("episodes") / "episode_000.h5"
+    rng = np.random.default_rng(0)
+    actions = np.zeros((12, 3), np.float32)
+    actions[:, :2] = rng.choice([-1.15, 0.0, 1.15], size=(12, 2))
+    return write_episode(path, sample_frames(12, seed=20, height=240, width=320), actions,
+                         instruction="reach the bottle on the left")

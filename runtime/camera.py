@@ -1,0 +1,230 @@
+"""Camera sources for the drive loop: live devices, the Jetson CSI camera, and replays.
+
+    cam = open_camera("0")                      # OpenCV device index (V4L2 on Linux)
+    cam = open_camera("/dev/video0", width=1280, height=720, fps=30)
+    cam = open_camera("csi")                    # Jetson CSI camera, rotated 180 degrees like the original rig
+    cam = open_camera("nvarguscamerasrc ! ... ! appsink")   # any GStreamer pipeline
+    cam = open_camera("run.mp4") / open_camera("frames/") / open_camera("episode.h5")   # replays
+    frame = cam.read(timeout=0.5)               # Frame(image BGR uint8, stamp, index)
+
+Live sources run a background thread that keeps only the newest frame with
+its capture time (a control loop wants the present, not a queue of the past);
+`read` returns a frame newer than the last one, raises `CameraStalled` when
+none arrives within the timeout and `FrameTooOld` when the newest is older
+than `max_age`. Replays (video file, image folder, HDF5 episode) hand out
+their frames one per `read`, in order, stamped when read, and raise
+`EndOfStream` at the end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
+
+
+class CameraError(RuntimeError):
+    """A camera that cannot be opened; the message says what to check."""
+
+
+class CameraStalled(CameraError):
+    pass
+
+
+class FrameTooOld(CameraError):
+    pass
+
+
+class EndOfStream(CameraError):
+    pass
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray  # (H, W, 3) uint8, BGR (what OpenCV and the collector deliver)
+    stamp: float  # time.monotonic() at capture
+    index: int
+
+
+def csi_pipeline(width: int = 1280, height: int = 720, fps: int = 30, sensor_id: int = 0, flip_method: int = 2) -> str:
+    """nvarguscamerasrc -> BGR appsink; flip-method=2 rotates 180 degrees (the original rig's mounting)."""
+    return (f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+            f"framerate={fps}/1, format=NV12 ! nvvidconv flip-method={flip_method} ! video/x-raw, format=BGRx ! "
+            f"videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
+
+
+class LiveCamera:
+    """OpenCV capture in a background thread that keeps only the newest frame."""
+
+    def __init__(self, capture, name: str, max_age: float = 0.5):
+        self.capture, self.name, self.max_age = capture, name, max_age
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._read_index = -1
+        self._stop = threading.Event()
+        self.failures = 0
+        self._thread = threading.Thread(target=self._grab, name=f"camera:{name}", daemon=True)
+        self._thread.start()
+
+    def _grab(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            ok, image = self.capture.read()
+            stamp = time.monotonic()
+            if not ok or image is None:
+                self.failures += 1
+                time.sleep(0.01)
+                continue
+            with self._cond:
+                self._latest = Frame(image, stamp, index)
+                self._cond.notify_all()
+            index += 1
+
+    def read(self, timeout: float = 0.5) -> Frame:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._latest is None or self._latest.index <= self._read_index:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CameraStalled(f"camera {self.name}: no new frame for {timeout:.2f} s")
+                self._cond.wait(left)
+            frame = self._latest
+        self._read_index = frame.index
+        age = time.monotonic() - frame.stamp
+        if age > self.max_age:
+            raise FrameTooOld(f"camera {self.name}: newest frame is {age * 1e3:.0f} ms old (limit {self.max_age * 1e3:.0f} ms)")
+        return frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+        self.capture.release()
+
+
+class ReplaySource:
+    """Frames from memory, one per read; subclasses load them."""
+
+    def __init__(self, frames, name: str):
+        self.frames, self.name = frames, name
+        self.index = 0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self, timeout: float = 0.5) -> Frame:
+        if self.index >= len(self.frames):
+            raise EndOfStream(f"{self.name}: end of replay after {self.index} frames")
+        image = np.ascontiguousarray(self.frames[self.index])
+        frame = Frame(image, time.monotonic(), self.index)
+        self.index += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+def image_folder(path: Path) -> ReplaySource:
+    import cv2
+
+    files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CameraError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+
+    class _Lazy:
+        def __len__(self):
+            return len(files)
+
+        def __getitem__(self, i):
+            image = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
+            if image is None:
+                raise CameraError(f"{files[i]}: not a readable image")
+            return image
+
+    return ReplaySource(_Lazy(), str(path))
+
+
+def video_file(path: Path) -> ReplaySource:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise CameraError(f"{path}: OpenCV cannot open this video")
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    if not frames:
+        raise CameraError(f"{path}: no frames could be decoded")
+    return ReplaySource(frames, str(path))
+
+
+def hdf5_episode(path: Path) -> ReplaySource:
+    """The collector's `images` dataset (T, H, W, 3) uint8, BGR as it was written."""
+    try:
+        import h5py
+    except ImportError as e:
+        raise CameraError("replaying an .h5 episode needs h5py (pip install h5py)") from e
+    try:
+        with h5py.File(path, "r") as f:
+            if "images" not in f:
+                raise CameraError(f"{path}: no 'images' dataset (keys: {', '.join(f.keys())})")
+            images = f["images"][()]
+    except OSError as e:
+        raise CameraError(f"{path}: not a readable HDF5 file: {e}") from e
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise CameraError(f"{path}: 'images' must be (T, H, W, 3) uint8, got {images.shape} {images.dtype}")
+    return ReplaySource(images, str(path))
+
+
+def live_capture(spec: str, width: int | None, height: int | None, fps: int | None):
+    import cv2
+
+    if spec == "csi":
+        spec = csi_pipeline(width or 1280, height or 720, fps or 30)
+    if "!" in spec:
+        cap = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
+        hint = "check the pipeline with gst-launch-1.0 and that OpenCV was built with GStreamer"
+    else:
+        device = int(spec) if spec.isdigit() else spec
+        cap = cv2.VideoCapture(device, cv2.CAP_V4L2) if hasattr(cv2, "CAP_V4L2") else cv2.VideoCapture(device)
+        hint = "is the camera plugged in? (v4l2-ctl --list-devices; ls /dev/video*)"
+        if width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        if fps:
+            cap.set(cv2.CAP_PROP_FPS, fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    if not cap.isOpened():
+        raise CameraError(f"camera {spec!r} could not be opened: {hint}")
+    return cap, spec
+
+
+def open_camera(spec: str, width: int | None = None, height: int | None = None, fps: int | None = None,
+                max_age: float = 0.5):
+    """A camera from a device index, /dev path, 'csi', GStreamer pipeline, video, image folder or .h5 episode."""
+    spec = str(spec)
+    path = Path(spec)
+    if path.suffix == ".h5" or path.suffix == ".hdf5":
+        if not path.is_file():
+            raise CameraError(f"{path}: episode file not found")
+        return hdf5_episode(path)
+    if path.is_dir():
+        return image_folder(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        if not path.is_file():
+            raise CameraError(f"{path}: video file not found")
+        return video_file(path)
+    if spec.startswith("/dev/") and not path.exists():
+        raise CameraError(f"camera {spec} not found: is it plugged in? (v4l2-ctl --list-devices; ls /dev/video*)")
+    cap, name = live_capture(spec, width, height, fps)
+    return LiveCamera(cap, name, max_age)

@@ -1,0 +1,211 @@
+"""A motor controller that speaks docs/serial-protocol.md on a pseudo-terminal.
+
+    python -m runtime.motor_emulator --link /tmp/mobile-vla-motor     # then: --serial /tmp/mobile-vla-motor
+
+    emu = ControllerEmulator(link=Path("/tmp/motor")).start()
+    ... SerialMotorController(emu.port) ...
+    emu.velocity, emu.history, emu.unplug(), emu.replug(), emu.stop()
+
+Behaves like the firmware should: acknowledges every command, answers status
+queries, refuses bad payloads with NACK, and zeroes the motors on its own when
+no SET_VELOCITY/HEARTBEAT arrived within the timeout the host sent (the
+controller-side watchdog of DESIGN.md). `link` is a stable symlink to the
+current pty (what the udev rule gives the real controller), so a test can
+unplug and replug the "cable". Used by the tests, the simulator and anyone
+without hardware.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.protocol import (
+    VERSION,
+    Command,
+    ErrorCode,
+    FrameParser,
+    StatusFlag,
+    encode_frame,
+    parse_velocity,
+    parse_wheels,
+    status_payload,
+)
+
+
+@dataclass(frozen=True)
+class Received:
+    time: float  # time.monotonic() when the emulator applied it
+    command: str  # SET_VELOCITY, STOP, HEARTBEAT, QUERY_STATUS, SET_WHEELS, WATCHDOG, UNPLUG
+    velocity: tuple[float, float, float]  # the body velocity in force after it
+
+
+class ControllerEmulator:
+    def __init__(self, link: Path | None = None, base=None, default_timeout_ms: int = 500):
+        self.link = Path(link) if link else None
+        self.base = base  # kinematics.Base, to turn SET_WHEELS into a body velocity
+        self.default_timeout_ms = default_timeout_ms
+        self.velocity = (0.0, 0.0, 0.0)
+        self.history: list[Received] = []
+        self.on_velocity = None  # callback(vx, vy, wz), e.g. the simulator
+        self.respond = True  # False: swallow commands (a hung controller)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._master = self._slave = None
+        self._thread = None
+        self._deadline = None
+        self._started = time.monotonic()
+        self.parser = FrameParser()
+
+    # -- the cable -------------------------------------------------------------
+    @property
+    def port(self) -> str:
+        return str(self.link) if self.link else os.ttyname(self._slave)
+
+    def _open_pty(self) -> None:
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._master)
+        tty.setraw(self._slave)
+        if self.link:
+            tmp = self.link.with_name(self.link.name + ".new")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(os.ttyname(self._slave))
+            os.replace(tmp, self.link)
+
+    def start(self) -> "ControllerEmulator":
+        self._open_pty()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._serve, name="motor-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2)
+        self._close_pty()
+        if self.link:
+            self.link.unlink(missing_ok=True)
+
+    def _close_pty(self) -> None:
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._master = self._slave = None
+
+    def unplug(self) -> None:
+        """The cable is pulled: the port disappears and the motors stop (as a real controller would)."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._close_pty()
+        if self.link:
+            self.link.unlink(missing_ok=True)
+        self._apply((0.0, 0.0, 0.0), "UNPLUG")
+
+    def replug(self) -> None:
+        self.parser = FrameParser()
+        self.start()
+
+    # -- the firmware ----------------------------------------------------------
+    def _apply(self, velocity, command: str) -> None:
+        with self._lock:
+            self.velocity = tuple(float(v) for v in velocity)
+            self.history.append(Received(time.monotonic(), command, self.velocity))
+        if self.on_velocity:
+            self.on_velocity(*self.velocity)
+
+    def _reply(self, kind: int, seq: int, payload: bytes) -> None:
+        try:
+            os.write(self._master, encode_frame(kind, seq, payload))
+        except OSError:
+            pass
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                self._deadline = None
+                if any(self.velocity):
+                    self._apply((0.0, 0.0, 0.0), "WATCHDOG")
+                self.watchdog_tripped = True
+            try:
+                ready, _, _ = select.select([self._master], [], [], 0.005)
+                if not ready:
+                    continue
+                data = os.read(self._master, 4096)
+            except (OSError, ValueError, TypeError):
+                return
+            for frame in self.parser.feed(data):
+                if self.respond:
+                    self._handle(frame)
+
+    def _handle(self, frame) -> None:
+        if frame.version != VERSION:
+            self._reply(Command.NACK, frame.seq, bytes([frame.seq, ErrorCode.BAD_VERSION]))
+            return
+        try:
+            if frame.type == Command.SET_VELOCITY:
+                vx, vy, wz, timeout_ms = parse_velocity(frame.payload)
+                self._feed_watchdog(timeout_ms)
+                self._apply((vx, vy, wz), "SET_VELOCITY")
+            elif frame.type == Command.SET_WHEELS:
+                wheels, timeout_ms = parse_wheels(frame.payload)
+                if self.base is None:
+                    raise ValueError("no base configured for wheel speeds")
+                self._feed_watchdog(timeout_ms)
+                self._apply(tuple(self.base.to_body(wheels)), "SET_WHEELS")
+            elif frame.type == Command.STOP:
+                self._deadline = None
+                self._apply((0.0, 0.0, 0.0), "STOP")
+            elif frame.type == Command.HEARTBEAT:
+                self._feed_watchdog(self.default_timeout_ms)
+            elif frame.type == Command.QUERY_STATUS:
+                flags = (StatusFlag.MOVING if any(self.velocity) else 0) | (
+                    StatusFlag.WATCHDOG_TRIPPED if getattr(self, "watchdog_tripped", False) else 0)
+                uptime = int((time.monotonic() - self._started) * 1000)
+                self._reply(Command.STATUS, frame.seq, status_payload(flags, *self.velocity, uptime, self.parser.bad_crc))
+                return
+            else:
+                self._reply(Command.NACK, frame.seq, bytes([frame.seq, ErrorCode.UNKNOWN_COMMAND]))
+                return
+        except ValueError:
+            self._reply(Command.NACK, frame.seq, bytes([frame.seq, ErrorCode.BAD_PAYLOAD]))
+            return
+        self._reply(Command.ACK, frame.seq, bytes([frame.seq, 0]))
+
+    def _feed_watchdog(self, timeout_ms: int) -> None:
+        self.watchdog_tripped = False
+        self._deadline = time.monotonic() + (timeout_ms or self.default_timeout_ms) / 1000.0
+
+    def commands(self, kind: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.history if kind is None or r.command == kind]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--link", type=Path, default=Path("/tmp/mobile-vla-motor"), help="stable symlink to the pty")
+    args = ap.parse_args(argv)
+    emu = ControllerEmulator(link=args.link).start()
+    emu.on_velocity = lambda vx, vy, wz: print(f"velocity {vx:+.3f} {vy:+.3f} {wz:+.3f}", flush=True)
+    print(f"controller emulator on {emu.port} -> {os.ttyname(emu._slave)}; Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

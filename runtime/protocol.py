@@ -1,0 +1,147 @@
+"""The motor controller's serial protocol, version 1 (spec: docs/serial-protocol.md).
+
+    frame = encode_frame(Command.SET_VELOCITY, seq=7, payload=velocity_payload(0.2, 0.0, 0.0, 500))
+    parser = FrameParser()
+    for frame in parser.feed(received_bytes): ...
+
+Frame: 0xAA 0x55 | version | seq | type | length | payload (length bytes) | CRC-16/CCITT-FALSE
+(little-endian) over version..payload. The parser resynchronises on the
+sync bytes, so garbage, a wrong checksum or a truncated frame costs the
+frames it touches and nothing else: it never raises on input bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+SYNC = b"\xaa\x55"
+VERSION = 1
+MAX_VERSION = 15  # versions a header may claim (a newer one is NACKed, garbage is skipped)
+MAX_PAYLOAD = 32  # largest real payload is 19 bytes; a small cap limits what a garbage header can swallow
+HEADER = 6  # sync(2) version seq type length
+CRC_BYTES = 2
+
+
+class Command(IntEnum):
+    SET_VELOCITY = 0x01  # float32 vx (m/s), vy (m/s), wz (rad/s); uint16 watchdog timeout (ms)
+    STOP = 0x02  # no payload: zero now
+    HEARTBEAT = 0x03  # no payload: keeps the watchdog fed without changing the command
+    QUERY_STATUS = 0x04  # no payload: the controller answers STATUS
+    SET_WHEELS = 0x05  # uint8 count, count x float32 wheel speeds (rad/s); uint16 watchdog timeout (ms)
+    ACK = 0x81  # uint8 acknowledged seq, uint8 0
+    NACK = 0x82  # uint8 refused seq, uint8 error code (see ErrorCode)
+    STATUS = 0x84  # uint8 flags, float32 vx, vy, wz, uint32 uptime (ms), uint16 frames with bad CRC
+
+
+class ErrorCode(IntEnum):
+    BAD_PAYLOAD = 1
+    UNKNOWN_COMMAND = 2
+    BAD_VERSION = 3
+
+
+class StatusFlag(IntEnum):
+    MOVING = 1
+    WATCHDOG_TRIPPED = 2
+
+
+def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF): cheap on a microcontroller, catches burst errors."""
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    seq: int
+    payload: bytes = b""
+    version: int = VERSION
+
+
+def encode_frame(kind: int, seq: int, payload: bytes = b"", version: int = VERSION) -> bytes:
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    body = bytes([version, seq & 0xFF, int(kind), len(payload)]) + payload
+    return SYNC + body + struct.pack("<H", crc16_ccitt(body))
+
+
+def velocity_payload(vx: float, vy: float, wz: float, timeout_ms: int) -> bytes:
+    return struct.pack("<fffH", vx, vy, wz, timeout_ms)
+
+
+def parse_velocity(payload: bytes) -> tuple[float, float, float, int]:
+    if len(payload) != 14:
+        raise ValueError(f"SET_VELOCITY payload must be 14 bytes, got {len(payload)}")
+    return struct.unpack("<fffH", payload)
+
+
+def wheels_payload(speeds, timeout_ms: int) -> bytes:
+    return struct.pack(f"<B{len(speeds)}fH", len(speeds), *speeds, timeout_ms)
+
+
+def parse_wheels(payload: bytes) -> tuple[tuple[float, ...], int]:
+    if not payload or len(payload) != 1 + 4 * payload[0] + 2:
+        raise ValueError("SET_WHEELS payload length does not match its wheel count")
+    n = payload[0]
+    values = struct.unpack(f"<{n}fH", payload[1:])
+    return values[:n], values[n]
+
+
+def status_payload(flags: int, vx: float, vy: float, wz: float, uptime_ms: int, bad_crc: int) -> bytes:
+    return struct.pack("<BfffIH", flags, vx, vy, wz, uptime_ms & 0xFFFFFFFF, bad_crc & 0xFFFF)
+
+
+def parse_status(payload: bytes) -> dict:
+    if len(payload) != 19:
+        raise ValueError(f"STATUS payload must be 19 bytes, got {len(payload)}")
+    flags, vx, vy, wz, uptime, bad = struct.unpack("<BfffIH", payload)
+    return {"flags": flags, "moving": bool(flags & StatusFlag.MOVING),
+            "watchdog_tripped": bool(flags & StatusFlag.WATCHDOG_TRIPPED),
+            "velocity": (vx, vy, wz), "uptime_ms": uptime, "bad_crc": bad}
+
+
+class FrameParser:
+    """Incremental parser: feed any bytes, get the valid frames out; counts what it dropped."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+        self.bad_crc = 0
+        self.dropped_bytes = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self.buffer += data
+        frames = []
+        while True:
+            start = self.buffer.find(SYNC)
+            if start < 0:
+                keep = 1 if self.buffer.endswith(SYNC[:1]) else 0
+                self.dropped_bytes += len(self.buffer) - keep
+                del self.buffer[: len(self.buffer) - keep]
+                return frames
+            if start:
+                self.dropped_bytes += start
+                del self.buffer[:start]
+            if len(self.buffer) < HEADER:
+                return frames
+            length = self.buffer[5]
+            if length > MAX_PAYLOAD or not 1 <= self.buffer[2] <= MAX_VERSION:  # not a frame: skip this sync
+                self.dropped_bytes += 1
+                del self.buffer[:1]
+                continue
+            total = HEADER + length + CRC_BYTES
+            if len(self.buffer) < total:
+                return frames
+            body = bytes(self.buffer[2: HEADER + length])
+            (crc,) = struct.unpack("<H", self.buffer[HEADER + length: total])
+            if crc != crc16_ccitt(body):
+                self.bad_crc += 1
+                self.dropped_bytes += 1
+                del self.buffer[:1]  # resync inside: a real frame may start within these bytes
+                continue
+            del self.buffer[:total]
+            frames.append(Frame(type=body[2], seq=body[1], payload=body[4:], version=body[0]))

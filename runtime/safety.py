@@ -1,0 +1,80 @@
+"""What stands between the policy and the motors.
+
+    gate = SafetyGate(SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(1.0, 1.0, 2.0), dead_zone=0.1))
+    command = gate.filter(action, now)      # limited, rate-limited, dead-zoned; zero on NaN/inf
+    gate.zero(now)                          # on timeout, camera stall, exception, signal, exit
+
+The rules (DESIGN.md "Safety is not optional"):
+- per-axis speed limits (clip) and acceleration limits (slew rate per second);
+  a step down to zero is never rate-limited: stopping is always allowed at once;
+- a dead zone: |v| below it is 0 (REFERENCE.md: the original used 0.1);
+- NaN/inf anywhere in an action -> zero and counted;
+- `CommandWatchdog`: an action older than `cmd_timeout` (default 0.5 s, as
+  ros2_control's diff_drive_controller) is not executed: zero instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    max_speed: tuple[float, float, float] = (0.5, 0.5, 1.0)  # |vx|, |vy| m/s, |wz| rad/s after un-normalising
+    max_accel: tuple[float, float, float] = (2.0, 2.0, 4.0)  # m/s^2, m/s^2, rad/s^2; inf disables
+    dead_zone: float = 0.0  # per axis, same units as the command; 0.1 reproduces the original rig
+    cmd_timeout: float = 0.5  # s: an action older than this is not executed
+
+
+class SafetyGate:
+    def __init__(self, config: SafetyConfig = SafetyConfig()):
+        self.config = config
+        self.last = np.zeros(3)
+        self.last_time: float | None = None
+        self.nonfinite = 0  # actions refused for NaN/inf
+
+    def _pad(self, action) -> np.ndarray:
+        a = np.zeros(3)
+        values = np.asarray(action, dtype=np.float64).reshape(-1)[:3]
+        a[: len(values)] = values
+        return a
+
+    def filter(self, action, now: float) -> np.ndarray:
+        """Action (2 or 3 axes, robot units) -> the (vx, vy, wz) command that may be sent now."""
+        a = self._pad(action)
+        if not np.isfinite(a).all():
+            self.nonfinite += 1
+            return self.zero(now)
+        limit = np.asarray(self.config.max_speed, dtype=np.float64)
+        a = np.clip(a, -limit, limit)
+        a[np.abs(a) < self.config.dead_zone] = 0.0
+        if self.last_time is not None:
+            dt = max(now - self.last_time, 0.0)
+            step = np.asarray(self.config.max_accel, dtype=np.float64) * dt
+            delta = np.clip(a - self.last, -step, step)
+            # Slowing toward zero is always allowed at once; speeding up is rate-limited.
+            braking = (np.abs(a) < np.abs(self.last)) & (np.sign(a) * np.sign(self.last) >= 0)
+            a = np.where(braking, a, self.last + delta)
+        self.last, self.last_time = a, now
+        return a.copy()
+
+    def zero(self, now: float) -> np.ndarray:
+        self.last, self.last_time = np.zeros(3), now
+        return self.last.copy()
+
+
+class CommandWatchdog:
+    """Is the newest action fresh enough to execute?"""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.stamp = -math.inf
+
+    def feed(self, stamp: float) -> None:
+        self.stamp = stamp
+
+    def fresh(self, now: float) -> bool:
+        return now - self.stamp <= self.timeout

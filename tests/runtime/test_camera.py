@@ -1,0 +1,109 @@
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.camera import (
+    CameraError,
+    CameraStalled,
+    EndOfStream,
+    FrameTooOld,
+    LiveCamera,
+    csi_pipeline,
+    open_camera,
+)
+from runtime.sample_frames import sample_frames
+
+
+def test_hdf5_episode_replays_every_frame_in_order(episode_file):
+    import h5py
+
+    cam = open_camera(str(episode_file))
+    with h5py.File(episode_file) as f:
+        images = f["images"][()]
+    got = [cam.read().image for _ in range(len(images))]
+    assert all(np.array_equal(a, b) for a, b in zip(got, images))
+    with pytest.raises(EndOfStream):
+        cam.read()
+
+
+def test_image_folder_and_video_file(tmp_path):
+    frames = sample_frames(4, height=120, width=160)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), f)
+    cam = open_camera(str(folder))
+    assert np.array_equal(cam.read().image, frames[0]) and cam.read().index == 1
+    video = tmp_path / "run.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    cam = open_camera(str(video))
+    assert len(cam) == 4 and cam.read().image.shape == (120, 160, 3)
+
+
+def test_missing_sources_are_named(tmp_path):
+    with pytest.raises(CameraError, match="episode file not found"):
+        open_camera(str(tmp_path / "nope.h5"))
+    with pytest.raises(CameraError, match=r"/dev/video9 not found.*plugged in"):
+        open_camera("/dev/video9")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CameraError, match="no images"):
+        open_camera(str(tmp_path / "empty"))
+
+
+def test_csi_pipeline_rotates_180():
+    p = csi_pipeline(1280, 720, 30)
+    assert p.startswith("nvarguscamerasrc") and "flip-method=2" in p and "width=1280, height=720" in p
+    assert "appsink drop=true max-buffers=1" in p
+
+
+class FakeCapture:
+    """A device that delivers frames until told to stall (the lowest level: cv2.VideoCapture's read)."""
+
+    def __init__(self, period=0.005):
+        self.period, self.stalled, self.count = period, threading.Event(), 0
+
+    def read(self):
+        time.sleep(self.period)
+        if self.stalled.is_set():
+            return False, None
+        self.count += 1
+        return True, np.full((4, 4, 3), self.count % 255, np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_live_camera_keeps_only_the_newest_frame_and_detects_a_stall():
+    cap = FakeCapture()
+    cam = LiveCamera(cap, "fake", max_age=0.5)
+    try:
+        first = cam.read(timeout=1)
+        time.sleep(0.05)  # several frames arrive meanwhile; only the newest is handed out
+        second = cam.read(timeout=1)
+        assert second.index > first.index + 1
+        assert time.monotonic() - second.stamp < 0.05
+        cap.stalled.set()
+        with pytest.raises(CameraStalled):
+            cam.read(timeout=0.1)
+    finally:
+        cam.close()
+
+
+def test_live_camera_refuses_an_old_frame():
+    cap = FakeCapture()
+    cam = LiveCamera(cap, "fake", max_age=0.01)
+    try:
+        cam.read(timeout=1)
+        cap.stalled.set()
+        time.sleep(0.03)
+        cam._read_index = -1  # pretend the last frame was not read yet
+        with pytest.raises(FrameTooOld):
+            cam.read(timeout=0.1)
+    finally:
+        cam.close()

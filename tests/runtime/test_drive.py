@@ -1,0 +1,284 @@
+"""The drive loop against the controller emulator on a real pty, with faults injected at the edges."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.bundle import load_bundle
+from runtime.camera import CameraStalled, open_camera
+from runtime.drive import DriveConfig, DriveLoop
+from runtime.motor import SerialMotorController
+from runtime.motor_emulator import ControllerEmulator
+from runtime.policy import Policy
+from runtime.safety import SafetyConfig, SafetyGate
+from runtime.steplog import StepLog, read_log, replay_commands
+from tests.conftest import ROOT
+
+RATE = 50.0
+PERIOD = 1 / RATE
+TIMEOUT = 0.3
+SLACK = 0.08  # serial round trip + thread scheduling on a loaded 2-core CI machine
+LIMITS = SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0, cmd_timeout=TIMEOUT)
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    emu = ControllerEmulator(link=tmp_path / "motor").start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def bundle(tiny_bundle_dir):
+    return load_bundle(tiny_bundle_dir)
+
+
+class StallingBackend:
+    """Wraps a real backend; sleeps inside encode_frame from call `at` on (inference stalls)."""
+
+    def __init__(self, inner, at, sleep=None, nan_at=None):
+        self.inner, self.at, self.sleep, self.nan_at = inner, at, sleep, nan_at
+        self.calls = 0
+
+    @property
+    def timings(self):
+        return self.inner.timings
+
+    def encode_frame(self, *a):
+        self.calls += 1
+        if self.sleep and self.calls > self.at:
+            time.sleep(self.sleep)
+        return self.inner.encode_frame(*a)
+
+    def predict_chunk(self, features):
+        chunk = self.inner.predict_chunk(features)
+        if self.nan_at is not None and self.calls > self.nan_at:
+            chunk = np.full_like(chunk, np.nan)
+        return chunk
+
+
+class StallingCamera:
+    """Wraps a replay source; after `at` frames it delivers nothing (reads time out)."""
+
+    def __init__(self, inner, at):
+        self.inner, self.at, self.count = inner, at, 0
+
+    def read(self, timeout=0.5):
+        self.count += 1
+        if self.count > self.at:
+            time.sleep(timeout)
+            raise CameraStalled(f"no frame for {timeout} s")
+        return self.inner.read(timeout)
+
+    def close(self):
+        pass
+
+
+def run_loop(bundle, camera, emulator, backend=None, config=None, log=None, during=None):
+    with OnnxRuntimeBackend(bundle) as ort_backend:
+        policy = Policy(bundle, backend(ort_backend) if backend else ort_backend)
+        motor = SerialMotorController(emulator.port, watchdog_ms=1000, reconnect_s=0.05).connect()
+        loop = DriveLoop(policy, camera, motor, SafetyGate(LIMITS),
+                         config or DriveConfig(rate=RATE, cmd_timeout=TIMEOUT, status=False), log,
+                         printer=lambda s: None)
+        if during:
+            during(loop)
+        code = loop.run()
+        motor.disconnect()
+    return loop, code
+
+
+def zero_after(emulator, t):
+    """Time at which the emulator had zero velocity after moment t (None if never)."""
+    for r in emulator.commands():
+        if r.time >= t and r.velocity == (0.0, 0.0, 0.0):
+            return r.time
+    return None
+
+
+def test_emulator_receives_the_policys_actions_after_limits(bundle, episode_file, emulator, tmp_path):
+    cfg = DriveConfig(mode="step", rate=RATE, step_duration=0.05, cmd_timeout=TIMEOUT, status=False)
+    log_path = tmp_path / "drive.jsonl"
+    with StepLog(log_path) as log:
+        loop, code = run_loop(bundle, open_camera(str(episode_file)), emulator, config=cfg, log=log)
+    assert code == 0 and loop.ended_by == "end of camera stream" and loop.steps == 12
+    # what the policy produces offline on the same frames, through the same limits
+    with OnnxRuntimeBackend(bundle) as backend:
+        policy = Policy(bundle, backend)
+        cam = open_camera(str(episode_file))
+        expected = [np.clip(np.pad(policy.infer(cam.read().image).action, (0, 1)), -0.5, 0.5) for _ in range(12)]
+    moves = [r.velocity for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
+    distinct = [v for i, v in enumerate(moves) if i == 0 or v != moves[i - 1]]
+    assert len(distinct) == 12
+    assert np.allclose(np.array(distinct), np.array(expected, dtype=np.float32), atol=1e-6)
+    assert emulator.velocity == (0.0, 0.0, 0.0)
+    records = read_log(log_path)
+    steps = [r for r in records if r["type"] == "step"]
+    assert len(steps) == 12
+    for r in steps:
+        assert r["t_capture"] <= r["t_infer_start"] <= r["t_action"] <= r["t_serial"]
+        assert set(r["timings_ms"]) >= {"preprocess", "vision", "language", "head"}
+    assert records[-1] == {"type": "zero", "reason": "shutdown", "t": records[-1]["t"]}
+    # the log replays onto a controller
+    emulator.history.clear()
+    with SerialMotorController(emulator.port) as motor:
+        assert replay_commands(records, motor, speed=10.0) == 12
+    assert len([r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]) == 12
+
+
+def test_inference_stall_zeroes_within_timeout(bundle, episode_file, emulator):
+    loop, code = run_loop(bundle, open_camera(str(episode_file)), emulator,
+                          backend=lambda b: StallingBackend(b, at=3, sleep=1.0),
+                          config=DriveConfig(rate=RATE, cmd_timeout=TIMEOUT, max_steps=5, status=False))
+    assert code == 0
+    moving = [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
+    last_fresh = max(r.time for r in moving)
+    stopped = zero_after(emulator, last_fresh)
+    # the action was published just before its first send; zero must follow within timeout + a period
+    assert stopped is not None and stopped - last_fresh <= TIMEOUT + PERIOD + SLACK
+    assert any(reason == "command timeout" for _, reason in loop.zero_events)
+
+
+def test_camera_stall_mid_run_gives_an_immediate_zero(bundle, episode_file, emulator):
+    camera = StallingCamera(open_camera(str(episode_file)), at=3)
+    # no max_steps: the loop keeps trying the camera; stop it from outside after the stall
+    def stop_later(loop):
+        import threading
+
+        threading.Timer(1.0, loop.stop_event.set).start()
+
+    loop, code = run_loop(bundle, camera, emulator,
+                          config=DriveConfig(rate=RATE, cmd_timeout=5.0, camera_timeout=0.1, status=False),
+                          during=stop_later)
+    assert code == 0
+    reasons = [reason for _, reason in loop.zero_events]
+    assert any(r.startswith("camera:") for r in reasons)
+    moving = [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
+    # cmd_timeout is 5 s here, so only the stall detection can have stopped it this fast
+    assert zero_after(emulator, moving[-1].time) - moving[-1].time <= 0.1 + PERIOD + SLACK
+
+
+def test_nan_action_zeroes_at_once(bundle, episode_file, emulator):
+    loop, code = run_loop(bundle, open_camera(str(episode_file)), emulator,
+                          backend=lambda b: StallingBackend(b, at=0, sleep=0.1, nan_at=2),
+                          config=DriveConfig(rate=RATE, cmd_timeout=5.0, max_steps=4, status=False))
+    assert any(reason == "non-finite action" for _, reason in loop.zero_events)
+    moving = [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
+    assert zero_after(emulator, moving[-1].time) - moving[-1].time <= PERIOD + SLACK + 0.2
+
+
+def test_exception_in_inference_zeroes_and_fails(bundle, episode_file, emulator):
+    class Exploding(StallingBackend):
+        def encode_frame(self, *a):
+            self.calls += 1
+            if self.calls > 2:
+                raise RuntimeError("CUDA error: an illegal memory access")
+            return self.inner.encode_frame(*a)
+
+    loop, code = run_loop(bundle, open_camera(str(episode_file)), emulator, backend=lambda b: Exploding(b, at=0))
+    assert code == 1 and "illegal memory access" in str(loop.error)
+    assert emulator.velocity == (0.0, 0.0, 0.0)
+    assert emulator.commands()[-1].command == "STOP"
+
+
+def test_port_unplugged_and_replugged_mid_run_resumes(bundle, episode_file, emulator, tmp_path):
+    import threading
+
+    frames = open_camera(str(episode_file))
+
+    class SlowReplay:  # ~12 frames over ~1.2 s so the unplug lands mid-run
+        def read(self, timeout=0.5):
+            time.sleep(0.1)
+            return frames.read(timeout)
+
+        def close(self):
+            pass
+
+    def cable(loop):
+        def pull():
+            time.sleep(0.35)
+            emulator.unplug()
+            time.sleep(0.25)
+            emulator.replug()
+        threading.Thread(target=pull, daemon=True).start()
+
+    loop, code = run_loop(bundle, SlowReplay(), emulator, during=cable,
+                          config=DriveConfig(rate=RATE, cmd_timeout=TIMEOUT, status=False))
+    assert code == 0 and loop.steps == 12
+    unplug = next(r for r in emulator.commands() if r.command == "UNPLUG")
+    assert unplug.velocity == (0.0, 0.0, 0.0)
+    after = [r for r in emulator.commands("SET_VELOCITY") if r.time > unplug.time and any(r.velocity)]
+    assert after, "driving did not resume after the port came back"
+    assert loop.motor.reconnects >= 1
+    assert emulator.velocity == (0.0, 0.0, 0.0)
+
+
+def test_sigterm_to_the_drive_process_stops_the_motors(tiny_bundle_dir, episode_file, emulator, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+
+    from runtime.sample_frames import sample_frames
+
+    for i, f in enumerate(sample_frames(300, height=48, width=64)):
+        cv2.imwrite(str(frames / f"{i:04d}.png"), f)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--serial", emulator.port,
+         "--camera", str(frames), "--rate", "50", "--quiet", "--log", str(tmp_path / "log.jsonl")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "drive never moved"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "motors at zero" in err and "SIGTERM" in err
+    stop = next(r for r in emulator.commands() if r.time >= sent and r.velocity == (0.0, 0.0, 0.0))
+    assert stop.time - sent <= 0.5 + PERIOD + SLACK
+    assert emulator.velocity == (0.0, 0.0, 0.0)
+
+
+def test_dry_run_prints_commands(tiny_bundle_dir, episode_file):
+    proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run",
+                           "--camera", str(episode_file), "--mode", "step", "--step-duration", "0.02", "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    cmds = [line for line in proc.stdout.splitlines() if line.startswith("cmd_vel")]
+    assert len([c for c in cmds if c != "cmd_vel +0.000 +0.000 +0.000"]) >= 12
+    assert cmds[-1] == "cmd_vel +0.000 +0.000 +0.000"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--serial", "/dev/ttyUSB9"], "not found"),
+    (["--dry-run", "--camera", "/dev/video9"], "/dev/video9 not found"),
+])
+def test_clear_errors(tiny_bundle_dir, args, message):
+    proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and message in proc.stderr
+
+
+def test_bundle_failing_its_checks_is_refused(tiny_bundle_dir, tmp_path):
+    import shutil
+
+    bad = tmp_path / "b"
+    shutil.copytree(tiny_bundle_dir, bad)
+    with open(bad / "vision.onnx", "ab") as f:
+        f.write(b"x")
+    proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(bad), "--dry-run"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "vision.onnx: sha256" in proc.stderr
