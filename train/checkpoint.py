@@ -55,9 +55,9 @@ def base_fingerprint(model: MobileVLA) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(model: MobileVLA, out: Path, tokenizer, kind: str = "merged", overwrite: bool = False,
-                    extra: dict | None = None) -> Path:
-    """Write a checkpoint folder atomically. `extra` is stored in config.json (e.g. training metadata)."""
+def write_checkpoint_files(model: MobileVLA, folder: Path, tokenizer, kind: str = "merged",
+                           extra: dict | None = None) -> None:
+    """Write config.json, model.safetensors and tokenizer.json into an existing folder (not atomic)."""
     from train.lora import has_lora
 
     if kind not in KINDS:
@@ -82,11 +82,18 @@ def save_checkpoint(model: MobileVLA, out: Path, tokenizer, kind: str = "merged"
         meta["lora"] = model.lora_settings.to_dict()
         meta["base"] = {"weights": model.config.weights, "seed": model.config.seed,
                         "fingerprint": base_fingerprint(model)}
+    folder = Path(folder)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": FORMAT, "kind": kind})
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def save_checkpoint(model: MobileVLA, out: Path, tokenizer, kind: str = "merged", overwrite: bool = False,
+                    extra: dict | None = None) -> Path:
+    """Write a checkpoint folder atomically. `extra` is stored in config.json (e.g. training metadata)."""
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": FORMAT, "kind": kind})
-        tokenizer.save(str(tmp / "tokenizer.json"))
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_checkpoint_files(model, tmp, tokenizer, kind, extra)
     return out
 
 

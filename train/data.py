@@ -1,0 +1,295 @@
+"""The robot's HDF5 episodes as training windows, and a validator for a folder of them.
+
+    python -m train.data episodes/                       # validate every file, print a summary table
+    python -m train.data episodes/ --channel-order rgb --action-axes 3
+
+    from train.data import EpisodeDataset, load_episodes
+    episodes, rejected = load_episodes(paths, DataOptions(window=8, chunk=10))
+    sample = EpisodeDataset(episodes, options)[0]    # pixel_values (W,3,S,S), targets (W,N,A), mask (W,N), prompt
+
+Layout (REFERENCE.md section 2, written by runtime.episodes.write_episode):
+`images` uint8 (T, H, W, 3) in the collector's channel order (BGR by
+default), `actions` float (T, 3), `action_event_types` strings,
+`language_instruction` optional (1,) bytes. A sample is a window of W frames
+starting at t; position i's target is the chunk actions[t+i : t+i+N], masked
+past the episode's end (a short episode's window is padded with its last frame
+and masked too). Actions are clamped to +-action_range and divided by it
+(default 1.15 -> [-1, 1]); the range is saved in the checkpoint so the
+runtime can undo it. Images go through `runtime.preprocess`, the robot's own
+preprocessing; they are resized once at load and kept as uint8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.preprocess import normalize_rgb, resize_rgb
+from runtime.prompt import DEFAULT_INSTRUCTION
+
+REQUIRED = ("images", "actions", "action_event_types")
+AXES = ("linear_x", "linear_y", "angular_z")
+
+
+class EpisodeError(ValueError):
+    """One bad episode file: the message names the file and the problem."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = Path(path), problem
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    window: int = 8  # W frames per sample
+    chunk: int = 10  # N future actions per window position
+    action_axes: int = 2  # 2: (linear_x, linear_y); 3 adds angular_z
+    action_range: float = 1.15  # clamp to +-range, divide by range -> [-1, 1]
+    channel_order: str = "bgr"  # of the stored images (the collector wrote OpenCV BGR)
+    image_size: int = 224
+    default_instruction: str = DEFAULT_INSTRUCTION  # for files without language_instruction
+    color_jitter: float = 0.0  # max relative brightness/contrast/saturation change; 0 = off
+    mirror: bool = False  # random horizontal mirror: negates linear_y, angular_z; swaps left/right
+
+
+@dataclass
+class Episode:
+    path: Path
+    images: np.ndarray  # (T, S, S, 3) uint8 RGB, resized once
+    actions: np.ndarray  # (T, A) float32 in [-1, 1]
+    raw_actions: np.ndarray  # (T, 3) as stored
+    instruction: str
+    had_instruction: bool
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def frames(self) -> int:
+        return len(self.images)
+
+
+def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
+    """Read and validate one file; raise EpisodeError naming the file and the problem."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise EpisodeError(path, "file not found")
+    try:
+        if not h5py.is_hdf5(path):
+            raise EpisodeError(path, "not an HDF5 file")
+        with h5py.File(path, "r") as f:
+            missing = [k for k in REQUIRED if k not in f]
+            if missing:
+                raise EpisodeError(path, f"missing key(s) {', '.join(missing)} (has: {', '.join(sorted(f.keys()))})")
+            images_ds, actions_ds = f["images"], f["actions"]
+            if images_ds.dtype != np.uint8:
+                raise EpisodeError(path, f"'images' must be uint8, found {images_ds.dtype}")
+            if images_ds.ndim != 4 or images_ds.shape[-1] != 3:
+                raise EpisodeError(path, f"'images' must have shape (T, H, W, 3), found {images_ds.shape}")
+            if not np.issubdtype(actions_ds.dtype, np.floating):
+                raise EpisodeError(path, f"'actions' must be float32, found {actions_ds.dtype}")
+            if actions_ds.ndim != 2 or actions_ds.shape[1] != 3:
+                raise EpisodeError(path, f"'actions' must have shape (T, 3), found {actions_ds.shape}")
+            t = images_ds.shape[0]
+            if t == 0:
+                raise EpisodeError(path, "zero-length episode (no frames)")
+            if actions_ds.shape[0] != t:
+                raise EpisodeError(path, f"'images' has {t} frames but 'actions' has {actions_ds.shape[0]} rows")
+            raw = actions_ds[()].astype(np.float32)
+            if not np.isfinite(raw).all():
+                bad = np.argwhere(~np.isfinite(raw))[0]
+                raise EpisodeError(path, f"'actions' has NaN/inf (first at frame {bad[0]}, axis {AXES[bad[1]]})")
+            events = f["action_event_types"]
+            if events.shape[0] != t:
+                raise EpisodeError(path, f"'action_event_types' has {events.shape[0]} entries for {t} frames")
+            instruction, had = options.default_instruction, False
+            if "language_instruction" in f:
+                value = f["language_instruction"][()]
+                value = value[0] if getattr(value, "shape", ()) else value
+                instruction = (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip("\0 ")
+                had = bool(instruction)
+                instruction = instruction or options.default_instruction
+            images = images_ds[()]
+            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    except EpisodeError:
+        raise
+    except (OSError, KeyError, ValueError) as e:  # truncated files surface here
+        raise EpisodeError(path, f"unreadable (truncated or corrupt HDF5): {e}") from e
+    resized = np.stack([resize_rgb(im, options.channel_order, options.image_size) for im in images])
+    clamped = np.clip(raw[:, : options.action_axes], -options.action_range, options.action_range)
+    return Episode(path, resized, (clamped / options.action_range).astype(np.float32), raw, instruction, had, attrs)
+
+
+def load_episodes(paths, options: DataOptions, strict: bool = False, warn=None):
+    """-> (episodes, rejected [(path, problem)]). `strict` raises on the first bad file."""
+    episodes, rejected = [], []
+    for p in paths:
+        try:
+            episodes.append(read_episode(p, options))
+        except EpisodeError as e:
+            if strict:
+                raise
+            rejected.append((e.path, e.problem))
+            if warn:
+                warn(f"skipping {e}")
+    return episodes, rejected
+
+
+def find_episodes(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: episode folder not found")
+    return sorted(p for p in folder.rglob("*") if p.suffix in (".h5", ".hdf5"))
+
+
+def mirror_instruction(text: str) -> str:
+    """Swap left and right (whole words, keeping case)."""
+    import re
+
+    swap = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
+    return re.sub(r"\b(left|right|Left|Right|LEFT|RIGHT)\b", lambda m: swap[m.group(0)], text)
+
+
+def mirror_actions(actions: np.ndarray) -> np.ndarray:
+    """Horizontal mirror of a body motion: linear_y and angular_z change sign."""
+    out = actions.copy()
+    out[..., 1:] *= -1
+    return out
+
+
+def color_jitter(images: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Same random brightness, contrast and saturation change for the whole window (uint8 RGB)."""
+    x = images.astype(np.float32)
+    brightness = 1 + rng.uniform(-strength, strength)
+    contrast = 1 + rng.uniform(-strength, strength)
+    saturation = 1 + rng.uniform(-strength, strength)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    x = (x - mean) * contrast + mean
+    gray = x.mean(axis=-1, keepdims=True)
+    x = (x - gray) * saturation + gray
+    return np.clip(x * brightness, 0, 255).astype(np.uint8)
+
+
+def window_starts(episode: Episode, window: int) -> list[int]:
+    return list(range(max(episode.frames - window, 0) + 1))
+
+
+class EpisodeDataset:
+    """Windows over episodes; a torch-compatible map-style dataset returning numpy arrays."""
+
+    def __init__(self, episodes: list[Episode], options: DataOptions, tokenizer=None, config=None,
+                 augment: bool = False, seed: int = 0):
+        self.episodes, self.options, self.augment = episodes, options, augment
+        self.tokenizer, self.config = tokenizer, config
+        self.index = [(e, t) for e, ep in enumerate(episodes) for t in window_starts(ep, options.window)]
+        self.rng = np.random.default_rng(seed)
+        self._prompts: dict[str, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def prompt(self, instruction: str) -> dict:
+        if instruction not in self._prompts:
+            from train.model import make_prompt
+
+            p = make_prompt(self.config, self.tokenizer, instruction)
+            self._prompts[instruction] = {"input_ids": p.input_ids[0], "attention_mask": p.attention_mask[0],
+                                          "image_slot_mask": p.image_slot_mask[0], "position_ids": p.position_ids[0]}
+        return self._prompts[instruction]
+
+    def __getitem__(self, i: int) -> dict:
+        e, t = self.index[i]
+        ep, w, n = self.episodes[e], self.options.window, self.options.chunk
+        frame_idx = np.minimum(np.arange(t, t + w), ep.frames - 1)
+        images = ep.images[frame_idx]
+        a = ep.actions.shape[1]
+        targets = np.zeros((w, n, a), np.float32)
+        mask = np.zeros((w, n), np.float32)
+        for pos in range(w):
+            start = t + pos
+            if start >= ep.frames:
+                continue  # padding position: fully masked
+            chunk = ep.actions[start: start + n]
+            targets[pos, : len(chunk)] = chunk
+            mask[pos, : len(chunk)] = 1.0
+        instruction = ep.instruction
+        if self.augment and self.options.mirror and self.rng.random() < 0.5:
+            images = images[:, :, ::-1]
+            targets = mirror_actions(targets)
+            instruction = mirror_instruction(instruction)
+        if self.augment and self.options.color_jitter > 0:
+            images = color_jitter(images, self.options.color_jitter, self.rng)
+        pixels = np.stack([normalize_rgb(np.ascontiguousarray(im)) for im in images])
+        sample = {"pixel_values": pixels, "targets": targets, "mask": mask, "instruction": instruction}
+        if self.tokenizer is not None:
+            sample.update(self.prompt(instruction))
+        return sample
+
+
+def split_episodes(paths: list[Path], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """Train/val split by episode (never by window: neighbouring windows share frames)."""
+    paths = sorted(Path(p) for p in paths)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(paths))
+    n_val = max(1, round(len(paths) * val_fraction)) if len(paths) > 1 else 0
+    val = sorted(paths[i] for i in order[:n_val])
+    train = sorted(paths[i] for i in order[n_val:])
+    return train, val
+
+
+def summary(episodes: list[Episode], rejected: list, options: DataOptions) -> str:
+    lines = []
+    frames = sum(e.frames for e in episodes)
+    with_instr = sum(e.had_instruction for e in episodes)
+    lines.append(f"episodes     {len(episodes)} valid, {len(rejected)} rejected")
+    lines.append(f"frames       {frames} (per episode: min {min((e.frames for e in episodes), default=0)}, "
+                 f"max {max((e.frames for e in episodes), default=0)})")
+    lines.append(f"instructions {with_instr} in the files, {len(episodes) - with_instr} use the default")
+    for text in sorted({e.instruction for e in episodes})[:8]:
+        lines.append(f"             {sum(e.instruction == text for e in episodes):>4} x {text!r}")
+    if episodes:
+        raw = np.concatenate([e.raw_actions for e in episodes])
+        edges = np.array([-np.inf, -0.5, -0.05, 0.05, 0.5, np.inf])
+        lines.append(f"actions      {'axis':<10}{'< -0.5':>8}{'-0.5..0':>9}{'~0':>7}{'0..0.5':>8}{'> 0.5':>7}"
+                     f"   range")
+        for axis in range(3):
+            counts, _ = np.histogram(raw[:, axis], edges)
+            used = " (trained)" if axis < options.action_axes else " (ignored)"
+            lines.append(f"             {AXES[axis]:<10}" + "".join(f"{c:>8}" for c in counts)
+                         + f"   [{raw[:, axis].min():+.2f}, {raw[:, axis].max():+.2f}]{used}")
+    if rejected:
+        lines.append("rejected")
+        for path, problem in rejected:
+            lines.append(f"             {path}: {problem}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr")
+    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=2)
+    ap.add_argument("--action-range", type=float, default=1.15)
+    ap.add_argument("--strict", action="store_true", help="exit 1 at the first bad file")
+    args = ap.parse_args(argv)
+    options = DataOptions(action_axes=args.action_axes, action_range=args.action_range,
+                          channel_order=args.channel_order, image_size=64)  # small: validation only
+    try:
+        paths = find_episodes(args.folder)
+        episodes, rejected = load_episodes(paths, options, strict=args.strict)
+    except (FileNotFoundError, EpisodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if not paths:
+        print(f"error: {args.folder}: no .h5 episodes found", file=sys.stderr)
+        return 1
+    print(summary(episodes, rejected, options))
+    return 1 if rejected and args.strict else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
