@@ -58,6 +58,13 @@ class OnnxRuntimeBackend(Backend):
     def _activate(self) -> None:
         import onnxruntime as ort
 
+        parity = self.bundle.manifest["variants"].get(self.variant, {}).get("parity", {})
+        if parity and not parity.get("passed", False):
+            import warnings
+
+            warnings.warn(f"{self.bundle.root}: variant {self.variant!r} failed its parity check at export "
+                          f"(see bundle.json); its actions may be wrong", stacklevel=2)
+
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:

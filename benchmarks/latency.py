@@ -1,0 +1,473 @@
+"""Where every millisecond of a control step goes, and how that compares with the alternatives.
+
+    python -m benchmarks.latency --preset tiny                         # builds + exports tiny, seconds
+    python -m benchmarks.latency --preset small --compare --variants fp32 int8 --save
+    python -m benchmarks.latency --bundle bundle/ --ckpt CKPT --backend trt --compare
+    python -m benchmarks.latency --preset kosmos2 --random-weights --steps 20      # real size, no download
+
+Per stage (capture when --camera is given, preprocess from a 1280x720 BGR
+frame, vision, language, head, post-processing + safety, serial write to the
+controller emulator on a real pty) and end to end: mean, p50, p90, p99, max
+and the control rate they allow. `--compare` runs, on the same weights and
+frames and alternating step by step so machine drift hits all alike:
+- original: PyTorch eager, prompt padded to 256 tokens, one frame per call
+  (how the original stack served, REFERENCE.md section 3);
+- eager: PyTorch eager with our prompt layout and the ACT ring, no export;
+- naive_window: our runtime, but re-encoding all W frames every step;
+- runtime: the bundle on each --backend/--variant with the ACT ring;
+and stores ratio_vs_original, ratio_vs_naive, ratio_vs_eager per runtime
+entry. Also: peak RSS and start-up time of the runtime alone (a separate
+process, no torch) and GPU memory where there is one. Output: a table, JSON
+(--json), CSV (--csv), a PNG of the latency distributions (--plot), and
+benchmarks/results/<machine>-<date>.json with --save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.machine import describe, short_name
+
+STAGES = ("capture", "preprocess", "vision", "language", "head", "post", "serial", "overhead", "end_to_end")
+ORIGINAL_PROMPT_TOKENS = 256
+
+
+def stats(samples_s) -> dict:
+    ms = np.asarray(samples_s, dtype=np.float64) * 1e3
+    if ms.size == 0:
+        return {}
+    return {"n": int(ms.size), "mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
+            "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99)), "max": float(ms.max())}
+
+
+# ---------------------------------------------------------------------------------- paths
+class RuntimePath:
+    """The product: bundle + backend + ACT ring + safety + serial write."""
+
+    def __init__(self, bundle, backend, motor=None):
+        from runtime.policy import Policy
+        from runtime.safety import SafetyConfig, SafetyGate
+
+        self.backend = backend
+        self.policy = Policy(bundle, backend)
+        self.gate = SafetyGate(SafetyConfig())
+        self.motor = motor
+        self.samples = {s: [] for s in STAGES}
+        self.calls = CallCounter(backend)
+
+    def reset_counts(self) -> None:
+        self.calls.reset()
+
+    def step(self, frame, record: bool, capture_s: float = 0.0) -> float:
+        t0 = time.perf_counter()
+        out = self.policy.infer(frame)
+        t1 = time.perf_counter()
+        cmd = self.gate.filter(out.action, time.monotonic())
+        t2 = time.perf_counter()
+        if self.motor is not None:
+            self.motor.send_velocity(*cmd)
+        t3 = time.perf_counter()
+        total = t3 - t0 + capture_s
+        if record:
+            t = out.timings
+            graphs = t["vision"] + t["language"] + t["head"]
+            for k in ("preprocess", "vision", "language", "head"):
+                self.samples[k].append(t[k])
+            self.samples["post"].append(t["post"] + (t2 - t1))
+            self.samples["serial"].append(t3 - t2)
+            self.samples["capture"].append(capture_s) if capture_s else None
+            self.samples["overhead"].append(total - capture_s - graphs)
+            self.samples["end_to_end"].append(total)
+        return total
+
+
+class NaiveWindowPath:
+    """Our runtime, but every step re-encodes all W frames (W vision + language calls)."""
+
+    def __init__(self, bundle, backend):
+        from runtime.preprocess import preprocess_with
+
+        self.bundle, self.backend, self.pre = bundle, backend, bundle.preprocess
+        self.preprocess = preprocess_with
+        p = bundle.manifest["prompt"]
+        self.ids = np.asarray([p["default_input_ids"]], np.int64)
+        self.mask = np.asarray([p["default_attention_mask"]], np.int64)
+        self.window: list = []
+        self.calls = CallCounter(backend)
+
+    def reset_counts(self) -> None:
+        self.calls.reset()
+
+    def step(self, frame, record: bool, capture_s: float = 0.0) -> float:
+        t0 = time.perf_counter()
+        self.window = (self.window + [frame])[-self.bundle.window:]
+        feats = [self.backend.encode_frame(self.preprocess(self.pre, f)[None], self.ids, self.mask)
+                 for f in self.window]
+        self.backend.predict_chunk(np.concatenate(feats)[None])
+        return time.perf_counter() - t0
+
+
+class EagerPath:
+    """PyTorch eager: one frame per call through vision + language, a ring of features, the head."""
+
+    def __init__(self, model, tokenizer, total_tokens: int):
+        import torch
+
+        from runtime.preprocess import preprocess_with
+        from runtime.prompt import prompt_length
+        from train.model import PromptTensors, make_prompt
+
+        cfg = model.config
+        max_text = total_tokens - prompt_length(cfg.latent_query_num, 0)
+        from dataclasses import replace
+
+        self.prompt = PromptTensors.from_prompt(make_prompt(replace(cfg, max_text_tokens=max_text), tokenizer))
+        assert self.prompt.input_ids.shape[1] == total_tokens
+        self.model, self.torch, self.pre, self.preprocess = model.eval(), torch, cfg.preprocess_config(), preprocess_with
+        self.ring: list = []
+        self.vision_calls = 0
+
+    def reset_counts(self) -> None:
+        self.vision_calls = 0
+
+    def step(self, frame, record: bool, capture_s: float = 0.0) -> float:
+        torch = self.torch
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            pixels = torch.from_numpy(self.preprocess(self.pre, frame)[None])
+            feat = self.model.frame_features(pixels, self.prompt)
+            self.vision_calls += 1
+            self.ring = (self.ring + [feat])[-self.model.config.window:]
+            self.model.predict_chunk(torch.stack(self.ring, dim=1))
+        return time.perf_counter() - t0
+
+
+class CallCounter:
+    """Counts graph calls of a backend (to prove the naive path really makes W vision calls)."""
+
+    def __init__(self, backend):
+        self.counts = {"vision": 0, "language": 0, "action_head": 0}
+        inner = backend.run_graph
+
+        def counted(graph, feeds, _inner=inner):
+            self.counts[graph] += 1
+            return _inner(graph, feeds)
+
+        if not getattr(backend, "_counted", False):
+            backend.run_graph = counted
+            backend._counted = True
+            backend._counter = self
+        else:
+            self.counts = backend._counter.counts
+
+    def reset(self) -> None:
+        for k in self.counts:
+            self.counts[k] = 0
+
+
+# ------------------------------------------------------------------------------ measuring
+def frames_for(args, n: int):
+    from runtime.sample_frames import sample_frame
+
+    if args.camera:
+        return None
+    return [sample_frame(seed=i, height=720, width=1280) for i in range(n)]
+
+
+def run_alternating(paths: dict, frames, steps: int, warmup: int, camera=None) -> dict:
+    """Each step runs every path on the same frame, in rotating order; returns seconds per path."""
+    names = list(paths)
+    samples = {n: [] for n in names}
+    for i in range(warmup + steps):
+        if i == warmup:  # count calls in the measured steps only (the naive window is full by then)
+            for p in paths.values():
+                p.reset_counts()
+        capture_s = 0.0
+        if camera is not None:
+            t = time.perf_counter()
+            frame = camera.read(timeout=2.0).image
+            capture_s = time.perf_counter() - t
+        else:
+            frame = frames[i % len(frames)]
+        order = names[i % len(names):] + names[: i % len(names)]
+        for n in order:
+            took = paths[n].step(frame, record=i >= warmup, capture_s=capture_s)
+            if i >= warmup:
+                samples[n].append(took)
+    return samples
+
+
+def memory_probe(bundle_dir: Path, backend: str, variant: str) -> dict:
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.runtime_probe", "--bundle", str(bundle_dir),
+                           "--backend", backend, "--variant", variant, "--t0", repr(t0)],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip()[-500:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def start_emulator():
+    """The controller emulator in its own process (as real hardware would be: no shared GIL)."""
+    from runtime.motor import SerialMotorController
+
+    link = Path(tempfile.mkdtemp(prefix="mvla-motor-")) / "motor"
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.motor_emulator", "--link", str(link)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not link.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the controller emulator did not start")
+        time.sleep(0.02)
+    return proc, SerialMotorController(str(link)).connect()
+
+
+def gpu_memory_mb() -> float | None:
+    try:
+        import pycuda.driver as cuda
+
+        free, total = cuda.mem_get_info()
+        return (total - free) / 2**20
+    except Exception:
+        return None
+
+
+def prepare(args):
+    """-> (bundle_dir, torch model or None, tokenizer or None)."""
+    if args.bundle:
+        model = tok = None
+        if args.compare:
+            if not args.ckpt:
+                raise SystemExit("error: --compare with --bundle needs --ckpt (the PyTorch weights for the eager paths)")
+            from train.checkpoint import load_checkpoint
+
+            model, tok, _ = load_checkpoint(args.ckpt, merge=True)
+        return Path(args.bundle), model, tok
+    from export.to_onnx import export_bundle
+    from train.config import preset_config
+    from train.model import build_model, load_tokenizer
+
+    cfg = preset_config(args.preset, random_weights=args.random_weights)
+    model, tok = build_model(cfg), load_tokenizer(cfg)
+    out = Path(args.work or tempfile.mkdtemp(prefix="mvla-bench-")) / f"{args.preset}-bundle"
+    start = time.perf_counter()
+    export_bundle(model, tok, out, source=f"preset:{args.preset}", int8="int8" in args.variants,
+                  fp16="fp16" in args.variants, overwrite=True, verify_seeds=(0,), progress=lambda s: None,
+                  strict_variants=False)
+    print(f"exported {args.preset} to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return out, model, tok
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--bundle", type=Path)
+    src.add_argument("--preset", choices=("tiny", "small", "kosmos2"), default=None)
+    ap.add_argument("--ckpt", type=Path, help="with --bundle --compare: the checkpoint it was exported from")
+    ap.add_argument("--random-weights", action="store_true")
+    ap.add_argument("--backend", nargs="+", default=["ort-cpu"], choices=("auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"))
+    ap.add_argument("--variants", nargs="+", default=["fp32"], help="ONNX variants for ORT backends: fp32 fp16 int8")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--compare", action="store_true", help="also run original / eager / naive-window paths")
+    ap.add_argument("--camera", help="measure capture too, from this camera spec (see runtime.camera)")
+    ap.add_argument("--no-serial", action="store_true", help="skip the serial write to the controller emulator")
+    ap.add_argument("--no-memory", action="store_true", help="skip the separate-process RSS/start-up probe")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--csv", type=Path)
+    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/<machine>-<date>.json")
+    ap.add_argument("--work", type=Path, help="where --preset exports its bundle (default: a temp folder)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.bundle and not args.preset:
+        args.preset = "tiny"
+    info = describe()
+    print(f"machine: {info['cpu']} ({info['cores']} cores), GPU {info['gpu'] or 'none'}, "
+          f"power mode {info['power_mode'] or 'n/a'}, " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    bundle_dir, model, tok = prepare(args)
+
+    from runtime.backends.registry import make_backend, resolve_backend_name
+    from runtime.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    frames = frames_for(args, 8)
+    camera = None
+    if args.camera:
+        from runtime.camera import open_camera
+
+        camera = open_camera(args.camera)
+    emulator = motor = None
+    if not args.no_serial:
+        emulator, motor = start_emulator()
+
+    backends, paths, entries = [], {}, []
+    try:
+        for name in args.backend:
+            resolved = resolve_backend_name(bundle, name)
+            for variant in (args.variants if resolved.startswith("ort") else ["fp16-engine"]):
+                if resolved.startswith("ort") and variant not in bundle.variants:
+                    print(f"skipping {resolved}:{variant}: not in the bundle", file=sys.stderr)
+                    continue
+                backend = make_backend(bundle, resolved, variant=variant).activate()
+                backends.append(backend)
+                key = f"{resolved}:{variant}"
+                paths[f"runtime:{key}"] = RuntimePath(bundle, backend, motor)
+                entries.append(key)
+        if args.compare:
+            naive_backend = make_backend(bundle, resolve_backend_name(bundle, args.backend[0]),
+                                         variant=args.variants[0] if args.variants[0] in bundle.variants else "fp32")
+            backends.append(naive_backend.activate())
+            paths["naive_window"] = NaiveWindowPath(bundle, naive_backend)
+            total = bundle.manifest["prompt"]["total_tokens"]
+            paths["eager"] = EagerPath(model, tok, total)
+            paths["original"] = EagerPath(model, tok, ORIGINAL_PROMPT_TOKENS)
+        samples = run_alternating(paths, frames, args.steps, args.warmup, camera)
+    finally:
+        for b in backends:
+            b.deactivate()
+        if motor:
+            motor.disconnect()
+        if emulator:
+            emulator.terminate()
+            emulator.wait(timeout=5)
+
+    result = {"machine": info, "created": dt.datetime.now().isoformat(timespec="seconds"),
+              "bundle": str(bundle_dir), "preset": args.preset or bundle.manifest.get("model", {}).get("preset"),
+              "steps": args.steps, "warmup": args.warmup, "frame": "camera" if camera else [720, 1280],
+              "window": bundle.window, "runtime": {}, "compare": {}}
+    for key in entries:
+        path = paths[f"runtime:{key}"]
+        st = {s: stats(v) for s, v in path.samples.items() if v}
+        result["runtime"][key] = {"stages": st,
+                                  "control_rate_hz": {"mean": 1e3 / st["end_to_end"]["mean"],
+                                                      "p99": 1e3 / st["end_to_end"]["p99"]},
+                                  "calls_per_step": {g: c / args.steps for g, c in path.calls.counts.items()}}
+    if args.compare:
+        comp = {name: stats(v) for name, v in samples.items()}
+        n = args.steps
+        calls = {"naive_window": {g: c / n for g, c in paths["naive_window"].calls.counts.items()},
+                 "eager": {"vision": paths["eager"].vision_calls / n},
+                 "original": {"vision": paths["original"].vision_calls / n,
+                              "prompt_tokens": ORIGINAL_PROMPT_TOKENS}}
+        ratios = {}
+        for key in entries:
+            mine = comp[f"runtime:{key}"]["mean"]
+            ratios[key] = {"ratio_vs_original": mine / comp["original"]["mean"],
+                           "ratio_vs_naive": mine / comp["naive_window"]["mean"],
+                           "ratio_vs_eager": mine / comp["eager"]["mean"]}
+        result["compare"] = {"paths": comp, "calls_per_step": calls, "ratios": ratios}
+        result.update(ratios[entries[0]])  # the first backend's ratios at the top level too
+    if not args.no_memory:
+        result["memory"] = memory_probe(bundle_dir, args.backend[0], args.variants[0])
+        gpu = gpu_memory_mb()
+        if gpu is not None:
+            result["memory"]["gpu_used_mb"] = gpu
+
+    print(format_table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.csv:
+        write_csv(result, args.csv)
+    if args.plot:
+        plot(paths, entries, args.plot)
+    if args.save:
+        out = Path(__file__).parent / "results" / f"{short_name(info)}-{dt.date.today().isoformat()}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"saved {out}")
+    return 0
+
+
+def format_table(result: dict) -> str:
+    lines = []
+    for key, entry in result["runtime"].items():
+        lines.append(f"\n{key}  (ms; W={result['window']}, frame {result['frame']})")
+        lines.append(f"{'stage':<12}{'mean':>9}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+        for stage in STAGES:
+            s = entry["stages"].get(stage)
+            if s:
+                lines.append(f"{stage:<12}" + "".join(f"{s[k]:>9.2f}" for k in ("mean", "p50", "p90", "p99", "max")))
+        r = entry["control_rate_hz"]
+        lines.append(f"control rate {r['mean']:.1f} Hz at the mean, {r['p99']:.1f} Hz at p99")
+    if result.get("compare"):
+        c = result["compare"]
+        lines.append(f"\n{'path':<26}{'mean':>9}{'p50':>9}{'p99':>9}   calls/step")
+        for name, s in c["paths"].items():
+            calls = c["calls_per_step"].get(name) or result["runtime"].get(name.removeprefix("runtime:"), {}).get(
+                "calls_per_step", {})
+            lines.append(f"{name:<26}{s['mean']:>9.2f}{s['p50']:>9.2f}{s['p99']:>9.2f}   "
+                         + ", ".join(f"{k} {v:g}" for k, v in calls.items()))
+        for key, r in c["ratios"].items():
+            lines.append(f"{key}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
+    if result.get("memory"):
+        m = result["memory"]
+        if "error" in m:
+            lines.append(f"memory probe failed: {m['error']}")
+        else:
+            lines.append(f"\nruntime process: peak RSS {m['peak_rss_mb']:.0f} MB, start-up to first action "
+                         f"{m['startup_s']:.2f} s, torch loaded: {bool(m['heavy_modules'])}")
+    return "\n".join(lines)
+
+
+def write_csv(result: dict, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["entry", "stage", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "n"])
+        for key, entry in result["runtime"].items():
+            for stage, s in entry["stages"].items():
+                w.writerow([f"runtime:{key}", stage] + [round(s[k], 4) for k in ("mean", "p50", "p90", "p99", "max")]
+                           + [s["n"]])
+        for name, s in result.get("compare", {}).get("paths", {}).items():
+            w.writerow([name, "end_to_end"] + [round(s[k], 4) for k in ("mean", "p50", "p90", "p99", "max")] + [s["n"]])
+
+
+def plot(paths: dict, entries: list, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    compare = [n for n in paths if not n.startswith("runtime:")]
+    fig, axes = plt.subplots(1, 2 if compare else 1, figsize=(12 if compare else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    first = paths[f"runtime:{entries[0]}"]
+    for stage in STAGES:
+        v = np.sort(np.asarray(first.samples[stage]) * 1e3)
+        if v.size:
+            ax.plot(v, np.linspace(0, 1, v.size), label=stage)
+    ax.set_xscale("log")
+    ax.set_title(f"per stage, {entries[0]}")
+    if compare:
+        ax2 = axes[0][1]
+        for name, path in paths.items():
+            v = np.sort(np.asarray(path.samples["end_to_end"] if hasattr(path, "samples") else [])) * 1e3
+            if v.size:
+                ax2.plot(v, np.linspace(0, 1, v.size), label=name)
+        ax2.set_xscale("log")
+        ax2.set_title("end to end, side by side")
+    for a in axes[0]:
+        a.set_xlabel("latency (ms, log)")
+        a.set_ylabel("fraction of steps")
+        a.grid(alpha=0.3, which="both")
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

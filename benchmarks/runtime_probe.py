@@ -1,0 +1,49 @@
+"""Start-up time and peak memory of the runtime alone (no torch), as the robot would start it.
+
+    python -m benchmarks.runtime_probe --bundle bundle/ --steps 20 --t0 $(date +%s.%N)
+
+Prints one JSON line: startup_s (from --t0, the moment the parent launched
+this process, to the first action), peak_rss_mb, steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+T_IMPORT = time.time()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--variant", default="fp32")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--t0", type=float, help="wall-clock time the parent started this process")
+    args = ap.parse_args(argv)
+    from runtime.backends.registry import make_backend
+    from runtime.bundle import load_bundle
+    from runtime.policy import Policy
+    from runtime.sample_frames import sample_frame
+
+    frame = sample_frame(0)
+    bundle = load_bundle(args.bundle)
+    with make_backend(bundle, args.backend, variant=args.variant) as backend:
+        policy = Policy(bundle, backend)
+        policy.infer(frame)
+        first = time.time()
+        for i in range(args.steps - 1):
+            policy.infer(frame)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    heavy = [m for m in ("torch", "transformers") if m in sys.modules]
+    print(json.dumps({"startup_s": first - (args.t0 or T_IMPORT), "peak_rss_mb": peak, "steps": args.steps,
+                      "backend": backend.name, "heavy_modules": heavy}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Time the engines on this Jetson, then the whole control loop with the native TensorRT backend.
+#
+#   bash jetson/bench.sh BUNDLE             # checks power mode and clocks first
+#   bash jetson/bench.sh --dry-run BUNDLE   # print the commands only
+#
+# trtexec reports GPU compute time and host latency separately (--separateProfileRun keeps the
+# per-layer profiler out of the timed run; --useCudaGraph removes launch overhead).
+set -euo pipefail
+dry_run=0
+if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; shift; fi
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 [--dry-run] BUNDLE" >&2
+  exit 2
+fi
+bundle=$1
+PYTHON=${PYTHON:-python3}
+TRTEXEC=${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}
+
+if [[ $dry_run -eq 0 ]]; then
+  if command -v nvpmodel >/dev/null; then
+    mode=$(nvpmodel -q 2>/dev/null | head -n 1)
+    echo "power mode: $mode  (MAXN gives the numbers in docs/performance.md: sudo nvpmodel -m 0)"
+  fi
+  if command -v jetson_clocks >/dev/null; then
+    jetson_clocks --show 2>/dev/null | grep -E "GPU|EMC" | head -n 4 || true
+    echo "locked clocks make timings repeatable: sudo jetson_clocks"
+  fi
+fi
+
+read -r head_input hidden window < <("$PYTHON" - "$bundle/bundle.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+spec = m["graphs"]["action_head"]["inputs"][0]
+print(spec["name"], spec["shape"][2], m["policy"]["window"])
+PY
+)
+
+for graph in vision language action_head; do
+  cmd=("$TRTEXEC" "--loadEngine=$bundle/$graph.fp16.engine" --warmUp=1000 --iterations=200 --duration=0
+       --useCudaGraph --separateProfileRun --useSpinWait)
+  if [[ $graph == action_head ]]; then
+    cmd+=("--shapes=${head_input}:1x${window}x${hidden}")
+  fi
+  if [[ $dry_run -eq 1 ]]; then
+    printf '%q ' "${cmd[@]}"; echo
+  else
+    echo "== $graph =="
+    "${cmd[@]}" 2>&1 | grep -E "GPU Compute Time|Host Latency|Throughput" || true
+  fi
+done
+
+bench=("$PYTHON" -m benchmarks.latency --bundle "$bundle" --backend trt --steps 200 --warmup 20 --save)
+if [[ $dry_run -eq 1 ]]; then
+  printf '%q ' "${bench[@]}"; echo
+else
+  "${bench[@]}"
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Pre-flight before driving: bundle, engines vs this TensorRT/GPU, camera rate, controller heartbeat.
+#
+#   bash jetson/check.sh BUNDLE [CAMERA] [PORT]      # defaults: csi, /dev/mobile-vla-motor
+#
+# Prints one line per check (OK / FAIL / SKIP) and exits 1 if any check failed.
+set -euo pipefail
+if [[ $# -lt 1 ]]; then
+  echo "usage: $0 BUNDLE [CAMERA] [PORT]" >&2
+  exit 2
+fi
+bundle=$1
+camera=${2:-csi}
+port=${3:-/dev/mobile-vla-motor}
+PYTHON=${PYTHON:-python3}
+FPS=${FPS:-30}
+exec "$PYTHON" -m runtime.preflight --bundle "$bundle" --camera "$camera" --fps "$FPS" --serial "$port"

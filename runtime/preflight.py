@@ -1,0 +1,114 @@
+"""Pre-flight checks before a robot drives: one line per check, exit 1 if any failed.
+
+    python -m runtime.preflight --bundle bundle/ --camera csi --serial /dev/mobile-vla-motor
+    python -m runtime.preflight --bundle bundle/ --camera episode.h5 --serial /tmp/mvla-motor --fps 0
+
+Checks: the bundle's fields and sha256; its TensorRT engines against this
+machine's TensorRT version and GPU (skipped where there are none); the camera
+delivers frames at >= 80% of --fps (0: just one frame); the motor controller
+acknowledges a heartbeat and answers a status query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def check_bundle(path):
+    from runtime.bundle import BundleError, load_bundle
+
+    try:
+        b = load_bundle(path)
+    except BundleError as e:
+        return "FAIL", str(e), None
+    return "OK", f"{path}: fields and sha256 of {len(b.manifest['files'])} files", b
+
+
+def check_engines(bundle):
+    engines = bundle.manifest.get("engines", []) if bundle else []
+    if not engines:
+        return "SKIP", "no TensorRT engines in the bundle (bash jetson/build_engines.sh BUNDLE builds them)"
+    try:
+        import tensorrt
+
+        from export.to_trt import gpu_name
+    except ImportError:
+        return "FAIL", "the bundle has engines but tensorrt is not importable here (JetPack's python3-libnvinfer)"
+    from runtime.backends.base import BackendError
+    from runtime.backends.tensorrt import check_engine
+
+    gpu = gpu_name()
+    try:
+        for e in engines:
+            check_engine(e, tensorrt.__version__, gpu)
+    except BackendError as err:
+        return "FAIL", str(err)
+    return "OK", f"{len(engines)} engines match TensorRT {tensorrt.__version__} on {gpu}"
+
+
+def check_camera(spec, fps: float, seconds: float = 2.0):
+    from runtime.camera import CameraError, open_camera
+
+    try:
+        cam = open_camera(spec, max_age=1.0)
+    except CameraError as e:
+        return "FAIL", str(e)
+    try:
+        first = cam.read(timeout=3.0)
+        if not fps:
+            return "OK", f"camera {spec}: frame {first.image.shape[1]}x{first.image.shape[0]}"
+        n, start = 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            cam.read(timeout=1.0)
+            n += 1
+        rate = n / (time.monotonic() - start)
+    except CameraError as e:
+        return "FAIL", f"camera {spec}: {e}"
+    finally:
+        cam.close()
+    status = "OK" if rate >= 0.8 * fps else "FAIL"
+    return status, f"camera {spec}: {rate:.1f} fps (expected {fps:g})"
+
+
+def check_controller(port, baudrate: int = 115200):
+    from runtime.motor import MotorError, SerialMotorController
+
+    try:
+        motor = SerialMotorController(port, baudrate, ack_timeout_s=0.2).connect()
+    except MotorError as e:
+        return "FAIL", str(e)
+    try:
+        if not motor.heartbeat():
+            return "FAIL", f"{port}: no acknowledgement of a heartbeat (wrong baud rate or protocol version?)"
+        status = motor.query_status()
+        if status is None:
+            return "FAIL", f"{port}: heartbeat acknowledged but no status reply"
+        return "OK", f"{port}: heartbeat acknowledged, status {'moving' if status['moving'] else 'stopped'}"
+    finally:
+        motor.disconnect()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--camera")
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--serial")
+    ap.add_argument("--baudrate", type=int, default=115200)
+    args = ap.parse_args(argv)
+    results = []
+    status, msg, bundle = check_bundle(args.bundle)
+    results.append(("bundle", status, msg))
+    results.append(("engines", *check_engines(bundle)))
+    results.append(("camera", *(check_camera(args.camera, args.fps) if args.camera else ("SKIP", "no --camera"))))
+    results.append(("controller", *(check_controller(args.serial, args.baudrate) if args.serial
+                                    else ("SKIP", "no --serial"))))
+    for name, status, msg in results:
+        print(f"{status:<4} {name:<10} {msg}")
+    return 1 if any(s == "FAIL" for _, s, _ in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
