@@ -304,6 +304,8 @@ def main(argv=None) -> int:
     from runtime.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
+    if args.compare and args.warmup < bundle.window:
+        args.warmup = bundle.window  # the naive path is only measured once its window is full
     frames = frames_for(args, 8)
     camera = None
     if args.camera:
@@ -383,7 +385,7 @@ def main(argv=None) -> int:
     if args.csv:
         write_csv(result, args.csv)
     if args.plot:
-        plot(paths, entries, args.plot)
+        plot(paths, entries, args.plot, samples)
     if args.save:
         out = Path(__file__).parent / "results" / f"{short_name(info)}-{dt.date.today().isoformat()}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -435,13 +437,14 @@ def write_csv(result: dict, path: Path) -> None:
             w.writerow([name, "end_to_end"] + [round(s[k], 4) for k in ("mean", "p50", "p90", "p99", "max")] + [s["n"]])
 
 
-def plot(paths: dict, entries: list, out: Path) -> None:
+def plot(paths: dict, entries: list, out: Path, end_to_end: dict) -> None:
+    """ECDFs: per stage for the first runtime entry; end to end for every path (`end_to_end`: seconds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    compare = [n for n in paths if not n.startswith("runtime:")]
+    compare = len(paths) > 1
     fig, axes = plt.subplots(1, 2 if compare else 1, figsize=(12 if compare else 7, 4.5), squeeze=False)
     ax = axes[0][0]
     first = paths[f"runtime:{entries[0]}"]
@@ -453,8 +456,8 @@ def plot(paths: dict, entries: list, out: Path) -> None:
     ax.set_title(f"per stage, {entries[0]}")
     if compare:
         ax2 = axes[0][1]
-        for name, path in paths.items():
-            v = np.sort(np.asarray(path.samples["end_to_end"] if hasattr(path, "samples") else [])) * 1e3
+        for name in paths:
+            v = np.sort(np.asarray(end_to_end[name])) * 1e3
             if v.size:
                 ax2.plot(v, np.linspace(0, 1, v.size), label=name)
         ax2.set_xscale("log")

@@ -17,6 +17,17 @@ import time
 T_IMPORT = time.time()
 
 
+def peak_rss_mb() -> float:
+    """VmHWM of this process. Not ru_maxrss: Linux carries that across exec from the (torch-sized) parent."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", required=True)
@@ -38,7 +49,7 @@ def main(argv=None) -> int:
         first = time.time()
         for i in range(args.steps - 1):
             policy.infer(frame)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_rss_mb()
     heavy = [m for m in ("torch", "transformers") if m in sys.modules]
     print(json.dumps({"startup_s": first - (args.t0 or T_IMPORT), "peak_rss_mb": peak, "steps": args.steps,
                       "backend": backend.name, "heavy_modules": heavy}))

@@ -34,7 +34,6 @@ from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file
 from runtime.prompt import build_prompt, prompt_length, text_ids
 
 OPSET = 17
-EXTERNAL_DATA_LIMIT = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GB, with headroom for the graph itself
 INSTRUCTION_TOKENS = 32  # room the default prompt length leaves for an instruction
 
 
@@ -71,19 +70,19 @@ def graph_specs(config, total_tokens: int) -> dict:
 
 
 def _save_onnx(path: Path) -> None:
-    """Re-save a graph with one external data file when it is over protobuf's 2 GB limit."""
+    """A graph the exporter had to split (over protobuf's 2 GB) gets its weights in one file, GRAPH.onnx.data."""
     import onnx
+    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_model
 
-    size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.iterdir()
-                                     if p.is_file() and p.suffix not in (".onnx", ".json"))
-    if size < EXTERNAL_DATA_LIMIT:
-        return
-    model = onnx.load(str(path), load_external_data=True)
-    stray = [p for p in path.parent.iterdir() if p.is_file() and p.suffix not in (".onnx", ".json", ".data")]
+    model = onnx.load(str(path), load_external_data=False)
+    referenced = {e.value for t in _get_all_tensors(model) for e in t.external_data if e.key == "location"}
+    if not referenced:
+        return  # under 2 GB: the exporter inlined every weight
+    load_external_data_for_model(model, str(path.parent))
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=path.name + ".data", size_threshold=1024)
-    for p in stray:  # per-tensor files the exporter wrote before we consolidated them
-        p.unlink()
+    for name in referenced - {path.name + ".data"}:  # the exporter's one-file-per-tensor leftovers
+        (path.parent / name).unlink(missing_ok=True)
 
 
 def export_graph(module: torch.nn.Module, args: tuple, path: Path, spec: dict) -> None:

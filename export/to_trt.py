@@ -138,7 +138,14 @@ def main(argv=None) -> int:
     ap.add_argument("--record", nargs="+", metavar="GRAPH=FILE", help="only record engines built elsewhere")
     ap.add_argument("--trt-version", help="with --record: TensorRT version the engines were built with")
     ap.add_argument("--gpu", help="with --record: GPU name the engines were built on")
+    ap.add_argument("--head-shape", action="store_true",
+                    help="print 'INPUT_NAME HIDDEN WINDOW' of the action head (for the shell scripts) and exit")
     args = ap.parse_args(argv)
+    if args.head_shape:
+        bundle = load_bundle(args.bundle, verify_hashes=False)
+        spec = bundle.inputs("action_head")[0]
+        print(spec.name, spec.shape[2], bundle.window)
+        return 0
     if args.record:
         if not (args.trt_version and args.gpu):
             ap.error("--record needs --trt-version and --gpu")

@@ -28,13 +28,11 @@ if [[ $dry_run -eq 0 ]]; then
   fi
 fi
 
-read -r head_input hidden window < <("$PYTHON" - "$bundle/bundle.json" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-spec = m["graphs"]["action_head"]["inputs"][0]
-print(spec["name"], spec["shape"][2], m["policy"]["window"])
-PY
-)
+read -r head_input hidden window < <("$PYTHON" -m export.to_trt "$bundle" --head-shape) || true
+if [[ -z "${window:-}" ]]; then
+  echo "error: cannot read $bundle/bundle.json with $PYTHON -m export.to_trt (is the runtime installed? bash jetson/setup.sh)" >&2
+  exit 1
+fi
 
 for graph in vision language action_head; do
   cmd=("$TRTEXEC" "--loadEngine=$bundle/$graph.fp16.engine" --warmUp=1000 --iterations=200 --duration=0

@@ -35,13 +35,11 @@ if [[ $dry_run -eq 0 && ! -x "$TRTEXEC" ]]; then
 fi
 
 # The head's window length is the one dynamic axis: profile min 1, opt = max = W.
-read -r head_input hidden window < <("$PYTHON" - "$bundle/bundle.json" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-spec = m["graphs"]["action_head"]["inputs"][0]
-print(spec["name"], spec["shape"][2], m["policy"]["window"])
-PY
-)
+read -r head_input hidden window < <("$PYTHON" -m export.to_trt "$bundle" --head-shape) || true
+if [[ -z "${window:-}" ]]; then
+  echo "error: cannot read $bundle/bundle.json with $PYTHON -m export.to_trt (is the runtime installed? bash jetson/setup.sh)" >&2
+  exit 1
+fi
 
 common=(--fp16 "--memPoolSize=workspace:${WORKSPACE_MB}" "--timingCacheFile=$bundle/timing.cache"
         --warmUp=500 --iterations=50 --avgRuns=10)

@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lora-r", type=int, default=32)
     ap.add_argument("--lora-alpha", type=int, default=16)
     ap.add_argument("--lora-dropout", type=float, default=0.1)
-    ap.add_argument("--lora-vision", action="store_true", help="also adapt the vision tower")
+    ap.add_argument("--lora-targets", default="text,projection",
+                    help="comma-separated: text (decoder), projection (image-to-text), vision (tower)")
+    ap.add_argument("--lora-vision", action="store_true", help="shorthand: add vision to --lora-targets")
     ap.add_argument("--color-jitter", type=float, default=0.0, help="augmentation strength (0 = off)")
     ap.add_argument("--mirror", action="store_true", help="augmentation: horizontal mirror")
     ap.add_argument("--val-fraction", type=float, default=0.2)
@@ -251,7 +253,13 @@ def main(argv=None) -> int:
              "rejected": {str(p): why for p, why in rejected}}
     (run_dir / "split.json").write_text(json.dumps(split, indent=2) + "\n")
 
-    lora = LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, vision=args.lora_vision)
+    targets = {t.strip() for t in args.lora_targets.split(",") if t.strip()} | ({"vision"} if args.lora_vision else set())
+    unknown = targets - {"text", "projection", "vision"}
+    if unknown or not targets:
+        print(f"error: --lora-targets: unknown {sorted(unknown)}; use text, projection, vision", file=sys.stderr)
+        return 1
+    lora = LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, text="text" in targets,
+                        projection="projection" in targets, vision="vision" in targets)
     module = MobileVLAModule(config.to_dict(), lora.to_dict(), lr=args.lr, weight_decay=args.weight_decay,
                              warmup_steps=args.warmup_steps)
     train_ds = EpisodeDataset(train_eps, options, tokenizer, config, augment=True, seed=args.seed)

@@ -70,6 +70,11 @@ class OnnxRuntimeBackend(Backend):
         if self.threads:
             opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
+        # The three graphs run back to back in three sessions: an idle pool spinning for work steals the
+        # cores the next graph needs. Measured on 2 cores, small preset: step 372 -> 259 ms (fp32),
+        # 253 -> 142 ms (int8) with spinning off.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = self._provider_list()
         for graph in GRAPHS:
             path = self.bundle.graph_file(graph, self.variant)

@@ -127,7 +127,7 @@ def test_build_engines_script_passes_shellcheck_and_bash_n():
 
 def test_dry_run_prints_the_trtexec_command_lines(exported):
     proc = subprocess.run(["bash", str(SCRIPT), "--dry-run", str(exported)], capture_output=True, text=True,
-                          env={**os.environ, "TRTEXEC": "trtexec"})
+                          env={**os.environ, "TRTEXEC": "trtexec", "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 3

@@ -183,3 +183,27 @@ def test_fp16_and_int8_variants_pass_their_looser_parity(small_variants_bundle):
     sizes = {v: (small_variants_bundle / m["variants"][v]["files"]["language"]).stat().st_size
              for v in ("fp32", "fp16", "int8")}
     assert sizes["int8"] < 0.4 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
+
+
+@pytest.mark.slow
+def test_real_size_kosmos2_exports_with_external_data(tmp_path):
+    """The full Kosmos-2 architecture (random weights, no download): graphs over 2 GB use external data."""
+    import time
+
+    from export.to_onnx import export_bundle
+    from train.config import preset_config
+    from train.model import build_model, load_tokenizer
+
+    cfg = preset_config("kosmos2", random_weights=True, window=2)
+    model, tok = build_model(cfg), load_tokenizer(cfg)
+    start = time.perf_counter()
+    out = export_bundle(model, tok, tmp_path / "k2", verify_seeds=(0,), progress=print)
+    print(f"real-size export + parity: {time.perf_counter() - start:.0f} s")
+    m = load_bundle(out).manifest
+    assert m["variants"]["fp32"]["parity"]["passed"]
+    assert m["graphs"]["language"]["outputs"][0]["shape"] == [1, 2048]
+    assert (out / "language.onnx.data").is_file()  # > 2 GB of weights
+    assert not (out / "action_head.onnx.data").exists() and not (out / "vision.onnx.data").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted([*m["files"], "bundle.json"])  # no stray tensor files
+    for name, info in sorted(m["files"].items()):
+        print(f"{name}: {info['bytes'] / 1e9:.2f} GB")

@@ -126,3 +126,20 @@ def test_overwrite_replaces_only_when_asked(tmp_path, tiny_model, tiny_tokenizer
         save_checkpoint(tiny_model, out, tiny_tokenizer)
     save_checkpoint(tiny_model, out, tiny_tokenizer, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_lora_targets_are_configurable(tiny_config):
+    from train.lora import LoraSettings, apply_lora
+    from train.model import build_model
+
+    def adapted(settings):
+        model = apply_lora(build_model(tiny_config), settings)
+        return {root for root in ("text_model", "image_to_text_projection", "vision_model")
+                if any(root in n and "lora_A" in n for n, _ in model.named_parameters())}
+
+    assert adapted(LoraSettings()) == {"text_model", "image_to_text_projection"}
+    assert adapted(LoraSettings(vision=True)) == {"text_model", "image_to_text_projection", "vision_model"}
+    assert adapted(LoraSettings(text=False, projection=True)) == {"image_to_text_projection"}
+    model = apply_lora(build_model(tiny_config), LoraSettings(r=8))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or n == "action_token" or n.startswith("head.") for n in trainable)
