@@ -96,6 +96,7 @@ class Bundle:
     def __init__(self, root: Path, manifest: dict):
         self.root = Path(root)
         self.manifest = manifest
+        self._specs: dict = {}  # parsed once: backends check every call's inputs against them
 
     # -- contents ------------------------------------------------------------
     @property
@@ -122,14 +123,24 @@ class Bundle:
     def variants(self) -> list[str]:
         return list(self.manifest["variants"])
 
+    def _parsed(self, graph: str, kind: str):
+        key = (graph, kind)
+        if key not in self._specs:
+            g = self.manifest["graphs"][graph]
+            if kind == "dynamic_axes":
+                self._specs[key] = {k: tuple(v) for k, v in g.get("dynamic_axes", {}).items()}
+            else:
+                self._specs[key] = [TensorSpec.from_dict(d) for d in g[kind]]
+        return self._specs[key]
+
     def inputs(self, graph: str) -> list[TensorSpec]:
-        return [TensorSpec.from_dict(d) for d in self.manifest["graphs"][graph]["inputs"]]
+        return self._parsed(graph, "inputs")
 
     def outputs(self, graph: str) -> list[TensorSpec]:
-        return [TensorSpec.from_dict(d) for d in self.manifest["graphs"][graph]["outputs"]]
+        return self._parsed(graph, "outputs")
 
     def dynamic_axes(self, graph: str) -> dict[str, tuple[int, int]]:
-        return {k: tuple(v) for k, v in self.manifest["graphs"][graph].get("dynamic_axes", {}).items()}
+        return self._parsed(graph, "dynamic_axes")
 
     def graph_file(self, graph: str, variant: str = "fp32") -> Path:
         if variant not in self.manifest["variants"]:
