@@ -282,3 +282,19 @@ def test_bundle_failing_its_checks_is_refused(tiny_bundle_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(bad), "--dry-run"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "vision.onnx: sha256" in proc.stderr
+
+
+def test_auto_backend_says_which_and_missing_providers_are_refused(tiny_bundle_dir, episode_file):
+    from runtime.backends.base import BackendError
+    from runtime.backends.onnxruntime import available_providers
+    from runtime.backends.registry import make_backend, resolve_backend_name
+
+    bundle = load_bundle(tiny_bundle_dir)
+    assert resolve_backend_name(bundle, "auto") == "ort-cpu"  # no engines, no GPU providers here
+    if "CUDAExecutionProvider" not in available_providers():
+        with pytest.raises(BackendError, match="onnxruntime-gpu"):
+            make_backend(bundle, "ort-cuda").activate()
+    proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run",
+                           "--camera", str(episode_file), "--max-steps", "2", "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "driving with ort-cpu (fp32)" in proc.stderr
