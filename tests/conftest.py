@@ -73,3 +73,10 @@ def episode_file(tmp_path_factory):
     actions[:, :2] = rng.choice([-1.15, 0.0, 1.15], size=(12, 2))
     return write_episode(path, sample_frames(12, seed=20, height=240, width=320), actions,
                          instruction="reach the bottle on the left")
+
+
+def find_tool(name: str):
+    """A command on PATH or next to this Python (a venv's bin/ is not on PATH unless activated)."""
+    import shutil
+
+    return shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))

