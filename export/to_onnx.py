@@ -25,7 +25,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph

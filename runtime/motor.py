@@ -19,9 +19,7 @@ instead of a body velocity, for controllers that take wheel speeds.
 from __future__ import annotations
 
 import errno
-import os
 import time
-from pathlib import Path
 
 from runtime.protocol import (
     Command,
@@ -218,6 +216,3 @@ class DryRunMotor:
     def query_status(self):
         return {"velocity": self.last_sent, "moving": any(self.last_sent)}
 
-
-def port_exists(port: str) -> bool:
-    return Path(port).exists() or os.path.islink(port)

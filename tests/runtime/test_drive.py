@@ -1,7 +1,6 @@
 """The drive loop against the controller emulator on a real pty, with faults injected at the edges."""
 
 import math
-import os
 import signal
 import subprocess
 import sys

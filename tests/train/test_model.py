@@ -1,6 +1,5 @@
 """The Mobile-VLA model: prompt padding, frame-by-frame vs windowed, freezing, presets."""
 
-import numpy as np
 import pytest
 import torch
 
