@@ -85,7 +85,8 @@ class RuntimePath:
                 self.samples[k].append(t[k])
             self.samples["post"].append(t["post"] + (t2 - t1))
             self.samples["serial"].append(t3 - t2)
-            self.samples["capture"].append(capture_s) if capture_s else None
+            if capture_s:
+                self.samples["capture"].append(capture_s)
             self.samples["overhead"].append(total - capture_s - graphs)
             self.samples["end_to_end"].append(total)
         return total

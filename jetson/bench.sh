@@ -7,15 +7,9 @@
 # trtexec reports GPU compute time and host latency separately (--separateProfileRun keeps the
 # per-layer profiler out of the timed run; --useCudaGraph removes launch overhead).
 set -euo pipefail
-dry_run=0
-if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; shift; fi
-if [[ $# -ne 1 ]]; then
-  echo "usage: $0 [--dry-run] BUNDLE" >&2
-  exit 2
-fi
-bundle=$1
-PYTHON=${PYTHON:-python3}
-TRTEXEC=${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}
+# shellcheck source=engine_common.sh
+source "$(dirname "$0")/engine_common.sh"
+parse_engine_args "$@"
 
 if [[ $dry_run -eq 0 ]]; then
   if command -v nvpmodel >/dev/null; then
@@ -28,11 +22,7 @@ if [[ $dry_run -eq 0 ]]; then
   fi
 fi
 
-read -r head_input hidden window < <("$PYTHON" -m export.to_trt "$bundle" --head-shape) || true
-if [[ -z "${window:-}" ]]; then
-  echo "error: cannot read $bundle/bundle.json with $PYTHON -m export.to_trt (is the runtime installed? bash jetson/setup.sh)" >&2
-  exit 1
-fi
+read_head_shape
 
 for graph in vision language action_head; do
   cmd=("$TRTEXEC" "--loadEngine=$bundle/$graph.fp16.engine" --warmUp=1000 --iterations=200 --duration=0

@@ -12,18 +12,10 @@
 # TRT_VERSION and GPU_NAME (override what python's tensorrt and pycuda report).
 set -euo pipefail
 
-dry_run=0
-if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; shift; fi
-if [[ $# -ne 1 ]]; then
-  echo "usage: $0 [--dry-run] BUNDLE" >&2
-  exit 2
-fi
-bundle=$1
-PYTHON=${PYTHON:-python3}
+# shellcheck source=engine_common.sh
+source "$(dirname "$0")/engine_common.sh"
+parse_engine_args "$@"
 WORKSPACE_MB=${WORKSPACE_MB:-4096}
-if [[ -z "${TRTEXEC:-}" ]]; then
-  TRTEXEC=$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)  # JetPack puts it here
-fi
 
 if [[ ! -f "$bundle/bundle.json" ]]; then
   echo "error: $bundle/bundle.json not found: export a bundle first (python -m export.to_onnx CKPT --out $bundle)" >&2
@@ -35,11 +27,7 @@ if [[ $dry_run -eq 0 && ! -x "$TRTEXEC" ]]; then
 fi
 
 # The head's window length is the one dynamic axis: profile min 1, opt = max = W.
-read -r head_input hidden window < <("$PYTHON" -m export.to_trt "$bundle" --head-shape) || true
-if [[ -z "${window:-}" ]]; then
-  echo "error: cannot read $bundle/bundle.json with $PYTHON -m export.to_trt (is the runtime installed? bash jetson/setup.sh)" >&2
-  exit 1
-fi
+read_head_shape
 
 common=(--fp16 "--memPoolSize=workspace:${WORKSPACE_MB}" "--timingCacheFile=$bundle/timing.cache"
         --warmUp=500 --iterations=50 --avgRuns=10)

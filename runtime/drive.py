@@ -73,6 +73,9 @@ class DriveLoop:
         self.watchdog = CommandWatchdog(config.cmd_timeout)
         self.zero_events: list[tuple[float, str]] = []
         self._stage_ms: dict[str, float] = {}
+        self._logged: set[int] = set()  # steps whose command was logged (sent at least once)
+        self._finished: set[int] = set()  # steps whose move ended (step mode)
+        self._step_started: dict[int, float] = {}
         self._rate = 0.0
 
     # -- inference thread ----------------------------------------------------------
@@ -125,7 +128,7 @@ class DriveLoop:
         deadline = time.monotonic() + self.config.cmd_timeout + self.config.step_duration
         last = self.steps - 1
         while time.monotonic() < deadline and not self.stop_event.is_set():
-            done = self.step_done.is_set() if self.config.mode == "step" else last in getattr(self, "_logged", ())
+            done = self.step_done.is_set() if self.config.mode == "step" else last in self._logged
             if done or last < 0:
                 return
             time.sleep(0.005)
@@ -179,8 +182,6 @@ class DriveLoop:
         """Drive until max steps, end of stream, a signal or an error. Motors end at zero. Returns an exit code."""
         worker = threading.Thread(target=self._inference, name="inference", daemon=True)
         period = 1.0 / self.config.rate
-        self._logged, self._finished = set(), set()  # steps whose command was logged / whose step ended
-        self._step_started: dict[int, float] = {}
         worker.start()
         try:
             next_tick = time.monotonic()

@@ -166,7 +166,7 @@ def load_checkpoint(path: Path, merge: bool = False):
         from dataclasses import replace
 
         model = MobileVLA(replace(config, weights=None))
-        object.__setattr__(model, "config", config)
+        model.config = config  # keep where the base came from, for the record
         _load_strict(model, state, path / "model.safetensors", only_adapter=False)
     else:
         model = MobileVLA(config)

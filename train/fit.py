@@ -291,7 +291,8 @@ def main(argv=None) -> int:
         if not resume.is_file():
             print(f"error: --resume: {resume} not found", file=sys.stderr)
             return 1
-    trainer.validate(module, val_dl, verbose=False) if resume is None else None  # the epoch-0 reference
+    if resume is None:
+        trainer.validate(module, val_dl, verbose=False)  # the epoch-0 reference for "val loss before training"
     first_val = float(trainer.callback_metrics.get("val/loss", float("nan")))
     # Resuming loads plain tensors and dicts only (weights_only=True): nothing in a run folder is unpickled.
     trainer.fit(module, train_dl, val_dl, ckpt_path=str(resume) if resume else None,

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2034  # the variables set here are read by the scripts that source this file
+# Shared by build_engines.sh and bench.sh (sourced, not run): arguments, tool paths, the head's shape.
+# After `parse_engine_args "$@"`: dry_run (0/1), bundle, PYTHON, TRTEXEC.
+# After `read_head_shape`: head_input, hidden, window (the action head's dynamic-L profile).
+
+parse_engine_args() {
+  dry_run=0
+  if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; shift; fi
+  if [[ $# -ne 1 ]]; then
+    echo "usage: $0 [--dry-run] BUNDLE" >&2
+    exit 2
+  fi
+  bundle=$1
+  PYTHON=${PYTHON:-python3}
+  TRTEXEC=${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}  # JetPack puts it here
+}
+
+read_head_shape() {
+  read -r head_input hidden window < <("$PYTHON" -m export.to_trt "$bundle" --head-shape) || true
+  if [[ -z "${window:-}" ]]; then
+    echo "error: cannot read $bundle/bundle.json with $PYTHON -m export.to_trt (is the runtime installed? bash jetson/setup.sh)" >&2
+    exit 1
+  fi
+}
