@@ -70,6 +70,7 @@ class DriveLoop:
         self.error: BaseException | None = None
         self.steps = 0
         self.ended_by = ""
+        self.stop_requested = ""  # set by signal handlers: a plain attribute, never a lock (see request_stop)
         self.watchdog = CommandWatchdog(config.cmd_timeout)
         self.zero_events: list[tuple[float, str]] = []
         self._stage_ms: dict[str, float] = {}
@@ -185,7 +186,7 @@ class DriveLoop:
         worker.start()
         try:
             next_tick = time.monotonic()
-            while not self.stop_event.is_set():
+            while not self.stop_event.is_set() and not self.stop_requested:
                 now = time.monotonic()
                 with self._lock:
                     current = self._published
@@ -199,6 +200,8 @@ class DriveLoop:
         except BaseException as e:
             self.error = self.error or e
         finally:
+            if self.stop_requested:
+                self.ended_by = self.stop_requested
             self.stop_event.set()
             self.shutdown()
             worker.join(timeout=5)
@@ -209,6 +212,12 @@ class DriveLoop:
             return 1
         self.printer(f"stopped after {self.steps} steps ({self.ended_by or 'signal'}); motors at zero")
         return 0
+
+    def request_stop(self, reason: str) -> None:
+        """Safe to call from a signal handler. It must not touch stop_event: Event.set() takes the
+        event's lock, which the interrupted main thread may hold inside Event.wait(); that deadlocked
+        one CI run in a few hundred. The control loop sees the flag within one period and stops."""
+        self.stop_requested = reason
 
     def shutdown(self) -> None:
         """Zero the motors: tried several times, because this is the one command that must arrive."""
@@ -226,8 +235,7 @@ class DriveLoop:
 
 def install_signal_handlers(loop: DriveLoop) -> None:
     def handler(signum, frame):
-        loop.ended_by = signal.Signals(signum).name
-        loop.stop_event.set()
+        loop.request_stop(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

@@ -251,6 +251,37 @@ def test_sigterm_to_the_drive_process_stops_the_motors(tiny_bundle_dir, episode_
     assert emulator.velocity == (0.0, 0.0, 0.0)
 
 
+def test_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(bundle, episode_file):
+    """A handler runs between two bytecodes of the main thread, which may be inside stop_event.wait()
+    holding the event's lock; a handler that took that lock deadlocked a CI run. Here another thread
+    holds the lock while the handler runs: it must return at once and the loop must still stop."""
+    from runtime.drive import install_signal_handlers
+    from runtime.motor import DryRunMotor
+
+    camera = open_camera(str(episode_file), 64, 48, 30)
+    loop = DriveLoop(Policy(bundle, OnnxRuntimeBackend(bundle).activate()), camera, DryRunMotor(),
+                     SafetyGate(LIMITS), DriveConfig(rate=RATE, cmd_timeout=TIMEOUT, status=False))
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        install_signal_handlers(loop)
+        handler = signal.getsignal(signal.SIGTERM)
+        with loop.stop_event._cond:  # what the interrupted main thread may be holding
+            import threading
+
+            t = threading.Thread(target=handler, args=(signal.SIGTERM, None), daemon=True)
+            t.start()
+            t.join(timeout=2)
+            assert not t.is_alive(), "the signal handler blocked on the drive loop's lock"
+        started = time.monotonic()
+        assert loop.run() == 0
+        assert time.monotonic() - started < 1.0
+        assert loop.ended_by == "SIGTERM" and loop.motor.last_sent == (0.0, 0.0, 0.0)
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+        camera.close()
+
+
 def test_dry_run_prints_commands(tiny_bundle_dir, episode_file):
     proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run",
                            "--camera", str(episode_file), "--mode", "step", "--step-duration", "0.02", "--quiet"],
