@@ -102,10 +102,15 @@ class MobileVLAConfig:
 def _tiny_kosmos(vocab_size: int) -> dict:
     # Init scales: with Kosmos-2's defaults (0.02, factor 1) a random 32/64-wide model writes image
     # embeddings ~1/200 the size of its text embeddings and the ACT feature hardly changes with the
-    # image, so nothing image-dependent can be learned through the frozen tower. These keep the image
-    # visible in the ACT feature (class separation ~0.2 of its norm on the synthetic blocks task).
+    # image, so nothing image-dependent can be learned through the frozen tower; text init 0.1 and
+    # vision factor 2 keep both the image and the instruction visible in the ACT feature.
+    # 16 latent queries (Kosmos-2 has 64): with 64, ACT's near-uniform random attention gave the one word
+    # that differs between "... bottle on the left" and "... on the right" 1/84 of its weight, and a
+    # head trained on the frozen features guessed the side (54% on the simulator's first frames); with
+    # 16 and factor 2 a linear probe reads the side at 100% and the head gets 90%, and prompts are
+    # half as long (measured on 200 train.synth episodes).
     return {
-        "latent_query_num": 64,
+        "latent_query_num": 16,
         "text_config": {
             "vocab_size": vocab_size,
             "embed_dim": 64,
@@ -124,7 +129,7 @@ def _tiny_kosmos(vocab_size: int) -> dict:
             "num_attention_heads": 2,
             "image_size": 224,
             "patch_size": 14,
-            "initializer_factor": 5.0,
+            "initializer_factor": 2.0,
         },
     }
 
@@ -160,7 +165,10 @@ def preset_config(name: str, random_weights: bool = False, weights: str | None =
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     local_vocab = len(tiny_vocab())
     if name == "tiny":
-        cfg = MobileVLAConfig(preset=name, kosmos=_tiny_kosmos(local_vocab), tokenizer="local", head_hidden=32, head_layers=2)
+        # One LSTM layer: on frozen tiny features a 2-layer head sat on a plateau (guessing the side)
+        # for ~1000 steps that a 1-layer one left in a few hundred (measured on train.synth episodes).
+        cfg = MobileVLAConfig(preset=name, kosmos=_tiny_kosmos(local_vocab), tokenizer="local", head_hidden=128,
+                              head_layers=1)
     elif name == "small":
         cfg = MobileVLAConfig(preset=name, kosmos=_real_kosmos(2, 2, local_vocab), tokenizer="local")
     else:

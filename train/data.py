@@ -201,11 +201,9 @@ class EpisodeDataset:
                                           "image_slot_mask": p.image_slot_mask[0], "position_ids": p.position_ids[0]}
         return self._prompts[instruction]
 
-    def __getitem__(self, i: int) -> dict:
-        e, t = self.index[i]
-        ep, w, n = self.episodes[e], self.options.window, self.options.chunk
-        frame_idx = np.minimum(np.arange(t, t + w), ep.frames - 1)
-        images = ep.images[frame_idx]
+    def window_targets(self, ep: Episode, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Targets (W, N, A) and mask (W, N) of the window starting at frame t; masked past the episode end."""
+        w, n = self.options.window, self.options.chunk
         a = ep.actions.shape[1]
         targets = np.zeros((w, n, a), np.float32)
         mask = np.zeros((w, n), np.float32)
@@ -216,7 +214,10 @@ class EpisodeDataset:
             chunk = ep.actions[start: start + n]
             targets[pos, : len(chunk)] = chunk
             mask[pos, : len(chunk)] = 1.0
-        instruction = ep.instruction
+        return targets, mask
+
+    def finish(self, images: np.ndarray, targets: np.ndarray, instruction: str) -> dict:
+        """Augment (the same draw for every frame given), preprocess, attach the prompt."""
         if self.augment and self.options.mirror and self.rng.random() < 0.5:
             images = images[:, :, ::-1]
             targets = mirror_actions(targets)
@@ -224,9 +225,40 @@ class EpisodeDataset:
         if self.augment and self.options.color_jitter > 0:
             images = color_jitter(images, self.options.color_jitter, self.rng)
         pixels = np.stack([normalize_rgb(np.ascontiguousarray(im)) for im in images])
-        sample = {"pixel_values": pixels, "targets": targets, "mask": mask, "instruction": instruction}
+        sample = {"pixel_values": pixels, "targets": targets, "instruction": instruction}
         if self.tokenizer is not None:
             sample.update(self.prompt(instruction))
+        return sample
+
+    def __getitem__(self, i: int) -> dict:
+        e, t = self.index[i]
+        ep, w = self.episodes[e], self.options.window
+        frame_idx = np.minimum(np.arange(t, t + w), ep.frames - 1)
+        targets, mask = self.window_targets(ep, t)
+        return dict(self.finish(ep.images[frame_idx], targets, ep.instruction), mask=mask)
+
+
+class EpisodeClipDataset(EpisodeDataset):
+    """One item per episode: every frame once, and every window of it as indices into those frames.
+
+    The same windows, targets and masks as EpisodeDataset, but each frame goes through the VLM once
+    per epoch instead of once per window that holds it (W times fewer VLM passes; the VLM has no
+    cross-frame terms, so the loss is the same). `window_index` (windows, W) indexes `pixel_values`.
+    """
+
+    def __init__(self, episodes: list[Episode], options: DataOptions, tokenizer=None, config=None,
+                 augment: bool = False, seed: int = 0):
+        super().__init__(episodes, options, tokenizer, config, augment, seed)
+        self.index = [(e, 0) for e in range(len(episodes))]
+
+    def __getitem__(self, i: int) -> dict:
+        ep, w = self.episodes[i], self.options.window
+        starts = window_starts(ep, w)
+        window_index = np.minimum(np.asarray(starts)[:, None] + np.arange(w)[None, :], ep.frames - 1)
+        pairs = [self.window_targets(ep, t) for t in starts]
+        targets = np.stack([p[0] for p in pairs])
+        sample = self.finish(ep.images, targets, ep.instruction)
+        sample.update(mask=np.stack([p[1] for p in pairs]), window_index=window_index.astype(np.int64))
         return sample
 
 

@@ -31,7 +31,7 @@ import torch
 
 from train.checkpoint import save_checkpoint
 from train.config import PRESETS, preset_config
-from train.model import MobileVLA, load_tokenizer
+from train.model import ActionHead, MobileVLA, load_tokenizer
 
 DROPPED = (re.compile(r"^text_model\.lm_head\."),)
 HEAD_RULES = [
@@ -121,7 +121,8 @@ def import_checkpoint(path: Path, out: Path, preset: str = "kosmos2", lora_alpha
     config = preset_config(preset, random_weights=True, **overrides)
     model = MobileVLA(config)
     ours = model.state_dict()
-    missing = sorted(set(ours) - set(mapped))
+    identity = {f"head.{k}" for k in ActionHead.NORMALIZATION_KEYS}  # the original head had none
+    missing = sorted(set(ours) - set(mapped) - identity)
     extra = sorted(set(mapped) - set(ours))
     wrong = [f"{k}: file {tuple(mapped[k].shape)} vs model {tuple(ours[k].shape)}"
              for k in sorted(set(mapped) & set(ours)) if mapped[k].shape != ours[k].shape]
