@@ -25,6 +25,11 @@ from runtime.bundle import GRAPHS
 FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceL2", "CumSum", "Range"]
 FP16_GRAPHS = ("vision", "language")  # the head stays fp32 (see above)
 LOOSE_TOLERANCE = {"action_max_abs": 2e-2, "feature_cosine": 0.999}
+# int8 weights move the VLM's features more than fp16 does (cosine ~0.998 on a trained tiny) while the
+# actions stay within 1e-3; the actions are what the robot sees, so they keep the fp16 bound.
+# The same bound as fp16. (On tiny, int8 weights move the ACT features by up to 0.4 and the check
+# refuses the variant; on real widths it passes. docs/evaluation.md)
+INT8_TOLERANCE = dict(LOOSE_TOLERANCE)
 
 
 def make_fp16(workdir: Path, files: dict, progress=print) -> dict:
@@ -49,8 +54,10 @@ def make_fp16(workdir: Path, files: dict, progress=print) -> dict:
 def make_int8(workdir: Path, files: dict, progress=print) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out = {}
-    for graph in GRAPHS:
+    # The head stays fp32 (as in fp16): it is a few percent of the time, and int8 LSTM weights moved a
+    # trained tiny policy's actions by 2e-2, past the tolerance, while the VLM quantizes well.
+    out = {"action_head": files["action_head"]}
+    for graph in [g for g in GRAPHS if g != "action_head"]:
         start = time.perf_counter()
         out[graph] = f"{graph}.int8.onnx"
         src = workdir / files[graph]
@@ -61,5 +68,6 @@ def make_int8(workdir: Path, files: dict, progress=print) -> dict:
                          extra_options={"MatMulConstBOnly": True},
                          use_external_data_format=(src.with_name(src.name + ".data")).exists())
         progress(f"int8 {out[graph]} in {time.perf_counter() - start:.1f} s")
-    return {"files": out, "tolerance": dict(LOOSE_TOLERANCE),
-            "note": "ONNX Runtime dynamic quantization, per-channel int8 weights (MatMul/Gemm)"}
+    return {"files": out, "tolerance": dict(INT8_TOLERANCE),
+            "note": "ONNX Runtime dynamic quantization, per-channel int8 weights (MatMul/Gemm) of vision and "
+                    "language; the head in fp32"}

@@ -29,7 +29,7 @@ def test_bundle_layout_and_manifest(tiny_bundle, tiny_config):
         assert f in names
     m = json.loads((tiny_bundle / "bundle.json").read_text())
     assert m["graphs"]["vision"]["inputs"][0] == {"name": "pixel_values", "shape": [1, 3, 224, 224], "dtype": "float32"}
-    assert m["graphs"]["vision"]["outputs"][0]["shape"] == [1, 64, tiny_config.hidden_size]
+    assert m["graphs"]["vision"]["outputs"][0]["shape"] == [1, tiny_config.latent_query_num, tiny_config.hidden_size]
     assert [i["name"] for i in m["graphs"]["language"]["inputs"]] == ["input_ids", "attention_mask", "image_embeds"]
     assert m["graphs"]["action_head"]["dynamic_axes"] == {"L": [1, tiny_config.window]}
     assert m["policy"] == {"window": 8, "chunk": 10, "action_axes": 2, "axis_names": ["linear_x", "linear_y"],
@@ -149,13 +149,16 @@ def test_runtime_without_torch_gives_pytorch_actions(tiny_bundle, tiny_checkpoin
     assert np.abs(got - expected).max() < 1e-4
 
 
-def test_int8_on_tiny_is_refused_by_its_parity_check(tmp_path, tiny_model, tiny_tokenizer):
-    """tiny's 32/64-wide random layers lose too much to int8; the export must say so, not ship it."""
+def test_a_variant_failing_its_parity_check_is_refused(tmp_path, tiny_model, tiny_tokenizer, monkeypatch):
+    """A variant outside its tolerance is not shipped: the export says so and writes nothing."""
+    import export.variants
     from export.to_onnx import ParityError, export_bundle
 
+    monkeypatch.setattr(export.variants, "INT8_TOLERANCE", {"action_max_abs": 0.0, "feature_cosine": 1.0})
     with pytest.raises(ParityError, match="int8"):
         export_bundle(tiny_model, tiny_tokenizer, tmp_path / "b", int8=True, verify_seeds=(0,),
                       progress=lambda s: None)
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.fixture(scope="module")
