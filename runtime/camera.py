@@ -169,19 +169,12 @@ def video_file(path: Path) -> ReplaySource:
 
 def hdf5_episode(path: Path) -> ReplaySource:
     """The collector's `images` dataset (T, H, W, 3) uint8, BGR as it was written."""
+    from runtime.episodes import EpisodeFileError, read_episode_arrays
+
     try:
-        import h5py
-    except ImportError as e:
-        raise CameraError("replaying an .h5 episode needs h5py (pip install h5py)") from e
-    try:
-        with h5py.File(path, "r") as f:
-            if "images" not in f:
-                raise CameraError(f"{path}: no 'images' dataset (keys: {', '.join(f.keys())})")
-            images = f["images"][()]
-    except OSError as e:
-        raise CameraError(f"{path}: not a readable HDF5 file: {e}") from e
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise CameraError(f"{path}: 'images' must be (T, H, W, 3) uint8, got {images.shape} {images.dtype}")
+        images, _, _ = read_episode_arrays(path, need_actions=False)
+    except EpisodeFileError as e:
+        raise CameraError(str(e)) from e
     return ReplaySource(images, str(path))
 
 

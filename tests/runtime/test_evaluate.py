@@ -1,0 +1,116 @@
+"""Closed-loop and offline evaluation of a bundle trained on the simulator's demonstrations.
+
+One small real run per module: expert demonstrations -> LoRA fit of tiny -> merge -> export (fp32 + int8).
+The full-size figures (200 demonstrations, 50 rooms) come from `make demo` (docs/evaluation.md); here a
+smaller run must still clear lower bounds that an untrained or a random policy cannot.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.bundle import load_bundle
+from runtime.evaluate import closed_loop, offline
+from runtime.policy import Policy
+from tests.conftest import run_python
+
+K = 16  # unseen rooms in the tests (the README's figure uses 50)
+EPISODES, EPOCHS = 100, 8
+SIZE = dict(width=128, height=72)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from export.demo import fit_args
+    from export.to_onnx import export_bundle
+    from train import fit
+    from train.checkpoint import load_checkpoint
+    from train.merge import merge_checkpoint
+    from train.synth import write_sim_episodes
+
+    root = tmp_path_factory.mktemp("sim")
+    write_sim_episodes(root / "episodes", EPISODES, seed=0, workers=2, **SIZE)
+    write_sim_episodes(root / "held_out", 8, seed=1, **SIZE)
+    assert fit.main(["--data", str(root / "episodes"), *fit_args(EPOCHS), "--out", str(root / "runs"),
+                     "--name", "sim", "--no-progress"]) == 0
+    merged = merge_checkpoint(root / "runs" / "sim" / "checkpoints" / "best", root / "checkpoint")
+    model, tokenizer, meta = load_checkpoint(root / "checkpoint")
+    bundle = export_bundle(model, tokenizer, root / "bundle", meta, source=str(merged), fp16=True,
+                           progress=lambda s: None)
+    return {"root": root, "bundle": bundle, "model": model}
+
+
+def make_policy_factory(bundle_dir, variant="fp32"):
+    bundle = load_bundle(bundle_dir)
+    backend = OnnxRuntimeBackend(bundle, variant=variant).activate()
+    return lambda instruction: Policy(bundle, backend, instruction=instruction, discrete=True)
+
+
+def test_trained_policy_beats_random_and_expert_is_near_perfect_in_closed_loop(trained):
+    summaries = {s.name: s for s in closed_loop(make_policy_factory(trained["bundle"]), K, seed=0, **SIZE)}
+    policy, random, expert = summaries["policy"], summaries["random"], summaries["expert"]
+    assert expert.success >= 0.95
+    assert random.success <= 0.2
+    assert policy.success >= 0.4, [(r.layout.side, r.ended_by, r.steps) for r in policy.rollouts]
+    assert policy.success >= random.success + 0.3
+    assert policy.mean_latency_ms is not None and policy.mean_latency_ms > 0
+
+
+def test_onnx_runtime_and_pytorch_drive_the_same(trained):
+    from export.torch_backend import TorchBackend
+
+    bundle = load_bundle(trained["bundle"])
+    torch_backend = TorchBackend(bundle, trained["model"])
+    ort = closed_loop(make_policy_factory(trained["bundle"]), 8, seed=3, baselines=False, **SIZE)[0]
+    torch = closed_loop(lambda ins: Policy(bundle, torch_backend, instruction=ins, discrete=True), 8, seed=3,
+                        baselines=False,
+                        **SIZE)[0]
+    assert ort.success == torch.success
+    for a, b in zip(ort.rollouts, torch.rollouts):
+        assert a.steps == b.steps and a.ended_by == b.ended_by
+        np.testing.assert_allclose(a.path, b.path, atol=1e-6)
+
+
+def test_offline_agreement_is_well_above_random_and_fp16_agrees_with_fp32(trained):
+    report = offline(trained["root"] / "held_out", {v: make_policy_factory(trained["bundle"], v)
+                                                     for v in ("fp32", "fp16")})
+    fp32, rnd = report["variants"]["fp32"]["overall"], report["variants"]["random"]["overall"]
+    assert fp32["move_8way"] >= rnd["move_8way"] + 0.3, report["variants"]
+    assert fp32["sign_linear_y"] > rnd["sign_linear_y"] + 0.2
+    assert fp32["rmse_linear_x"] < rnd["rmse_linear_x"]
+    assert report["cross_agreement"]["fp32 vs fp16"] >= 0.95
+    assert len(report["variants"]["fp32"]["episodes"]) == report["files"] == 8
+
+
+def test_evaluate_command_writes_figures_and_plots(trained, tmp_path):
+    proc = run_python("-m", "runtime.evaluate", "--bundle", str(trained["bundle"]), "--episodes", "3",
+                      "--width", "128", "--height", "72", "--json", str(tmp_path / "closed.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "closed loop on 3 unseen layouts" in proc.stdout and "expert" in proc.stdout
+    rows = {r["policy"]: r for r in json.loads((tmp_path / "closed.json").read_text())["results"]}
+    assert set(rows) == {"policy", "random", "expert"} and rows["expert"]["success_rate"] == 1.0
+    assert (tmp_path / "closed.png").stat().st_size > 10_000
+    proc = run_python("-m", "runtime.evaluate", "--bundle", str(trained["bundle"]), "--episodes",
+                      str(trained["root"] / "held_out"), "--plot", str(tmp_path / "offline.png"))
+    assert proc.returncode == 0, proc.stderr
+    assert "fp32" in proc.stdout and "fp16" in proc.stdout and "8-way agreement fp32 vs fp16" in proc.stdout
+    assert (tmp_path / "offline.png").stat().st_size > 10_000
+
+
+def test_evaluate_refuses_bad_arguments(trained, tmp_path):
+    proc = run_python("-m", "runtime.evaluate", "--bundle", str(trained["bundle"]), "--episodes", str(tmp_path / "no"))
+    assert proc.returncode == 1 and "neither a number of layouts nor a folder" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = run_python("-m", "runtime.evaluate", "--bundle", str(trained["bundle"]), "--episodes", str(tmp_path / "empty"))
+    assert proc.returncode == 1 and "no .h5 episodes" in proc.stderr
+
+
+def test_drive_sim_drives_the_simulated_robot_over_the_serial_driver(trained):
+    proc = run_python("-m", "runtime.drive", "--bundle", str(trained["bundle"]), "--sim", "--sim-seed", "2",
+                      "--width", "128", "--height", "72", "--mode", "step", "--dead-zone", "0.1", "--max-steps", "6", "--discrete",
+                      "--quiet", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "sim: room seed 2" in proc.stderr and "motors at zero" in proc.stderr
+    assert "robot at (" in proc.stderr
