@@ -1,6 +1,21 @@
 """Synthetic demonstrations in exactly the collector's HDF5 layout, for tests and demos.
 
-    python -m train.synth --episodes 40 --out episodes/ --task blocks
+    python -m train.synth --episodes 200 --out episodes/                  # the simulated room (default)
+    python -m train.synth --episodes 40 --out episodes/ --task blocks     # the one-look block task
+
+Task `sim` (runtime/sim.py, runtime/sim_task.py): a room with a box and a
+beverage bottle; the scripted expert passes the box on the side the
+instruction names ("Navigate around obstacles and reach the front of the
+beverage bottle on the left/right") and stops in front of the bottle, in the
+collector's discrete moves (+-1.15 on x and/or y for 0.4 s, one frame per
+move), ending with `--stop-frames` frames of a zero action. Layout seeds are
+1_000_000 + 10_000 * seed + i, so they never meet `runtime.evaluate`'s
+(10_000 * seed + i, seed < 100). `--noise P` executes a random move instead of
+the expert's with probability P while still recording the expert's move for
+that frame: the demonstrations then show how to recover from drifting off
+the expert's path, which a policy in closed loop needs (DART, Laskey 2017).
+Frames are rendered at --width x --height (the rig's 1280x720 works; 256x144
+is 20x faster and the model sees 224x224 either way).
 
 Task `blocks`: a coloured block sits in a textured scene for a whole episode
 (its place and size jitter from frame to frame). Its colour says where to go:
@@ -62,17 +77,109 @@ def write_blocks_episodes(out: Path, episodes: int, seed: int = 0, frames: int =
     return paths
 
 
+def sim_episode(layout_seed: int, noise: float = 0.0, stop_frames: int = 2, width: int = 256, height: int = 144,
+                max_steps: int = 40):
+    """(images, actions, instruction, layout) of one expert demonstration in a random room."""
+    from runtime.sim import random_layout, render
+    from runtime.sim_task import ScriptedExpert, instruction_for, random_decider, rollout
+
+    layout = random_layout(layout_seed)
+    expert = ScriptedExpert(layout)
+    noisy = random_decider(layout_seed)
+    rng = np.random.default_rng(layout_seed)
+    labels = []
+
+    def demonstrate(frame, pose):
+        move = expert(frame, pose)
+        labels.append(move)
+        if any(move) and rng.random() < noise:
+            random_move = noisy(frame, pose)
+            return random_move if any(random_move) else move
+        return move
+
+    result = rollout(layout, demonstrate, max_steps=max_steps, width=width, height=height, record=True,
+                     seed=layout_seed)
+    images = [image for image, _ in result.frames]
+    actions = list(labels)
+    if result.ended_by == "stop":
+        pose = result.path[-1]
+        for k in range(stop_frames):  # the stop, seen again with fresh sensor noise
+            images.append(render(layout, pose, width, height, seed=layout_seed * 1000 + 900 + k))
+            actions.append(np.zeros(3, np.float32))
+    return np.stack(images), np.stack(actions).astype(np.float32), instruction_for(layout.side), result
+
+
+def sim_layout_seed(seed: int, i: int) -> int:
+    return 1_000_000 + 10_000 * seed + i
+
+
+def _sim_job(job):
+    layout_seed, noise, width, height = job
+    return sim_episode(layout_seed, noise, width=width, height=height)
+
+
+def write_sim_episodes(out: Path, episodes: int, seed: int = 0, noise: float = 0.2, width: int = 256,
+                       height: int = 144, progress: bool = False, workers: int = 1) -> list[Path]:
+    """Expert demonstrations that end stopped in front of the bottle; noisy ones that collide are skipped.
+    `workers` > 1 renders in that many processes; the files are the same either way (seeded per layout)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    bar = _progress(episodes, "demonstrations") if progress else None
+    pool = None
+    if workers > 1:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+    next_seed = 0
+    try:
+        while len(paths) < episodes:  # in blocks: a few noisy demonstrations collide and are redone
+            block = [(sim_layout_seed(seed, i), noise, width, height)
+                     for i in range(next_seed, next_seed + episodes - len(paths) + 4)]
+            next_seed += len(block)
+            results = pool.imap(_sim_job, block) if pool else map(_sim_job, block)
+            for images, actions, instruction, result in results:
+                if not result.success or len(paths) == episodes:
+                    continue  # a random move ran it into something: not a demonstration
+                side = instruction.rsplit(" ", 1)[-1]
+                paths.append(write_episode(out / f"episode_{len(paths):04d}.h5", images, actions,
+                                           instruction=instruction, layout=f"sim-{side}"))
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if pool is not None:
+            pool.terminate()
+        if bar is not None:
+            bar.close()
+    return paths
+
+
+def _progress(total: int, unit: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit=" " + unit, leave=False)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=40)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--task", choices=("blocks",), default="blocks")
+    ap.add_argument("--task", choices=("sim", "blocks"), default="sim")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--frames", type=int, default=18)
-    ap.add_argument("--height", type=int, default=96)
-    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--frames", type=int, default=18, help="blocks: frames per episode")
+    ap.add_argument("--noise", type=float, default=0.2, help="sim: probability of a random executed move")
+    ap.add_argument("--workers", type=int, default=1, help="sim: rendering processes")
+    ap.add_argument("--height", type=int, help="image height (sim 144, blocks 96)")
+    ap.add_argument("--width", type=int, help="image width (sim 256, blocks 128)")
     args = ap.parse_args(argv)
-    paths = write_blocks_episodes(args.out, args.episodes, args.seed, args.frames, args.height, args.width)
+    if args.task == "sim":
+        paths = write_sim_episodes(args.out, args.episodes, args.seed, args.noise, args.width or 256,
+                                   args.height or 144, progress=True, workers=args.workers)
+    else:
+        paths = write_blocks_episodes(args.out, args.episodes, args.seed, args.frames, args.height or 96,
+                                      args.width or 128)
     print(f"wrote {len(paths)} episodes to {args.out}")
     return 0
 
