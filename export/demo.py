@@ -1,6 +1,6 @@
 """The whole pipeline on the embedded tiny model, in the simulated room: no robot, camera, GPU or download.
 
-    python -m export.demo --out demo        # (what `make demo` runs; about 6 minutes on 2 cores)
+    python -m export.demo --out demo        # (what `make demo` runs; about 4 minutes on 2 cores)
 
 1. demonstrations: the scripted expert drives around the box to the bottle in
    200 random rooms, written in the robot collector's HDF5 layout

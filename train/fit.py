@@ -7,7 +7,13 @@
 
 Frozen Kosmos-2 + LoRA (text decoder and image-to-text projection by
 default) + ACT + LSTM head, Huber loss on the normalised action chunk, masked
-past each episode's end. Logged per step and epoch: loss, RMSE overall and
+past each episode's end. Batches are whole episodes (`--batching episode`):
+each frame goes through the VLM once per epoch and every window of the
+episode is built from those features (W times less VLM work than one window
+per sample, the same loss). The head's inputs are standardised with the
+frozen model's feature statistics on the training frames; the head, the ACT
+token and the LoRA weights have their own learning rates (`--lr`,
+`--act-lr`, `--lora-lr`). Logged per step and epoch: loss, RMSE overall and
 per axis, learning rate; CSV (`runs/<name>/csv/metrics.csv`) and
 TensorBoard (`runs/<name>/tensorboard/`). The train/val split is by episode,
 seeded, saved to `runs/<name>/split.json`. Every checkpoint kept (the 3 best

@@ -27,7 +27,7 @@ def test_demo_runs_every_stage_end_to_end_on_a_small_budget(tmp_path):
 
 @pytest.mark.slow
 def test_demo_full_size_meets_the_success_figures_in_under_10_minutes(tmp_path):
-    """The figures the README quotes: 200 demonstrations, 8 epochs, 50 unseen rooms (about 6 min on 2 cores)."""
+    """The figures the README quotes: 200 demonstrations, 8 epochs, 50 unseen rooms (about 4 min on 2 cores)."""
     out = tmp_path / "demo"
     start = time.monotonic()
     proc = run_python("-m", "export.demo", "--out", str(out), "--no-progress", timeout=900)

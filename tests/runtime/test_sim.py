@@ -89,3 +89,14 @@ def test_drive_loop_moves_the_simulated_robot_through_the_serial_driver(tiny_bun
     moved = math.dist(world.robot.path[0][:2], world.robot.pose[:2])
     assert moved > 0.01 and len(world.robot.path) > 2
     assert emu.velocity == (0.0, 0.0, 0.0)
+
+
+def test_a_saved_room_loads_back_exactly_and_bad_files_are_named(tmp_path):
+    from runtime.sim import load_layout, save_layout
+
+    layout = random_layout(11)
+    save_layout(layout, tmp_path / "room.json")
+    assert load_layout(tmp_path / "room.json") == layout
+    (tmp_path / "bad.json").write_text('{"size": [3, 2]}')
+    with pytest.raises(ValueError, match="bad.json: not a simulator layout"):
+        load_layout(tmp_path / "bad.json")
