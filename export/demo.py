@@ -7,10 +7,9 @@
    (`train.synth`), plus 20 held-out ones from other rooms;
 2. fine-tunes tiny Mobile-VLA on them with LoRA (`train.fit`, Lightning);
 3. merges the LoRA weights (`train.merge`);
-4. exports the bundle (fp32 and fp16) and checks it against PyTorch
-   (`export.to_onnx`; int8 is not offered for tiny: its 32/64-wide random
-   layers move the actions too far and the parity check refuses it);
-5. offline accuracy on the held-out recordings, fp32 and fp16 against each
+4. exports the bundle (fp32, fp16 and int8) and checks it against PyTorch
+   (`export.to_onnx`);
+5. offline accuracy on the held-out recordings, the variants against each
    other and against a random policy (`runtime.evaluate --episodes DIR`);
 6. closed loop on 50 rooms it has never seen, next to a random policy and the
    expert (`runtime.evaluate --episodes 50`), with the trajectories plotted;
@@ -93,7 +92,8 @@ def main(argv=None) -> int:
 
     model, tokenizer, meta = load_checkpoint(merged)
     bundle_dir = export_bundle(model, tokenizer, out / "bundle", meta, source=str(merged), overwrite=True,
-                               fp16=True, progress=lambda s: print("      " + s.replace("\n", "\n      ")))
+                               fp16=True, int8=True, int8_scope="ffn",
+                               progress=lambda s: print("      " + s.replace("\n", "\n      ")))
     step(4, total, f"bundle exported and verified -> {bundle_dir}")
 
     from runtime import evaluate

@@ -187,7 +187,7 @@ def load_model(args):
 def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, source: str = "model",
                   max_text_tokens: int | None = None, fp16: bool = False, int8: bool = False,
                   overwrite: bool = False, verify: bool = True, progress=print, verify_seeds=None,
-                  strict_variants: bool = True) -> Path:
+                  strict_variants: bool = True, int8_scope: str = "all") -> Path:
     """Export, verify and atomically write a bundle. Returns the bundle folder.
 
     fp32 must pass its parity check or nothing is written. With strict_variants=False a failing fp16/int8
@@ -213,7 +213,7 @@ def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, so
         if fp16:
             manifest["variants"]["fp16"] = make_fp16(tmp, files, progress)
         if int8:
-            manifest["variants"]["int8"] = make_int8(tmp, files, progress)
+            manifest["variants"]["int8"] = make_int8(tmp, files, progress, scope=int8_scope)
         write_manifest(tmp, manifest)
         if verify:
             report = verify_bundle(tmp, model, tokenizer, progress=progress, seeds=verify_seeds or INPUT_SEEDS)
@@ -222,7 +222,9 @@ def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, so
             write_manifest(tmp, manifest)
             failed = [v for v, r in report.items() if not r["passed"] and (strict_variants or v == "fp32")]
             if failed:
-                raise ParityError(f"parity check failed for {', '.join(failed)}; no bundle written to {out}")
+                hint = ("; narrow models lose too much to int8 on every MatMul: try --int8-scope ffn"
+                        if "int8" in failed and int8_scope == "all" else "")
+                raise ParityError(f"parity check failed for {', '.join(failed)}; no bundle written to {out}{hint}")
     return out
 
 
@@ -240,6 +242,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-text-tokens", type=int, help="text positions of the fixed prompt (default: template + 32)")
     ap.add_argument("--fp16", action="store_true", help="add an fp16 ONNX variant (onnxruntime-gpu)")
     ap.add_argument("--int8", action="store_true", help="add an int8 dynamically quantized variant (CPU)")
+    ap.add_argument("--int8-scope", choices=("all", "ffn"), default="all",
+                    help="int8 on every weight MatMul (fastest), or on the feed-forward ones only (narrow models)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     ap.add_argument("--no-verify", action="store_true", help="skip the parity check (not recommended)")
     args = ap.parse_args(argv)
@@ -252,7 +256,7 @@ def main(argv=None) -> int:
     try:
         model, tokenizer, meta, source = load_model(args)
         export_bundle(model, tokenizer, args.out, meta, source, args.max_text_tokens, args.fp16, args.int8,
-                      args.overwrite, verify=not args.no_verify)
+                      args.overwrite, verify=not args.no_verify, int8_scope=args.int8_scope)
     except (CheckpointError, PromptTooLongError, FileExistsError, ParityError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ def test_demo_runs_every_stage_end_to_end_on_a_small_budget(tmp_path):
     proc = run_python("-m", "export.demo", "--out", str(out), "--episodes", "12", "--held-out", "3", "--epochs", "1",
                       "--eval-episodes", "2", "--no-progress", timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    for step in [*STEPS, "PASS", "closed loop on 2 unseen layouts", "8-way agreement fp32 vs fp16"]:
+    for step in [*STEPS, "PASS", "closed loop on 2 unseen layouts", "8-way agreement fp32 vs int8"]:
         assert step in proc.stdout, step
     assert "sim: room seed 1" in proc.stderr and "motors at zero" in proc.stderr
     for name in ("bundle/bundle.json", "checkpoint/config.json", "runs/sim/curves.png", "closed_loop.png",
@@ -38,5 +38,6 @@ def test_demo_full_size_meets_the_success_figures_in_under_10_minutes(tmp_path):
     assert rows["random"]["success_rate"] <= 0.2 and rows["expert"]["success_rate"] >= 0.95
     offline = json.loads((out / "offline.json").read_text())
     assert offline["cross_agreement"]["fp32 vs fp16"] >= 0.95
+    assert offline["cross_agreement"]["fp32 vs int8"] >= 0.95
     assert re.search(r"done in \d+ s", proc.stdout)
     assert elapsed < 600, elapsed

@@ -176,11 +176,15 @@ def small_variants_bundle(tmp_path_factory):
 
 
 def test_fp16_and_int8_variants_pass_their_looser_parity(small_variants_bundle):
+    from export.variants import INT8_TOLERANCE, LOOSE_TOLERANCE
+
     m = load_bundle(small_variants_bundle).manifest
     for variant in ("fp16", "int8"):
         parity = m["variants"][variant]["parity"]
         assert parity["passed"], parity
-        assert parity["tolerance"] == {"action_max_abs": 2e-2, "feature_cosine": 0.999}
+        expected = LOOSE_TOLERANCE if variant == "fp16" else INT8_TOLERANCE
+        assert parity["tolerance"] == expected
+        # at real widths both stay within the fp16 bound (int8 is allowed more only for narrow models)
         assert parity["metrics"]["act_feature"]["cosine"] >= 0.999
         assert parity["metrics"]["end_to_end"]["max_abs"] < 2e-2
     sizes = {v: (small_variants_bundle / m["variants"][v]["files"]["language"]).stat().st_size

@@ -37,8 +37,8 @@ def trained(tmp_path_factory):
                      "--name", "sim", "--no-progress"]) == 0
     merged = merge_checkpoint(root / "runs" / "sim" / "checkpoints" / "best", root / "checkpoint")
     model, tokenizer, meta = load_checkpoint(root / "checkpoint")
-    bundle = export_bundle(model, tokenizer, root / "bundle", meta, source=str(merged), fp16=True,
-                           progress=lambda s: None)
+    bundle = export_bundle(model, tokenizer, root / "bundle", meta, source=str(merged), fp16=True, int8=True,
+                           int8_scope="ffn", progress=lambda s: None)
     return {"root": root, "bundle": bundle, "model": model}
 
 
@@ -73,14 +73,15 @@ def test_onnx_runtime_and_pytorch_drive_the_same(trained):
         np.testing.assert_allclose(a.path, b.path, atol=1e-6)
 
 
-def test_offline_agreement_is_well_above_random_and_fp16_agrees_with_fp32(trained):
+def test_offline_agreement_is_well_above_random_and_the_variants_agree_with_fp32(trained):
     report = offline(trained["root"] / "held_out", {v: make_policy_factory(trained["bundle"], v)
-                                                     for v in ("fp32", "fp16")})
+                                                     for v in ("fp32", "fp16", "int8")})
     fp32, rnd = report["variants"]["fp32"]["overall"], report["variants"]["random"]["overall"]
     assert fp32["move_8way"] >= rnd["move_8way"] + 0.3, report["variants"]
     assert fp32["sign_linear_y"] > rnd["sign_linear_y"] + 0.2
     assert fp32["rmse_linear_x"] < rnd["rmse_linear_x"]
     assert report["cross_agreement"]["fp32 vs fp16"] >= 0.95
+    assert report["cross_agreement"]["fp32 vs int8"] >= 0.95, report["cross_agreement"]
     assert len(report["variants"]["fp32"]["episodes"]) == report["files"] == 8
 
 
@@ -95,7 +96,8 @@ def test_evaluate_command_writes_figures_and_plots(trained, tmp_path):
     proc = run_python("-m", "runtime.evaluate", "--bundle", str(trained["bundle"]), "--episodes",
                       str(trained["root"] / "held_out"), "--plot", str(tmp_path / "offline.png"))
     assert proc.returncode == 0, proc.stderr
-    assert "fp32" in proc.stdout and "fp16" in proc.stdout and "8-way agreement fp32 vs fp16" in proc.stdout
+    assert "fp32" in proc.stdout and "8-way agreement fp32 vs fp16" in proc.stdout
+    assert "8-way agreement fp32 vs int8" in proc.stdout
     assert (tmp_path / "offline.png").stat().st_size > 10_000
 
 
