@@ -28,9 +28,9 @@ installed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,18 +89,7 @@ class PolicyBySide:
     def decider(self, side: str):
         if side not in self.policies:
             self.policies[side] = self.make_policy(instruction_for(side))
-        return _with_latencies(policy_decider(self.policies[side]), self.latencies)
-
-
-def _with_latencies(decide, sink: list[float]):
-    def wrapped(frame, pose):
-        start = time.perf_counter()
-        action = decide(frame, pose)
-        sink.append(time.perf_counter() - start)
-        return action
-
-    wrapped.reset = decide.reset
-    return wrapped
+        return policy_decider(self.policies[side], self.latencies)
 
 
 def closed_loop(make_policy, episodes: int, seed: int = 0, max_steps: int = 40, width: int = 256,
@@ -236,16 +225,12 @@ def offline(folder: Path, make_policies: dict, dead_zone: float = 0.1, seed: int
     recorded = np.concatenate(recorded_all)
     for name in results:
         results[name]["overall"] = agreement(np.concatenate(preds[name]), recorded, dead_zone)
-    names = list(make_policies)
     cross = {}
-    for a in range(len(names)):
-        for b in range(a + 1, len(names)):
-            pa, pb = np.concatenate(preds[names[a]]), np.concatenate(preds[names[b]])
-            cross[f"{names[a]} vs {names[b]}"] = float(np.mean([heading(x, dead_zone) == heading(y, dead_zone)
-                                                                for x, y in zip(pa, pb)]))
+    for a, b in itertools.combinations(make_policies, 2):
+        pa, pb = np.concatenate(preds[a]), np.concatenate(preds[b])
+        cross[f"{a} vs {b}"] = float(np.mean([heading(x, dead_zone) == heading(y, dead_zone) for x, y in zip(pa, pb)]))
     return {"files": len(paths), "frames": int(len(recorded)), "variants": results, "cross_agreement": cross,
-            "predictions": {k: [p.tolist() for p in v] for k, v in preds.items()},
-            "recorded": [r.tolist() for r in recorded_all]}
+            "predictions": preds, "recorded": recorded_all}  # arrays for the plot; main() leaves them out of the JSON
 
 
 def format_offline(report: dict) -> str:
@@ -267,7 +252,7 @@ def plot_offline(report: dict, out: Path, max_frames: int = 300) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    recorded = np.concatenate([np.asarray(r) for r in report["recorded"]])[:max_frames]
+    recorded = np.concatenate(report["recorded"])[:max_frames]
     bounds = np.cumsum([len(r) for r in report["recorded"]])
     fig, axes = plt.subplots(2, 1, figsize=(12, 5), sharex=True)
     for i, ax in enumerate(axes):
@@ -275,7 +260,7 @@ def plot_offline(report: dict, out: Path, max_frames: int = 300) -> Path | None:
         for name, preds in report["predictions"].items():
             if name == "random":
                 continue
-            pred = np.concatenate([np.asarray(p) for p in preds])[:max_frames]
+            pred = np.concatenate(preds)[:max_frames]
             ax.plot(pred[:, i], lw=1, label=name)
         for b in bounds[bounds < len(recorded)]:
             ax.axvline(b, color="0.8", lw=0.8)

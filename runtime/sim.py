@@ -59,6 +59,12 @@ class Layout:
     floor_color: tuple[int, int, int] = (90, 110, 130)
 
 
+def detour_lane(box: Box, side: str) -> float:
+    """y of the lane that passes `box` on `side` with DETOUR_CLEARANCE to spare."""
+    sign = 1.0 if side == "left" else -1.0
+    return box.cy + sign * (box.hy + ROBOT_RADIUS + DETOUR_CLEARANCE)
+
+
 def random_layout(seed: int, side: str | None = None) -> Layout:
     """A room with a cardboard box between the start and a bottle (sometimes a second box), from `seed`.
 
@@ -84,8 +90,7 @@ def random_layout(seed: int, side: str | None = None) -> Layout:
         boxes.append(Box(length * rng.uniform(0.6, 0.7), float(y), 0.15, 0.15,
                          tuple(int(c) for c in rng.integers(30, 200, 3))))
     # The bottle stands beyond the box, about in line with the lane that passes it on `side`.
-    lane = box.cy + sign * (box.hy + ROBOT_RADIUS + DETOUR_CLEARANCE)
-    bottle = (length - rng.uniform(0.35, 0.45), lane + rng.uniform(-0.08, 0.08), 0.04)
+    bottle = (length - rng.uniform(0.35, 0.45), detour_lane(box, side) + rng.uniform(-0.08, 0.08), 0.04)
     return Layout((length, width), tuple(boxes), bottle, start, side)
 
 

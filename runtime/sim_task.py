@@ -24,12 +24,13 @@ in front of the bottle without a collision.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from runtime.safety import SafetyConfig, SafetyGate
-from runtime.sim import DETOUR_CLEARANCE, ROBOT_RADIUS, Layout, SimRobot, render
+from runtime.sim import DETOUR_CLEARANCE, ROBOT_RADIUS, Layout, SimRobot, detour_lane, render
 
 MOVE = 1.15  # the collector's discrete move (robot units, before the safety clip)
 INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the {side}"
@@ -86,13 +87,13 @@ class ScriptedExpert:
     (vx, vy) in {-1.15, 0, +1.15}^2 as the collector recorded them.
     """
 
+    blind = True  # decides from the pose: rollouts need not render for it
+
     def __init__(self, layout: Layout):
         self.layout = layout
         box = layout.boxes[0]
-        sign = 1.0 if layout.side == "left" else -1.0
-        reach = box.hy + ROBOT_RADIUS + DETOUR_CLEARANCE
-        self.lane_y = box.cy + sign * reach  # the detour lane beside the box
-        self.sign = sign
+        self.lane_y = detour_lane(box, layout.side)
+        self.sign = 1.0 if layout.side == "left" else -1.0
         self.box_front = box.cx - box.hx - ROBOT_RADIUS - DETOUR_CLEARANCE / 2
         self.box_back = box.cx + box.hx + ROBOT_RADIUS + DETOUR_CLEARANCE / 2
 
@@ -127,20 +128,22 @@ def random_decider(seed: int):
         return moves[int(rng.integers(len(moves)))]
 
     decide.reset = lambda: None
+    decide.blind = True
     return decide
 
 
-def policy_decider(policy):
-    """A runtime Policy as a decider: one frame in, its first action out (what the drive loop sends)."""
-    latencies: list[float] = []
+def policy_decider(policy, latencies: list[float] | None = None):
+    """A runtime Policy as a decider: one frame in, its first action out (what the drive loop sends).
+    Each call's wall time (preprocess to action) is appended to `latencies` when given."""
 
     def decide(frame, pose):
+        start = time.perf_counter()
         out = policy.infer(frame)
-        latencies.append(sum(out.timings.values()))
+        if latencies is not None:
+            latencies.append(time.perf_counter() - start)
         return out.action if out.finite else np.zeros(3, np.float32)
 
     decide.reset = policy.reset
-    decide.latencies = latencies
     return decide
 
 
@@ -158,15 +161,17 @@ class Rollout:
 def rollout(layout: Layout, decide, max_steps: int = 40, width: int = 320, height: int = 180,
             timing: StepTiming = StepTiming(), safety: SafetyConfig = SIM_SAFETY, record: bool = False,
             seed: int = 0) -> Rollout:
-    """Closed loop on one layout: render -> decide -> execute, until stop, collision or max_steps."""
+    """Closed loop on one layout: render -> decide -> execute, until stop, collision or max_steps.
+    Deciders marked `blind` (the expert, random) get no frame unless the rollout records them."""
     robot = SimRobot(layout)
     gate = SafetyGate(safety)
     if hasattr(decide, "reset"):
         decide.reset()
+    see = record or not getattr(decide, "blind", False)
     t = 0.0
     frames = []
     for step in range(max_steps):
-        image = render(layout, robot.pose, width, height, seed=seed * 1000 + step)
+        image = render(layout, robot.pose, width, height, seed=seed * 1000 + step) if see else None
         action = np.asarray(decide(image, robot.pose), np.float32)
         if record:
             frames.append((image, action))

@@ -49,6 +49,11 @@ from train.lora import LoraSettings, apply_lora
 from train.model import MobileVLA, PromptTensors, build_kosmos, load_tokenizer
 
 AXES = ("linear_x", "linear_y", "angular_z")
+PROMPT_KEYS = ("input_ids", "attention_mask", "image_slot_mask", "position_ids")
+
+
+def batch_prompt(batch: dict) -> PromptTensors:
+    return PromptTensors(*(batch[k] for k in PROMPT_KEYS))
 
 
 class MobileVLAModule(L.LightningModule):
@@ -64,8 +69,7 @@ class MobileVLAModule(L.LightningModule):
         self.axes = AXES[: self.config.action_axes]
 
     def forward(self, batch):
-        prompt = PromptTensors(batch["input_ids"], batch["attention_mask"], batch["image_slot_mask"],
-                               batch["position_ids"])
+        prompt = batch_prompt(batch)
         if "window_index" not in batch:
             return self.model(batch["pixel_values"], prompt)
         # Episode batches: each frame through the VLM once, then every window of it through the head.
@@ -170,9 +174,7 @@ def set_head_standardization(model: MobileVLA, episodes, options: DataOptions, t
     with torch.no_grad():
         for i in order:
             sample = collate_episodes([dataset[int(i)]])
-            prompt = PromptTensors(sample["input_ids"], sample["attention_mask"], sample["image_slot_mask"],
-                                   sample["position_ids"])
-            feats.append(model.frame_features(sample["pixel_values"], prompt))
+            feats.append(model.frame_features(sample["pixel_values"], batch_prompt(sample)))
             count += len(feats[-1])
             if count >= max_frames:
                 break
@@ -191,7 +193,7 @@ def collate_episodes(samples: list[dict]) -> dict:
     out["pixel_values"] = torch.from_numpy(np.concatenate([s["pixel_values"] for s in samples]))
     for key in ("targets", "mask"):
         out[key] = torch.from_numpy(np.concatenate([s[key] for s in samples]))
-    for key in ("input_ids", "attention_mask", "image_slot_mask", "position_ids"):
+    for key in PROMPT_KEYS:
         out[key] = torch.from_numpy(np.concatenate([np.repeat(s[key][None], len(s["pixel_values"]), 0)
                                                     for s in samples]))
     return out

@@ -79,7 +79,7 @@ def write_blocks_episodes(out: Path, episodes: int, seed: int = 0, frames: int =
 
 def sim_episode(layout_seed: int, noise: float = 0.0, stop_frames: int = 2, width: int = 256, height: int = 144,
                 max_steps: int = 40):
-    """(images, actions, instruction, layout) of one expert demonstration in a random room."""
+    """(images, actions, instruction, success) of one expert demonstration in a random room."""
     from runtime.sim import random_layout, render
     from runtime.sim_task import ScriptedExpert, instruction_for, random_decider, rollout
 
@@ -106,7 +106,7 @@ def sim_episode(layout_seed: int, noise: float = 0.0, stop_frames: int = 2, widt
         for k in range(stop_frames):  # the stop, seen again with fresh sensor noise
             images.append(render(layout, pose, width, height, seed=layout_seed * 1000 + 900 + k))
             actions.append(np.zeros(3, np.float32))
-    return np.stack(images), np.stack(actions).astype(np.float32), instruction_for(layout.side), result
+    return np.stack(images), np.stack(actions).astype(np.float32), instruction_for(layout.side), result.success
 
 
 def sim_layout_seed(seed: int, i: int) -> int:
@@ -138,8 +138,8 @@ def write_sim_episodes(out: Path, episodes: int, seed: int = 0, noise: float = 0
                      for i in range(next_seed, next_seed + episodes - len(paths) + 4)]
             next_seed += len(block)
             results = pool.imap(_sim_job, block) if pool else map(_sim_job, block)
-            for images, actions, instruction, result in results:
-                if not result.success or len(paths) == episodes:
+            for images, actions, instruction, success in results:
+                if not success or len(paths) == episodes:
                     continue  # a random move ran it into something: not a demonstration
                 side = instruction.rsplit(" ", 1)[-1]
                 paths.append(write_episode(out / f"episode_{len(paths):04d}.h5", images, actions,
