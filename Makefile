@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/python -m export.demo --out demo
+	$(BIN)/python -m pipeline --out demo
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe, short_name
+from sim.plotting import pyplot
 
 STAGES = ("capture", "preprocess", "vision", "language", "head", "post", "serial", "overhead", "end_to_end")
 ORIGINAL_PROMPT_TOKENS = 256
@@ -178,7 +179,7 @@ class CallCounter:
 
 # ------------------------------------------------------------------------------ measuring
 def frames_for(args, n: int):
-    from runtime.sample_frames import sample_frame
+    from sim.frames import sample_frame
 
     if args.camera:
         return None
@@ -223,7 +224,7 @@ def start_emulator():
     from runtime.motor import SerialMotorController
 
     link = Path(tempfile.mkdtemp(prefix="mvla-motor-")) / "motor"
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.motor_emulator", "--link", str(link)],
+    proc = subprocess.Popen([sys.executable, "-m", "sim.controller_emulator", "--link", str(link)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not link.exists():
@@ -440,10 +441,9 @@ def write_csv(result: dict, path: Path) -> None:
 
 def plot(paths: dict, entries: list, out: Path, end_to_end: dict) -> None:
     """ECDFs: per stage for the first runtime entry; end to end for every path (`end_to_end`: seconds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    if plt is None:
+        return
 
     compare = len(paths) > 1
     fig, axes = plt.subplots(1, 2 if compare else 1, figsize=(12 if compare else 7, 4.5), squeeze=False)

@@ -30,7 +30,9 @@ import torch
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
 from runtime.atomic import atomic_directory
 from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file
-from runtime.prompt import build_prompt, prompt_length, text_ids
+from runtime.cli import exits_on
+from runtime.prompt import PromptTooLongError, build_prompt, prompt_length, text_ids
+from train.checkpoint import CheckpointError
 
 OPSET = 17
 INSTRUCTION_TOKENS = 32  # room the default prompt length leaves for an instruction
@@ -232,6 +234,7 @@ class ParityError(RuntimeError):
     pass
 
 
+@exits_on(CheckpointError, PromptTooLongError, FileExistsError, ParityError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt", nargs="?", type=Path, help="checkpoint folder (merged or adapter)")
@@ -249,17 +252,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if bool(args.ckpt) == bool(args.preset):
         ap.error("give either CKPT or --preset")
-    from runtime.prompt import PromptTooLongError
-    from train.checkpoint import CheckpointError
 
     start = time.perf_counter()
-    try:
-        model, tokenizer, meta, source = load_model(args)
-        export_bundle(model, tokenizer, args.out, meta, source, args.max_text_tokens, args.fp16, args.int8,
-                      args.overwrite, verify=not args.no_verify, int8_scope=args.int8_scope)
-    except (CheckpointError, PromptTooLongError, FileExistsError, ParityError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    model, tokenizer, meta, source = load_model(args)
+    export_bundle(model, tokenizer, args.out, meta, source, args.max_text_tokens, args.fp16, args.int8,
+                  args.overwrite, verify=not args.no_verify, int8_scope=args.int8_scope)
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(args.out.glob("*.onnx*")))
     print(f"bundle written to {args.out} in {time.perf_counter() - start:.1f} s ({sizes})")
     return 0

@@ -4,7 +4,7 @@
     backend = TorchBackend(bundle, model).activate()
     policy = Policy(bundle, backend)                 # the same Policy the robot runs, PyTorch underneath
 
-It lets anything that takes a runtime Policy (runtime.evaluate's closed loop,
+It lets anything that takes a runtime Policy (sim.evaluate's closed loop,
 the drive loop) run on the un-exported model, so "the bundle behaves like the
 model it was exported from" is checked on whole episodes, not only on the
 parity inputs. It lives in export/ because runtime/ never imports torch.

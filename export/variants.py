@@ -29,7 +29,7 @@ LOOSE_TOLERANCE = {"action_max_abs": 2e-2, "feature_cosine": 0.999}
 # actions stay within 1e-3; the actions are what the robot sees, so they keep the fp16 bound.
 # int8 is lossier by design: on tiny's 64-wide layers the FFN-only variant moves actions by ~5e-2 while
 # its discrete moves agree with fp32 on 0.985 of held-out frames (docs/evaluation.md), so its bound is
-# 0.1 on actions (5% of the range) and 0.99 cosine on features; decisions are checked by runtime.evaluate.
+# 0.1 on actions (5% of the range) and 0.99 cosine on features; decisions are checked by sim.evaluate.
 INT8_TOLERANCE = {"action_max_abs": 0.1, "feature_cosine": 0.99}
 
 

@@ -69,7 +69,7 @@ def check_backend(bundle, backend, model, tokenizer, seeds=INPUT_SEEDS) -> dict:
             rows["act_feature"].append(compare(got, ref["features"][t]))
             got = backend.predict_chunk(ref["features"][None, : t + 1])
             rows["head_chunk"].append(compare(got[0], ref["windowed"][t]))
-        policy = Policy(bundle, backend, chunk_mode="first")
+        policy = Policy(bundle, backend)
         for t in range(cfg.window):
             step = policy.infer(ex.frames[t])
             rows["end_to_end"].append(compare(step.normalized_chunk, ref["windowed"][t]))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import exits_on
 from runtime.preprocess import PreprocessConfig
 
 FORMAT = "mobile-vla-bundle"
@@ -200,15 +201,12 @@ def load_bundle(root, verify_hashes: bool = True) -> Bundle:
     return bundle
 
 
+@exits_on(BundleError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
     args = ap.parse_args(argv)
-    try:
-        b = load_bundle(args.bundle)
-    except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    b = load_bundle(args.bundle)
     m = b.manifest
     print(f"bundle    {b.root}  (ok: fields and sha256 of {len(m['files'])} files)")
     print(f"model     {m.get('model', {}).get('preset', '?')}  W={b.window} N={b.chunk} axes={b.action_axes}")

@@ -3,7 +3,7 @@
     python -m runtime.drive --bundle bundle/ --serial /dev/ttyUSB0 --camera csi
     python -m runtime.drive --bundle bundle/ --dry-run --camera episode.h5 --max-steps 18
     python -m runtime.drive --bundle bundle/ --serial /tmp/mobile-vla-motor --camera 0 --mode step
-    python -m runtime.drive --bundle bundle/ --sim --sim-seed 3 --mode step --dead-zone 0.1 --max-steps 30
+    python -m sim.drive --bundle bundle/ --seed 3 --mode step --dead-zone 0.1 --max-steps 30   # the simulated robot
 
 Two threads. The inference thread reads the newest camera frame, runs the
 policy (preprocess -> vision -> language -> ring -> head) and publishes the
@@ -19,7 +19,7 @@ Modes: `continuous` sends the newest action at the control rate; `step`
 moves for `--step-duration` (0.4 s) per action, then stops and takes the
 next frame, which is how the demonstrations were recorded.
 
-`--sim` drives the simulated robot (runtime/sim.py) through the same loop and
+`--sim` drives the simulated robot (sim/world.py) through the same loop and
 the real serial driver: the controller emulator runs on a pseudo-terminal and
 moves the simulated robot, whose camera is the frame source; the instruction
 defaults to the room's ("... the beverage bottle on the left/right"); a
@@ -248,24 +248,20 @@ def install_signal_handlers(loop: DriveLoop) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(motor_required: bool = True, description: str = __doc__) -> argparse.ArgumentParser:
+    """The drive options. `motor_required=False` for callers that hand in their own motor (sim.drive)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, required=True, help="bundle folder from export.to_onnx")
-    port = ap.add_mutually_exclusive_group(required=True)
+    port = ap.add_mutually_exclusive_group(required=motor_required)
     port.add_argument("--serial", help="motor controller port, e.g. /dev/ttyUSB0 or /dev/mobile-vla-motor")
     port.add_argument("--dry-run", action="store_true", help="no serial: print the commands")
-    port.add_argument("--sim", action="store_true",
-                      help="drive the simulated robot (runtime/sim.py): its camera, and the controller emulator "
-                           "on a pseudo-terminal behind the real serial driver")
-    ap.add_argument("--sim-seed", type=int, default=0, help="--sim: the room (runtime.sim.random_layout(seed))")
-    ap.add_argument("--sim-layout", type=Path, help="--sim: a room saved as JSON (runtime.sim.save_layout)")
     ap.add_argument("--baudrate", type=int, default=115200)
     ap.add_argument("--wheels", choices=("mecanum", "omni3", "differential"),
                     help="send wheel speeds for this base instead of a body velocity")
     ap.add_argument("--camera", default="csi",
                     help="device index, /dev/videoN, 'csi', a GStreamer pipeline, a video, an image folder or an .h5 episode")
-    ap.add_argument("--width", type=int, help="camera width (default 1280; --sim: 256, as train.synth)")
-    ap.add_argument("--height", type=int, help="camera height (default 720; --sim: 144)")
+    ap.add_argument("--width", type=int, help="camera width (default 1280)")
+    ap.add_argument("--height", type=int, help="camera height (default 720)")
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--backend", default="auto", choices=("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu"))
     ap.add_argument("--variant", default="fp32", help="ONNX variant for ONNX Runtime backends (fp32, fp16, int8)")
@@ -288,35 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.sim:
-        return drive_sim(args)
-    return drive(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--sim" in argv:  # moved in 0.2; this message goes in the release after
+        print("error: --sim moved to its own entry: python -m sim.drive --bundle B --seed S ... "
+              "(same options, --sim-seed is --seed, --sim-layout is --layout)", file=sys.stderr)
+        return 2
+    return drive(build_parser().parse_args(argv))
 
 
-def drive_sim(args) -> int:
-    """--sim: the same drive() against the simulated robot; prints how the episode ended."""
-    from runtime.sim import SimSession, load_layout, random_layout
-    from runtime.sim_task import instruction_for
-
-    try:
-        layout = load_layout(args.sim_layout) if args.sim_layout else random_layout(args.sim_seed)
-    except ValueError as e:
-        print(f"error: --sim-layout {e}", file=sys.stderr)
-        return 1
-    args.instruction = args.instruction or instruction_for(layout.side)
-    with SimSession(layout, args.width or 256, args.height or 144, seed=args.sim_seed) as sim:
-        args.serial = sim.port
-        code = drive(args, camera=sim.camera)
-        x, y, _ = sim.robot.pose
-        print(f"sim: room {args.sim_layout or f'seed {args.sim_seed}'} ({layout.side}), robot at ({x:.2f}, {y:.2f}) "
-              f"after {len(sim.robot.path) - 1} updates: {sim.outcome()}", file=sys.stderr)
-    return code
-
-
-def drive(args, camera=None) -> int:
+def drive(args, camera=None, motor=None) -> int:
+    """Run the loop with the parsed options. A caller (sim.drive, a test) may hand in its own camera and motor."""
     from runtime.backends.base import BackendError
     from runtime.backends.registry import make_backend
+    from runtime.behaviours import with_behaviours
     from runtime.bundle import BundleError, load_bundle
     from runtime.camera import open_camera
     from runtime.motor import DryRunMotor, MotorError, SerialMotorController
@@ -326,9 +306,11 @@ def drive(args, camera=None) -> int:
     try:
         bundle = load_bundle(args.bundle)
         backend = make_backend(bundle, args.backend, variant=args.variant).activate()
-        policy = Policy(bundle, backend, instruction=args.instruction, chunk_mode=args.chunk_mode,
-                        discrete=args.discrete)
-        if args.dry_run:
+        policy = with_behaviours(Policy(bundle, backend, instruction=args.instruction), args.chunk_mode,
+                                 args.discrete)
+        if motor is not None:
+            pass
+        elif args.dry_run:
             motor = DryRunMotor(printer=(lambda s: print(s, flush=True)))
         else:
             from runtime.kinematics import make_base

@@ -10,19 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from runtime.cli import exits_on
 from runtime.motor import MotorError, SerialMotorController
 
 
+@exits_on(MotorError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--serial", required=True)
     ap.add_argument("--baudrate", type=int, default=115200)
     args = ap.parse_args(argv)
-    try:
-        motor = SerialMotorController(args.serial, args.baudrate, ack_timeout_s=0.2).connect()
-    except MotorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    motor = SerialMotorController(args.serial, args.baudrate, ack_timeout_s=0.2).connect()
     try:
         ok = motor.stop()
     finally:

@@ -7,7 +7,7 @@
     bundle = load_bundle("bundle/")
     with make_backend(bundle, "auto") as backend:
         policy = Policy(bundle, backend, instruction="reach the bottle on the left")
-        step = policy.infer(frame_bgr)     # step.action (A,), step.chunk (N, A), step.timings
+        step = policy.infer(frame_bgr)     # step.chunk (N, A), step.action = its first action, step.timings
         policy.reset()                     # new episode: empty the ring
 
 Per frame: preprocess -> vision -> language -> push the ACT feature into a
@@ -15,20 +15,15 @@ ring of the last W features -> head over the ring -> chunk -> undo the
 normalisation. The VLM runs once per frame, never over the whole window; the
 instruction is tokenized once, at construction.
 
-How a chunk becomes the action sent (`chunk_mode`):
-- `first`: the chunk's first action, every step (as the original stack).
-- `chunk`: the chunk is executed open-loop, one action per step, and a new
-  one is predicted when it runs out. The VLM still encodes every frame so the
-  ring holds consecutive frames as in training; only the head is skipped.
-- `ensemble`: temporal ensembling (ACT, Zhao et al. 2023): every chunk that
-  covers the current step votes, weighted exp(-k * age) with older
-  predictions weighted more, which smooths the motion.
+How a chunk becomes the action sent (first action, open-loop chunk,
+temporal ensemble, discrete moves) is not decided here: wrappers around
+`infer` do it (runtime/behaviours.py). A bare Policy returns the chunk's first
+action.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,8 +31,6 @@ import numpy as np
 from runtime.bundle import Bundle, BundleError
 from runtime.preprocess import preprocess_with
 from runtime.prompt import build_prompt
-
-CHUNK_MODES = ("first", "chunk", "ensemble")
 
 
 class ActionRing:
@@ -68,26 +61,9 @@ class ActionRing:
         self._count = 0
 
 
-class TemporalEnsemble:
-    def __init__(self, k: float = 0.01):
-        self.k = k
-        self.chunks: deque[tuple[int, np.ndarray]] = deque()  # (step predicted at, chunk (N, A))
-
-    def add(self, step: int, chunk: np.ndarray) -> np.ndarray:
-        self.chunks.append((step, chunk))
-        while self.chunks and step - self.chunks[0][0] >= len(self.chunks[0][1]):
-            self.chunks.popleft()
-        preds = np.stack([c[step - s] for s, c in self.chunks])  # oldest first
-        weights = np.exp(-self.k * np.arange(len(preds)))
-        return (weights[:, None] * preds).sum(0) / weights.sum()
-
-    def reset(self) -> None:
-        self.chunks.clear()
-
-
 @dataclass
 class PolicyStep:
-    action: np.ndarray  # (A,) robot units: the action to send now
+    action: np.ndarray  # (A,) robot units: the action to send now (a bare Policy: the chunk's first)
     chunk: np.ndarray  # (N, A) robot units: the newest predicted chunk
     normalized_chunk: np.ndarray  # (N, A) in [-1, 1] as the head produced it
     timings: dict = field(default_factory=dict)  # seconds per stage
@@ -95,16 +71,8 @@ class PolicyStep:
 
 
 class Policy:
-    def __init__(self, bundle: Bundle, backend, instruction: str | None = None, chunk_mode: str = "first",
-                 ensemble_k: float = 0.01, discrete: bool = False):
-        if chunk_mode not in CHUNK_MODES:
-            raise ValueError(f"chunk_mode must be one of {', '.join(CHUNK_MODES)}, got {chunk_mode!r}")
-        self.bundle, self.backend, self.chunk_mode = bundle, backend, chunk_mode
-        # discrete: each axis of the action snapped to the nearest demonstrated move (-range, 0, +range).
-        # The recordings are discrete key presses, so a regression head predicts their average where it
-        # is unsure; snapping decides, as the original rig did by using only the direction. In the
-        # simulator: 0.74 -> 0.82 and 0.30 -> 0.90 success for two tiny runs (docs/evaluation.md).
-        self.discrete = discrete
+    def __init__(self, bundle: Bundle, backend, instruction: str | None = None):
+        self.bundle, self.backend = bundle, backend
         p = bundle.manifest["prompt"]
         self.instruction = p["default_instruction"] if instruction is None else instruction
         if instruction is None:
@@ -121,15 +89,9 @@ class Policy:
         dim = bundle.outputs("language")[0].shape[-1]
         self.ring = ActionRing(bundle.window, int(dim))
         self.scale = np.float32(bundle.action_range)
-        self.ensemble = TemporalEnsemble(ensemble_k)
-        self._pending: deque[np.ndarray] = deque()  # open-loop actions left (chunk mode)
-        self.steps = 0
 
     def reset(self) -> None:
         self.ring.reset()
-        self.ensemble.reset()
-        self._pending.clear()
-        self.steps = 0
 
     def encode(self, frame: np.ndarray) -> tuple[np.ndarray, dict]:
         """Frame -> pixels -> ACT feature (1, D), pushed into the ring."""
@@ -144,27 +106,10 @@ class Policy:
 
     def infer(self, frame: np.ndarray) -> PolicyStep:
         _, timings = self.encode(frame)
-        need_head = self.chunk_mode != "chunk" or not self._pending
-        if need_head:
-            normalized = self.backend.predict_chunk(self.ring.view())[0]
-            timings["head"] = self.backend.timings.get("head", 0.0)
-            self._last_normalized = normalized
-        else:
-            normalized = self._last_normalized
-            timings["head"] = 0.0
+        normalized = self.backend.predict_chunk(self.ring.view())[0]
+        timings["head"] = self.backend.timings.get("head", 0.0)
         t0 = time.perf_counter()
         chunk = normalized.astype(np.float32) * self.scale
-        if self.chunk_mode == "first":
-            action = chunk[0]
-        elif self.chunk_mode == "chunk":
-            if need_head:
-                self._pending.extend(chunk)
-            action = self._pending.popleft()
-        else:
-            action = self.ensemble.add(self.steps, chunk).astype(np.float32)
-        self.steps += 1
-        finite = bool(np.isfinite(chunk).all() and np.isfinite(action).all())
-        if self.discrete and finite:
-            action = (np.clip(np.round(action / self.scale), -1, 1) * self.scale).astype(np.float32)
         timings["post"] = time.perf_counter() - t0
-        return PolicyStep(action=action, chunk=chunk, normalized_chunk=normalized, timings=timings, finite=finite)
+        return PolicyStep(action=chunk[0], chunk=chunk, normalized_chunk=normalized, timings=timings,
+                          finite=bool(np.isfinite(chunk).all()))

@@ -108,7 +108,7 @@ def _tiny_kosmos(vocab_size: int) -> dict:
     # that differs between "... bottle on the left" and "... on the right" 1/84 of its weight, and a
     # head trained on the frozen features guessed the side (54% on the simulator's first frames); with
     # 16 and factor 2 a linear probe reads the side at 100% and the head gets 90%, and prompts are
-    # half as long (measured on 200 train.synth episodes).
+    # half as long (measured on 200 sim.synth episodes).
     return {
         "latent_query_num": 16,
         "text_config": {
@@ -166,7 +166,7 @@ def preset_config(name: str, random_weights: bool = False, weights: str | None =
     local_vocab = len(tiny_vocab())
     if name == "tiny":
         # One LSTM layer: on frozen tiny features a 2-layer head sat on a plateau (guessing the side)
-        # for ~1000 steps that a 1-layer one left in a few hundred (measured on train.synth episodes).
+        # for ~1000 steps that a 1-layer one left in a few hundred (measured on sim.synth episodes).
         cfg = MobileVLAConfig(preset=name, kosmos=_tiny_kosmos(local_vocab), tokenizer="local", head_hidden=128,
                               head_layers=1)
     elif name == "small":

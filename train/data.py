@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import exits_on
 from runtime.preprocess import normalize_rgb, resize_rgb
 from runtime.prompt import DEFAULT_INSTRUCTION
 
@@ -300,6 +301,7 @@ def summary(episodes: list[Episode], rejected: list, options: DataOptions) -> st
     return "\n".join(lines)
 
 
+@exits_on(FileNotFoundError, EpisodeError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
@@ -310,12 +312,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     options = DataOptions(action_axes=args.action_axes, action_range=args.action_range,
                           channel_order=args.channel_order, image_size=64)  # small: validation only
-    try:
-        paths = find_episodes(args.folder)
-        episodes, rejected = load_episodes(paths, options, strict=args.strict)
-    except (FileNotFoundError, EpisodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    paths = find_episodes(args.folder)
+    episodes, rejected = load_episodes(paths, options, strict=args.strict)
     if not paths:
         print(f"error: {args.folder}: no .h5 episodes found", file=sys.stderr)
         return 1

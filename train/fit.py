@@ -35,203 +35,20 @@ import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from train.config import PRESETS, MobileVLAConfig, preset_config
+from runtime.cli import CommandError, exits_on
+from train.batches import collate, collate_episodes
+from train.callbacks import FolderCheckpoint, plot_curves, set_head_standardization
+from train.config import PRESETS, preset_config
 from train.data import DataOptions, EpisodeClipDataset, EpisodeDataset, EpisodeError, find_episodes, load_episodes, split_episodes
-from train.lora import LoraSettings, apply_lora
-from train.model import MobileVLA, PromptTensors, build_kosmos, load_tokenizer
-
-AXES = ("linear_x", "linear_y", "angular_z")
-PROMPT_KEYS = ("input_ids", "attention_mask", "image_slot_mask", "position_ids")
-
-
-def batch_prompt(batch: dict) -> PromptTensors:
-    return PromptTensors(*(batch[k] for k in PROMPT_KEYS))
-
-
-class MobileVLAModule(L.LightningModule):
-    def __init__(self, model_config: dict, lora: dict, lr: float = 1e-4, weight_decay: float = 0.0,
-                 huber_delta: float = 1.0, warmup_steps: int = 0, act_lr: float | None = None,
-                 lora_lr: float | None = None):
-        super().__init__()
-        self.save_hyperparameters()
-        self.config = MobileVLAConfig.from_dict(model_config)
-        # SDPA attention for training: 2-3x faster than eager on CPU; the same weights export with eager.
-        kosmos = build_kosmos(self.config, attn_implementation="sdpa")
-        self.model = apply_lora(MobileVLA(self.config, kosmos=kosmos), LoraSettings.from_dict(lora))
-        self.axes = AXES[: self.config.action_axes]
-
-    def forward(self, batch):
-        prompt = batch_prompt(batch)
-        if "window_index" not in batch:
-            return self.model(batch["pixel_values"], prompt)
-        # Episode batches: each frame through the VLM once, then every window of it through the head.
-        features = self.model.frame_features(batch["pixel_values"], prompt)  # (F, D), prompt row per frame
-        return self.model.head(features[batch["window_index"]])  # (windows, W, N, A)
-
-    def _step(self, batch, stage: str):
-        pred = self(batch)
-        mask = batch["mask"].unsqueeze(-1).expand_as(pred)
-        denom = mask.sum().clamp(min=1)
-        loss = (F.huber_loss(pred, batch["targets"], reduction="none", delta=self.hparams.huber_delta)
-                * mask).sum() / denom
-        sq = ((pred - batch["targets"]) ** 2) * mask
-        on_step = stage == "train"
-        logs = {f"{stage}/loss": loss, f"{stage}/rmse": torch.sqrt(sq.sum() / denom)}
-        per_axis = mask[..., 0].sum().clamp(min=1)
-        for i, name in enumerate(self.axes):
-            logs[f"{stage}/rmse_{name}"] = torch.sqrt(sq[..., i].sum() / per_axis)
-        self.log_dict(logs, on_step=on_step, on_epoch=True, prog_bar=(stage == "val"),
-                      batch_size=pred.shape[0], sync_dist=not on_step)
-        return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        return self._step(batch, "val")
-
-    def configure_optimizers(self):
-        # Three groups: the head (--lr), the ACT token (--act-lr) and the LoRA weights (--lora-lr), each
-        # defaulting to --lr. A slow LoRA matters on tiny: at the head's 1e-3, LoRA moved the features
-        # under the head and erased the left/right instruction (first-move side 30% vs 100% frozen);
-        # at 2e-5 it kept 90% (measured on train.synth episodes, 300 steps).
-        act = self.model.action_token
-        lora = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" in n]
-        taken = {id(act), *map(id, lora)}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
-        lr = self.hparams.lr
-        groups = [{"params": rest, "name": "head"},
-                  {"params": [act], "lr": lr if self.hparams.act_lr is None else self.hparams.act_lr, "name": "act"}]
-        if lora:
-            groups.append({"params": lora, "lr": lr if self.hparams.lora_lr is None else self.hparams.lora_lr,
-                           "name": "lora"})
-        opt = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if not self.hparams.warmup_steps:
-            return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / self.hparams.warmup_steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-class FolderCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose every kept checkpoint is a checkpoint folder (DESIGN.md contract 2)."""
-
-    def __init__(self, tokenizer, extra: dict, **kwargs):
-        super().__init__(**kwargs)
-        self.tokenizer, self.extra = tokenizer, extra
-
-    def _save_checkpoint(self, trainer, filepath: str) -> None:
-        from runtime.atomic import atomic_directory
-        from train.checkpoint import write_checkpoint_files
-
-        folder = Path(filepath[: -len(self.FILE_EXTENSION)])
-        trainer.strategy.barrier("folder-checkpoint")
-        if trainer.is_global_zero:
-            with atomic_directory(folder, overwrite=True) as tmp:
-                trainer.save_checkpoint(str(tmp / "trainer.ckpt"), weights_only=False)  # optimizer, loops: --resume
-                module = trainer.lightning_module
-                extra = dict(self.extra, epoch=trainer.current_epoch, global_step=trainer.global_step,
-                             metrics={k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
-                write_checkpoint_files(module.model, tmp, self.tokenizer, kind="adapter", extra=extra)
-        else:
-            trainer.save_checkpoint(str(folder / "trainer.ckpt"), weights_only=False)  # collective when sharded
-        trainer.strategy.barrier("folder-checkpoint-done")
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-
-    def _remove_checkpoint(self, trainer, filepath: str) -> None:
-        folder = Path(filepath[: -len(self.FILE_EXTENSION)])
-        if trainer.is_global_zero and folder.is_dir():
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def collate(samples: list[dict]) -> dict:
-    out = {}
-    for key in samples[0]:
-        if key == "instruction":
-            out[key] = [s[key] for s in samples]
-        else:
-            out[key] = torch.from_numpy(np.stack([s[key] for s in samples]))
-    return out
-
-
-def set_head_standardization(model: MobileVLA, episodes, options: DataOptions, tokenizer, config,
-                             max_frames: int = 600, seed: int = 0) -> dict:
-    """Per-dimension mean and 1/std of the ACT features over (a sample of) the training frames, as the
-    model computes them now (before fitting), written into the head's input standardisation."""
-    dataset = EpisodeClipDataset(episodes, options, tokenizer, config, augment=False)
-    order = np.random.default_rng(seed).permutation(len(dataset))
-    feats, count = [], 0
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for i in order:
-            sample = collate_episodes([dataset[int(i)]])
-            feats.append(model.frame_features(sample["pixel_values"], batch_prompt(sample)))
-            count += len(feats[-1])
-            if count >= max_frames:
-                break
-    model.train(was_training)
-    f = torch.cat(feats)
-    model.head.feature_mean.copy_(f.mean(0))
-    model.head.feature_scale.copy_(1.0 / f.std(0).clamp(min=1e-4))
-    return {"frames": int(len(f)), "mean_abs": float(f.mean(0).abs().mean()), "std": float(f.std(0).mean())}
-
-
-def collate_episodes(samples: list[dict]) -> dict:
-    """Episodes -> one flat batch of frames (prompt row per frame) and windows indexing into it."""
-    out = {"instruction": [s["instruction"] for s in samples]}
-    offsets = np.cumsum([0] + [len(s["pixel_values"]) for s in samples[:-1]])
-    out["window_index"] = torch.from_numpy(np.concatenate([s["window_index"] + o for s, o in zip(samples, offsets)]))
-    out["pixel_values"] = torch.from_numpy(np.concatenate([s["pixel_values"] for s in samples]))
-    for key in ("targets", "mask"):
-        out[key] = torch.from_numpy(np.concatenate([s[key] for s in samples]))
-    for key in PROMPT_KEYS:
-        out[key] = torch.from_numpy(np.concatenate([np.repeat(s[key][None], len(s["pixel_values"]), 0)
-                                                    for s in samples]))
-    return out
-
-
-def plot_curves(csv_path: Path, out: Path) -> Path | None:
-    """Training curves (loss and RMSE per epoch) as a PNG, for a person to look at."""
-    try:
-        import csv
-
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    rows = list(csv.DictReader(open(csv_path)))
-    series: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
-        for key in ("train/loss_epoch", "val/loss", "train/rmse_epoch", "val/rmse"):
-            if r.get(key):
-                series.setdefault(key, []).append((float(r["epoch"]), float(r[key])))
-    if not series:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for key, points in series.items():
-        ax = axes[0] if "loss" in key else axes[1]
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", label=key.replace("_epoch", ""))
-    for ax, title in zip(axes, ("Huber loss", "RMSE (normalised actions)")):
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+from train.lora import LoraSettings
+from train.model import load_tokenizer
+from train.module import MobileVLAModule
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@exits_on(FileNotFoundError)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -300,11 +118,7 @@ def main(argv=None) -> int:
                           action_range=config.action_range, channel_order=args.channel_order,
                           image_size=config.image_size, default_instruction=config.default_instruction,
                           color_jitter=args.color_jitter, mirror=args.mirror)
-    try:
-        paths = find_episodes(args.data)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    paths = find_episodes(args.data)
     train_paths, val_paths = split_episodes(paths, args.val_fraction, args.seed)
     rejected = []
     try:
@@ -313,12 +127,10 @@ def main(argv=None) -> int:
         val_eps, bad = load_episodes(val_paths, options, strict=args.strict, warn=lambda m: print(m, file=sys.stderr))
         rejected += bad
     except EpisodeError as e:
-        print(f"error: {e} (--strict)", file=sys.stderr)
-        return 1
+        raise CommandError(f"{e} (--strict)") from e
     if not train_eps or not val_eps:
-        print(f"error: {args.data}: need valid episodes for both train and val "
-              f"(found {len(train_eps)} train, {len(val_eps)} val, {len(rejected)} rejected)", file=sys.stderr)
-        return 1
+        raise CommandError(f"{args.data}: need valid episodes for both train and val "
+                           f"(found {len(train_eps)} train, {len(val_eps)} val, {len(rejected)} rejected)")
     run_dir.mkdir(parents=True, exist_ok=True)
     split = {"seed": args.seed, "val_fraction": args.val_fraction,
              "train": [str(p) for p in train_paths], "val": [str(p) for p in val_paths],
@@ -328,8 +140,7 @@ def main(argv=None) -> int:
     targets = {t.strip() for t in args.lora_targets.split(",") if t.strip()} | ({"vision"} if args.lora_vision else set())
     unknown = targets - {"text", "projection", "vision"}
     if unknown or not targets:
-        print(f"error: --lora-targets: unknown {sorted(unknown)}; use text, projection, vision", file=sys.stderr)
-        return 1
+        raise CommandError(f"--lora-targets: unknown {sorted(unknown)}; use text, projection, vision")
     lora = LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, text="text" in targets,
                         projection="projection" in targets, vision="vision" in targets)
     module = MobileVLAModule(config.to_dict(), lora.to_dict(), lr=args.lr, weight_decay=args.weight_decay,
@@ -363,8 +174,7 @@ def main(argv=None) -> int:
     if args.resume:
         resume = run_dir / "checkpoints" / "last" / "trainer.ckpt"
         if not resume.is_file():
-            print(f"error: --resume: {resume} not found", file=sys.stderr)
-            return 1
+            raise CommandError(f"--resume: {resume} not found")
     if resume is None:
         stats = set_head_standardization(module.model, train_eps, options, tokenizer, config, seed=args.seed)
         print(f"head input standardised from {stats['frames']} training frames "

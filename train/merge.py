@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from runtime.cli import exits_on
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.examples import example_inputs
 from train.lora import has_lora, merge_lora
@@ -44,17 +45,14 @@ def merge_checkpoint(src: Path, out: Path, overwrite: bool = False) -> float:
     return diff
 
 
+@exits_on(CheckpointError, FileExistsError, RuntimeError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt", type=Path, help="adapter checkpoint folder")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        diff = merge_checkpoint(args.ckpt, args.out, args.overwrite)
-    except (CheckpointError, FileExistsError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    diff = merge_checkpoint(args.ckpt, args.out, args.overwrite)
     print(f"merged {args.ckpt} -> {args.out} (outputs match the adapter to {diff:.1e})")
     return 0
 

@@ -1,8 +1,7 @@
 """Mobile-VLA: frozen Kosmos-2 + a learned action token (ACT) + an LSTM action head.
 
-    python -m train.model --preset tiny                       # parameter counts
-    python -m train.model --preset tiny --save ckpt/tiny      # and a checkpoint folder
-    python -m train.model --preset kosmos2 --random-weights   # real size, no download
+    from train.model import build_model
+    model = build_model(preset_config("tiny"))      # parameter counts and checkpoints: python -m train.create
 
 Per frame, the decoder reads `<s><image>[Q image embeddings]</image> text
 pads ACT` and its last hidden state (at ACT) is the frame's action feature
@@ -19,9 +18,7 @@ keep the last W in a ring and run only the head over the ring
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime.prompt import Prompt, build_prompt
-from train.config import PRESETS, MobileVLAConfig, preset_config
+from train.config import MobileVLAConfig
 
 
 @dataclass(frozen=True)
@@ -217,38 +214,3 @@ def make_prompt(config: MobileVLAConfig, tokenizer, instruction: str | None = No
 
 def build_model(config: MobileVLAConfig) -> MobileVLA:
     return MobileVLA(config).eval()
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=PRESETS, default="tiny")
-    ap.add_argument("--random-weights", action="store_true", help="kosmos2 at real size without downloading weights")
-    ap.add_argument("--weights", help="hub id or local folder of Kosmos-2 weights (kosmos2 preset)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--window", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=10)
-    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=2)
-    ap.add_argument("--save", type=Path, help="write a merged checkpoint folder here")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing --save folder")
-    args = ap.parse_args(argv)
-
-    cfg = preset_config(args.preset, random_weights=args.random_weights, weights=args.weights, seed=args.seed,
-                        window=args.window, chunk=args.chunk, action_axes=args.action_axes)
-    model = build_model(cfg)
-    total, trainable = model.parameter_counts()
-    kosmos_total = sum(p.numel() for p in model.kosmos.parameters())
-    print(f"preset        {cfg.preset}")
-    print(f"parameters    {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f}%)")
-    print(f"  kosmos-2    {kosmos_total:,} (frozen)")
-    print(f"  ACT token   {model.action_token.numel():,}")
-    print(f"  action head {sum(p.numel() for p in model.head.parameters()):,}")
-    print(f"window W={cfg.window}  chunk N={cfg.chunk}  axes={','.join(cfg.axis_names)}")
-    if args.save:
-        from train.checkpoint import save_checkpoint
-
-        save_checkpoint(model, args.save, load_tokenizer(cfg), overwrite=args.overwrite)
-        print(f"saved checkpoint to {args.save}")
-
-
-if __name__ == "__main__":
-    main()

@@ -80,7 +80,7 @@ def test_setup_refuses_jetpack_5(tmp_path):
 
 
 def test_check_script_one_line_per_check(tiny_bundle_dir, episode_file, tmp_path):
-    from runtime.motor_emulator import ControllerEmulator
+    from sim.controller_emulator import ControllerEmulator
 
     emu = ControllerEmulator(link=tmp_path / "motor").start()
     try:

@@ -14,7 +14,7 @@ from runtime.bundle import load_bundle
 from runtime.camera import CameraStalled, open_camera
 from runtime.drive import DriveConfig, DriveLoop
 from runtime.motor import SerialMotorController
-from runtime.motor_emulator import ControllerEmulator
+from sim.controller_emulator import ControllerEmulator
 from runtime.policy import Policy
 from runtime.safety import SafetyConfig, SafetyGate
 from runtime.steplog import StepLog, read_log, replay_commands
@@ -224,7 +224,7 @@ def test_sigterm_to_the_drive_process_stops_the_motors(tiny_bundle_dir, episode_
     frames.mkdir()
     import cv2
 
-    from runtime.sample_frames import sample_frames
+    from sim.frames import sample_frames
 
     for i, f in enumerate(sample_frames(300, height=48, width=64)):
         cv2.imwrite(str(frames / f"{i:04d}.png"), f)

@@ -7,7 +7,7 @@ import pytest
 
 from runtime.kinematics import make_base
 from runtime.motor import MotorError, SerialMotorController
-from runtime.motor_emulator import ControllerEmulator
+from sim.controller_emulator import ControllerEmulator
 from runtime.protocol import Command, encode_frame
 
 

@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from runtime.episodes import write_episode
-from runtime.sample_frames import sample_frames
+from sim.episodes import write_episode
+from sim.frames import sample_frames
 from tests.conftest import run_python
 from train.data import (
     DataOptions,

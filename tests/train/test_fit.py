@@ -15,14 +15,6 @@ FIT = ["--preset", "tiny", "--window", "4", "--chunk", "4", "--lr", "3e-3", "--l
 
 
 @pytest.fixture(scope="module")
-def episodes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("episodes")
-    proc = run_python("-m", "train.synth", "--task", "blocks", "--episodes", "20", "--frames", "8", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory, episodes):
     runs = tmp_path_factory.mktemp("runs")
     proc = run_python("-m", "train.fit", "--data", str(episodes), "--out", str(runs), "--name", "blocks",
@@ -54,7 +46,7 @@ def test_val_loss_falls_and_the_run_folder_has_everything(run):
 
 def test_the_trained_checkpoint_sees_the_block_colour(run):
     """Beyond the loss: the adapter predicts the sign of linear_y from the image."""
-    from train.synth import blocks_frame
+    from sim.synth import blocks_frame
     from runtime.preprocess import preprocess_frame
     from train.model import PromptTensors, make_prompt
 
@@ -176,36 +168,3 @@ def test_import_refuses_a_pickle_that_needs_code(tmp_path):
     torch.save({"state_dict": {}, "hparams": argparse.Namespace(a=1)}, path)
     proc = run_python("-m", "train.import_robovlms", str(path), "--out", str(tmp_path / "o"), "--preset", "tiny")
     assert proc.returncode == 1 and "weights_only=True" in proc.stderr
-
-
-def test_episode_batches_give_the_window_batches_loss_and_the_head_is_standardised(episodes):
-    from train.config import preset_config
-    from train.data import DataOptions, EpisodeClipDataset, EpisodeDataset, find_episodes, load_episodes
-    from train.fit import MobileVLAModule, collate, collate_episodes, set_head_standardization
-    from train.lora import LoraSettings
-    from train.model import PromptTensors, load_tokenizer, make_prompt
-
-    cfg = preset_config("tiny", window=4, chunk=4)
-    tok = load_tokenizer(cfg)
-    options = DataOptions(window=4, chunk=4)
-    eps, _ = load_episodes(find_episodes(episodes)[:3], options)
-    module = MobileVLAModule(cfg.to_dict(), LoraSettings(dropout=0.0).to_dict(), lr=1e-3, lora_lr=2e-5)
-    stats = set_head_standardization(module.model, eps, options, tok, cfg)
-    assert stats["frames"] == 24 and module.model.head.feature_mean.abs().sum() > 0
-    module.eval()
-    prompt = PromptTensors.from_prompt(make_prompt(cfg, tok, eps[0].instruction))
-    with torch.no_grad():
-        feats = module.model.frame_features(
-            torch.from_numpy(EpisodeClipDataset(eps, options, tok, cfg)[0]["pixel_values"]), prompt)
-        standardised = (feats - module.model.head.feature_mean) * module.model.head.feature_scale
-    assert abs(float(standardised.mean())) < 0.5 and 0.5 < float(standardised.std()) < 2.0
-    clips = collate_episodes([EpisodeClipDataset(eps, options, tok, cfg)[i] for i in range(3)])
-    windows = EpisodeDataset(eps, options, tok, cfg)
-    flat = collate([windows[i] for i in range(len(windows))])
-    with torch.no_grad():
-        by_episode, by_window = module(clips), module(flat)
-    assert by_episode.shape == by_window.shape == (15, 4, 4, 2)
-    torch.testing.assert_close(by_episode, by_window, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(clips["targets"], flat["targets"])
-    groups = {g["name"]: g["lr"] for g in module.configure_optimizers().param_groups}
-    assert groups == {"head": 1e-3, "act": 1e-3, "lora": 2e-5}

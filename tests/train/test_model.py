@@ -94,19 +94,19 @@ def test_unknown_preset_and_bad_axes_are_refused():
 
 def test_cli_prints_parameter_counts_and_saves(tmp_path):
     out = tmp_path / "ckpt"
-    proc = run_python("-m", "train.model", "--preset", "tiny", "--save", str(out))
+    proc = run_python("-m", "train.create", "--preset", "tiny", "--save", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "total" in proc.stdout and "trainable" in proc.stdout
     total = int(proc.stdout.split("parameters")[1].split("total")[0].replace(",", ""))
     assert 100_000 < total < 1_000_000
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
-    again = run_python("-m", "train.model", "--preset", "tiny", "--save", str(out))
+    again = run_python("-m", "train.create", "--preset", "tiny", "--save", str(out))
     assert again.returncode != 0 and "already exists" in again.stderr
 
 
 @pytest.mark.slow
 def test_kosmos2_random_weights_has_the_real_size():
-    proc = run_python("-m", "train.model", "--preset", "kosmos2", "--random-weights", timeout=900)
+    proc = run_python("-m", "train.create", "--preset", "kosmos2", "--random-weights", timeout=900)
     assert proc.returncode == 0, proc.stderr
     total = int(proc.stdout.split("kosmos-2")[1].split("(")[0].replace(",", ""))
     assert 1.6e9 < total < 1.7e9

@@ -17,8 +17,6 @@ The motor side is the controller emulator: `SimWorld.attach` makes its
 velocity the robot's, integrated over wall-clock time, so `runtime.drive`
 drives the simulated robot through the real serial driver.
 
-Groundwork for issue 7 (the expert, synthetic demonstrations from it and the
-closed-loop evaluation build on this).
 """
 
 from __future__ import annotations
@@ -261,7 +259,7 @@ class SimCamera:
 
 
 def save_layout(layout: Layout, path) -> None:
-    """A layout as JSON, for `runtime.drive --sim --sim-layout FILE` (replay one room exactly)."""
+    """A layout as JSON, for `sim.drive --layout FILE` (replay one room exactly)."""
     import json
     from dataclasses import asdict
     from pathlib import Path
@@ -280,49 +278,4 @@ def load_layout(path) -> Layout:
         return Layout(boxes=boxes, **tuples, **d)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a simulator layout ({type(e).__name__}: {e}); "
-                         f"write one with runtime.sim.save_layout") from e
-
-
-class SimSession:
-    """Everything `runtime.drive --sim` needs: a room, the controller emulator on a pseudo-terminal
-    driving the simulated robot, and the robot's camera.
-
-        with SimSession(random_layout(3)) as sim:
-            ... SerialMotorController(sim.port) ..., camera = sim.camera
-    """
-
-    def __init__(self, layout: Layout, width: int = 256, height: int = 144, seed: int = 0):
-        import tempfile
-
-        from runtime.motor_emulator import ControllerEmulator
-
-        self.layout = layout
-        self._dir = tempfile.TemporaryDirectory(prefix="mvla-sim-")
-        self.emulator = ControllerEmulator(link=f"{self._dir.name}/motor")
-        self.world = SimWorld(layout)
-        self.camera = self.world.camera(width, height, seed)
-
-    @property
-    def port(self) -> str:
-        return self.emulator.port
-
-    def __enter__(self) -> "SimSession":
-        self.emulator.start()
-        self.world.attach(self.emulator)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.emulator.stop()
-        self._dir.cleanup()
-
-    def outcome(self) -> str:
-        from runtime.sim_task import in_goal
-
-        robot = self.robot
-        if robot.collided:
-            return "collided"
-        return "stopped in front of the bottle" if in_goal(self.layout, robot.pose) else "not at the bottle"
-
-    @property
-    def robot(self) -> SimRobot:
-        return self.world.robot
+                         f"write one with sim.world.save_layout") from e

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from runtime.sim import Box, Layout, SimRobot, SimWorld, random_layout, render
+from sim.world import Box, Layout, SimRobot, SimWorld, random_layout, render
 
 
 def open_room(bottle=(2.5, 1.0, 0.04)):
@@ -68,7 +68,7 @@ def test_drive_loop_moves_the_simulated_robot_through_the_serial_driver(tiny_bun
     from runtime.bundle import load_bundle
     from runtime.drive import DriveConfig, DriveLoop
     from runtime.motor import SerialMotorController
-    from runtime.motor_emulator import ControllerEmulator
+    from sim.controller_emulator import ControllerEmulator
     from runtime.policy import Policy
     from runtime.safety import SafetyConfig, SafetyGate
 
@@ -92,7 +92,7 @@ def test_drive_loop_moves_the_simulated_robot_through_the_serial_driver(tiny_bun
 
 
 def test_a_saved_room_loads_back_exactly_and_bad_files_are_named(tmp_path):
-    from runtime.sim import load_layout, save_layout
+    from sim.world import load_layout, save_layout
 
     layout = random_layout(11)
     save_layout(layout, tmp_path / "room.json")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from runtime.safety import SafetyGate
-from runtime.sim import SimRobot, random_layout
-from runtime.sim_task import (
+from sim.world import SimRobot, random_layout
+from sim.task import (
     MOVE,
     SIM_SAFETY,
     ScriptedExpert,

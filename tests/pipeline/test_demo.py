@@ -13,7 +13,7 @@ STEPS = [f"[{i}/7]" for i in range(1, 8)]
 
 def test_demo_runs_every_stage_end_to_end_on_a_small_budget(tmp_path):
     out = tmp_path / "demo"
-    proc = run_python("-m", "export.demo", "--out", str(out), "--episodes", "12", "--held-out", "3", "--epochs", "1",
+    proc = run_python("-m", "pipeline", "--out", str(out), "--episodes", "12", "--held-out", "3", "--epochs", "1",
                       "--eval-episodes", "2", "--no-progress", timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for step in [*STEPS, "PASS", "closed loop on 2 unseen layouts", "8-way agreement fp32 vs int8"]:
@@ -30,7 +30,7 @@ def test_demo_full_size_meets_the_success_figures_in_under_10_minutes(tmp_path):
     """The figures the README quotes: 200 demonstrations, 8 epochs, 50 unseen rooms (about 4 min on 2 cores)."""
     out = tmp_path / "demo"
     start = time.monotonic()
-    proc = run_python("-m", "export.demo", "--out", str(out), "--no-progress", timeout=900)
+    proc = run_python("-m", "pipeline", "--out", str(out), "--no-progress", timeout=900)
     elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = {r["policy"]: r for r in json.loads((out / "closed_loop.json").read_text())["results"]}

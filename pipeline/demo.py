@@ -1,20 +1,20 @@
 """The whole pipeline on the embedded tiny model, in the simulated room: no robot, camera, GPU or download.
 
-    python -m export.demo --out demo        # (what `make demo` runs; about 4 minutes on 2 cores)
+    python -m pipeline --out demo        # (what `make demo` runs; about 4 minutes on 2 cores)
 
 1. demonstrations: the scripted expert drives around the box to the bottle in
    200 random rooms, written in the robot collector's HDF5 layout
-   (`train.synth`), plus 20 held-out ones from other rooms;
+   (`sim.synth`), plus 20 held-out ones from other rooms;
 2. fine-tunes tiny Mobile-VLA on them with LoRA (`train.fit`, Lightning);
 3. merges the LoRA weights (`train.merge`);
 4. exports the bundle (fp32, fp16 and int8) and checks it against PyTorch
    (`export.to_onnx`);
 5. offline accuracy on the held-out recordings, the variants against each
-   other and against a random policy (`runtime.evaluate --episodes DIR`);
+   other and against a random policy (`sim.evaluate --episodes DIR`);
 6. closed loop on 50 rooms it has never seen, next to a random policy and the
-   expert (`runtime.evaluate --episodes 50`), with the trajectories plotted;
+   expert (`sim.evaluate --episodes 50`), with the trajectories plotted;
 7. drives one simulated episode live through the real serial driver and the
-   controller emulator, with the status line (`runtime.drive --sim`).
+   controller emulator, with the status line (`sim.drive`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     total = 7
     out = args.out
 
-    from train.synth import write_sim_episodes
+    from sim.synth import write_sim_episodes
 
     episodes, held_out = out / "episodes", out / "held_out"
     write_sim_episodes(episodes, args.episodes, seed=0, workers=args.workers, progress=not args.no_progress)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
                                progress=lambda s: print("      " + s.replace("\n", "\n      ")))
     step(4, total, f"bundle exported and verified -> {bundle_dir}")
 
-    from runtime import evaluate
+    from sim import evaluate
 
     step(5, total, "offline: the bundle on the held-out recordings, frame by frame")
     code = evaluate.main(["--bundle", str(bundle_dir), "--episodes", str(held_out),
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         return code
 
     step(7, total, f"driving simulated room {args.drive_seed} live: serial driver -> controller emulator (pty)")
-    drive = [sys.executable, "-m", "runtime.drive", "--bundle", str(bundle_dir), "--sim", "--sim-seed",
+    drive = [sys.executable, "-m", "sim.drive", "--bundle", str(bundle_dir), "--seed",
              str(args.drive_seed), "--mode", "step", "--dead-zone", "0.1", "--max-steps", "25", "--discrete",
              "--log", str(out / "drive.jsonl")]
     code = subprocess.call(drive)
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     print(f"  offline       {out / 'offline.png'}")
     print(f"  curves        {runs / 'sim' / 'curves.png'}")
     print(f"  bundle        {bundle_dir}")
-    print(f"next: python -m runtime.drive --bundle {bundle_dir} --sim --sim-seed 7 --mode step --dead-zone 0.1 "
+    print(f"next: python -m sim.drive --bundle {bundle_dir} --seed 7 --mode step --dead-zone 0.1 "
           f"--discrete")
     return 0
 

@@ -1,12 +1,12 @@
 """How good is a bundle? Closed loop in the simulated room, or offline against recorded episodes.
 
-    python -m runtime.evaluate --bundle bundle/ --episodes 50 --seed 0          # closed loop, 50 unseen rooms
-    python -m runtime.evaluate --bundle bundle/ --episodes held_out/            # offline, a folder of .h5 episodes
+    python -m sim.evaluate --bundle bundle/ --episodes 50 --seed 0          # closed loop, 50 unseen rooms
+    python -m sim.evaluate --bundle bundle/ --episodes held_out/            # offline, a folder of .h5 episodes
 
 Closed loop (`--episodes K`): the bundle's policy drives the simulated robot
-(runtime/sim.py) on K rooms it has never seen (layout seeds 10_000 * seed + i;
-`train.synth` uses 1_000_000 + ...), moving as `runtime.drive --mode step`
-does (runtime/sim_task.py). Printed for the policy, a random policy and the
+(sim/world.py) on K rooms it has never seen (layout seeds 10_000 * seed + i;
+`sim.synth` uses 1_000_000 + ...), moving as `runtime.drive --mode step`
+does (sim/task.py). Printed for the policy, a random policy and the
 scripted expert: success rate (stopped in front of the bottle, no collision,
 within --max-steps), collisions, mean steps, mean latency per step. A PNG of
 the trajectories over the room maps goes to --plot.
@@ -36,8 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.sim import random_layout
-from runtime.sim_task import (
+from runtime.backends.base import BackendError
+from runtime.bundle import BundleError, load_bundle
+from runtime.cli import CommandError, exits_on
+from sim.task import (
     MOVE,
     Rollout,
     ScriptedExpert,
@@ -47,6 +49,8 @@ from runtime.sim_task import (
     random_decider,
     rollout,
 )
+from sim.plotting import pyplot
+from sim.world import random_layout
 
 AXES = ("linear_x", "linear_y", "angular_z")
 
@@ -122,14 +126,11 @@ def format_closed_loop(summaries: list[ClosedLoopSummary], episodes: int) -> str
 
 def plot_trajectories(summaries: list[ClosedLoopSummary], out: Path, max_rooms: int = 12) -> Path | None:
     """Small multiples: each room's map with the policy's, the expert's and the random policy's paths."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Circle, Rectangle
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
+    from matplotlib.patches import Circle, Rectangle
+
     by_name = {s.name: s for s in summaries}
     policy = by_name["policy"]
     n = min(max_rooms, len(policy.rollouts))
@@ -245,12 +246,8 @@ def format_offline(report: dict) -> str:
 
 
 def plot_offline(report: dict, out: Path, max_frames: int = 300) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     recorded = np.concatenate(report["recorded"])[:max_frames]
     bounds = np.cumsum([len(r) for r in report["recorded"]])
@@ -280,14 +277,17 @@ def plot_offline(report: dict, out: Path, max_frames: int = 300) -> Path | None:
 def policy_factories(bundle, backend: str, variants: list[str], discrete: bool = True) -> dict:
     """{name: make_policy(instruction)} for each variant (and native TensorRT when engines run here)."""
     from runtime.backends.registry import make_backend
+    from runtime.behaviours import with_behaviours
     from runtime.policy import Policy
 
     def factory(backend_obj):
-        return lambda instruction: Policy(bundle, backend_obj, instruction=instruction, discrete=discrete)
+        return lambda instruction: with_behaviours(Policy(bundle, backend_obj, instruction=instruction),
+                                                   discrete=discrete)
 
     return {variant: factory(make_backend(bundle, backend, variant=variant).activate()) for variant in variants}
 
 
+@exits_on(BackendError, BundleError, FileNotFoundError, ValueError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, required=True)
@@ -307,24 +307,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
 
-    from runtime.backends.base import BackendError
-    from runtime.bundle import BundleError, load_bundle
-
-    try:
-        bundle = load_bundle(args.bundle)
-    except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    bundle = load_bundle(args.bundle)
     plot = args.plot or (args.json.with_suffix(".png") if args.json else Path("evaluation.png"))
     if args.episodes.isdigit():
         if int(args.episodes) < 1:
-            print("error: --episodes: need at least 1 layout", file=sys.stderr)
-            return 1
-        try:
-            make = policy_factories(bundle, args.backend, [args.variant], not args.continuous)[args.variant]
-        except (BackendError, BundleError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            raise CommandError("--episodes: need at least 1 layout")
+        make = policy_factories(bundle, args.backend, [args.variant], not args.continuous)[args.variant]
         k = int(args.episodes)
         summaries = closed_loop(make, k, args.seed, args.max_steps, args.width, args.height,
                                 progress=lambda i, n: print(f"\r  layout {i}/{n}", end="", file=sys.stderr))
@@ -338,21 +326,16 @@ def main(argv=None) -> int:
     else:
         folder = Path(args.episodes)
         if not folder.is_dir():
-            print(f"error: --episodes {folder}: neither a number of layouts nor a folder of episodes", file=sys.stderr)
-            return 1
+            raise CommandError(f"--episodes {folder}: neither a number of layouts nor a folder of episodes")
         variants = args.variants or bundle.variants
-        try:
-            factories = policy_factories(bundle, args.backend, variants, not args.continuous)
-            if args.backend in ("auto", "ort-cpu") and bundle.manifest.get("engines"):
-                try:
-                    factories["trt"] = policy_factories(bundle, "trt", ["fp32"], not args.continuous)["fp32"]
-                except (BackendError, ImportError) as e:
-                    print(f"TensorRT engines not run here: {e}", file=sys.stderr)
-            report = offline(folder, factories, args.dead_zone,
-                             default_instruction=bundle.manifest["prompt"]["default_instruction"])
-        except (BackendError, BundleError, FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        factories = policy_factories(bundle, args.backend, variants, not args.continuous)
+        if args.backend in ("auto", "ort-cpu") and bundle.manifest.get("engines"):
+            try:
+                factories["trt"] = policy_factories(bundle, "trt", ["fp32"], not args.continuous)["fp32"]
+            except (BackendError, ImportError) as e:
+                print(f"TensorRT engines not run here: {e}", file=sys.stderr)
+        report = offline(folder, factories, args.dead_zone,
+                         default_instruction=bundle.manifest["prompt"]["default_instruction"])
         print(format_offline(report))
         saved = plot_offline(report, plot)
         report = {k: v for k, v in report.items() if k not in ("predictions", "recorded")}

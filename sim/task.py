@@ -14,7 +14,7 @@ Moves are executed the way `runtime.drive --mode step` executes them: the
 action goes through the same `SafetyGate` (speed clip, acceleration ramp, dead
 zone) at the loop's rate for the step's 0.4 s, then zero. Only the clock is
 simulated, so K layouts take seconds instead of K x steps x 0.4 s; the wire
-path (serial driver, emulator, wall clock) is `runtime.drive --sim`.
+path (serial driver, emulator, wall clock) is `sim.drive`.
 
 A rollout ends when the decider stops (its command is zero after the dead
 zone), collides, or runs out of steps. Success: stopped inside the goal zone
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.safety import SafetyConfig, SafetyGate
-from runtime.sim import DETOUR_CLEARANCE, ROBOT_RADIUS, Layout, SimRobot, detour_lane, render
+from sim.world import DETOUR_CLEARANCE, ROBOT_RADIUS, Layout, SimRobot, detour_lane, render
 
 MOVE = 1.15  # the collector's discrete move (robot units, before the safety clip)
 INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the {side}"

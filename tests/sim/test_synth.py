@@ -3,14 +3,14 @@
 import h5py
 import numpy as np
 
-from runtime.sim_task import MOVE, instruction_for
+from sim.task import MOVE, instruction_for
 from tests.conftest import run_python
 from train.data import DataOptions, EpisodeClipDataset, EpisodeDataset, load_episodes, read_episode
 
 
 def test_synth_episodes_are_collector_files_that_validate(tmp_path):
     out = tmp_path / "episodes"
-    proc = run_python("-m", "train.synth", "--episodes", "4", "--out", str(out), "--width", "128", "--height", "72")
+    proc = run_python("-m", "sim.synth", "--episodes", "4", "--out", str(out), "--width", "128", "--height", "72")
     assert proc.returncode == 0, proc.stderr
     files = sorted(out.glob("*.h5"))
     assert len(files) == 4
@@ -43,7 +43,7 @@ def test_synth_episodes_are_collector_files_that_validate(tmp_path):
 
 
 def test_synth_episodes_load_like_recordings_in_both_batchings(tmp_path):
-    from train.synth import write_sim_episodes
+    from sim.synth import write_sim_episodes
 
     paths = write_sim_episodes(tmp_path, 2, seed=3, width=96, height=54)
     options = DataOptions(window=4, chunk=3)

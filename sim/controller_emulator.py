@@ -1,6 +1,6 @@
 """A motor controller that speaks docs/serial-protocol.md on a pseudo-terminal.
 
-    python -m runtime.motor_emulator --link /tmp/mobile-vla-motor     # then: --serial /tmp/mobile-vla-motor
+    python -m sim.controller_emulator --link /tmp/mobile-vla-motor     # then: --serial /tmp/mobile-vla-motor
 
     emu = ControllerEmulator(link=Path("/tmp/motor")).start()
     ... SerialMotorController(emu.port) ...

@@ -1,15 +1,15 @@
 """Synthetic demonstrations in exactly the collector's HDF5 layout, for tests and demos.
 
-    python -m train.synth --episodes 200 --out episodes/                  # the simulated room (default)
-    python -m train.synth --episodes 40 --out episodes/ --task blocks     # the one-look block task
+    python -m sim.synth --episodes 200 --out episodes/                  # the simulated room (default)
+    python -m sim.synth --episodes 40 --out episodes/ --task blocks     # the one-look block task
 
-Task `sim` (runtime/sim.py, runtime/sim_task.py): a room with a box and a
+Task `sim` (sim/world.py, sim/task.py): a room with a box and a
 beverage bottle; the scripted expert passes the box on the side the
 instruction names ("Navigate around obstacles and reach the front of the
 beverage bottle on the left/right") and stops in front of the bottle, in the
 collector's discrete moves (+-1.15 on x and/or y for 0.4 s, one frame per
 move), ending with `--stop-frames` frames of a zero action. Layout seeds are
-1_000_000 + 10_000 * seed + i, so they never meet `runtime.evaluate`'s
+1_000_000 + 10_000 * seed + i, so they never meet `sim.evaluate`'s
 (10_000 * seed + i, seed < 100). `--noise P` executes a random move instead of
 the expert's with probability P while still recording the expert's move for
 that frame: the demonstrations then show how to recover from drifting off
@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.episodes import write_episode
+from sim.episodes import write_episode
 
 MOVE = 1.15  # the collector's discrete move magnitude
 BLOCK_INSTRUCTION = "move as the block colour says"
@@ -80,8 +80,8 @@ def write_blocks_episodes(out: Path, episodes: int, seed: int = 0, frames: int =
 def sim_episode(layout_seed: int, noise: float = 0.0, stop_frames: int = 2, width: int = 256, height: int = 144,
                 max_steps: int = 40):
     """(images, actions, instruction, success) of one expert demonstration in a random room."""
-    from runtime.sim import random_layout, render
-    from runtime.sim_task import ScriptedExpert, instruction_for, random_decider, rollout
+    from sim.world import random_layout, render
+    from sim.task import ScriptedExpert, instruction_for, random_decider, rollout
 
     layout = random_layout(layout_seed)
     expert = ScriptedExpert(layout)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.behaviours import with_behaviours
 from runtime.bundle import load_bundle
-from runtime.evaluate import closed_loop, offline
 from runtime.policy import Policy
+from sim.evaluate import closed_loop, offline
 from tests.conftest import run_python
 
 K = 16  # unseen rooms in the tests (the README's figure uses 50)
@@ -23,12 +24,12 @@ SIZE = dict(width=128, height=72)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from export.demo import fit_args
+    from pipeline.demo import fit_args
     from export.to_onnx import export_bundle
     from train import fit
     from train.checkpoint import load_checkpoint
     from train.merge import merge_checkpoint
-    from train.synth import write_sim_episodes
+    from sim.synth import write_sim_episodes
 
     root = tmp_path_factory.mktemp("sim")
     write_sim_episodes(root / "episodes", EPISODES, seed=0, workers=2, **SIZE)
@@ -45,7 +46,7 @@ def trained(tmp_path_factory):
 def make_policy_factory(bundle_dir, variant="fp32"):
     bundle = load_bundle(bundle_dir)
     backend = OnnxRuntimeBackend(bundle, variant=variant).activate()
-    return lambda instruction: Policy(bundle, backend, instruction=instruction, discrete=True)
+    return lambda instruction: with_behaviours(Policy(bundle, backend, instruction=instruction), discrete=True)
 
 
 def test_trained_policy_beats_random_and_expert_is_near_perfect_in_closed_loop(trained):
@@ -64,7 +65,7 @@ def test_onnx_runtime_and_pytorch_drive_the_same(trained):
     bundle = load_bundle(trained["bundle"])
     torch_backend = TorchBackend(bundle, trained["model"])
     ort = closed_loop(make_policy_factory(trained["bundle"]), 8, seed=3, baselines=False, **SIZE)[0]
-    torch = closed_loop(lambda ins: Policy(bundle, torch_backend, instruction=ins, discrete=True), 8, seed=3,
+    torch = closed_loop(lambda ins: with_behaviours(Policy(bundle, torch_backend, instruction=ins), discrete=True), 8, seed=3,
                         baselines=False,
                         **SIZE)[0]
     assert ort.success == torch.success
@@ -86,14 +87,14 @@ def test_offline_agreement_is_well_above_random_and_the_variants_agree_with_fp32
 
 
 def test_evaluate_command_writes_figures_and_plots(trained, tmp_path):
-    proc = run_python("-m", "runtime.evaluate", "--bundle", str(trained["bundle"]), "--episodes", "3",
+    proc = run_python("-m", "sim.evaluate", "--bundle", str(trained["bundle"]), "--episodes", "3",
                       "--width", "128", "--height", "72", "--json", str(tmp_path / "closed.json"))
     assert proc.returncode == 0, proc.stderr
     assert "closed loop on 3 unseen layouts" in proc.stdout and "expert" in proc.stdout
     rows = {r["policy"]: r for r in json.loads((tmp_path / "closed.json").read_text())["results"]}
     assert set(rows) == {"policy", "random", "expert"} and rows["expert"]["success_rate"] == 1.0
     assert (tmp_path / "closed.png").stat().st_size > 10_000
-    proc = run_python("-m", "runtime.evaluate", "--bundle", str(trained["bundle"]), "--episodes",
+    proc = run_python("-m", "sim.evaluate", "--bundle", str(trained["bundle"]), "--episodes",
                       str(trained["root"] / "held_out"), "--plot", str(tmp_path / "offline.png"))
     assert proc.returncode == 0, proc.stderr
     assert "fp32" in proc.stdout and "8-way agreement fp32 vs fp16" in proc.stdout
@@ -102,17 +103,8 @@ def test_evaluate_command_writes_figures_and_plots(trained, tmp_path):
 
 
 def test_evaluate_refuses_bad_arguments(trained, tmp_path):
-    proc = run_python("-m", "runtime.evaluate", "--bundle", str(trained["bundle"]), "--episodes", str(tmp_path / "no"))
+    proc = run_python("-m", "sim.evaluate", "--bundle", str(trained["bundle"]), "--episodes", str(tmp_path / "no"))
     assert proc.returncode == 1 and "neither a number of layouts nor a folder" in proc.stderr
     (tmp_path / "empty").mkdir()
-    proc = run_python("-m", "runtime.evaluate", "--bundle", str(trained["bundle"]), "--episodes", str(tmp_path / "empty"))
+    proc = run_python("-m", "sim.evaluate", "--bundle", str(trained["bundle"]), "--episodes", str(tmp_path / "empty"))
     assert proc.returncode == 1 and "no .h5 episodes" in proc.stderr
-
-
-def test_drive_sim_drives_the_simulated_robot_over_the_serial_driver(trained):
-    proc = run_python("-m", "runtime.drive", "--bundle", str(trained["bundle"]), "--sim", "--sim-seed", "2",
-                      "--width", "128", "--height", "72", "--mode", "step", "--dead-zone", "0.1", "--max-steps", "6", "--discrete",
-                      "--quiet", timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "sim: room seed 2" in proc.stderr and "motors at zero" in proc.stderr
-    assert "robot at (" in proc.stderr

@@ -56,7 +56,7 @@ def test_native_backend_chains_buffers_and_matches_onnxruntime(bundle_copy, monk
     from runtime.backends.onnxruntime import OnnxRuntimeBackend
     from runtime.backends.registry import make_backend, resolve_backend_name
     from runtime.policy import Policy
-    from runtime.sample_frames import sample_frames
+    from sim.frames import sample_frames
 
     fake_gpu.install(monkeypatch, int32_ids=int32_ids)
     build_all(bundle_copy, log=lambda s: None)

@@ -1,0 +1,5 @@
+import sys
+
+from pipeline.demo import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""Drive the simulated robot with the robot's own drive loop.
+
+    python -m sim.drive --bundle bundle/ --seed 3 --mode step --dead-zone 0.1 --discrete
+    python -m sim.drive --bundle bundle/ --layout room.json --max-steps 30 --log run.jsonl
+
+`runtime.drive`'s loop, safety gate and serial driver, unchanged, handed two
+simulated devices: the camera renders the simulated robot's view, and the
+motor side is the controller emulator (sim/controller_emulator.py) on a
+pseudo-terminal behind the real serial driver, moving the simulated robot.
+So the wire path is the robot's, and only the world is simulated. The
+instruction defaults to the room's ("... the beverage bottle on the
+left/right"); a collision ends the run; how it ended is printed.
+
+Every option of `runtime.drive` applies, except the motor and camera choice.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from runtime.drive import build_parser, drive
+from sim.controller_emulator import ControllerEmulator
+from sim.task import in_goal, instruction_for
+from sim.world import Layout, SimRobot, SimWorld, load_layout, random_layout
+
+
+class SimSession:
+    """Everything `sim.drive` needs: a room, the controller emulator on a pseudo-terminal
+    driving the simulated robot, and the robot's camera.
+
+        with SimSession(random_layout(3)) as sim:
+            ... SerialMotorController(sim.port) ..., camera = sim.camera
+    """
+
+    def __init__(self, layout: Layout, width: int = 256, height: int = 144, seed: int = 0):
+        self.layout = layout
+        self._dir = tempfile.TemporaryDirectory(prefix="mvla-sim-")
+        self.emulator = ControllerEmulator(link=f"{self._dir.name}/motor")
+        self.world = SimWorld(layout)
+        self.camera = self.world.camera(width, height, seed)
+
+    @property
+    def port(self) -> str:
+        return self.emulator.port
+
+    def __enter__(self) -> "SimSession":
+        self.emulator.start()
+        self.world.attach(self.emulator)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.emulator.stop()
+        self._dir.cleanup()
+
+    def outcome(self) -> str:
+        robot = self.robot
+        if robot.collided:
+            return "collided"
+        return "stopped in front of the bottle" if in_goal(self.layout, robot.pose) else "not at the bottle"
+
+    @property
+    def robot(self) -> SimRobot:
+        return self.world.robot
+
+
+def main(argv=None) -> int:
+    ap = build_parser(motor_required=False, description=__doc__)
+    ap.add_argument("--seed", type=int, default=0, help="the room (sim.world.random_layout(seed))")
+    ap.add_argument("--layout", type=Path, help="a room saved as JSON (sim.world.save_layout)")
+    args = ap.parse_args(argv)
+    try:
+        layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
+    except ValueError as e:
+        print(f"error: --layout {e}", file=sys.stderr)
+        return 1
+    args.instruction = args.instruction or instruction_for(layout.side)
+    args.dry_run = False
+    with SimSession(layout, args.width or 256, args.height or 144, seed=args.seed) as sim:
+        args.serial = sim.port
+        code = drive(args, camera=sim.camera)
+        x, y, _ = sim.robot.pose
+        print(f"sim: room {args.layout or f'seed {args.seed}'} ({layout.side}), robot at ({x:.2f}, {y:.2f}) "
+              f"after {len(sim.robot.path) - 1} updates: {sim.outcome()}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
