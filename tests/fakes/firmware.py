@@ -55,6 +55,31 @@ def build_firmware(out_dir: Path, sanitize: bool = False, programs=PROGRAMS) -> 
     return out_dir
 
 
+SKETCH = FIRMWARE / "arduino" / "mobile_vla_controller" / "mobile_vla_controller.ino"
+
+
+def build_sketch_on_host(out_dir: Path) -> Path:
+    """The Arduino sketch compiled for the host against firmware/host/arduino_shim (as `make sketch-on-host`):
+    Serial is stdin/stdout, pin writes go to stderr. Returns the program."""
+    cc, cxx = find_compiler(), shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+    if cc is None or cxx is None:
+        raise FirmwareBuildError("no C and C++ compiler (cc, c++) on PATH")
+    out_dir = Path(out_dir)
+    (out_dir / "src").mkdir(parents=True, exist_ok=True)
+    for name in ("mvla_controller.c", "mvla_controller.h"):
+        shutil.copy(FIRMWARE / name, out_dir / "src" / name)  # where the Arduino IDE wants them
+    shutil.copy(SKETCH, out_dir / "sketch.cpp")
+    shim = FIRMWARE / "host" / "arduino_shim"
+    for cmd in ([cc, *CFLAGS, "-c", "-o", str(out_dir / "core.o"), str(FIRMWARE / "mvla_controller.c")],
+                [cxx, "-std=c++11", "-O2", "-Wall", "-Wextra", "-Werror", "-include", "Arduino.h", f"-I{shim}",
+                 f"-I{out_dir}", "-o", str(out_dir / "sketch_on_host"), str(out_dir / "sketch.cpp"),
+                 str(shim / "main.cpp"), str(out_dir / "core.o"), "-lm"]):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise FirmwareBuildError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr}")
+    return out_dir / "sketch_on_host"
+
+
 class FirmwareController:
     """firmware/host/pty_controller as a board on a pseudo-terminal, with the emulator's interface."""
 

@@ -34,8 +34,8 @@ from runtime.protocol import (
     velocity_payload,
     wheels_payload,
 )
-from tests.fakes.firmware import CFLAGS, FIRMWARE, FirmwareBuildError, FirmwareController, StdioHarness, \
-    build_firmware, find_compiler
+from tests.fakes.firmware import CFLAGS, FIRMWARE, SKETCH, FirmwareBuildError, FirmwareController, StdioHarness, \
+    build_firmware, build_sketch_on_host, find_compiler
 
 LIMITS = Limits()  # the firmware's defaults (mvla_config_defaults) are the protocol's reference limits
 WHEELS = 4  # the harness runs the default mecanum base
@@ -140,6 +140,52 @@ def test_board_says_ready_when_it_boots(firmware_bin, tmp_path):
         assert all(d == 0 for d in board.duties)
     finally:
         board.stop()
+
+
+# -- the Arduino sketch, on the host ----------------------------------------------------------
+
+def sketch_constant(name: str) -> float:
+    import re
+
+    return float(re.search(rf"#define {name} ([0-9.]+)f", SKETCH.read_text()).group(1))
+
+
+def test_sketch_drives_its_pins_by_the_kinematics_and_stops_on_the_watchdog(tmp_path):
+    try:
+        program = build_sketch_on_host(tmp_path)
+    except FirmwareBuildError as e:
+        if "no C and C++ compiler" in str(e):
+            pytest.skip(str(e))
+        raise
+    proc = subprocess.Popen([str(program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(encode_frame(Command.SET_VELOCITY, 5, velocity_payload(0.15, 0.2, 0.4, 150)))
+    proc.stdin.flush()
+    time.sleep(0.5)  # longer than the 150 ms the command carried: the watchdog must fire in between
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    ready, ack = FrameParser().feed(out)
+    assert ready.type == Command.READY and (ack.type, ack.seq) == (Command.ACK, 5)
+    assert "error" not in err.decode(), err
+    log = [line.split() for line in err.decode().splitlines()]
+    pwm_pins, pwm = [3, 5, 6, 9], {}
+    states = []  # the pins after each motor update (4 PWM writes)
+    for kind, pin, value in (l for l in log if l[0] in ("pin", "pwm")):
+        pwm[(kind, int(pin))] = int(value)
+        if kind == "pwm" and int(pin) == pwm_pins[-1]:
+            states.append(dict(pwm))
+    boot, moving, stopped = states[0], states[-2], states[-1]
+    assert all(boot[("pwm", p)] == 0 for p in pwm_pins)
+    base = make_base("mecanum", wheel_radius=sketch_constant("WHEEL_RADIUS_M"),
+                     half_length=sketch_constant("HALF_LENGTH_M"), half_width=sketch_constant("HALF_WIDTH_M"))
+    wheels = base.to_wheels(0.15, 0.2, 0.4)  # -3.25, 10.75, 6.75, 0.75 rad/s: both signs, none zero
+    reversed_ = [False, True, False, True]
+    dirs = [(2, 4), (7, 8), (12, 13), (14, 15)]
+    for i, (w, pin) in enumerate(zip(wheels, pwm_pins)):
+        expected = round(abs(w) / sketch_constant("MAX_WHEEL_RAD_S") * 255)
+        assert abs(moving[("pwm", pin)] - expected) <= 1, (i, moving, expected)
+        forward = (w > 0) != reversed_[i]
+        assert (moving[("pin", dirs[i][0])], moving[("pin", dirs[i][1])]) == ((1, 0) if forward else (0, 1)), i
+    assert all(stopped[("pwm", p)] == 0 for p in pwm_pins)  # the watchdog, not the end of input: no link-loss
 
 
 # -- fuzzing -----------------------------------------------------------------------------------------
