@@ -215,7 +215,8 @@ class ControllerEmulator:
                 flags = (StatusFlag.MOVING if any(self.velocity) else 0) | (
                     StatusFlag.WATCHDOG_TRIPPED if self.watchdog_tripped else 0)
                 uptime = int((time.monotonic() - self._started) * 1000)
-                self._reply(Command.STATUS, frame.seq, status_payload(flags, *self.velocity, uptime, self.parser.bad_crc))
+                self._reply(Command.STATUS, frame.seq, status_payload(flags, *self.velocity, uptime,
+                                                                     min(self.parser.bad_crc, 0xFFFF)))
                 return
             else:
                 self._reply(Command.NACK, frame.seq, bytes([frame.seq, ErrorCode.UNKNOWN_COMMAND]))
