@@ -54,11 +54,11 @@ class Received:
 
 class ControllerEmulator:
     def __init__(self, link: Path | None = None, base=None, default_timeout_ms: int = 500,
-                 limits: Limits = Limits()):
+                 limits: Limits | None = None):
         self.link = Path(link) if link else None
         self.base = base  # kinematics.Base, to turn SET_WHEELS into a body velocity
         self.default_timeout_ms = default_timeout_ms
-        self.limits = limits
+        self.limits = limits or Limits()
         self.watchdog_tripped = False
         self._timeout_ms = 0  # the last timeout a command carried: HEARTBEAT re-arms with it
         self._booting_until = None

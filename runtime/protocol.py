@@ -32,7 +32,7 @@ class Command(IntEnum):
     HEARTBEAT = 0x03  # no payload: keeps the watchdog fed without changing the command
     QUERY_STATUS = 0x04  # no payload: the controller answers STATUS
     SET_WHEELS = 0x05  # uint8 count, count x float32 wheel speeds (rad/s); uint16 watchdog timeout (ms)
-    READY = 0x80  # sent once when the controller starts: uint8 protocol version, uint8 wheels, uint16 default watchdog (ms)
+    READY = 0x80  # sent once when the controller starts: uint8 version, uint8 wheels, uint16 default watchdog (ms)
     ACK = 0x81  # uint8 acknowledged seq, uint8 0
     NACK = 0x82  # uint8 refused seq, uint8 error code (see ErrorCode)
     STATUS = 0x84  # uint8 flags, float32 vx, vy, wz, uint32 uptime (ms), uint16 frames with bad CRC

@@ -34,8 +34,17 @@ from runtime.protocol import (
     velocity_payload,
     wheels_payload,
 )
-from tests.fakes.firmware import CFLAGS, FIRMWARE, SKETCH, FirmwareBuildError, FirmwareController, StdioHarness, \
-    build_firmware, build_sketch_on_host, find_compiler
+from tests.fakes.firmware import (
+    CFLAGS,
+    FIRMWARE,
+    SKETCH,
+    FirmwareBuildError,
+    FirmwareController,
+    StdioHarness,
+    build_firmware,
+    build_sketch_on_host,
+    find_compiler,
+)
 
 LIMITS = Limits()  # the firmware's defaults (mvla_config_defaults) are the protocol's reference limits
 WHEELS = 4  # the harness runs the default mecanum base
@@ -292,7 +301,7 @@ class Fuzzer:
         self.frames = 0
         self.collisions = 0
         self.sentinel = 0
-        self.bulk_frames = self.bulk_examples = 0
+        self.sanitized = False
 
     def feed(self, recipes_) -> bool:
         """Send the recipes' bytes and check every reply against the reference parser. A mutation can,
@@ -334,43 +343,22 @@ class Fuzzer:
         return True
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def fuzzer(fuzz_bin):
-    binary_dir, _ = fuzz_bin
+    binary_dir, sanitized = fuzz_bin
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
     harness = StdioHarness(binary_dir / "stdio_controller", env=env)
-    yield Fuzzer(harness)
+    fuzz = Fuzzer(harness)
+    fuzz.sanitized = sanitized
+    yield fuzz
     harness.close()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-@given(st.lists(recipes, min_size=1, max_size=20))
-def test_fuzzed_frames_never_move_the_motors(fuzzer, batch):
-    assume(fuzzer.feed(batch))
-
-
-BULK = 100_000
-
-
-EXAMPLES = 10
-
-
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-@given(st.randoms(use_true_random=True))
-def test_a_hundred_thousand_fuzzed_frames(fuzzer, rng):
-    # Hypothesis draws the seed; each example sends 10^4 frames in batches of 500. (Hypothesis itself
-    # draws ~1000 structured frames a second, the test above: too slow for 10^5 in a unit test.)
-    fuzzer.bulk_examples += 1
-    goal = fuzzer.frames + BULK // EXAMPLES
-    while fuzzer.frames < goal:
-        fuzzer.feed([random_recipe(rng) for _ in range(min(500, goal - fuzzer.frames))])
-    fuzzer.bulk_frames += BULK // EXAMPLES
-
-
-def test_after_the_fuzz_it_is_alive_unmoved_and_obeys_a_valid_frame(fuzzer, fuzz_bin):
-    if fuzzer.bulk_frames < BULK:
-        pytest.skip(f"runs after the fuzz tests (run the whole file); {fuzzer.frames} frames so far")
+def still_obeys_and_never_moved(fuzzer) -> str:
+    """After the fuzz: alive, a valid command is obeyed, no sanitizer report, and the only motor
+    output that was ever non-zero is that command's. Returns the harness's summary line."""
     harness = fuzzer.harness
+    assert harness.alive(), harness.close()
     start = len(harness.replies)
     harness.send(encode_frame(Command.SET_VELOCITY, 7, velocity_payload(0.2, 0.0, 0.0, 500)))
     got = harness.wait_reply(lambda f: f.seq == 7, start, timeout=5)
@@ -379,8 +367,58 @@ def test_after_the_fuzz_it_is_alive_unmoved_and_obeys_a_valid_frame(fuzzer, fuzz
     assert harness.proc.returncode == 0, summary
     assert "runtime error" not in summary and "AddressSanitizer" not in summary, summary
     moved = [line for line in summary.splitlines() if line.startswith("moved ")]
-    assert len(moved) == 1 and moved[0].split()[2:] == ["0.050000", "0.050000", "0.050000", "0.050000"], summary
-    frames, bad_crc = (int(v) for v in summary.split("frames ")[1].split()[:3:2])
-    print(f"fuzzed {fuzzer.frames} frames in {fuzzer.bulk_examples} bulk examples + the structured ones ({'asan+ubsan' if fuzz_bin[1] else 'plain'} build): "
-          f"{frames} valid, {bad_crc} bad CRC (saturates at 65535), {fuzzer.collisions} CRC collisions skipped")
-    assert fuzzer.collisions < 0.001 * fuzzer.frames
+    assert len(moved) == 1 and moved[0].split()[2:] == ["0.050000"] * 4, summary  # 0.2 m/s / 0.04 m / 100
+    assert fuzzer.collisions < 0.001 * max(fuzzer.frames, 1000)
+    return summary.splitlines()[-1]
+
+
+def test_fuzzed_frames_never_move_the_motors(fuzzer):
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(recipes, min_size=1, max_size=20))
+    def batches(batch):
+        assume(fuzzer.feed(batch))
+
+    batches()
+    still_obeys_and_never_moved(fuzzer)
+
+
+BULK = 100_000
+EXAMPLES = 10
+
+
+def test_a_hundred_thousand_fuzzed_frames(fuzzer):
+    # Hypothesis draws the seeds; each example sends 10^4 frames in batches of 500. (Hypothesis draws
+    # structured frames at about 1000 a second, the test above: too slow for 10^5 in a unit test.)
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.randoms(use_true_random=True))
+    def bulk(rng):
+        goal = fuzzer.frames + BULK // EXAMPLES
+        while fuzzer.frames < goal:
+            fuzzer.feed([random_recipe(rng) for _ in range(min(500, goal - fuzzer.frames))])
+
+    start = time.perf_counter()
+    bulk()
+    elapsed = time.perf_counter() - start
+    assert fuzzer.frames >= BULK
+    summary = still_obeys_and_never_moved(fuzzer)
+    print(f"\n{fuzzer.frames} fuzzed frames in {elapsed:.1f} s ({fuzzer.frames / elapsed:.0f}/s, "
+          f"{'ASan+UBSan' if fuzzer.sanitized else 'plain'} build, reference parsing included): {summary}; "
+          f"{fuzzer.collisions} recipes left out as valid moving commands")
+
+
+def test_fuzz_through_the_pty_then_the_driver_still_works(controller):
+    # The same recipes through the real pty and the driver's own port, on both controllers
+    rng = random.Random(14)
+    motor = SerialMotorController(controller.port).connect()
+    stream = b"".join(render(r) for r in (random_recipe(rng) for _ in range(5000)))
+    reference = FrameParser().feed(stream + IDLE)
+    assert not any(moves(f) for f in reference)
+    for i in range(0, len(stream), 4096):
+        motor.serial.write(stream[i:i + 4096])
+        time.sleep(0.002)  # a UART's pace, so the pty's 4 kB buffer is never the limit
+    motor.serial.write(IDLE)
+    assert any(motor.heartbeat() for _ in range(3))  # answered after every fuzz byte was handled
+    assert controller.commands() and all(r.velocity == (0.0, 0.0, 0.0) for r in controller.commands())
+    assert motor.send_velocity(0.2, 0.0, 0.0).acknowledged
+    assert controller.velocity == pytest.approx((0.2, 0.0, 0.0))
+    motor.disconnect()

@@ -6,6 +6,7 @@ import os
 import select
 import threading
 import time
+import typing
 
 import pytest
 import serial
@@ -159,7 +160,7 @@ class AutoResetSerial(serial.Serial):
     board = None
     boot_s = 0.6
     always = False
-    opens: list = []
+    opens: typing.ClassVar[list] = []
 
     def open(self):
         asserted = {"dtr": self.dtr, "rts": self.rts}  # the lines' state when the port opens
@@ -222,6 +223,7 @@ def test_ack_wait_blocks_instead_of_polling(controller, monkeypatch):
     monkeypatch.undo()
     assert 0.045 < waited < 0.2  # it did wait the whole ack timeout...
     assert sum(calls.values()) <= 5, calls  # ...in a blocking call, not ~100 polls of 0.5 ms
+    print(f"ack wait of a silent controller: {calls} in {waited * 1000:.0f} ms")
     assert result.sent and not result.acknowledged
     motor._close()
 
