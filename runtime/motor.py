@@ -139,7 +139,7 @@ class SerialMotorController(MotorController):
             if remaining <= 0:
                 break
             reply = self._transact(Command.QUERY_STATUS, want=Command.STATUS, timeout_s=min(0.1, remaining),
-                                   count_miss=False)
+                                   count_miss=False, accept_ready=True)
             self.ready = self.ready or reply is not None
         return self.ready
 
@@ -186,8 +186,9 @@ class SerialMotorController(MotorController):
             raise
         return True
 
-    def _await(self, want: int, timeout_s: float):
-        """Block until the reply to self.seq arrives (the frame), or the timeout (None)."""
+    def _await(self, want: int, timeout_s: float, accept_ready: bool = False):
+        """Block until the reply to self.seq arrives (the frame), or the timeout (None). With
+        accept_ready, a READY (the board just booted) ends the wait too."""
         deadline = time.monotonic() + timeout_s
         try:
             fd = self.serial.fileno()
@@ -203,7 +204,7 @@ class SerialMotorController(MotorController):
                     if frame.type == Command.READY:
                         self.controller_starts += 1
                         self.ready = True
-                        if want == Command.STATUS:  # a probe: a board that just booted is ready
+                        if accept_ready:
                             return frame
                     elif frame.seq == self.seq and frame.type in (want, Command.NACK):
                         return frame
@@ -214,11 +215,11 @@ class SerialMotorController(MotorController):
             raise
 
     def _transact(self, kind: int, payload: bytes = b"", want=Command.ACK, timeout_s: float | None = None,
-                  count_miss: bool = True):
+                  count_miss: bool = True, accept_ready: bool = False):
         """Send one frame and wait briefly for its reply; returns the reply frame or None."""
         if not self._write(kind, payload):
             return None
-        reply = self._await(want, self.ack_timeout_s if timeout_s is None else timeout_s)
+        reply = self._await(want, self.ack_timeout_s if timeout_s is None else timeout_s, accept_ready)
         if reply is None and count_miss and self.is_connected:
             self.missed_acks += 1
         elif reply is not None and reply.type == Command.NACK:

@@ -62,6 +62,7 @@ class ControllerEmulator:
         self.watchdog_tripped = False
         self._timeout_ms = 0  # the last timeout a command carried: HEARTBEAT re-arms with it
         self._booting_until = None
+        self._announced = False  # READY once per "power-up": a replugged cable does not reboot the board
         self.velocity = (0.0, 0.0, 0.0)
         self.history: list[Received] = []
         self.on_velocity = None  # callback(vx, vy, wz), e.g. the simulator
@@ -94,12 +95,10 @@ class ControllerEmulator:
         self._stop.clear()
         self._thread = threading.Thread(target=self._serve, name="motor-emulator", daemon=True)
         self._thread.start()
-        if not self._started_once:  # a board says READY when it boots; a replugged cable does not reboot it
-            self._started_once = True
+        if not self._announced:
+            self._announced = True
             self._announce()
         return self
-
-    _started_once = False
 
     def _announce(self) -> None:
         self._reply(Command.READY, 0, ready_payload(len(self.base.matrix) if self.base else 0, self.default_timeout_ms))

@@ -200,6 +200,17 @@ def test_connect_waits_for_a_board_that_resets_on_open(auto_reset, controller):
     motor.disconnect()
 
 
+def test_a_board_that_reboots_mid_run_stops_and_is_noticed(controller):
+    motor = SerialMotorController(controller.port).connect()
+    assert motor.send_velocity(0.2, 0.0, 0.0).acknowledged and motor.controller_starts == 0
+    controller.reboot(0.2)  # a brown-out: motors off, deaf while booting, then READY
+    assert controller.velocity == (0.0, 0.0, 0.0)
+    assert not motor.send_velocity(0.2, 0.0, 0.0).acknowledged
+    assert wait_for(lambda: motor.send_velocity(0.2, 0.0, 0.0).acknowledged, timeout=2.0)
+    assert motor.controller_starts == 1 and controller.velocity == pytest.approx((0.2, 0.0, 0.0))
+    motor.disconnect()
+
+
 def test_ack_wait_blocks_instead_of_polling(controller, monkeypatch):
     motor = SerialMotorController(controller.port, ack_timeout_s=0.05).connect()
     controller.respond = False
