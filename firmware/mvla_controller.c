@@ -142,6 +142,11 @@ static void reply(mvla_controller *c, uint8_t type, uint8_t seq, uint8_t code) {
 static void drive_wheels(mvla_controller *c, const float *wheel) {
     float peak = 0.0f, scale = 1.0f;
     int i;
+    if (!(c->cfg.max_wheel > 0.0f)) {  /* a misconfigured board does not move at all */
+        for (i = 0; i < c->cfg.wheels; i++) c->duty[i] = 0.0f;
+        c->motors(c->user, c->duty, c->cfg.wheels);
+        return;
+    }
     for (i = 0; i < c->cfg.wheels; i++)
         if (absf(wheel[i]) > peak) peak = absf(wheel[i]);
     if (peak > c->cfg.max_wheel) scale = c->cfg.max_wheel / peak;  /* keep the direction, lose speed */
