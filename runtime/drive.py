@@ -173,8 +173,10 @@ class DriveLoop:
         sent = self.motor.send_velocity(*self.gate.filter(current.action, now))
         if first_send:
             self._logged.add(current.step)
-            self.log.write(dict(current.record, t_serial=time.monotonic(), command=[float(v) for v in sent]))
-            self._status(sent)
+            # what really happened: a lost port or a silent controller is logged as such, not as a command
+            self.log.write(dict(current.record, t_serial=time.monotonic(), command=[float(v) for v in sent.velocity],
+                                sent=sent.sent, acknowledged=sent.acknowledged))
+            self._status(sent.velocity)
 
     def _status(self, sent) -> None:
         if not self.config.status:

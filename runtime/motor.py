@@ -1,16 +1,26 @@
 """The robot's motor controller over a serial port (protocol: docs/serial-protocol.md).
 
     with SerialMotorController("/dev/ttyUSB0") as motor:
-        sent = motor.send_velocity(0.2, 0.0, 0.0)     # what was actually sent (after the base's limits)
+        sent = motor.send_velocity(0.2, 0.0, 0.0)     # SentCommand: velocity, sent, acknowledged
         motor.stop()
 
-One small class per hardware seam (LeRobot's style): `connect`,
-`disconnect`, `is_connected`, `send_velocity` returning what was sent,
-`stop`, `heartbeat`, `query_status`. Every command carries the watchdog
-timeout, so the controller stops on its own if the host dies. When the port
-goes away (cable pulled, USB reset) the driver marks itself disconnected and
-reopens the same path on the next command, at most every `reconnect_s`; bad
-bytes from the controller never raise (the parser drops them).
+A `runtime.hardware.MotorController` (LeRobot's style): `connect`,
+`disconnect`, `is_connected`, `send_velocity` returning what really happened
+(`SentCommand`: not sent while the port is gone, not acknowledged when the
+controller stayed silent or refused), `stop`, `heartbeat`, `query_status`.
+Every command carries the watchdog timeout, so the controller stops on its
+own if the host dies. When the port goes away (cable pulled, USB reset) the
+driver marks itself disconnected and reopens the same path on the next
+command, at most every `reconnect_s`; bad bytes from the controller never
+raise (the parser drops them).
+
+Opening the port drives neither DTR nor RTS (pyserial asserts both by
+default, which resets Arduino, CH340 and FTDI boards through their
+auto-reset capacitor and holds ESP32 boards in reset); a board that resets
+anyway (Linux raises DTR itself on open) is waited for: `connect` returns
+when the controller answers or says READY, at most `ready_timeout_s`. The
+acknowledgement wait blocks in select() on the port, so a silent
+controller costs one system call per command, not a poll every 0.5 ms.
 
 `wheels=BASE` sends wheel speeds (SET_WHEELS) computed by runtime.kinematics
 instead of a body velocity, for controllers that take wheel speeds.
@@ -19,8 +29,10 @@ instead of a body velocity, for controllers that take wheel speeds.
 from __future__ import annotations
 
 import errno
+import select
 import time
 
+from runtime.hardware import DeviceError, DeviceNotConnectedError, MotorController, SentCommand
 from runtime.protocol import (
     Command,
     FrameParser,
@@ -31,11 +43,11 @@ from runtime.protocol import (
 )
 
 
-class MotorError(RuntimeError):
+class MotorError(DeviceError):
     """A port that cannot be used; the message says what to do."""
 
 
-class NotConnectedError(MotorError):
+class NotConnectedError(MotorError, DeviceNotConnectedError):
     pass
 
 
@@ -52,42 +64,86 @@ def explain_open_error(port: str, err: Exception) -> str:
     return f"cannot open serial port {port}: {err}"
 
 
-class SerialMotorController:
+def open_serial_port(port: str, baudrate: int):
+    """Open without driving DTR or RTS: set both off before open() (pyserial's default asserts them,
+    and the auto-reset circuit of Arduino/CH340/FTDI boards turns that edge into a reset)."""
+    import serial
+
+    ser = serial.Serial()
+    ser.port = port
+    ser.baudrate = baudrate
+    ser.timeout = 0  # reads never block: the ack wait blocks in select() instead
+    ser.write_timeout = 0.1
+    ser.dsrdtr = False  # hardware handshake would drive DTR/RTS itself
+    ser.rtscts = False
+    ser.dtr = False
+    ser.rts = False
+    ser.open()
+    return ser
+
+
+class SerialMotorController(MotorController):
+    name = "serial"
+
     def __init__(self, port: str, baudrate: int = 115200, watchdog_ms: int = 500, ack_timeout_s: float = 0.05,
-                 reconnect_s: float = 0.2, wheels=None):
+                 reconnect_s: float = 0.2, wheels=None, ready_timeout_s: float = 2.5):
         self.port = str(port)
         self.baudrate = baudrate
         self.watchdog_ms = int(watchdog_ms)
         self.ack_timeout_s = ack_timeout_s
         self.reconnect_s = reconnect_s
+        self.ready_timeout_s = ready_timeout_s  # an Arduino bootloader takes 0.5-2 s before the sketch runs
         self.wheels = wheels  # kinematics.Base or None
         self.serial = None
         self.parser = FrameParser()
         self.seq = 0
         self.missed_acks = 0
+        self.refused = 0  # NACKs
         self.reconnects = 0
+        self.controller_starts = 0  # READY frames seen: the board (re)booted
+        self.ready = False  # the controller answered since the port was opened
         self._last_attempt = 0.0
-        self.last_sent = (0.0, 0.0, 0.0)
+        self._last_sent = (0.0, 0.0, 0.0)
+        self.last_result: SentCommand | None = None
 
     # -- connection ----------------------------------------------------------------
     @property
     def is_connected(self) -> bool:
         return self.serial is not None
 
-    def connect(self) -> "SerialMotorController":
+    def _open(self) -> None:
         import serial
 
-        if self.is_connected:
-            return self
         self._last_attempt = time.monotonic()
         try:
-            self.serial = serial.Serial(self.port, self.baudrate, timeout=0, write_timeout=0.1)
+            self.serial = open_serial_port(self.port, self.baudrate)
         except (serial.SerialException, OSError) as e:
             raise MotorError(explain_open_error(self.port, e)) from e
         self.parser = FrameParser()
+        self.ready = False
+
+    def connect(self) -> "SerialMotorController":
+        """Open the port and wait (at most ready_timeout_s) until the controller answers."""
+        if self.is_connected:
+            return self
+        self._open()
+        self.wait_ready(self.ready_timeout_s)
         return self
 
-    def disconnect(self) -> None:
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Probe with QUERY_STATUS every 0.1 s until a STATUS or READY arrives; a board rebooting
+        after the open is deaf to the probes until its READY."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready and self.is_connected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            reply = self._transact(Command.QUERY_STATUS, want=Command.STATUS, timeout_s=min(0.1, remaining),
+                                   count_miss=False, accept_ready=True)
+            self.ready = self.ready or reply is not None
+        return self.ready
+
+    def _close(self) -> None:
         if self.serial is not None:
             try:
                 self.serial.close()
@@ -95,14 +151,13 @@ class SerialMotorController:
                 pass
             self.serial = None
 
-    def __enter__(self) -> "SerialMotorController":
-        return self.connect()
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self.stop()
-        finally:
-            self.disconnect()
+    def disconnect(self) -> None:
+        """Zero the motors if the link is up, then close the port."""
+        if self.serial is not None:
+            try:
+                self.stop()
+            finally:
+                self._close()
 
     def _ensure_connected(self) -> bool:
         if self.is_connected:
@@ -110,54 +165,98 @@ class SerialMotorController:
         if time.monotonic() - self._last_attempt < self.reconnect_s:
             return False
         try:
-            self.connect()
+            self._open()  # no ready wait here: the control loop must not stall; misses are counted
         except MotorError:
             return False
         self.reconnects += 1
         return True
 
     # -- commands ------------------------------------------------------------------
-    def _transact(self, kind: int, payload: bytes = b"", want=Command.ACK):
-        """Send one frame and wait briefly for its reply; returns the reply frame or None."""
+    def _write(self, kind: int, payload: bytes) -> bool:
+        """Send one frame; False (and disconnected) when the port is gone."""
         if not self._ensure_connected():
-            return None
+            return False
         self.seq = (self.seq + 1) & 0xFF
         try:
             self.serial.write(encode_frame(kind, self.seq, payload))
-            deadline = time.monotonic() + self.ack_timeout_s
-            while time.monotonic() < deadline:
-                data = self.serial.read(256)
-                if data:
-                    for frame in self.parser.feed(data):
-                        if frame.seq == self.seq and frame.type in (want, Command.NACK):
-                            return frame
-                else:
-                    time.sleep(0.0005)
         except Exception as e:  # SerialException, OSError(EIO) when the pty/USB goes away
-            if isinstance(e, (OSError, IOError)) or type(e).__name__ == "SerialException":
-                self.disconnect()
+            if isinstance(e, OSError) or type(e).__name__ in ("SerialException", "SerialTimeoutException"):
+                self._close()
+                return False
+            raise
+        return True
+
+    def _await(self, want: int, timeout_s: float, accept_ready: bool = False):
+        """Block until the reply to self.seq arrives (the frame), or the timeout (None). With
+        accept_ready, a READY (the board just booted) ends the wait too."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            fd = self.serial.fileno()
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                readable, _, _ = select.select([fd], [], [], remaining)
+                if not readable:
+                    return None
+                data = self.serial.read(self.serial.in_waiting or 1)
+                for frame in self.parser.feed(data):
+                    if frame.type == Command.READY:
+                        self.controller_starts += 1
+                        self.ready = True
+                        if accept_ready:
+                            return frame
+                    elif frame.seq == self.seq and frame.type in (want, Command.NACK):
+                        return frame
+        except Exception as e:
+            if isinstance(e, (OSError, ValueError)) or type(e).__name__ == "SerialException":
+                self._close()  # readable but no data: the other end is gone
                 return None
             raise
-        self.missed_acks += 1
-        return None
 
-    def send_velocity(self, vx: float, vy: float, wz: float = 0.0) -> tuple[float, float, float]:
-        """Send a body velocity (or its wheel speeds); returns the velocity actually commanded."""
+    def _transact(self, kind: int, payload: bytes = b"", want=Command.ACK, timeout_s: float | None = None,
+                  count_miss: bool = True, accept_ready: bool = False):
+        """Send one frame and wait briefly for its reply; returns the reply frame or None."""
+        if not self._write(kind, payload):
+            return None
+        reply = self._await(want, self.ack_timeout_s if timeout_s is None else timeout_s, accept_ready)
+        if reply is None and count_miss and self.is_connected:
+            self.missed_acks += 1
+        elif reply is not None and reply.type == Command.NACK:
+            self.refused += 1
+        return reply
+
+    def send_velocity(self, vx: float, vy: float, wz: float = 0.0) -> SentCommand:
+        """Send a body velocity (or its wheel speeds); returns what really happened."""
+        velocity = (float(vx), float(vy), float(wz))
         if self.wheels is not None:
             if not self.wheels.holonomic:
-                vy = 0.0  # a differential base cannot move sideways
-            payload = wheels_payload(list(self.wheels.to_wheels(vx, vy, wz)), self.watchdog_ms)
-            reply = self._transact(Command.SET_WHEELS, payload)
+                velocity = (velocity[0], 0.0, velocity[2])  # a differential base cannot move sideways
+            kind, payload = Command.SET_WHEELS, wheels_payload(list(self.wheels.to_wheels(*velocity)), self.watchdog_ms)
         else:
-            reply = self._transact(Command.SET_VELOCITY, velocity_payload(vx, vy, wz, self.watchdog_ms))
-        self.last_sent = (float(vx), float(vy), float(wz))
-        self.last_acked = reply is not None and reply.type == Command.ACK
-        return self.last_sent
+            kind, payload = Command.SET_VELOCITY, velocity_payload(*velocity, self.watchdog_ms)
+        if not self._write(kind, payload):
+            result = SentCommand((0.0, 0.0, 0.0), sent=False, acknowledged=False)
+        else:
+            self._last_sent = velocity
+            reply = self._await(Command.ACK, self.ack_timeout_s)
+            if reply is None:
+                if self.is_connected:
+                    self.missed_acks += 1
+            elif reply.type == Command.NACK:
+                self.refused += 1
+            result = SentCommand(velocity, sent=True, acknowledged=reply is not None and reply.type == Command.ACK)
+        self.last_result = result
+        return result
 
     def stop(self) -> bool:
         """Zero now. True when the controller acknowledged it."""
-        self.last_sent = (0.0, 0.0, 0.0)
-        reply = self._transact(Command.STOP)
+        if not self._write(Command.STOP, b""):
+            return False
+        self._last_sent = (0.0, 0.0, 0.0)
+        reply = self._await(Command.ACK, self.ack_timeout_s)
+        if reply is None and self.is_connected:
+            self.missed_acks += 1
         return reply is not None and reply.type == Command.ACK
 
     def heartbeat(self) -> bool:
@@ -174,45 +273,47 @@ class SerialMotorController:
             return None
 
 
-class DryRunMotor:
+class DryRunMotor(MotorController):
     """`--dry-run`: the same interface, printing commands instead of sending them."""
 
+    name = "dry-run"
     port = "dry-run"
-    is_connected = True
     reconnects = 0
     missed_acks = 0
 
     def __init__(self, printer=None):
         self.printer = printer
-        self.last_sent = (0.0, 0.0, 0.0)
+        self._last_sent = (0.0, 0.0, 0.0)
         self.sent: list[tuple[float, float, float]] = []
+        self._connected = True
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
 
     def connect(self):
+        self._connected = True
         return self
 
     def disconnect(self):
-        pass
+        if self._connected:
+            self.stop()
+        self._connected = False
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def send_velocity(self, vx, vy, wz=0.0):
-        self.last_sent = (float(vx), float(vy), float(wz))
-        self.sent.append(self.last_sent)
+    def send_velocity(self, vx, vy, wz=0.0) -> SentCommand:
+        if not self._connected:
+            return SentCommand((0.0, 0.0, 0.0), sent=False)
+        self._last_sent = (float(vx), float(vy), float(wz))
+        self.sent.append(self._last_sent)
         if self.printer:
             self.printer(f"cmd_vel {vx:+.3f} {vy:+.3f} {wz:+.3f}")
-        return self.last_sent
+        return SentCommand(self._last_sent, sent=True, acknowledged=None)
 
     def stop(self):
-        self.send_velocity(0.0, 0.0, 0.0)
-        return True
+        return self.send_velocity(0.0, 0.0, 0.0).sent
 
     def heartbeat(self):
-        return True
+        return self._connected
 
     def query_status(self):
-        return {"velocity": self.last_sent, "moving": any(self.last_sent)}
-
+        return {"velocity": self._last_sent, "moving": any(self._last_sent)}

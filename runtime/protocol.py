@@ -12,6 +12,8 @@ frames it touches and nothing else: it never raises on input bytes.
 
 from __future__ import annotations
 
+import binascii
+import math
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -30,6 +32,7 @@ class Command(IntEnum):
     HEARTBEAT = 0x03  # no payload: keeps the watchdog fed without changing the command
     QUERY_STATUS = 0x04  # no payload: the controller answers STATUS
     SET_WHEELS = 0x05  # uint8 count, count x float32 wheel speeds (rad/s); uint16 watchdog timeout (ms)
+    READY = 0x80  # sent once when the controller starts: uint8 version, uint8 wheels, uint16 default watchdog (ms)
     ACK = 0x81  # uint8 acknowledged seq, uint8 0
     NACK = 0x82  # uint8 refused seq, uint8 error code (see ErrorCode)
     STATUS = 0x84  # uint8 flags, float32 vx, vy, wz, uint32 uptime (ms), uint16 frames with bad CRC
@@ -39,6 +42,23 @@ class ErrorCode(IntEnum):
     BAD_PAYLOAD = 1
     UNKNOWN_COMMAND = 2
     BAD_VERSION = 3
+    OUT_OF_RANGE = 4  # a NaN, an infinity or a speed beyond the controller's limits: refused, and the motors stop
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a controller accepts (docs/serial-protocol.md); the reference controllers' defaults."""
+
+    max_linear: float = 2.0  # m/s, |vx| and |vy|
+    max_angular: float = 6.0  # rad/s, |wz|
+    max_wheel: float = 100.0  # rad/s per wheel (SET_WHEELS), the wheel speed at full duty
+
+    def body_ok(self, vx: float, vy: float, wz: float) -> bool:
+        return (all(math.isfinite(v) for v in (vx, vy, wz)) and abs(vx) <= self.max_linear
+                and abs(vy) <= self.max_linear and abs(wz) <= self.max_angular)
+
+    def wheels_ok(self, speeds) -> bool:
+        return all(math.isfinite(w) and abs(w) <= self.max_wheel for w in speeds)
 
 
 class StatusFlag(IntEnum):
@@ -47,12 +67,9 @@ class StatusFlag(IntEnum):
 
 
 def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF): cheap on a microcontroller, catches burst errors."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF): cheap on a microcontroller, catches burst errors.
+    binascii.crc_hqx is exactly this CRC (XMODEM's poly, unreflected), computed in C."""
+    return binascii.crc_hqx(data, crc)
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,17 @@ def parse_wheels(payload: bytes) -> tuple[tuple[float, ...], int]:
     n = payload[0]
     values = struct.unpack(f"<{n}fH", payload[1:])
     return values[:n], values[n]
+
+
+def ready_payload(wheels: int, default_watchdog_ms: int) -> bytes:
+    return struct.pack("<BBH", VERSION, wheels, default_watchdog_ms)
+
+
+def parse_ready(payload: bytes) -> dict:
+    if len(payload) != 4:
+        raise ValueError(f"READY payload must be 4 bytes, got {len(payload)}")
+    version, wheels, watchdog = struct.unpack("<BBH", payload)
+    return {"version": version, "wheels": wheels, "default_watchdog_ms": watchdog}
 
 
 def status_payload(flags: int, vx: float, vy: float, wz: float, uptime_ms: int, bad_crc: int) -> bytes:

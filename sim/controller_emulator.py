@@ -4,12 +4,16 @@
 
     emu = ControllerEmulator(link=Path("/tmp/motor")).start()
     ... SerialMotorController(emu.port) ...
-    emu.velocity, emu.history, emu.unplug(), emu.replug(), emu.stop()
+    emu.velocity, emu.history, emu.unplug(), emu.replug(), emu.reboot(1.0), emu.inject(b"..."), emu.stop()
 
-Behaves like the firmware should: acknowledges every command, answers status
-queries, refuses bad payloads with NACK, and zeroes the motors on its own when
-no SET_VELOCITY/HEARTBEAT arrived within the timeout the host sent (the
-controller-side watchdog of DESIGN.md). `link` is a stable symlink to the
+Behaves like the firmware (firmware/mvla_controller.c, which the tests run
+side by side with this): says READY when it starts, acknowledges every
+command, answers status queries, refuses bad payloads with NACK, refuses NaN,
+infinite or out-of-range speeds with NACK 4 and stops, and zeroes the motors
+on its own when no SET_VELOCITY/SET_WHEELS/HEARTBEAT arrived within the
+timeout the host sent (the controller-side watchdog of DESIGN.md).
+`reboot` is the auto-reset circuit of an Arduino-style board: motors off,
+deaf while the bootloader runs, then READY. `link` is a stable symlink to the
 current pty (what the udev rule gives the real controller), so a test can
 unplug and replug the "cable". Used by the tests, the simulator and anyone
 without hardware.
@@ -31,10 +35,12 @@ from runtime.protocol import (
     Command,
     ErrorCode,
     FrameParser,
+    Limits,
     StatusFlag,
     encode_frame,
     parse_velocity,
     parse_wheels,
+    ready_payload,
     status_payload,
 )
 
@@ -42,15 +48,21 @@ from runtime.protocol import (
 @dataclass(frozen=True)
 class Received:
     time: float  # time.monotonic() when the emulator applied it
-    command: str  # SET_VELOCITY, STOP, HEARTBEAT, QUERY_STATUS, SET_WHEELS, WATCHDOG, UNPLUG
+    command: str  # SET_VELOCITY, STOP, SET_WHEELS, WATCHDOG, REFUSED, UNPLUG, REBOOT
     velocity: tuple[float, float, float]  # the body velocity in force after it
 
 
 class ControllerEmulator:
-    def __init__(self, link: Path | None = None, base=None, default_timeout_ms: int = 500):
+    def __init__(self, link: Path | None = None, base=None, default_timeout_ms: int = 500,
+                 limits: Limits | None = None):
         self.link = Path(link) if link else None
         self.base = base  # kinematics.Base, to turn SET_WHEELS into a body velocity
         self.default_timeout_ms = default_timeout_ms
+        self.limits = limits or Limits()
+        self.watchdog_tripped = False
+        self._timeout_ms = 0  # the last timeout a command carried: HEARTBEAT re-arms with it
+        self._booting_until = None
+        self._announced = False  # READY once per "power-up": a replugged cable does not reboot the board
         self.velocity = (0.0, 0.0, 0.0)
         self.history: list[Received] = []
         self.on_velocity = None  # callback(vx, vy, wz), e.g. the simulator
@@ -83,7 +95,23 @@ class ControllerEmulator:
         self._stop.clear()
         self._thread = threading.Thread(target=self._serve, name="motor-emulator", daemon=True)
         self._thread.start()
+        if not self._announced:
+            self._announced = True
+            self._announce()
         return self
+
+    def _announce(self) -> None:
+        self._reply(Command.READY, 0, ready_payload(len(self.base.matrix) if self.base else 0, self.default_timeout_ms))
+
+    def inject(self, data: bytes) -> None:
+        """Bytes from the controller to the host that no command asked for (noise, garbage)."""
+        os.write(self._master, data)
+
+    def reboot(self, boot_s: float = 1.0) -> None:
+        """A reset (DTR edge on an auto-reset board): stop now, ignore bytes for boot_s, then READY."""
+        self._deadline = None
+        self._apply((0.0, 0.0, 0.0), "REBOOT")
+        self._booting_until = time.monotonic() + boot_s
 
     def stop(self) -> None:
         self._stop.set()
@@ -131,6 +159,13 @@ class ControllerEmulator:
 
     def _serve(self) -> None:
         while not self._stop.is_set():
+            if self._booting_until is not None and time.monotonic() >= self._booting_until:
+                self._booting_until = None
+                self.parser = FrameParser()
+                self._timeout_ms = 0
+                self.watchdog_tripped = False
+                self._started = time.monotonic()
+                self._announce()
             if self._deadline is not None and time.monotonic() > self._deadline:
                 self._deadline = None
                 if any(self.velocity):
@@ -143,6 +178,8 @@ class ControllerEmulator:
                 data = os.read(self._master, 4096)
             except (OSError, ValueError, TypeError):
                 return
+            if self._booting_until is not None:
+                continue  # the bootloader does not speak our protocol
             for frame in self.parser.feed(data):
                 if self.respond:
                     self._handle(frame)
@@ -154,24 +191,31 @@ class ControllerEmulator:
         try:
             if frame.type == Command.SET_VELOCITY:
                 vx, vy, wz, timeout_ms = parse_velocity(frame.payload)
+                if not self.limits.body_ok(vx, vy, wz):
+                    self._refuse(frame.seq)
+                    return
                 self._feed_watchdog(timeout_ms)
                 self._apply((vx, vy, wz), "SET_VELOCITY")
             elif frame.type == Command.SET_WHEELS:
                 wheels, timeout_ms = parse_wheels(frame.payload)
-                if self.base is None:
-                    raise ValueError("no base configured for wheel speeds")
+                if self.base is None or len(wheels) != len(self.base.matrix):
+                    raise ValueError("no base configured for wheel speeds, or another wheel count")
+                if not self.limits.wheels_ok(wheels):
+                    self._refuse(frame.seq)
+                    return
                 self._feed_watchdog(timeout_ms)
                 self._apply(tuple(self.base.to_body(wheels)), "SET_WHEELS")
             elif frame.type == Command.STOP:
                 self._deadline = None
                 self._apply((0.0, 0.0, 0.0), "STOP")
             elif frame.type == Command.HEARTBEAT:
-                self._feed_watchdog(self.default_timeout_ms)
+                self._feed_watchdog(0)
             elif frame.type == Command.QUERY_STATUS:
                 flags = (StatusFlag.MOVING if any(self.velocity) else 0) | (
-                    StatusFlag.WATCHDOG_TRIPPED if getattr(self, "watchdog_tripped", False) else 0)
+                    StatusFlag.WATCHDOG_TRIPPED if self.watchdog_tripped else 0)
                 uptime = int((time.monotonic() - self._started) * 1000)
-                self._reply(Command.STATUS, frame.seq, status_payload(flags, *self.velocity, uptime, self.parser.bad_crc))
+                self._reply(Command.STATUS, frame.seq, status_payload(flags, *self.velocity, uptime,
+                                                                     min(self.parser.bad_crc, 0xFFFF)))
                 return
             else:
                 self._reply(Command.NACK, frame.seq, bytes([frame.seq, ErrorCode.UNKNOWN_COMMAND]))
@@ -181,9 +225,16 @@ class ControllerEmulator:
             return
         self._reply(Command.ACK, frame.seq, bytes([frame.seq, 0]))
 
+    def _refuse(self, seq: int) -> None:
+        """NaN, inf or beyond the limits: a broken host; stop rather than keep the last command running."""
+        self._deadline = None
+        self._apply((0.0, 0.0, 0.0), "REFUSED")
+        self._reply(Command.NACK, seq, bytes([seq, ErrorCode.OUT_OF_RANGE]))
+
     def _feed_watchdog(self, timeout_ms: int) -> None:
+        self._timeout_ms = timeout_ms or self._timeout_ms
         self.watchdog_tripped = False
-        self._deadline = time.monotonic() + (timeout_ms or self.default_timeout_ms) / 1000.0
+        self._deadline = time.monotonic() + (self._timeout_ms or self.default_timeout_ms) / 1000.0
 
     def commands(self, kind: str | None = None) -> list[Received]:
         with self._lock:

@@ -80,3 +80,45 @@ def find_tool(name: str):
     import shutil
 
     return shutil.which(name, path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+
+
+# -- motor controllers: the Python emulator and the C firmware, one set of driver tests for both --------
+CONTROLLERS = ["python emulator", "c firmware"]
+
+
+@pytest.fixture(scope="session")
+def firmware_bin(tmp_path_factory):
+    """firmware/ compiled once per session with the host C compiler (skips only when there is none)."""
+    from tests.fakes.firmware import build_firmware, find_compiler
+
+    if find_compiler() is None:
+        pytest.skip("no C compiler (cc) on PATH to build firmware/")
+    return build_firmware(tmp_path_factory.mktemp("firmware"))
+
+
+@pytest.fixture(params=CONTROLLERS)
+def make_controller(request, tmp_path):
+    """make_controller(base=None, name="motor") -> a started controller behind a pty symlink."""
+    from sim.controller_emulator import ControllerEmulator
+    from tests.fakes.firmware import FirmwareController
+
+    binary = request.getfixturevalue("firmware_bin") / "pty_controller" if request.param == "c firmware" else None
+    started = []
+
+    def make(base=None, name="motor"):
+        link = tmp_path / name
+        if binary is None:
+            board = ControllerEmulator(link=link, base=base).start()
+        else:
+            board = FirmwareController(binary, link=link, base=base).start()
+        started.append(board)
+        return board
+
+    yield make
+    for board in started:
+        board.stop()
+
+
+@pytest.fixture
+def controller(make_controller):
+    return make_controller()

@@ -1,5 +1,6 @@
 """The serial protocol: round trips, and a parser that survives any bytes (property-based)."""
 
+import binascii
 import struct
 
 from hypothesis import given, settings
@@ -27,6 +28,16 @@ frames = st.builds(
 
 def test_crc_matches_the_ccitt_false_check_value():
     assert crc16_ccitt(b"123456789") == 0x29B1  # the catalogued check value of CRC-16/CCITT-FALSE
+
+
+def test_crc_is_the_standard_library_one(monkeypatch):
+    # binascii.crc_hqx is this CRC computed in C; a hand-written loop is one more thing to get wrong
+    calls = []
+    real = binascii.crc_hqx
+    monkeypatch.setattr(binascii, "crc_hqx", lambda data, crc: calls.append(bytes(data)) or real(data, crc))
+    assert crc16_ccitt(b"123456789") == 0x29B1 and calls == [b"123456789"]
+    raw = encode_frame(Command.STOP, 3)
+    assert calls[-1] == raw[2:-2]  # frames are checksummed through it too
 
 
 def test_velocity_frame_round_trip():
