@@ -269,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--backend", default="auto", choices=("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu"))
     ap.add_argument("--variant", default="fp32", help="ONNX variant for ONNX Runtime backends (fp32, fp16, int8)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="--backend trt: replay each engine as a CUDA graph (one per head length 1..W)")
+    ap.add_argument("--verify", choices=("quick", "full"), default="quick",
+                    help="bundle check at start: quick (big files by size/times since their last full hash) or full")
     ap.add_argument("--instruction", help="what to do (default: the bundle's default instruction)")
     ap.add_argument("--chunk-mode", default="first", choices=("first", "chunk", "ensemble"))
     ap.add_argument("--discrete", action="store_true",
@@ -282,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-accel", type=float, nargs=3, default=(2.0, 2.0, 4.0), metavar=("AX", "AY", "AW"))
     ap.add_argument("--dead-zone", type=float, default=0.0)
     ap.add_argument("--max-steps", type=int)
-    ap.add_argument("--log", type=Path, help="JSON-lines log of every step")
+    ap.add_argument("--log", type=Path, help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     return ap
 
@@ -324,8 +328,9 @@ def drive(args, camera=None) -> int:
     from runtime.prompt import PromptTooLongError
 
     try:
-        bundle = load_bundle(args.bundle)
-        backend = make_backend(bundle, args.backend, variant=args.variant).activate()
+        bundle = load_bundle(args.bundle, verify=getattr(args, "verify", "quick"))
+        backend = make_backend(bundle, args.backend, variant=args.variant,
+                               cuda_graph=getattr(args, "cuda_graph", False)).activate()
         policy = Policy(bundle, backend, instruction=args.instruction, chunk_mode=args.chunk_mode,
                         discrete=args.discrete)
         if args.dry_run:
