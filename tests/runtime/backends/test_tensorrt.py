@@ -1,0 +1,263 @@
+"""The native TensorRT backend against a fake GPU as strict as the device: contexts per thread, every
+failing TensorRT call, CUDA graphs; in the real two-thread drive loop over the controller emulator."""
+
+import math
+import shutil
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from runtime.backends.base import BackendError
+from runtime.bundle import load_bundle
+from tests.conftest import ROOT, run_python
+from tests.fakes import gpu as fake_gpu
+
+
+@pytest.fixture
+def engines(tiny_bundle_dir, tmp_path, monkeypatch):
+    """A copy of the tiny bundle with fake engines built and recorded; the fake GPU installed."""
+    from export.to_trt import build_all
+
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir, dst)
+    fake_gpu.install(monkeypatch)
+    build_all(dst, log=lambda s: None)
+    return dst
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    from runtime.motor_emulator import ControllerEmulator
+
+    emu = ControllerEmulator(link=tmp_path / "motor").start()
+    yield emu
+    emu.stop()
+
+
+# ------------------------------------------------------------------ the fake is as strict as the driver
+def test_fake_driver_refuses_a_call_from_a_thread_without_a_current_context(monkeypatch):
+    _, cuda = fake_gpu.install(monkeypatch)
+    cuda.init()
+    ctx = cuda.Device(0).retain_primary_context()
+    ctx.push()
+    try:
+        cuda.mem_alloc(16)  # fine here: pushed on this thread
+        errors = []
+
+        def other():
+            try:
+                cuda.mem_alloc(16)
+            except fake_gpu.LogicError as e:
+                errors.append(str(e))
+
+        t = threading.Thread(target=other, name="inference")
+        t.start()
+        t.join()
+        assert errors and "invalid device context" in errors[0] and "inference" in errors[0]
+    finally:
+        ctx.pop()
+    with pytest.raises(fake_gpu.LogicError, match="invalid device context"):
+        cuda.Stream()
+
+
+def test_fake_capture_without_a_warm_up_enqueue_is_invalidated(engines):
+    """TensorRT's deferred updates cannot be captured: the fake invalidates such a capture, as the device does."""
+    import pycuda.driver as cuda
+
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    backend = TensorRTBackend(load_bundle(engines)).activate()
+    try:
+        def capture_cold():
+            vision = backend.engines["vision"]
+            vision.bind_own()
+            vision.context.pending = True  # as after any new shape or address
+            backend.stream.begin_capture()
+            assert vision.context.execute_async_v3(backend.stream.handle) is False
+            with pytest.raises(fake_gpu.LogicError, match="enqueue once before capturing"):
+                backend.stream.end_capture()
+            with pytest.raises(fake_gpu.LogicError, match="timing event"):
+                backend.stream.begin_capture()
+                try:
+                    cuda.Event().record(backend.stream)
+                finally:
+                    backend.stream.end_capture()
+
+        backend._on_gpu(capture_cold)
+    finally:
+        backend.deactivate()
+
+
+# ------------------------------------------------------------------ the drive loop, both threads, trt backend
+def run_drive_loop(bundle_dir, episode_file, emulator, cuda_graph=False, max_steps=None):
+    """As runtime.drive does: the backend activated on this (main) thread, inference on the loop's thread."""
+    from runtime.backends.tensorrt import TensorRTBackend
+    from runtime.camera import open_camera
+    from runtime.drive import DriveConfig, DriveLoop
+    from runtime.motor import SerialMotorController
+    from runtime.policy import Policy
+    from runtime.safety import SafetyConfig, SafetyGate
+
+    bundle = load_bundle(bundle_dir)
+    backend = TensorRTBackend(bundle, cuda_graph=cuda_graph).activate()
+    try:
+        motor = SerialMotorController(emulator.port, watchdog_ms=1000).connect()
+        gate = SafetyGate(SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0,
+                                       cmd_timeout=0.3))
+        loop = DriveLoop(Policy(bundle, backend), open_camera(str(episode_file)), motor, gate,
+                         # step mode: every action is sent for 50 ms, so "it moved" does not depend on timing
+                         DriveConfig(mode="step", rate=50, step_duration=0.05, cmd_timeout=0.3, max_steps=max_steps,
+                                     status=False),
+                         printer=lambda s: None)
+        code = loop.run()
+        motor.disconnect()
+    finally:
+        backend.deactivate()
+    return loop, code
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True], ids=["enqueue", "cuda-graph"])
+def test_drive_loop_drives_the_emulator_with_the_trt_backend(engines, episode_file, emulator, cuda_graph):
+    loop, code = run_drive_loop(engines, episode_file, emulator, cuda_graph=cuda_graph)
+    assert loop.error is None and code == 0, loop.error
+    assert loop.steps == 12 and loop.ended_by == "end of camera stream"
+    assert [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)], "the robot never moved"
+    assert emulator.velocity == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("call, after", [("execute_async_v3", 3 * 4), ("set_input_shape", 1 + 4)])  # at frame 5
+def test_a_failing_tensorrt_call_mid_run_raises_naming_it_and_the_motors_stop(engines, episode_file, emulator,
+                                                                               call, after):
+    """Fails after a few good frames (the robot is moving): BackendError names engine and call; zero at the end."""
+    fake_gpu.fail(call, after=after)
+    loop, code = run_drive_loop(engines, episode_file, emulator)
+    assert code == 1 and isinstance(loop.error, BackendError)
+    assert call in str(loop.error) and ".fp16.engine" in str(loop.error)
+    assert 1 <= loop.steps < 12
+    assert [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)], "it failed before moving"
+    assert emulator.velocity == (0.0, 0.0, 0.0) and emulator.commands()[-1].command == "STOP"
+
+
+@pytest.mark.parametrize("call", ["deserialize_cuda_engine", "create_execution_context", "set_tensor_address"])
+def test_a_failing_tensorrt_call_at_start_refuses_to_drive(engines, episode_file, emulator, capsys, call):
+    """These run once, at activation: runtime.drive exits 1 naming the engine and the call; nothing moved."""
+    from runtime.drive import main
+
+    fake_gpu.fail(call, after=1)  # the first engine loads, the second does not
+    code = main(["--bundle", str(engines), "--backend", "trt", "--serial", emulator.port, "--camera",
+                 str(episode_file), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and call in err and ".fp16.engine" in err
+    assert not [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
+    assert emulator.velocity == (0.0, 0.0, 0.0)
+
+
+def test_enqueue_failure_never_returns_the_previous_output(engines):
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    bundle = load_bundle(engines)
+    d = bundle.outputs("language")[0].shape[-1]
+    with TensorRTBackend(bundle) as backend:
+        features = np.random.default_rng(0).standard_normal((1, 3, d)).astype(np.float32)
+        backend.predict_chunk(features)
+        fake_gpu.fail("execute_async_v3")
+        with pytest.raises(BackendError, match=r"action_head\.fp16\.engine: TensorRT execute_async_v3 failed"):
+            backend.predict_chunk(features)
+
+
+# ------------------------------------------------------------------ CUDA graphs
+def test_cuda_graphs_capture_once_per_engine_and_head_length_and_match_plain_enqueue(engines):
+    from runtime.backends.tensorrt import TensorRTBackend
+    from runtime.policy import Policy
+    from runtime.sample_frames import sample_frames
+
+    bundle = load_bundle(engines)
+    w = bundle.window
+    frames = sample_frames(w + 3, seed=5, height=96, width=128)  # past W: the ring wraps, L stays W
+    with TensorRTBackend(bundle, cuda_graph=True) as graphs, TensorRTBackend(bundle) as plain:
+        ours, ref = Policy(bundle, graphs), Policy(bundle, plain)
+        for f in frames:
+            a, b = ours.infer(f), ref.infer(f)
+            assert np.array_equal(a.chunk, b.chunk)
+        assert set(graphs.graphs) == {("vision", 0), ("language", 0)} | {("action_head", n) for n in range(1, w + 1)}
+        assert graphs.stream.captures == 2 + w
+        launches = {key: g.launches for key, g in graphs.graphs.items()}
+        assert launches[("vision", 0)] == launches[("language", 0)] == len(frames)
+        assert all(launches[("action_head", n)] == 1 for n in range(1, w))
+        assert launches[("action_head", w)] == len(frames) - w + 1
+        assert set(ours.infer(frames[0]).timings) >= {"vision", "language", "head"}
+        ref.infer(frames[0])  # keep the two rings in step
+        # the parity path rebinds addresses: the graphs are dropped and captured again on next use
+        p = bundle.manifest["prompt"]
+        graphs.run_graph("language", {"input_ids": np.asarray([p["default_input_ids"]], np.int64),
+                                      "attention_mask": np.asarray([p["default_attention_mask"]], np.int64),
+                                      "image_embeds": np.zeros(bundle.inputs("language")[2].shape, np.float32)})
+        assert graphs.graphs == {}
+        before = graphs.stream.captures
+        a, b = ours.infer(frames[1]), ref.infer(frames[1])
+        assert np.array_equal(a.chunk, b.chunk)
+        assert graphs.stream.captures == before + 3  # vision, language, the head at L = W
+
+
+def test_cuda_graph_flag_reaches_the_backend_and_is_refused_for_onnxruntime(engines):
+    from runtime.backends.registry import make_backend
+    from runtime.drive import build_parser
+
+    args = build_parser().parse_args(["--bundle", str(engines), "--dry-run", "--cuda-graph", "--verify", "full"])
+    assert args.cuda_graph and args.verify == "full"
+    bundle = load_bundle(engines)
+    assert make_backend(bundle, "trt", cuda_graph=True).cuda_graph
+    with pytest.raises(BackendError, match="--cuda-graph is for the native TensorRT backend"):
+        make_backend(bundle, "ort-cpu", cuda_graph=True)
+
+
+# ------------------------------------------------------------------ auto on a Jetson
+def test_auto_on_a_jetson_without_a_gpu_backend_exits_with_the_error_and_the_fix(tiny_bundle_dir, episode_file,
+                                                                                 tmp_path):
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64\n")
+    env = {"TEGRA_RELEASE": str(release)}
+    args = ["-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run", "--camera", str(episode_file),
+            "--max-steps", "1", "--quiet"]
+    proc = run_python(*args, env=env, timeout=120)
+    assert proc.returncode == 1
+    assert "this is a Jetson" in proc.stderr and "No module named" in proc.stderr  # the import error itself
+    assert "bash jetson/setup.sh" in proc.stderr and "--backend ort-cpu" in proc.stderr  # the fixes
+    by_name = run_python(*args, "--backend", "ort-cpu", env=env, timeout=120)
+    assert by_name.returncode == 0 and "driving with ort-cpu" in by_name.stderr
+
+
+def test_auto_on_a_jetson_with_engines_and_a_cuda_device_picks_trt(engines, tmp_path, monkeypatch):
+    from runtime.backends.registry import resolve_backend_name
+
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.0\n")
+    monkeypatch.setenv("TEGRA_RELEASE", str(release))
+    assert resolve_backend_name(load_bundle(engines), "auto") == "trt"
+
+
+# ------------------------------------------------------------------ one GPU name, runtime side
+def test_gpu_name_recorded_at_build_is_the_cuda_device_name_the_runtime_checks(engines):
+    from runtime.backends.cuda_device import cuda_device_name
+
+    names = {e["gpu"] for e in load_bundle(engines).manifest["engines"]}
+    assert names == {cuda_device_name()} == {fake_gpu.FakeTensorRT.gpu}
+
+
+def test_cuda_device_cli_without_pycuda_says_how_to_install_it():
+    proc = run_python("-m", "runtime.backends.cuda_device", timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("pycuda and a GPU are present here")
+    assert proc.returncode == 1 and "jetson/setup.sh" in proc.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="subprocess with the fake modules on PYTHONPATH")
+def test_drive_process_with_trt_and_cuda_graph_against_the_fake(engines, episode_file):
+    """The whole CLI in its own process (fake GPU modules on PYTHONPATH), as the systemd unit runs it."""
+    env = {"PYTHONPATH": f"{ROOT / 'tests' / 'fakes' / 'gpu_modules'}:{ROOT}"}
+    proc = run_python("-m", "runtime.drive", "--bundle", str(engines), "--backend", "trt", "--cuda-graph",
+                      "--dry-run", "--camera", str(episode_file), "--max-steps", "3", "--quiet", env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "driving with trt (fp16-engine, CUDA graphs)" in proc.stderr
