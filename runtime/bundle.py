@@ -252,6 +252,7 @@ def _write_record(path: Path, root: Path, files: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"format": 1, "bundle": str(Path(root).resolve()), "files": files}) + "\n")
+        os.chmod(path, 0o644)  # readable by the service user when root ran the pre-flight
     except OSError as e:  # read-only everywhere: still correct, only the next start hashes again
         print(f"warning: could not write the verification record {path}: {e}; the next start hashes again",
               file=sys.stderr)
