@@ -46,6 +46,7 @@ parity path) drops the graphs; they are captured again on next use.
 
 from __future__ import annotations
 
+import mmap
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -81,7 +82,11 @@ class _Engine:
 
     def __init__(self, trt, cuda, runtime, path, max_shapes: dict[str, tuple]):
         self.path = path
-        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        # Deserialised from a read-only mmap, not read_bytes(): on a Jetson, host and GPU share one memory, and
+        # a private 2.7 GB copy of the language engine next to its device copy is what would not fit on an
+        # 8 GB Orin Nano at start; mapped file pages are page cache the kernel can drop (jetson/README.md).
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            self.engine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise BackendError(f"{path.name}: TensorRT deserialize_cuda_engine returned None (corrupt file, or "
                                f"built by another TensorRT version); {REBUILD}")

@@ -368,7 +368,7 @@ class _Runtime:
         if _failing("deserialize_cuda_engine"):
             return None
         try:
-            spec = json.loads(data)
+            spec = json.loads(bytes(data))  # any buffer, as TensorRT's binding takes (bytes, mmap, IHostMemory)
         except ValueError:
             return None
         return FakeEngine(spec, FakeTensorRT.int32_ids)
