@@ -34,7 +34,7 @@ import torch
 
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
 from runtime.atomic import atomic_directory
-from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file
+from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
 from runtime.prompt import build_prompt, prompt_length, text_ids
 
 OPSET = 17
@@ -234,6 +234,8 @@ def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, so
             for variant, result in report.items():
                 manifest["variants"][variant]["parity"] = result
             write_manifest(tmp, manifest)
+            # the loader's verification record of the temporary folder: no use to whoever receives the bundle
+            verification_record_path(tmp).unlink(missing_ok=True)
             failed = [v for v, r in report.items() if not r["passed"] and (strict_variants or v == "fp32")]
             if failed:
                 hint = ("; narrow models lose too much to int8 on every MatMul: try --int8-scope ffn"
