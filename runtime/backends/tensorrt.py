@@ -255,7 +255,7 @@ class TensorRTBackend(Backend):
                 pass
             raise BackendError(f"{e} (while capturing a CUDA graph; try without --cuda-graph)") from e
         try:
-            return self.stream.end_capture().instance()
+            return self.stream.end_capture().instantiate()  # pycuda: Graph.instantiate() -> GraphExec
         except Exception as e:
             raise BackendError(f"{engine.path.name}: CUDA graph capture failed: {type(e).__name__}: {e}; "
                                f"try without --cuda-graph") from e

@@ -116,7 +116,7 @@ class _Graph:
     def __init__(self, ops: list):
         self.ops = ops
 
-    def instance(self):
+    def instantiate(self):  # pycuda's name (test/test_graph.py upstream), not "instance"
         DRIVER.require_context("cuGraphInstantiate")
         return _GraphExec(list(self.ops))
 

@@ -60,3 +60,22 @@ def test_preflight_reports_the_opencv_and_jetpack_lines(tiny_bundle_dir, episode
     has = (gstreamer_status(cv2.getBuildInformation()) or "").upper().startswith("YES")
     assert lines["opencv"].startswith("OK" if has else "FAIL") and "GStreamer" in lines["opencv"]
     assert "jetpack" in lines
+
+
+def test_check_sh_refuses_a_tensorrt_that_is_not_its_l4ts(tiny_bundle_dir, episode_file, tmp_path):
+    """TensorRT 10.3 (the fake module, importable) on an L4T R36.3 (JetPack 6.0, ships 8.6): FAIL with the fix."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    release = tmp_path / "nv_tegra_release"
+    release.write_text(R36_3)
+    env = {**os.environ, "PYTHON": sys.executable, "FPS": "0", "TEGRA_RELEASE": str(release),
+           "PYTHONPATH": f"{ROOT / 'tests' / 'fakes' / 'gpu_modules'}{os.pathsep}{ROOT}"}
+    proc = subprocess.run(["bash", str(ROOT / "jetson" / "check.sh"), str(tiny_bundle_dir), str(episode_file),
+                           str(tmp_path / "no-port")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    line = next(l for l in proc.stdout.splitlines() if l.split()[1:2] == ["jetpack"])
+    assert proc.returncode == 1 and line.startswith("FAIL")
+    assert "ships TensorRT 8.6, but TensorRT 10.3.0" in line and "L4T=r36.3.0" in line
