@@ -35,10 +35,14 @@ loop zeroes the motors on any exception of its inference thread.
 CUDA graphs (`cuda_graph=True`, `--cuda-graph`): each graph's enqueue is
 captured once and replayed, which removes the per-layer launch overhead on
 a Jetson. One graph per engine and, for the head, per window length L = 1..W
-(the head's input grows with the ring until it holds W features). Before each
-capture the engine is enqueued once normally: TensorRT performs deferred
-updates (new shapes, new addresses) in the first enqueue after them, and
-those cannot be captured. Capture runs on the backend's own stream (never
+(the head's input grows with the ring until it holds W features). A captured
+graph is only valid for the shapes and addresses it was captured with, so
+each head length gets its own execution context whose input shape is set
+once and never changes (the head is small: W contexts cost little memory);
+one context whose shape went back and forth would need a new capture every
+time. Before each capture the context is enqueued once normally: TensorRT
+performs deferred updates (new shapes, new addresses) in the first enqueue
+after them, and those cannot be captured. Capture runs on the backend's own stream (never
 the default stream); the timing events are recorded between the launches,
 outside any capture. Anything that rebinds addresses (`run_graph`, the
 parity path) drops the graphs; they are captured again on next use.
@@ -46,6 +50,7 @@ parity path) drops the graphs; they are captured again on next use.
 
 from __future__ import annotations
 
+import copy
 import mmap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +125,16 @@ class _Engine:
     def enqueue(self, stream) -> None:
         _checked(self.context.execute_async_v3(stream.handle), self, "execute_async_v3")
 
+    def fork(self) -> "_Engine":
+        """The same engine and device buffers with a context of its own (a CUDA graph per head length)."""
+        twin = copy.copy(self)
+        twin.context = self.engine.create_execution_context()
+        if twin.context is None:
+            raise BackendError(f"{self.path.name}: TensorRT create_execution_context returned None "
+                               f"(out of GPU memory?); drop --cuda-graph or {REBUILD}")
+        twin.bind_own()
+        return twin
+
 
 class TensorRTBackend(Backend):
     name = "trt"
@@ -130,6 +145,7 @@ class TensorRTBackend(Backend):
         self._trt, self._cuda = trt, cuda  # injectable for tests; imported lazily otherwise
         self.engines: dict[str, _Engine] = {}
         self.graphs: dict[tuple[str, int], object] = {}  # (graph, L) -> instantiated CUDA graph
+        self.head_contexts: dict[int, _Engine] = {}  # --cuda-graph: L -> the head with a context fixed at L
         self._gpu: ThreadPoolExecutor | None = None
         self._context = None
         self._prompt_key = None
@@ -217,6 +233,7 @@ class TensorRTBackend(Backend):
     def _unload(self) -> None:
         """Free everything on the GPU thread, with the context still current, then pop it."""
         self.graphs.clear()
+        self.head_contexts.clear()
         self.engines.clear()
         self.host, self.events, self.stream = {}, [], None
         self._prompt_key = None
@@ -233,8 +250,8 @@ class TensorRTBackend(Backend):
                 self._gpu = None
 
     # -- launching: plain enqueue or a CUDA graph per (engine, L) -------------------
-    def _launch(self, graph: str, length: int = 0) -> None:
-        engine = self.engines[graph]
+    def _launch(self, graph: str, length: int = 0, engine: _Engine | None = None) -> None:
+        engine = engine or self.engines[graph]
         if not self.cuda_graph:
             engine.enqueue(self.stream)
             return
@@ -303,11 +320,17 @@ class TensorRTBackend(Backend):
     def _predict(self, name: str, features):
         cuda, head = self._cuda, self.engines["action_head"]
         length = features.shape[1]
-        head.set_shape(name, features.shape)
+        if self.cuda_graph:
+            if length not in self.head_contexts:
+                self.head_contexts[length] = head.fork()
+                self.head_contexts[length].set_shape(name, features.shape)
+            head = self.head_contexts[length]
+        else:
+            head.set_shape(name, features.shape)
         staging = self.host["act_features"][:, :length]  # the first L rows: contiguous in the pinned buffer
         staging[...] = features
         cuda.memcpy_htod_async(head.buffers[name], staging, self.stream)
-        self._launch("action_head", length)
+        self._launch("action_head", length, head)
         cuda.memcpy_dtoh_async(self.host["action_chunk"], head.buffers["action_chunk"], self.stream)
         self.stream.synchronize()
         return np.array(self.host["action_chunk"], dtype=np.float32)

@@ -187,6 +187,11 @@ def test_cuda_graphs_capture_once_per_engine_and_head_length_and_match_plain_enq
         assert launches[("vision", 0)] == launches[("language", 0)] == len(frames)
         assert all(launches[("action_head", n)] == 1 for n in range(1, w))
         assert launches[("action_head", w)] == len(frames) - w + 1
+        # one head context per L, its shape set once: a replayed graph never sees its context's shape change
+        d = bundle.inputs("action_head")[0].shape[2]
+        assert {n: c.context.input_shapes for n, c in graphs.head_contexts.items()} == {
+            n: {"act_features": (1, n, d)} for n in range(1, w + 1)}
+        assert len({id(c.context) for c in graphs.head_contexts.values()}) == w
         assert set(ours.infer(frames[0]).timings) >= {"vision", "language", "head"}
         ref.infer(frames[0])  # keep the two rings in step
         # the parity path rebinds addresses: the graphs are dropped and captured again on next use
