@@ -18,7 +18,10 @@ works. Exit status 1 if any step failed.
 
 Needs an NVIDIA GPU, TensorRT, pycuda and the export stack (torch,
 transformers: `pip install -e .[train,export,runtime,bench]`), on a desktop
-or a Jetson. The JSON: {"versions": {...}, "gpu": name, "sizes": {SIZE:
+or a Jetson. The real size holds the PyTorch model (6.6 GB) next to the
+engines while it checks them: on a Jetson that means an AGX Orin; on an 8 or
+16 GB board run `--sizes tiny` and build the real engines with
+jetson/build_engines.sh. The JSON: {"versions": {...}, "gpu": name, "sizes": {SIZE:
 {"steps": {STEP: {"ok", "seconds", ...figures or "error"}}}}, "ok": bool}.
 Record the figures in docs/performance.md.
 """
@@ -75,8 +78,10 @@ def step_export(size: str, work: Path, ctx: dict) -> dict:
     cfg = preset_config(size, random_weights=size != "tiny")
     ctx["model"], ctx["tokenizer"] = build_model(cfg), load_tokenizer(cfg)
     ctx["bundle"] = work / f"{size}-bundle"
+    # The ONNX Runtime parity check of the export is skipped at the real size (minutes of CPU): verify_trt
+    # compares the engines with PyTorch right after, which is the check that matters here.
     export_bundle(ctx["model"], ctx["tokenizer"], ctx["bundle"], source=f"preset:{size}", overwrite=True,
-                  verify_seeds=(0,), progress=lambda s: None)
+                  verify=size == "tiny", verify_seeds=(0,), progress=lambda s: None)
     return {"bundle_bytes": sum(p.stat().st_size for p in ctx["bundle"].iterdir() if p.is_file())}
 
 
