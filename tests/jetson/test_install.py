@@ -5,8 +5,8 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 
+import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import ROOT
@@ -46,6 +46,7 @@ def test_setup_refuses_an_l4t_tensorrt_mismatch(tmp_path):
 
 
 def test_runtime_extra_has_no_opencv_wheel_on_a_jetson_and_has_it_elsewhere():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["runtime"]
     reqs = [Requirement(r) for r in extra]
 
