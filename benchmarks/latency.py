@@ -264,6 +264,7 @@ def prepare(args):
     out = Path(args.work or tempfile.mkdtemp(prefix="mvla-bench-")) / f"{args.preset}-bundle"
     start = time.perf_counter()
     export_bundle(model, tok, out, source=f"preset:{args.preset}", int8="int8" in args.variants,
+                  engine_input="trt" in args.backend,  # the fp16-weights build input only matters for engines
                   fp16="fp16" in args.variants, overwrite=True, verify_seeds=(0,), progress=lambda s: None,
                   strict_variants=False)
     print(f"exported {args.preset} to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
