@@ -23,6 +23,17 @@ def bundle(tiny_bundle_dir, tmp_path, monkeypatch):
     return dst
 
 
+@pytest.fixture
+def signal_handlers():
+    """runtime.drive.main installs SIGINT/SIGTERM handlers; give pytest its own back afterwards."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
 def large_files(root):
     return sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")
                   and p.name != "bundle.json" and p.stat().st_size > LARGE)
@@ -107,3 +118,28 @@ def test_record_of_a_read_only_bundle_goes_to_the_cache_folder(bundle, tmp_path,
     load_bundle(bundle)
     assert path.is_file() and not (bundle / ".verified.json").exists()
     assert load_bundle(bundle).verified["trusted"] == large_files(bundle)
+
+
+def test_drive_verify_full_ignores_the_record(bundle, episode_file, capsys, signal_handlers):
+    """A record that vouches for a changed file (written by hand, or by a bug) fools the quick check only."""
+    import json
+
+    from runtime.drive import main
+
+    load_bundle(bundle)
+    record_path = verification_record_path(bundle)
+    victim = bundle / large_files(bundle)[0]
+    data = bytearray(victim.read_bytes())
+    data[7] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    record = json.loads(record_path.read_text())
+    st = victim.stat()
+    record["files"][victim.name].update(bytes=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
+                                        ino=st.st_ino)
+    record_path.write_text(json.dumps(record))
+    args = ["--bundle", str(bundle), "--dry-run", "--camera", str(episode_file), "--max-steps", "1", "--quiet"]
+    # in this process, where SMALL_FILE_BYTES makes the victim a "large" file
+    assert main(args) == 0  # the quick check believed the record
+    capsys.readouterr()
+    assert main(args + ["--verify", "full"]) == 1
+    assert f"{victim.name}: sha256" in capsys.readouterr().err

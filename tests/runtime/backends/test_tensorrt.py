@@ -36,6 +36,17 @@ def emulator(tmp_path):
     emu.stop()
 
 
+@pytest.fixture
+def signal_handlers():
+    """runtime.drive.main installs SIGINT/SIGTERM handlers; give pytest its own back afterwards."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
 # ------------------------------------------------------------------ the fake is as strict as the driver
 def test_fake_driver_refuses_a_call_from_a_thread_without_a_current_context(monkeypatch):
     _, cuda = fake_gpu.install(monkeypatch)
@@ -141,7 +152,8 @@ def test_a_failing_tensorrt_call_mid_run_raises_naming_it_and_the_motors_stop(en
 
 
 @pytest.mark.parametrize("call", ["deserialize_cuda_engine", "create_execution_context", "set_tensor_address"])
-def test_a_failing_tensorrt_call_at_start_refuses_to_drive(engines, episode_file, emulator, capsys, call):
+def test_a_failing_tensorrt_call_at_start_refuses_to_drive(engines, episode_file, emulator, capsys, call,
+                                                           signal_handlers):
     """These run once, at activation: runtime.drive exits 1 naming the engine and the call; nothing moved."""
     from runtime.drive import main
 
