@@ -3,6 +3,7 @@
     python -m benchmarks.latency --preset tiny                         # builds + exports tiny, seconds
     python -m benchmarks.latency --preset small --compare --variants fp32 int8 --save
     python -m benchmarks.latency --bundle bundle/ --ckpt CKPT --backend trt --compare
+    python -m benchmarks.latency --bundle bundle/ --backend trt --cuda-graph     # engines replayed as CUDA graphs
     python -m benchmarks.latency --preset kosmos2 --random-weights --steps 20      # real size, no download
 
 Per stage (capture when --camera is given, preprocess from a 1280x720 BGR
@@ -264,6 +265,7 @@ def prepare(args):
     out = Path(args.work or tempfile.mkdtemp(prefix="mvla-bench-")) / f"{args.preset}-bundle"
     start = time.perf_counter()
     export_bundle(model, tok, out, source=f"preset:{args.preset}", int8="int8" in args.variants,
+                  engine_input="trt" in args.backend,  # the fp16-weights build input only matters for engines
                   fp16="fp16" in args.variants, overwrite=True, verify_seeds=(0,), progress=lambda s: None,
                   strict_variants=False)
     print(f"exported {args.preset} to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
@@ -279,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--random-weights", action="store_true")
     ap.add_argument("--backend", nargs="+", default=["ort-cpu"], choices=("auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"))
     ap.add_argument("--variants", nargs="+", default=["fp32"], help="ONNX variants for ORT backends: fp32 fp16 int8")
+    ap.add_argument("--cuda-graph", action="store_true", help="the trt backend replays its engines as CUDA graphs")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--compare", action="store_true", help="also run original / eager / naive-window paths")
@@ -326,7 +329,8 @@ def main(argv=None) -> int:
                 if resolved.startswith("ort") and variant not in bundle.variants:
                     print(f"skipping {resolved}:{variant}: not in the bundle", file=sys.stderr)
                     continue
-                backend = make_backend(bundle, resolved, variant=variant).activate()
+                backend = make_backend(bundle, resolved, variant=variant,
+                                       cuda_graph=args.cuda_graph and resolved == "trt").activate()
                 backends.append(backend)
                 key = f"{resolved}:{variant}"
                 paths[f"runtime:{key}"] = RuntimePath(bundle, backend, motor)

@@ -1,6 +1,7 @@
 """Start-up time and peak memory of the runtime alone (no torch), as the robot would start it.
 
     python -m benchmarks.runtime_probe --bundle bundle/ --steps 20 --t0 $(date +%s.%N)
+    python -m benchmarks.runtime_probe --bundle bundle/ --verify full    # as every start was before issue 12
 
 Prints one JSON line: startup_s (from --t0, the moment the parent launched
 this process, to the first action), peak_rss_mb, steps.
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", default="fp32")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--t0", type=float, help="wall-clock time the parent started this process")
+    ap.add_argument("--verify", choices=("quick", "full"), default="quick", help="the bundle check at start")
     args = ap.parse_args(argv)
     from runtime.backends.registry import make_backend
     from runtime.bundle import load_bundle
@@ -42,7 +44,9 @@ def main(argv=None) -> int:
     from sim.frames import sample_frame
 
     frame = sample_frame(0)
-    bundle = load_bundle(args.bundle)
+    t_load = time.time()
+    bundle = load_bundle(args.bundle, verify=args.verify)
+    load_s = time.time() - t_load
     with make_backend(bundle, args.backend, variant=args.variant) as backend:
         policy = Policy(bundle, backend)
         policy.infer(frame)
@@ -51,7 +55,8 @@ def main(argv=None) -> int:
             policy.infer(frame)
     peak = peak_rss_mb()
     heavy = [m for m in ("torch", "transformers") if m in sys.modules]
-    print(json.dumps({"startup_s": first - (args.t0 or T_IMPORT), "peak_rss_mb": peak, "steps": args.steps,
+    print(json.dumps({"startup_s": first - (args.t0 or T_IMPORT), "bundle_check_s": load_s,
+                      "verify": args.verify, "peak_rss_mb": peak, "steps": args.steps,
                       "backend": backend.name, "heavy_modules": heavy}))
     return 0
 

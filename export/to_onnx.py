@@ -9,8 +9,13 @@ Graphs are batch 1, static shapes (the head's window length L is the one
 dynamic axis, 1..W), fp32, opset 17 (LayerNorm stays one
 LayerNormalization node, which keeps TensorRT's fp16 stable). fp16 for the
 GPU happens in the TensorRT engine build (`jetson/build_engines.sh`,
-`python -m export.to_trt`); `--fp16` adds an fp16 ONNX for onnxruntime-gpu
-users and `--int8` a dynamically quantized ONNX for CPUs. Every export ends
+`python -m export.to_trt`), which parse the fp16-weights copies of vision
+and language written next to the fp32 graphs (`engine_build` in bundle.json;
+LayerNorm, Softmax and the L2 norm stay fp32 in them, as in the fp16
+variant): half the parser's host memory, which an 8 GB Orin Nano needs
+(`--no-engine-input` skips them for CPU-only bundles). `--fp16` registers
+those files as an ONNX Runtime variant too (onnxruntime-gpu users), and
+`--int8` adds a dynamically quantized ONNX for CPUs. Every export ends
 with the parity check of `export.verify`; a bundle that fails it is not
 written. The bundle folder appears complete or not at all.
 """
@@ -29,7 +34,7 @@ import torch
 
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
 from runtime.atomic import atomic_directory
-from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file
+from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
 from runtime.cli import exits_on
 from runtime.prompt import PromptTooLongError, build_prompt, prompt_length, text_ids
 from train.checkpoint import CheckpointError
@@ -166,7 +171,9 @@ def build_manifest(model, ckpt_meta: dict, specs: dict, prompt, max_text_tokens:
 
 
 def write_manifest(workdir: Path, manifest: dict) -> None:
-    files = sorted(p.name for p in workdir.iterdir() if p.is_file() and p.name != "bundle.json")
+    # Hidden files are not part of the bundle: the loader's verification record (.verified.json), temp files.
+    files = sorted(p.name for p in workdir.iterdir() if p.is_file() and p.name != "bundle.json"
+                   and not p.name.startswith("."))
     manifest["files"] = {name: {"sha256": sha256_file(workdir / name), "bytes": (workdir / name).stat().st_size}
                          for name in files}
     (workdir / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -189,7 +196,7 @@ def load_model(args):
 def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, source: str = "model",
                   max_text_tokens: int | None = None, fp16: bool = False, int8: bool = False,
                   overwrite: bool = False, verify: bool = True, progress=print, verify_seeds=None,
-                  strict_variants: bool = True, int8_scope: str = "all") -> Path:
+                  strict_variants: bool = True, int8_scope: str = "all", engine_input: bool = True) -> Path:
     """Export, verify and atomically write a bundle. Returns the bundle folder.
 
     fp32 must pass its parity check or nothing is written. With strict_variants=False a failing fp16/int8
@@ -212,8 +219,15 @@ def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, so
         files = export_fp32(model, tmp, specs, prompt, progress)
         tokenizer.save(str(tmp / "tokenizer.json"))
         manifest = build_manifest(model, ckpt_meta or {}, specs, prompt, max_text_tokens, files, source)
-        if fp16:
-            manifest["variants"]["fp16"] = make_fp16(tmp, files, progress)
+        if fp16 or engine_input:
+            half = make_fp16(tmp, files, progress)
+            if fp16:
+                manifest["variants"]["fp16"] = half
+            if engine_input:
+                manifest["engine_build"] = {
+                    "files": half["files"],
+                    "note": "what TensorRT builds parse: fp16 weights (half the parser's host memory), "
+                            "LayerNorm/Softmax/ReduceL2 and the head in fp32; runtime.engines.build_inputs"}
         if int8:
             manifest["variants"]["int8"] = make_int8(tmp, files, progress, scope=int8_scope)
         write_manifest(tmp, manifest)
@@ -222,6 +236,8 @@ def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, so
             for variant, result in report.items():
                 manifest["variants"][variant]["parity"] = result
             write_manifest(tmp, manifest)
+            # the loader's verification record of the temporary folder: no use to whoever receives the bundle
+            verification_record_path(tmp).unlink(missing_ok=True)
             failed = [v for v, r in report.items() if not r["passed"] and (strict_variants or v == "fp32")]
             if failed:
                 hint = ("; narrow models lose too much to int8 on every MatMul: try --int8-scope ffn"
@@ -245,6 +261,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-text-tokens", type=int, help="text positions of the fixed prompt (default: template + 32)")
     ap.add_argument("--fp16", action="store_true", help="add an fp16 ONNX variant (onnxruntime-gpu)")
     ap.add_argument("--int8", action="store_true", help="add an int8 dynamically quantized variant (CPU)")
+    ap.add_argument("--no-engine-input", action="store_true",
+                    help="skip the fp16-weights ONNX that TensorRT engine builds parse (CPU-only bundles)")
     ap.add_argument("--int8-scope", choices=("all", "ffn"), default="all",
                     help="int8 on every weight MatMul (fastest), or on the feed-forward ones only (narrow models)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -256,7 +274,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     model, tokenizer, meta, source = load_model(args)
     export_bundle(model, tokenizer, args.out, meta, source, args.max_text_tokens, args.fp16, args.int8,
-                  args.overwrite, verify=not args.no_verify, int8_scope=args.int8_scope)
+                  args.overwrite, verify=not args.no_verify, int8_scope=args.int8_scope,
+                  engine_input=not args.no_engine_input)
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(args.out.glob("*.onnx*")))
     print(f"bundle written to {args.out} in {time.perf_counter() - start:.1f} s ({sizes})")
     return 0

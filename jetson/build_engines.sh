@@ -6,10 +6,17 @@
 #   WORKSPACE_MB=2048 bash jetson/build_engines.sh BUNDLE   # smaller builder pool (Orin Nano 8 GB)
 #
 # Engines only run on the TensorRT version and GPU that built them, so build them on the robot.
-# fp16 is chosen here (the ONNX graphs are fp32); a timing cache in the bundle makes rebuilds fast.
-# trtexec also times each engine after building (warm-up + iterations), so the log shows the
-# GPU compute time per graph. Environment: TRTEXEC (path to trtexec), PYTHON, WORKSPACE_MB,
-# TRT_VERSION and GPU_NAME (override what python's tensorrt and pycuda report).
+# fp16 is chosen here; trtexec parses the fp16-weights ONNX export wrote for it (half the host memory of
+# the fp32 graphs: what lets an 8 GB Orin Nano build, see jetson/README.md). A timing cache in the bundle
+# makes rebuilds fast. trtexec also times each engine after building (warm-up + iterations), so the log
+# shows the GPU compute time per graph.
+#
+# All or nothing: each engine is built under a temporary name (.GRAPH.fp16.engine.building); only when
+# all three built are they renamed into place and recorded (one atomic rewrite of bundle.json). A failed
+# trtexec exits non-zero and leaves the old engines and bundle.json exactly as they were.
+#
+# Environment: TRTEXEC (path to trtexec), PYTHON, WORKSPACE_MB, TRT_VERSION and GPU_NAME (override what
+# python's tensorrt and runtime.backends.cuda_device report: the same GPU name the runtime checks).
 set -euo pipefail
 
 # shellcheck source=engine_common.sh
@@ -25,15 +32,33 @@ if [[ $dry_run -eq 0 && ! -x "$TRTEXEC" ]]; then
   echo "error: trtexec not found (looked on PATH and at /usr/src/tensorrt/bin/trtexec); install JetPack's TensorRT or set TRTEXEC" >&2
   exit 1
 fi
+if [[ $dry_run -eq 0 ]]; then  # before minutes of building: what the engines will be recorded under
+  if ! trt_version=${TRT_VERSION:-$("$PYTHON" -c 'import tensorrt; print(tensorrt.__version__)')}; then
+    echo "error: $PYTHON cannot import tensorrt (JetPack: sudo apt install python3-libnvinfer)" >&2
+    exit 1
+  fi
+  if ! gpu=${GPU_NAME:-$("$PYTHON" -m runtime.backends.cuda_device)}; then
+    echo "error: cannot read the CUDA device name (see above); bash jetson/setup.sh installs pycuda" >&2
+    exit 1
+  fi
+fi
 
 # The head's window length is the one dynamic axis: profile min 1, opt = max = W.
 read_head_shape
+read_build_inputs
 
 common=(--fp16 "--memPoolSize=workspace:${WORKSPACE_MB}" "--timingCacheFile=$bundle/timing.cache"
         --warmUp=500 --iterations=50 --avgRuns=10)
-records=()
-for graph in vision language action_head; do
-  cmd=("$TRTEXEC" "--onnx=$bundle/$graph.onnx" "--saveEngine=$bundle/$graph.fp16.engine" "${common[@]}")
+graphs=(vision language action_head)
+building=()
+cleanup() {
+  if [[ ${#building[@]} -gt 0 ]]; then rm -f "${building[@]}"; fi
+}
+trap cleanup EXIT
+
+for graph in "${graphs[@]}"; do
+  tmp="$bundle/.$graph.fp16.engine.building"
+  cmd=("$TRTEXEC" "--onnx=$bundle/${build_input[$graph]}" "--saveEngine=$tmp" "${common[@]}")
   if [[ $graph == action_head ]]; then
     cmd+=("--minShapes=${head_input}:1x1x${hidden}" "--optShapes=${head_input}:1x${window}x${hidden}"
           "--maxShapes=${head_input}:1x${window}x${hidden}")
@@ -42,17 +67,28 @@ for graph in vision language action_head; do
     printf '%q ' "${cmd[@]}"; echo
     continue
   fi
-  echo "== building $graph.fp16.engine (this takes minutes for the real model) =="
-  "${cmd[@]}" 2>&1 | tee "$bundle/$graph.trtexec.log" | grep -E "GPU Compute Time|Latency|Throughput|Error|error" || true
-  if [[ ${PIPESTATUS[0]} -ne 0 || ! -s "$bundle/$graph.fp16.engine" ]]; then
-    echo "error: trtexec failed for $graph; see $bundle/$graph.trtexec.log" >&2
+  building+=("$tmp")
+  rm -f "$tmp"
+  echo "== building $graph.fp16.engine from ${build_input[$graph]} (this takes minutes for the real model) =="
+  # trtexec's own exit status decides, not the filter's: PIPESTATUS is read right after the pipeline,
+  # with errexit off, before any other command can reset it.
+  set +e
+  "${cmd[@]}" 2>&1 | tee "$bundle/$graph.trtexec.log" | grep -E --line-buffered "GPU Compute Time|Latency|Throughput|Error|error"
+  statuses=("${PIPESTATUS[@]}")
+  set -e
+  if [[ ${statuses[0]} -ne 0 || ! -s "$tmp" ]]; then
+    echo "error: trtexec failed for $graph (exit ${statuses[0]}); see $bundle/$graph.trtexec.log." \
+         "No engine was recorded; the bundle and its old engines are unchanged." >&2
     exit 1
   fi
-  records+=("$graph=$graph.fp16.engine")
 done
 [[ $dry_run -eq 1 ]] && exit 0
 
-trt_version=${TRT_VERSION:-$("$PYTHON" -c 'import tensorrt; print(tensorrt.__version__)')}
-gpu=${GPU_NAME:-$("$PYTHON" -c 'from export.to_trt import gpu_name; print(gpu_name())')}
-"$PYTHON" -m export.to_trt "$bundle" --record "${records[@]}" --trt-version "$trt_version" --gpu "$gpu"
+records=()
+for graph in "${graphs[@]}"; do
+  mv -f "$bundle/.$graph.fp16.engine.building" "$bundle/$graph.fp16.engine"
+  records+=("$graph=$graph.fp16.engine")
+done
+building=()
+"$PYTHON" -m runtime.engines "$bundle" --record "${records[@]}" --trt-version "$trt_version" --gpu "$gpu"
 echo "engines built for TensorRT $trt_version on $gpu"

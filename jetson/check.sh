@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Pre-flight before driving: bundle, engines vs this TensorRT/GPU, camera rate, controller heartbeat.
+# Pre-flight before driving: bundle (full sha256, recorded for fast starts), L4T vs TensorRT, engines vs
+# this TensorRT/GPU, OpenCV's GStreamer (the CSI camera needs it), camera rate, controller heartbeat.
 #
 #   bash jetson/check.sh BUNDLE [CAMERA] [PORT]      # defaults: csi, /dev/mobile-vla-motor
 #

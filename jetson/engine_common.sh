@@ -3,6 +3,8 @@
 # Shared by build_engines.sh and bench.sh (sourced, not run): arguments, tool paths, the head's shape.
 # After `parse_engine_args "$@"`: dry_run (0/1), bundle, PYTHON, TRTEXEC.
 # After `read_head_shape`: head_input, hidden, window (the action head's dynamic-L profile).
+# After `read_build_inputs`: build_input[GRAPH] = the ONNX file trtexec parses (fp16 weights where exported).
+# Only runtime/ is needed (python -m runtime.engines): a robot install has no export/ or train/.
 
 parse_engine_args() {
   dry_run=0
@@ -17,9 +19,21 @@ parse_engine_args() {
 }
 
 read_head_shape() {
-  read -r head_input hidden window < <("$PYTHON" -m export.to_trt "$bundle" --head-shape) || true
+  read -r head_input hidden window < <("$PYTHON" -m runtime.engines "$bundle" --head-shape) || true
   if [[ -z "${window:-}" ]]; then
-    echo "error: cannot read $bundle/bundle.json with $PYTHON -m export.to_trt (is the runtime installed? bash jetson/setup.sh)" >&2
+    echo "error: cannot read $bundle/bundle.json with $PYTHON -m runtime.engines (is the runtime installed? bash jetson/setup.sh)" >&2
+    exit 1
+  fi
+}
+
+read_build_inputs() {
+  declare -gA build_input=()
+  local graph file
+  while read -r graph file; do
+    build_input[$graph]=$file
+  done < <("$PYTHON" -m runtime.engines "$bundle" --build-inputs)
+  if [[ ${#build_input[@]} -ne 3 ]]; then
+    echo "error: cannot read the engine build inputs from $bundle/bundle.json" >&2
     exit 1
   fi
 }

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Set up a Jetson (JetPack 6) to run the policy. Safe to run again: each step checks before it acts.
 #
-#   bash jetson/setup.sh              # check versions, create the venv, install the runtime, add dialout
+#   bash jetson/setup.sh              # check versions, create the venv, build pycuda, install the runtime
 #   bash jetson/setup.sh --dry-run    # say what would be done
 #
-# The venv sees the system site-packages so JetPack's TensorRT and pycuda are used as installed
-# (they are built for this board; pip wheels are not). Environment: VENV (default /opt/mobile-vla/venv
-# or ./.venv-jetson when /opt is not writable), TEGRA_RELEASE (default /etc/nv_tegra_release), PYTHON.
+# JetPack ships TensorRT's Python bindings and an OpenCV built with GStreamer (the CSI camera needs it);
+# the venv sees the system site-packages so both are used as installed. JetPack does not ship pycuda:
+# pip builds it from source against /usr/local/cuda, which needs nvcc on PATH, CUDA_ROOT and the CUDA
+# headers. The runtime extra pulls no OpenCV wheel on aarch64 (an environment marker in pyproject.toml):
+# a registry wheel has no GStreamer and would shadow JetPack's OpenCV; one left by an older install is
+# removed. Checks, through runtime.jetpack: the L4T revision against the TensorRT version (R36.3 ships
+# 8.6, R36.4 ships 10.3; a mismatch is refused), then that `import pycuda.driver; import tensorrt` works
+# in the venv and that cv2 there has GStreamer.
+# Environment: VENV (default /opt/mobile-vla/venv, or ./.venv-jetson when /opt is not writable),
+# TEGRA_RELEASE (default /etc/nv_tegra_release), PYTHON, CUDA_ROOT (default /usr/local/cuda).
 set -euo pipefail
 
 dry_run=0
 [[ "${1:-}" == "--dry-run" ]] && dry_run=1
 here=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python3}
-TEGRA_RELEASE=${TEGRA_RELEASE:-/etc/nv_tegra_release}
+export TEGRA_RELEASE=${TEGRA_RELEASE:-/etc/nv_tegra_release}
+export CUDA_ROOT=${CUDA_ROOT:-/usr/local/cuda}
 if [[ -z "${VENV:-}" ]]; then
   if [[ -w /opt || -d /opt/mobile-vla ]]; then VENV=/opt/mobile-vla/venv; else VENV=$here/.venv-jetson; fi
 fi
@@ -23,30 +31,26 @@ run() {
   if [[ $dry_run -eq 1 ]]; then echo "would run: $*"; else "$@"; fi
 }
 
-# 1. L4T / JetPack: JetPack 6 is L4T R36.
-if [[ -f "$TEGRA_RELEASE" ]]; then
-  release=$(sed -n 's/^# R\([0-9]*\) (release), REVISION: \([0-9.]*\).*/\1.\2/p' "$TEGRA_RELEASE")
-  major=${release%%.*}
-  if [[ -z "$release" ]]; then
-    echo "WARN could not read the L4T version from $TEGRA_RELEASE"
-  elif [[ $major -lt 36 ]]; then
-    echo "FAIL L4T R$release is JetPack 5 or older; this kit is tested on JetPack 6 (L4T R36): reflash with SDK Manager"
-    problems=$((problems + 1))
-  else
-    echo "OK   L4T R$release (JetPack 6)"
-  fi
-else
-  echo "WARN $TEGRA_RELEASE not found: not a Jetson, continuing for a desktop GPU or a dry run"
+# 1. L4T (JetPack 6 is R36) and its TensorRT: the stdlib-only check, with the system python.
+if ! (cd "$here" && "$PYTHON" -m runtime.jetpack); then
+  problems=$((problems + 1))
+fi
+if [[ $problems -gt 0 && $dry_run -eq 0 ]]; then
+  echo "setup stopped: fix the line marked FAIL above first"
+  exit 1
 fi
 
-# 2. TensorRT from JetPack (python3-libnvinfer).
-if trt=$("$PYTHON" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null); then
-  echo "OK   TensorRT $trt"
+# 2. What building pycuda needs: nvcc and the CUDA headers (JetPack's cuda-toolkit), a compiler, Python headers.
+if [[ -x "$CUDA_ROOT/bin/nvcc" && -f "$CUDA_ROOT/include/cuda.h" ]]; then
+  echo "OK   CUDA toolkit at $CUDA_ROOT"
 else
-  echo "WARN python3 cannot import tensorrt: sudo apt install nvidia-tensorrt python3-libnvinfer (JetPack); the ONNX Runtime backends still work"
+  echo "WARN no nvcc/cuda.h under $CUDA_ROOT: sudo apt install nvidia-jetpack (or set CUDA_ROOT); pycuda cannot build without them"
+fi
+if ! dpkg -s python3-dev build-essential >/dev/null 2>&1; then
+  run sudo apt-get install -y --no-install-recommends python3-dev build-essential
 fi
 
-# 3. A venv with access to the system TensorRT and pycuda, and the runtime extra only.
+# 3. A venv with access to the system TensorRT and OpenCV, and the runtime extra only.
 if [[ -x "$VENV/bin/python" ]]; then
   echo "OK   venv $VENV exists"
 else
@@ -58,8 +62,29 @@ if [[ $dry_run -eq 1 ]] || ! "$VENV/bin/python" -c 'import runtime.drive' 2>/dev
 else
   echo "OK   runtime installed in $VENV"
 fi
+# An OpenCV wheel from an older install (or pulled in by hand) shadows JetPack's GStreamer build.
+for wheel in opencv-python opencv-python-headless opencv-contrib-python opencv-contrib-python-headless; do
+  if [[ $dry_run -eq 0 ]] && "$VENV/bin/python" -m pip show "$wheel" >/dev/null 2>&1; then
+    run "$VENV/bin/python" -m pip uninstall -y "$wheel"
+  fi
+done
 
-# 4. Serial port access without root.
+# 4. pycuda, built from source against this CUDA (no wheel exists for the Orin).
+if [[ $dry_run -eq 0 ]] && "$VENV/bin/python" -c 'import pycuda.driver' 2>/dev/null; then
+  echo "OK   pycuda installed in $VENV"
+else
+  run env "CUDA_ROOT=$CUDA_ROOT" "PATH=$CUDA_ROOT/bin:$PATH" "CPATH=$CUDA_ROOT/include" \
+    "LIBRARY_PATH=$CUDA_ROOT/lib64" "$VENV/bin/python" -m pip install --no-binary pycuda "pycuda>=2022.2"
+fi
+
+# 5. What the robot will run: the imports, and an OpenCV with GStreamer for --camera csi.
+if [[ $dry_run -eq 1 ]]; then
+  echo "would run: $VENV/bin/python -m runtime.jetpack --venv   # import pycuda.driver; import tensorrt; cv2 has GStreamer"
+elif ! (cd "$here" && "$VENV/bin/python" -m runtime.jetpack --venv); then
+  problems=$((problems + 1))
+fi
+
+# 6. Serial port access without root.
 user=${SUDO_USER:-$(id -un)}
 if id -nG "$user" | tr ' ' '\n' | grep -qx dialout; then
   echo "OK   $user is in dialout"

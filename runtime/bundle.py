@@ -1,9 +1,10 @@
 """The bundle: the export's output folder and the runtime's only input (DESIGN.md contract 3).
 
     from runtime.bundle import load_bundle
-    bundle = load_bundle("bundle/")                 # checks fields and sha256 of every file
+    bundle = load_bundle("bundle/")                 # checks fields and files (quick: see below)
+    bundle = load_bundle("bundle/", verify="full")  # sha256 of every file, whatever was verified before
     bundle.graph_file("vision", "fp32")             # Path to vision.onnx
-    python -m runtime.bundle bundle/                # print a summary, exit 1 if the checks fail
+    python -m runtime.bundle bundle/ [--verify full]   # print a summary, exit 1 if the checks fail
 
 `bundle.json` (written by `export.to_onnx`, format in docs/bundle-format.md)
 records every graph's input/output names, shapes and dtypes, the
@@ -11,6 +12,21 @@ preprocessing, the prompt layout with the default instruction's ids, W, N,
 the action axes and normalisation, versions, the variants (fp32, fp16, int8)
 with their parity results, TensorRT engines built from it, and the sha256 of
 every file.
+
+Integrity without re-reading gigabytes at every start. Hashing the real
+bundle means reading ~7 GB (fp32 language weights, vision, engines) from
+eMMC on every systemd restart. So a full verification (sha256 of every file,
+the first start, `--verify full`, or `python -m runtime.preflight`) is
+recorded with each file's size, mtime, ctime and inode in a verification
+record: `BUNDLE/.verified.json`, or, when the bundle folder is read-only (a
+root-owned /opt install run by the `robot` user), one file per bundle under
+$MOBILE_VLA_CACHE, systemd's $CACHE_DIRECTORY or ~/.cache/mobile-vla. A
+quick start (the default) hashes the small files (tokenizer, head, anything
+under 8 MiB) and checks the big ones against the record: same size, mtime,
+ctime and inode as when they were hashed, against the same sha256 in
+bundle.json. A file replaced, rewritten or copied anew changes at least one
+of those (ctime cannot be set back from user space, unlike mtime), and is
+then hashed again. `verify="full"` hashes everything regardless.
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +60,9 @@ REQUIRED_FIELDS = (
     "actions.range", "actions.units",
     "versions", "files",
 )
+SMALL_FILE_BYTES = 8 << 20  # hashed at every start; bigger files are checked against the verification record
+VERIFY_MODES = ("quick", "full", "none")
+RECORD_NAME = ".verified.json"
 DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 
 
@@ -98,6 +118,7 @@ class Bundle:
         self.root = Path(root)
         self.manifest = manifest
         self._specs: dict = {}  # parsed once: backends check every call's inputs against them
+        self.verified: dict = {"hashed": [], "trusted": []}  # what load_bundle read and what its record vouched for
 
     # -- contents ------------------------------------------------------------
     @property
@@ -169,15 +190,73 @@ class Bundle:
                 raise BundleError(f"{where}: missing field {field!r}; re-export the bundle "
                                   f"(python -m export.to_onnx CKPT --out DIR)") from None
 
-    def check_files(self) -> None:
+    def check_files(self, mode: str = "full") -> dict:
+        """Every listed file present and unchanged. mode "full": sha256 of all; "quick": small files hashed,
+        big ones checked against the verification record (hashed when it does not vouch for them).
+        Returns {"hashed": [names], "trusted": [names]} (what was read, what the record vouched for)."""
+        if mode not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
+        done = {"hashed": [], "trusted": []}
+        if mode == "none":
+            return done
+        record_path = verification_record_path(self.root)
+        record = _read_record(record_path) if mode == "quick" else {}
+        fresh = {}
         for name, info in self.manifest["files"].items():
             path = self.root / name
-            if not path.is_file():
-                raise BundleError(f"{path}: listed in bundle.json but missing; copy the whole bundle folder")
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                raise BundleError(f"{path}: listed in bundle.json but missing; copy the whole bundle folder") from None
+            seen = _stat_key(st, info["sha256"])
+            if st.st_size > SMALL_FILE_BYTES and record.get(name) == seen and st.st_size == info.get("bytes"):
+                done["trusted"].append(name)
+                fresh[name] = seen
+                continue
             got = sha256_file(path)
+            done["hashed"].append(name)
             if got != info["sha256"]:
                 raise BundleError(f"{path}: sha256 {got[:16]}... does not match bundle.json ({info['sha256'][:16]}...): "
                                   f"the file changed or was copied incompletely; copy the bundle again or re-export")
+            fresh[name] = seen
+        if fresh != record:
+            _write_record(record_path, self.root, fresh)
+        return done
+
+
+def _stat_key(st: os.stat_result, sha256: str) -> dict:
+    return {"sha256": sha256, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "ino": st.st_ino}
+
+
+def verification_record_path(root: Path) -> Path:
+    """BUNDLE/.verified.json, or a per-bundle file in a cache folder when the bundle is read-only."""
+    root = Path(root).resolve()
+    if os.access(root, os.W_OK):
+        return root / RECORD_NAME
+    cache = os.environ.get("MOBILE_VLA_CACHE") or os.environ.get("CACHE_DIRECTORY") or "~/.cache/mobile-vla"
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    return Path(cache).expanduser() / f"verified-{root.name}-{key}.json"
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data["files"] if data.get("format") == 1 else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # no record, or an unreadable one: hash everything (and write a new one)
+
+
+def _write_record(path: Path, root: Path, files: dict) -> None:
+    from runtime.atomic import atomic_write_text
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"format": 1, "bundle": str(Path(root).resolve()), "files": files}) + "\n")
+        os.chmod(path, 0o644)  # readable by the service user when root ran the pre-flight
+    except OSError as e:  # read-only everywhere: still correct, only the next start hashes again
+        print(f"warning: could not write the verification record {path}: {e}; the next start hashes again",
+              file=sys.stderr)
 
 
 def read_manifest(root: Path) -> dict:
@@ -193,11 +272,14 @@ def read_manifest(root: Path) -> dict:
         raise BundleError(f"{path} is not valid JSON: {e}") from e
 
 
-def load_bundle(root, verify_hashes: bool = True) -> Bundle:
+def load_bundle(root, verify: str = "quick", verify_hashes: bool | None = None) -> Bundle:
+    """Read and check a bundle. verify: "quick" (default), "full" or "none" (see the module docstring).
+    `verify_hashes=False` is the older spelling of verify="none"."""
+    if verify_hashes is not None:
+        verify = verify if verify_hashes else "none"
     bundle = Bundle(Path(root), read_manifest(Path(root)))
     bundle.check_fields()
-    if verify_hashes:
-        bundle.check_files()
+    bundle.verified = bundle.check_files(verify)
     return bundle
 
 
@@ -205,10 +287,13 @@ def load_bundle(root, verify_hashes: bool = True) -> Bundle:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
+    ap.add_argument("--verify", choices=("quick", "full"), default="quick",
+                    help="full: sha256 of every file; quick: big files checked against the last full verification")
     args = ap.parse_args(argv)
-    b = load_bundle(args.bundle)
+    b = load_bundle(args.bundle, verify=args.verify)
     m = b.manifest
-    print(f"bundle    {b.root}  (ok: fields and sha256 of {len(m['files'])} files)")
+    print(f"bundle    {b.root}  (ok: fields; sha256 of {len(b.verified['hashed'])} files, "
+          f"{len(b.verified['trusted'])} unchanged since their last verification)")
     print(f"model     {m.get('model', {}).get('preset', '?')}  W={b.window} N={b.chunk} axes={b.action_axes}")
     for g in GRAPHS:
         ins = ", ".join(f"{s.name}{list(s.shape)}" for s in b.inputs(g))

@@ -19,11 +19,9 @@ Modes: `continuous` sends the newest action at the control rate; `step`
 moves for `--step-duration` (0.4 s) per action, then stops and takes the
 next frame, which is how the demonstrations were recorded.
 
-`--sim` drives the simulated robot (sim/world.py) through the same loop and
-the real serial driver: the controller emulator runs on a pseudo-terminal and
-moves the simulated robot, whose camera is the frame source; the instruction
-defaults to the room's ("... the beverage bottle on the left/right"); a
-collision ends the run; how it ended is printed.
+The simulated robot is driven by `python -m sim.drive`, which hands this
+module's `drive()` a simulated camera and motor: nothing here imports the
+simulator.
 """
 
 from __future__ import annotations
@@ -267,6 +265,10 @@ def build_parser(motor_required: bool = True, description: str = __doc__) -> arg
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--backend", default="auto", choices=("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu"))
     ap.add_argument("--variant", default="fp32", help="ONNX variant for ONNX Runtime backends (fp32, fp16, int8)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="--backend trt: replay each engine as a CUDA graph (one per head length 1..W)")
+    ap.add_argument("--verify", choices=("quick", "full"), default="quick",
+                    help="bundle check at start: quick (big files by size/times since their last full hash) or full")
     ap.add_argument("--instruction", help="what to do (default: the bundle's default instruction)")
     ap.add_argument("--chunk-mode", default="first", choices=("first", "chunk", "ensemble"))
     ap.add_argument("--discrete", action="store_true",
@@ -280,7 +282,7 @@ def build_parser(motor_required: bool = True, description: str = __doc__) -> arg
     ap.add_argument("--max-accel", type=float, nargs=3, default=(2.0, 2.0, 4.0), metavar=("AX", "AY", "AW"))
     ap.add_argument("--dead-zone", type=float, default=0.0)
     ap.add_argument("--max-steps", type=int)
-    ap.add_argument("--log", type=Path, help="JSON-lines log of every step")
+    ap.add_argument("--log", type=Path, help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     return ap
 
@@ -306,8 +308,9 @@ def drive(args, camera=None, motor=None) -> int:
     from runtime.prompt import PromptTooLongError
 
     try:
-        bundle = load_bundle(args.bundle)
-        backend = make_backend(bundle, args.backend, variant=args.variant).activate()
+        bundle = load_bundle(args.bundle, verify=getattr(args, "verify", "quick"))
+        backend = make_backend(bundle, args.backend, variant=args.variant,
+                               cuda_graph=getattr(args, "cuda_graph", False)).activate()
         policy = with_behaviours(Policy(bundle, backend, instruction=args.instruction), args.chunk_mode,
                                  args.discrete)
         if motor is not None:

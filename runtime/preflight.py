@@ -3,10 +3,14 @@
     python -m runtime.preflight --bundle bundle/ --camera csi --serial /dev/mobile-vla-motor
     python -m runtime.preflight --bundle bundle/ --camera episode.h5 --serial /tmp/mvla-motor --fps 0
 
-Checks: the bundle's fields and sha256; its TensorRT engines against this
-machine's TensorRT version and GPU (skipped where there are none); the camera
-delivers frames at >= 80% of --fps (0: just one frame); the motor controller
-acknowledges a heartbeat and answers a status query.
+Checks: the bundle's fields and the sha256 of every file (a full
+verification, recorded so that the next `runtime.drive` start only checks
+sizes and times of the big files; `--verify quick` to skip it); on a Jetson,
+the L4T revision against the TensorRT version found (runtime.jetpack); its
+TensorRT engines against this machine's TensorRT version and GPU (skipped
+where there are none); whether OpenCV has GStreamer (the CSI camera needs
+it); the camera delivers frames at >= 80% of --fps (0: just one frame); the
+motor controller acknowledges a heartbeat and answers a status query.
 """
 
 from __future__ import annotations
@@ -16,14 +20,15 @@ import sys
 import time
 
 
-def check_bundle(path):
+def check_bundle(path, verify: str = "full"):
     from runtime.bundle import BundleError, load_bundle
 
     try:
-        b = load_bundle(path)
+        b = load_bundle(path, verify=verify)
     except BundleError as e:
         return "FAIL", str(e), None
-    return "OK", f"{path}: fields and sha256 of {len(b.manifest['files'])} files", b
+    return "OK", (f"{path}: fields; sha256 of {len(b.verified['hashed'])} files"
+                  + (f", {len(b.verified['trusted'])} unchanged since verified" if b.verified["trusted"] else "")), b
 
 
 def check_engines(bundle):
@@ -32,15 +37,14 @@ def check_engines(bundle):
         return "SKIP", "no TensorRT engines in the bundle (bash jetson/build_engines.sh BUNDLE builds them)"
     try:
         import tensorrt
-
-        from export.to_trt import gpu_name
     except ImportError:
         return "FAIL", "the bundle has engines but tensorrt is not importable here (JetPack's python3-libnvinfer)"
     from runtime.backends.base import BackendError
+    from runtime.backends.cuda_device import cuda_device_name
     from runtime.backends.tensorrt import check_engine
 
-    gpu = gpu_name()
     try:
+        gpu = cuda_device_name()
         for e in engines:
             check_engine(e, tensorrt.__version__, gpu)
     except BackendError as err:
@@ -97,11 +101,17 @@ def main(argv=None) -> int:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--serial")
     ap.add_argument("--baudrate", type=int, default=115200)
+    ap.add_argument("--verify", choices=("full", "quick"), default="full",
+                    help="full (default): sha256 of every file, recorded for fast starts; quick: as runtime.drive")
     args = ap.parse_args(argv)
+    from runtime.jetpack import check_l4t_tensorrt, check_opencv
+
     results = []
-    status, msg, bundle = check_bundle(args.bundle)
+    status, msg, bundle = check_bundle(args.bundle, args.verify)
     results.append(("bundle", status, msg))
+    results.append(("jetpack", *check_l4t_tensorrt()))
     results.append(("engines", *check_engines(bundle)))
+    results.append(("opencv", *check_opencv(args.camera)))
     results.append(("camera", *(check_camera(args.camera, args.fps) if args.camera else ("SKIP", "no --camera"))))
     results.append(("controller", *(check_controller(args.serial, args.baudrate) if args.serial
                                     else ("SKIP", "no --serial"))))

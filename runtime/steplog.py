@@ -1,32 +1,57 @@
 """JSON-lines log of a drive: one record per inference step, plus safety events.
 
-    with StepLog(Path("drive.jsonl")) as log: log.write({...})
+    with StepLog(Path("drive.jsonl")) as log: log.write({...})   # a previous drive.jsonl is kept, renamed
     records = read_log(Path("drive.jsonl"))
     replay_commands(records, motor)       # re-send the logged commands with their original timing
 
 Step records: {"type": "step", "step", "t_capture", "t_preprocess", "t_vision", "t_language",
 "t_head", "t_action", "t_serial", "timings_ms", "action", "command"} with times from
 time.monotonic(); events: {"type": "zero", "reason", "t"}.
+
+A log is never overwritten: systemd restarts a failed service two seconds
+later with the same --log path, and the failed run's log is the one that
+says why. An existing file is first renamed to PATH.<its last write time,
+UTC> (drive.jsonl.20261129T031502Z; -2, -3 ... on a clash), so PATH is
+always the current run and nothing is ever deleted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import threading
 import time
 from pathlib import Path
+
+
+def keep_previous(path: Path) -> Path | None:
+    """Rename an existing log to PATH.<mtime UTC>; returns the new name (None if there was none)."""
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    stamp = dt.datetime.fromtimestamp(mtime, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target, n = path.with_name(f"{path.name}.{stamp}"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.{stamp}-{n}")
+    os.replace(path, target)
+    return target
 
 
 class StepLog:
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
         self._file = None
+        self.previous: Path | None = None  # where an earlier run's log at this path was moved
         self._lock = threading.Lock()
 
     def __enter__(self) -> "StepLog":
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", buffering=1)  # line-buffered: a crash keeps what was written
+            self.previous = keep_previous(self.path)
+            self._file = open(self.path, "x", buffering=1)  # line-buffered: a crash keeps what was written
         return self
 
     def __exit__(self, *exc) -> None:

@@ -52,6 +52,9 @@ def imports_of(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
             found.append((node.lineno, mod))
             # `from pkg import module` imports the submodule too
             found += [(node.lineno, f"{mod}.{alias.name}") for alias in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", ""))
+              in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
+            found.append((node.lineno, str(node.args[0].value)))  # importlib.import_module("export.to_trt")
     return found
 
 
@@ -146,13 +149,16 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path):
     (tmp_path / "runtime" / "drive.py").write_text("def f():\n    from sim import world\n")
     (tmp_path / "sim" / "world.py").write_text("from . import task\n")
     (tmp_path / "sim" / "task.py").write_text("def g():\n    import sim.world\n")
+    (tmp_path / "runtime" / "preflight.py").write_text("import importlib\nimportlib.import_module('export.to_trt')\n")
     (tmp_path / "train" / "fit.py").write_text("import export.to_onnx\n")
     (tmp_path / "export" / "to_onnx.py").write_text("")
+    (tmp_path / "export" / "to_trt.py").write_text("")
     graph = project_graph(tmp_path)
     violations = rule_violations(graph)
     assert "runtime.drive imports sim.world (line 2)" in violations  # inside a function
     assert "train.fit imports export.to_onnx (line 1)" in violations
-    assert all(v.startswith(("runtime.drive ", "train.fit ")) for v in violations)
+    assert "runtime.preflight imports export.to_trt (line 2)" in violations  # by name, through importlib
+    assert all(v.startswith(("runtime.drive ", "runtime.preflight ", "train.fit ")) for v in violations)
     assert cycles(graph) == [("sim.task", "sim.world")]
 
 

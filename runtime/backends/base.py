@@ -24,7 +24,8 @@ from runtime.bundle import Bundle
 
 
 class BackendError(RuntimeError):
-    """A backend that cannot run here (library missing, engine for another GPU, ...)."""
+    """A backend that cannot run here (library missing, engine for another GPU, ...) or a call that failed on
+    the device (a TensorRT enqueue returning False, ...); the drive loop zeroes the motors on it."""
 
 
 class Backend(ABC):

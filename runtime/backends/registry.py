@@ -1,24 +1,52 @@
 """Pick a backend by name: `--backend auto|ort-cpu|ort-cuda|ort-trt|trt`.
 
     backend = make_backend(bundle, "auto")   # the fastest one available here, and says which
+    backend = make_backend(bundle, "trt", cuda_graph=True)
+
+`auto` takes the native TensorRT engines, then ONNX Runtime's TensorRT or
+CUDA provider, then the CPU. On a Jetson (`/etc/nv_tegra_release` exists;
+the path can be overridden with the TEGRA_RELEASE environment variable) it
+never falls back to the CPU: a Jetson without a working GPU backend is a
+broken install (the 1.6 B model on the ARM cores runs at a fraction of a
+hertz), so `auto` refuses with the import or CUDA error and the fix. Asked
+for by name, `--backend ort-cpu` still runs there.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from runtime.backends.base import Backend, BackendError
 
 BACKENDS = ("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu")
 
 
-def _trt_ready(bundle) -> bool:
-    if not bundle.manifest.get("engines"):
-        return False
+def tegra_release() -> Path:
+    return Path(os.environ.get("TEGRA_RELEASE", "/etc/nv_tegra_release"))
+
+
+def is_jetson() -> bool:
+    return tegra_release().is_file()
+
+
+def trt_problem(bundle) -> str | None:
+    """Why the native TensorRT backend cannot run this bundle here; None when it can."""
     try:
-        import pycuda  # noqa: F401
+        import pycuda.driver  # noqa: F401
         import tensorrt  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    except ImportError as e:
+        return (f"the trt backend needs tensorrt and pycuda, and importing them failed: {e}. Fix: bash jetson/setup.sh "
+                f"(JetPack ships tensorrt for the system Python; setup.sh builds pycuda against /usr/local/cuda)")
+    if not bundle.manifest.get("engines"):
+        return f"{bundle.root}: no TensorRT engines in the bundle. Fix: bash jetson/build_engines.sh {bundle.root}"
+    from runtime.backends.cuda_device import cuda_device_name
+
+    try:
+        cuda_device_name()
+    except BackendError as e:
+        return str(e)
+    return None
 
 
 def resolve_backend_name(bundle, name: str) -> str:
@@ -27,7 +55,8 @@ def resolve_backend_name(bundle, name: str) -> str:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if name != "auto":
         return name
-    if _trt_ready(bundle):
+    problem = trt_problem(bundle)
+    if problem is None:
         return "trt"
     from runtime.backends.onnxruntime import available_providers
 
@@ -36,19 +65,27 @@ def resolve_backend_name(bundle, name: str) -> str:
         return "ort-trt"
     if "CUDAExecutionProvider" in have:
         return "ort-cuda"
+    if is_jetson():
+        raise BackendError(f"--backend auto: this is a Jetson ({tegra_release()} exists) but no GPU backend works "
+                           f"here, and auto never drives a Jetson on its CPU. {problem}. To run on the CPU "
+                           f"anyway, ask for it by name: --backend ort-cpu")
     return "ort-cpu"
 
 
-def make_backend(bundle, name: str = "auto", variant: str = "fp32", threads: int | None = None) -> Backend:
+def make_backend(bundle, name: str = "auto", variant: str = "fp32", threads: int | None = None,
+                 cuda_graph: bool = False) -> Backend:
     resolved = resolve_backend_name(bundle, name)
     if resolved == "trt":
         from runtime.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(bundle)
+        return TensorRTBackend(bundle, cuda_graph=cuda_graph)
+    if cuda_graph:
+        raise BackendError(f"--cuda-graph is for the native TensorRT backend (--backend trt); "
+                           f"--backend {name} resolved to {resolved}")
     from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     provider = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[resolved]
     return OnnxRuntimeBackend(bundle, provider=provider, variant=variant, threads=threads)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "make_backend", "resolve_backend_name"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "is_jetson", "make_backend", "resolve_backend_name", "trt_problem"]

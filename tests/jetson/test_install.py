@@ -1,0 +1,74 @@
+"""The JetPack 6 install without a Jetson: setup.sh's plan (pycuda from source, no OpenCV wheel), the
+runtime extra's metadata as pip evaluates it on aarch64, the container's L4T argument."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from packaging.requirements import Requirement
+
+from tests.conftest import ROOT
+
+JETSON = ROOT / "jetson"
+
+
+def setup_dry_run(tmp_path, release_text=None):
+    env = {**os.environ, "PYTHON": sys.executable, "VENV": str(tmp_path / "venv"), "CUDA_ROOT": "/usr/local/cuda"}
+    if release_text is not None:
+        release = tmp_path / "nv_tegra_release"
+        release.write_text(release_text)
+        env["TEGRA_RELEASE"] = str(release)
+    else:
+        env["TEGRA_RELEASE"] = str(tmp_path / "absent")
+    return subprocess.run(["bash", str(JETSON / "setup.sh"), "--dry-run"], capture_output=True, text=True, env=env)
+
+
+def test_setup_dry_run_builds_pycuda_against_cuda_and_pulls_no_opencv_wheel(tmp_path):
+    proc = setup_dry_run(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    planned = [l for l in proc.stdout.splitlines() if l.startswith("would run:")]
+    pycuda = [l for l in planned if "pycuda" in l and "pip install" in l]
+    assert len(pycuda) == 1
+    for needed in ("CUDA_ROOT=/usr/local/cuda", "PATH=/usr/local/cuda/bin:", "CPATH=/usr/local/cuda/include",
+                   "--no-binary pycuda"):
+        assert needed in pycuda[0]
+    assert not [l for l in planned if "opencv" in l.lower() and "install" in l and "uninstall" not in l]
+    assert any(l.endswith("[runtime]") for l in planned)  # the extra whose aarch64 metadata has no OpenCV
+    assert any("runtime.jetpack --venv" in l and "import pycuda.driver; import tensorrt" in l for l in planned)
+
+
+def test_setup_refuses_an_l4t_tensorrt_mismatch(tmp_path):
+    proc = setup_dry_run(tmp_path, "# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64\n")
+    # no tensorrt here: on a Jetson that is itself a failure, and a dry run says so with the fix
+    assert proc.returncode == 1 and "FAIL l4t" in proc.stdout and "python3-libnvinfer" in proc.stdout
+
+
+def test_runtime_extra_has_no_opencv_wheel_on_a_jetson_and_has_it_elsewhere():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["runtime"]
+    reqs = [Requirement(r) for r in extra]
+
+    def names(machine):
+        env = {"platform_machine": machine, "sys_platform": "linux", "platform_system": "Linux"}
+        return {r.name for r in reqs if r.marker is None or r.marker.evaluate(env)}
+
+    assert not {n for n in names("aarch64") if n.startswith("opencv")}
+    assert "opencv-python-headless" in names("x86_64")
+    assert {"onnxruntime", "pyserial", "tokenizers", "numpy"} <= names("aarch64")
+
+
+def test_dockerfile_takes_the_l4t_tag_and_copies_no_export_or_train():
+    text = (JETSON / "Dockerfile").read_text()
+    assert re.search(r"^ARG L4T=r36\.4\.0$", text, re.M)
+    assert "FROM nvcr.io/nvidia/l4t-jetpack:${L4T}" in text
+    assert "--build-arg L4T=r36.3.0" in text and "--build-arg L4T=r36.4.0" in text  # documented, both
+    copies = [l for l in text.splitlines() if l.startswith("COPY")]
+    assert not [c for c in copies if "export" in c or "train" in c]
+    assert "opencv-python" not in text  # no wheel: the base image's GStreamer OpenCV
+
+
+def test_gpu_check_script_is_documented_in_the_readme():
+    readme = (JETSON / "README.md").read_text()
+    assert "jetson/gpu_check.sh" in readme and "benchmarks.gpu_check" in readme
