@@ -13,7 +13,7 @@ parse_engine_args "$@"
 
 if [[ $dry_run -eq 0 ]]; then
   if command -v nvpmodel >/dev/null; then
-    mode=$(nvpmodel -q 2>/dev/null | head -n 1)
+    mode=$(nvpmodel -q 2>/dev/null | head -n 1) || mode="unknown (nvpmodel -q failed)"
     echo "power mode: $mode  (MAXN gives the numbers in docs/performance.md: sudo nvpmodel -m 0)"
   fi
   if command -v jetson_clocks >/dev/null; then
@@ -34,7 +34,16 @@ for graph in vision language action_head; do
     printf '%q ' "${cmd[@]}"; echo
   else
     echo "== $graph =="
-    "${cmd[@]}" 2>&1 | grep -E "GPU Compute Time|Host Latency|Throughput" || true
+    # trtexec's own status decides, not grep's: `a | grep || true` would hide a failed run
+    set +e
+    "${cmd[@]}" > "$bundle/.bench-$graph.log" 2>&1
+    status=$?
+    set -e
+    grep -E "GPU Compute Time|Host Latency|Throughput" "$bundle/.bench-$graph.log" || true
+    if [[ $status -ne 0 ]]; then
+      echo "error: trtexec failed on $graph (exit $status); its output: $bundle/.bench-$graph.log" >&2
+      exit 1
+    fi
   fi
 done
 

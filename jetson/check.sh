@@ -13,6 +13,8 @@ fi
 bundle=$1
 camera=${2:-csi}
 port=${3:-/dev/mobile-vla-motor}
-PYTHON=${PYTHON:-python3}
+# shellcheck source=engine_common.sh
+source "$(dirname "$0")/engine_common.sh"
+PYTHON=${PYTHON:-$(venv_python)}
 FPS=${FPS:-30}
 exec "$PYTHON" -m runtime.preflight --bundle "$bundle" --camera "$camera" --fps "$FPS" --serial "$port"

@@ -6,6 +6,16 @@
 # After `read_build_inputs`: build_input[GRAPH] = the ONNX file trtexec parses (fp16 weights where exported).
 # Only runtime/ is needed (python -m runtime.engines): a robot install has no export/ or train/.
 
+# The Python setup.sh installed into (pycuda is built only there), unless PYTHON says otherwise.
+venv_python() {
+  local here v
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  for v in "${VENV:-}" /opt/mobile-vla/venv "$here/.venv-jetson"; do
+    if [[ -n "$v" && -x "$v/bin/python" ]]; then echo "$v/bin/python"; return; fi
+  done
+  echo python3
+}
+
 parse_engine_args() {
   dry_run=0
   if [[ "${1:-}" == "--dry-run" ]]; then dry_run=1; shift; fi
@@ -14,7 +24,7 @@ parse_engine_args() {
     exit 2
   fi
   bundle=$1
-  PYTHON=${PYTHON:-python3}
+  PYTHON=${PYTHON:-$(venv_python)}
   TRTEXEC=${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}  # JetPack puts it here
 }
 

@@ -59,6 +59,33 @@ def test_runtime_extra_has_no_opencv_wheel_on_a_jetson_and_has_it_elsewhere():
     assert {"onnxruntime", "pyserial", "tokenizers", "numpy"} <= names("aarch64")
 
 
+def test_numpy_stays_below_2_on_a_jetson_where_jetpacks_opencv_needs_it():
+    """JetPack's cv2 (OpenCV 4.8, built against numpy 1.x) fails to import beside numpy 2."""
+    tomllib = pytest.importorskip("tomllib")
+    deps = [Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+
+    def numpy_spec(machine):
+        env = {"platform_machine": machine, "sys_platform": "linux", "platform_system": "Linux"}
+        return [r.specifier for r in deps if r.name == "numpy" and (r.marker is None or r.marker.evaluate(env))]
+
+    (jetson,), (desktop,) = numpy_spec("aarch64"), numpy_spec("x86_64")
+    assert not jetson.contains("2.0.0") and jetson.contains("1.26.4")
+    assert desktop.contains("2.0.0")
+
+
+def test_the_scripts_use_the_venv_setup_sh_made(tmp_path):
+    """pycuda is built into setup.sh's venv only: check.sh and the engine scripts must run that Python."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "python"
+    fake.write_text("#!/bin/sh\necho \"venv python $*\"\n")
+    fake.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "VENV": str(venv)}
+    proc = subprocess.run(["bash", str(JETSON / "check.sh"), str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=30)
+    assert proc.stdout.startswith("venv python -m runtime.preflight"), proc.stdout + proc.stderr
+
+
 def test_dockerfile_takes_the_l4t_tag_and_copies_no_export_or_train():
     text = (JETSON / "Dockerfile").read_text()
     assert re.search(r"^ARG L4T=r36\.4\.0$", text, re.M)

@@ -243,7 +243,12 @@ def test_auto_on_a_jetson_without_a_gpu_backend_exits_with_the_error_and_the_fix
                                                                                  tmp_path):
     release = tmp_path / "nv_tegra_release"
     release.write_text("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64\n")
-    env = {"TEGRA_RELEASE": str(release)}
+    # the GPU stack missing, as on a Jetson before setup.sh, also where this test runs beside a real one
+    missing = tmp_path / "missing"
+    (missing / "pycuda").mkdir(parents=True)
+    for name, module in (("tensorrt", missing / "tensorrt.py"), ("pycuda", missing / "pycuda" / "__init__.py")):
+        module.write_text(f'raise ModuleNotFoundError("No module named {name} (hidden by the test)")\n')
+    env = {"TEGRA_RELEASE": str(release), "PYTHONPATH": str(missing)}
     args = ["-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run", "--camera", str(episode_file),
             "--max-steps", "1", "--quiet"]
     proc = run_python(*args, env=env, timeout=120)
