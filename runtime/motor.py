@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import time
 
+from runtime.hardware import MotorController, SentCommand
 from runtime.protocol import (
     Command,
     FrameParser,
@@ -174,45 +175,48 @@ class SerialMotorController:
             return None
 
 
-class DryRunMotor:
-    """`--dry-run`: the same interface, printing commands instead of sending them."""
+class DryRunMotor(MotorController):
+    """`--motor dry-run` (`--dry-run`): nothing moves; every command is printed and kept in `sent`."""
 
+    name = "dry-run"
     port = "dry-run"
-    is_connected = True
     reconnects = 0
     missed_acks = 0
 
     def __init__(self, printer=None):
         self.printer = printer
-        self.last_sent = (0.0, 0.0, 0.0)
+        self._connected = False
+        self._last_sent = (0.0, 0.0, 0.0)
         self.sent: list[tuple[float, float, float]] = []
 
-    def connect(self):
+    def connect(self) -> "DryRunMotor":
+        self._connected = True
         return self
 
-    def disconnect(self):
-        pass
+    def disconnect(self) -> None:
+        if self._connected:
+            self.stop()
+        self._connected = False
 
-    def __enter__(self):
-        return self
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
 
-    def __exit__(self, *exc):
-        self.stop()
-
-    def send_velocity(self, vx, vy, wz=0.0):
-        self.last_sent = (float(vx), float(vy), float(wz))
-        self.sent.append(self.last_sent)
+    def send_velocity(self, vx, vy, wz=0.0) -> SentCommand:
+        if not self._connected:  # as strict as a real link: nothing goes out before connect()
+            return SentCommand((0.0, 0.0, 0.0), sent=False, acknowledged=None)
+        velocity = (float(vx), float(vy), float(wz))
+        self._last_sent = velocity
+        self.sent.append(velocity)
         if self.printer:
             self.printer(f"cmd_vel {vx:+.3f} {vy:+.3f} {wz:+.3f}")
-        return self.last_sent
+        return SentCommand(velocity, sent=True, acknowledged=None)
 
-    def stop(self):
-        self.send_velocity(0.0, 0.0, 0.0)
-        return True
+    def stop(self) -> bool:
+        return self.send_velocity(0.0, 0.0, 0.0).sent
 
     def heartbeat(self):
         return True
 
     def query_status(self):
-        return {"velocity": self.last_sent, "moving": any(self.last_sent)}
-
+        return {"velocity": self._last_sent, "moving": any(self._last_sent)}
