@@ -14,7 +14,7 @@ from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.bundle import load_bundle
 from runtime.camera import CameraStalled, open_camera
 from runtime.drive import DriveConfig, DriveLoop
-from runtime.hardware import Camera
+from runtime.hardware import Camera, SentCommand
 from runtime.motor import DryRunMotor
 from runtime.motor import SerialMotorController
 from runtime.motor_emulator import ControllerEmulator
@@ -454,3 +454,29 @@ def test_a_fresh_enough_action_runs_until_its_frame_is_cmd_timeout_old():
     stopped = next(t for t, v in motor.times if t > last and not any(v))
     assert stopped - captured <= 0.5 + PERIOD + SLACK
     assert last - captured >= 0.5 - PERIOD - SLACK  # it did run while fresh
+
+
+def test_the_log_says_what_the_motor_side_really_did(episode_file, tmp_path):
+    """A link that is down: the step records say the command was not sent and the velocity was zero,
+    instead of claiming the action as the command (what the old loop logged)."""
+
+    class DownLink(RecordingDryRun):
+        def send_velocity(self, vx, vy, wz=0.0):
+            super().send_velocity(vx, vy, wz)
+            return SentCommand((0.0, 0.0, 0.0), sent=False)
+
+        def stop(self):
+            return False
+
+    log_path = tmp_path / "drive.jsonl"
+    cfg = DriveConfig(mode="step", rate=RATE, step_duration=0.02, cmd_timeout=1.0, max_steps=3, status=False)
+    with StepLog(log_path) as log:
+        loop = DriveLoop(ScriptedPolicy(), open_camera(str(episode_file)), DownLink(), SafetyGate(LIMITS), cfg, log,
+                         printer=lambda s: None)
+        assert loop.run() == 0
+    records = read_log(log_path)
+    steps = [r for r in records if r["type"] == "step"]
+    assert len(steps) == 3
+    assert all(r["sent"] is False and r["command"] == [0.0, 0.0, 0.0] for r in steps)
+    assert [r["action"][0] for r in steps] == pytest.approx([0.05, 0.10, 0.15])
+    assert records[-1]["reason"] == "shutdown" and records[-1]["confirmed"] is False
