@@ -88,7 +88,8 @@ def ros2_loopback():
     Sets the environment for this process and the drive subprocesses it starts; skips without rclpy."""
     import random
 
-    pytest.importorskip("rclpy", reason="rclpy not importable: pip install '.[ros2]' (Python 3.11) or source a ROS 2 setup")
+    pytest.importorskip("rclpy",
+                        reason="rclpy not importable: pip install '.[ros2]' (Python 3.11) or source a ROS 2 setup")
     env = {"ROS_DOMAIN_ID": str(random.SystemRandom().randint(1, 101)),  # 0..101 keep DDS ports valid on Linux
            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",  # Jazzy and later
            "ROS_LOCALHOST_ONLY": "1"}  # Humble (Jazzy honours it too, with a deprecation warning)
