@@ -480,3 +480,25 @@ def test_the_log_says_what_the_motor_side_really_did(episode_file, tmp_path):
     assert all(r["sent"] is False and r["command"] == [0.0, 0.0, 0.0] for r in steps)
     assert [r["action"][0] for r in steps] == pytest.approx([0.05, 0.10, 0.15])
     assert records[-1]["reason"] == "shutdown" and records[-1]["confirmed"] is False
+
+
+def test_a_camera_that_cannot_be_used_ends_the_drive_with_its_message():
+    """Stalled or old frames are waited out (zero, keep trying); any other camera error (an image encoding
+    the camera refuses, an unreadable file) used to be retried forever, too. Now it ends the run, zeroed."""
+    from runtime.camera import CameraError
+
+    class Refusing(Camera):
+        def read(self, timeout=0.5):
+            raise CameraError("ros2 camera /cam: image encoding 'yuv422' is not supported")
+
+        def close(self):
+            pass
+
+    motor = RecordingDryRun()
+    messages = []
+    loop = DriveLoop(ScriptedPolicy(), Refusing(), motor, SafetyGate(LIMITS),
+                     DriveConfig(rate=RATE, status=False), printer=messages.append)
+    started = time.monotonic()
+    assert loop.run() == 1 and time.monotonic() - started < 1.0
+    assert "image encoding 'yuv422'" in messages[-1]
+    assert motor.sent[-1] == (0.0, 0.0, 0.0) and motor.moves() == {}
