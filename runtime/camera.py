@@ -5,6 +5,8 @@
     cam = open_camera("csi")                    # Jetson CSI camera, rotated 180 degrees like the original rig
     cam = open_camera("nvarguscamerasrc ! ... ! appsink")   # any GStreamer pipeline
     cam = open_camera("run.mp4") / open_camera("frames/") / open_camera("episode.h5")   # replays
+    cam = open_camera("ros2:/camera/image_raw")             # sensor_msgs/Image topic (runtime/ros2.py)
+    cam = open_camera("ros2:/camera/image_raw/compressed")  # sensor_msgs/CompressedImage (by the suffix)
     frame = cam.read(timeout=0.5)               # Frame(image BGR uint8, stamp, index)
 
 Live sources run a background thread that keeps only the newest frame with
@@ -13,43 +15,25 @@ its capture time (a control loop wants the present, not a queue of the past);
 none arrives within the timeout and `FrameTooOld` when the newest is older
 than `max_age`. Replays (video file, image folder, HDF5 episode) hand out
 their frames one per `read`, in order, stamped when read, and raise
-`EndOfStream` at the end.
+`EndOfStream` at the end. Every source is a `runtime.hardware.Camera`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from runtime.hardware import Camera, CameraError, CameraStalled, EndOfStream, Frame, FrameTooOld
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 
 
-class CameraError(RuntimeError):
-    """A camera that cannot be opened; the message says what to check."""
-
-
-class CameraStalled(CameraError):
-    pass
-
-
-class FrameTooOld(CameraError):
-    pass
-
-
-class EndOfStream(CameraError):
-    pass
-
-
-@dataclass(frozen=True)
-class Frame:
-    image: np.ndarray  # (H, W, 3) uint8, BGR (what OpenCV and the collector deliver)
-    stamp: float  # time.monotonic() at capture
-    index: int
+__all__ = ["Camera", "CameraError", "CameraStalled", "EndOfStream", "Frame", "FrameTooOld", "LiveCamera",
+           "ReplaySource", "csi_pipeline", "open_camera"]
 
 
 def csi_pipeline(width: int = 1280, height: int = 720, fps: int = 30, sensor_id: int = 0, flip_method: int = 2) -> str:
@@ -59,7 +43,7 @@ def csi_pipeline(width: int = 1280, height: int = 720, fps: int = 30, sensor_id:
             f"videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false")
 
 
-class LiveCamera:
+class LiveCamera(Camera):
     """OpenCV capture in a background thread that keeps only the newest frame."""
 
     def __init__(self, capture, name: str, max_age: float = 0.5):
@@ -102,12 +86,14 @@ class LiveCamera:
         return frame
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(timeout=1)
         self.capture.release()
 
 
-class ReplaySource:
+class ReplaySource(Camera):
     """Frames from memory, one per read; subclasses load them."""
 
     def __init__(self, frames, name: str):
@@ -204,8 +190,13 @@ def live_capture(spec: str, width: int | None, height: int | None, fps: int | No
 
 def open_camera(spec: str, width: int | None = None, height: int | None = None, fps: int | None = None,
                 max_age: float = 0.5):
-    """A camera from a device index, /dev path, 'csi', GStreamer pipeline, video, image folder or .h5 episode."""
+    """A camera from a device index, /dev path, 'csi', GStreamer pipeline, video, image folder, .h5 episode
+    or `ros2:/topic` (a ROS 2 image topic; `.../compressed` for sensor_msgs/CompressedImage)."""
     spec = str(spec)
+    if spec.startswith("ros2:"):
+        from runtime.ros2 import Ros2Camera
+
+        return Ros2Camera(spec[len("ros2:"):], max_age=max_age).open()
     path = Path(spec)
     if path.suffix == ".h5" or path.suffix == ".hdf5":
         if not path.is_file():

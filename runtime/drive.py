@@ -2,6 +2,8 @@
 
     python -m runtime.drive --bundle bundle/ --serial /dev/ttyUSB0 --camera csi
     python -m runtime.drive --bundle bundle/ --dry-run --camera episode.h5 --max-steps 18
+    python -m runtime.drive --bundle bundle/ --motor ros2 --cmd-vel-stamped --camera ros2:/camera/image_raw
+    python -m runtime.drive --bundle bundle/ --motor mypackage.base:MyBase --camera csi   # docs/motors.md
     python -m runtime.drive --bundle bundle/ --serial /tmp/mobile-vla-motor --camera 0 --mode step
     python -m sim.drive --bundle bundle/ --seed 3 --mode step --dead-zone 0.1 --max-steps 30   # the simulated robot
 
@@ -9,9 +11,12 @@ Two threads. The inference thread reads the newest camera frame, runs the
 policy (preprocess -> vision -> language -> ring -> head) and publishes the
 action with the time it arrived. The control thread (this one) runs at
 `--rate` Hz and alone talks to the motor controller: it sends the action
-through the safety gate while it is fresh, and zero when it is older than
-`--cmd-timeout` (inference stalled), when the camera stalled, on NaN/inf, on
-any exception, on SIGINT/SIGTERM and at exit. So a hung model or camera can
+through the safety gate while it is fresh, and zero when the frame it was
+computed from is older than `--cmd-timeout` (ages count from capture:
+inference or camera stalled), when the camera stalled, on NaN/inf, on any
+exception, on SIGINT/SIGTERM/SIGHUP/SIGQUIT and at exit. In step mode the
+move is cut by the same rule, so there `--cmd-timeout` must cover the
+inference latency plus `--step-duration`. So a hung model or camera can
 never leave the motors running, and the controller's own watchdog covers a
 hung host.
 
@@ -36,7 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.camera import CameraError, EndOfStream
+from runtime.camera import CameraStalled, EndOfStream, FrameTooOld
+from runtime.hardware import SentCommand
 from runtime.safety import CommandWatchdog, SafetyConfig, SafetyGate
 from runtime.steplog import StepLog
 
@@ -59,6 +65,8 @@ class Published:
     step: int
     record: dict
     reason: str = ""
+    captured: float = -float("inf")  # time.monotonic() at capture of the frame it was computed from
+    seq: int = 0  # publication number: step mode's "done" names the publication that finished
 
 
 class DriveLoop:
@@ -68,9 +76,13 @@ class DriveLoop:
         self.log = log or StepLog(None)
         self.printer = printer or (lambda s: print(s, file=sys.stderr))
         self.stop_event = threading.Event()
-        self.step_done = threading.Event()
-        self.step_done.set()
         self._lock = threading.Lock()
+        # Step mode: the inference thread waits until the publication it made is done. "Done" carries
+        # the publication's number, so a control tick still finishing the previous step cannot release
+        # the next frame while the new move runs (a bare Event could be set between clear and publish).
+        self._step_cond = threading.Condition(self._lock)
+        self._done_seq = 0
+        self._seq = 0
         self._published: Published | None = None
         self.error: BaseException | None = None
         self.steps = 0
@@ -83,11 +95,34 @@ class DriveLoop:
         self._finished: set[int] = set()  # steps whose move ended (step mode)
         self._step_started: dict[int, float] = {}
         self._rate = 0.0
+        self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)  # what the motor side really did last
 
     # -- inference thread ----------------------------------------------------------
-    def _publish(self, action, record: dict, reason: str = "") -> None:
+    def _publish(self, action, record: dict, reason: str = "", captured: float = -float("inf")) -> None:
         with self._lock:
-            self._published = Published(action, time.monotonic(), self.steps, record, reason)
+            self._seq += 1
+            self._published = Published(action, time.monotonic(), self.steps, record, reason, captured, self._seq)
+
+    def _step_finished(self) -> bool:
+        """Step mode: the newest publication's move (or its zero) is over; True before the first."""
+        with self._lock:
+            return self._done_seq >= self._seq
+
+    def _signal_done(self, current: Published) -> None:
+        """Only the publication that is still the newest may release the next frame."""
+        with self._step_cond:
+            if self._published is current:
+                self._done_seq = max(self._done_seq, current.seq)
+                self._step_cond.notify_all()
+
+    def _wait_step_done(self) -> bool:
+        """Step mode: wait until the newest publication is done; False when the loop is stopping."""
+        with self._step_cond:
+            while self._done_seq < self._seq:
+                if self.stop_event.is_set():
+                    return False
+                self._step_cond.wait(0.01)
+        return not self.stop_event.is_set()
 
     def _inference(self) -> None:
         try:
@@ -97,17 +132,15 @@ class DriveLoop:
                     self.ended_by = "max-steps"
                     self._drain()
                     return
-                if self.config.mode == "step":
-                    while not self.step_done.wait(0.01):
-                        if self.stop_event.is_set():
-                            return
+                if self.config.mode == "step" and not self._wait_step_done():
+                    return
                 try:
                     frame = self.camera.read(timeout=self.config.camera_timeout)
                 except EndOfStream:
                     self.ended_by = "end of camera stream"
                     self._drain()
                     return
-                except CameraError as e:  # stalled or too old: stop now, keep trying
+                except (CameraStalled, FrameTooOld) as e:  # stop now, keep trying; other camera errors end the run
                     self._publish(None, {}, f"camera: {e}")
                     continue
                 t0 = time.monotonic()
@@ -116,9 +149,8 @@ class DriveLoop:
                 record = {"type": "step", "step": self.steps, "t_capture": frame.stamp, "t_infer_start": t0,
                           "t_action": t1, "timings_ms": {k: round(v * 1e3, 3) for k, v in out.timings.items()},
                           "action": [float(v) for v in out.action]}
-                if self.config.mode == "step":
-                    self.step_done.clear()
-                self._publish(out.action if out.finite else None, record, "" if out.finite else "non-finite action")
+                self._publish(out.action if out.finite else None, record, "" if out.finite else "non-finite action",
+                              captured=frame.stamp)
                 self.steps += 1
                 self._stage_ms = record["timings_ms"]
                 now = time.monotonic()
@@ -134,18 +166,28 @@ class DriveLoop:
         deadline = time.monotonic() + self.config.cmd_timeout + self.config.step_duration
         last = self.steps - 1
         while time.monotonic() < deadline and not self.stop_event.is_set():
-            done = self.step_done.is_set() if self.config.mode == "step" else last in self._logged
+            done = self._step_finished() if self.config.mode == "step" else last in self._logged
             if done or last < 0:
                 return
             time.sleep(0.005)
 
     # -- control thread ------------------------------------------------------------
+    def _send(self, command) -> SentCommand:
+        vx, vy, wz = (float(v) for v in command)
+        result = self.motor.send_velocity(vx, vy, wz)
+        if not isinstance(result, SentCommand):  # the log must say what reached the robot, not guess
+            raise TypeError(f"{type(self.motor).__name__}.send_velocity returned {type(result).__name__}, not "
+                            f"runtime.hardware.SentCommand (see docs/motors.md)")
+        self.last_command = result
+        return result
+
     def _send_zero(self, now: float, reason: str) -> None:
-        was_moving = any(self.motor.last_sent)
-        self.motor.send_velocity(*self.gate.zero(now))  # explicit zeros keep the controller's watchdog fed
+        was_moving = any(self.last_command.velocity)
+        result = self._send(self.gate.zero(now))  # explicit zeros keep the controller's watchdog fed
         if was_moving or not self.zero_events or self.zero_events[-1][1] != reason:
             self.zero_events.append((now, reason))
-            self.log.write({"type": "zero", "reason": reason, "t": now})
+            self.log.write({"type": "zero", "reason": reason, "t": now, "sent": result.sent,
+                            "acknowledged": result.acknowledged})
 
     def _tick(self, now: float, current: Published | None) -> None:
         if current is None:
@@ -153,28 +195,29 @@ class DriveLoop:
             return
         if current.action is None:
             self._send_zero(now, current.reason)
-            self.step_done.set()
+            self._signal_done(current)
             return
         first_send = current.step not in self._logged
         if first_send:
-            self.watchdog.feed(current.arrived)
+            # Age counts from the frame's capture, not from when the action was published: an action
+            # computed from an old frame describes a world that has moved on.
+            self.watchdog.feed(current.captured)
         started = self._step_started.setdefault(current.step, now)  # a step's clock starts at its first send
         if self.config.mode == "step" and (current.step in self._finished
                                            or now - started >= self.config.step_duration):
             self._send_zero(now, "step done")
             self._finished.add(current.step)
-            self.step_done.set()  # the inference thread may take the next frame
+            self._signal_done(current)  # the inference thread may take the next frame
             return
         if not self.watchdog.fresh(now):
             self._send_zero(now, "command timeout")
             return
-        sent = self.motor.send_velocity(*self.gate.filter(current.action, now))
+        result = self._send(self.gate.filter(current.action, now))
         if first_send:
             self._logged.add(current.step)
-            # what really happened: a lost port or a silent controller is logged as such, not as a command
-            self.log.write(dict(current.record, t_serial=time.monotonic(), command=[float(v) for v in sent.velocity],
-                                sent=sent.sent, acknowledged=sent.acknowledged))
-            self._status(sent.velocity)
+            self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
+                                sent=result.sent, acknowledged=result.acknowledged))
+            self._status(result.velocity)
 
     def _status(self, sent) -> None:
         if not self.config.status:
@@ -230,36 +273,54 @@ class DriveLoop:
         """Zero the motors: tried several times, because this is the one command that must arrive."""
         now = time.monotonic()
         self.gate.zero(now)
+        confirmed = False
         for _ in range(3):
             try:
                 if self.motor.stop():
+                    confirmed = True
                     break
             except Exception:
                 time.sleep(0.02)
+        self.last_command = SentCommand((0.0, 0.0, 0.0), sent=confirmed)
         self.zero_events.append((now, "shutdown"))
-        self.log.write({"type": "zero", "reason": "shutdown", "t": now})
+        self.log.write({"type": "zero", "reason": "shutdown", "t": now, "confirmed": confirmed})
+
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def install_signal_handlers(loop: DriveLoop) -> None:
     def handler(signum, frame):
         loop.request_stop(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    # SIGHUP (the terminal or SSH session went away) and SIGQUIT (Ctrl-\) end the process by default
+    # without running any cleanup, which would leave the last command on the motors.
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, handler)
 
 
-def build_parser(motor_required: bool = True, description: str = __doc__) -> argparse.ArgumentParser:
-    """The drive options. `motor_required=False` for callers that hand in their own motor (sim.drive)."""
+def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    """The drive options (sim.drive adds its own to them)."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, required=True, help="bundle folder from export.to_onnx")
-    port = ap.add_mutually_exclusive_group(required=motor_required)
-    port.add_argument("--serial", help="motor controller port, e.g. /dev/ttyUSB0 or /dev/mobile-vla-motor")
-    port.add_argument("--dry-run", action="store_true", help="no serial: print the commands")
+    ap.add_argument("--motor", help="motor side: serial (with --serial PORT), dry-run, ros2, package.module:ClassName "
+                                    "(a runtime.hardware.MotorController subclass, constructed with no arguments), "
+                                    "or an entry point name in group mobile_vla.motors (docs/motors.md)")
+    port = ap.add_mutually_exclusive_group()
+    port.add_argument("--serial", help="motor controller port, e.g. /dev/ttyUSB0 or /dev/mobile-vla-motor "
+                                       "(alone, it means --motor serial)")
+    port.add_argument("--dry-run", action="store_true", help="no motors: print the commands (--motor dry-run)")
     ap.add_argument("--baudrate", type=int, default=115200)
+    ap.add_argument("--cmd-vel-topic", default="/cmd_vel", help="--motor ros2: the velocity topic")
+    ap.add_argument("--cmd-vel-stamped", action="store_true",
+                    help="--motor ros2: publish geometry_msgs/TwistStamped (Jazzy's base controllers), "
+                         "not Twist (Humble's)")
+    ap.add_argument("--cmd-vel-frame", default="base_link", help="--motor ros2 --cmd-vel-stamped: header.frame_id")
     ap.add_argument("--wheels", choices=("mecanum", "omni3", "differential"),
                     help="send wheel speeds for this base instead of a body velocity")
     ap.add_argument("--camera", default="csi",
-                    help="device index, /dev/videoN, 'csi', a GStreamer pipeline, a video, an image folder or an .h5 episode")
+                    help="device index, /dev/videoN, 'csi', a GStreamer pipeline, a video, an image folder, an .h5 "
+                         "episode, or ros2:/topic (sensor_msgs/Image; a topic ending in /compressed: CompressedImage)")
     ap.add_argument("--width", type=int, help="camera width (default 1280)")
     ap.add_argument("--height", type=int, help="camera height (default 720)")
     ap.add_argument("--fps", type=int, default=30)
@@ -297,40 +358,44 @@ def main(argv=None) -> int:
 
 
 def drive(args, camera=None, motor=None) -> int:
-    """Run the loop with the parsed options. A caller (sim.drive, a test) may hand in its own camera and motor."""
+    """The drive job for parsed `args`. A caller (the simulator) may hand in its own `camera` (a
+    runtime.hardware.Camera) and `motor` (a MotorController, connected here if it is not yet); otherwise
+    they come from --camera and --motor. Both are closed/disconnected when the drive ends."""
     from runtime.backends.base import BackendError
     from runtime.backends.registry import make_backend
     from runtime.behaviours import with_behaviours
     from runtime.bundle import BundleError, load_bundle
     from runtime.camera import open_camera
-    from runtime.motor import DryRunMotor, MotorError, SerialMotorController
+    from runtime.hardware import DeviceError
+    from runtime.motor_select import open_motor
     from runtime.policy import Policy
     from runtime.prompt import PromptTooLongError
 
+    backend = None
     try:
         bundle = load_bundle(args.bundle, verify=getattr(args, "verify", "quick"))
         backend = make_backend(bundle, args.backend, variant=args.variant,
                                cuda_graph=getattr(args, "cuda_graph", False)).activate()
         policy = with_behaviours(Policy(bundle, backend, instruction=args.instruction), args.chunk_mode,
                                  args.discrete)
-        if motor is not None:
-            pass
-        elif args.dry_run:
-            motor = DryRunMotor(printer=(lambda s: print(s, flush=True)))
-        else:
-            from runtime.kinematics import make_base
-
-            wheels = make_base(args.wheels) if args.wheels else None
-            motor = SerialMotorController(args.serial, args.baudrate, watchdog_ms=int(args.cmd_timeout * 1000),
-                                          wheels=wheels).connect()
+        if motor is None:
+            motor = open_motor(args, printer=(lambda s: print(s, flush=True)))
+        elif not motor.is_connected:
+            motor.connect()
         if camera is None:
-            camera = open_camera(args.camera, args.width or 1280, args.height or 720, args.fps,
-                                 max_age=args.camera_timeout)
-    except (BundleError, BackendError, MotorError, CameraError, PromptTooLongError) as e:
+            try:
+                camera = open_camera(args.camera, args.width or 1280, args.height or 720, args.fps,
+                                     max_age=args.camera_timeout)
+            except BaseException:
+                motor.disconnect()  # zero and release what was already opened (a ROS node, a port)
+                raise
+    except (BundleError, BackendError, DeviceError, PromptTooLongError) as e:
+        if backend is not None:  # a TensorRT backend holds a CUDA context on its thread: release it
+            backend.deactivate()
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"driving with {backend.describe()}, instruction {policy.instruction!r}, mode {args.mode}; "
-          f"Ctrl-C stops (motors go to zero)", file=sys.stderr)
+    print(f"driving with {backend.describe()}, instruction {policy.instruction!r}, mode {args.mode}, "
+          f"motor {getattr(motor, 'name', type(motor).__name__)}; Ctrl-C stops (motors go to zero)", file=sys.stderr)
     gate = SafetyGate(SafetyConfig(tuple(args.max_speed), tuple(args.max_accel), args.dead_zone, args.cmd_timeout))
     config = DriveConfig(args.mode, args.rate, args.step_duration, args.cmd_timeout, args.camera_timeout,
                          args.max_steps, status=not args.quiet)

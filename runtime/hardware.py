@@ -35,6 +35,24 @@ class DeviceNotConnectedError(DeviceError):
     """A call that needs a connected device on one that is not (never connected, or lost)."""
 
 
+# Typed camera errors: the drive loop zeroes and retries on the first two, ends on the third, and stops
+# with an error on any other CameraError.
+class CameraError(DeviceError):
+    """A camera that cannot be used; the message says what to check."""
+
+
+class CameraStalled(CameraError):
+    """No new frame within the read timeout: the drive loop zeroes and keeps trying."""
+
+
+class FrameTooOld(CameraError):
+    """The newest frame is older than the camera's max age: the drive loop zeroes and keeps trying."""
+
+
+class EndOfStream(CameraError):
+    """A replay ran out of frames: the drive loop ends normally."""
+
+
 @dataclass(frozen=True)
 class Frame:
     image: np.ndarray  # (H, W, 3) uint8, BGR (what OpenCV and the collector deliver)

@@ -274,7 +274,7 @@ class SerialMotorController(MotorController):
 
 
 class DryRunMotor(MotorController):
-    """`--dry-run`: the same interface, printing commands instead of sending them."""
+    """`--motor dry-run` (`--dry-run`): nothing moves; every command is printed and kept in `sent`."""
 
     name = "dry-run"
     port = "dry-run"
@@ -283,33 +283,34 @@ class DryRunMotor(MotorController):
 
     def __init__(self, printer=None):
         self.printer = printer
+        self._connected = False
         self._last_sent = (0.0, 0.0, 0.0)
         self.sent: list[tuple[float, float, float]] = []
+
+    def connect(self) -> "DryRunMotor":
         self._connected = True
+        return self
+
+    def disconnect(self) -> None:
+        if self._connected:
+            self.stop()
+        self._connected = False
 
     @property
     def is_connected(self) -> bool:
         return self._connected
 
-    def connect(self):
-        self._connected = True
-        return self
-
-    def disconnect(self):
-        if self._connected:
-            self.stop()
-        self._connected = False
-
     def send_velocity(self, vx, vy, wz=0.0) -> SentCommand:
-        if not self._connected:
-            return SentCommand((0.0, 0.0, 0.0), sent=False)
-        self._last_sent = (float(vx), float(vy), float(wz))
-        self.sent.append(self._last_sent)
+        if not self._connected:  # as strict as a real link: nothing goes out before connect()
+            return SentCommand((0.0, 0.0, 0.0), sent=False, acknowledged=None)
+        velocity = (float(vx), float(vy), float(wz))
+        self._last_sent = velocity
+        self.sent.append(velocity)
         if self.printer:
             self.printer(f"cmd_vel {vx:+.3f} {vy:+.3f} {wz:+.3f}")
-        return SentCommand(self._last_sent, sent=True, acknowledged=None)
+        return SentCommand(velocity, sent=True, acknowledged=None)
 
-    def stop(self):
+    def stop(self) -> bool:
         return self.send_velocity(0.0, 0.0, 0.0).sent
 
     def heartbeat(self):

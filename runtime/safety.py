@@ -6,7 +6,8 @@
 
 The rules (DESIGN.md "Safety is not optional"):
 - per-axis speed limits (clip) and acceleration limits (slew rate per second);
-  a step down to zero is never rate-limited: stopping is always allowed at once;
+  slowing down is never rate-limited: stopping is always allowed at once, and a
+  direction reversal brakes to zero at once, then ramps in the new direction;
 - a dead zone: |v| below it is 0 (REFERENCE.md: the original used 0.1);
 - NaN/inf anywhere in an action -> zero and counted;
 - `CommandWatchdog`: an action older than `cmd_timeout` (default 0.5 s, as
@@ -54,10 +55,13 @@ class SafetyGate:
         if self.last_time is not None:
             dt = max(now - self.last_time, 0.0)
             step = np.asarray(self.config.max_accel, dtype=np.float64) * dt
-            delta = np.clip(a - self.last, -step, step)
-            # Slowing toward zero is always allowed at once; speeding up is rate-limited.
-            braking = (np.abs(a) < np.abs(self.last)) & (np.sign(a) * np.sign(self.last) >= 0)
-            a = np.where(braking, a, self.last + delta)
+            # Stopping is always allowed at once: slowing down in the same direction goes straight to
+            # the command, and a reversal brakes to zero at once (not slewed through zero, which kept
+            # the robot moving the old way); only speed gained away from zero is rate-limited.
+            reversal = np.sign(a) * np.sign(self.last) < 0
+            start = np.where(reversal, 0.0, self.last)
+            braking = ~reversal & (np.abs(a) < np.abs(self.last))
+            a = np.where(braking, a, start + np.clip(a - start, -step, step))
         self.last, self.last_time = a, now
         return a.copy()
 

@@ -66,7 +66,7 @@ class SimSession:
 
 
 def main(argv=None) -> int:
-    ap = build_parser(motor_required=False, description=__doc__)
+    ap = build_parser(description=__doc__)
     ap.add_argument("--seed", type=int, default=0, help="the room (sim.world.random_layout(seed))")
     ap.add_argument("--layout", type=Path, help="a room saved as JSON (sim.world.save_layout)")
     args = ap.parse_args(argv)

@@ -122,3 +122,27 @@ def make_controller(request, tmp_path):
 @pytest.fixture
 def controller(make_controller):
     return make_controller()
+
+
+@pytest.fixture(scope="session")
+def ros2_loopback():
+    """rclpy on loopback only, in a domain of this session's own (ROS tests of parallel runs don't meet).
+    Sets the environment for this process and the drive subprocesses it starts; skips without rclpy."""
+    import random
+
+    try:  # a broken install (libraries not on LD_LIBRARY_PATH) raises ImportError, not ModuleNotFoundError
+        import rclpy  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"rclpy not importable ({e.__class__.__name__}: {str(e).splitlines()[0]}): "
+                    f"pip install '.[ros2]' (Python 3.11) or source a ROS 2 setup")
+    env = {"ROS_DOMAIN_ID": str(random.SystemRandom().randint(1, 101)),  # 0..101 keep DDS ports valid on Linux
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",  # Jazzy and later
+           "ROS_LOCALHOST_ONLY": "1"}  # Humble (Jazzy honours it too, with a deprecation warning)
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in previous.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

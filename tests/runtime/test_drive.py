@@ -4,6 +4,7 @@ import math
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -13,6 +14,8 @@ from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.bundle import load_bundle
 from runtime.camera import CameraStalled, open_camera
 from runtime.drive import DriveConfig, DriveLoop
+from runtime.hardware import Camera, SentCommand
+from runtime.motor import DryRunMotor
 from runtime.motor import SerialMotorController
 from sim.controller_emulator import ControllerEmulator
 from runtime.policy import Policy
@@ -124,7 +127,7 @@ def test_emulator_receives_the_policys_actions_after_limits(bundle, episode_file
     for r in steps:
         assert r["t_capture"] <= r["t_infer_start"] <= r["t_action"] <= r["t_serial"]
         assert set(r["timings_ms"]) >= {"preprocess", "vision", "language", "head"}
-    assert records[-1] == {"type": "zero", "reason": "shutdown", "t": records[-1]["t"]}
+    assert records[-1] == {"type": "zero", "reason": "shutdown", "t": records[-1]["t"], "confirmed": True}
     # the log replays onto a controller
     emulator.history.clear()
     with SerialMotorController(emulator.port) as motor:
@@ -219,7 +222,10 @@ def test_port_unplugged_and_replugged_mid_run_resumes(bundle, episode_file, emul
     assert emulator.velocity == (0.0, 0.0, 0.0)
 
 
-def test_sigterm_to_the_drive_process_stops_the_motors(tiny_bundle_dir, episode_file, emulator, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
+def test_signals_to_the_drive_process_stop_the_motors(tiny_bundle_dir, episode_file, emulator, tmp_path, signum):
+    """SIGHUP (terminal or SSH session gone) and SIGQUIT (Ctrl-\\) used to kill the process with no
+    cleanup, leaving the last command on the motors until the controller's own watchdog fired."""
     frames = tmp_path / "frames"
     frames.mkdir()
     import cv2
@@ -239,15 +245,17 @@ def test_sigterm_to_the_drive_process_stops_the_motors(tiny_bundle_dir, episode_
             assert time.monotonic() < deadline, "drive never moved"
             time.sleep(0.05)
         sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "motors at zero" in err and "SIGTERM" in err
+    assert "motors at zero" in err and signal.Signals(signum).name in err
     stop = next(r for r in emulator.commands() if r.time >= sent and r.velocity == (0.0, 0.0, 0.0))
     assert stop.time - sent <= 0.5 + PERIOD + SLACK
+    # zeroed by the driver (STOP or a zero velocity), not by the controller's own watchdog
+    assert stop.command in ("STOP", "SET_VELOCITY")
     assert emulator.velocity == (0.0, 0.0, 0.0)
 
 
@@ -259,7 +267,7 @@ def test_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(bundle, ep
     from runtime.motor import DryRunMotor
 
     camera = open_camera(str(episode_file), 64, 48, 30)
-    loop = DriveLoop(Policy(bundle, OnnxRuntimeBackend(bundle).activate()), camera, DryRunMotor(),
+    loop = DriveLoop(Policy(bundle, OnnxRuntimeBackend(bundle).activate()), camera, DryRunMotor().connect(),
                      SafetyGate(LIMITS), DriveConfig(rate=RATE, cmd_timeout=TIMEOUT, status=False))
     previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     try:
@@ -328,3 +336,169 @@ def test_auto_backend_says_which_and_missing_providers_are_refused(tiny_bundle_d
                            "--camera", str(episode_file), "--max-steps", "2", "--quiet"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "driving with ort-cpu (fp32)" in proc.stderr
+
+
+class ScriptedPolicy:
+    """A policy whose step k returns a distinct action (0.05 (k + 1), 0), after `latency` seconds."""
+
+    def __init__(self, latency=0.0):
+        self.latency, self.calls, self.returned = latency, 0, threading.Condition()
+
+    def infer(self, image):
+        from runtime.policy import PolicyStep
+
+        time.sleep(self.latency)
+        action = np.array([0.05 * (self.calls + 1), 0.0], np.float32)
+        with self.returned:
+            self.calls += 1
+            self.returned.notify_all()
+        return PolicyStep(action=action, chunk=action[None], normalized_chunk=action[None], timings={})
+
+
+class RecordingDryRun(DryRunMotor):
+    """The dry-run motor, recording when each command went out."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+        self.connect()
+
+    def send_velocity(self, vx, vy, wz=0.0):
+        result = super().send_velocity(vx, vy, wz)
+        self.times.append((time.monotonic(), (float(vx), float(vy), float(wz))))
+        return result
+
+    def moves(self):
+        """{velocity: (first time, last time)} of every non-zero command."""
+        spans = {}
+        for t, v in self.times:
+            if any(v):
+                first, _ = spans.get(v, (t, t))
+                spans[v] = (first, t)
+        return spans
+
+
+def test_step_mode_takes_the_next_frame_only_after_the_new_move_ran(episode_file):
+    """The race: the inference thread cleared step_done, then published step k; a control tick that had
+    read step k-1 (finished) set step_done in between, so frame k+1 was taken while move k had barely
+    started. Here the motor's zero for step k-1 is slow exactly while step k is published, which opens
+    that window every step."""
+    policy = ScriptedPolicy(latency=0.01)
+
+    class SlowZero(RecordingDryRun):
+        def send_velocity(self, vx, vy, wz=0.0):
+            if not any((vx, vy, wz)) and policy.calls:
+                with policy.returned:  # the next inference returns (and publishes) during this zero
+                    seen = policy.calls
+                    policy.returned.wait_for(lambda: policy.calls > seen, timeout=0.1)
+                time.sleep(0.003)
+            return super().send_velocity(vx, vy, wz)
+
+    motor = SlowZero()
+    step, steps = 0.1, 6
+    cfg = DriveConfig(mode="step", rate=RATE, step_duration=step, cmd_timeout=1.0, max_steps=steps, status=False)
+    loop = DriveLoop(policy, open_camera(str(episode_file)), motor, SafetyGate(LIMITS), cfg, printer=lambda s: None)
+    assert loop.run() == 0 and loop.steps == steps
+    spans = motor.moves()
+    expected = [(pytest.approx(0.05 * (k + 1)), 0.0, 0.0) for k in range(steps)]
+    assert sorted(spans) == expected, "every step's move must reach the motor"
+    for v, (first, last) in spans.items():
+        assert last - first >= step - 2 * PERIOD, f"move {v} ran {last - first:.3f} s of its {step} s"
+
+
+class OldFrameCamera(Camera):
+    """A camera whose frames were captured `age` seconds before they are handed out (a lagging
+    driver or transport); after `frames` frames it hangs for `hang` seconds, then ends."""
+
+    def __init__(self, age, frames=1, hang=1.0):
+        self.age, self.frames, self.hang, self.count = age, frames, hang, 0
+        self.stamps = []
+
+    def read(self, timeout=0.5):
+        from runtime.camera import EndOfStream
+        from runtime.hardware import Frame
+
+        self.count += 1
+        if self.count > self.frames:
+            time.sleep(self.hang)
+            raise EndOfStream("done")
+        self.stamps.append(time.monotonic() - self.age)
+        return Frame(np.zeros((48, 64, 3), np.uint8), self.stamps[-1], self.count - 1)
+
+    def close(self):
+        pass
+
+
+def test_an_action_from_a_frame_older_than_the_timeout_never_runs():
+    """A frame captured 1 s ago, 0.1 s of inference: the old loop fed the watchdog the publish time and
+    ran the action for 0.5 s. Age counts from capture, so it must not run at all."""
+    motor = RecordingDryRun()
+    cfg = DriveConfig(rate=RATE, cmd_timeout=0.5, status=False)
+    loop = DriveLoop(ScriptedPolicy(latency=0.1), OldFrameCamera(age=1.0, frames=3, hang=0.3), motor,
+                     SafetyGate(LIMITS), cfg, printer=lambda s: None)
+    assert loop.run() == 0 and loop.steps == 3
+    assert motor.moves() == {}
+    assert any(reason == "command timeout" for _, reason in loop.zero_events)
+
+
+def test_a_fresh_enough_action_runs_until_its_frame_is_cmd_timeout_old():
+    """Captured 0.3 s before it is read, 0.1 s of inference, then the camera hangs: the move must stop
+    0.5 s after capture (about 0.1 s after it started), not 0.5 s after it was published."""
+    motor = RecordingDryRun()
+    camera = OldFrameCamera(age=0.3, frames=1, hang=1.0)
+    cfg = DriveConfig(rate=RATE, cmd_timeout=0.5, status=False)
+    loop = DriveLoop(ScriptedPolicy(latency=0.1), camera, motor, SafetyGate(LIMITS), cfg, printer=lambda s: None)
+    assert loop.run() == 0
+    (first, last), = motor.moves().values()
+    captured = camera.stamps[0]
+    stopped = next(t for t, v in motor.times if t > last and not any(v))
+    assert stopped - captured <= 0.5 + PERIOD + SLACK
+    assert last - captured >= 0.5 - PERIOD - SLACK  # it did run while fresh
+
+
+def test_the_log_says_what_the_motor_side_really_did(episode_file, tmp_path):
+    """A link that is down: the step records say the command was not sent and the velocity was zero,
+    instead of claiming the action as the command (what the old loop logged)."""
+
+    class DownLink(RecordingDryRun):
+        def send_velocity(self, vx, vy, wz=0.0):
+            super().send_velocity(vx, vy, wz)
+            return SentCommand((0.0, 0.0, 0.0), sent=False)
+
+        def stop(self):
+            return False
+
+    log_path = tmp_path / "drive.jsonl"
+    cfg = DriveConfig(mode="step", rate=RATE, step_duration=0.02, cmd_timeout=1.0, max_steps=3, status=False)
+    with StepLog(log_path) as log:
+        loop = DriveLoop(ScriptedPolicy(), open_camera(str(episode_file)), DownLink(), SafetyGate(LIMITS), cfg, log,
+                         printer=lambda s: None)
+        assert loop.run() == 0
+    records = read_log(log_path)
+    steps = [r for r in records if r["type"] == "step"]
+    assert len(steps) == 3
+    assert all(r["sent"] is False and r["command"] == [0.0, 0.0, 0.0] for r in steps)
+    assert [r["action"][0] for r in steps] == pytest.approx([0.05, 0.10, 0.15])
+    assert records[-1]["reason"] == "shutdown" and records[-1]["confirmed"] is False
+
+
+def test_a_camera_that_cannot_be_used_ends_the_drive_with_its_message():
+    """Stalled or old frames are waited out (zero, keep trying); any other camera error (an image encoding
+    the camera refuses, an unreadable file) used to be retried forever, too. Now it ends the run, zeroed."""
+    from runtime.camera import CameraError
+
+    class Refusing(Camera):
+        def read(self, timeout=0.5):
+            raise CameraError("ros2 camera /cam: image encoding 'yuv422' is not supported")
+
+        def close(self):
+            pass
+
+    motor = RecordingDryRun()
+    messages = []
+    loop = DriveLoop(ScriptedPolicy(), Refusing(), motor, SafetyGate(LIMITS),
+                     DriveConfig(rate=RATE, status=False), printer=messages.append)
+    started = time.monotonic()
+    assert loop.run() == 1 and time.monotonic() - started < 1.0
+    assert "image encoding 'yuv422'" in messages[-1]
+    assert motor.sent[-1] == (0.0, 0.0, 0.0) and motor.moves() == {}

@@ -19,9 +19,22 @@ def test_acceleration_is_limited_but_braking_is_not():
     assert np.allclose(gate.filter([1, 0, 0], 0.1), [0.1, 0, 0])
     assert np.allclose(gate.filter([1, 0, 0], 0.2), [0.2, 0, 0])
     assert np.allclose(gate.filter([0, 0, 0], 0.25), [0, 0, 0])  # stop at once
-    # a reversal is not braking: it goes through zero at the limited rate
-    gate.filter([0.3, 0, 0], 10.0)
-    assert np.allclose(gate.filter([-1, 0, 0], 10.1), [0.2, 0, 0])
+
+
+def test_a_reversal_brakes_to_zero_at_once_and_only_the_new_direction_ramps():
+    """Per axis: x reverses forward -> backward, y keeps its direction, wz reverses the other way.
+    The old gate slewed x from +0.3 through zero at 1 m/s^2 (0.2 after 0.1 s: still moving forward)."""
+    gate = SafetyGate(SafetyConfig(max_speed=(1, 1, 2), max_accel=(1.0, 1.0, 2.0)))
+    gate.filter([0, 0, 0], 9.0)
+    for t in np.arange(9.1, 10.01, 0.1):  # ramp up to (0.3, 0.3, -0.6) and hold
+        out = gate.filter([0.3, 0.3, -0.6], t)
+    assert np.allclose(out, [0.3, 0.3, -0.6])
+    out = gate.filter([-1, 1, 2], 10.1)
+    # x and wz: zero at once, then 0.1 s of ramp in the new direction; y: an ordinary 0.1 s ramp up
+    assert np.allclose(out, [-0.1, 0.4, 0.2])
+    assert np.allclose(gate.filter([-1, 1, 2], 10.2), [-0.2, 0.5, 0.4])
+    # a reversal to a small command is reached at once (it is below one step of the ramp)
+    assert np.allclose(gate.filter([0.05, 0.5, -0.1], 10.3), [0.05, 0.5, -0.1])
 
 
 def test_nan_and_inf_give_zero_and_are_counted():

@@ -1,0 +1,391 @@
+"""The ROS 2 bridge with real rclpy on loopback: the drive process publishes /cmd_vel, a test node listens;
+a test node publishes images, the drive process drives from them. Every wait is bounded."""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.bundle import load_bundle
+from runtime.camera import CameraStalled, FrameTooOld, open_camera
+from runtime.policy import Policy
+from runtime.steplog import read_log
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("ros2_loopback")
+
+SLACK = 0.15  # DDS delivery + thread scheduling on a loaded 2-core CI machine
+STARTUP = 60  # s: a drive process loads the bundle and joins the ROS graph
+
+
+class Peer:
+    """The other side of the wire, written with plain rclpy (not with runtime.ros2)."""
+
+    def __init__(self):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        self.context = Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node(f"test_peer_{uuid.uuid4().hex[:8]}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        try:
+            while not self.stop.is_set() and self.context.ok():
+                self.executor.spin_once(timeout_sec=0.02)
+        except Exception:
+            pass
+
+    def listen(self, msg_type, topic):
+        """[(time.monotonic() on arrival, message)], filled as messages arrive."""
+        got = []
+        self.node.create_subscription(msg_type, topic, lambda m: got.append((time.monotonic(), m)), 100)
+        return got
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=2)  # out of the executor before it goes away
+        self.executor.shutdown(timeout_sec=1)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+@pytest.fixture
+def peer():
+    p = Peer()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def topic():
+    return f"/test_{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.005)
+
+
+def velocity(msg):
+    twist = getattr(msg, "twist", msg)
+    return (twist.linear.x, twist.linear.y, twist.angular.z)
+
+
+def image_message(peer, image, encoding="bgr8", stamp=None):
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    msg.header.stamp = (stamp or peer.node.get_clock().now()).to_msg()
+    msg.header.frame_id = "camera"
+    msg.height, msg.width = image.shape[:2]
+    msg.encoding = encoding
+    msg.step = image.shape[1] * (1 if image.ndim == 2 else image.shape[2])
+    msg.data = np.ascontiguousarray(image).tobytes()
+    return msg
+
+
+def drive(tiny_bundle_dir, *args):
+    return subprocess.Popen([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--quiet",
+                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, timeout=30):
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def offline_actions(tiny_bundle_dir, episode_file, count):
+    """What the policy produces on the episode's frames, through the speed limits (no acceleration limit)."""
+    bundle = load_bundle(tiny_bundle_dir)
+    with OnnxRuntimeBackend(bundle) as backend:
+        policy = Policy(bundle, backend)
+        cam = open_camera(str(episode_file))
+        return [tuple(np.clip(np.pad(policy.infer(cam.read().image).action, (0, 1)), -0.5, 0.5))
+                for _ in range(count)]
+
+
+@pytest.mark.parametrize("stamped", [False, True], ids=["Twist", "TwistStamped"])
+def test_drive_publishes_the_policys_actions_after_limits_on_cmd_vel(tiny_bundle_dir, episode_file, peer, topic,
+                                                                    stamped):
+    from geometry_msgs.msg import Twist, TwistStamped
+
+    got = peer.listen(TwistStamped if stamped else Twist, topic)
+    flags = ["--cmd-vel-stamped", "--cmd-vel-frame", "base_footprint"] if stamped else []
+    proc = drive(tiny_bundle_dir, "--motor", "ros2", "--cmd-vel-topic", topic, *flags, "--camera", str(episode_file),
+                 "--mode", "step", "--step-duration", "0.05", "--rate", "50", "--max-accel", "inf", "inf", "inf")
+    out, err = finish(proc, timeout=STARTUP)
+    assert proc.returncode == 0, err
+    assert "stopped after 12 steps (end of camera stream)" in err
+    time.sleep(0.2)  # the last zero was acknowledged before exit; let the callback run
+    moves = [velocity(m) for _, m in got if any(velocity(m))]
+    distinct = [v for i, v in enumerate(moves) if i == 0 or v != moves[i - 1]]
+    expected = offline_actions(tiny_bundle_dir, episode_file, 12)
+    assert len(distinct) == 12, (len(got), [(round(t, 3), velocity(m)) for t, m in got][:8], err)
+    np.testing.assert_allclose(np.array(distinct), np.array(expected, dtype=np.float32), atol=1e-6)
+    assert velocity(got[-1][1]) == (0.0, 0.0, 0.0)
+    if stamped:
+        assert {m.header.frame_id for _, m in got} == {"base_footprint"}
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _, m in got]
+        assert stamps == sorted(stamps) and abs(stamps[-1] - time.time()) < 30
+
+
+def publish_frames(peer, topic, frames, period, stop):
+    """Publish frames (cycling) every `period` s until `stop` is set; returns the last publish time."""
+    from sensor_msgs.msg import Image
+
+    pub = peer.node.create_publisher(Image, topic, 10)
+    last = [None]
+
+    def run():
+        i = 0
+        while not stop.is_set():
+            pub.publish(image_message(peer, frames[i % len(frames)]))
+            last[0] = time.monotonic()
+            i += 1
+            time.sleep(period)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, last
+
+
+def test_a_camera_that_stops_gives_a_zero_within_cmd_timeout_and_sigterm_a_zero_before_exit(
+        tiny_bundle_dir, episode_file, peer, topic):
+    """The drive reads a ROS image topic. When the publisher stops, the action of the last frame must be
+    zeroed within --cmd-timeout of that frame's capture (+ one control period), long before the camera
+    read times out (--camera-timeout 3). Then SIGTERM: the process publishes a zero before it exits."""
+    from geometry_msgs.msg import Twist
+
+    import h5py
+
+    with h5py.File(episode_file) as f:
+        frames = f["images"][()]
+    got = peer.listen(Twist, f"{topic}/cmd_vel")
+    cmd_timeout, rate = 0.3, 50.0
+    proc = drive(tiny_bundle_dir, "--motor", "ros2", "--cmd-vel-topic", f"{topic}/cmd_vel",
+                 "--camera", f"ros2:{topic}/image_raw", "--rate", str(rate), "--cmd-timeout", str(cmd_timeout),
+                 "--camera-timeout", "3", "--max-accel", "inf", "inf", "inf")
+    stop = threading.Event()
+    try:
+        publisher, last = publish_frames(peer, f"{topic}/image_raw", frames, 0.05, stop)
+        wait_for(lambda: any(any(velocity(m)) for _, m in got) or proc.poll() is not None, STARTUP, "a move")
+        assert proc.poll() is None, finish(proc)[1]
+        time.sleep(0.5)  # drive a while
+        stop.set()
+        publisher.join(timeout=2)
+        last_frame = last[0]
+        wait_for(lambda: got and got[-1][0] > last_frame and velocity(got[-1][1]) == (0.0, 0.0, 0.0),
+                 cmd_timeout + 2, "a zero after the camera stopped")
+        last_move = max(t for t, m in got if any(velocity(m)))
+        zero_at = next(t for t, m in list(got) if t > max(last_move, last_frame) and not any(velocity(m)))
+        assert zero_at - last_frame <= cmd_timeout + 1 / rate + SLACK
+        # SIGTERM while stopped-but-running; then once more while moving
+        stop.clear()
+        publisher, last = publish_frames(peer, f"{topic}/image_raw", frames, 0.05, stop)
+        resumed = time.monotonic()
+        wait_for(lambda: any(t > resumed and any(velocity(m)) for t, m in got), 10, "moving again")
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = finish(proc, timeout=10)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "SIGTERM" in err and "motors at zero" in err
+    wait_for(lambda: got[-1][0] >= sent, 1.0, "the last message")
+    assert velocity(got[-1][1]) == (0.0, 0.0, 0.0)
+    assert got[-1][0] - sent <= 1.0
+
+
+def test_ros2_camera_drives_the_same_actions_as_the_same_frames_from_a_file(tiny_bundle_dir, episode_file, peer,
+                                                                            topic, tmp_path):
+    """Frames published one at a time (the next once the drive logged the previous step) on a topic
+    give exactly the actions and commands that the same frames give from the HDF5 file."""
+    import h5py
+
+    from sensor_msgs.msg import Image
+
+    with h5py.File(episode_file) as f:
+        frames = f["images"][()]
+    # step mode: every step's command goes out (continuous mode may replace an action before a tick sends it)
+    common = ["--dry-run", "--max-steps", str(len(frames)), "--max-accel", "inf", "inf", "inf",
+              "--camera-timeout", "5", "--mode", "step", "--step-duration", "0.02", "--rate", "100"]
+    from_file = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--quiet",
+                                *common, "--camera", str(episode_file), "--log", str(tmp_path / "file.jsonl")],
+                               cwd=ROOT, capture_output=True, text=True, timeout=STARTUP)
+    assert from_file.returncode == 0, from_file.stderr
+    log = tmp_path / "topic.jsonl"
+    pub = peer.node.create_publisher(Image, f"{topic}/image_raw", 10)
+    proc = drive(tiny_bundle_dir, *common, "--camera", f"ros2:{topic}/image_raw", "--log", str(log))
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+
+    def steps_logged():
+        return len([r for r in read_log(log) if r["type"] == "step"]) if log.exists() else 0
+
+    try:
+        # "driving with" is printed once the camera is open, i.e. its subscription has matched our publisher
+        wait_for(lambda: any(line.startswith("driving with") for line in lines) or proc.poll() is not None,
+                 STARTUP, "the drive to open its camera")
+        assert proc.poll() is None, "".join(lines)
+        for i, frame in enumerate(frames):
+            pub.publish(image_message(peer, frame))
+            wait_for(lambda: steps_logged() > i or proc.poll() is not None, 20, f"step {i} in the log")
+        proc.wait(timeout=20)
+        reader.join(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(lines)
+    file_steps = [r for r in read_log(tmp_path / "file.jsonl") if r["type"] == "step"]
+    topic_steps = [r for r in read_log(log) if r["type"] == "step"]
+    assert len(topic_steps) == len(file_steps) == len(frames)
+    assert [r["action"] for r in topic_steps] == [r["action"] for r in file_steps]
+    assert [r["command"] for r in topic_steps] == [r["command"] for r in file_steps]
+
+
+# -- the camera and motor classes in this process --------------------------------------------
+
+@pytest.fixture
+def camera_on(topic):
+    cams = []
+
+    def make(suffix="/image_raw", **kw):
+        from runtime.ros2 import Ros2Camera
+
+        kw = {"wait_for_publisher": 0.0, "warn": lambda s: None, **kw}  # publish_until_read re-publishes instead
+        cams.append(Ros2Camera(topic + suffix, **kw).open())
+        return cams[-1]
+
+    yield make
+    for c in cams:
+        c.close()
+
+
+def publish_until_read(peer, camera, topic, msg_type, make_msg, timeout=10):
+    """Publish (re-publishing while discovery settles) until the camera hands out a frame."""
+    pub = peer.node.create_publisher(msg_type, topic, 10)
+    wait_for(lambda: pub.get_subscription_count() > 0, timeout, f"a subscriber on {topic}")
+    deadline = time.monotonic() + timeout
+    while True:
+        pub.publish(make_msg())
+        try:
+            return camera.read(timeout=0.2)
+        except CameraStalled:
+            assert time.monotonic() < deadline, f"no image arrived on {topic}"
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgb8", "mono8"])
+def test_image_encodings_become_bgr(peer, topic, camera_on, encoding):
+    from sensor_msgs.msg import Image
+
+    bgr = np.random.default_rng(0).integers(0, 255, (24, 32, 3), np.uint8)
+    sent = {"bgr8": bgr, "rgb8": bgr[..., ::-1], "mono8": bgr[..., 1]}[encoding]
+    cam = camera_on()
+    frame = publish_until_read(peer, cam, topic + "/image_raw", Image, lambda: image_message(peer, sent, encoding))
+    expected = np.repeat(bgr[..., 1:2], 3, axis=2) if encoding == "mono8" else bgr
+    assert frame.image.dtype == np.uint8 and np.array_equal(frame.image, expected)
+    assert time.monotonic() - frame.stamp < 0.5
+
+
+def test_compressed_topic_is_decoded(peer, topic, camera_on):
+    from sensor_msgs.msg import CompressedImage
+
+    bgr = np.random.default_rng(1).integers(0, 255, (24, 32, 3), np.uint8)
+
+    def msg():
+        m = CompressedImage()
+        m.header.stamp = peer.node.get_clock().now().to_msg()
+        m.format = "png"
+        m.data = cv2.imencode(".png", bgr)[1].tobytes()
+        return m
+
+    cam = camera_on("/image_raw/compressed")
+    assert cam.compressed
+    frame = publish_until_read(peer, cam, topic + "/image_raw/compressed", CompressedImage, msg)
+    assert np.array_equal(frame.image, bgr)
+
+
+def test_other_encodings_are_refused_naming_encoding_and_topic(peer, topic, camera_on):
+    from sensor_msgs.msg import Image
+
+    from runtime.ros2 import UnsupportedImage
+
+    cam = camera_on()
+    raw = np.zeros((4, 4, 2), np.uint8)
+    with pytest.raises(UnsupportedImage, match=rf"{topic}/image_raw: image encoding 'yuv422'"):
+        publish_until_read(peer, cam, topic + "/image_raw", Image, lambda: image_message(peer, raw, "yuv422"))
+
+
+def test_stale_stamps_and_a_silent_topic_count_as_a_lost_camera(peer, topic, camera_on):
+    from rclpy.duration import Duration
+    from sensor_msgs.msg import Image
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    cam = camera_on(max_age=0.3)
+    old = lambda: image_message(peer, image, stamp=peer.node.get_clock().now() - Duration(seconds=1))  # noqa: E731
+    with pytest.raises(FrameTooOld, match="old by its header stamp"):
+        publish_until_read(peer, cam, topic + "/image_raw", Image, old)
+    with pytest.raises(CameraStalled, match=f"ros2:{topic}/image_raw"):
+        cam.read(timeout=0.1)
+
+
+def test_only_the_newest_image_is_kept(peer, topic, camera_on):
+    from sensor_msgs.msg import Image
+
+    cam = camera_on()
+    pub = peer.node.create_publisher(Image, topic + "/image_raw", 10)
+    first = publish_until_read(peer, cam, topic + "/image_raw", Image,
+                               lambda: image_message(peer, np.zeros((8, 8, 3), np.uint8)))
+    for value in (1, 2, 3):
+        pub.publish(image_message(peer, np.full((8, 8, 3), value, np.uint8)))
+        time.sleep(0.05)
+    frame = cam.read(timeout=1)
+    assert frame.image[0, 0, 0] == 3 and frame.index > first.index + 1
+    with pytest.raises(CameraStalled):
+        cam.read(timeout=0.1)
+
+
+def test_motor_publishes_commands_and_disconnect_leaves_a_zero(peer, topic):
+    from geometry_msgs.msg import Twist
+
+    from runtime.ros2 import Ros2MotorController
+
+    got = peer.listen(Twist, topic)
+    motor = Ros2MotorController(topic=topic, wait_for_subscriber=5).connect()
+    try:
+        # connect() proved the link with an acknowledged zero
+        wait_for(lambda: got, 1, "the link's zero")
+        assert velocity(got[0][1]) == (0.0, 0.0, 0.0)
+        result = motor.send_velocity(0.2, -0.1, 0.3)
+        assert result.sent and result.acknowledged is None and result.velocity == (0.2, -0.1, 0.3)
+        wait_for(lambda: len(got) >= 2, 1, "the command")
+        assert velocity(got[1][1]) == pytest.approx((0.2, -0.1, 0.3))
+    finally:
+        motor.disconnect()
+    wait_for(lambda: len(got) >= 3, 1, "the zero")
+    assert velocity(got[-1][1]) == (0.0, 0.0, 0.0)
+    assert not motor.is_connected and not motor.send_velocity(0.1, 0, 0).sent
