@@ -117,67 +117,6 @@ def test_two_process_ddp_on_cpu_completes_an_epoch(tmp_path, episodes):
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout or "gloo" in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize("with_lora", [False, True], ids=["plain", "peft-keys"])
-def test_import_robovlms_round_trip(tmp_path, tiny_tokenizer, with_lora):
-    from train.config import preset_config
-    from train.lora import LoraSettings, apply_lora, merge_lora
-    from train.model import build_model
-
-    model = build_model(preset_config("tiny", seed=4))
-    if with_lora:
-        apply_lora(model, LoraSettings(r=4, alpha=16, dropout=0.0))
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.05)
-    state = {}
-    for key, value in model.state_dict().items():
-        if key.endswith(("feature_mean", "feature_scale")):
-            continue  # the original head had no input standardisation: imported as the identity
-        if key.startswith("kosmos."):
-            inner = key[len("kosmos."):]
-            if with_lora:  # peft's layout: model.base_model.model.backbone.<module>.base_layer / lora_A / lora_B
-                state["model.base_model.model.backbone." + inner.replace("base_model.model.", "")] = value
-            else:
-                state["model.backbone." + inner] = value
-        elif key == "action_token":
-            state["model.action_token"] = value.reshape(1, 1, -1)
-        else:
-            state["model.act_head." + key[len("head."):].replace("lstm.", "rnn.", 1)] = value
-    state["model.backbone.text_model.lm_head.weight"] = torch.zeros(3, 3)  # present in the original, unused here
-    path = tmp_path / "robovlms.ckpt"
-    torch.save({"state_dict": state, "epoch": 3}, path)
-    proc = run_python("-m", "train.import_robovlms", str(path), "--out", str(tmp_path / "imported"),
-                      "--preset", "tiny", "--lora-alpha", "16")
-    assert proc.returncode == 0, proc.stderr
-    assert "0 unmatched" in proc.stdout and "0 missing" in proc.stdout and "1 dropped on purpose" in proc.stdout
-    if with_lora:
-        merge_lora(model)
-    imported, tok, meta = load_checkpoint(tmp_path / "imported")
-    ex = example_inputs(imported.config, tok, seed=2)
-    model.eval()
-    with torch.no_grad():
-        diff = (imported(ex.pixel_values, ex.prompt) - model(ex.pixel_values, ex.prompt)).abs().max().item()
-    assert diff < (1e-5 if with_lora else 1e-7), diff
-
-
-def test_import_reports_and_refuses_unmatched_keys(tmp_path):
-    path = tmp_path / "x.ckpt"
-    torch.save({"state_dict": {"model.mystery.weight": torch.zeros(2)}}, path)
-    proc = run_python("-m", "train.import_robovlms", str(path), "--out", str(tmp_path / "o"), "--preset", "tiny")
-    assert proc.returncode == 1 and "missing" in proc.stderr and "model.mystery.weight" in proc.stderr
-    assert not (tmp_path / "o").exists()
-
-
-def test_import_refuses_a_pickle_that_needs_code(tmp_path):
-    import argparse
-
-    path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "hparams": argparse.Namespace(a=1)}, path)
-    proc = run_python("-m", "train.import_robovlms", str(path), "--out", str(tmp_path / "o"), "--preset", "tiny")
-    assert proc.returncode == 1 and "weights_only=True" in proc.stderr
-
-
 def test_episode_batches_give_the_window_batches_loss_and_the_head_is_standardised(episodes):
     from train.config import preset_config
     from train.data import DataOptions, EpisodeClipDataset, EpisodeDataset, find_episodes, load_episodes

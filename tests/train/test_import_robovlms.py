@@ -314,3 +314,87 @@ def test_a_missing_backbone_comes_from_base_and_the_report_says_so(tmp_path, hea
     feats = torch.randn(1, 3, 64)
     with torch.no_grad():
         assert (model.head(feats) - original[1].act_head(feats)).abs().max() < 1e-6
+
+
+# -- the original's feature path, written here from its description, against the exported bundle ------------
+
+def original_actions(policy: OriginalPolicy, tokenizer, instruction: str, frames_bgr: list[np.ndarray]) -> np.ndarray:
+    """What the original stack served, frame by frame: its fallback feature path through transformers'
+    Kosmos2Model (LoRA layers active, not merged), its head over the last up-to-W features from a zero
+    state, the newest chunk's first action x 1.15."""
+    from transformers import Kosmos2Model
+
+    backbone = policy.backbone
+    kosmos = Kosmos2Model(backbone.config).eval()
+    kosmos.text_model.model = backbone.text_model.model
+    kosmos.vision_model, kosmos.image_to_text_projection = backbone.vision_model, backbone.image_to_text_projection
+    q = kosmos.config.latent_query_num
+    text = tokenizer.encode(f"<grounding>An image of a robot {instruction}", add_special_tokens=False).ids
+    ids = [tokenizer.token_to_id("<s>"), *text, tokenizer.token_to_id("</s>")]
+    n = len(ids)
+    ids += [0] * max(0, q - n)  # right-padded with id 0 to Q
+    with torch.no_grad():
+        embeds = kosmos.get_input_embeddings()(torch.tensor([ids]))
+        inputs_embeds = torch.cat([embeds, policy.action_token.view(1, 1, -1)], dim=1)  # ACT appended
+        attention_mask = torch.tensor([[1] * n + [0] * (len(ids) - n) + [1]])
+        image_mask = torch.tensor([[1] * q + [0] * (len(ids) + 1 - q)])  # latents over positions 0..Q-1
+        features, actions = [], []
+        for frame in frames_bgr:  # BGR bytes into the R, G, B slots, unconverted; 224 px already
+            pixels = ((frame.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)[None]
+            out = kosmos(pixel_values=torch.from_numpy(np.ascontiguousarray(pixels)), inputs_embeds=inputs_embeds,
+                         attention_mask=attention_mask, image_embeds_position_mask=image_mask)
+            features.append(out.last_hidden_state[0, -1])
+            window = torch.stack(features[-WINDOW:])[None]
+            actions.append(policy.act_head(window)[0, -1, 0].numpy() * 1.15)
+    return np.stack(actions), n
+
+
+@pytest.fixture(scope="module")
+def imported_bundle(imported, tmp_path_factory):
+    from export.to_onnx import export_bundle
+
+    model, tokenizer, meta = load_checkpoint(imported[0], merge=True)
+    out = tmp_path_factory.mktemp("bundle") / "imported"
+    export_bundle(model, tokenizer, out, meta, str(imported[0]), verify_seeds=(0,), progress=lambda s: None)
+    return out
+
+
+@pytest.mark.parametrize("instruction", ["go left", "navigate around the obstacles and reach the front of the "
+                                         "beverage bottle on the left then stop"], ids=["shorter-than-Q", "longer-than-Q"])
+def test_the_bundle_drives_as_the_original_was_trained(original, imported_bundle, instruction):
+    from runtime.backends.registry import make_backend
+    from runtime.bundle import load_bundle
+    from runtime.policy import Policy
+
+    _, policy, _ = original
+    bundle = load_bundle(imported_bundle)
+    m = bundle.manifest
+    assert m["prompt"]["layout"] == "robovlms-fallback" and m["preprocess"]["model_channel_order"] == "bgr"
+    tokenizer = bundle.tokenizer()
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(WINDOW + 3)]
+    want, text_tokens = original_actions(policy, tokenizer, instruction, frames)
+    assert (text_tokens < Q_TINY) == (instruction == "go left")
+    with make_backend(bundle, "ort-cpu") as backend:
+        served = Policy(bundle, backend, instruction=instruction)
+        got = np.stack([served.infer(f).action for f in frames])
+    assert got.shape == want.shape == (WINDOW + 3, AXES)
+    assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max(axis=1)
+    # the quirk matters: true-RGB frames would give other actions
+    with make_backend(bundle, "ort-cpu") as backend:
+        served = Policy(bundle, backend, instruction=instruction)
+        swapped = np.stack([served.infer(np.ascontiguousarray(f[..., ::-1])).action for f in frames])
+    assert np.abs(swapped - want).max() > 10 * max(np.abs(got - want).max(), 1e-6)
+
+
+def test_unmatched_keys_are_refused_or_listed_with_allow_missing(tmp_path, original):
+    from train.import_robovlms import ImportError_, import_checkpoint
+
+    ckpt = torch.load(original[0], weights_only=True)
+    ckpt["state_dict"]["model.mystery.weight"] = torch.zeros(2)
+    path = tmp_path / "extra.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(ImportError_, match=r"match nothing in our model: model\.mystery\.weight.*--allow-missing"):
+        import_checkpoint(path, tmp_path / "out")
+    report = import_checkpoint(path, tmp_path / "out", allow_missing=True)
+    assert report["keys"]["unmatched"] == ["model.mystery.weight"] and report["keys_accounted"] == report["keys_in_file"]
