@@ -50,6 +50,7 @@ class DataOptions:
     action_axes: int = 2  # 2: (linear_x, linear_y); 3 adds angular_z
     action_range: float = 1.15  # clamp to +-range, divide by range -> [-1, 1]
     channel_order: str = "bgr"  # of the stored images (the collector wrote OpenCV BGR)
+    model_channel_order: str = "rgb"  # what the model expects (runtime.preprocess; "bgr" for imported checkpoints)
     image_size: int = 224
     default_instruction: str = DEFAULT_INSTRUCTION  # for files without language_instruction
     color_jitter: float = 0.0  # max relative brightness/contrast/saturation change; 0 = off
@@ -59,7 +60,7 @@ class DataOptions:
 @dataclass
 class Episode:
     path: Path
-    images: np.ndarray  # (T, S, S, 3) uint8 RGB, resized once
+    images: np.ndarray  # (T, S, S, 3) uint8 in the model's channel order (RGB unless an imported model), resized once
     actions: np.ndarray  # (T, A) float32 in [-1, 1]
     raw_actions: np.ndarray  # (T, 3) as stored
     instruction: str
@@ -119,7 +120,8 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
         raise
     except (OSError, KeyError, ValueError) as e:  # truncated files surface here
         raise EpisodeError(path, f"unreadable (truncated or corrupt HDF5): {e}") from e
-    resized = np.stack([resize_rgb(im, options.channel_order, options.image_size) for im in images])
+    resized = np.stack([resize_rgb(im, options.channel_order, options.image_size, options.model_channel_order)
+                        for im in images])
     clamped = np.clip(raw[:, : options.action_axes], -options.action_range, options.action_range)
     return Episode(path, resized, (clamped / options.action_range).astype(np.float32), raw, instruction, had, attrs)
 
