@@ -493,12 +493,12 @@ def summary(report: dict, out: Path) -> str:
                  f"{dims['head_layers']['value']} layers, MLP {dims['head_mlp']['value']} -> "
                  f"{dims['chunk']['value']} x {dims['action_axes']['value']} (tanh)")
     for name in ("window", "chunk", "action_axes", "head_hidden", "head_layers"):
-        lines.append(f"  {name:<10}{dims[name]['value']}  ({dims[name]['from']})")
+        lines.append(f"  {name:<12}{dims[name]['value']}  ({dims[name]['from']})")
     lines.append("  layout    robovlms-fallback: drives as it was trained (the original's feature path, BGR frames "
                  "fed unconverted)")
     lines.append(f"            to move to our layout: python -m train.fit --init {out} --data EPISODES ... "
                  f"(docs/migrating.md)")
-    lines.append(f"  not imported: {', '.join(f for f in report['not_imported'])}")
+    lines.append(f"  training state, not imported: {', '.join(f for f in report['not_imported'])}")
     for k in report["keys"]["unmatched"][:20]:
         lines.append(f"  unmatched (ignored, --allow-missing): {k}")
     lines.append(f"  report    {out / REPORT_FILE}")

@@ -80,6 +80,8 @@ class OriginalPolicy(nn.Module):
         else:
             self.backbone = backbone
         self.act_head = OriginalLSTMDecoder(width, HIDDEN, LAYERS, CHUNK, AXES)
+        with torch.no_grad():  # a trained head's actions span [-1, 1]; a fresh one's stay near 0.1
+            self.act_head.velocities.mlp[6].weight.mul_(12)
         self.action_token = nn.Parameter(torch.randn(width) * 0.5)
 
 
@@ -346,7 +348,7 @@ def original_actions(policy: OriginalPolicy, tokenizer, instruction: str, frames
             features.append(out.last_hidden_state[0, -1])
             window = torch.stack(features[-WINDOW:])[None]
             actions.append(policy.act_head(window)[0, -1, 0].numpy() * 1.15)
-    return np.stack(actions), n
+    return np.stack(actions), torch.stack(features).numpy(), n
 
 
 @pytest.fixture(scope="module")
@@ -373,13 +375,18 @@ def test_the_bundle_drives_as_the_original_was_trained(original, imported_bundle
     tokenizer = bundle.tokenizer()
     rng = np.random.default_rng(7)
     frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(WINDOW + 3)]
-    want, text_tokens = original_actions(policy, tokenizer, instruction, frames)
+    want, want_features, text_tokens = original_actions(policy, tokenizer, instruction, frames)
     assert (text_tokens < Q_TINY) == (instruction == "go left")
     with make_backend(bundle, "ort-cpu") as backend:
         served = Policy(bundle, backend, instruction=instruction)
-        got = np.stack([served.infer(f).action for f in frames])
+        got, features = [], []
+        for f in frames:
+            got.append(served.infer(f).action)
+            features.append(served.ring.view()[0, -1].copy())
+    got = np.stack(got)
     assert got.shape == want.shape == (WINDOW + 3, AXES)
     assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max(axis=1)
+    assert np.abs(np.stack(features) - want_features).max() < 1e-4  # the ACT features themselves agree too
     # the quirk matters: true-RGB frames would give other actions
     with make_backend(bundle, "ort-cpu") as backend:
         served = Policy(bundle, backend, instruction=instruction)
