@@ -131,7 +131,7 @@ class EagerPath:
         from train.model import PromptTensors, make_prompt
 
         cfg = model.config
-        max_text = total_tokens - prompt_length(cfg.latent_query_num, 0)
+        max_text = total_tokens - prompt_length(cfg.latent_query_num, 0, cfg.prompt_layout)
         from dataclasses import replace
 
         self.prompt = PromptTensors.from_prompt(make_prompt(replace(cfg, max_text_tokens=max_text), tokenizer))

@@ -40,11 +40,18 @@ from runtime.prompt import PromptTooLongError, build_prompt, prompt_length, text
 from train.checkpoint import CheckpointError
 
 OPSET = 17
+LAYOUT_DESCRIPTIONS = {
+    "mobile-vla": "<s> <image> [Q image slots] </image> text <pad>... ACT(last)",
+    "robovlms-fallback": "[Q image latents over <s> text </s> padded to Q] text beyond Q <pad>... ACT(last); "
+                         "sequential positions",
+}
 INSTRUCTION_TOKENS = 32  # room the default prompt length leaves for an instruction
 
 
-def default_max_text_tokens(tokenizer, template: str) -> int:
-    """The template's own tokens plus a 32-token instruction."""
+def default_max_text_tokens(tokenizer, template: str, layout: str = "mobile-vla", latent_query_num: int = 64) -> int:
+    """The template's own tokens plus a 32-token instruction (robovlms-fallback: with <s> and </s>, at least Q)."""
+    if layout == "robovlms-fallback":
+        return max(latent_query_num, len(text_ids(tokenizer, "", template)) + 2 + INSTRUCTION_TOKENS)
     return len(text_ids(tokenizer, "", template)) + INSTRUCTION_TOKENS
 
 
@@ -156,7 +163,8 @@ def build_manifest(model, ckpt_meta: dict, specs: dict, prompt, max_text_tokens:
             "max_text_tokens": max_text_tokens,
             "latent_query_num": cfg.latent_query_num,
             "total_tokens": prompt.length,
-            "layout": "<s> <image> [Q image slots] </image> text <pad>... ACT(last)",
+            "layout": cfg.prompt_layout,
+            "layout_description": LAYOUT_DESCRIPTIONS[cfg.prompt_layout],
             "default_instruction": cfg.default_instruction,
             "default_input_ids": prompt.input_ids[0].tolist(),
             "default_attention_mask": prompt.attention_mask[0].tolist(),
@@ -208,11 +216,12 @@ def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, so
 
     cfg = model.config
     model = model.eval()
-    max_text_tokens = max_text_tokens or default_max_text_tokens(tokenizer, cfg.prompt_template)
+    max_text_tokens = max_text_tokens or default_max_text_tokens(tokenizer, cfg.prompt_template, cfg.prompt_layout,
+                                                                 cfg.latent_query_num)
     # Refuse an instruction that does not fit before spending minutes on the export.
     prompt = build_prompt(tokenizer, cfg.default_instruction, cfg.latent_query_num, max_text_tokens,
-                          cfg.prompt_template)
-    assert prompt.length == prompt_length(cfg.latent_query_num, max_text_tokens)
+                          cfg.prompt_template, layout=cfg.prompt_layout)
+    assert prompt.length == prompt_length(cfg.latent_query_num, max_text_tokens, cfg.prompt_layout)
     specs = graph_specs(cfg, prompt.length)
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as tmp:

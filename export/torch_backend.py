@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
+from export.graphs import LanguageGraph
 from runtime.backends.base import Backend
-from runtime.prompt import position_ids_from_mask
 
 
 class TorchBackend(Backend):
@@ -27,7 +27,7 @@ class TorchBackend(Backend):
     def __init__(self, bundle, model, variant: str = "eager"):
         super().__init__(bundle, variant)
         self.model = model.eval()
-        self.latent_query_num = int(bundle.manifest["prompt"]["latent_query_num"])
+        self.language = LanguageGraph(self.model)  # the exported graph's own slot mask and position ids
 
     def _activate(self) -> None:
         pass
@@ -39,18 +39,14 @@ class TorchBackend(Backend):
         raise NotImplementedError("TorchBackend runs encode_frame/predict_chunk directly")
 
     def _prompt(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[torch.Tensor, ...]:
-        q = self.latent_query_num
-        slots = np.zeros_like(input_ids)
-        slots[:, 2: 2 + q] = 1  # <s> <image> then the Q image slots: the one layout (runtime/prompt.py)
-        arrays = (input_ids, attention_mask, slots, position_ids_from_mask(attention_mask))
-        return tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)) for a in arrays)
+        return tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)) for a in (input_ids, attention_mask))
 
     def encode_frame(self, pixels, input_ids, attention_mask):
         start = time.perf_counter()
         with torch.no_grad():
             embeds = self.model.encode_images(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)))
             mid = time.perf_counter()
-            feature = self.model.act_features_from_embeds(embeds, *self._prompt(input_ids, attention_mask))
+            feature = self.language(*self._prompt(input_ids, attention_mask), embeds)
         end = time.perf_counter()
         self.timings["vision"], self.timings["language"] = mid - start, end - mid
         return feature.numpy()

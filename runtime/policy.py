@@ -30,7 +30,7 @@ import numpy as np
 
 from runtime.bundle import Bundle, BundleError
 from runtime.preprocess import preprocess_with
-from runtime.prompt import build_prompt
+from runtime.prompt import build_prompt, manifest_layout
 
 
 class ActionRing:
@@ -79,8 +79,12 @@ class Policy:
             self.input_ids = np.asarray([p["default_input_ids"]], np.int64)
             self.attention_mask = np.asarray([p["default_attention_mask"]], np.int64)
         else:
+            try:
+                layout = manifest_layout(p)
+            except ValueError as e:
+                raise BundleError(f"{bundle.root / 'bundle.json'}: {e}") from None
             prompt = build_prompt(bundle.tokenizer(), instruction, latent_query_num=p["latent_query_num"],
-                                  max_text_tokens=p["max_text_tokens"], template=p["template"])
+                                  max_text_tokens=p["max_text_tokens"], template=p["template"], layout=layout)
             self.input_ids, self.attention_mask = prompt.input_ids, prompt.attention_mask
         if self.input_ids.shape[1] != p["total_tokens"]:
             raise BundleError(f"{bundle.root / 'bundle.json'}: prompt has {self.input_ids.shape[1]} tokens, "

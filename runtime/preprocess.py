@@ -14,6 +14,13 @@ OpenCV's `INTER_CUBIC` does not widen its kernel and aliases badly on a
 averages the covered source pixels, lands within ~1/255 of PIL on average
 and costs ~2 ms on a 1280x720 frame. For upscaling (a frame smaller than the
 model size) `INTER_CUBIC` is the faithful match and is used instead.
+
+Channel orders: `channel_order` is the order of the incoming frame (OpenCV
+cameras and the collector's files: BGR); `model_channel_order` is the order
+the model was trained to find in its R, G, B input slots. Ours is true RGB.
+Checkpoints imported from the original stack record "bgr": it fed the stored
+BGR bytes into the model unconverted (REFERENCE.md section 3), so its weights
+expect BGR there and the robot's BGR frames go in unconverted too.
 """
 
 from __future__ import annotations
@@ -36,8 +43,9 @@ class PreprocessConfig:
     size: int = 224  # square side the vision tower expects (pixels)
     mean: tuple[float, float, float] = CLIP_MEAN  # per RGB channel, on [0, 1] values
     std: tuple[float, float, float] = CLIP_STD  # per RGB channel, on [0, 1] values
-    channel_order: str = "bgr"  # order of the incoming frame; the model always sees RGB
+    channel_order: str = "bgr"  # order of the incoming frame
     resize: str = "area"  # OpenCV interpolation for downscaling (see module docstring)
+    model_channel_order: str = "rgb"  # order the model expects in its R, G, B slots ("bgr": the original's quirk)
 
     def to_dict(self) -> dict:
         return {
@@ -46,6 +54,7 @@ class PreprocessConfig:
             "std": list(self.std),
             "channel_order": self.channel_order,
             "resize": self.resize,
+            "model_channel_order": self.model_channel_order,
         }
 
     @classmethod
@@ -56,13 +65,15 @@ class PreprocessConfig:
             std=tuple(float(v) for v in d["std"]),
             channel_order=str(d["channel_order"]),
             resize=str(d.get("resize", "area")),
+            model_channel_order=str(d.get("model_channel_order", "rgb")),  # older files: always RGB
         )
 
 
-def resize_rgb(frame: np.ndarray, channel_order: str, size: int) -> np.ndarray:
-    """Frame (H, W, 3) uint8 in `channel_order` -> (size, size, 3) uint8 RGB."""
-    if channel_order not in CHANNEL_ORDERS:
-        raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+def resize_rgb(frame: np.ndarray, channel_order: str, size: int, model_channel_order: str = "rgb") -> np.ndarray:
+    """Frame (H, W, 3) uint8 in `channel_order` -> (size, size, 3) uint8 in `model_channel_order` (RGB for ours)."""
+    for name, value in (("channel_order", channel_order), ("model_channel_order", model_channel_order)):
+        if value not in CHANNEL_ORDERS:
+            raise ValueError(f"{name} must be one of {CHANNEL_ORDERS}, got {value!r}")
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
         shape = getattr(frame, "shape", None)
         raise ValueError(f"frame must be an (H, W, 3) array, got shape {shape}")
@@ -77,8 +88,8 @@ def resize_rgb(frame: np.ndarray, channel_order: str, size: int) -> np.ndarray:
         frame = cv2.resize(frame[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA)
     interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
     resized = cv2.resize(frame, (size, size), interpolation=interp)
-    if channel_order == "bgr":
-        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+    if channel_order != model_channel_order:
+        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)  # the same swap both ways
     return resized
 
 
@@ -101,10 +112,12 @@ def preprocess_frame(
     size: int = 224,
     mean=CLIP_MEAN,
     std=CLIP_STD,
+    model_channel_order: str = "rgb",
 ) -> np.ndarray:
     """Camera frame (H, W, 3) uint8 -> model pixels (3, size, size) float32."""
-    return normalize_rgb(resize_rgb(frame, channel_order, size), mean, std)
+    return normalize_rgb(resize_rgb(frame, channel_order, size, model_channel_order), mean, std)
 
 
 def preprocess_with(config: PreprocessConfig, frame: np.ndarray) -> np.ndarray:
-    return preprocess_frame(frame, config.channel_order, config.size, config.mean, config.std)
+    return preprocess_frame(frame, config.channel_order, config.size, config.mean, config.std,
+                            config.model_channel_order)

@@ -6,6 +6,7 @@
 
 Layout (DESIGN.md, "Prompt layout, one function"):
 
+    "mobile-vla" (ours, the default for everything trained here):
     <s> <image> [Q image slots] </image> text ... <pad> ... <pad> ACT
 
 ACT is always the last position, so the decoder's last hidden state is the
@@ -15,6 +16,18 @@ mask (pads get the padding index, real tokens count up from it), so padding
 never moves a real token's position and a padded prompt gives the same ACT
 feature as an unpadded one. The original stack padded training and serving
 prompts differently and shifted ACT (REFERENCE.md section 3).
+
+    "robovlms-fallback" (what checkpoints of the original stack were trained on):
+    [Q image latents written over <s> text </s> (right-padded to Q)] text beyond Q ... <pad> ... ACT
+
+The original's fallback path tokenized `<s> text </s>`, right-padded it to Q,
+wrote the Q image latents over positions 0..Q-1, masked the padding (0) and
+attended ACT (1), with sequential position ids. So ACT sees the first
+len(text) image latents and any text tokens beyond Q. Here the prompt is
+further padded (mask 0) to a fixed length so the exported graph has one
+shape; ACT keeps the position id it had in the original (max(len(text), Q)
+after the first position), so the extra padding changes nothing. An imported
+checkpoint drives with this layout, exactly as it was trained.
 
 numpy only: `runtime/` must not import torch. Training wraps the arrays in
 tensors.
@@ -30,6 +43,8 @@ DEFAULT_TEMPLATE = "<grounding>An image of a robot {instruction}"
 DEFAULT_INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the left"
 PADDING_IDX = 1  # Kosmos-2's pad id and the sinusoidal table's padding_idx
 FIRST_IMAGE_SLOT_ID = 4  # the HF Kosmos-2 processor fills image slots with ids 4, 5, ... (replaced by embeddings)
+LAYOUTS = ("mobile-vla", "robovlms-fallback")
+ORIGINAL_PAD_ID = 0  # the original stack right-padded with id 0 (under the image latents, never seen)
 
 
 class PromptTooLongError(ValueError):
@@ -74,9 +89,42 @@ def text_ids(tokenizer, instruction: str, template: str = DEFAULT_TEMPLATE) -> l
     return list(tokenizer.encode(template.format(instruction=instruction), add_special_tokens=False).ids)
 
 
-def prompt_length(latent_query_num: int, max_text_tokens: int) -> int:
-    """Total positions: <s> <image> slots </image> text+pads ACT."""
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"prompt layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    return layout
+
+
+def manifest_layout(prompt_section: dict) -> str:
+    """The layout a bundle's `prompt` section names. Bundles written before layouts had names recorded a
+    description of the one layout there was ("<s> <image> ..."): that is "mobile-vla"."""
+    value = prompt_section.get("layout", "mobile-vla")
+    if value in LAYOUTS:
+        return value
+    if str(value).startswith("<s> <image>"):
+        return "mobile-vla"
+    raise ValueError(f"bundle.json: prompt.layout is {value!r}; this runtime knows {', '.join(LAYOUTS)} "
+                     f"(upgrade the runtime or re-export the bundle)")
+
+
+def prompt_length(latent_query_num: int, max_text_tokens: int, layout: str = "mobile-vla") -> int:
+    """Total positions. mobile-vla: <s> <image> slots </image> text+pads ACT. robovlms-fallback:
+    `max_text_tokens` positions (text with <s> and </s>, at least Q, the first Q under the image latents) + ACT."""
+    if check_layout(layout) == "robovlms-fallback":
+        return max_text_tokens + 1
     return 3 + latent_query_num + max_text_tokens + 1
+
+
+def fallback_position_ids(attention_mask: np.ndarray, latent_query_num: int, padding_idx: int = PADDING_IDX) -> np.ndarray:
+    """robovlms-fallback: sequential positions from padding_idx+1 (transformers derives them from
+    inputs_embeds, not the mask), and ACT at the position right after the original sequence of
+    max(len(text), Q) tokens, wherever the fixed-length padding put it."""
+    mask = attention_mask.astype(np.int64)
+    t = mask.shape[1]
+    body = np.maximum(mask[:, :-1].sum(axis=1, keepdims=True), latent_query_num)
+    positions = np.broadcast_to(np.arange(t, dtype=np.int64), mask.shape).copy()
+    positions[:, -1:] = body
+    return positions + padding_idx + 1
 
 
 def build_prompt(
@@ -85,9 +133,13 @@ def build_prompt(
     latent_query_num: int = 64,
     max_text_tokens: int | None = None,
     template: str = DEFAULT_TEMPLATE,
+    layout: str = "mobile-vla",
 ) -> Prompt:
     """Lay out one prompt. `max_text_tokens=None` means no padding (exact length)."""
     sp = special_ids(tokenizer)
+    if check_layout(layout) == "robovlms-fallback":
+        return _build_fallback_prompt(sp, text_ids(tokenizer, instruction, template), instruction,
+                                      latent_query_num, max_text_tokens)
     text = text_ids(tokenizer, instruction, template)
     if max_text_tokens is not None and len(text) > max_text_tokens:
         raise PromptTooLongError(
@@ -108,5 +160,30 @@ def build_prompt(
         attention_mask=attention_mask,
         image_slot_mask=np.asarray([slot_mask], dtype=np.int64),
         position_ids=position_ids_from_mask(attention_mask),
+        text_tokens=len(text),
+    )
+
+
+def _build_fallback_prompt(sp: dict, text: list[int], instruction: str, q: int, max_text_tokens: int | None) -> Prompt:
+    text = [sp["bos"], *text, sp["eos"]]
+    body = max(len(text), q)  # the original's sequence: right-padded to Q when shorter
+    if max_text_tokens is not None and max_text_tokens < q:
+        raise ValueError(f"robovlms-fallback prompts hold at least Q={q} positions before ACT, got max_text_tokens="
+                         f"{max_text_tokens}")
+    if max_text_tokens is not None and body > max_text_tokens:
+        raise PromptTooLongError(
+            f"instruction {instruction!r} takes {len(text)} tokens with the template, <s> and </s>, "
+            f"but this model's prompt holds at most {max_text_tokens} text tokens; "
+            f"shorten the instruction or export with a larger --max-text-tokens")
+    total = body if max_text_tokens is None else max_text_tokens
+    ids = text + [ORIGINAL_PAD_ID] * (body - len(text)) + [sp["pad"]] * (total - body) + [sp["eos"]]
+    mask = [1] * len(text) + [0] * (total - len(text)) + [1]
+    slot_mask = [1] * q + [0] * (total + 1 - q)
+    attention_mask = np.asarray([mask], dtype=np.int64)
+    return Prompt(
+        input_ids=np.asarray([ids], dtype=np.int64),
+        attention_mask=attention_mask,
+        image_slot_mask=np.asarray([slot_mask], dtype=np.int64),
+        position_ids=fallback_position_ids(attention_mask, q),
         text_tokens=len(text),
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from runtime.preprocess import PreprocessConfig
-from runtime.prompt import DEFAULT_INSTRUCTION, DEFAULT_TEMPLATE
+from runtime.prompt import DEFAULT_INSTRUCTION, DEFAULT_TEMPLATE, LAYOUTS
 
 PRESETS = ("tiny", "small", "kosmos2")
 CONFIG_VERSION = 1
@@ -38,7 +38,12 @@ class MobileVLAConfig:
     action_axes: int = 2  # 2 = (linear_x, linear_y); 3 adds angular_z
     head_hidden: int = 512  # LSTM hidden size of the action head
     head_layers: int = 4  # LSTM layers of the action head
+    # Widths of the head MLP's hidden layers (ReLU between, tanh out); None = (head_hidden, head_hidden), ours.
+    # The original Mobile-VLA head is (1024, 512, 256).
+    head_mlp: tuple[int, ...] | None = None
     prompt_template: str = DEFAULT_TEMPLATE
+    # runtime.prompt layout: "mobile-vla" (ours) or "robovlms-fallback" (what imported checkpoints were trained on)
+    prompt_layout: str = "mobile-vla"
     default_instruction: str = DEFAULT_INSTRUCTION
     max_text_tokens: int = 48  # text positions (template + instruction + pads) in the fixed-length prompt
     action_range: float = 1.15  # raw actions are clamped to +-action_range, then divided by it -> [-1, 1]
@@ -58,6 +63,10 @@ class MobileVLAConfig:
         return int(self.kosmos["vision_config"]["image_size"])
 
     @property
+    def head_mlp_widths(self) -> tuple[int, ...]:
+        return tuple(self.head_mlp) if self.head_mlp is not None else (self.head_hidden, self.head_hidden)
+
+    @property
     def axis_names(self) -> tuple[str, ...]:
         return ("linear_x", "linear_y", "angular_z")[: self.action_axes]
 
@@ -72,6 +81,13 @@ class MobileVLAConfig:
         for name in ("window", "chunk", "head_hidden", "head_layers", "max_text_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.head_mlp is not None and (not self.head_mlp or any(int(w) < 1 for w in self.head_mlp)):
+            raise ValueError(f"head_mlp must be a non-empty list of widths >= 1, got {self.head_mlp}")
+        if self.prompt_layout not in LAYOUTS:
+            raise ValueError(f"prompt_layout must be one of {', '.join(LAYOUTS)}, got {self.prompt_layout!r}")
+        if self.prompt_layout == "robovlms-fallback" and self.max_text_tokens < self.latent_query_num:
+            raise ValueError(f"robovlms-fallback needs max_text_tokens >= Q={self.latent_query_num}, "
+                             f"got {self.max_text_tokens}")
         if not self.action_range > 0:
             raise ValueError(f"action_range must be > 0, got {self.action_range}")
         if self.preprocess["size"] != self.image_size:
@@ -81,6 +97,7 @@ class MobileVLAConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["action_units"] = list(self.action_units)
+        d["head_mlp"] = None if self.head_mlp is None else [int(w) for w in self.head_mlp]
         d["config_version"] = CONFIG_VERSION
         return d
 
@@ -93,6 +110,8 @@ class MobileVLAConfig:
         kwargs = {k: v for k, v in d.items() if k in known}
         if "action_units" in kwargs:
             kwargs["action_units"] = tuple(kwargs["action_units"])
+        if kwargs.get("head_mlp") is not None:
+            kwargs["head_mlp"] = tuple(int(w) for w in kwargs["head_mlp"])
         try:
             return cls(**kwargs).validate()
         except (TypeError, ValueError) as e:

@@ -7,7 +7,11 @@
     episodes, rejected = load_episodes(paths, DataOptions(window=8, chunk=10))
     sample = EpisodeDataset(episodes, options)[0]    # pixel_values (W,3,S,S), targets (W,N,A), mask (W,N), prompt
 
-Layout (REFERENCE.md section 2, written by runtime.episodes.write_episode):
+The author's later collector layout (`observations/images` in RGB, float64
+actions, attributes scenario/pattern/distance) is read too; its channel order
+comes from the layout (runtime.episodes.episode_layout).
+
+Layout (REFERENCE.md section 2; sim.episodes.write_episode writes it for synthetic data):
 `images` uint8 (T, H, W, 3) in the collector's channel order (BGR by
 default), `actions` float (T, 3), `action_event_types` strings,
 `language_instruction` optional (1,) bytes. A sample is a window of W frames
@@ -29,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli import exits_on
+from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
 from runtime.preprocess import normalize_rgb, resize_rgb
 from runtime.prompt import DEFAULT_INSTRUCTION
 
-REQUIRED = ("images", "actions", "action_event_types")
 AXES = ("linear_x", "linear_y", "angular_z")
 
 
@@ -51,6 +55,7 @@ class DataOptions:
     action_axes: int = 2  # 2: (linear_x, linear_y); 3 adds angular_z
     action_range: float = 1.15  # clamp to +-range, divide by range -> [-1, 1]
     channel_order: str = "bgr"  # of the stored images (the collector wrote OpenCV BGR)
+    model_channel_order: str = "rgb"  # what the model expects (runtime.preprocess; "bgr" for imported checkpoints)
     image_size: int = 224
     default_instruction: str = DEFAULT_INSTRUCTION  # for files without language_instruction
     color_jitter: float = 0.0  # max relative brightness/contrast/saturation change; 0 = off
@@ -60,7 +65,7 @@ class DataOptions:
 @dataclass
 class Episode:
     path: Path
-    images: np.ndarray  # (T, S, S, 3) uint8 RGB, resized once
+    images: np.ndarray  # (T, S, S, 3) uint8 in the model's channel order (RGB unless an imported model), resized once
     actions: np.ndarray  # (T, A) float32 in [-1, 1]
     raw_actions: np.ndarray  # (T, 3) as stored
     instruction: str
@@ -83,14 +88,19 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
         if not h5py.is_hdf5(path):
             raise EpisodeError(path, "not an HDF5 file")
         with h5py.File(path, "r") as f:
-            missing = [k for k in REQUIRED if k not in f]
+            try:
+                layout = episode_layout(f, path)
+            except EpisodeFileError as e:
+                raise EpisodeError(path, str(e).split(": ", 1)[-1]) from None
+            required = [layout.images_key, "actions"] + (["action_event_types"] if layout.needs_event_types else [])
+            missing = [k for k in required if k not in f]
             if missing:
                 raise EpisodeError(path, f"missing key(s) {', '.join(missing)} (has: {', '.join(sorted(f.keys()))})")
-            images_ds, actions_ds = f["images"], f["actions"]
+            images_ds, actions_ds = f[layout.images_key], f["actions"]
             if images_ds.dtype != np.uint8:
-                raise EpisodeError(path, f"'images' must be uint8, found {images_ds.dtype}")
+                raise EpisodeError(path, f"'{layout.images_key}' must be uint8, found {images_ds.dtype}")
             if images_ds.ndim != 4 or images_ds.shape[-1] != 3:
-                raise EpisodeError(path, f"'images' must have shape (T, H, W, 3), found {images_ds.shape}")
+                raise EpisodeError(path, f"'{layout.images_key}' must have shape (T, H, W, 3), found {images_ds.shape}")
             if not np.issubdtype(actions_ds.dtype, np.floating):
                 raise EpisodeError(path, f"'actions' must be float32, found {actions_ds.dtype}")
             if actions_ds.ndim != 2 or actions_ds.shape[1] != 3:
@@ -104,9 +114,8 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
             if not np.isfinite(raw).all():
                 bad = np.argwhere(~np.isfinite(raw))[0]
                 raise EpisodeError(path, f"'actions' has NaN/inf (first at frame {bad[0]}, axis {AXES[bad[1]]})")
-            events = f["action_event_types"]
-            if events.shape[0] != t:
-                raise EpisodeError(path, f"'action_event_types' has {events.shape[0]} entries for {t} frames")
+            if "action_event_types" in f and f["action_event_types"].shape[0] != t:
+                raise EpisodeError(path, f"'action_event_types' has {f['action_event_types'].shape[0]} entries for {t} frames")
             instruction, had = options.default_instruction, False
             if "language_instruction" in f:
                 value = f["language_instruction"][()]
@@ -116,11 +125,15 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
                 instruction = instruction or options.default_instruction
             images = images_ds[()]
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            attrs["layout"] = layout.name
     except EpisodeError:
         raise
     except (OSError, KeyError, ValueError) as e:  # truncated files surface here
         raise EpisodeError(path, f"unreadable (truncated or corrupt HDF5): {e}") from e
-    resized = np.stack([resize_rgb(im, options.channel_order, options.image_size) for im in images])
+    # The later collector's layout says its frames are RGB; the collector's are in options.channel_order.
+    stored_order = layout.channel_order if layout is LATER_COLLECTOR else options.channel_order
+    resized = np.stack([resize_rgb(im, stored_order, options.image_size, options.model_channel_order)
+                        for im in images])
     clamped = np.clip(raw[:, : options.action_axes], -options.action_range, options.action_range)
     return Episode(path, resized, (clamped / options.action_range).astype(np.float32), raw, instruction, had, attrs)
 

@@ -4,6 +4,7 @@
     python -m train.fit --data episodes/ --preset kosmos2 --precision bf16-mixed --devices 4 --accumulate 4
     python -m train.fit --data episodes/ --preset tiny --out runs/ --name blocks --resume     # from last
     python -m train.merge runs/blocks/checkpoints/best --out merged/                         # then export
+    python -m train.fit --data episodes/ --init imported/ --out runs/ --name migrated        # from an import
 
 Frozen Kosmos-2 + LoRA (text decoder and image-to-text projection by
 default) + ACT + LSTM head, Huber loss on the normalised action chunk, masked
@@ -36,6 +37,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
@@ -44,8 +46,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from runtime.cli import CommandError, exits_on
 from train.batches import collate, collate_episodes
 from train.callbacks import FolderCheckpoint, plot_curves, set_head_standardization
+from train.checkpoint import CheckpointError
 from train.config import PRESETS, preset_config
 from train.data import DataOptions, EpisodeClipDataset, EpisodeDataset, EpisodeError, find_episodes, load_episodes, split_episodes
+from train.init import init_config, init_from_checkpoint
 from train.lora import LoraSettings
 from train.model import load_tokenizer
 from train.module import MobileVLAModule
@@ -70,8 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--warmup-steps", type=int, default=0)
     ap.add_argument("--window", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=10)
-    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=2)
+    ap.add_argument("--chunk", type=int, help="default 10 (with --init: the checkpoint's)")
+    ap.add_argument("--action-axes", type=int, choices=(2, 3), help="default 2 (with --init: the checkpoint's)")
+    ap.add_argument("--init", type=Path, help="start from a merged checkpoint (e.g. one train.import_robovlms wrote): "
+                                              "its Kosmos-2 as the frozen base, its ACT and head as the start, "
+                                              "our prompt layout (train/init.py, docs/migrating.md)")
+    ap.add_argument("--lora", choices=("train", "frozen"),
+                    help="train the LoRA weights (default) or keep them at zero (the default with --init)")
     ap.add_argument("--action-range", type=float, default=1.15)
     ap.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr", help="of the stored images")
     ap.add_argument("--instruction", help="instruction for files without one (default: the model's default)")
@@ -107,15 +116,24 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*")
     L.seed_everything(args.seed, workers=True, verbose=False)
     run_dir = args.out / args.name
-    overrides = dict(window=args.window, chunk=args.chunk, action_axes=args.action_axes,
-                     action_range=args.action_range, seed=args.seed,
-                     preprocess=dict(preset_config("tiny").preprocess, channel_order=args.channel_order))
-    config = preset_config(args.preset, random_weights=args.random_weights, weights=args.weights, **overrides)
+    if args.init:
+        try:
+            config = init_config(args.init, window=args.window, chunk=args.chunk, action_axes=args.action_axes,
+                                 action_range=args.action_range, seed=args.seed, channel_order=args.channel_order)
+        except (CheckpointError, ValueError) as e:
+            raise CommandError(f"--init: {e}") from e
+        tokenizer = Tokenizer.from_file(str(args.init / "tokenizer.json"))
+    else:
+        overrides = dict(window=args.window, chunk=args.chunk or 10, action_axes=args.action_axes or 2,
+                         action_range=args.action_range, seed=args.seed,
+                         preprocess=dict(preset_config("tiny").preprocess, channel_order=args.channel_order))
+        config = preset_config(args.preset, random_weights=args.random_weights, weights=args.weights, **overrides)
+        tokenizer = load_tokenizer(config)
     if args.instruction:
         config = replace(config, default_instruction=args.instruction)
-    tokenizer = load_tokenizer(config)
     options = DataOptions(window=config.window, chunk=config.chunk, action_axes=config.action_axes,
                           action_range=config.action_range, channel_order=args.channel_order,
+                          model_channel_order=config.preprocess_config().model_channel_order,
                           image_size=config.image_size, default_instruction=config.default_instruction,
                           color_jitter=args.color_jitter, mirror=args.mirror)
     paths = find_episodes(args.data)
@@ -145,6 +163,12 @@ def main(argv=None) -> int:
                         projection="projection" in targets, vision="vision" in targets)
     module = MobileVLAModule(config.to_dict(), lora.to_dict(), lr=args.lr, weight_decay=args.weight_decay,
                              warmup_steps=args.warmup_steps, act_lr=args.act_lr, lora_lr=args.lora_lr)
+    if args.init:
+        init_from_checkpoint(module.model, args.init)
+    if (args.lora or ("frozen" if args.init else "train")) == "frozen":
+        for name, p in module.model.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(False)  # LoRA B starts at zero: frozen, the adapter changes nothing
     dataset = EpisodeClipDataset if args.batching == "episode" else EpisodeDataset
     train_ds = dataset(train_eps, options, tokenizer, config, augment=True, seed=args.seed)
     val_ds = dataset(val_eps, options, tokenizer, config, augment=False)
@@ -175,10 +199,13 @@ def main(argv=None) -> int:
         resume = run_dir / "checkpoints" / "last" / "trainer.ckpt"
         if not resume.is_file():
             raise CommandError(f"--resume: {resume} not found")
-    if resume is None:
+    if resume is None and args.init:
+        print(f"ACT and head start from {args.init} (its input standardisation kept)", file=sys.stderr)
+    elif resume is None:
         stats = set_head_standardization(module.model, train_eps, options, tokenizer, config, seed=args.seed)
         print(f"head input standardised from {stats['frames']} training frames "
               f"(feature offset {stats['mean_abs']:.3f}, spread {stats['std']:.3f})", file=sys.stderr)
+    if resume is None:
         trainer.validate(module, val_dl, verbose=False)  # the epoch-0 reference for "val loss before training"
     first_val = float(trainer.callback_metrics.get("val/loss", float("nan")))
     # Resuming loads plain tensors and dicts only (weights_only=True): nothing in a run folder is unpickled.

@@ -1,177 +1,535 @@
-"""Import a RoboVLMs / Mobile-VLA Lightning checkpoint into our checkpoint format.
+"""Import a checkpoint of the original RoboVLMs / Mobile-VLA stack into our checkpoint format.
 
-    python -m train.import_robovlms epoch=9.ckpt --out imported/ [--preset kosmos2] [--allow-missing]
+    python -m train.import_robovlms epoch=9.ckpt --out imported/          # no flags needed
+    python -m train.import_robovlms head.ckpt --out imported/ --base microsoft/kosmos-2-patch14-224
+    python -m export.to_onnx imported/ --out bundle/                      # drives as it was trained
+    python -m train.fit --init imported/ --data episodes/ ...             # or move to our layout
 
-The original stack's `.ckpt` holds `state_dict` keys `model.backbone.{text_model,
-vision_model,image_to_text_projection}.*`, `model.act_head.*` and
-`model.action_token` (REFERENCE.md section 3); LoRA runs hold peft keys under
-`model.base_model.model.*` with `.base_layer.` and `lora_A/lora_B`, which are
-folded in here (W + B A * alpha / r; alpha is not stored in a state dict, so
-it is `--lora-alpha`, 16 in the original config). Loading uses
-`torch.load(weights_only=True)`: a file that needs arbitrary unpickling is
-refused. Every key is accounted for: the report lists what was mapped,
-dropped on purpose (the language-model head, tied to the embeddings and
-unused here) and unmatched; missing or unmatched keys fail the import unless
-`--allow-missing`. (The original's script stripped every "model." substring
-and loaded with strict=False, silently dropping weights; this does not.)
+What the file holds (a Lightning `.ckpt`, loaded with `torch.load(weights_only=True)`;
+anything that needs arbitrary unpickling is refused):
+- `state_dict`: the backbone (transformers' Kosmos2Model) under `model.backbone.*`;
+  LoRA runs also hold peft's second registration of the same modules under
+  `model.model.base_model.model.*`, each LoRA'd Linear as `.base_layer.{weight,bias}`,
+  `.lora_A.default.weight` (r x in) and `.lora_B.default.weight` (out x r); the head
+  (`MobileVLALSTMDecoder`) as `model.act_head.rnn.*` (LSTM 2048 -> H, L layers) and
+  `model.act_head.velocities.mlp.{0,2,4,6}.*` (Linear H->1024, ReLU, 1024->512, ReLU,
+  512->256, ReLU, 256->N*A, Tanh); `model.action_token`.
+- `hyper_parameters["configs"]`: `window_size`, `fwd_pred_next_n`, `act_head`
+  (`hidden_size`, `action_dim`, ...), `train_setup` (`lora_r`, `lora_alpha`); any of it
+  may be missing, so H, L, N, A come from it where present and from the tensor shapes
+  otherwise (W, which no tensor holds, defaults to 8 and the report says so).
+- `optimizer_states`, `lr_schedulers`, `callbacks`, `epoch`, `global_step`,
+  `pytorch-lightning_version`: training state, recorded and not imported.
 
-Head names: `act_head.rnn.*` / `act_head.lstm.*` -> our LSTM, `act_head.mlp.*`
-/ `act_head.actions.mlp.*` -> our MLP. Other head layouts show up as
-unmatched keys, never silently.
+Every key is accounted for in `import_report.json` (saved in the output folder and
+summarised on screen): mapped, duplicate (peft's second registration: checked equal,
+mapped once), LoRA folded (W + B A * alpha / r with the stored alpha), dropped on
+purpose (the language-model head, tied to the embeddings and unused here) or
+unmatched (refused unless `--allow-missing`). A head of another type is refused naming
+its keys. Backbone weights the file lacks come from the pretrained Kosmos-2 (`--base`,
+a hub id, a transformers folder or one of our merged checkpoint folders) and the report
+says so; without `--base` such a file is refused: nothing is ever left random.
+
+The imported checkpoint records the original's feature path as its prompt layout
+(`robovlms-fallback`, runtime/prompt.py) and its channel-order quirk (the stored BGR
+bytes went into the model unconverted: `model_channel_order: "bgr"`), so the exported
+bundle drives exactly as the checkpoint was trained. docs/migrating.md explains how to
+re-fit it onto our layout instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from train.checkpoint import save_checkpoint
+from runtime.atomic import atomic_directory
+from runtime.prompt import text_ids
 from train.config import PRESETS, preset_config
-from train.model import ActionHead, MobileVLA, load_tokenizer
+from train.model import ActionHead, MobileVLA, is_checkpoint_folder, load_tokenizer
 
-DROPPED = (re.compile(r"^text_model\.lm_head\."),)
-HEAD_RULES = [
-    (re.compile(r"^act_head\.(?:rnn|lstm)\.(.*)$"), r"head.lstm.\1"),
-    (re.compile(r"^act_head\.(?:actions\.)?mlp\.(.*)$"), r"head.mlp.\1"),
-]
+REPORT_FILE = "import_report.json"
+DEFAULT_WINDOW = 8  # the seed run's W; no tensor holds it
+DROPPED = {re.compile(r"^backbone\.text_model\.lm_head\."): "language-model head: tied to the embeddings, unused for ACT"}
+# The Lightning module's attribute (`model.`) is removed first; then peft's wrappers, wherever they sit.
+PEFT_PREFIXES = (("model.base_model.model.", "backbone."),  # the peft wrapper registered a second time as `.model`
+                 ("backbone.base_model.model.", "backbone."),  # the peft wrapper registered as `.backbone`
+                 ("base_model.model.", ""))  # the whole policy wrapped by peft
+LORA_KEY = re.compile(r"^(?P<stem>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
+LSTM_KEY = re.compile(r"^act_head\.(?:rnn|lstm)\.(?P<param>(?:weight|bias)_(?:ih|hh)_l(?P<layer>\d+))$")
+MLP_KEY = re.compile(r"^act_head\.(?P<group>(?:velocities\.|actions\.)?mlp)\.(?P<index>\d+)\.(?P<param>weight|bias)$")
 
 
 class ImportError_(ValueError):
-    pass
+    """A file this importer will not turn into a checkpoint; the message names the file and the keys."""
 
 
-def strip_prefixes(key: str) -> str:
-    """Remove the Lightning/peft wrappers: model., base_model.model., backbone. (only as whole prefixes)."""
-    for prefix in ("model.", "base_model.model.", "model."):
-        if key.startswith(prefix):
-            key = key[len(prefix):]
-    return key
+def canonical_key(key: str) -> str:
+    """Source key -> one name per tensor: `backbone.<Kosmos2Model key>`, `act_head.*`, `action_token`, ..."""
+    k = key[len("model."):] if key.startswith("model.") else key
+    changed = True
+    while changed:
+        changed = False
+        for prefix, repl in PEFT_PREFIXES:
+            if k.startswith(prefix):
+                k, changed = repl + k[len(prefix):], True
+                break
+    return k
 
 
-def fold_lora(state: dict[str, torch.Tensor], alpha: float) -> tuple[dict[str, torch.Tensor], int]:
-    """peft keys -> plain weights: base_layer.weight + lora_B @ lora_A * alpha / r. Returns (state, folded)."""
-    out, folded = {}, 0
-    for key, value in state.items():
-        if ".lora_A." in key or ".lora_B." in key or ".lora_dropout." in key:
-            continue
-        if ".base_layer." in key:
-            plain = key.replace(".base_layer.", ".")
-            if key.endswith(".weight"):
-                stem = key[: -len(".base_layer.weight")]
-                a = next((v for k, v in state.items() if k.startswith(stem + ".lora_A.") and k.endswith("weight")), None)
-                b = next((v for k, v in state.items() if k.startswith(stem + ".lora_B.") and k.endswith("weight")), None)
-                if a is not None and b is not None:
-                    r = a.shape[0]
-                    value = value + (b.float() @ a.float()).to(value.dtype) * (alpha / r)
-                    folded += 1
-            out[plain] = value
-        else:
-            out[key] = value
-    return out, folded
-
-
-def map_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """Original keys -> ours. Returns (mapped, dropped, unmatched)."""
-    mapped, dropped, unmatched = {}, [], []
-    for key, value in state.items():
-        k = strip_prefixes(key)
-        if k.startswith("backbone."):
-            inner = k[len("backbone."):]
-            if any(rule.match(inner) for rule in DROPPED):
-                dropped.append(key)
-                continue
-            mapped["kosmos." + inner] = value
-        elif k == "action_token":
-            mapped["action_token"] = value.reshape(-1)
-        else:
-            for rule, repl in HEAD_RULES:
-                if rule.match(k):
-                    mapped[rule.sub(repl, k)] = value
-                    break
-            else:
-                unmatched.append(key)
-    return mapped, dropped, unmatched
-
-
-def load_lightning_state(path: Path) -> dict[str, torch.Tensor]:
+def load_lightning(path: Path) -> tuple[dict, dict, list[str]]:
+    """-> (state_dict, hyper_parameters["configs"] or {}, the file's top-level fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImportError_(f"{path}: file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError and friends
         raise ImportError_(f"{path}: cannot be loaded with weights_only=True (it needs arbitrary unpickling, "
                            f"which is refused for safety): {e}") from e
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ImportError_(f"{path}: no 'state_dict' of tensors found")
-    return state
+    if not isinstance(obj, dict):
+        raise ImportError_(f"{path}: expected a Lightning checkpoint (a dict with 'state_dict'), found {type(obj).__name__}")
+    state = obj.get("state_dict", obj)
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ImportError_(f"{path}: no 'state_dict' of tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
+    hyper = obj.get("hyper_parameters")
+    configs = hyper.get("configs") if isinstance(hyper, dict) else None
+    return state, configs if isinstance(configs, dict) else {}, sorted(map(str, obj))
 
 
-def import_checkpoint(path: Path, out: Path, preset: str = "kosmos2", lora_alpha: float = 16.0,
-                      allow_missing: bool = False, overwrite: bool = False, **overrides) -> dict:
-    state = load_lightning_state(path)
-    state, folded = fold_lora(state, lora_alpha)
-    mapped, dropped, unmatched = map_keys(state)
+def _get(configs: dict, *path):
+    cur = configs
+    for part in path:
+        if not isinstance(cur, dict) or cur.get(part) is None:
+            return None
+        cur = cur[part]
+    return cur
+
+
+class Report:
+    """Where every source key went."""
+
+    def __init__(self, source: Path, total: int):
+        self.source, self.total = source, total
+        self.mapped: dict[str, str] = {}  # source key -> our key
+        self.duplicate: dict[str, str] = {}  # source key -> the source key it equals (mapped once)
+        self.lora_folded: dict[str, str] = {}  # lora_A / lora_B key -> our key it was folded into
+        self.dropped: dict[str, str] = {}  # source key -> why
+        self.unmatched: list[str] = []
+        self.facts: dict = {}
+        self.notes: list[str] = []
+
+    def accounted(self) -> int:
+        return len(self.mapped) + len(self.duplicate) + len(self.lora_folded) + len(self.dropped) + len(self.unmatched)
+
+    def to_dict(self) -> dict:
+        return {"source": str(self.source), "keys_in_file": self.total, "keys_accounted": self.accounted(),
+                "counts": {"mapped": len(self.mapped), "duplicate": len(self.duplicate),
+                           "lora_folded": len(self.lora_folded), "dropped": len(self.dropped),
+                           "unmatched": len(self.unmatched)},
+                **self.facts, "notes": self.notes,
+                "keys": {"mapped": self.mapped, "duplicate": self.duplicate, "lora_folded": self.lora_folded,
+                         "dropped": self.dropped, "unmatched": self.unmatched}}
+
+
+def dedupe(state: dict[str, torch.Tensor], report: Report, path: Path) -> tuple[dict, dict]:
+    """-> ({canonical: tensor}, {canonical: primary source key}); peft's duplicates checked equal."""
+    groups: dict[str, list[str]] = {}
+    for key in state:
+        groups.setdefault(canonical_key(key), []).append(key)
+    out, source = {}, {}
+    for canon, keys in groups.items():
+        first = keys[0]
+        for other in keys[1:]:
+            a, b = state[first], state[other]
+            if a.shape != b.shape or not torch.equal(a, b):
+                diff = "shapes differ" if a.shape != b.shape else f"max abs diff {(a.float() - b.float()).abs().max():.3g}"
+                raise ImportError_(f"{path}: {first} and {other} name the same tensor ({canon}) but differ ({diff}); "
+                                   f"the file is inconsistent")
+            report.duplicate[other] = first
+        out[canon], source[canon] = state[first], first
+    return out, source
+
+
+def fold_lora(state: dict, source: dict, alpha: float | None, alpha_from: str, configs: dict, report: Report,
+              path: Path) -> tuple[dict, dict]:
+    """base_layer + B @ A * alpha / r -> plain Linear weights. -> (state, source) under the plain names."""
+    pairs: dict[str, dict] = {}
+    for k in state:
+        m = LORA_KEY.match(k)
+        if m:
+            pairs.setdefault(m["stem"], {})[m["ab"]] = k
+    if not pairs:
+        return state, source
+    if alpha is None:
+        raise ImportError_(f"{path}: {len(pairs)} LoRA pairs but no alpha: hyper_parameters['configs']['train_setup']"
+                           f"['lora_alpha'] is missing; pass --lora-alpha as trained (scale = alpha / r)")
+    stored_r = _get(configs, "train_setup", "lora_r")
+    out = {k: v for k, v in state.items() if not LORA_KEY.match(k)}
+    ranks = set()
+    for stem, ab in sorted(pairs.items()):
+        base = f"{stem}.base_layer.weight"
+        if set(ab) != {"A", "B"} or base not in out:
+            raise ImportError_(f"{path}: incomplete LoRA layer {source.get(base, stem)}: has "
+                               f"{sorted(ab)} of lora_A/lora_B and {'a' if base in out else 'no'} base_layer.weight")
+        a, b = state[ab["A"]], state[ab["B"]]
+        r = a.shape[0]
+        if b.shape[1] != r or tuple(out[base].shape) != (b.shape[0], a.shape[1]):
+            raise ImportError_(f"{path}: LoRA shapes of {source[ab['A']]} {tuple(a.shape)} and {source[ab['B']]} "
+                               f"{tuple(b.shape)} do not fit {source[base]} {tuple(out[base].shape)}")
+        if stored_r is not None and int(stored_r) != r:
+            raise ImportError_(f"{path}: hyper_parameters configs.train_setup.lora_r = {stored_r} but "
+                               f"{source[ab['A']]} has rank {r}")
+        ranks.add(r)
+        w = out[base]
+        out[base] = (w.double() + (b.double() @ a.double()) * (float(alpha) / r)).to(w.dtype)
+        report.lora_folded[source[ab["A"]]] = report.lora_folded[source[ab["B"]]] = f"kosmos.{stem[len('backbone.'):]}.weight"
+    report.facts["lora"] = {"pairs": len(pairs), "r": sorted(ranks), "alpha": alpha, "alpha_from": alpha_from,
+                            "scale": [float(alpha) / r for r in sorted(ranks)]}
+    # peft's base_layer names become the plain Linear's names.
+    return ({k.replace(".base_layer.", "."): v for k, v in out.items()},
+            {k.replace(".base_layer.", "."): s for k, s in source.items() if not LORA_KEY.match(k)})
+
+
+def classify(state: dict, source: dict, report: Report, path: Path) -> tuple[dict, dict, dict]:
+    """-> (backbone {Kosmos2Model key: tensor}, head {our head key: tensor}, action token or None)."""
+    backbone, head, act = {}, {}, None
+    head_keys, foreign, mlp_groups = [], [], set()
+    for k, v in state.items():
+        src = source[k]
+        reason = next((why for rule, why in DROPPED.items() if rule.match(k)), None)
+        if reason:
+            report.dropped[src] = reason
+        elif k.startswith("backbone."):
+            backbone[k[len("backbone."):]] = v
+            report.mapped[src] = "kosmos." + k[len("backbone."):]
+        elif k == "action_token":
+            act = v
+            report.mapped[src] = "action_token"
+        elif k.startswith("act_head."):
+            head_keys.append(k)
+            m_lstm, m_mlp = LSTM_KEY.match(k), MLP_KEY.match(k)
+            if m_lstm:
+                head[f"lstm.{m_lstm['param']}"] = v
+                report.mapped[src] = f"head.lstm.{m_lstm['param']}"
+            elif m_mlp:
+                mlp_groups.add(m_mlp["group"])
+                head[f"mlp.{m_mlp['index']}.{m_mlp['param']}"] = v
+                report.mapped[src] = f"head.mlp.{m_mlp['index']}.{m_mlp['param']}"
+            else:
+                foreign.append(src)
+        else:
+            report.unmatched.append(src)
+    has_lstm = any(k.startswith("lstm.") for k in head)
+    if not head_keys:
+        raise ImportError_(f"{path}: no action head (no model.act_head.* keys); nothing to drive with")
+    if foreign or not has_lstm or len(mlp_groups) != 1:
+        named = sorted(source[k] for k in head_keys)
+        why = "no LSTM (act_head.rnn.*)" if not has_lstm else (
+            f"unknown keys {', '.join(foreign[:6])}" if foreign else f"several MLPs ({', '.join(sorted(mlp_groups))})")
+        raise ImportError_(
+            f"{path}: the action head is of another type than the LSTM decoder this importer supports "
+            f"(expected model.act_head.rnn.* and model.act_head.velocities.mlp.{{0,2,4,6}}.*; found {why}); "
+            f"its keys: {', '.join(named[:24])}{' ...' if len(named) > 24 else ''}")
+    return backbone, head, act
+
+
+def head_dimensions(head: dict, configs: dict, path: Path, window: int | None, chunk: int | None,
+                    axes: int | None) -> dict:
+    """H, L, MLP widths, N, A, W: from hyper_parameters where present, tensor shapes otherwise; checked against each other."""
+    facts: dict = {}
+
+    def record(name, value, origin):
+        facts[name] = {"value": value, "from": origin}
+        return value
+
+    layers = sorted(int(LSTM_KEY.match("act_head.rnn." + k[len("lstm."):])["layer"])
+                    for k in head if k.startswith("lstm.weight_ih_l"))
+    if layers != list(range(len(layers))):
+        raise ImportError_(f"{path}: LSTM layers {layers} are not 0..L-1")
+    hh = head["lstm.weight_hh_l0"]
+    hidden, n_layers, in_dim = hh.shape[1], len(layers), head["lstm.weight_ih_l0"].shape[1]
+    for name, value, stored in (("hidden_size", hidden, _get(configs, "act_head", "hidden_size")),
+                                ("num_layers", n_layers, _get(configs, "act_head", "num_layers"))):
+        if stored is not None and int(stored) != value:
+            raise ImportError_(f"{path}: hyper_parameters configs.act_head.{name} = {stored} but the LSTM tensors "
+                               f"say {value} (act_head.rnn.weight_hh_l0 {tuple(hh.shape)}, {n_layers} layers)")
+    record("head_hidden", hidden, "hyper_parameters" if _get(configs, "act_head", "hidden_size") else "tensor shapes")
+    record("head_layers", n_layers, "hyper_parameters" if _get(configs, "act_head", "num_layers") else "tensor shapes")
+    idx = sorted(int(k.split(".")[1]) for k in head if k.startswith("mlp.") and k.endswith(".weight"))
+    if idx != list(range(0, 2 * len(idx), 2)):
+        raise ImportError_(f"{path}: MLP Linear layers at indices {idx}; expected 0, 2, 4, ... (Linear, ReLU, ..., Tanh)")
+    widths = [hidden]
+    for i in idx:
+        w = head[f"mlp.{i}.weight"]
+        if w.shape[1] != widths[-1]:
+            raise ImportError_(f"{path}: act_head MLP layer {i} takes {w.shape[1]} inputs, the layer before gives {widths[-1]}")
+        widths.append(w.shape[0])
+    out = widths[-1]
+    record("head_mlp", widths[1:-1], "tensor shapes")
+    stored_n, stored_a = _get(configs, "fwd_pred_next_n"), _get(configs, "act_head", "action_dim")
+    n = chunk if chunk is not None else stored_n
+    a = axes if axes is not None else stored_a
+    n_from = "--chunk" if chunk is not None else "hyper_parameters" if stored_n is not None else "tensor shapes"
+    a_from = "--action-axes" if axes is not None else "hyper_parameters" if stored_a is not None else "tensor shapes"
+    if n is None and a is None:
+        fits = [k for k in (2, 3) if out % k == 0]
+        if len(fits) != 1:
+            raise ImportError_(f"{path}: the head outputs {out} = N x A values and neither fwd_pred_next_n nor "
+                               f"act_head.action_dim is stored; {out} fits A = 2 and A = 3: pass --action-axes "
+                               f"(or --chunk) as trained" if fits else
+                               f"{path}: the head outputs {out} values, not N x 2 or N x 3 actions")
+        a = fits[0]
+    if a is None:
+        a = out // int(n)
+    if n is None:
+        n = out // int(a)
+    n, a = int(n), int(a)
+    if n * a != out or a not in (2, 3):
+        raise ImportError_(f"{path}: the head's last Linear gives {out} values, but N = {n} ({n_from}) x A = {a} "
+                           f"({a_from}) = {n * a}" + ("" if a in (2, 3) else "; A must be 2 or 3"))
+    record("chunk", n, n_from)
+    record("action_axes", a, a_from)
+    stored_w = _get(configs, "window_size")
+    w = window if window is not None else stored_w
+    record("window", int(w if w is not None else DEFAULT_WINDOW),
+           "--window" if window is not None else "hyper_parameters" if stored_w is not None
+           else f"not stored: {DEFAULT_WINDOW} assumed (pass --window as trained)")
+    facts["lstm_input"] = {"value": int(in_dim), "from": "tensor shapes"}
+    return facts
+
+
+def kosmos_signature(state: dict) -> dict | None:
+    """What the tensor shapes say about a Kosmos2Model (keys relative to the model); None if not all there."""
+    try:
+        vocab, width = state["text_model.model.embed_tokens.weight"].shape
+        vision_width = state["vision_model.model.embeddings.patch_embedding.weight"].shape[0]
+        return {
+            "vocab_size": int(vocab), "embed_dim": int(width),
+            "text_layers": len({k.split(".")[3] for k in state if k.startswith("text_model.model.layers.")}),
+            "ffn_dim": int(state["text_model.model.layers.0.ffn.fc1.weight"].shape[0]),
+            "vision_hidden": int(vision_width),
+            "vision_layers": len({k.split(".")[4] for k in state if k.startswith("vision_model.model.encoder.layers.")}),
+            "vision_ffn": int(state["vision_model.model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
+            "vision_positions": int(state["vision_model.model.embeddings.position_embedding.weight"].shape[0]),
+            "latent_query_num": int(state["image_to_text_projection.latent_query"].shape[0]),
+        }
+    except KeyError:
+        return None
+
+
+def config_signature(kosmos: dict) -> dict:
+    t, v = kosmos["text_config"], kosmos["vision_config"]
+    return {"vocab_size": t["vocab_size"], "embed_dim": t["embed_dim"], "text_layers": t["layers"],
+            "ffn_dim": t["ffn_dim"], "vision_hidden": v["hidden_size"], "vision_layers": v["num_hidden_layers"],
+            "vision_ffn": v["intermediate_size"], "vision_positions": (v["image_size"] // v["patch_size"]) ** 2 + 1,
+            "latent_query_num": kosmos.get("latent_query_num", 64)}
+
+
+def match_preset(signature: dict, where: str) -> str:
+    for name in PRESETS:
+        if config_signature(preset_config(name, random_weights=True).kosmos) == signature:
+            return name
+    raise ImportError_(f"{where}: a Kosmos-2 of shape {signature} matches none of the presets ({', '.join(PRESETS)})")
+
+
+def load_base(base: str):
+    """The pretrained Kosmos-2: one of our merged checkpoint folders, a transformers folder or a hub id."""
+    from train.model import _kosmos_from_checkpoint
+
+    try:
+        if is_checkpoint_folder(base):
+            return _kosmos_from_checkpoint(Path(base), "eager")
+        from transformers import Kosmos2Model
+
+        return Kosmos2Model.from_pretrained(base, attn_implementation="eager")
+    except (OSError, ValueError) as e:
+        raise ImportError_(f"--base {base}: cannot load a Kosmos-2 from it: {e}") from e
+
+
+def import_checkpoint(path: Path, out: Path, base: str | None = None, preset: str | None = None,
+                      lora_alpha: float | None = None, allow_missing: bool = False, overwrite: bool = False,
+                      window: int | None = None, chunk: int | None = None, action_axes: int | None = None,
+                      tokenizer: str | None = None) -> dict:
+    """Import `path` into the checkpoint folder `out`; returns the report (also saved as out/import_report.json)."""
+    path, out = Path(path), Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    state, configs, fields = load_lightning(path)
+    report = Report(path, len(state))
+    report.facts["file_fields"] = fields
+    report.facts["not_imported"] = [f for f in fields if f != "state_dict"]
+    canon, source = dedupe(state, report, path)
+    stored_alpha = _get(configs, "train_setup", "lora_alpha")
+    alpha, alpha_from = ((lora_alpha, "--lora-alpha") if lora_alpha is not None else
+                         (stored_alpha, "hyper_parameters configs.train_setup.lora_alpha"))
+    if lora_alpha is not None and stored_alpha is not None and float(stored_alpha) != float(lora_alpha):
+        report.notes.append(f"--lora-alpha {lora_alpha} overrides the stored lora_alpha {stored_alpha}")
+    canon, source = fold_lora(canon, source, alpha, alpha_from, configs, report, path)
+    backbone, head, act = classify(canon, source, report, path)
+    if report.unmatched and not allow_missing:
+        raise ImportError_(f"{path}: {len(report.unmatched)} key(s) match nothing in our model: "
+                           f"{', '.join(report.unmatched[:8])}; pass --allow-missing to import without them")
+    dims = head_dimensions(head, configs, path, window, chunk, action_axes)
+    report.facts["dimensions"] = dims
+
+    # The backbone: from the file, completed from --base where the file lacks some; never random.
+    sig = kosmos_signature(backbone)
+    base_model = None
+    if base is not None and sig is None:
+        base_model = load_base(base)
+    if preset is None:
+        preset = match_preset(sig, str(path)) if sig is not None else (
+            match_preset(kosmos_signature(base_model.state_dict()), f"--base {base}") if base_model is not None else None)
+    if preset is None:
+        raise ImportError_(f"{path}: the file has no (complete) backbone weights (model.backbone.*: "
+                           f"{len(backbone)} tensors); pass --base with the pretrained Kosmos-2 (a hub id or "
+                           f"folder) to take the backbone from there; it is never left random")
+    hub_tok = None
     if preset == "kosmos2":
         from train.tokenizer import KOSMOS2_HUB_ID
 
-        overrides.setdefault("tokenizer", KOSMOS2_HUB_ID)  # the original was trained with the real tokenizer
-    config = preset_config(preset, random_weights=True, **overrides)
+        hub_tok = tokenizer or (base if base and not is_checkpoint_folder(base) else KOSMOS2_HUB_ID)
+    cfg = preset_config(preset, random_weights=True)
+    q = cfg.latent_query_num
+    config = replace(
+        cfg, tokenizer=hub_tok or cfg.tokenizer,
+        window=dims["window"]["value"], chunk=dims["chunk"]["value"], action_axes=dims["action_axes"]["value"],
+        head_hidden=dims["head_hidden"]["value"], head_layers=dims["head_layers"]["value"],
+        head_mlp=tuple(dims["head_mlp"]["value"]), prompt_layout="robovlms-fallback",
+        max_text_tokens=max(q, cfg.max_text_tokens),
+        # The original fed the robot's BGR bytes into the model's R, G, B slots unconverted.
+        preprocess=dict(cfg.preprocess, channel_order="bgr", model_channel_order="bgr")).validate()
+    if dims["lstm_input"]["value"] != config.hidden_size:
+        raise ImportError_(f"{path}: the LSTM takes {dims['lstm_input']['value']} inputs but the backbone is "
+                           f"{config.hidden_size} wide ({preset})")
     model = MobileVLA(config)
-    ours = model.state_dict()
-    identity = {f"head.{k}" for k in ActionHead.NORMALIZATION_KEYS}  # the original head had none
-    missing = sorted(set(ours) - set(mapped) - identity)
-    extra = sorted(set(mapped) - set(ours))
-    wrong = [f"{k}: file {tuple(mapped[k].shape)} vs model {tuple(ours[k].shape)}"
-             for k in sorted(set(mapped) & set(ours)) if mapped[k].shape != ours[k].shape]
-    report = {"mapped": len(set(mapped) & set(ours)), "lora_folded": folded, "dropped": dropped,
-              "unmatched": unmatched + extra, "missing": missing, "shape_mismatch": wrong}
+    ours = model.kosmos.state_dict()
+    missing = sorted(set(ours) - set(backbone))
+    extra = sorted(set(backbone) - set(ours))
+    if extra:
+        raise ImportError_(f"{path}: backbone keys not in a {preset} Kosmos2Model: "
+                           f"{', '.join('model.backbone.' + k for k in extra[:8])}")
+    from_base: list[str] = []
+    if missing:
+        if backbone and not allow_missing:
+            raise ImportError_(f"{path}: {len(missing)} backbone tensor(s) missing (e.g. {missing[:3]}); pass "
+                               f"--allow-missing --base KOSMOS2 to take them from the pretrained model")
+        if base is None:
+            raise ImportError_(f"{path}: {len(missing)} of {len(ours)} backbone tensors are not in the file "
+                               f"(e.g. {missing[:3]}); pass --base with the pretrained Kosmos-2 (a hub id or folder) "
+                               f"to take them from there; they are never left random")
+        base_model = base_model or load_base(base)
+        base_state = base_model.state_dict()
+        for k in missing:
+            if k not in base_state or base_state[k].shape != ours[k].shape:
+                raise ImportError_(f"--base {base}: has no {k} of shape {tuple(ours[k].shape)}")
+            backbone[k] = base_state[k]
+        from_base = missing
+    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(ours[k].shape)}" for k, v in backbone.items()
+             if v.shape != ours[k].shape]
+    if act is None:
+        raise ImportError_(f"{path}: no model.action_token in the file")
+    if act.numel() != config.hidden_size:
+        wrong.append(f"action_token: {tuple(act.shape)} vs ({config.hidden_size},)")
+    head_ours = model.head.state_dict()
+    head_full = {k: head_ours[k] for k in ActionHead.NORMALIZATION_KEYS} | head  # the original had none: identity
+    missing_head = sorted(set(head_ours) - set(head_full))
+    if missing_head:
+        raise ImportError_(f"{path}: the head lacks {', '.join('act_head.' + k for k in missing_head)}")
+    wrong += [f"act_head {k}: file {tuple(v.shape)} vs model {tuple(head_ours[k].shape)}" for k, v in head_full.items()
+              if v.shape != head_ours[k].shape]
     if wrong:
-        raise ImportError_(f"{path}: shapes do not match the {preset} preset: {wrong[:3]} "
-                           f"(pass --window/--chunk/--action-axes/--head-hidden/--head-layers as trained)")
-    if (missing or unmatched or extra) and not allow_missing:
-        raise ImportError_(f"{path}: {len(missing)} missing (e.g. {missing[:3]}), {len(unmatched) + len(extra)} "
-                           f"unmatched (e.g. {(unmatched + extra)[:3]}); pass --allow-missing to import anyway")
-    model.load_state_dict({k: v for k, v in mapped.items() if k in ours}, strict=False)
-    save_checkpoint(model.eval(), out, load_tokenizer(config), kind="merged", overwrite=overwrite,
-                    extra={"imported_from": str(path), "import_report": report})
-    return report
+        raise ImportError_(f"{path}: shapes do not match: {wrong[:4]}")
+    model.kosmos.load_state_dict(backbone, strict=True)
+    model.head.load_state_dict(head_full, strict=True)
+    with torch.no_grad():
+        model.action_token.copy_(act.reshape(-1))
+    report.facts["preset"] = preset
+    report.facts["backbone"] = {"from": "file" if not from_base else ("base" if len(from_base) == len(ours) else "file+base"),
+                                "base": base if from_base else None, "from_base": from_base}
+    report.facts["prompt_layout"] = config.prompt_layout
+    report.facts["preprocess"] = config.preprocess
+    report.notes.append("prompt layout robovlms-fallback: the original's feature path (image latents over the "
+                        "text, sequential positions), so the head gets the features it was trained on")
+    report.notes.append("channel order: frames go into the model as stored BGR bytes, unconverted, as in the "
+                        "original's training (preprocess.model_channel_order = bgr)")
+    if report.accounted() != report.total:
+        raise AssertionError(f"{path}: {report.total} keys but {report.accounted()} accounted for")
+    tok = load_tokenizer(config)
+    config_max = max(q, len(text_ids(tok, "", config.prompt_template)) + 2 + 32)
+    model.config = replace(config, max_text_tokens=config_max,
+                           weights=base if from_base else None).validate()
+    from train.checkpoint import write_checkpoint_files
+
+    result = report.to_dict()
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        write_checkpoint_files(model.eval(), tmp, tok, kind="merged",
+                               extra={"imported_from": str(path), "import_report": REPORT_FILE,
+                                      "import_counts": result["counts"]})
+        (tmp / REPORT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def summary(report: dict, out: Path) -> str:
+    c, dims = report["counts"], report["dimensions"]
+    lora = report.get("lora")
+    lines = [f"imported {report['source']} -> {out} (preset {report['preset']})",
+             f"  keys      {report['keys_in_file']} in the file, all accounted for: {c['mapped']} mapped, "
+             f"{c['duplicate']} duplicate (peft's second registration, checked equal), {c['lora_folded']} LoRA "
+             f"tensors folded, {c['dropped']} dropped on purpose, {c['unmatched']} unmatched"]
+    if lora:
+        lines.append(f"  lora      {lora['pairs']} pairs folded: alpha {lora['alpha']} / r {lora['r']} "
+                     f"(alpha from {lora['alpha_from']})")
+    b = report["backbone"]
+    lines.append("  backbone  from the file" if b["from"] == "file" else
+                 f"  backbone  {len(b['from_base'])} tensors from --base {b['base']} (not in the file)")
+    lines.append(f"  head      LSTM {dims['lstm_input']['value']}->{dims['head_hidden']['value']} x "
+                 f"{dims['head_layers']['value']} layers, MLP {dims['head_mlp']['value']} -> "
+                 f"{dims['chunk']['value']} x {dims['action_axes']['value']} (tanh)")
+    for name in ("window", "chunk", "action_axes", "head_hidden", "head_layers"):
+        lines.append(f"  {name:<12}{dims[name]['value']}  ({dims[name]['from']})")
+    lines.append("  layout    robovlms-fallback: drives as it was trained (the original's feature path, BGR frames "
+                 "fed unconverted)")
+    lines.append(f"            to move to our layout: python -m train.fit --init {out} --data EPISODES ... "
+                 f"(docs/migrating.md)")
+    lines.append(f"  training state, not imported: {', '.join(f for f in report['not_imported'])}")
+    for k in report["keys"]["unmatched"][:20]:
+        lines.append(f"  unmatched (ignored, --allow-missing): {k}")
+    lines.append(f"  report    {out / REPORT_FILE}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt", type=Path)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--preset", choices=PRESETS, default="kosmos2")
-    ap.add_argument("--lora-alpha", type=float, default=16.0)
-    ap.add_argument("--window", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=10)
-    ap.add_argument("--action-axes", type=int, default=2, choices=(2, 3))
-    ap.add_argument("--head-hidden", type=int)
-    ap.add_argument("--head-layers", type=int)
-    ap.add_argument("--allow-missing", action="store_true")
+    ap.add_argument("--base", help="pretrained Kosmos-2 (hub id, transformers folder or merged checkpoint folder) "
+                                   "for backbone weights the file lacks")
+    ap.add_argument("--preset", choices=PRESETS, help="default: recognised from the backbone's shapes")
+    ap.add_argument("--tokenizer", help="kosmos2: hub id or folder of the tokenizer (default: --base or the hub's)")
+    ap.add_argument("--lora-alpha", type=float, help="default: the stored hyper_parameters lora_alpha")
+    ap.add_argument("--window", type=int, help="default: the stored window_size, else 8")
+    ap.add_argument("--chunk", type=int, help="default: the stored fwd_pred_next_n, else from the head's shape")
+    ap.add_argument("--action-axes", type=int, choices=(2, 3), help="default: the stored action_dim, else the shape")
+    ap.add_argument("--allow-missing", action="store_true",
+                    help="ignore unmatched keys and take missing backbone tensors from --base")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    overrides = dict(window=args.window, chunk=args.chunk, action_axes=args.action_axes)
-    if args.head_hidden:
-        overrides["head_hidden"] = args.head_hidden
-    if args.head_layers:
-        overrides["head_layers"] = args.head_layers
     try:
-        report = import_checkpoint(args.ckpt, args.out, args.preset, args.lora_alpha, args.allow_missing,
-                                   args.overwrite, **overrides)
+        report = import_checkpoint(args.ckpt, args.out, base=args.base, preset=args.preset,
+                                   lora_alpha=args.lora_alpha, allow_missing=args.allow_missing,
+                                   overwrite=args.overwrite, window=args.window, chunk=args.chunk,
+                                   action_axes=args.action_axes, tokenizer=args.tokenizer)
     except (ImportError_, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"imported {args.ckpt} -> {args.out}: {report['mapped']} tensors mapped, {report['lora_folded']} LoRA "
-          f"pairs folded, {len(report['dropped'])} dropped on purpose, {len(report['unmatched'])} unmatched, "
-          f"{len(report['missing'])} missing")
-    for k in report["unmatched"][:20]:
-        print(f"  unmatched: {k}")
-    for k in report["missing"][:20]:
-        print(f"  missing:   {k}")
+    print(summary(report, args.out))
     return 0
 
 

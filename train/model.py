@@ -18,7 +18,9 @@ keep the last W in a ring and run only the head over the ring
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -69,17 +71,19 @@ class ActionHead(nn.Module):
 
     NORMALIZATION_KEYS = ("feature_mean", "feature_scale")
 
-    def __init__(self, in_dim: int, hidden: int, layers: int, chunk: int, axes: int):
+    def __init__(self, in_dim: int, hidden: int, layers: int, chunk: int, axes: int,
+                 mlp_widths: tuple[int, ...] | None = None):
         super().__init__()
         self.chunk, self.axes = chunk, axes
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_scale", torch.ones(in_dim))
         self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True)
-        self.mlp = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
-            nn.Linear(hidden, chunk * axes), nn.Tanh(),
-        )
+        # Linear, ReLU, ..., Linear, Tanh: linears at even indices (mlp.0, mlp.2, ...), as the original head.
+        widths = [hidden, *(mlp_widths if mlp_widths is not None else (hidden, hidden)), chunk * axes]
+        layers_ = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers_ += [nn.Linear(a, b), nn.Tanh() if i == len(widths) - 2 else nn.ReLU()]
+        self.mlp = nn.Sequential(*layers_)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, L, N, A)."""
@@ -88,12 +92,49 @@ class ActionHead(nn.Module):
         return self.mlp(hidden).view(b, length, self.chunk, self.axes)
 
 
+def is_checkpoint_folder(path) -> bool:
+    """A folder in our checkpoint layout (train.checkpoint), as opposed to a transformers folder or hub id."""
+    folder = Path(str(path))
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        return False
+    try:
+        return json.loads((folder / "config.json").read_text()).get("format") == "mobile-vla-checkpoint"
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def _kosmos_from_checkpoint(folder: Path, attn_implementation: str):
+    """The Kosmos-2 weights (`kosmos.*`) of a merged checkpoint folder: `--base` for the importer, and the
+    base of adapters re-fitted from an imported checkpoint (`train.fit --init`)."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / "config.json").read_text())
+    if meta.get("kind") != "merged":
+        raise ValueError(f"{folder}: a base must be a merged checkpoint (kind 'merged'), this is {meta.get('kind')!r}; "
+                         f"merge it first (python -m train.merge {folder} --out DIR)")
+    base_cfg = MobileVLAConfig.from_dict(meta["model"], source=str(folder / "config.json"))
+    from dataclasses import replace
+
+    model = build_kosmos(replace(base_cfg, weights=None), attn_implementation)
+    state = {k[len("kosmos."):]: v for k, v in load_file(str(folder / "model.safetensors")).items()
+             if k.startswith("kosmos.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{folder / 'model.safetensors'}: Kosmos-2 weights incomplete: {len(missing)} missing "
+                         f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    return model
+
+
 def build_kosmos(config: MobileVLAConfig, attn_implementation: str = "eager"):
-    """The Kosmos-2 backbone: pretrained from `config.weights`, or random from `config.seed`."""
+    """The Kosmos-2 backbone: pretrained from `config.weights` (hub id, transformers folder, or one of our
+    merged checkpoint folders), or random from `config.seed`."""
     from transformers import Kosmos2Config, Kosmos2Model
 
     if config.weights:
-        model = Kosmos2Model.from_pretrained(config.weights, attn_implementation=attn_implementation)
+        if is_checkpoint_folder(config.weights):
+            model = _kosmos_from_checkpoint(Path(config.weights), attn_implementation)
+        else:
+            model = Kosmos2Model.from_pretrained(config.weights, attn_implementation=attn_implementation)
         got = model.config.text_config.embed_dim
         if got != config.hidden_size:
             raise ValueError(f"{config.weights}: text width {got}, config expects {config.hidden_size}")
@@ -117,7 +158,8 @@ class MobileVLA(nn.Module):
         self.action_token = nn.Parameter(torch.randn(d, generator=gen) * 0.02)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed + 2)
-            self.head = ActionHead(d, config.head_hidden, config.head_layers, config.chunk, config.action_axes)
+            self.head = ActionHead(d, config.head_hidden, config.head_layers, config.chunk, config.action_axes,
+                                   config.head_mlp_widths)
         self.lora_settings = None  # train.lora.LoraSettings while LoRA layers are attached
         self.freeze_vlm()
 
@@ -209,6 +251,7 @@ def make_prompt(config: MobileVLAConfig, tokenizer, instruction: str | None = No
         latent_query_num=config.latent_query_num,
         max_text_tokens=config.max_text_tokens if padded else None,
         template=config.prompt_template,
+        layout=config.prompt_layout,
     )
 
 

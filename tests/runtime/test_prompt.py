@@ -46,3 +46,56 @@ def test_tokenizer_without_kosmos_specials_is_refused():
     plain = Tokenizer(models.WordLevel(vocab={"<unk>": 0, "a": 1}, unk_token="<unk>"))
     with pytest.raises(ValueError, match="not a Kosmos-2 tokenizer"):
         build_prompt(plain, "a")
+
+
+# -- robovlms-fallback: the original stack's feature path (issue 13) -------------------------------------
+
+def _fallback(tok, instruction, q=16, max_text_tokens=40):
+    return build_prompt(tok, instruction, latent_query_num=q, max_text_tokens=max_text_tokens,
+                        layout="robovlms-fallback")
+
+
+def test_fallback_layout_short_instruction(tiny_tokenizer):
+    tok = tiny_tokenizer
+    p = _fallback(tok, "go left")
+    text = tok.encode("<grounding>An image of a robot go left", add_special_tokens=False).ids
+    n = len(text) + 2
+    assert n < 16 and p.text_tokens == n and p.length == prompt_length(16, 40, "robovlms-fallback") == 41
+    ids = p.input_ids[0].tolist()
+    assert ids[:n] == [tok.token_to_id("<s>"), *text, tok.token_to_id("</s>")]
+    assert ids[n:16] == [0] * (16 - n)  # the original right-padded with id 0 to Q
+    assert p.attention_mask[0].tolist() == [1] * n + [0] * (40 - n) + [1]
+    assert p.image_slot_mask[0].tolist() == [1] * 16 + [0] * 25  # latents over positions 0..Q-1
+    # sequential positions from padding_idx + 1; ACT where the original had it: right after the Q positions
+    assert p.position_ids[0, :-1].tolist() == list(range(2, 42))
+    assert p.position_ids[0, -1] == 16 + 2
+
+
+def test_fallback_layout_long_instruction_keeps_text_beyond_q(tiny_tokenizer):
+    p = _fallback(tiny_tokenizer, "navigate around the obstacles and reach the front of the bottle on the left")
+    n = p.text_tokens
+    assert n > 16
+    assert p.attention_mask[0].tolist() == [1] * n + [0] * (40 - n) + [1]
+    assert p.position_ids[0, -1] == n + 2  # ACT right after the whole text, however far it padded
+    unpadded = build_prompt(tiny_tokenizer, "navigate around the obstacles and reach the front of the bottle on "
+                            "the left", latent_query_num=16, layout="robovlms-fallback")
+    assert unpadded.length == n + 1 and unpadded.position_ids[0].tolist() == list(range(2, n + 3))
+
+
+def test_fallback_layout_refuses_what_does_not_fit(tiny_tokenizer):
+    with pytest.raises(PromptTooLongError, match="at most 20 text tokens"):
+        _fallback(tiny_tokenizer, "go left " * 20, max_text_tokens=20)
+    with pytest.raises(ValueError, match="at least Q=16"):
+        _fallback(tiny_tokenizer, "go", max_text_tokens=10)
+    with pytest.raises(ValueError, match="prompt layout must be one of"):
+        build_prompt(tiny_tokenizer, "go", layout="robovlms")
+
+
+def test_layout_names_in_bundles():
+    from runtime.prompt import manifest_layout
+
+    assert manifest_layout({"layout": "robovlms-fallback"}) == "robovlms-fallback"
+    # bundles exported before layouts had names described the one layout there was
+    assert manifest_layout({"layout": "<s> <image> [Q image slots] </image> text <pad>... ACT(last)"}) == "mobile-vla"
+    with pytest.raises(ValueError, match="prompt.layout is 'other'"):
+        manifest_layout({"layout": "other"})

@@ -157,3 +157,52 @@ def test_split_is_by_episode_seeded_and_disjoint(tmp_path):
     assert len(val) == 2 and not set(train) & set(val) and len(train) == 8
     assert split_episodes(paths, 0.2, seed=3) == (train, val)
     assert split_episodes(paths, 0.2, seed=4) != (train, val)
+
+
+# -- the author's later collector layout (issue 13) ------------------------------------------------------
+
+def later_collector_episode(path, frames=12, seed=3, attrs=True, also_images=False):
+    """Written here with h5py as the later collector lays files out: RGB frames under observations/images,
+    float64 actions with rotations of +-0.20, five stop frames at the end, scenario/pattern/distance."""
+    bgr = sample_frames(frames, seed=seed, height=60, width=80)
+    rng = np.random.default_rng(seed)
+    actions = np.zeros((frames, 3), np.float64)
+    actions[: frames - 5, :2] = rng.choice([-1.15, 0.0, 1.15], size=(frames - 5, 2))
+    actions[: frames - 5, 2] = rng.choice([-0.2, 0.0, 0.2], size=frames - 5)
+    with h5py.File(path, "w") as f:
+        f.create_group("observations").create_dataset("images", data=bgr[..., ::-1], compression="gzip")
+        f.create_dataset("actions", data=actions)
+        if also_images:
+            f.create_dataset("images", data=bgr)
+        if attrs:
+            f.attrs.update({"scenario": "1box_vert_left", "pattern": "core", "distance": "medium"})
+    return path, bgr, actions
+
+
+def test_later_collector_layout_reads_with_its_channel_order(tmp_path):
+    path, bgr, actions = later_collector_episode(tmp_path / "later.h5")
+    assert h5py.File(path)["actions"].dtype == np.float64
+    same = write_episode(tmp_path / "collector.h5", bgr, actions.astype(np.float32))
+    options = DataOptions(window=4, chunk=3, action_axes=3)  # channel_order "bgr": the collector's default
+    later, collector = read_episode(path, options), read_episode(same, options)
+    assert later.attrs["layout"] == "later-collector" and collector.attrs["layout"] == "collector"
+    assert later.attrs["scenario"] == "1box_vert_left" and later.attrs["distance"] == "medium"
+    assert np.array_equal(later.images, collector.images)  # RGB recognised from the layout, not from the flag
+    assert np.allclose(later.actions, collector.actions) and later.actions.dtype == np.float32
+    assert np.allclose(later.raw_actions[-5:], 0) and np.abs(later.raw_actions[:, 2]).max() == np.float32(0.2)
+    a = EpisodeDataset([later], options)[1]["pixel_values"]
+    b = EpisodeDataset([collector], options)[1]["pixel_values"]
+    assert np.array_equal(a, b)
+
+
+def test_later_collector_files_that_differ_are_refused_naming_what(tmp_path):
+    path, _, _ = later_collector_episode(tmp_path / "no-attrs.h5", attrs=False)
+    with pytest.raises(EpisodeError, match=r"no-attrs\.h5: .*observations/images.*scenario, pattern, distance"):
+        read_episode(path)
+    path, _, _ = later_collector_episode(tmp_path / "both.h5", also_images=True)
+    with pytest.raises(EpisodeError, match=r"both\.h5: has both 'images' .* and 'observations/images'"):
+        read_episode(path)
+    with h5py.File(tmp_path / "neither.h5", "w") as f:
+        f.create_dataset("actions", data=np.zeros((3, 3)))
+    with pytest.raises(EpisodeError, match=r"no 'images' \(collector\) or 'observations/images'"):
+        read_episode(tmp_path / "neither.h5")

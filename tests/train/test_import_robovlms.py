@@ -1,0 +1,407 @@
+"""Importing what the original RoboVLMs / Mobile-VLA stack saved (issue 13).
+
+The fixture is built the way the original stack builds its model: a Kosmos-2 from transformers,
+wrapped by peft's own `get_peft_model` (LoRA on every Linear but lm_head) and registered twice
+(as `.backbone` and, peft's wrapper, as `.model`), the MobileVLALSTMDecoder's modules (an LSTM and
+`velocities.mlp` = Linear, ReLU, Linear, ReLU, Linear, ReLU, Linear, Tanh), an action token, inside
+a Lightning-like module whose attribute is `model`, saved with torch.save as a Lightning checkpoint
+dict. None of it is generated from the importer's rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import run_python
+from train.checkpoint import load_checkpoint
+
+Q_TINY = 16
+HIDDEN, LAYERS, CHUNK, AXES, WINDOW = 48, 2, 10, 2, 8  # not the tiny preset's head: read from the file
+LORA_R, LORA_ALPHA = 4, 16
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+def tiny_kosmos_config():
+    from transformers import Kosmos2Config
+
+    from train.config import preset_config
+
+    kcfg = Kosmos2Config(**preset_config("tiny").kosmos)
+    for c in (kcfg, kcfg.text_config, kcfg.vision_config):
+        c._attn_implementation = "eager"
+    return kcfg
+
+
+class OriginalLSTMDecoder(nn.Module):
+    """MobileVLALSTMDecoder's modules: LSTM over the window, then velocities.mlp with a tanh output."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, chunk: int, axes: int):
+        super().__init__()
+        self.chunk, self.axes = chunk, axes
+        self.rnn = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True)
+        self.velocities = nn.Module()
+        self.velocities.mlp = nn.Sequential(
+            nn.Linear(hidden, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(),
+            nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, chunk * axes), nn.Tanh())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, N, A), zero initial state
+        hidden, _ = self.rnn(features)
+        return self.velocities.mlp(hidden).view(features.shape[0], features.shape[1], self.chunk, self.axes)
+
+
+class OriginalPolicy(nn.Module):
+    def __init__(self, seed: int = 0, lora: bool = True):
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+        from transformers import Kosmos2ForConditionalGeneration
+
+        torch.manual_seed(seed)
+        backbone = Kosmos2ForConditionalGeneration(tiny_kosmos_config())
+        width = backbone.config.text_config.embed_dim
+        if lora:
+            targets = sorted({name.split(".")[-1] for name, m in backbone.named_modules()
+                              if isinstance(m, nn.Linear) and "lm_head" not in name})
+            wrapped = get_peft_model(backbone, LoraConfig(task_type="CAUSAL_LM", target_modules=targets, r=LORA_R,
+                                                          lora_alpha=LORA_ALPHA, lora_dropout=0.0))
+            with torch.no_grad():  # peft starts B at zero; a trained B is not, and merging must matter
+                for name, p in wrapped.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0, 0.2)
+            self.backbone = backbone  # peft put its LoRA layers into it in place ...
+            self.model = wrapped  # ... and its wrapper was registered again: every tensor appears twice
+        else:
+            self.backbone = backbone
+        self.act_head = OriginalLSTMDecoder(width, HIDDEN, LAYERS, CHUNK, AXES)
+        with torch.no_grad():  # a trained head's actions span [-1, 1]; a fresh one's stay near 0.1
+            self.act_head.velocities.mlp[6].weight.mul_(12)
+        self.action_token = nn.Parameter(torch.randn(width) * 0.5)
+
+
+class LightningLike(nn.Module):
+    def __init__(self, policy: OriginalPolicy):
+        super().__init__()
+        self.model = policy
+
+
+def configs(window=WINDOW, lora=True) -> dict:
+    return {"window_size": window, "fwd_pred_next_n": CHUNK, "model": "kosmos",
+            "act_head": {"type": "MobileVLALSTMDecoder", "hidden_size": HIDDEN, "action_dim": AXES,
+                         "down_sample": "none", "latent": 1, "fwd_pred_next_n": CHUNK, "window_size": window},
+            "train_setup": {"lora_enable": lora, "lora_r": LORA_R, "lora_alpha": LORA_ALPHA, "lora_dropout": 0.1,
+                            "freeze_backbone": True}}
+
+
+def lightning_checkpoint(module: LightningLike, hyper: dict | None) -> dict:
+    """What Lightning's trainer.save_checkpoint writes, with one optimizer step of real state."""
+    head = module.model.act_head
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10)
+    head(torch.randn(1, 3, head.rnn.input_size)).sum().backward()
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    return {
+        "epoch": 9, "global_step": 1234, "pytorch-lightning_version": "2.0.9",
+        "state_dict": module.state_dict(),
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 10, "completed": 9}}}},
+        "callbacks": {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}": {
+            "monitor": "val_loss", "best_model_score": torch.tensor(0.0123), "best_model_path": "/runs/epoch=9.ckpt",
+            "current_score": torch.tensor(0.0123), "dirpath": "/runs", "best_k_models": {}, "kth_best_model_path": "",
+            "kth_value": torch.tensor(float("inf")), "last_model_path": ""}},
+        "optimizer_states": [opt.state_dict()],
+        "lr_schedulers": [sched.state_dict()],
+        **({"hyper_parameters": hyper} if hyper is not None else {}),
+    }
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    """(checkpoint path, the original-like policy as it was saved, peft's own merged backbone)."""
+    torch.manual_seed(0)
+    policy = OriginalPolicy(seed=3).eval()
+    module = LightningLike(policy)
+    path = tmp_path_factory.mktemp("original") / "epoch=9.ckpt"
+    torch.save(lightning_checkpoint(module, {"configs": configs()}), path)
+    merged = copy.deepcopy(policy.model).merge_and_unload().eval()  # peft's own merge, not ours
+    return path, policy, merged
+
+
+@pytest.fixture(scope="module")
+def imported(original, tmp_path_factory):
+    path, _, _ = original
+    out = tmp_path_factory.mktemp("imported") / "imported"
+    proc = run_python("-m", "train.import_robovlms", str(path), "--out", str(out))  # no flags
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc.stdout
+
+
+def test_the_original_layout_imports_with_no_flags_and_every_key_is_accounted_for(original, imported):
+    path, policy, _ = original
+    out, stdout = imported
+    state = torch.load(path, weights_only=True)["state_dict"]
+    report = json.loads((out / "import_report.json").read_text())
+    assert report["keys_in_file"] == report["keys_accounted"] == len(state)
+    keys = report["keys"]
+    accounted = [*keys["mapped"], *keys["duplicate"], *keys["lora_folded"], *keys["dropped"], *keys["unmatched"]]
+    assert sorted(accounted) == sorted(state)  # each key exactly once
+    n_backbone = sum(k.startswith("model.backbone.") for k in state)
+    assert report["counts"]["duplicate"] == n_backbone  # peft's second registration, checked equal, mapped once
+    assert all(k.startswith("model.model.base_model.model.") for k in keys["duplicate"])
+    n_lora_layers = sum(n.endswith(".base_layer") for n, _ in policy.backbone.named_modules())  # peft's LoRA Linears
+    assert report["lora"]["pairs"] == n_lora_layers and report["lora"]["alpha"] == LORA_ALPHA
+    assert report["lora"]["alpha_from"].startswith("hyper_parameters")
+    assert keys["dropped"] == {"model.backbone.text_model.lm_head.weight":
+                               "language-model head: tied to the embeddings, unused for ACT"}
+    assert keys["unmatched"] == []
+    dims = report["dimensions"]
+    assert {k: dims[k]["value"] for k in ("head_hidden", "head_layers", "chunk", "action_axes", "window")} == \
+        {"head_hidden": HIDDEN, "head_layers": LAYERS, "chunk": CHUNK, "action_axes": AXES, "window": WINDOW}
+    assert dims["head_mlp"]["value"] == [1024, 512, 256]
+    assert report["backbone"]["from"] == "file" and report["preset"] == "tiny"
+    assert set(report["not_imported"]) >= {"optimizer_states", "lr_schedulers", "callbacks", "epoch", "global_step",
+                                           "pytorch-lightning_version", "hyper_parameters"}
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["kind"] == "merged" and meta["model"]["prompt_layout"] == "robovlms-fallback"
+    assert meta["model"]["preprocess"]["model_channel_order"] == "bgr"
+    assert meta["model"]["head_mlp"] == [1024, 512, 256]
+    for words in ("all accounted for", f"{n_backbone} duplicate", "robovlms-fallback", "--init", "import_report.json",
+                  "(hyper_parameters)"):
+        assert words in stdout, stdout
+
+
+def test_imported_head_equals_the_original_head(original, imported):
+    _, policy, _ = original
+    model, _, _ = load_checkpoint(imported[0])
+    feats = torch.randn(3, WINDOW, model.config.hidden_size) * 2
+    with torch.no_grad():
+        ours, theirs = model.head(feats), policy.act_head(feats)
+        assert (model.predict_chunk(feats[:, :5]) - policy.act_head(feats[:, :5])[:, -1]).abs().max() < 1e-6
+    assert ours.shape == (3, WINDOW, CHUNK, AXES)
+    assert (ours - theirs).abs().max().item() < 1e-6
+    assert torch.equal(model.action_token.detach(), policy.action_token.detach())
+
+
+def test_imported_backbone_equals_peft_merge_and_unload(original, imported):
+    _, _, merged = original
+    model, _, _ = load_checkpoint(imported[0])
+    theirs = {k: v for k, v in merged.state_dict().items() if not k.startswith("text_model.lm_head")}
+    ours = model.kosmos.state_dict()
+    assert set(ours) == set(theirs)
+    worst = max((ours[k] - theirs[k]).abs().max().item() for k in ours)
+    assert worst < 1e-5, worst
+    # and LoRA did change the weights (alpha/r folded, not dropped)
+    plain = OriginalPolicy(seed=3, lora=False).backbone.state_dict()
+    q = "text_model.model.layers.0.self_attn.q_proj.weight"
+    assert (ours[q] - plain[q]).abs().max() > 1e-2
+
+
+def test_dimensions_come_from_tensor_shapes_when_configs_are_missing(tmp_path):
+    from train.import_robovlms import import_checkpoint
+
+    policy = OriginalPolicy(seed=5, lora=False)
+    path = tmp_path / "no-configs.ckpt"
+    torch.save(lightning_checkpoint(LightningLike(policy), hyper=None), path)
+    report = import_checkpoint(path, tmp_path / "out")
+    dims = report["dimensions"]
+    assert (dims["head_hidden"]["value"], dims["head_layers"]["value"], dims["chunk"]["value"],
+            dims["action_axes"]["value"]) == (HIDDEN, LAYERS, CHUNK, AXES)
+    assert all(dims[k]["from"] == "tensor shapes" for k in ("head_hidden", "head_layers", "chunk", "action_axes"))
+    assert dims["window"]["value"] == 8 and "not stored" in dims["window"]["from"]
+    model, _, _ = load_checkpoint(tmp_path / "out")
+    feats = torch.randn(1, 4, model.config.hidden_size)
+    with torch.no_grad():
+        assert (model.head(feats) - policy.act_head(feats)).abs().max() < 1e-6
+
+
+def test_lora_without_a_stored_alpha_is_refused_naming_it(tmp_path, original):
+    from train.import_robovlms import ImportError_, import_checkpoint
+
+    ckpt = torch.load(original[0], weights_only=True)
+    ckpt["hyper_parameters"]["configs"]["train_setup"].pop("lora_alpha")
+    path = tmp_path / "no-alpha.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(ImportError_, match=r"lora_alpha.*--lora-alpha"):
+        import_checkpoint(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicates_that_differ_are_refused(tmp_path, original):
+    from train.import_robovlms import ImportError_, import_checkpoint
+
+    ckpt = torch.load(original[0], weights_only=True)
+    key = "model.model.base_model.model.text_model.model.layers.0.ffn.fc1.base_layer.weight"
+    ckpt["state_dict"][key] = ckpt["state_dict"][key].clone() + 1e-3
+    path = tmp_path / "inconsistent.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(ImportError_, match=r"model\.backbone\.text_model.*ffn\.fc1\.base_layer\.weight and " + key):
+        import_checkpoint(path, tmp_path / "out")
+
+
+def test_a_file_that_needs_arbitrary_unpickling_is_refused(tmp_path, original):
+    ckpt = torch.load(original[0], weights_only=True)
+    ckpt["hyper_parameters"] = argparse.Namespace(configs=configs())  # a class: unpickling runs code
+    path = tmp_path / "pickled.ckpt"
+    torch.save(ckpt, path)
+    proc = run_python("-m", "train.import_robovlms", str(path), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 1 and "weights_only=True" in proc.stderr and "refused" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_head_of_another_type_is_refused_naming_its_keys(tmp_path, original):
+    from train.import_robovlms import ImportError_, import_checkpoint
+
+    ckpt = torch.load(original[0], weights_only=True)
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("model.act_head.")}
+    # RoboVLMs' FCDecoder: an MLP trunk, then actions and gripper heads; no LSTM.
+    fc = nn.ModuleDict({"mlp": nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256)),
+                        "actions": nn.Module(), "gripper": nn.Module()})
+    fc["actions"].mlp = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 20), nn.Tanh())
+    fc["gripper"].mlp = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10), nn.Sigmoid())
+    state.update({f"model.act_head.{k}": v for k, v in fc.state_dict().items()})
+    ckpt["state_dict"] = state
+    path = tmp_path / "fc.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(ImportError_, match=r"another type.*model\.act_head\.gripper\.mlp\.0\.weight") as e:
+        import_checkpoint(path, tmp_path / "out")
+    assert "model.act_head.mlp.0.weight" in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def head_only(tmp_path_factory, original):
+    """A file with the head and ACT but no backbone, and a pretrained Kosmos-2 saved with save_pretrained."""
+    from transformers import Kosmos2Model
+
+    folder = tmp_path_factory.mktemp("head-only")
+    ckpt = torch.load(original[0], weights_only=True)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if "backbone" not in k and "base_model" not in k}
+    ckpt["hyper_parameters"]["configs"]["train_setup"]["lora_enable"] = False
+    path = folder / "head.ckpt"
+    torch.save(ckpt, path)
+    torch.manual_seed(11)
+    pretrained = Kosmos2Model(tiny_kosmos_config())
+    pretrained.save_pretrained(folder / "kosmos2")
+    return path, folder / "kosmos2", pretrained
+
+
+def test_a_missing_backbone_is_refused_without_base(tmp_path, head_only):
+    path, _, _ = head_only
+    proc = run_python("-m", "train.import_robovlms", str(path), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 1, proc.stdout
+    assert "no (complete) backbone" in proc.stderr and "--base" in proc.stderr and "never left random" in proc.stderr
+    assert not (tmp_path / "o").exists()
+    proc = run_python("-m", "train.import_robovlms", str(path), "--out", str(tmp_path / "o"), "--allow-missing")
+    assert proc.returncode == 1 and "--base" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_missing_backbone_comes_from_base_and_the_report_says_so(tmp_path, head_only, original):
+    from train.import_robovlms import import_checkpoint
+
+    path, base, pretrained = head_only
+    report = import_checkpoint(path, tmp_path / "out", base=str(base))
+    assert report["backbone"]["from"] == "base" and report["backbone"]["base"] == str(base)
+    assert len(report["backbone"]["from_base"]) == len(pretrained.state_dict())
+    model, _, meta = load_checkpoint(tmp_path / "out")
+    assert meta["model"]["weights"] == str(base)
+    for k, v in pretrained.state_dict().items():
+        assert torch.equal(model.kosmos.state_dict()[k], v), k
+    feats = torch.randn(1, 3, 64)
+    with torch.no_grad():
+        assert (model.head(feats) - original[1].act_head(feats)).abs().max() < 1e-6
+
+
+# -- the original's feature path, written here from its description, against the exported bundle ------------
+
+def original_actions(policy: OriginalPolicy, tokenizer, instruction: str, frames_bgr: list[np.ndarray]) -> np.ndarray:
+    """What the original stack served, frame by frame: its fallback feature path through transformers'
+    Kosmos2Model (LoRA layers active, not merged), its head over the last up-to-W features from a zero
+    state, the newest chunk's first action x 1.15."""
+    from transformers import Kosmos2Model
+
+    backbone = policy.backbone
+    kosmos = Kosmos2Model(backbone.config).eval()
+    kosmos.text_model.model = backbone.text_model.model
+    kosmos.vision_model, kosmos.image_to_text_projection = backbone.vision_model, backbone.image_to_text_projection
+    q = kosmos.config.latent_query_num
+    text = tokenizer.encode(f"<grounding>An image of a robot {instruction}", add_special_tokens=False).ids
+    ids = [tokenizer.token_to_id("<s>"), *text, tokenizer.token_to_id("</s>")]
+    n = len(ids)
+    ids += [0] * max(0, q - n)  # right-padded with id 0 to Q
+    with torch.no_grad():
+        embeds = kosmos.get_input_embeddings()(torch.tensor([ids]))
+        inputs_embeds = torch.cat([embeds, policy.action_token.view(1, 1, -1)], dim=1)  # ACT appended
+        attention_mask = torch.tensor([[1] * n + [0] * (len(ids) - n) + [1]])
+        image_mask = torch.tensor([[1] * q + [0] * (len(ids) + 1 - q)])  # latents over positions 0..Q-1
+        features, actions = [], []
+        for frame in frames_bgr:  # BGR bytes into the R, G, B slots, unconverted; 224 px already
+            pixels = ((frame.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)[None]
+            out = kosmos(pixel_values=torch.from_numpy(np.ascontiguousarray(pixels)), inputs_embeds=inputs_embeds,
+                         attention_mask=attention_mask, image_embeds_position_mask=image_mask)
+            features.append(out.last_hidden_state[0, -1])
+            window = torch.stack(features[-WINDOW:])[None]
+            actions.append(policy.act_head(window)[0, -1, 0].numpy() * 1.15)
+    return np.stack(actions), torch.stack(features).numpy(), n
+
+
+@pytest.fixture(scope="module")
+def imported_bundle(imported, tmp_path_factory):
+    from export.to_onnx import export_bundle
+
+    model, tokenizer, meta = load_checkpoint(imported[0], merge=True)
+    out = tmp_path_factory.mktemp("bundle") / "imported"
+    export_bundle(model, tokenizer, out, meta, str(imported[0]), verify_seeds=(0,), progress=lambda s: None)
+    return out
+
+
+@pytest.mark.parametrize("instruction", ["go left", "navigate around the obstacles and reach the front of the "
+                                         "beverage bottle on the left then stop"], ids=["shorter-than-Q", "longer-than-Q"])
+def test_the_bundle_drives_as_the_original_was_trained(original, imported_bundle, instruction):
+    from runtime.backends.registry import make_backend
+    from runtime.bundle import load_bundle
+    from runtime.policy import Policy
+
+    _, policy, _ = original
+    bundle = load_bundle(imported_bundle)
+    m = bundle.manifest
+    assert m["prompt"]["layout"] == "robovlms-fallback" and m["preprocess"]["model_channel_order"] == "bgr"
+    tokenizer = bundle.tokenizer()
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(WINDOW + 3)]
+    want, want_features, text_tokens = original_actions(policy, tokenizer, instruction, frames)
+    assert (text_tokens < Q_TINY) == (instruction == "go left")
+    with make_backend(bundle, "ort-cpu") as backend:
+        served = Policy(bundle, backend, instruction=instruction)
+        got, features = [], []
+        for f in frames:
+            got.append(served.infer(f).action)
+            features.append(served.ring.view()[0, -1].copy())
+    got = np.stack(got)
+    assert got.shape == want.shape == (WINDOW + 3, AXES)
+    assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max(axis=1)
+    assert np.abs(np.stack(features) - want_features).max() < 1e-4  # the ACT features themselves agree too
+    # the quirk matters: true-RGB frames would give other actions
+    with make_backend(bundle, "ort-cpu") as backend:
+        served = Policy(bundle, backend, instruction=instruction)
+        swapped = np.stack([served.infer(np.ascontiguousarray(f[..., ::-1])).action for f in frames])
+    assert np.abs(swapped - want).max() > 10 * max(np.abs(got - want).max(), 1e-6)
+
+
+def test_unmatched_keys_are_refused_or_listed_with_allow_missing(tmp_path, original):
+    from train.import_robovlms import ImportError_, import_checkpoint
+
+    ckpt = torch.load(original[0], weights_only=True)
+    ckpt["state_dict"]["model.mystery.weight"] = torch.zeros(2)
+    path = tmp_path / "extra.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(ImportError_, match=r"match nothing in our model: model\.mystery\.weight.*--allow-missing"):
+        import_checkpoint(path, tmp_path / "out")
+    report = import_checkpoint(path, tmp_path / "out", allow_missing=True)
+    assert report["keys"]["unmatched"] == ["model.mystery.weight"] and report["keys_accounted"] == report["keys_in_file"]
