@@ -56,12 +56,13 @@ def stats(samples_s) -> dict:
 class RuntimePath:
     """The product: bundle + backend + ACT ring + safety + serial write."""
 
-    def __init__(self, bundle, backend, motor=None):
+    def __init__(self, bundle, backend, motor=None, chunk_mode: str = "first", discrete: bool = False):
+        from runtime.behaviours import with_behaviours
         from runtime.policy import Policy
         from runtime.safety import SafetyConfig, SafetyGate
 
         self.backend = backend
-        self.policy = Policy(bundle, backend)
+        self.policy = with_behaviours(Policy(bundle, backend), chunk_mode, discrete)  # as runtime.drive composes it
         self.gate = SafetyGate(SafetyConfig())
         self.motor = motor
         self.samples = {s: [] for s in STAGES}
@@ -282,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", nargs="+", default=["ort-cpu"], choices=("auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"))
     ap.add_argument("--variants", nargs="+", default=["fp32"], help="ONNX variants for ORT backends: fp32 fp16 int8")
     ap.add_argument("--cuda-graph", action="store_true", help="the trt backend replays its engines as CUDA graphs")
+    ap.add_argument("--chunk-mode", default="first", choices=("first", "chunk", "ensemble"),
+                    help="the behaviour wrapped around the policy, as runtime.drive --chunk-mode (chunk skips the head)")
+    ap.add_argument("--discrete", action="store_true", help="snap to the demonstrated moves, as runtime.drive --discrete")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--compare", action="store_true", help="also run original / eager / naive-window paths")
@@ -333,7 +337,7 @@ def main(argv=None) -> int:
                                        cuda_graph=args.cuda_graph and resolved == "trt").activate()
                 backends.append(backend)
                 key = f"{resolved}:{variant}"
-                paths[f"runtime:{key}"] = RuntimePath(bundle, backend, motor)
+                paths[f"runtime:{key}"] = RuntimePath(bundle, backend, motor, args.chunk_mode, args.discrete)
                 entries.append(key)
         if args.compare:
             naive_backend = make_backend(bundle, resolve_backend_name(bundle, args.backend[0]),

@@ -32,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.bundle import GRAPHS, load_bundle
+from runtime.backends.base import BackendError
+from runtime.bundle import GRAPHS, BundleError, load_bundle
+from runtime.cli import CommandError, exits_on
 from runtime.engines import build_inputs, engine_name, head_profile, record_engines
 
 TIMING_CACHE = "timing.cache"
@@ -105,6 +107,7 @@ def build_all(bundle_dir: Path, workspace_gb: float = 4.0, trt=None, log=print) 
                 tmp.unlink()
 
 
+@exits_on()
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
@@ -112,18 +115,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         import tensorrt  # noqa: F401
-    except ImportError:
-        print("error: TensorRT is not installed here. On a Jetson it comes with JetPack "
-              "(python3 -c 'import tensorrt'); on a desktop GPU: pip install tensorrt", file=sys.stderr)
-        return 1
-    from runtime.backends.base import BackendError
-    from runtime.bundle import BundleError
-
+    except ImportError as e:
+        raise CommandError("TensorRT is not installed here. On a Jetson it comes with JetPack "
+                           "(python3 -c 'import tensorrt'); on a desktop GPU: pip install tensorrt") from e
     try:
         build_all(args.bundle, args.workspace_gb)
     except (EngineBuildError, BackendError, BundleError) as e:
-        print(f"error: {e}; no engine recorded, {args.bundle / 'bundle.json'} unchanged", file=sys.stderr)
-        return 1
+        raise CommandError(f"{e}; no engine recorded, {args.bundle / 'bundle.json'} unchanged") from e
     return 0
 
 

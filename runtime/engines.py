@@ -27,6 +27,7 @@ from pathlib import Path
 
 from runtime.atomic import atomic_write_text
 from runtime.bundle import GRAPHS, BundleError, load_bundle, sha256_file
+from runtime.cli import exits_on
 
 ENGINE_SUFFIX = ".fp16.engine"
 
@@ -70,6 +71,7 @@ def record_engines(bundle_dir: Path, engines: dict[str, str], trt_version: str, 
     return manifest
 
 
+@exits_on(BundleError, FileNotFoundError, ValueError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
@@ -80,23 +82,19 @@ def main(argv=None) -> int:
     ap.add_argument("--trt-version", help="with --record: TensorRT version the engines were built with")
     ap.add_argument("--gpu", help="with --record: CUDA device name they were built on")
     args = ap.parse_args(argv)
-    try:
-        bundle = load_bundle(args.bundle, verify="none")
-        if args.head_shape:
-            spec = bundle.inputs("action_head")[0]
-            print(spec.name, spec.shape[2], bundle.window)
-        elif args.build_inputs:
-            for graph, file in build_inputs(bundle).items():
-                print(graph, file)
-        else:
-            if not (args.trt_version and args.gpu):
-                ap.error("--record needs --trt-version and --gpu")
-            engines = dict(item.split("=", 1) for item in args.record)
-            record_engines(args.bundle, engines, args.trt_version, args.gpu, "trtexec")
-            print(f"recorded {', '.join(engines.values())} in {args.bundle / 'bundle.json'}")
-    except (BundleError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    bundle = load_bundle(args.bundle, verify="none")
+    if args.head_shape:
+        spec = bundle.inputs("action_head")[0]
+        print(spec.name, spec.shape[2], bundle.window)
+    elif args.build_inputs:
+        for graph, file in build_inputs(bundle).items():
+            print(graph, file)
+    else:
+        if not (args.trt_version and args.gpu):
+            ap.error("--record needs --trt-version and --gpu")
+        engines = dict(item.split("=", 1) for item in args.record)
+        record_engines(args.bundle, engines, args.trt_version, args.gpu, "trtexec")
+        print(f"recorded {', '.join(engines.values())} in {args.bundle / 'bundle.json'}")
     return 0
 
 

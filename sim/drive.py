@@ -11,6 +11,8 @@ So the wire path is the robot's, and only the world is simulated. The
 instruction defaults to the room's ("... the beverage bottle on the
 left/right"); a collision ends the run; how it ended is printed.
 
+`--direct` skips the wire: the simulated motor (`sim.world.SimMotor`, a
+`runtime.hardware.MotorController`) sets the robot's velocity itself.
 Every option of `runtime.drive` applies, except the motor and camera choice.
 """
 
@@ -20,10 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from runtime.cli import exits_on
 from runtime.drive import build_parser, drive
 from sim.controller_emulator import ControllerEmulator
 from sim.task import in_goal, instruction_for
-from sim.world import Layout, SimRobot, SimWorld, load_layout, random_layout
+from sim.world import Layout, SimMotor, SimRobot, SimWorld, load_layout, random_layout
 
 
 class SimSession:
@@ -54,35 +57,40 @@ class SimSession:
         self.emulator.stop()
         self._dir.cleanup()
 
-    def outcome(self) -> str:
-        robot = self.robot
-        if robot.collided:
-            return "collided"
-        return "stopped in front of the bottle" if in_goal(self.layout, robot.pose) else "not at the bottle"
-
     @property
     def robot(self) -> SimRobot:
         return self.world.robot
 
 
+def outcome(layout: Layout, robot: SimRobot) -> str:
+    if robot.collided:
+        return "collided"
+    return "stopped in front of the bottle" if in_goal(layout, robot.pose) else "not at the bottle"
+
+
+@exits_on(ValueError)
 def main(argv=None) -> int:
     ap = build_parser(description=__doc__)
     ap.add_argument("--seed", type=int, default=0, help="the room (sim.world.random_layout(seed))")
     ap.add_argument("--layout", type=Path, help="a room saved as JSON (sim.world.save_layout)")
+    ap.add_argument("--direct", action="store_true",
+                    help="no wire: the simulated motor (sim.world.SimMotor) sets the robot's velocity itself")
     args = ap.parse_args(argv)
-    try:
-        layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
-    except ValueError as e:
-        print(f"error: --layout {e}", file=sys.stderr)
-        return 1
+    layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
     args.instruction = args.instruction or instruction_for(layout.side)
-    args.dry_run = False
-    with SimSession(layout, args.width or 256, args.height or 144, seed=args.seed) as sim:
-        args.serial = sim.port
-        code = drive(args, camera=sim.camera)
-        x, y, _ = sim.robot.pose
-        print(f"sim: room {args.layout or f'seed {args.seed}'} ({layout.side}), robot at ({x:.2f}, {y:.2f}) "
-              f"after {len(sim.robot.path) - 1} updates: {sim.outcome()}", file=sys.stderr)
+    width, height = args.width or 256, args.height or 144
+    if args.direct:
+        world = SimWorld(layout)
+        code = drive(args, camera=world.camera(width, height, args.seed), motor=SimMotor(world))
+        robot = world.robot
+    else:
+        with SimSession(layout, width, height, seed=args.seed) as sim:
+            args.serial = sim.port
+            code = drive(args, camera=sim.camera)
+            robot = sim.robot
+    x, y, _ = robot.pose
+    print(f"sim: room {args.layout or f'seed {args.seed}'} ({layout.side}), robot at ({x:.2f}, {y:.2f}) "
+          f"after {len(robot.path) - 1} updates: {outcome(layout, robot)}", file=sys.stderr)
     return code
 
 

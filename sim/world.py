@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.hardware import Camera, EndOfStream, Frame, MotorController, SentCommand
+
 CAMERA_HEIGHT = 0.25  # m above the floor
 WALL_HEIGHT = 1.0
 BOX_HEIGHT = 0.45
@@ -235,16 +237,16 @@ class SimWorld:
         return SimCamera(self, width, height, seed)
 
 
-class SimCamera:
-    """A camera source for runtime.drive: renders the simulated robot's view on each read."""
+class SimCamera(Camera):
+    """The simulated robot's camera for runtime.drive: renders its view on each read, stamped when rendered."""
+
+    name = "sim"
 
     def __init__(self, world: SimWorld, width: int, height: int, seed: int):
         self.world, self.width, self.height, self.seed = world, width, height, seed
         self.index = 0
 
-    def read(self, timeout: float = 0.5):
-        from runtime.camera import EndOfStream, Frame
-
+    def read(self, timeout: float = 0.5) -> Frame:
         self.world.advance()
         if self.world.robot.collided:
             raise EndOfStream(f"simulated robot collided after {self.index} frames")
@@ -256,6 +258,48 @@ class SimCamera:
 
     def close(self) -> None:
         pass
+
+
+class SimMotor(MotorController):
+    """The simulated robot's motor side without a wire: each command sets the world's body velocity.
+
+    `sim.drive --direct` uses it; by default `sim.drive` goes through the real serial driver and the
+    controller emulator instead, so the wire path is the robot's. Commands are refused (not sent) before
+    `connect` and after the robot collided, as a real base that stopped would.
+    """
+
+    name = "sim"
+
+    def __init__(self, world: SimWorld):
+        self.world = world
+        self._connected = False
+
+    def connect(self) -> "SimMotor":
+        self._connected = True
+        return self
+
+    def disconnect(self) -> None:
+        if self._connected:
+            self.stop()
+        self._connected = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def send_velocity(self, vx: float, vy: float, wz: float = 0.0) -> SentCommand:
+        if not self._connected or self.world.robot.collided:
+            self.world.set_velocity(0.0, 0.0, 0.0)
+            return SentCommand((0.0, 0.0, 0.0), sent=False)
+        velocity = (float(vx), float(vy), float(wz))
+        self.world.set_velocity(*velocity)
+        self._last_sent = velocity
+        return SentCommand(velocity, sent=True, acknowledged=True)  # the world applied it
+
+    def stop(self) -> bool:
+        self.world.set_velocity(0.0, 0.0, 0.0)
+        self._last_sent = (0.0, 0.0, 0.0)
+        return True
 
 
 def save_layout(layout: Layout, path) -> None:

@@ -146,3 +146,25 @@ def ros2_loopback():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """The Python reference controller on a pseudo-terminal (tmp_path/motor), stopped afterwards."""
+    from sim.controller_emulator import ControllerEmulator
+
+    emu = ControllerEmulator(link=tmp_path / "motor").start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def signal_handlers():
+    """runtime.drive installs handlers for SIGINT, SIGTERM, SIGHUP and SIGQUIT; give pytest its own back."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+

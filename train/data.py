@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli import exits_on
+from runtime.cli import CommandError, exits_on
 from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
 from runtime.preprocess import normalize_rgb, resize_rgb
 from runtime.prompt import DEFAULT_INSTRUCTION
@@ -328,8 +328,7 @@ def main(argv=None) -> int:
     paths = find_episodes(args.folder)
     episodes, rejected = load_episodes(paths, options, strict=args.strict)
     if not paths:
-        print(f"error: {args.folder}: no .h5 episodes found", file=sys.stderr)
-        return 1
+        raise CommandError(f"{args.folder}: no .h5 episodes found")
     print(summary(episodes, rejected, options))
     return 1 if rejected and args.strict else 0
 

@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from runtime.atomic import atomic_directory
+from runtime.cli import exits_on
 from runtime.prompt import text_ids
 from train.config import PRESETS, preset_config
 from train.model import ActionHead, MobileVLA, is_checkpoint_folder, load_tokenizer
@@ -505,6 +506,7 @@ def summary(report: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
+@exits_on(ImportError_, FileExistsError, FileNotFoundError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt", type=Path)
@@ -521,14 +523,10 @@ def main(argv=None) -> int:
                     help="ignore unmatched keys and take missing backbone tensors from --base")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        report = import_checkpoint(args.ckpt, args.out, base=args.base, preset=args.preset,
-                                   lora_alpha=args.lora_alpha, allow_missing=args.allow_missing,
-                                   overwrite=args.overwrite, window=args.window, chunk=args.chunk,
-                                   action_axes=args.action_axes, tokenizer=args.tokenizer)
-    except (ImportError_, FileExistsError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    report = import_checkpoint(args.ckpt, args.out, base=args.base, preset=args.preset,
+                               lora_alpha=args.lora_alpha, allow_missing=args.allow_missing,
+                               overwrite=args.overwrite, window=args.window, chunk=args.chunk,
+                               action_axes=args.action_axes, tokenizer=args.tokenizer)
     print(summary(report, args.out))
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 
 from runtime.backends.base import BackendError
+from runtime.cli import exits_on
 
 PYCUDA_FIX = ("pycuda is not installed in this environment: on a Jetson run bash jetson/setup.sh "
               "(it builds pycuda against /usr/local/cuda); on a desktop GPU: pip install pycuda")
@@ -36,12 +37,9 @@ def cuda_device_name(cuda=None, index: int = 0) -> str:
                            f"check the driver (nvidia-smi, or tegrastats on a Jetson)") from e
 
 
+@exits_on(BackendError)
 def main(argv=None) -> int:
-    try:
-        print(cuda_device_name())
-    except BackendError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    print(cuda_device_name())
     return 0
 
 

@@ -56,3 +56,14 @@ def test_memory_startup_csv_and_plot(result):
     rows = list(csv.DictReader(open(out / "r.csv")))
     assert {row["stage"] for row in rows} >= set(STAGES)
     assert (out / "r.png").stat().st_size > 5000
+
+
+def test_the_benchmark_times_the_behaviour_the_robot_runs(tmp_path):
+    """--chunk-mode chunk wraps the policy as runtime.drive does: the head runs once per chunk, the VLM every step."""
+    proc = run_python("-m", "benchmarks.latency", "--preset", "tiny", "--chunk-mode", "chunk", "--discrete",
+                      "--steps", "10", "--warmup", "0", "--json", str(tmp_path / "r.json"), "--work", str(tmp_path),
+                      timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calls = json.loads((tmp_path / "r.json").read_text())["runtime"]["ort-cpu:fp32"]["calls_per_step"]
+    assert calls["vision"] == calls["language"] == 1
+    assert calls["action_head"] == pytest.approx(0.1)  # one chunk of N=10 per 10 steps

@@ -24,17 +24,6 @@ def bundle(tiny_bundle_dir, tmp_path, monkeypatch):
     return dst
 
 
-@pytest.fixture
-def signal_handlers():
-    """runtime.drive.main installs SIGINT/SIGTERM handlers; give pytest its own back afterwards."""
-    import signal
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
 def large_files(root):
     return sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")
                   and p.name != "bundle.json" and p.stat().st_size > LARGE)

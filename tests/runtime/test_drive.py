@@ -15,9 +15,7 @@ from runtime.bundle import load_bundle
 from runtime.camera import CameraStalled, open_camera
 from runtime.drive import DriveConfig, DriveLoop
 from runtime.hardware import Camera, SentCommand
-from runtime.motor import DryRunMotor
-from runtime.motor import SerialMotorController
-from sim.controller_emulator import ControllerEmulator
+from runtime.motor import DryRunMotor, SerialMotorController
 from runtime.policy import Policy
 from runtime.safety import SafetyConfig, SafetyGate
 from runtime.steplog import StepLog, read_log, replay_commands
@@ -28,13 +26,6 @@ PERIOD = 1 / RATE
 TIMEOUT = 0.3
 SLACK = 0.08  # serial round trip + thread scheduling on a loaded 2-core CI machine
 LIMITS = SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0, cmd_timeout=TIMEOUT)
-
-
-@pytest.fixture
-def emulator(tmp_path):
-    emu = ControllerEmulator(link=tmp_path / "motor").start()
-    yield emu
-    emu.stop()
 
 
 @pytest.fixture

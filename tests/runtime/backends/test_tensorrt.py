@@ -35,26 +35,6 @@ def engines(tiny_bundle_dir, tmp_path, monkeypatch):
     return dst
 
 
-@pytest.fixture
-def emulator(tmp_path):
-    from sim.controller_emulator import ControllerEmulator
-
-    emu = ControllerEmulator(link=tmp_path / "motor").start()
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture
-def signal_handlers():
-    """runtime.drive.main installs SIGINT/SIGTERM handlers; give pytest its own back afterwards."""
-    import signal
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
 # ------------------------------------------------------------------ the fake is as strict as the driver
 def test_fake_driver_refuses_a_call_from_a_thread_without_a_current_context(monkeypatch):
     _, cuda = fake_gpu.install(monkeypatch)
