@@ -488,8 +488,10 @@ def install(monkeypatch, version="10.3.0", gpu="Fake Orin", int32_ids=False):
     """Make `import tensorrt` and `import pycuda.driver` resolve to the fakes for one test."""
     import sys
 
-    FakeTensorRT.__version__, FakeTensorRT.gpu, FakeTensorRT.int32_ids = version, gpu, int32_ids
-    FakeTensorRT.builds, FakeTensorRT.failures, FakeTensorRT.calls = [], {}, {}
+    # through monkeypatch, so the next test (or a subprocess's fake, tests/fakes/gpu_modules) sees the defaults
+    for name, value in (("__version__", version), ("gpu", gpu), ("int32_ids", int32_ids), ("builds", []),
+                        ("failures", {}), ("calls", {})):
+        monkeypatch.setattr(FakeTensorRT, name, value)
     global DRIVER
     DRIVER = _Driver()
     trt = FakeTensorRT
