@@ -135,3 +135,24 @@ class MotorController(ABC):
 
     def __exit__(self, *exc):
         self.disconnect()
+
+
+class LinklessMotorController(MotorController):
+    """A motor side with no link to open (dry run, simulator): connect marks it connected, disconnect zeroes
+    first. Subclasses implement `send_velocity` (refusing commands while not connected) and `stop`."""
+
+    _connected = False
+
+    def connect(self) -> "LinklessMotorController":
+        self._connected = True
+        return self
+
+    def disconnect(self) -> None:
+        if self._connected:
+            self.stop()
+        self._connected = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+

@@ -32,7 +32,7 @@ import errno
 import select
 import time
 
-from runtime.hardware import DeviceError, DeviceNotConnectedError, MotorController, SentCommand
+from runtime.hardware import DeviceError, DeviceNotConnectedError, LinklessMotorController, MotorController, SentCommand
 from runtime.protocol import (
     Command,
     FrameParser,
@@ -273,7 +273,7 @@ class SerialMotorController(MotorController):
             return None
 
 
-class DryRunMotor(MotorController):
+class DryRunMotor(LinklessMotorController):
     """`--motor dry-run` (`--dry-run`): nothing moves; every command is printed and kept in `sent`."""
 
     name = "dry-run"
@@ -283,22 +283,8 @@ class DryRunMotor(MotorController):
 
     def __init__(self, printer=None):
         self.printer = printer
-        self._connected = False
         self._last_sent = (0.0, 0.0, 0.0)
         self.sent: list[tuple[float, float, float]] = []
-
-    def connect(self) -> "DryRunMotor":
-        self._connected = True
-        return self
-
-    def disconnect(self) -> None:
-        if self._connected:
-            self.stop()
-        self._connected = False
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
 
     def send_velocity(self, vx, vy, wz=0.0) -> SentCommand:
         if not self._connected:  # as strict as a real link: nothing goes out before connect()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.hardware import Camera, EndOfStream, Frame, MotorController, SentCommand
+from runtime.hardware import Camera, EndOfStream, Frame, LinklessMotorController, SentCommand
 
 CAMERA_HEIGHT = 0.25  # m above the floor
 WALL_HEIGHT = 1.0
@@ -260,7 +260,7 @@ class SimCamera(Camera):
         pass
 
 
-class SimMotor(MotorController):
+class SimMotor(LinklessMotorController):
     """The simulated robot's motor side without a wire: each command sets the world's body velocity.
 
     `sim.drive --direct` uses it; by default `sim.drive` goes through the real serial driver and the
@@ -272,20 +272,6 @@ class SimMotor(MotorController):
 
     def __init__(self, world: SimWorld):
         self.world = world
-        self._connected = False
-
-    def connect(self) -> "SimMotor":
-        self._connected = True
-        return self
-
-    def disconnect(self) -> None:
-        if self._connected:
-            self.stop()
-        self._connected = False
-
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
 
     def send_velocity(self, vx: float, vy: float, wz: float = 0.0) -> SentCommand:
         if not self._connected or self.world.robot.collided:

@@ -168,3 +168,22 @@ def signal_handlers():
     for s, handler in saved.items():
         signal.signal(s, handler)
 
+
+@pytest.fixture
+def bundle_copy(tiny_bundle_dir, tmp_path):
+    """A private copy of the tiny bundle, for tests that build engines into it or change it."""
+    import shutil
+
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir, dst)
+    return dst
+
+
+def snapshot(bundle):
+    """bundle.json bytes and the sha256 of every engine file, plus any leftover temporary file."""
+    import hashlib
+
+    engines = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(bundle.glob("*.engine"))}
+    leftovers = sorted(p.name for p in bundle.iterdir() if p.name.startswith(".") and p.name != ".verified.json")
+    return (bundle / "bundle.json").read_bytes(), engines, leftovers
+

@@ -1,28 +1,11 @@
 """export.to_trt: the Python engine builder against a fake TensorRT as strict as the real one."""
 
-import hashlib
 import os
-import shutil
 
-import pytest
 
 from runtime.bundle import load_bundle
-from tests.conftest import run_python
+from tests.conftest import run_python, snapshot
 from tests.fakes import gpu as fake_gpu
-
-
-def snapshot(bundle):
-    """bundle.json bytes and the sha256 of every engine file, plus any leftover temporary file."""
-    engines = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(bundle.glob("*.engine"))}
-    leftovers = sorted(p.name for p in bundle.iterdir() if p.name.startswith(".") and p.name != ".verified.json")
-    return (bundle / "bundle.json").read_bytes(), engines, leftovers
-
-
-@pytest.fixture
-def bundle_copy(tiny_bundle_dir, tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle_dir, dst)
-    return dst
 
 
 def test_python_build_failing_after_a_good_build_keeps_bundle_and_old_engines(bundle_copy, monkeypatch, capsys):

@@ -1,18 +1,9 @@
 """export.verify: the bundle against PyTorch, per graph and end to end, on ONNX Runtime and (fake) TensorRT."""
 
-import shutil
 
-import pytest
 
 from tests.conftest import run_python
 from tests.fakes import gpu as fake_gpu
-
-
-@pytest.fixture
-def bundle_copy(tiny_bundle_dir, tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle_dir, dst)
-    return dst
 
 
 def test_verify_command_passes_and_prints_a_table(tiny_bundle_dir, tiny_checkpoint):

@@ -1,9 +1,7 @@
 """jetson/build_engines.sh: trtexec command lines, a stand-in trtexec, builds that fail loudly."""
 
-import hashlib
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -11,24 +9,10 @@ import sys
 import pytest
 
 from runtime.bundle import load_bundle
-from tests.conftest import ROOT, find_tool
+from tests.conftest import ROOT, find_tool, snapshot
 from tests.fakes import gpu as fake_gpu
 
 SCRIPT = ROOT / "jetson" / "build_engines.sh"
-
-
-def snapshot(bundle):
-    """bundle.json bytes and the sha256 of every engine file, plus any leftover temporary file."""
-    engines = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(bundle.glob("*.engine"))}
-    leftovers = sorted(p.name for p in bundle.iterdir() if p.name.startswith(".") and p.name != ".verified.json")
-    return (bundle / "bundle.json").read_bytes(), engines, leftovers
-
-
-@pytest.fixture
-def bundle_copy(tiny_bundle_dir, tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle_dir, dst)
-    return dst
 
 
 def stand_in_trtexec(tmp_path, fail_on=None):

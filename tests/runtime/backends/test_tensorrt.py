@@ -17,13 +17,6 @@ from tests.fakes import gpu as fake_gpu
 
 
 @pytest.fixture
-def bundle_copy(tiny_bundle_dir, tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle_dir, dst)
-    return dst
-
-
-@pytest.fixture
 def engines(tiny_bundle_dir, tmp_path, monkeypatch):
     """A copy of the tiny bundle with fake engines built and recorded; the fake GPU installed."""
     from export.to_trt import build_all
