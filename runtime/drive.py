@@ -14,9 +14,9 @@ action with the time it arrived. The control thread (this one) runs at
 through the safety gate while it is fresh, and zero when the frame it was
 computed from is older than `--cmd-timeout` (ages count from capture:
 inference or camera stalled), when the camera stalled, on NaN/inf, on any
-exception, on SIGINT/SIGTERM/SIGHUP/SIGQUIT and at exit. In step mode the
-move is cut by the same rule, so there `--cmd-timeout` must cover the
-inference latency plus `--step-duration`. So a hung model or camera can
+exception, on SIGINT/SIGTERM/SIGHUP/SIGQUIT and at exit. In step mode a move
+starts only from a frame younger than `--cmd-timeout` and then runs its
+`--step-duration`, as the demonstrations' moves did. So a hung model or camera can
 never leave the motors running, and the controller's own watchdog covers a
 hung host.
 
@@ -212,6 +212,11 @@ class DriveLoop:
         if not self.watchdog.fresh(now):
             self._send_zero(now, "command timeout")
             return
+        if first_send and self.config.mode == "step":
+            # A move whose frame was fresh when it started runs its recorded --step-duration (the
+            # demonstrations' 0.4 s key presses) instead of being cut at capture + --cmd-timeout; a stale
+            # frame still never starts one, and the move stays bounded by its own clock and the timeout.
+            self.watchdog.feed(now)
         result = self._send(self.gate.filter(current.action, now))
         if first_send:
             self._logged.add(current.step)

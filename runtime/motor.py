@@ -245,6 +245,11 @@ class SerialMotorController(MotorController):
                     self.missed_acks += 1
             elif reply.type == Command.NACK:
                 self.refused += 1
+                # a refusing controller stops its motors (docs/serial-protocol.md): zero is what the robot does
+                self._last_sent = (0.0, 0.0, 0.0)
+                result = SentCommand((0.0, 0.0, 0.0), sent=True, acknowledged=False)
+                self.last_result = result
+                return result
             result = SentCommand(velocity, sent=True, acknowledged=reply is not None and reply.type == Command.ACK)
         self.last_result = result
         return result

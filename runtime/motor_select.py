@@ -18,6 +18,7 @@ as with any Python import.
 from __future__ import annotations
 
 import importlib
+import sys
 
 from runtime.hardware import MotorController
 from runtime.motor import MotorError
@@ -93,8 +94,13 @@ def open_motor(args, printer=None) -> MotorController:
         from runtime.motor import SerialMotorController
 
         wheels = make_base(args.wheels) if getattr(args, "wheels", None) else None
-        return SerialMotorController(args.serial, args.baudrate, watchdog_ms=int(args.cmd_timeout * 1000),
-                                     wheels=wheels).connect()
+        motor = SerialMotorController(args.serial, args.baudrate, watchdog_ms=int(args.cmd_timeout * 1000),
+                                      wheels=wheels).connect()
+        if not motor.ready:  # still driven (a one-way link may work), but nobody should think it is fine
+            print(f"warning: {args.serial}: the motor controller did not answer within {motor.ready_timeout_s:.1f} s "
+                  f"(wrong port or --baudrate {args.baudrate}, no firmware on the board, or a board that needs "
+                  f"DTR: docs/firmware.md); every command will be logged as unacknowledged", file=sys.stderr)
+        return motor
     if kind == "ros2":
         from runtime.ros2 import Ros2Error, Ros2MotorController
 

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lora-lr", type=float, help="learning rate of the LoRA weights (default: --lr)")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--warmup-steps", type=int, default=0)
-    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--window", type=int, help="default 8 (with --init: the checkpoint's)")
     ap.add_argument("--chunk", type=int, help="default 10 (with --init: the checkpoint's)")
     ap.add_argument("--action-axes", type=int, choices=(2, 3), help="default 2 (with --init: the checkpoint's)")
     ap.add_argument("--init", type=Path, help="start from a merged checkpoint (e.g. one train.import_robovlms wrote): "
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             raise CommandError(f"--init: {e}") from e
         tokenizer = Tokenizer.from_file(str(args.init / "tokenizer.json"))
     else:
-        overrides = dict(window=args.window, chunk=args.chunk or 10, action_axes=args.action_axes or 2,
+        overrides = dict(window=args.window or 8, chunk=args.chunk or 10, action_axes=args.action_axes or 2,
                          action_range=args.action_range, seed=args.seed,
                          preprocess=dict(preset_config("tiny").preprocess, channel_order=args.channel_order))
         config = preset_config(args.preset, random_weights=args.random_weights, weights=args.weights, **overrides)

@@ -46,6 +46,7 @@ def init_config(path: Path, **overrides) -> MobileVLAConfig:
                                   f"asks for {overrides[name]}; leave it out to re-fit the imported head")
         overrides.pop(name, None)
     channel_order = overrides.pop("channel_order", None) or cfg.preprocess["channel_order"]
+    overrides = {k: v for k, v in overrides.items() if v is not None}  # not given: the checkpoint's (e.g. its W)
     return replace(cfg, weights=str(path), prompt_layout=ours.prompt_layout, max_text_tokens=ours.max_text_tokens,
                    preprocess=dict(cfg.preprocess, channel_order=channel_order,
                                    model_channel_order=ours.preprocess["model_channel_order"]),

@@ -447,6 +447,27 @@ def test_a_fresh_enough_action_runs_until_its_frame_is_cmd_timeout_old():
     assert last - captured >= 0.5 - PERIOD - SLACK  # it did run while fresh
 
 
+def test_step_mode_runs_a_fresh_move_for_its_whole_duration_and_never_starts_a_stale_one():
+    """Step mode with the defaults (0.4 s moves, 0.5 s timeout) and 0.3 s from capture to the first send:
+    the move runs its 0.4 s, as the demonstrations' moves did, instead of being cut at capture + 0.5 s
+    (0.2 s of motion). A frame 1 s old never starts a move."""
+    motor = RecordingDryRun()
+    camera = OldFrameCamera(age=0.2, frames=1, hang=1.0)
+    cfg = DriveConfig(mode="step", rate=RATE, step_duration=0.4, cmd_timeout=0.5, status=False)
+    loop = DriveLoop(ScriptedPolicy(latency=0.1), camera, motor, SafetyGate(LIMITS), cfg, printer=lambda s: None)
+    assert loop.run() == 0
+    (first, last), = motor.moves().values()
+    assert first - camera.stamps[0] >= 0.3 - SLACK  # it started late...
+    assert last - first >= 0.4 - 2 * PERIOD  # ...and still ran its whole step
+    assert last - first <= 0.4 + PERIOD + SLACK
+
+    stale = RecordingDryRun()
+    loop = DriveLoop(ScriptedPolicy(latency=0.1), OldFrameCamera(age=1.0, frames=2, hang=0.3), stale,
+                     SafetyGate(LIMITS), cfg, printer=lambda s: None)
+    assert loop.run() == 0
+    assert stale.moves() == {}
+
+
 def test_the_log_says_what_the_motor_side_really_did(episode_file, tmp_path):
     """A link that is down: the step records say the command was not sent and the velocity was zero,
     instead of claiming the action as the command (what the old loop logged)."""

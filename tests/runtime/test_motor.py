@@ -141,6 +141,7 @@ def test_controller_refuses_nan_inf_and_unbounded_speeds_and_stops(make_controll
         assert motor.send_velocity(0.2, 0.0, 0.1).acknowledged
         refused = motor.send_velocity(*bad)
         assert refused.sent and refused.acknowledged is False, bad
+        assert refused.velocity == (0.0, 0.0, 0.0) and motor.last_sent == (0.0, 0.0, 0.0), bad  # what the robot does
         assert board.velocity == (0.0, 0.0, 0.0) and board.commands()[-1].command == "REFUSED", bad
     # wheel speeds: NaN and beyond the controller's maximum are refused the same way
     for wheels in ([math.nan, 0.0, 0.0, 0.0], [0.0, 0.0, 1e4, 0.0]):

@@ -182,3 +182,28 @@ def test_motor_kind_keeps_the_old_spellings(args, kind):
 def test_contradicting_motor_options_are_refused(args, message):
     with pytest.raises(MotorError, match=re.escape(message)):
         motor_kind(Namespace(**{"motor": None, "serial": None, "dry_run": False, **args}))
+
+
+def test_a_controller_that_never_answers_is_reported(tmp_path, capsys):
+    """A pty nobody serves (wrong port, no firmware): the drive still gets a motor, and a warning says why
+    every command will be unacknowledged."""
+    import argparse
+    import os
+
+    from runtime.motor_select import open_motor
+
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    try:
+        args = argparse.Namespace(motor=None, serial=port, dry_run=False, baudrate=115200,
+                                  cmd_timeout=0.5, wheels=None)
+        motor = open_motor(args)  # waits ready_timeout_s (2.5 s) for an answer that never comes
+        try:
+            assert motor.is_connected and not motor.ready
+        finally:
+            motor.disconnect()
+    finally:
+        os.close(master)
+        os.close(slave)
+    err = capsys.readouterr().err
+    assert f"warning: {port}: the motor controller did not answer" in err and "docs/firmware.md" in err
