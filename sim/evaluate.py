@@ -274,13 +274,18 @@ def plot_offline(report: dict, out: Path, max_frames: int = 300) -> Path | None:
 
 
 # -- command line -----------------------------------------------------------------------
-def policy_factories(bundle, backend: str, variants: list[str], discrete: bool = True) -> dict:
-    """{name: make_policy(instruction)} for each variant (and native TensorRT when engines run here)."""
+def policy_factories(bundle, backend: str, variants: list[str], discrete: bool = True,
+                     opened: list | None = None) -> dict:
+    """{name: make_policy(instruction)} for each variant (and native TensorRT when engines run here).
+    The activated backends are appended to `opened`, for the caller to deactivate (a TensorRT backend
+    holds a CUDA context on its own thread until then)."""
     from runtime.backends.registry import make_backend
     from runtime.behaviours import with_behaviours
     from runtime.policy import Policy
 
     def factory(backend_obj):
+        if opened is not None:
+            opened.append(backend_obj)
         return lambda instruction: with_behaviours(Policy(bundle, backend_obj, instruction=instruction),
                                                    discrete=discrete)
 
@@ -289,6 +294,15 @@ def policy_factories(bundle, backend: str, variants: list[str], discrete: bool =
 
 @exits_on(BackendError, BundleError, FileNotFoundError, ValueError)
 def main(argv=None) -> int:
+    opened: list = []
+    try:
+        return evaluate(argv, opened)
+    finally:
+        for backend in opened:
+            backend.deactivate()
+
+
+def evaluate(argv, opened: list) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--episodes", required=True, help="K (closed loop on K unseen rooms) or a folder of .h5 episodes")
@@ -312,7 +326,7 @@ def main(argv=None) -> int:
     if args.episodes.isdigit():
         if int(args.episodes) < 1:
             raise CommandError("--episodes: need at least 1 layout")
-        make = policy_factories(bundle, args.backend, [args.variant], not args.continuous)[args.variant]
+        make = policy_factories(bundle, args.backend, [args.variant], not args.continuous, opened)[args.variant]
         k = int(args.episodes)
         summaries = closed_loop(make, k, args.seed, args.max_steps, args.width, args.height,
                                 progress=lambda i, n: print(f"\r  layout {i}/{n}", end="", file=sys.stderr))
@@ -328,10 +342,10 @@ def main(argv=None) -> int:
         if not folder.is_dir():
             raise CommandError(f"--episodes {folder}: neither a number of layouts nor a folder of episodes")
         variants = args.variants or bundle.variants
-        factories = policy_factories(bundle, args.backend, variants, not args.continuous)
+        factories = policy_factories(bundle, args.backend, variants, not args.continuous, opened)
         if args.backend in ("auto", "ort-cpu") and bundle.manifest.get("engines"):
             try:
-                factories["trt"] = policy_factories(bundle, "trt", ["fp32"], not args.continuous)["fp32"]
+                factories["trt"] = policy_factories(bundle, "trt", ["fp32"], not args.continuous, opened)["fp32"]
             except (BackendError, ImportError) as e:
                 print(f"TensorRT engines not run here: {e}", file=sys.stderr)
         report = offline(folder, factories, args.dead_zone,
