@@ -94,13 +94,38 @@ def check_controller(port, baudrate: int = 115200):
         motor.disconnect()
 
 
+def check_motor(args):
+    """A motor side other than our serial controller (--motor ros2, a vendor class, dry-run): it connects and
+    a zero goes out, with what the link says about it."""
+    from runtime.hardware import DeviceError
+    from runtime.motor_select import open_motor
+
+    try:
+        motor = open_motor(args)
+    except DeviceError as e:
+        return "FAIL", str(e)
+    try:
+        zero = motor.send_velocity(0.0, 0.0, 0.0)
+        if not zero.delivered:
+            return "FAIL", f"--motor {args.motor}: connected, but a zero command did not go out ({zero})"
+        acks = {None: "the link has no acknowledgements", True: "acknowledged"}[zero.acknowledged]
+        return "OK", f"--motor {args.motor} ({getattr(motor, 'name', type(motor).__name__)}): a zero went out, {acks}"
+    finally:
+        motor.disconnect()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--camera")
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--serial")
+    ap.add_argument("--serial", help="our serial controller: heartbeat and status")
     ap.add_argument("--baudrate", type=int, default=115200)
+    ap.add_argument("--motor", help="another motor side, as runtime.drive takes it: ros2, dry-run, package.module:Class "
+                                    "or an entry point (connect, send a zero, disconnect)")
+    ap.add_argument("--cmd-vel-topic", default="/cmd_vel", help="--motor ros2: the velocity topic")
+    ap.add_argument("--cmd-vel-stamped", action="store_true", help="--motor ros2: TwistStamped")
+    ap.add_argument("--cmd-vel-frame", default="base_link", help="--motor ros2 --cmd-vel-stamped: header.frame_id")
     ap.add_argument("--verify", choices=("full", "quick"), default="full",
                     help="full (default): sha256 of every file, recorded for fast starts; quick: as runtime.drive")
     args = ap.parse_args(argv)
@@ -113,8 +138,12 @@ def main(argv=None) -> int:
     results.append(("engines", *check_engines(bundle)))
     results.append(("opencv", *check_opencv(args.camera)))
     results.append(("camera", *(check_camera(args.camera, args.fps) if args.camera else ("SKIP", "no --camera"))))
-    results.append(("controller", *(check_controller(args.serial, args.baudrate) if args.serial
-                                    else ("SKIP", "no --serial"))))
+    if args.motor and args.motor != "serial":
+        args.dry_run, args.cmd_timeout, args.wheels = False, 0.5, None  # what open_motor reads besides --motor
+        results.append(("controller", *check_motor(args)))
+    else:
+        results.append(("controller", *(check_controller(args.serial, args.baudrate) if args.serial
+                                        else ("SKIP", "no --serial or --motor"))))
     for name, status, msg in results:
         print(f"{status:<4} {name:<10} {msg}")
     return 1 if any(s == "FAIL" for _, s, _ in results) else 0

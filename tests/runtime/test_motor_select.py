@@ -17,7 +17,7 @@ from runtime.camera import open_camera
 from runtime.motor import MotorError
 from runtime.motor_select import load_motor_class, motor_kind
 from runtime.policy import Policy
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_python
 
 STEP_ARGS = ["--mode", "step", "--step-duration", "0.02", "--rate", "100", "--max-accel", "inf", "inf", "inf",
              "--quiet"]
@@ -207,3 +207,17 @@ def test_a_controller_that_never_answers_is_reported(tmp_path, capsys):
         os.close(slave)
     err = capsys.readouterr().err
     assert f"warning: {port}: the motor controller did not answer" in err and "docs/firmware.md" in err
+
+
+def test_preflight_checks_a_vendor_motor_side_as_the_drive_would_open_it(tiny_bundle_dir, tmp_path):
+    log = tmp_path / "calls.jsonl"
+    proc = run_python("-m", "runtime.preflight", "--bundle", str(tiny_bundle_dir), "--verify", "quick",
+                      "--motor", "tests.runtime.vendor_motor:RecordingMotor", env={"RECORDING_MOTOR_LOG": str(log)},
+                      timeout=120)
+    line = next(l for l in proc.stdout.splitlines() if " controller " in l)
+    assert line.startswith("OK") and "a zero went out" in line, proc.stdout + proc.stderr
+    calls = [json.loads(l)["call"] for l in log.read_text().splitlines()]
+    assert calls[0] == "connect" and "send_velocity" in calls and calls[-1] == "disconnect"
+    bad = run_python("-m", "runtime.preflight", "--bundle", str(tiny_bundle_dir), "--verify", "quick",
+                     "--motor", "tests.runtime.vendor_motor:NoSuchClass", timeout=120)
+    assert bad.returncode == 1 and any(l.startswith("FAIL controller") for l in bad.stdout.splitlines())
