@@ -236,16 +236,6 @@ def start_emulator():
     return proc, SerialMotorController(str(link)).connect()
 
 
-def gpu_memory_mb() -> float | None:
-    try:
-        import pycuda.driver as cuda
-
-        free, total = cuda.mem_get_info()
-        return (total - free) / 2**20
-    except Exception:
-        return None
-
-
 def prepare(args):
     """-> (bundle_dir, torch model or None, tokenizer or None)."""
     if args.bundle:
@@ -348,6 +338,8 @@ def main(argv=None) -> int:
             paths["eager"] = EagerPath(model, tok, total)
             paths["original"] = EagerPath(model, tok, ORIGINAL_PROMPT_TOKENS)
         samples = run_alternating(paths, frames, args.steps, args.warmup, camera)
+        # GPU memory while the engines are loaded, asked on the backend's own CUDA thread
+        gpu_used = [b.device_memory_used_mb() for b in backends if hasattr(b, "device_memory_used_mb")]
     finally:
         for b in backends:
             b.deactivate()
@@ -385,9 +377,8 @@ def main(argv=None) -> int:
         result.update(ratios[entries[0]])  # the first backend's ratios at the top level too
     if not args.no_memory:
         result["memory"] = memory_probe(bundle_dir, args.backend[0], args.variants[0])
-        gpu = gpu_memory_mb()
-        if gpu is not None:
-            result["memory"]["gpu_used_mb"] = gpu
+        if gpu_used:
+            result["memory"]["gpu_used_mb"] = max(gpu_used)
 
     print(format_table(result))
     if args.json:

@@ -278,6 +278,15 @@ class TensorRTBackend(Backend):
                                f"try without --cuda-graph") from e
 
     # -- the hot path -------------------------------------------------------------
+    def device_memory_used_mb(self) -> float:
+        """GPU memory in use on this backend's device (all processes), asked on the thread whose context
+        is current: `mem_get_info` from any other thread fails as every CUDA call there does."""
+        def used():
+            free, total = self._cuda.mem_get_info()
+            return (total - free) / 2**20
+
+        return self._on_gpu(used)
+
     def encode_frame(self, pixels, input_ids, attention_mask):
         if not self.active:
             raise BackendError("trt: call activate() (or use `with`) before inference")

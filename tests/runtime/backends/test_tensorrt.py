@@ -331,3 +331,14 @@ def test_real_tensorrt_engines_pass_fp16_parity(bundle_copy, tiny_checkpoint):
     build_all(bundle_copy)
     model, tok, _ = load_checkpoint(tiny_checkpoint)
     assert verify_bundle(bundle_copy, model, tok, backend="trt")["fp16-engine"]["passed"]
+
+
+def test_device_memory_is_asked_on_the_gpu_thread(engines):
+    """pycuda's mem_get_info needs a current context: from the caller's thread it fails, as on the device;
+    the backend asks on its own CUDA thread."""
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    with TensorRTBackend(load_bundle(engines)) as backend:
+        assert backend.device_memory_used_mb() == 2048.0  # the fake device: 8 GiB, 6 GiB free
+        with pytest.raises(Exception, match="cuMemGetInfo"):
+            backend._cuda.mem_get_info()  # this (main) thread has no context
