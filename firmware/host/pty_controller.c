@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "../mvla_controller.h"
+#include "host_io.h"
 
 static int master_fd = -1, slave_fd = -1;
 static const char *link_path = NULL;
@@ -40,24 +41,11 @@ static int muted = 0;
 static uint32_t booting_until = 0;
 static int booting = 0;
 
-static uint32_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
-}
+static uint32_t now_ms(void) { return host_now_ms(); }
 
 static void write_bytes(void *user, const uint8_t *bytes, size_t n) {
     (void)user;
-    if (master_fd < 0) return;
-    while (n) {
-        ssize_t k = write(master_fd, bytes, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return;  /* a full or closed pty drops the reply, as a UART would */
-        }
-        bytes += k;
-        n -= (size_t)k;
-    }
+    if (master_fd >= 0) host_write_all(master_fd, bytes, n);
 }
 
 static void on_motors(void *user, const float *duty, uint8_t wheels) {

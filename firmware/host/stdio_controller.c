@@ -14,26 +14,15 @@
 #include <unistd.h>
 
 #include "../mvla_controller.h"
+#include "host_io.h"
 
 static unsigned long moved = 0;
 
-static uint32_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
-}
+static uint32_t now_ms(void) { return host_now_ms(); }
 
 static void write_bytes(void *user, const uint8_t *bytes, size_t n) {
     (void)user;
-    while (n) {
-        ssize_t k = write(1, bytes, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return;
-        }
-        bytes += k;
-        n -= (size_t)k;
-    }
+    host_write_all(1, bytes, n);
 }
 
 static void on_motors(void *user, const float *duty, uint8_t wheels) {
