@@ -40,8 +40,9 @@ import time
 import traceback
 from pathlib import Path
 
+from runtime.steplog import read_log
+
 SIZES = ("tiny", "kosmos2")
-STEPS = ("export", "build_engines", "verify_trt", "drive", "drive_cuda_graph", "latency", "latency_cuda_graph")
 DRIVE = ["-m", "sim.drive"]  # the simulated robot behind runtime.drive's real loop
 
 
@@ -108,7 +109,7 @@ def step_drive(size: str, work: Path, ctx: dict, args, cuda_graph: bool) -> dict
     cmd = [*DRIVE, "--bundle", str(ctx["bundle"]), "--backend", "trt", "--max-steps", str(args.steps),
            "--mode", "continuous", "--quiet", "--log", str(log)] + (["--cuda-graph"] if cuda_graph else [])
     proc = run(cmd, args.timeout)
-    steps = [json.loads(line) for line in log.read_text().splitlines() if '"type": "step"' in line]
+    steps = [r for r in read_log(log) if r["type"] == "step"]
     if not steps:  # fewer than --steps is fine: a random policy may hit a wall, which ends the episode
         raise RuntimeError(f"drive logged no step: {proc.stderr[-1500:]}")
     ended = [line for line in proc.stderr.splitlines() if line.startswith(("sim:", "stopped"))]

@@ -36,7 +36,7 @@ from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
 from runtime.atomic import atomic_directory
 from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
 from runtime.cli import exits_on
-from runtime.prompt import PromptTooLongError, build_prompt, prompt_length, text_ids
+from runtime.prompt import PromptTooLongError, build_prompt, default_max_text_tokens, prompt_length
 from train.checkpoint import CheckpointError
 
 OPSET = 17
@@ -45,14 +45,6 @@ LAYOUT_DESCRIPTIONS = {
     "robovlms-fallback": "[Q image latents over <s> text </s> padded to Q] text beyond Q <pad>... ACT(last); "
                          "sequential positions",
 }
-INSTRUCTION_TOKENS = 32  # room the default prompt length leaves for an instruction
-
-
-def default_max_text_tokens(tokenizer, template: str, layout: str = "mobile-vla", latent_query_num: int = 64) -> int:
-    """The template's own tokens plus a 32-token instruction (robovlms-fallback: with <s> and </s>, at least Q)."""
-    if layout == "robovlms-fallback":
-        return max(latent_query_num, len(text_ids(tokenizer, "", template)) + 2 + INSTRUCTION_TOKENS)
-    return len(text_ids(tokenizer, "", template)) + INSTRUCTION_TOKENS
 
 
 def _spec(name: str, shape, dtype: str) -> dict:

@@ -29,12 +29,11 @@ import time
 from pathlib import Path
 
 
-
-def fit_args(epochs: int, batch_size: int = 2) -> list[str]:
+def fit_args(epochs: int) -> list[str]:
     """The recipe `make demo` trains with (why each value: docs/evaluation.md). A batch of 2 whole
     episodes (~20 windows) and a slow LoRA (2e-5) next to the head's 1e-3."""
     return ["--preset", "tiny", "--chunk", "4", "--lr", "1e-3", "--lora-lr", "2e-5", "--lora-dropout", "0",
-            "--batch-size", str(batch_size), "--max-epochs", str(epochs)]
+            "--batch-size", "2", "--max-epochs", str(epochs)]
 
 
 def step(n: int, total: int, text: str) -> None:
@@ -74,10 +73,10 @@ def main(argv=None) -> int:
                 "--name", "sim", *(["--no-progress"] if args.no_progress else [])]
     with contextlib.redirect_stdout(banners):  # Lightning's banners; the progress bar is on stderr
         code = fit.main(fit_argv)
-    summary = json.loads((runs / "sim" / "summary.json").read_text()) if code == 0 else {}
     if code:
         print(banners.getvalue()[-3000:])
         return code
+    summary = json.loads((runs / "sim" / "summary.json").read_text())
     print(f"      val loss {summary['first_val_loss']:.3f} -> {summary['best_val_loss']:.3f} "
           f"in {time.perf_counter() - t:.0f} s; curves {runs / 'sim' / 'curves.png'}")
 

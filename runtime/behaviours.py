@@ -115,14 +115,10 @@ class DiscreteMoves(Behaviour):
         super().__init__(policy)
         self.move = np.float32(policy.bundle.action_range if move is None else move)
 
-    def infer(self, frame):
-        step = self.policy.infer(frame)
+    def choose(self, step) -> np.ndarray:
         if not step.finite:  # NaN stays NaN: the drive loop must see it and stop
-            return step
-        t0 = time.perf_counter()
-        action = (np.clip(np.round(step.action / self.move), -1, 1) * self.move).astype(np.float32)
-        return replace(step, action=action,
-                       timings=dict(step.timings, post=step.timings.get("post", 0.0) + time.perf_counter() - t0))
+            return step.action
+        return np.clip(np.round(step.action / self.move), -1, 1) * self.move
 
 
 def with_behaviours(policy, chunk_mode: str = "first", discrete: bool = False, ensemble_k: float = 0.01):

@@ -272,11 +272,8 @@ def read_manifest(root: Path) -> dict:
         raise BundleError(f"{path} is not valid JSON: {e}") from e
 
 
-def load_bundle(root, verify: str = "quick", verify_hashes: bool | None = None) -> Bundle:
-    """Read and check a bundle. verify: "quick" (default), "full" or "none" (see the module docstring).
-    `verify_hashes=False` is the older spelling of verify="none"."""
-    if verify_hashes is not None:
-        verify = verify if verify_hashes else "none"
+def load_bundle(root, verify: str = "quick") -> Bundle:
+    """Read and check a bundle. verify: "quick" (default), "full" or "none" (see the module docstring)."""
     bundle = Bundle(Path(root), read_manifest(Path(root)))
     bundle.check_fields()
     bundle.verified = bundle.check_files(verify)

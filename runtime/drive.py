@@ -61,7 +61,6 @@ class DriveConfig:
 @dataclass
 class Published:
     action: np.ndarray | None  # robot units, or None = zero now (camera stalled, NaN, ...)
-    arrived: float  # time.monotonic() when it was published
     step: int
     record: dict
     reason: str = ""
@@ -101,7 +100,7 @@ class DriveLoop:
     def _publish(self, action, record: dict, reason: str = "", captured: float = -float("inf")) -> None:
         with self._lock:
             self._seq += 1
-            self._published = Published(action, time.monotonic(), self.steps, record, reason, captured, self._seq)
+            self._published = Published(action, self.steps, record, reason, captured, self._seq)
 
     def _step_finished(self) -> bool:
         """Step mode: the newest publication's move (or its zero) is over; True before the first."""
@@ -112,7 +111,7 @@ class DriveLoop:
         """Only the publication that is still the newest may release the next frame."""
         with self._step_cond:
             if self._published is current:
-                self._done_seq = max(self._done_seq, current.seq)
+                self._done_seq = current.seq  # the newest publication: no later one is done yet
                 self._step_cond.notify_all()
 
     def _wait_step_done(self) -> bool:
@@ -378,9 +377,9 @@ def drive(args, camera=None, motor=None) -> int:
 
     backend = None
     try:
-        bundle = load_bundle(args.bundle, verify=getattr(args, "verify", "quick"))
+        bundle = load_bundle(args.bundle, verify=args.verify)
         backend = make_backend(bundle, args.backend, variant=args.variant,
-                               cuda_graph=getattr(args, "cuda_graph", False)).activate()
+                               cuda_graph=args.cuda_graph).activate()
         policy = with_behaviours(Policy(bundle, backend, instruction=args.instruction), args.chunk_mode,
                                  args.discrete)
         if motor is None:
@@ -400,7 +399,7 @@ def drive(args, camera=None, motor=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"driving with {backend.describe()}, instruction {policy.instruction!r}, mode {args.mode}, "
-          f"motor {getattr(motor, 'name', type(motor).__name__)}; Ctrl-C stops (motors go to zero)", file=sys.stderr)
+          f"motor {motor.name}; Ctrl-C stops (motors go to zero)", file=sys.stderr)
     gate = SafetyGate(SafetyConfig(tuple(args.max_speed), tuple(args.max_accel), args.dead_zone, args.cmd_timeout))
     config = DriveConfig(args.mode, args.rate, args.step_duration, args.cmd_timeout, args.camera_timeout,
                          args.max_steps, status=not args.quiet)

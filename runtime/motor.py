@@ -104,7 +104,6 @@ class SerialMotorController(MotorController):
         self.ready = False  # the controller answered since the port was opened
         self._last_attempt = 0.0
         self._last_sent = (0.0, 0.0, 0.0)
-        self.last_result: SentCommand | None = None
 
     # -- connection ----------------------------------------------------------------
     @property
@@ -214,17 +213,22 @@ class SerialMotorController(MotorController):
                 return None
             raise
 
-    def _transact(self, kind: int, payload: bytes = b"", want=Command.ACK, timeout_s: float | None = None,
-                  count_miss: bool = True, accept_ready: bool = False):
-        """Send one frame and wait briefly for its reply; returns the reply frame or None."""
-        if not self._write(kind, payload):
-            return None
+    def _reply(self, want=Command.ACK, timeout_s: float | None = None, count_miss: bool = True,
+               accept_ready: bool = False):
+        """Wait briefly for the reply to the frame just written, counting misses and refusals."""
         reply = self._await(want, self.ack_timeout_s if timeout_s is None else timeout_s, accept_ready)
         if reply is None and count_miss and self.is_connected:
             self.missed_acks += 1
         elif reply is not None and reply.type == Command.NACK:
             self.refused += 1
         return reply
+
+    def _transact(self, kind: int, payload: bytes = b"", want=Command.ACK, timeout_s: float | None = None,
+                  count_miss: bool = True, accept_ready: bool = False):
+        """Send one frame and wait briefly for its reply; returns the reply frame or None."""
+        if not self._write(kind, payload):
+            return None
+        return self._reply(want, timeout_s, count_miss, accept_ready)
 
     def send_velocity(self, vx: float, vy: float, wz: float = 0.0) -> SentCommand:
         """Send a body velocity (or its wheel speeds); returns what really happened."""
@@ -236,32 +240,21 @@ class SerialMotorController(MotorController):
         else:
             kind, payload = Command.SET_VELOCITY, velocity_payload(*velocity, self.watchdog_ms)
         if not self._write(kind, payload):
-            result = SentCommand((0.0, 0.0, 0.0), sent=False, acknowledged=False)
-        else:
-            self._last_sent = velocity
-            reply = self._await(Command.ACK, self.ack_timeout_s)
-            if reply is None:
-                if self.is_connected:
-                    self.missed_acks += 1
-            elif reply.type == Command.NACK:
-                self.refused += 1
-                # a refusing controller stops its motors (docs/serial-protocol.md): zero is what the robot does
-                self._last_sent = (0.0, 0.0, 0.0)
-                result = SentCommand((0.0, 0.0, 0.0), sent=True, acknowledged=False)
-                self.last_result = result
-                return result
-            result = SentCommand(velocity, sent=True, acknowledged=reply is not None and reply.type == Command.ACK)
-        self.last_result = result
-        return result
+            return SentCommand((0.0, 0.0, 0.0), sent=False, acknowledged=False)
+        self._last_sent = velocity
+        reply = self._reply()
+        if reply is not None and reply.type == Command.NACK:
+            # a refusing controller stops its motors (docs/serial-protocol.md): zero is what the robot does
+            self._last_sent = (0.0, 0.0, 0.0)
+            return SentCommand((0.0, 0.0, 0.0), sent=True, acknowledged=False)
+        return SentCommand(velocity, sent=True, acknowledged=reply is not None and reply.type == Command.ACK)
 
     def stop(self) -> bool:
         """Zero now. True when the controller acknowledged it."""
         if not self._write(Command.STOP, b""):
             return False
         self._last_sent = (0.0, 0.0, 0.0)
-        reply = self._await(Command.ACK, self.ack_timeout_s)
-        if reply is None and self.is_connected:
-            self.missed_acks += 1
+        reply = self._reply()
         return reply is not None and reply.type == Command.ACK
 
     def heartbeat(self) -> bool:

@@ -109,7 +109,7 @@ def check_motor(args):
         if not zero.delivered:
             return "FAIL", f"--motor {args.motor}: connected, but a zero command did not go out ({zero})"
         acks = {None: "the link has no acknowledgements", True: "acknowledged"}[zero.acknowledged]
-        return "OK", f"--motor {args.motor} ({getattr(motor, 'name', type(motor).__name__)}): a zero went out, {acks}"
+        return "OK", f"--motor {args.motor} ({motor.name}): a zero went out, {acks}"
     finally:
         motor.disconnect()
 
@@ -139,7 +139,6 @@ def main(argv=None) -> int:
     results.append(("opencv", *check_opencv(args.camera)))
     results.append(("camera", *(check_camera(args.camera, args.fps) if args.camera else ("SKIP", "no --camera"))))
     if args.motor and args.motor != "serial":
-        args.dry_run, args.cmd_timeout, args.wheels = False, 0.5, None  # what open_motor reads besides --motor
         results.append(("controller", *check_motor(args)))
     else:
         results.append(("controller", *(check_controller(args.serial, args.baudrate) if args.serial

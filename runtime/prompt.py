@@ -44,6 +44,7 @@ DEFAULT_INSTRUCTION = "Navigate around obstacles and reach the front of the beve
 PADDING_IDX = 1  # Kosmos-2's pad id and the sinusoidal table's padding_idx
 FIRST_IMAGE_SLOT_ID = 4  # the HF Kosmos-2 processor fills image slots with ids 4, 5, ... (replaced by embeddings)
 LAYOUTS = ("mobile-vla", "robovlms-fallback")
+INSTRUCTION_TOKENS = 32  # room the default prompt length leaves for an instruction
 ORIGINAL_PAD_ID = 0  # the original stack right-padded with id 0 (under the image latents, never seen)
 
 
@@ -87,6 +88,13 @@ def position_ids_from_mask(attention_mask: np.ndarray, padding_idx: int = PADDIN
 
 def text_ids(tokenizer, instruction: str, template: str = DEFAULT_TEMPLATE) -> list[int]:
     return list(tokenizer.encode(template.format(instruction=instruction), add_special_tokens=False).ids)
+
+
+def default_max_text_tokens(tokenizer, template: str, layout: str = "mobile-vla", latent_query_num: int = 64) -> int:
+    """The template's own tokens plus a 32-token instruction (robovlms-fallback: with <s> and </s>, at least Q)."""
+    if layout == "robovlms-fallback":
+        return max(latent_query_num, len(text_ids(tokenizer, "", template)) + 2 + INSTRUCTION_TOKENS)
+    return len(text_ids(tokenizer, "", template)) + INSTRUCTION_TOKENS
 
 
 def check_layout(layout: str) -> str:

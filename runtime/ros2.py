@@ -160,7 +160,10 @@ class Ros2MotorController(MotorController):
         self._ros = RosNode(self.node_name, spin=False, message_packages=("geometry_msgs",))
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-        msg_type = self._message_type()
+        from geometry_msgs.msg import Twist, TwistStamped
+
+        self._twist, self._stamped_type = Twist, TwistStamped  # looked up once: send_velocity runs every tick
+        msg_type = TwistStamped if self.stamped else Twist
         qos = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
         self._publisher = self._ros.node.create_publisher(msg_type, self.topic, qos)
         deadline = time.monotonic() + self.wait_for_subscriber
@@ -185,19 +188,12 @@ class Ros2MotorController(MotorController):
         self.link_s = time.monotonic() - t0
         return self
 
-    def _message_type(self):
-        from geometry_msgs.msg import Twist, TwistStamped
-
-        return TwistStamped if self.stamped else Twist
-
     def _message(self, vx: float, vy: float, wz: float):
-        from geometry_msgs.msg import Twist, TwistStamped
-
-        twist = Twist()
+        twist = self._twist()
         twist.linear.x, twist.linear.y, twist.angular.z = vx, vy, wz
         if not self.stamped:
             return twist
-        msg = TwistStamped()
+        msg = self._stamped_type()
         msg.header.stamp = self._ros.node.get_clock().now().to_msg()
         msg.header.frame_id = self.frame_id
         msg.twist = twist

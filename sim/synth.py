@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 
 from sim.episodes import write_episode
+from sim.task import MOVE
 
-MOVE = 1.15  # the collector's discrete move magnitude
 BLOCK_INSTRUCTION = "move as the block colour says"
 
 

@@ -166,9 +166,7 @@ def main(argv=None) -> int:
     if args.init:
         init_from_checkpoint(module.model, args.init)
     if (args.lora or ("frozen" if args.init else "train")) == "frozen":
-        for name, p in module.model.named_parameters():
-            if "lora_" in name:
-                p.requires_grad_(False)  # LoRA B starts at zero: frozen, the adapter changes nothing
+        module.model.freeze_vlm()  # LoRA too: its B starts at zero, so frozen the adapter changes nothing
     dataset = EpisodeClipDataset if args.batching == "episode" else EpisodeDataset
     train_ds = dataset(train_eps, options, tokenizer, config, augment=True, seed=args.seed)
     val_ds = dataset(val_eps, options, tokenizer, config, augment=False)
@@ -199,13 +197,13 @@ def main(argv=None) -> int:
         resume = run_dir / "checkpoints" / "last" / "trainer.ckpt"
         if not resume.is_file():
             raise CommandError(f"--resume: {resume} not found")
-    if resume is None and args.init:
-        print(f"ACT and head start from {args.init} (its input standardisation kept)", file=sys.stderr)
-    elif resume is None:
-        stats = set_head_standardization(module.model, train_eps, options, tokenizer, config, seed=args.seed)
-        print(f"head input standardised from {stats['frames']} training frames "
-              f"(feature offset {stats['mean_abs']:.3f}, spread {stats['std']:.3f})", file=sys.stderr)
     if resume is None:
+        if args.init:
+            print(f"ACT and head start from {args.init} (its input standardisation kept)", file=sys.stderr)
+        else:
+            stats = set_head_standardization(module.model, train_eps, options, tokenizer, config, seed=args.seed)
+            print(f"head input standardised from {stats['frames']} training frames "
+                  f"(feature offset {stats['mean_abs']:.3f}, spread {stats['std']:.3f})", file=sys.stderr)
         trainer.validate(module, val_dl, verbose=False)  # the epoch-0 reference for "val loss before training"
     first_val = float(trainer.callback_metrics.get("val/loss", float("nan")))
     # Resuming loads plain tensors and dicts only (weights_only=True): nothing in a run folder is unpickled.

@@ -50,7 +50,7 @@ import torch
 
 from runtime.atomic import atomic_directory
 from runtime.cli import exits_on
-from runtime.prompt import text_ids
+from runtime.prompt import default_max_text_tokens
 from train.config import PRESETS, preset_config
 from train.model import ActionHead, MobileVLA, is_checkpoint_folder, load_tokenizer
 
@@ -463,7 +463,7 @@ def import_checkpoint(path: Path, out: Path, base: str | None = None, preset: st
     if report.accounted() != report.total:
         raise AssertionError(f"{path}: {report.total} keys but {report.accounted()} accounted for")
     tok = load_tokenizer(config)
-    config_max = max(q, len(text_ids(tok, "", config.prompt_template)) + 2 + 32)
+    config_max = default_max_text_tokens(tok, config.prompt_template, "robovlms-fallback", q)
     model.config = replace(config, max_text_tokens=config_max,
                            weights=base if from_base else None).validate()
     from train.checkpoint import write_checkpoint_files

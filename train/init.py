@@ -55,12 +55,13 @@ def init_config(path: Path, **overrides) -> MobileVLAConfig:
 
 def init_from_checkpoint(model, path: Path) -> list[str]:
     """Copy ACT and the head (with its input standardisation) from a checkpoint folder into `model`."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     from train.checkpoint import CheckpointError
 
     file = Path(path) / "model.safetensors"
-    state = {k: v for k, v in load_file(str(file)).items() if k.startswith(INIT_KEYS)}
+    with safe_open(str(file), framework="pt") as f:  # ACT and the head only, not the 6.6 GB of Kosmos-2 again
+        state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(INIT_KEYS)}
     ours = {k: v for k, v in model.state_dict().items() if k.startswith(INIT_KEYS)}
     missing, extra = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
     wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()

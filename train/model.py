@@ -71,15 +71,14 @@ class ActionHead(nn.Module):
 
     NORMALIZATION_KEYS = ("feature_mean", "feature_scale")
 
-    def __init__(self, in_dim: int, hidden: int, layers: int, chunk: int, axes: int,
-                 mlp_widths: tuple[int, ...] | None = None):
+    def __init__(self, in_dim: int, hidden: int, layers: int, chunk: int, axes: int, mlp_widths: tuple[int, ...]):
         super().__init__()
         self.chunk, self.axes = chunk, axes
         self.register_buffer("feature_mean", torch.zeros(in_dim))
         self.register_buffer("feature_scale", torch.ones(in_dim))
         self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True)
         # Linear, ReLU, ..., Linear, Tanh: linears at even indices (mlp.0, mlp.2, ...), as the original head.
-        widths = [hidden, *(mlp_widths if mlp_widths is not None else (hidden, hidden)), chunk * axes]
+        widths = [hidden, *mlp_widths, chunk * axes]  # config.head_mlp_widths: ours (H, H) or the original's
         layers_ = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             layers_ += [nn.Linear(a, b), nn.Tanh() if i == len(widths) - 2 else nn.ReLU()]

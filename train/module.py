@@ -21,9 +21,6 @@ from train.config import MobileVLAConfig
 from train.lora import LoraSettings, apply_lora
 from train.model import MobileVLA, build_kosmos
 
-AXES = ("linear_x", "linear_y", "angular_z")
-
-
 class MobileVLAModule(L.LightningModule):
     def __init__(self, model_config: dict, lora: dict, lr: float = 1e-4, weight_decay: float = 0.0,
                  huber_delta: float = 1.0, warmup_steps: int = 0, act_lr: float | None = None,
@@ -34,7 +31,7 @@ class MobileVLAModule(L.LightningModule):
         # SDPA attention for training: 2-3x faster than eager on CPU; the same weights export with eager.
         kosmos = build_kosmos(self.config, attn_implementation="sdpa")
         self.model = apply_lora(MobileVLA(self.config, kosmos=kosmos), LoraSettings.from_dict(lora))
-        self.axes = AXES[: self.config.action_axes]
+        self.axes = self.config.axis_names
 
     def forward(self, batch):
         prompt = batch_prompt(batch)

@@ -14,16 +14,11 @@ for by name, `--backend ort-cpu` still runs there.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 from runtime.backends.base import Backend, BackendError
+from runtime.jetpack import tegra_release
 
 BACKENDS = ("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu")
-
-
-def tegra_release() -> Path:
-    return Path(os.environ.get("TEGRA_RELEASE", "/etc/nv_tegra_release"))
 
 
 def is_jetson() -> bool:

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT, run_python
+from tests.fakes import gpu as fake_gpu
 
-FAKE = {"PYTHONPATH": f"{ROOT / 'tests' / 'fakes' / 'gpu_modules'}{os.pathsep}{ROOT}"}
+FAKE = {"PYTHONPATH": fake_gpu.subprocess_pythonpath()}
 STEPS = ["export", "build_engines", "verify_trt", "drive", "drive_cuda_graph", "latency", "latency_cuda_graph"]
 
 

@@ -511,3 +511,13 @@ def install(monkeypatch, version="10.3.0", gpu="Fake Orin", int32_ids=False):
     monkeypatch.setitem(sys.modules, "pycuda", pycuda)
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
     return trt, driver
+
+
+def subprocess_pythonpath() -> str:
+    """PYTHONPATH for a subprocess that must import these fakes as `tensorrt` and `pycuda` (tests/fakes/gpu_modules)."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return f"{root / 'tests' / 'fakes' / 'gpu_modules'}{os.pathsep}{root}"
+

@@ -57,7 +57,7 @@ def test_build_engines_script_with_trtexec_failing_after_a_good_build_changes_no
 def test_build_engines_script_records_under_the_cuda_device_name(bundle_copy, tmp_path):
     """Without GPU_NAME the script asks runtime.backends.cuda_device (here: the fake, via PYTHONPATH)."""
     env = {**os.environ, "PATH": f"{stand_in_trtexec(tmp_path).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHON": sys.executable, "PYTHONPATH": f"{ROOT / 'tests' / 'fakes' / 'gpu_modules'}{os.pathsep}{ROOT}"}
+           "PYTHON": sys.executable, "PYTHONPATH": fake_gpu.subprocess_pythonpath()}
     for var in ("TRTEXEC", "GPU_NAME", "TRT_VERSION"):
         env.pop(var, None)
     proc = subprocess.run(["bash", str(SCRIPT), str(bundle_copy)], capture_output=True, text=True, env=env, cwd=ROOT)

@@ -69,11 +69,12 @@ def test_check_sh_refuses_a_tensorrt_that_is_not_its_l4ts(tiny_bundle_dir, episo
     import sys
 
     from tests.conftest import ROOT
+    from tests.fakes import gpu as fake_gpu
 
     release = tmp_path / "nv_tegra_release"
     release.write_text(R36_3)
     env = {**os.environ, "PYTHON": sys.executable, "FPS": "0", "TEGRA_RELEASE": str(release),
-           "PYTHONPATH": f"{ROOT / 'tests' / 'fakes' / 'gpu_modules'}{os.pathsep}{ROOT}"}
+           "PYTHONPATH": fake_gpu.subprocess_pythonpath()}
     proc = subprocess.run(["bash", str(ROOT / "jetson" / "check.sh"), str(tiny_bundle_dir), str(episode_file),
                            str(tmp_path / "no-port")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     line = next(l for l in proc.stdout.splitlines() if l.split()[1:2] == ["jetpack"])

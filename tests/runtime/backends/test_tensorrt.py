@@ -12,7 +12,7 @@ import pytest
 
 from runtime.backends.base import BackendError
 from runtime.bundle import load_bundle
-from tests.conftest import ROOT, run_python
+from tests.conftest import run_python
 from tests.fakes import gpu as fake_gpu
 
 
@@ -259,7 +259,7 @@ def test_cuda_device_cli_without_pycuda_says_how_to_install_it():
 @pytest.mark.skipif(sys.platform != "linux", reason="subprocess with the fake modules on PYTHONPATH")
 def test_drive_process_with_trt_and_cuda_graph_against_the_fake(engines, episode_file):
     """The whole CLI in its own process (fake GPU modules on PYTHONPATH), as the systemd unit runs it."""
-    env = {"PYTHONPATH": f"{ROOT / 'tests' / 'fakes' / 'gpu_modules'}:{ROOT}"}
+    env = {"PYTHONPATH": fake_gpu.subprocess_pythonpath()}
     proc = run_python("-m", "runtime.drive", "--bundle", str(engines), "--backend", "trt", "--cuda-graph",
                       "--dry-run", "--camera", str(episode_file), "--max-steps", "3", "--quiet", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
