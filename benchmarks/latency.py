@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.machine import describe, short_name
-from sim.plotting import pyplot
+from plotting import pyplot
 
 STAGES = ("capture", "preprocess", "vision", "language", "head", "post", "serial", "overhead", "end_to_end")
 ORIGINAL_PROMPT_TOKENS = 256
@@ -181,7 +181,7 @@ class CallCounter:
 
 # ------------------------------------------------------------------------------ measuring
 def frames_for(args, n: int):
-    from sim.frames import sample_frame
+    from runtime.sample_frames import sample_frame
 
     if args.camera:
         return None

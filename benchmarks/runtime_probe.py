@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from runtime.backends.registry import make_backend
     from runtime.bundle import load_bundle
     from runtime.policy import Policy
-    from sim.frames import sample_frame
+    from runtime.sample_frames import sample_frame
 
     frame = sample_frame(0)
     t_load = time.time()

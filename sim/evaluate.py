@@ -49,7 +49,7 @@ from sim.task import (
     random_decider,
     rollout,
 )
-from sim.plotting import pyplot
+from plotting import pyplot
 from sim.world import random_layout
 
 AXES = ("linear_x", "linear_y", "angular_z")

@@ -65,7 +65,7 @@ def episode_file(tmp_path_factory):
     import numpy as np
 
     from sim.episodes import write_episode
-    from sim.frames import sample_frames
+    from runtime.sample_frames import sample_frames
 
     path = tmp_path_factory.mktemp("episodes") / "episode_000.h5"
     rng = np.random.default_rng(0)

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("runtime", "train", "export", "sim", "benchmarks", "pipeline")
+PACKAGES = ("runtime", "train", "export", "sim", "benchmarks", "pipeline", "plotting")
 
 # package -> the project packages it must never import (docs/architecture.md, "Who may import whom")
 FORBIDDEN = {
-    "runtime": {"train", "export", "sim", "benchmarks", "pipeline"},
-    "train": {"export", "benchmarks", "pipeline"},
+    "runtime": {"train", "export", "sim", "benchmarks", "pipeline", "plotting"},
+    "train": {"export", "sim", "benchmarks", "pipeline"},
     "sim": {"train", "export", "benchmarks", "pipeline"},
     "export": {"sim", "benchmarks", "pipeline"},
     "benchmarks": {"pipeline"},
+    "plotting": {"runtime", "train", "export", "sim", "benchmarks", "pipeline"},
 }
 # third-party libraries the robot package must not load (DESIGN.md: it starts fast, fits beside the engines)
 RUNTIME_HEAVY = {"torch", "transformers", "peft", "lightning", "matplotlib"}

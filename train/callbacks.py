@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from runtime.atomic import atomic_directory
-from sim.plotting import pyplot
+from plotting import pyplot
 from train.batches import batch_prompt, collate_episodes
 from train.checkpoint import write_checkpoint_files
 from train.data import DataOptions, EpisodeClipDataset

@@ -14,7 +14,7 @@ import torch
 
 from runtime.preprocess import preprocess_with
 from runtime.prompt import Prompt
-from sim.frames import sample_frames
+from runtime.sample_frames import sample_frames
 from train.config import MobileVLAConfig
 from train.model import PromptTensors, make_prompt
 

@@ -431,7 +431,7 @@ def test_runtime_drive_on_the_tiny_bundle_drives_the_c_controller(tiny_bundle_di
 
     import cv2
 
-    from sim.frames import sample_frames
+    from runtime.sample_frames import sample_frames
     from runtime.steplog import read_log
     from tests.conftest import ROOT
 

@@ -7,7 +7,7 @@ from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.behaviours import DiscreteMoves, FirstAction, OpenLoopChunk, TemporalEnsemble, with_behaviours
 from runtime.bundle import load_bundle
 from runtime.policy import Policy
-from sim.frames import sample_frames
+from runtime.sample_frames import sample_frames
 
 
 class CountingBackend:

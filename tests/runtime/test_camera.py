@@ -14,7 +14,7 @@ from runtime.camera import (
     csi_pipeline,
     open_camera,
 )
-from sim.frames import sample_frames
+from runtime.sample_frames import sample_frames
 
 
 def test_hdf5_episode_replays_every_frame_in_order(episode_file):

@@ -221,7 +221,7 @@ def test_signals_to_the_drive_process_stop_the_motors(tiny_bundle_dir, episode_f
     frames.mkdir()
     import cv2
 
-    from sim.frames import sample_frames
+    from runtime.sample_frames import sample_frames
 
     for i, f in enumerate(sample_frames(300, height=48, width=64)):
         cv2.imwrite(str(frames / f"{i:04d}.png"), f)

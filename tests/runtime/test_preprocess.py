@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from runtime.preprocess import CLIP_MEAN, CLIP_STD, preprocess_frame, resize_rgb
-from sim.frames import sample_frame
+from runtime.sample_frames import sample_frame
 
 
 @pytest.fixture(scope="module")

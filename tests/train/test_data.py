@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sim.episodes import write_episode
-from sim.frames import sample_frames
+from runtime.sample_frames import sample_frames
 from tests.conftest import run_python
 from train.data import (
     DataOptions,

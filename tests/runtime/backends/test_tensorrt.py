@@ -164,7 +164,7 @@ def test_enqueue_failure_never_returns_the_previous_output(engines):
 def test_cuda_graphs_capture_once_per_engine_and_head_length_and_match_plain_enqueue(engines):
     from runtime.backends.tensorrt import TensorRTBackend
     from runtime.policy import Policy
-    from sim.frames import sample_frames
+    from runtime.sample_frames import sample_frames
 
     bundle = load_bundle(engines)
     w = bundle.window
@@ -272,7 +272,7 @@ def test_native_backend_chains_buffers_and_matches_onnxruntime(bundle_copy, monk
     from runtime.backends.onnxruntime import OnnxRuntimeBackend
     from runtime.backends.registry import make_backend, resolve_backend_name
     from runtime.policy import Policy
-    from sim.frames import sample_frames
+    from runtime.sample_frames import sample_frames
 
     fake_gpu.install(monkeypatch, int32_ids=int32_ids)
     build_all(bundle_copy, log=lambda s: None)

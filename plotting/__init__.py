@@ -1,6 +1,6 @@
 """Plots for a person to look at (training curves, trajectories, latency ECDFs): matplotlib set up once.
 
-    from sim.plotting import pyplot
+    from plotting import pyplot
     plt = pyplot()            # None when matplotlib is not installed: callers skip the plot, not the run
     if plt: ...
 
