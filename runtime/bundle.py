@@ -1,4 +1,4 @@
-"""The bundle: the export's output folder and the runtime's only input (DESIGN.md contract 3).
+"""The bundle: the export's output folder and the runtime's only input (docs/bundle-format.md).
 
     from runtime.bundle import load_bundle
     bundle = load_bundle("bundle/")                 # checks fields and files (quick: see below)

@@ -1,4 +1,4 @@
-"""Write episodes in the robot collector's HDF5 layout (REFERENCE.md section 2), with h5py.
+"""Write episodes in the robot collector's HDF5 layout (docs/episode-format.md), with h5py.
 
     from sim.episodes import write_episode
     write_episode(Path("ep.h5"), images_bgr, actions, instruction="go to the bottle on the left")

@@ -154,7 +154,7 @@ def _tiny_kosmos(vocab_size: int) -> dict:
 
 
 def _real_kosmos(text_layers: int = 24, vision_layers: int = 24, vocab_size: int = 65037) -> dict:
-    # Kosmos2Config() defaults (REFERENCE.md section 1); only depth and vocab vary between presets.
+    # Kosmos2Config() defaults (docs/model.md); only depth and vocab vary between presets.
     return {
         "latent_query_num": 64,
         "text_config": {

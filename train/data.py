@@ -11,7 +11,7 @@ The author's later collector layout (`observations/images` in RGB, float64
 actions, attributes scenario/pattern/distance) is read too; its channel order
 comes from the layout (runtime.episodes.episode_layout).
 
-Layout (REFERENCE.md section 2; sim.episodes.write_episode writes it for synthetic data):
+Layout (docs/episode-format.md; sim.episodes.write_episode writes it for synthetic data):
 `images` uint8 (T, H, W, 3) in the collector's channel order (BGR by
 default), `actions` float (T, 3), `action_event_types` strings,
 `language_instruction` optional (1,) bytes. A sample is a window of W frames
