@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli import exits_on
+from runtime.driving import Driving
 from runtime.preprocess import PreprocessConfig
 
 FORMAT = "mobile-vla-bundle"
@@ -136,6 +137,14 @@ class Bundle:
     @property
     def action_range(self) -> float:
         return float(self.manifest["actions"]["range"])
+
+    @property
+    def driving(self) -> Driving:
+        """How the policy was validated and should be driven (`driving`; defaults for older bundles)."""
+        try:
+            return Driving.from_dict(self.manifest.get("driving"), where=f"{self.root / 'bundle.json'}: driving")
+        except ValueError as e:
+            raise BundleError(f"{e}; export the bundle again or fix the record") from e
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -292,6 +301,9 @@ def main(argv=None) -> int:
     print(f"bundle    {b.root}  (ok: fields; sha256 of {len(b.verified['hashed'])} files, "
           f"{len(b.verified['trusted'])} unchanged since their last verification)")
     print(f"model     {m.get('model', {}).get('preset', '?')}  W={b.window} N={b.chunk} axes={b.action_axes}")
+    d = b.driving
+    print(f"driving   mode {d.mode}, {'discrete moves' if d.discrete else 'raw actions'}, frames "
+          f"{d.frame_spacing_s:g} s apart ({d.source})")
     for g in GRAPHS:
         ins = ", ".join(f"{s.name}{list(s.shape)}" for s in b.inputs(g))
         outs = ", ".join(f"{s.name}{list(s.shape)}" for s in b.outputs(g))

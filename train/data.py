@@ -35,7 +35,8 @@ import numpy as np
 from runtime.cli import CommandError, exits_on
 from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
 from runtime.preprocess import normalize_rgb, resize_rgb
-from runtime.prompt import DEFAULT_INSTRUCTION
+from runtime.driving import Driving
+from train.config import MobileVLAConfig
 
 AXES = ("linear_x", "linear_y", "angular_z")
 
@@ -50,16 +51,48 @@ class EpisodeError(ValueError):
 
 @dataclass(frozen=True)
 class DataOptions:
-    window: int = 8  # W frames per sample
-    chunk: int = 10  # N future actions per window position
-    action_axes: int = 2  # 2: (linear_x, linear_y); 3 adds angular_z
-    action_range: float = 1.15  # clamp to +-range, divide by range -> [-1, 1]
+    # The model's fields default to the model config's (train.config.MobileVLAConfig, where they are written once).
+    window: int = MobileVLAConfig.window  # W frames per sample
+    chunk: int = MobileVLAConfig.chunk  # N future actions per window position
+    action_axes: int = MobileVLAConfig.action_axes  # 2: (linear_x, linear_y); 3 adds angular_z
+    action_range: float = MobileVLAConfig.action_range  # clamp to +-range, divide by range -> [-1, 1]
     channel_order: str = "bgr"  # of the stored images (the collector wrote OpenCV BGR)
     model_channel_order: str = "rgb"  # what the model expects (runtime.preprocess; "bgr" for imported checkpoints)
     image_size: int = 224
-    default_instruction: str = DEFAULT_INSTRUCTION  # for files without language_instruction
+    default_instruction: str = MobileVLAConfig.default_instruction  # for files without language_instruction
     color_jitter: float = 0.0  # max relative brightness/contrast/saturation change; 0 = off
     mirror: bool = False  # random horizontal mirror: negates linear_y, angular_z; swaps left/right
+
+    @classmethod
+    def for_model(cls, config: MobileVLAConfig, **data) -> "DataOptions":
+        """The options a model config implies (W, N, axes, range, image size, channel order, instruction),
+        plus the data-only ones in `data` (channel_order of the files, color_jitter, mirror)."""
+        return cls(window=config.window, chunk=config.chunk, action_axes=config.action_axes,
+                   action_range=config.action_range, image_size=config.image_size,
+                   model_channel_order=config.preprocess_config().model_channel_order,
+                   default_instruction=config.default_instruction, **data)
+
+
+# The collector's key-press move lasts this long and one frame is stored per move (docs/episode-format.md).
+STEP_RECORDING_SPACING_S = 0.4
+
+
+def recorded_driving(episodes: list, options: DataOptions, mode: str = "step",
+                     frame_spacing_s: float | None = None) -> Driving:
+    """How a policy trained on these episodes should be driven (runtime.driving): discrete when every
+    recorded action of the trained axes is a demonstrated move (-range, 0 or +range), as key presses are;
+    `mode` and `frame_spacing_s` as the recordings were made (step: one frame per 0.4 s move)."""
+    raw = np.concatenate([e.raw_actions[:, : options.action_axes] for e in episodes]) if episodes else np.zeros((0, 2))
+    r = options.action_range
+    on_moves = np.isclose(np.abs(raw), r, atol=1e-3) | np.isclose(raw, 0.0, atol=1e-3)
+    discrete = bool(len(raw)) and bool(on_moves.all())
+    spacing = frame_spacing_s if frame_spacing_s is not None else STEP_RECORDING_SPACING_S
+    moves = (f"all {raw.size} recorded action values are moves (-{r:g}, 0, +{r:g})" if discrete else
+             f"{int((~on_moves).sum())} of {raw.size} recorded action values are not moves (-{r:g}, 0, +{r:g})")
+    spacing_from = "as given" if frame_spacing_s is not None else "the collector's 0.4 s key-press moves"
+    source = (f"train.fit on {len(episodes)} training episodes: {'discrete' if discrete else 'raw actions'} "
+              f"({moves}); mode {mode}, frames {spacing:g} s apart ({spacing_from})")
+    return Driving(mode=mode, discrete=discrete, frame_spacing_s=spacing, source=source)
 
 
 @dataclass
@@ -318,9 +351,9 @@ def summary(episodes: list[Episode], rejected: list, options: DataOptions) -> st
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr")
-    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=2)
-    ap.add_argument("--action-range", type=float, default=1.15)
+    ap.add_argument("--channel-order", choices=("bgr", "rgb"), default=DataOptions.channel_order)
+    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=DataOptions.action_axes)
+    ap.add_argument("--action-range", type=float, default=DataOptions.action_range)
     ap.add_argument("--strict", action="store_true", help="exit 1 at the first bad file")
     args = ap.parse_args(argv)
     options = DataOptions(action_axes=args.action_axes, action_range=args.action_range,
