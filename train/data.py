@@ -36,6 +36,7 @@ from runtime.cli import CommandError, exits_on
 from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
 from runtime.preprocess import normalize_rgb, resize_rgb
 from runtime.driving import Driving
+from runtime.logs import add_log_level_argument, setup_logging
 from train.config import MobileVLAConfig
 
 AXES = ("linear_x", "linear_y", "angular_z")
@@ -355,7 +356,9 @@ def main(argv=None) -> int:
     ap.add_argument("--action-axes", type=int, choices=(2, 3), default=DataOptions.action_axes)
     ap.add_argument("--action-range", type=float, default=DataOptions.action_range)
     ap.add_argument("--strict", action="store_true", help="exit 1 at the first bad file")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     options = DataOptions(action_axes=args.action_axes, action_range=args.action_range,
                           channel_order=args.channel_order, image_size=64)  # small: validation only
     paths = find_episodes(args.folder)
