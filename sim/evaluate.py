@@ -87,7 +87,8 @@ class ClosedLoopSummary:
     rollouts: list
 
     def row(self) -> dict:
-        return {"policy": self.name, "success_rate": round(self.success, 4), "collision_rate": round(self.collisions, 4),
+        return {"policy": self.name, "success_rate": round(self.success, 4),
+                "collision_rate": round(self.collisions, 4),
                 "mean_steps": round(self.mean_steps, 2),
                 "mean_latency_ms": None if self.mean_latency_ms is None else round(self.mean_latency_ms, 2)}
 

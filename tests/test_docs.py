@@ -155,7 +155,7 @@ def test_no_file_of_the_project_cites_an_unshipped_document():
     hits = []
     for path in ROOT.rglob("*"):
         if (path.suffix not in (".py", ".md", ".sh", ".toml", ".service", ".txt", ".cfg") and path.name != "Makefile"
-                or any(part.startswith(".") or part in ("build", "demo", "runs") for part in path.relative_to(ROOT).parts)
+                or any(p.startswith(".") or p in ("build", "demo", "runs") for p in path.relative_to(ROOT).parts)
                 or path == Path(__file__)):
             continue
         text = path.read_text(errors="replace")

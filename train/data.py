@@ -149,12 +149,14 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
                 bad = np.argwhere(~np.isfinite(raw))[0]
                 raise EpisodeError(path, f"'actions' has NaN/inf (first at frame {bad[0]}, axis {AXES[bad[1]]})")
             if "action_event_types" in f and f["action_event_types"].shape[0] != t:
-                raise EpisodeError(path, f"'action_event_types' has {f['action_event_types'].shape[0]} entries for {t} frames")
+                raise EpisodeError(path, f"'action_event_types' has {f['action_event_types'].shape[0]} entries "
+                                         f"for {t} frames")
             instruction, had = options.default_instruction, False
             if "language_instruction" in f:
                 value = f["language_instruction"][()]
                 value = value[0] if getattr(value, "shape", ()) else value
-                instruction = (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip("\0 ")
+                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                instruction = text.strip("\0 ")
                 had = bool(instruction)
                 instruction = instruction or options.default_instruction
             images = images_ds[()]
