@@ -34,11 +34,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.logs import add_log_level_argument, setup_logging
 import numpy as np
 
 from runtime.cli import exits_on
@@ -264,8 +266,8 @@ def _write_record(path: Path, root: Path, files: dict) -> None:
         atomic_write_text(path, json.dumps({"format": 1, "bundle": str(Path(root).resolve()), "files": files}) + "\n")
         os.chmod(path, 0o644)  # readable by the service user when root ran the pre-flight
     except OSError as e:  # read-only everywhere: still correct, only the next start hashes again
-        print(f"warning: could not write the verification record {path}: {e}; the next start hashes again",
-              file=sys.stderr)
+        logging.getLogger(__name__).warning("could not write the verification record %s: %s; the next start "
+                                            "hashes again", path, e)
 
 
 def read_manifest(root: Path) -> dict:
@@ -279,6 +281,11 @@ def read_manifest(root: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise BundleError(f"{path} is not valid JSON: {e}") from e
+
+
+def read_driving(root) -> Driving:
+    """The bundle's driving record (defaults for a bundle without one), from bundle.json alone."""
+    return Bundle(Path(root), read_manifest(Path(root))).driving
 
 
 def load_bundle(root, verify: str = "quick") -> Bundle:
@@ -295,7 +302,9 @@ def main(argv=None) -> int:
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--verify", choices=("quick", "full"), default="quick",
                     help="full: sha256 of every file; quick: big files checked against the last full verification")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     b = load_bundle(args.bundle, verify=args.verify)
     m = b.manifest
     print(f"bundle    {b.root}  (ok: fields; sha256 of {len(b.verified['hashed'])} files, "

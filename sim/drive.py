@@ -15,30 +15,26 @@ left/right"); a collision ends the run; how it ended is printed.
 `--direct` skips the wire: the simulated motor (`sim.world.SimMotor`, a
 `runtime.hardware.MotorController`) sets the robot's velocity itself.
 Every option of `runtime.drive` applies, except the motor and camera choice.
-`--mode`, `--discrete` / `--no-discrete` and `--step-duration` default to
-the bundle's driving record (runtime/driving.py), as in `sim.evaluate`, so
-the simulator drives the policy that was evaluated; the line logged at start
-says which values are used and where they came from.
+As there, `--mode`, `--discrete` / `--no-discrete` and `--step-duration`
+default to the bundle's driving record (runtime/driving.py), as in
+`sim.evaluate`, so the simulator drives the policy that was evaluated; the
+line logged at start says which values are used and where they came from.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-from runtime.bundle import Bundle, read_manifest
 from runtime.cli import exits_on
-from runtime.driving import DrivingSettings, driving_settings
-from runtime.logs import add_log_level_argument, setup_logging
-from runtime.drive import build_parser, drive
+from runtime.drive import build_parser, drive, spec_from_args
+from runtime.logs import setup_logging
 from sim.controller_emulator import ControllerEmulator
 from sim.task import in_goal, instruction_for
 from sim.world import Layout, SimMotor, SimRobot, SimWorld, load_layout, random_layout
-
-log = logging.getLogger("sim.drive")  # not __main__ under python -m
 
 
 class SimSession:
@@ -80,59 +76,31 @@ def outcome(layout: Layout, robot: SimRobot) -> str:
     return "stopped in front of the bottle" if in_goal(layout, robot.pose) else "not at the bottle"
 
 
-def build_sim_parser() -> argparse.ArgumentParser:
-    """runtime.drive's options, the driving ones defaulting to None (= the bundle's record), and the room's."""
-    ap = build_parser(description=__doc__)
-    ap.set_defaults(mode=None, discrete=None, step_duration=None)
-    for action in ap._actions:
-        if action.dest in ("mode", "discrete", "step_duration"):
-            action.help = f"{action.help or ''} (default: the bundle's driving record)".strip()
-    try:
-        ap.add_argument("--no-discrete", action="store_false", dest="discrete",
-                        help="the head's raw actions (default: the bundle's driving record)")
-    except argparse.ArgumentError:  # runtime.drive has it already
-        pass
-    try:
-        add_log_level_argument(ap)
-    except argparse.ArgumentError:  # runtime.drive has it already
-        pass
-    return ap
-
-
-def bundle_driving(bundle: Path, mode: str | None, discrete: bool | None,
-                   step_duration: float | None) -> DrivingSettings:
-    """The bundle's driving record with what was asked on the command line (None: the record's)."""
-    record = Bundle(Path(bundle), read_manifest(Path(bundle))).driving
-    return driving_settings(record, mode=mode, discrete=discrete, step_duration=step_duration)
-
-
 @exits_on(ValueError)
 def main(argv=None) -> int:
-    ap = build_sim_parser()
+    ap = build_parser(description=__doc__)
     ap.add_argument("--seed", type=int, default=0, help="the room (sim.world.random_layout(seed))")
     ap.add_argument("--layout", type=Path, help="a room saved as JSON (sim.world.save_layout)")
     ap.add_argument("--direct", action="store_true",
                     help="no wire: the simulated motor (sim.world.SimMotor) sets the robot's velocity itself")
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
-    settings = bundle_driving(args.bundle, args.mode, args.discrete, args.step_duration)
-    args.mode, args.discrete, args.step_duration = settings.mode, settings.discrete, settings.step_duration
-    log.info("driving %s: %s", args.bundle, settings.describe())
     layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
-    args.instruction = args.instruction or instruction_for(layout.side)
+    spec = spec_from_args(args)  # mode, snapping, move duration: the bundle's record unless given
+    spec = replace(spec, policy=replace(spec.policy, instruction=spec.policy.instruction or instruction_for(layout.side)))
     width, height = args.width or 256, args.height or 144
     if args.direct:
         world = SimWorld(layout)
-        code = drive(args, camera=world.camera(width, height, args.seed), motor=SimMotor(world))
+        code = drive(spec, camera=world.camera(width, height, args.seed), motor=SimMotor(world))
         robot = world.robot
     else:
         with SimSession(layout, width, height, seed=args.seed) as sim:
-            args.serial = sim.port
-            code = drive(args, camera=sim.camera)
+            code = drive(replace(spec, motor=replace(spec.motor, serial=sim.port)), camera=sim.camera)
             robot = sim.robot
     x, y, _ = robot.pose
-    print(f"sim: room {args.layout or f'seed {args.seed}'} ({layout.side}), robot at ({x:.2f}, {y:.2f}) "
-          f"after {len(robot.path) - 1} updates: {outcome(layout, robot)}", file=sys.stderr)
+    logging.getLogger("sim.drive").info(
+        "sim: room %s (%s), robot at (%.2f, %.2f) after %d updates: %s", args.layout or f"seed {args.seed}",
+        layout.side, x, y, len(robot.path) - 1, outcome(layout, robot))
     return code
 
 

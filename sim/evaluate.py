@@ -56,6 +56,7 @@ from runtime.driving import driving_settings
 from runtime.logs import add_log_level_argument, setup_logging
 from sim.task import (
     MOVE,
+    SIM_SAFETY,
     Rollout,
     ScriptedExpert,
     StepTiming,
@@ -322,7 +323,7 @@ class EvaluationSpec:
     backend: str = "ort-cpu"  # auto, trt, ort-trt, ort-cuda, ort-cpu
     variant: str = "fp32"  # closed loop: the variant to drive with
     variants: tuple[str, ...] | None = None  # offline: variants to compare; None = all in the bundle
-    dead_zone: float = 0.1  # offline: |v| below this counts as no move
+    dead_zone: float = SIM_SAFETY.dead_zone  # offline: |v| below this counts as no move (the sim's gate's)
     discrete: bool | None = None  # snap to the demonstrated moves; None = the bundle's driving record
     step_duration: float | None = None  # closed loop: s per move; None = the bundle's frame spacing
     plot: Path | None = None  # PNG path; None = next to json, or evaluation.png
@@ -402,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default=d.backend, choices=("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu"))
     ap.add_argument("--variant", default=d.variant, help="closed loop: the variant to drive with")
     ap.add_argument("--variants", nargs="*", help="offline: variants to compare (default: all in the bundle)")
-    ap.add_argument("--dead-zone", type=float, default=d.dead_zone, help="offline: |v| below this counts as no move")
+    ap.add_argument("--dead-zone", type=float, default=d.dead_zone,
+                    help="offline: |v| below this counts as no move (the sim's safety dead zone)")
     ap.add_argument("--discrete", action="store_const", const=True, dest="discrete",
                     help="snap each axis to the demonstrated moves (default: as the bundle's driving record says)")
     ap.add_argument("--no-discrete", "--continuous", action="store_const", const=False, dest="discrete",
