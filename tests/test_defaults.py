@@ -41,6 +41,10 @@ DISTINCT = {
     "backend": "runtime.drive takes the fastest backend that loads here (auto); evaluation, verification and "
                "benchmarks name one (ort-cpu) so that their figures reproduce on any machine",
     "fps": "a camera's requested rate (int) and pre-flight's expected rate (0 = one frame): two settings",
+    "source": "a camera's source (csi, /dev/video0, ...) and the driving record's provenance text",
+    "mode": "DriveConfig.mode is the loop's mode for a library caller that builds a DriveSpec itself "
+            "(continuous); Driving.mode is what a bundle without a driving record was made for (step, the "
+            "collector's key presses), which the commands use through spec_from_args",
 }
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from runtime.cli import CommandError, exits_on
 from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
-from runtime.preprocess import normalize_rgb, resize_rgb
+from runtime.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
 from runtime.driving import Driving
 from runtime.logs import add_log_level_argument, setup_logging
 from train.config import MobileVLAConfig
@@ -57,8 +57,9 @@ class DataOptions:
     chunk: int = MobileVLAConfig.chunk  # N future actions per window position
     action_axes: int = MobileVLAConfig.action_axes  # 2: (linear_x, linear_y); 3 adds angular_z
     action_range: float = MobileVLAConfig.action_range  # clamp to +-range, divide by range -> [-1, 1]
-    channel_order: str = "bgr"  # of the stored images (the collector wrote OpenCV BGR)
-    model_channel_order: str = "rgb"  # what the model expects (runtime.preprocess; "bgr" for imported checkpoints)
+    channel_order: str = PreprocessConfig.channel_order  # of the stored images (the collector wrote OpenCV BGR)
+    # what the model expects (runtime.preprocess; "bgr" for imported checkpoints)
+    model_channel_order: str = PreprocessConfig.model_channel_order
     image_size: int = 224
     default_instruction: str = MobileVLAConfig.default_instruction  # for files without language_instruction
     color_jitter: float = 0.0  # max relative brightness/contrast/saturation change; 0 = off
