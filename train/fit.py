@@ -165,6 +165,8 @@ def choose_accelerator(requested: str) -> tuple[str, str]:
     if requested in ("gpu", "cuda") or (requested == "auto" and cuda):
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         return requested, f"GPU ({names}; {build})"
+    if requested == "auto" and torch.backends.mps.is_available():
+        return "mps", f"the Apple GPU (MPS; {build})"
     if requested == "auto":
         return "cpu", f"the CPU: no GPU usable here ({build})"
     return requested, "the CPU" if requested == "cpu" else requested
