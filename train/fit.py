@@ -209,6 +209,8 @@ def fit(options: FitOptions) -> FitResult:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*")
     accelerator, device = choose_accelerator(options.accelerator)
+    if not log.isEnabledFor(logging.DEBUG):  # Lightning's banners ("GPU available: ...") repeat the line below
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     (log.warning if accelerator == "cpu" and options.accelerator == "auto" else log.info)("training on %s", device)
     L.seed_everything(options.seed, workers=True, verbose=False)
     run_dir = options.out / options.name

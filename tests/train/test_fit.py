@@ -123,7 +123,7 @@ def test_auto_says_it_trains_on_the_cpu_and_gpu_without_one_exits_1(tmp_path, ep
     auto = run_python("-m", "train.fit", "--data", str(episodes), "--out", str(tmp_path), "--name", "auto",
                       "--max-epochs", "0", *FIT)
     assert auto.returncode == 0, auto.stderr[-2000:]
-    assert "WARNING train.fit: training on the CPU: no GPU usable here (torch " in auto.stderr
+    assert "warning: training on the CPU: no GPU usable here (torch " in auto.stderr
     gpu = run_python("-m", "train.fit", "--data", str(episodes), "--out", str(tmp_path), "--name", "gpu",
                      "--max-epochs", "0", "--accelerator", "gpu", *FIT)
     assert gpu.returncode == 1
