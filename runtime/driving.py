@@ -48,7 +48,7 @@ class Driving:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict | None, where: str = "driving") -> "Driving":
+    def from_dict(cls, d: dict | None, where: str = "driving") -> Driving:
         """The record as written, or the defaults when `d` is None (an older bundle or checkpoint)."""
         if d is None:
             return cls()

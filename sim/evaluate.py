@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plotting import pyplot
 from runtime.backends.base import BackendError
 from runtime.bundle import BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
@@ -66,7 +67,6 @@ from sim.task import (
     random_decider,
     rollout,
 )
-from plotting import pyplot
 from sim.world import random_layout
 
 AXES = ("linear_x", "linear_y", "angular_z")
@@ -129,9 +129,9 @@ def closed_loop(make_policy, episodes: int, seed: int = 0, max_steps: int = 40, 
             progress(i + 1, episodes)
     out = [summarize("policy", runs, by_side.latencies)]
     if baselines:
-        out.append(summarize("random", [rollout(l, random_decider(eval_layout_seed(seed, i)), **kw)
-                                        for i, l in enumerate(layouts)]))
-        out.append(summarize("expert", [rollout(l, ScriptedExpert(l), **kw) for l in layouts]))
+        out.append(summarize("random", [rollout(room, random_decider(eval_layout_seed(seed, i)), **kw)
+                                        for i, room in enumerate(layouts)]))
+        out.append(summarize("expert", [rollout(room, ScriptedExpert(room), **kw) for room in layouts]))
     return out
 
 

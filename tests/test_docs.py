@@ -27,7 +27,7 @@ FOLDERS = (*PACKAGES, "firmware", "jetson", "tests", "docs")
 # documents that exist only on the authors' machines: a user reading a citation of them finds nothing
 UNSHIPPED = ("REFERENCE.md", "DESIGN.md")
 # a path relative to the repository root: starts with one of its folders, not inside a longer path or a URL
-PATH = re.compile(r"(?<![\w./~-])((?:%s)/[\w./*-]*)" % "|".join(FOLDERS))
+PATH = re.compile(r"(?<![\w./~-])((?:" + "|".join(FOLDERS) + r")/[\w./*-]*)")
 MODULE = re.compile(r"python3? -m ([A-Za-z_][\w.]*)(.*)")
 FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
 COMMAND_END = re.compile(r"\s#|&&|;|(?<!\\)\|")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from runtime.atomic import atomic_directory
 from plotting import pyplot
+from runtime.atomic import atomic_directory
 from train.batches import batch_prompt, collate_episodes
 from train.checkpoint import write_checkpoint_files
 from train.data import DataOptions, EpisodeClipDataset

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli import CommandError, exits_on
-from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
-from runtime.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
 from runtime.driving import Driving
+from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
 from train.config import MobileVLAConfig
 
 AXES = ("linear_x", "linear_y", "angular_z")
@@ -66,7 +66,7 @@ class DataOptions:
     mirror: bool = False  # random horizontal mirror: negates linear_y, angular_z; swaps left/right
 
     @classmethod
-    def for_model(cls, config: MobileVLAConfig, **data) -> "DataOptions":
+    def for_model(cls, config: MobileVLAConfig, **data) -> DataOptions:
         """The options a model config implies (W, N, axes, range, image size, channel order, instruction),
         plus the data-only ones in `data` (channel_order of the files, color_jitter, mirror)."""
         return cls(window=config.window, chunk=config.chunk, action_axes=config.action_axes,

@@ -46,12 +46,11 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
-from tokenizers import Tokenizer
-
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tokenizers import Tokenizer
 
 from runtime.cli import exits_on
 from runtime.driving import MODES, Driving

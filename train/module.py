@@ -11,15 +11,15 @@ optional linear warm-up.
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 import torch.nn.functional as F
-
-import lightning as L
 
 from train.batches import batch_prompt
 from train.config import MobileVLAConfig
 from train.lora import LoraSettings, apply_lora
 from train.model import MobileVLA, build_kosmos
+
 
 class MobileVLAModule(L.LightningModule):
     # lr has no default here: train.fit.FitOptions owns the learning rates (the head's 1e-3, LoRA's 2e-5)
