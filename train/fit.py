@@ -286,6 +286,9 @@ def fit(options: FitOptions) -> FitResult:
     # Resuming loads plain tensors and dicts only (weights_only=True): nothing in a run folder is unpickled.
     trainer.fit(module, train_dl, val_dl, ckpt_path=str(resume) if resume else None,
                 weights_only=True if resume else None)
+    backend = getattr(trainer.strategy, "process_group_backend", None)  # DDP's, set up by now: gloo on CPU
+    log.info("trained with %s over %d process(es)%s", type(trainer.strategy).__name__, trainer.world_size,
+             f", process group {backend}" if backend else "")
     best, curves = None, None
     if trainer.is_global_zero:
         kept = Path(ckpt.best_model_path[: -len(ckpt.FILE_EXTENSION)]) if ckpt.best_model_path else None
