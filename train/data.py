@@ -124,7 +124,7 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
                 had = bool(instruction)
                 instruction = instruction or options.default_instruction
             images = images_ds[()]
-            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            attrs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.attrs.items()}  # arrays too
             attrs["layout"] = layout.name
     except EpisodeError:
         raise
