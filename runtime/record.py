@@ -118,8 +118,7 @@ class Recorder:
         self._frame_times: deque = deque(maxlen=20)
 
     # -- motors ------------------------------------------------------------------------
-    def _send(self, velocity, now: float) -> SentCommand:
-        command = self.gate.filter(velocity, now)
+    def _send_command(self, command) -> SentCommand:
         result = self.motor.send_velocity(*(float(v) for v in command))
         if not isinstance(result, SentCommand):
             raise TypeError(f"{type(self.motor).__name__}.send_velocity returned {type(result).__name__}, not "
@@ -128,9 +127,11 @@ class Recorder:
         self.sent_history.append((time.monotonic(), result))
         return result
 
+    def _send(self, velocity, now: float) -> SentCommand:
+        return self._send_command(self.gate.filter(velocity, now))
+
     def _zero(self, now: float) -> SentCommand:
-        self.gate.zero(now)
-        return self._send((0.0, 0.0, 0.0), now)
+        return self._send_command(self.gate.zero(now))  # explicit zeros keep the controller's watchdog fed
 
     def in_force(self, t: float) -> tuple[float, float, float]:
         """The velocity that went out last at or before time `t` (zeros before the first)."""

@@ -100,7 +100,7 @@ class TeleopSource(ABC):
 
     def scale(self, fraction) -> tuple[float, float, float]:
         """Per-axis fraction of the top speed (-1..1) -> body velocity."""
-        return tuple(float(np.float32(f * s)) for f, s in zip(fraction, self.top_speed))
+        return tuple(float(f) * s for f, s in zip(fraction, self.top_speed))
 
     def __enter__(self):
         return self
