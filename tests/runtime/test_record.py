@@ -146,3 +146,107 @@ def test_gamepad_fifo_at_50_hz_recorded_continuously_at_10_hz_stores_the_command
         # ...and the stick the person held within one control period (+ one feed period) before it
         asked = [vx for at, vx in fed if t - period - 0.02 - 0.01 <= at <= t]
         assert any(abs(vx - action[0]) < 1e-6 for vx in asked), (t, action[0], asked)
+
+
+# -- nothing lost: real subprocesses, real signals ------------------------------------------------------
+@pytest.fixture
+def replay(tmp_path):
+    """A long replay camera (30 s at 10 Hz) so the recording, not the camera, decides when it ends."""
+    from runtime.episode_writer import write_episode
+
+    frames = np.random.default_rng(0).integers(0, 255, (300, 36, 64, 3), dtype=np.uint8)
+    return write_episode(tmp_path / "camera.h5", frames, np.zeros((300, 3), np.float32))
+
+
+class Gamepad:
+    """A FIFO the recorder subprocess reads as its joystick, held forward (dead-man down) at 50 Hz."""
+
+    def __init__(self, path):
+        os.mkfifo(path)
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # O_RDWR: no wait for the reader to open it
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._feed, daemon=True)
+        self.thread.start()
+
+    def _feed(self):
+        m = GamepadMap()
+        while not self.stop.is_set():
+            try:
+                os.write(self.fd, js(1, JS_EVENT_BUTTON, m.deadman) + js(-16000, JS_EVENT_AXIS, m.axes[0]))
+            except BlockingIOError:  # nobody reads yet and the pipe is full
+                pass
+            time.sleep(0.02)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        os.close(self.fd)
+
+
+def recorder_process(emulator, replay, tmp_path, *extra):
+    pad = Gamepad(tmp_path / "js0")
+    cmd = [sys.executable, "-m", "runtime.record", "--out", str(tmp_path / "rec"), "--teleop", f"joystick:{pad.path}",
+           "--serial", emulator.port, "--camera", str(replay), "--mode", "continuous", "--rate", "10", "--quiet",
+           *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), pad
+
+
+def wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_sigkill_in_episode_3_keeps_episodes_1_and_2_and_nothing_half_written(emulator, replay, tmp_path):
+    proc, pad = recorder_process(emulator, replay, tmp_path, "--episode-seconds", "0.8", "--episodes", "5")
+    out = tmp_path / "rec"
+    try:
+        partial = out / ".episode_0002.h5.partial"
+        assert wait_for(lambda: partial.exists() or proc.poll() is not None, 60), "episode 3 never started"
+        time.sleep(0.35)  # a few frames into episode 3
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        pad.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    finals = sorted(p.name for p in out.glob("*.h5"))
+    assert finals == ["episode_0000.h5", "episode_0001.h5"]
+    episodes, rejected = load_episodes(find_episodes(out), DataOptions(image_size=32))
+    assert len(episodes) == 2 and not rejected and all(e.frames >= 6 for e in episodes)
+    assert partial.exists()  # the frames of episode 3, under a name no reader takes for an episode
+    # the process is gone without a word: the controller's own watchdog (--cmd-timeout 0.5 s) stops the motors
+    assert wait_for(lambda: emulator.velocity == (0.0, 0.0, 0.0), 2.0)
+    # --resume continues the numbering after the two finished ones
+    from runtime.record import first_index
+
+    assert first_index(out, resume=True) == 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_stop_the_motors_and_keep_the_episode_partial(emulator, replay, tmp_path, sig):
+    proc, pad = recorder_process(emulator, replay, tmp_path)
+    try:
+        assert wait_for(lambda: emulator.velocity[0] > 0 or proc.poll() is not None, 60), "never drove"
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        proc.wait(timeout=10)
+        stopped_at = time.monotonic()
+        velocity = emulator.velocity
+    finally:
+        pad.close()
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert proc.returncode == 0, err
+    assert velocity == (0.0, 0.0, 0.0) and time.monotonic() - stopped_at < 0.5  # the recorder's zero, not the watchdog
+    assert "STOP" in [r.command for r in emulator.commands()] and "motors at zero" in err
+    assert not list((tmp_path / "rec").glob("*.h5"))
+    assert (tmp_path / "rec" / ".episode_0000.h5.partial").exists()
+    with h5py.File(tmp_path / "rec" / ".episode_0000.h5.partial", "r") as f:
+        assert not f.attrs["complete"] and len(f["images"]) == len(f["actions"]) >= 2
