@@ -27,7 +27,7 @@ from runtime.logs import setup_logging
 from runtime.record import build_parser, record
 from runtime.teleop import ZERO, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
 from sim.drive import SimSession
-from sim.task import ScriptedExpert, instruction_for
+from sim.task import ScriptedExpert, in_goal, instruction_for
 from sim.world import SimMotor, SimWorld, load_layout, random_layout
 
 
@@ -41,6 +41,7 @@ class ExpertTeleop(TeleopSource):
         self.expert = ScriptedExpert(world.robot.layout)
         self._ended = False
         self.episodes = 0
+        self.reached = 0  # episodes that ended in front of the bottle
 
     def _fraction(self) -> tuple[float, float, float]:
         self.world.advance()
@@ -55,6 +56,7 @@ class ExpertTeleop(TeleopSource):
         if not any(fraction) or self.world.robot.collided:
             self._ended = True
             self.episodes += 1
+            self.reached += in_goal(self.world.robot.layout, self.world.robot.pose) and not self.world.robot.collided
             return [TeleopEvent("end", ZERO, now)]
         return [TeleopEvent("move", self.scale(fraction), now)]
 
@@ -74,10 +76,15 @@ def main(argv=None) -> int:
     layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
     args.instruction = args.instruction or [instruction_for(layout.side)]
     width, height = args.width or 256, args.height or 144
+    args.camera = "sim"
 
     def run(world: SimWorld, camera, motor=None) -> int:
         teleop = ExpertTeleop(world).open(tuple(args.max_speed)) if args.teleop == "expert" else None
-        return record(args, camera=camera, motor=motor, teleop=teleop)
+        code = record(args, camera=camera, motor=motor, teleop=teleop)
+        if teleop is not None:
+            print(f"sim: the scripted operator ended {teleop.episodes} episode(s), {teleop.reached} in front of "
+                  f"the bottle", file=sys.stderr)
+        return code
 
     if args.direct:
         world = SimWorld(layout)
