@@ -45,18 +45,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.camera import CameraSpec, add_camera_arguments
 from runtime.cli import CommandError, exits_on
+from runtime.drive import HANDLED_SIGNALS, log_info
 from runtime.hardware import CameraError, CameraStalled, DeviceError, EndOfStream, FrameTooOld, SentCommand
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.motor_select import MotorSpec, add_motor_arguments
 from runtime.prompt import DEFAULT_INSTRUCTION
-from runtime.safety import SafetyConfig, SafetyGate
+from runtime.safety import SafetyConfig, SafetyGate, add_safety_arguments
 from runtime.teleop import SOURCES, TeleopError
 
 log = logging.getLogger(__name__)
 
 EPISODE_NAME = "episode_{:04d}.h5"
 EPISODE_PATTERN = re.compile(r"episode_(\d+)\.h5$")
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class Recorder:
 
     def __init__(self, camera, motor, teleop, gate: SafetyGate, config: RecordConfig, printer=None):
         self.camera, self.motor, self.teleop, self.gate, self.config = camera, motor, teleop, gate, config
-        self.printer = printer or (lambda s: print(s, file=sys.stderr))
+        self.printer = printer or log_info
         self.stop_requested = ""  # set by signal handlers (a plain attribute: see runtime.drive's request_stop)
         self.saved: list[Path] = []
         self.discarded = 0
@@ -207,7 +209,7 @@ class Recorder:
 
     # -- step mode ---------------------------------------------------------------------
     def _finish_move(self, now: float) -> None:
-        event, _started, frame = self.move
+        _event, _started, frame = self.move
         self.move = None
         velocity = self.move_last.velocity if self.move_last.sent else (0.0, 0.0, 0.0)
         self._append(frame, velocity)
@@ -360,7 +362,27 @@ def install_signal_handlers(recorder: Recorder) -> None:
 
 
 # -- command line ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecordSpec:
+    """What `record()` needs: the person's device, the recording, and the drive's own camera, motor and safety."""
+
+    teleop: str  # --teleop SOURCE (runtime.teleop.SOURCES)
+    config: RecordConfig  # mode, rates, episodes, instructions, folder
+    motor: MotorSpec = MotorSpec()  # the drive's motor side (ignored when record() is handed a motor)
+    camera: CameraSpec = CameraSpec()  # the drive's camera (ignored when record() is handed a camera)
+    safety: SafetyConfig = SafetyConfig()  # the drive's gate: --max-speed is the person's top speed
+    cmd_timeout: float = 0.5  # s: the serial controller's own watchdog (runtime.drive's --cmd-timeout)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "RecordSpec":
+        motor, camera = MotorSpec.from_args(args), CameraSpec.from_args(args)
+        return cls(args.teleop, config_from(args, motor, camera), motor, camera, SafetyConfig.from_args(args),
+                   args.cmd_timeout)
+
+
 def add_record_arguments(ap: argparse.ArgumentParser) -> None:
+    from runtime.drive import DriveConfig
+
     d = RecordConfig(out=Path("."))
     ap.add_argument("--out", type=Path, required=True, help="folder of episodes (episode_0000.h5, ...)")
     ap.add_argument("--teleop", required=True, help=f"the person's device: {SOURCES}")
@@ -375,47 +397,26 @@ def add_record_arguments(ap: argparse.ArgumentParser) -> None:
                     help="pause between episodes with the motors at zero (the start control ends it early)")
     ap.add_argument("--rate", type=float, default=d.rate, help="frames per second (continuous mode)")
     ap.add_argument("--control-rate", type=float, default=d.control_rate,
-                    help="Hz the device is read and the motors commanded")
+                    help="Hz the device is read and the motors commanded (runtime.drive's --rate)")
     ap.add_argument("--step-duration", type=float, default=d.step_duration, help="s per move (step mode)")
     ap.add_argument("--resume", action="store_true", help="continue the numbering of a folder with episodes")
     ap.add_argument("--compression", type=int, default=d.compression, choices=range(10), metavar="0-9",
                     help="gzip level of the frames")
+    ap.add_argument("--cmd-timeout", type=float, default=DriveConfig.cmd_timeout,
+                    help="s: the serial controller stops on its own this long after the last command")
+    ap.add_argument("--camera-timeout", type=float, default=d.camera_timeout,
+                    help="s a camera read may wait, and the oldest frame taken")
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     add_log_level_argument(ap)
 
 
-def add_device_arguments(ap: argparse.ArgumentParser) -> None:
-    """The drive's camera, motor and safety options (same names, same defaults)."""
-    safety = SafetyConfig()
-    ap.add_argument("--motor", help="motor side: serial (with --serial PORT), dry-run, ros2, package.module:ClassName "
-                                    "(docs/motors.md)")
-    port = ap.add_mutually_exclusive_group()
-    port.add_argument("--serial", help="motor controller port, e.g. /dev/ttyUSB0 (alone, it means --motor serial)")
-    port.add_argument("--dry-run", action="store_true", help="no motors: print the commands")
-    ap.add_argument("--baudrate", type=int, default=115200)
-    ap.add_argument("--cmd-vel-topic", default="/cmd_vel", help="--motor ros2: the velocity topic")
-    ap.add_argument("--cmd-vel-stamped", action="store_true", help="--motor ros2: publish TwistStamped")
-    ap.add_argument("--cmd-vel-frame", default="base_link", help="--motor ros2 --cmd-vel-stamped: header.frame_id")
-    ap.add_argument("--wheels", choices=("mecanum", "omni3", "differential"),
-                    help="send wheel speeds for this base instead of a body velocity")
-    ap.add_argument("--camera", default="csi", help="as runtime.drive: index, /dev/videoN, csi, pipeline, "
-                                                    "ros2:/topic, ...")
-    ap.add_argument("--width", type=int, help="camera width (default 1280)")
-    ap.add_argument("--height", type=int, help="camera height (default 720)")
-    ap.add_argument("--fps", type=int, default=30)
-    ap.add_argument("--max-speed", type=float, nargs=3, default=safety.max_speed, metavar=("VX", "VY", "WZ"),
-                    help="the person's top speed per axis (m/s, m/s, rad/s); the safety gate's limit")
-    ap.add_argument("--max-accel", type=float, nargs=3, default=safety.max_accel, metavar=("AX", "AY", "AW"))
-    ap.add_argument("--dead-zone", type=float, default=safety.dead_zone)
-    ap.add_argument("--cmd-timeout", type=float, default=safety.cmd_timeout,
-                    help="s: the controller's own watchdog stops the motors this long after the last command")
-    ap.add_argument("--camera-timeout", type=float, default=RecordConfig(out=Path(".")).camera_timeout)
-
-
 def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
+    """The recorder's options plus the drive's own camera, motor and safety options (one definition each)."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_record_arguments(ap)
-    add_device_arguments(ap)
+    add_motor_arguments(ap)
+    add_camera_arguments(ap)
+    add_safety_arguments(ap)
     return ap
 
 
@@ -433,15 +434,15 @@ def instructions_from(args) -> tuple[str, ...]:
     return tuple(texts) or (DEFAULT_INSTRUCTION,)
 
 
-def config_from(args, source_name: str) -> RecordConfig:
+def config_from(args, motor: MotorSpec, camera: CameraSpec) -> RecordConfig:
     for name in ("rate", "control_rate", "step_duration"):
         if getattr(args, name) <= 0:
             raise CommandError(f"--{name.replace('_', '-')}: must be > 0, got {getattr(args, name)}")
     if args.mode == "continuous" and args.rate > args.control_rate:
         raise CommandError(f"--rate {args.rate:g} is above --control-rate {args.control_rate:g}: frames are taken "
                            f"on control ticks, so raise --control-rate")
-    attrs = {"teleop": source_name, "camera": str(args.camera), "max_speed": list(args.max_speed),
-             "motor": args.motor or ("serial" if args.serial else "dry-run" if args.dry_run else "")}
+    attrs = {"teleop": args.teleop, "camera": camera.source, "max_speed": [float(v) for v in args.max_speed],
+             "motor": motor.motor or ("serial" if motor.serial else "dry-run" if motor.dry_run else "")}
     return RecordConfig(out=args.out, mode=args.mode, rate=args.rate, control_rate=args.control_rate,
                         step_duration=args.step_duration, episodes=args.episodes, episode_seconds=args.episode_seconds,
                         reset_seconds=args.reset_seconds, instructions=instructions_from(args), resume=args.resume,
@@ -449,49 +450,41 @@ def config_from(args, source_name: str) -> RecordConfig:
                         attrs=attrs)
 
 
-def record(args, camera=None, motor=None, teleop=None) -> int:
-    """The recording job for parsed `args`. A caller (the simulator, a test) may hand in its own camera, motor
-    or opened teleop source; otherwise they come from --camera, --motor and --teleop. All are closed at the end."""
-    from runtime.camera import open_camera
+def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
+    """Record as `spec` says. A caller (the simulator, a test) may hand in its own camera, motor or opened
+    teleop source; otherwise they come from the spec. All are released at the end, the motors at zero."""
+    from contextlib import ExitStack
+
     from runtime.motor_select import open_motor
     from runtime.teleop import open_teleop
 
-    opened = []
-    try:
-        if teleop is None:
-            teleop = open_teleop(args.teleop, tuple(args.max_speed))
-        opened.append(teleop.close)
-        config = config_from(args, args.teleop)
-        if motor is None:
-            motor = open_motor(args, printer=(lambda s: None))
-        elif not motor.is_connected:
-            motor.connect()
-        opened.append(motor.disconnect)
-        if camera is None:
-            camera = open_camera(args.camera, args.width or 1280, args.height or 720, args.fps,
-                                 max_age=args.camera_timeout)
-        opened.append(camera.close)
-    except (DeviceError, CameraError, TeleopError) as e:
-        for close in reversed(opened):
-            close()
-        raise CommandError(str(e)) from e
-    gate = SafetyGate(SafetyConfig(tuple(args.max_speed), tuple(args.max_accel), args.dead_zone, args.cmd_timeout))
-    recorder = Recorder(camera, motor, teleop, gate, config)
-    install_signal_handlers(recorder)
-    print(f"recording {config.mode} episodes into {config.out} with {args.teleop} (motor {motor.name}); "
-          f"Ctrl-C stops (motors go to zero)", file=sys.stderr)
-    try:
+    with ExitStack() as stack:
+        try:
+            if teleop is None:
+                teleop = open_teleop(spec.teleop, spec.safety.max_speed)
+            stack.callback(teleop.close)
+            if motor is None:
+                motor = open_motor(spec.motor, watchdog_s=spec.cmd_timeout, printer=lambda s: None)
+            elif not motor.is_connected:
+                motor.connect()
+            stack.callback(motor.disconnect)
+            if camera is None:
+                camera = spec.camera.open(max_age=spec.config.camera_timeout)
+            stack.callback(camera.disconnect)
+        except (DeviceError, CameraError, TeleopError) as e:
+            raise CommandError(str(e)) from e
+        recorder = Recorder(camera, motor, teleop, SafetyGate(spec.safety), spec.config)
+        install_signal_handlers(recorder)
+        log.info("recording %s episodes into %s with %s (motor %s); Ctrl-C stops (motors go to zero)",
+                 spec.config.mode, spec.config.out, spec.teleop, motor.name)
         return recorder.run()
-    finally:
-        for close in reversed(opened):
-            close()
 
 
 @exits_on(TeleopError, DeviceError)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    return record(args)
+    return record(RecordSpec.from_args(args))
 
 
 if __name__ == "__main__":

@@ -385,7 +385,8 @@ def make_teleop(spec: str) -> TeleopSource:
         from runtime.teleop_ros2 import Ros2JoyTeleop, Ros2TwistTeleop
 
         if not rest.startswith("/"):
-            raise TeleopError(f"--teleop {spec}: expected a topic, e.g. {kind}:/{'joy' if kind == 'ros2-joy' else 'cmd_vel'}")
+            example = "/joy" if kind == "ros2-joy" else "/cmd_vel"
+            raise TeleopError(f"--teleop {spec}: expected a topic, e.g. {kind}:{example}")
         return Ros2JoyTeleop(rest) if kind == "ros2-joy" else Ros2TwistTeleop(rest)
     if rest and "." in kind or (rest and rest.isidentifier()):
         cls = load_teleop_class(spec)

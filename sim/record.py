@@ -16,7 +16,9 @@ the bottle, then it ends the episode, carries the robot back to the start
 
 from __future__ import annotations
 
+import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +26,14 @@ import numpy as np
 from runtime.cli import exits_on
 from runtime.hardware import DeviceError
 from runtime.logs import setup_logging
-from runtime.record import build_parser, record
+from runtime.motor_select import MotorSpec
+from runtime.record import RecordSpec, build_parser, record
 from runtime.teleop import ZERO, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
 from sim.drive import SimSession
 from sim.task import ScriptedExpert, in_goal, instruction_for
 from sim.world import SimMotor, SimWorld, load_layout, random_layout
+
+log = logging.getLogger("sim.record")
 
 
 class ExpertTeleop(TeleopSource):
@@ -75,24 +80,23 @@ def main(argv=None) -> int:
     setup_logging(args.log_level)
     layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
     args.instruction = args.instruction or [instruction_for(layout.side)]
+    args.camera = "sim"  # stored on each episode
+    spec = RecordSpec.from_args(args)
     width, height = args.width or 256, args.height or 144
-    args.camera = "sim"
 
-    def run(world: SimWorld, camera, motor=None) -> int:
-        teleop = ExpertTeleop(world).open(tuple(args.max_speed)) if args.teleop == "expert" else None
-        code = record(args, camera=camera, motor=motor, teleop=teleop)
+    def run(world: SimWorld, camera, spec: RecordSpec, motor=None) -> int:
+        teleop = ExpertTeleop(world).open(spec.safety.max_speed) if spec.teleop == "expert" else None
+        code = record(spec, camera=camera, motor=motor, teleop=teleop)
         if teleop is not None:
-            print(f"sim: the scripted operator ended {teleop.episodes} episode(s), {teleop.reached} in front of "
-                  f"the bottle", file=sys.stderr)
+            log.info("sim: the scripted operator ended %d episode(s), %d in front of the bottle", teleop.episodes,
+                     teleop.reached)
         return code
 
     if args.direct:
         world = SimWorld(layout)
-        return run(world, world.camera(width, height, args.seed), SimMotor(world))
+        return run(world, world.camera(width, height, args.seed), spec, SimMotor(world))
     with SimSession(layout, width, height, seed=args.seed) as sim:
-        args.serial, args.motor, args.dry_run = sim.port, None, False
-        return run(sim.world, sim.camera)
-
+        return run(sim.world, sim.camera, replace(spec, motor=MotorSpec(serial=sim.port)))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -381,8 +381,9 @@ def driving_from_episodes(episodes: list[Episode]) -> dict:
     spacings = {round(float(e.attrs.get("frame_spacing_s", 0.4)), 4) for e in episodes}
     modes = {str(e.attrs.get("recording_mode", "step")) for e in episodes}
     if len(spacings) > 1:
+        listed = ", ".join(f"{v:g} s" for v in sorted(spacings))
         raise EpisodeError(Path(episodes[0].path).parent,
-                           f"episodes recorded at different frame spacings ({', '.join(f'{v:g} s' for v in sorted(spacings))}): "
+                           f"episodes recorded at different frame spacings ({listed}): "
                            f"the head's window would span different times; train on one spacing "
                            f"(python -m train.data summary shows which files have which)")
     spacing = spacings.pop() if spacings else 0.4

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from runtime.motor import SerialMotorController
-from runtime.record import Recorder, RecordConfig
+from runtime.record import RecordConfig, Recorder
 from runtime.safety import SafetyConfig, SafetyGate
 from runtime.teleop import JS_EVENT, JS_EVENT_AXIS, JS_EVENT_BUTTON, GamepadMap, JoystickTeleop, KeyboardTeleop
 from sim.world import SimWorld, random_layout
@@ -38,7 +38,7 @@ def start(recorder):
 
 def read(path):
     with h5py.File(path, "r") as f:
-        return {k: f[k][()] for k in f.keys()}, dict(f.attrs)
+        return {k: f[k][()] for k in f}, dict(f.attrs)
 
 
 def test_keyboard_on_a_pty_drives_the_sim_through_the_c_controller_one_frame_per_move(firmware_bin, tmp_path):

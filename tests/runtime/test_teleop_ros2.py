@@ -9,7 +9,7 @@ import uuid
 import numpy as np
 import pytest
 
-from runtime.record import Recorder, RecordConfig
+from runtime.record import RecordConfig, Recorder
 from runtime.safety import SafetyConfig, SafetyGate
 from runtime.teleop import KeyboardTeleop
 from sim.world import SimMotor, SimWorld, random_layout
