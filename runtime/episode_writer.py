@@ -129,6 +129,13 @@ class EpisodeWriter:
             self._write_attrs()
             self._file.flush()  # a SIGKILL after this keeps the frame in the partial file
 
+    def set_attrs(self, **attrs) -> None:
+        """Attributes learnt while recording (e.g. the measured frame spacing)."""
+        self._file.attrs.update(attrs)
+
+    def has_attr(self, name: str) -> bool:
+        return name in self._file.attrs
+
     def finish(self, duration_s: float | None = None) -> Path:
         """Close and rename to the final name. An episode without frames is refused (and left partial)."""
         if self.frames == 0:
