@@ -28,12 +28,20 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 EVENT_TYPES = ("episode_start", "start_action", "stop_action")
 PARTIAL_SUFFIX = ".partial"
+EPISODE_NAME = "episode_{:04d}.h5"  # the recorder's names; numbers go on across runs (--resume)
+EPISODE_PATTERN = re.compile(r"episode_(\d+)\.h5$")
+
+
+def existing_episodes(folder: Path) -> list[int]:
+    """The numbers of the finished episodes in `folder`, sorted."""
+    return sorted(int(m.group(1)) for p in Path(folder).glob("episode_*.h5") if (m := EPISODE_PATTERN.match(p.name)))
 
 
 def partial_path(path: Path) -> Path:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shutil
 import signal
 import sys
@@ -48,17 +47,17 @@ from pathlib import Path
 from runtime.camera import CameraSpec, add_camera_arguments
 from runtime.cli import CommandError, exits_on
 from runtime.drive import HANDLED_SIGNALS, log_info
+from runtime.episode_writer import EPISODE_NAME, existing_episodes
 from runtime.hardware import CameraError, CameraStalled, DeviceError, EndOfStream, FrameTooOld, SentCommand
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.motor_select import MotorSpec, add_motor_arguments
 from runtime.prompt import DEFAULT_INSTRUCTION
 from runtime.safety import SafetyConfig, SafetyGate, add_safety_arguments
-from runtime.teleop import SOURCES, TeleopError
+from runtime.teleop import TeleopError
+from runtime.teleop_select import SOURCES
 
 log = logging.getLogger(__name__)
 
-EPISODE_NAME = "episode_{:04d}.h5"
-EPISODE_PATTERN = re.compile(r"episode_(\d+)\.h5$")
 
 
 @dataclass(frozen=True)
@@ -77,10 +76,6 @@ class RecordConfig:
     compression: int = 4  # gzip level of the frames (the collector's)
     status: bool = True  # one live status line on stderr
     attrs: dict = field(default_factory=dict)  # stored on every episode (source, camera, motor, speeds)
-
-
-def existing_episodes(out: Path) -> list[int]:
-    return sorted(int(m.group(1)) for p in Path(out).glob("episode_*.h5") if (m := EPISODE_PATTERN.match(p.name)))
 
 
 def first_index(out: Path, resume: bool) -> int:
@@ -456,7 +451,7 @@ def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
     from contextlib import ExitStack
 
     from runtime.motor_select import open_motor
-    from runtime.teleop import open_teleop
+    from runtime.teleop_select import open_teleop
 
     with ExitStack() as stack:
         try:

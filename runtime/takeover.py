@@ -35,7 +35,7 @@ from pathlib import Path
 
 from runtime.cli import CommandError
 from runtime.hardware import SentCommand
-from runtime.teleop import SOURCES
+from runtime.teleop_select import SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,7 @@ class Takeover:
             self.writer.append(frame.image, action, frame.stamp, None, person)
 
     def _open(self) -> None:
-        from runtime.episode_writer import EpisodeWriter
-        from runtime.record import EPISODE_NAME, existing_episodes
+        from runtime.episode_writer import EPISODE_NAME, EpisodeWriter, existing_episodes
 
         folder = Path(self.spec.record)
         folder.mkdir(parents=True, exist_ok=True)
@@ -168,6 +167,6 @@ class Takeover:
 def open_takeover(spec: TakeoverSpec, top_speed, instruction: str = "") -> Takeover:
     from dataclasses import replace
 
-    from runtime.teleop import open_teleop
+    from runtime.teleop_select import open_teleop
 
     return Takeover(open_teleop(spec.teleop, top_speed), replace(spec, instruction=instruction))

@@ -1,10 +1,8 @@
 """Teleoperation sources: what a person drives the robot with, to record demonstrations or to take over.
 
-    source = open_teleop("keyboard", top_speed=(0.5, 0.5, 1.0))          # the terminal (works over ssh -t)
-    source = open_teleop("joystick:/dev/input/js0", top_speed)           # a gamepad (Linux joystick API)
-    source = open_teleop("ros2-joy:/joy", top_speed)                     # sensor_msgs/Joy (runtime/teleop_ros2.py)
-    source = open_teleop("ros2-twist:/cmd_vel", top_speed)               # any teleop node's Twist
-    source = open_teleop("mypackage.pad:MyPad", top_speed)               # your own device, one class
+    source = KeyboardTeleop().open(top_speed=(0.5, 0.5, 1.0))            # the terminal (works over ssh -t)
+    source = JoystickTeleop("/dev/input/js0").open(top_speed)            # a gamepad (Linux joystick API)
+    source = open_teleop("ros2-joy:/joy", top_speed)                     # by name: runtime/teleop_select.py
     events = source.poll(time.monotonic())   # [TeleopEvent("move", (vx, vy, wz)), TeleopEvent("end"), ...]
     command = source.command(now)            # TeleopCommand(velocity, held): the command in force now
     source.close()
@@ -43,7 +41,6 @@ its own settings, as a vendor motor class does; docs/recording.md).
 from __future__ import annotations
 
 import errno
-import importlib
 import logging
 import os
 import struct
@@ -351,58 +348,3 @@ class JoystickTeleop(TeleopSource):
 
     def command(self, now: float) -> TeleopCommand:
         return TeleopCommand(self.scale(self.state.fraction()), self.state.deadman and self.mapping.deadman >= 0)
-
-
-# -- choosing a source ----------------------------------------------------------------------------------
-def load_teleop_class(spec: str) -> type:
-    module_name, _, class_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise TeleopError(f"--teleop {spec}: cannot import {module_name} ({type(e).__name__}: {e}); is its package "
-                          f"installed, or its folder on PYTHONPATH?") from e
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, TeleopSource)):
-        raise TeleopError(f"--teleop {spec}: {module_name}.{class_name} is "
-                          f"{'missing' if cls is None else repr(cls)}, not a subclass of runtime.teleop.TeleopSource "
-                          f"(open, close, poll -> [TeleopEvent], command -> TeleopCommand)")
-    return cls
-
-
-SOURCES = "keyboard, keyboard:/dev/pts/N, joystick:/dev/input/jsN, ros2-joy:/joy, ros2-twist:/cmd_vel, package.module:Class"
-
-
-def make_teleop(spec: str) -> TeleopSource:
-    """The source named by `--teleop SPEC`, not opened yet."""
-    kind, _, rest = spec.partition(":")
-    if kind == "keyboard":
-        return KeyboardTeleop(rest or None)
-    if kind == "joystick":
-        if not rest:
-            raise TeleopError("--teleop joystick needs a device: joystick:/dev/input/js0")
-        return JoystickTeleop(rest)
-    if kind in ("ros2-joy", "ros2-twist"):
-        from runtime.teleop_ros2 import Ros2JoyTeleop, Ros2TwistTeleop
-
-        if not rest.startswith("/"):
-            example = "/joy" if kind == "ros2-joy" else "/cmd_vel"
-            raise TeleopError(f"--teleop {spec}: expected a topic, e.g. {kind}:{example}")
-        return Ros2JoyTeleop(rest) if kind == "ros2-joy" else Ros2TwistTeleop(rest)
-    if rest and "." in kind or (rest and rest.isidentifier()):
-        cls = load_teleop_class(spec)
-        try:
-            return cls()
-        except Exception as e:
-            raise TeleopError(f"--teleop {spec}: {cls.__name__}() failed: {type(e).__name__}: {e}") from e
-    raise TeleopError(f"--teleop {spec}: expected one of {SOURCES}")
-
-
-def open_teleop(spec: str, top_speed=(0.5, 0.5, 1.0)) -> TeleopSource:
-    """`make_teleop(spec)`, opened with the top speed per axis (m/s, m/s, rad/s)."""
-    source = make_teleop(spec)
-    try:
-        return source.open(top_speed) or source
-    except TeleopError:
-        raise
-    except Exception as e:  # a user's class: keep its message, name the source
-        raise TeleopError(f"--teleop {spec}: open() failed: {type(e).__name__}: {e}") from e

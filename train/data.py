@@ -428,7 +428,7 @@ def merge_folders(sources: list[Path], out: Path) -> list[tuple[Path, Path]]:
     import os
     import shutil
 
-    from runtime.record import EPISODE_NAME, existing_episodes
+    from runtime.episode_writer import EPISODE_NAME, existing_episodes
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,8 @@ from runtime.teleop import (
     JoystickTeleop,
     KeyboardTeleop,
     TeleopError,
-    make_teleop,
-    open_teleop,
 )
+from runtime.teleop_select import make_teleop, open_teleop
 
 TOP = (0.5, 0.4, 1.0)
 
