@@ -155,14 +155,15 @@ class Recorder:
         return self.config.instructions[k % len(self.config.instructions)]
 
     def _begin(self, now: float) -> None:
-        from runtime.episode_writer import EpisodeWriter
+        from runtime.episode_writer import BackgroundWriter, EpisodeWriter
 
         k = len(self.saved)
         path = self.config.out / EPISODE_NAME.format(self.index)
         spacing = self.config.step_duration if self.config.mode == "step" else 1.0 / self.config.rate
         attrs = dict(self.config.attrs, recording_mode=self.config.mode, frame_spacing_s=spacing,
                      control_rate_hz=self.config.control_rate, recorder="runtime.record")
-        self.writer = EpisodeWriter(path, self.instruction(k), attrs=attrs, compression=self.config.compression)
+        self.writer = BackgroundWriter(EpisodeWriter(path, self.instruction(k), attrs=attrs,
+                                                     compression=self.config.compression))
         self.state, self.episode_started, self.next_frame = "recording", now, now
         self.move = None
         log.info("episode %s started: %r", path.name, self.instruction(k))

@@ -130,7 +130,7 @@ class Takeover:
             self.writer.append(frame.image, action, frame.stamp, None, person)
 
     def _open(self) -> None:
-        from runtime.episode_writer import EPISODE_NAME, EpisodeWriter, existing_episodes
+        from runtime.episode_writer import EPISODE_NAME, BackgroundWriter, EpisodeWriter, existing_episodes
 
         folder = Path(self.spec.record)
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ class Takeover:
                  "teleop": self.spec.teleop}
         if self.spec.frame_spacing_s:
             attrs["frame_spacing_s"] = self.spec.frame_spacing_s
-        self.writer = EpisodeWriter(path, self.spec.instruction or None, attrs=attrs)
+        self.writer = BackgroundWriter(EpisodeWriter(path, self.spec.instruction or None, attrs=attrs))
         log.info("recording the run into %s", path)
 
     def close(self) -> None:
