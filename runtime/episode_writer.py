@@ -171,7 +171,7 @@ class EpisodeWriter:
             self.tmp.unlink()
         return None
 
-    def __enter__(self) -> "EpisodeWriter":
+    def __enter__(self) -> EpisodeWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from runtime.camera import CameraSpec, add_camera_arguments
 from runtime.cli import CommandError, exits_on
-from runtime.drive import HANDLED_SIGNALS, log_info
+from runtime.drive import HANDLED_SIGNALS, DriveConfig, log_info
 from runtime.episode_writer import EPISODE_NAME, existing_episodes
 from runtime.hardware import CameraError, CameraStalled, DeviceError, EndOfStream, FrameTooOld, SentCommand
 from runtime.logs import add_log_level_argument, setup_logging
@@ -65,14 +65,14 @@ class RecordConfig:
     out: Path  # folder of episodes (created)
     mode: str = "step"  # "step" (one frame per move) or "continuous" (frames at `rate`)
     rate: float = 10.0  # frames per second in continuous mode
-    control_rate: float = 20.0  # Hz: the device is read and the motors commanded this often (both modes)
-    step_duration: float = 0.4  # s per move in step mode (the original collector's key press)
+    control_rate: float = DriveConfig.rate  # Hz: the device is read and the motors commanded (the drive's rate)
+    step_duration: float = DriveConfig.step_duration  # s per move in step mode (the original collector's key press)
     episodes: int | None = None  # stop after this many saved episodes
     episode_seconds: float | None = None  # end (and save) each episode after this long
     reset_seconds: float = 0.0  # s between episodes with the motors at zero (the start control ends it early)
     instructions: tuple[str, ...] = (DEFAULT_INSTRUCTION,)  # episode k gets number k modulo their count
     resume: bool = False  # continue the numbering of a folder that already has episodes
-    camera_timeout: float = 0.5  # s a camera read may wait
+    camera_timeout: float = DriveConfig.camera_timeout  # s a camera read may wait
     compression: int = 4  # gzip level of the frames (the collector's)
     status: bool = True  # one live status line on stderr
     attrs: dict = field(default_factory=dict)  # stored on every episode (source, camera, motor, speeds)
@@ -111,7 +111,7 @@ class Recorder:
         self.next_frame = 0.0
         self.sent_history: deque = deque(maxlen=256)  # (time sent, SentCommand): the command in force at a time
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)
-        self.ended_by = ""
+        self.ended_by = "stopped"  # why recording ended: quit, N episodes, end of the camera stream, a signal
         self._frame_times: deque = deque(maxlen=20)
 
     # -- motors ------------------------------------------------------------------------
@@ -344,7 +344,7 @@ class Recorder:
             if not isinstance(error, (DeviceError, OSError)):
                 raise error
             return 1
-        self.printer(f"recorded {len(self.saved)} episode(s) in {self.config.out} ({self.ended_by or 'stopped'}); "
+        self.printer(f"recorded {len(self.saved)} episode(s) in {self.config.out} ({self.ended_by}); "
                      f"motors at zero")
         return 0
 
@@ -367,18 +367,16 @@ class RecordSpec:
     motor: MotorSpec = MotorSpec()  # the drive's motor side (ignored when record() is handed a motor)
     camera: CameraSpec = CameraSpec()  # the drive's camera (ignored when record() is handed a camera)
     safety: SafetyConfig = SafetyConfig()  # the drive's gate: --max-speed is the person's top speed
-    cmd_timeout: float = 0.5  # s: the serial controller's own watchdog (runtime.drive's --cmd-timeout)
+    cmd_timeout: float = DriveConfig.cmd_timeout  # s: the serial controller's own watchdog (the drive's)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "RecordSpec":
+    def from_args(cls, args: argparse.Namespace) -> RecordSpec:
         motor, camera = MotorSpec.from_args(args), CameraSpec.from_args(args)
         return cls(args.teleop, config_from(args, motor, camera), motor, camera, SafetyConfig.from_args(args),
                    args.cmd_timeout)
 
 
 def add_record_arguments(ap: argparse.ArgumentParser) -> None:
-    from runtime.drive import DriveConfig
-
     d = RecordConfig(out=Path("."))
     ap.add_argument("--out", type=Path, required=True, help="folder of episodes (episode_0000.h5, ...)")
     ap.add_argument("--teleop", required=True, help=f"the person's device: {SOURCES}")
@@ -398,7 +396,7 @@ def add_record_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--resume", action="store_true", help="continue the numbering of a folder with episodes")
     ap.add_argument("--compression", type=int, default=d.compression, choices=range(10), metavar="0-9",
                     help="gzip level of the frames")
-    ap.add_argument("--cmd-timeout", type=float, default=DriveConfig.cmd_timeout,
+    ap.add_argument("--cmd-timeout", type=float, default=RecordSpec.cmd_timeout,
                     help="s: the serial controller stops on its own this long after the last command")
     ap.add_argument("--camera-timeout", type=float, default=d.camera_timeout,
                     help="s a camera read may wait, and the oldest frame taken")

@@ -42,19 +42,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TakeoverSpec:
-    teleop: str  # --teleop SOURCE: the person's device (runtime.teleop.SOURCES)
+    teleop: str  # --teleop SOURCE: the person's device (runtime.teleop_select.SOURCES)
+    mode: str  # the drive's mode (continuous, step): which command a frame's action is (see the module's doc)
     record: Path | None = None  # --record DIR: the run as one episode there; None: not recorded
     instruction: str = ""  # stored with the episode (the policy's instruction)
-    mode: str = "continuous"  # the drive's mode: which command a frame's action is (see the module's doc)
     frame_spacing_s: float = 0.0  # stored as the episode's frame spacing (0: measured from the frames)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "TakeoverSpec | None":
+    def from_args(cls, args: argparse.Namespace) -> TakeoverSpec | None:
         if getattr(args, "teleop", None) is None:
             if getattr(args, "record", None) is not None:
                 raise CommandError("--record DIR records a run with take-over: it needs --teleop SOURCE")
             return None
-        return cls(args.teleop, args.record, mode=args.mode,
+        return cls(args.teleop, args.mode, args.record,
                    frame_spacing_s=args.step_duration if args.mode == "step" else 0.0)
 
 

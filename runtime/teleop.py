@@ -80,11 +80,11 @@ class TeleopSource(ABC):
     name: str = "teleop"
     top_speed: tuple[float, float, float] = (0.5, 0.5, 1.0)
 
-    def open(self, top_speed=(0.5, 0.5, 1.0)) -> "TeleopSource":
+    def open(self, top_speed=(0.5, 0.5, 1.0)) -> TeleopSource:
         self.top_speed = tuple(float(v) for v in top_speed)
         return self
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a source with nothing to release need not override it
         """Release the device; safe to call twice."""
 
     @abstractmethod
@@ -128,7 +128,7 @@ class KeyboardTeleop(TeleopSource):
         self._last: TeleopEvent | None = None
         self._pending = b""
 
-    def open(self, top_speed=(0.5, 0.5, 1.0)) -> "KeyboardTeleop":
+    def open(self, top_speed=(0.5, 0.5, 1.0)) -> KeyboardTeleop:
         import termios
 
         super().open(top_speed)
@@ -283,7 +283,7 @@ class JoystickTeleop(TeleopSource):
         self._buffer = b""
         self.lost = False
 
-    def open(self, top_speed=(0.5, 0.5, 1.0)) -> "JoystickTeleop":
+    def open(self, top_speed=(0.5, 0.5, 1.0)) -> JoystickTeleop:
         super().open(top_speed)
         try:  # non-blocking: a FIFO opens without a writer, a device never blocks the control loop
             self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)

@@ -52,7 +52,7 @@ class _Ros2Teleop(TeleopSource):
     def _message_type(self):
         raise NotImplementedError
 
-    def open(self, top_speed=(0.5, 0.5, 1.0)) -> "_Ros2Teleop":
+    def open(self, top_speed=(0.5, 0.5, 1.0)) -> _Ros2Teleop:
         import time
 
         super().open(top_speed)

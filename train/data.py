@@ -391,7 +391,14 @@ def driving_from_episodes(episodes: list[Episode]) -> dict:
 
 
 # -- managing recordings: split, merge, drop, relabel ---------------------------------------------------
-def write_split(folder: Path, out: Path, val_fraction: float = 0.2, seed: int = 0) -> dict:
+@dataclass(frozen=True)
+class SplitOptions:
+    val_fraction: float = 0.2  # share of the episodes held out for validation (the original report's 200/50)
+    seed: int = 0  # which episodes: the same seed gives the same split
+
+
+def write_split(folder: Path, out: Path, val_fraction: float = SplitOptions.val_fraction,
+                seed: int = SplitOptions.seed) -> dict:
     """A deterministic train/val split by episode, written (atomically) as JSON with names relative to `folder`."""
     import json
 
@@ -502,8 +509,8 @@ def relabel_episodes(paths: list[Path], instruction: str) -> None:
 
 
 def _add_read_options(ap) -> None:
-    ap.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr")
-    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=2)
+    ap.add_argument("--channel-order", choices=("bgr", "rgb"), default=DataOptions.channel_order)
+    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=DataOptions.action_axes)
     ap.add_argument("--action-range", type=float, default=DataOptions.action_range)
 
 
@@ -522,8 +529,8 @@ def tools_main(argv: list[str]) -> int:
     p = sub.add_parser("split", help="a deterministic train/val split by episode, written to a JSON file")
     p.add_argument("folder", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the split file (JSON)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=SplitOptions.val_fraction)
+    p.add_argument("--seed", type=int, default=SplitOptions.seed)
     p = sub.add_parser("merge", help="copy several folders' episodes into one, renumbered")
     p.add_argument("folders", type=Path, nargs="+")
     p.add_argument("--out", type=Path, required=True)

@@ -36,20 +36,29 @@ import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import torch
-from tokenizers import Tokenizer
-
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tokenizers import Tokenizer
 
 from runtime.cli import CommandError, exits_on
 from train.batches import collate, collate_episodes
 from train.callbacks import FolderCheckpoint, plot_curves, set_head_standardization
 from train.checkpoint import CheckpointError
 from train.config import PRESETS, preset_config
-from train.data import (DataOptions, EpisodeClipDataset, EpisodeDataset, EpisodeError, driving_from_episodes,
-                        find_episodes, load_episodes, read_split, split_episodes)
+from train.data import (
+    DataOptions,
+    EpisodeClipDataset,
+    EpisodeDataset,
+    EpisodeError,
+    SplitOptions,
+    driving_from_episodes,
+    find_episodes,
+    load_episodes,
+    read_split,
+    split_episodes,
+)
 from train.init import init_config, init_from_checkpoint
 from train.lora import LoraSettings
 from train.model import load_tokenizer
@@ -93,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lora-vision", action="store_true", help="shorthand: add vision to --lora-targets")
     ap.add_argument("--color-jitter", type=float, default=0.0, help="augmentation strength (0 = off)")
     ap.add_argument("--mirror", action="store_true", help="augmentation: horizontal mirror")
-    ap.add_argument("--val-fraction", type=float, default=0.2)
+    ap.add_argument("--val-fraction", type=float, default=SplitOptions.val_fraction)
     ap.add_argument("--split", type=Path, help="a split file from `python -m train.data split` (instead of "
                                                "--val-fraction/--seed drawing one)")
     ap.add_argument("--intervention-weight", type=float, default=DataOptions.intervention_weight,
-                    help="loss weight of frames a person took over (runtime.drive --teleop --record); docs/recording.md")
+                    help="loss weight of frames a person took over (runtime.drive --teleop --record; docs/recording.md)")
     ap.add_argument("--policy-weight", type=float, default=DataOptions.policy_weight,
                     help="loss weight of the policy's own frames in recorded runs (0: train on corrections only)")
     ap.add_argument("--seed", type=int, default=0)

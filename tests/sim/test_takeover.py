@@ -31,7 +31,7 @@ def test_holding_the_key_takes_over_and_releasing_returns_control(tiny_bundle_di
     spec = DriveSpec(policy=PolicySpec(tiny_bundle_dir, backend="ort-cpu"), motor=MotorSpec(serial=emulator.port),
                      loop=DriveConfig(mode="continuous", rate=RATE, status=False),
                      safety=SafetyConfig(max_speed=TOP, max_accel=(1e9, 1e9, 1e9)),
-                     takeover=TakeoverSpec(f"keyboard:{os.ttyname(slave)}", record=tmp_path / "runs"))
+                     takeover=TakeoverSpec(f"keyboard:{os.ttyname(slave)}", "continuous", record=tmp_path / "runs"))
     keys = []  # time of each key press
     over = threading.Event()
 
