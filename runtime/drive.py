@@ -182,7 +182,9 @@ class DriveLoop:
                 if self.takeover is not None:
                     self.takeover.captured(frame)  # recorded with the command in force, tagged by who drove
                 t0 = time.monotonic()
-                out = self.policy.infer(frame.image)
+                # Continuous: the Frame, with its capture time, so the ring keeps the spacing the model was
+                # trained at (runtime/policy.py); step mode: one frame per move is one recorded frame.
+                out = self.policy.infer(frame if self.config.mode == "continuous" else frame.image)
                 t1 = time.monotonic()
                 record = {"type": "step", "step": self.steps, "t_capture": frame.stamp, "t_infer_start": t0,
                           "t_action": t1, "timings_ms": {k: round(v * 1e3, 3) for k, v in out.timings.items()},
@@ -391,12 +393,14 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     from runtime.bundle import BundleError
     from runtime.hardware import DeviceError
     from runtime.motor_select import open_motor
+    from runtime.policy import bundle_frame_spacing, check_frame_spacing
     from runtime.policy_setup import open_policy
     from runtime.prompt import PromptTooLongError
 
     with ExitStack() as stack:
         try:
             policy = stack.enter_context(open_policy(spec.policy))
+            check_frame_spacing(bundle_frame_spacing(policy.bundle), spec.loop.mode, spec.loop.step_duration)
             if motor is None:
                 motor = open_motor(spec.motor, watchdog_s=spec.loop.cmd_timeout,
                                    printer=(lambda s: print(s, flush=True)))
