@@ -27,7 +27,8 @@ again; quit saves it and stops; `--episodes N` stops after N. Between episodes
 a reset period (`--reset-seconds`, or until the start control) keeps the
 motors at zero while the scene is reset. The instruction of episode k is
 `--instruction` number k modulo their count (repeat the option for a list,
-or `--instruction-file` one per line). Each episode is written to a hidden
+or `--instruction-file` one per line), or typed on the keyboard's terminal
+after the start key (`--ask-instruction`). Each episode is written to a hidden
 `.NAME.partial` file and renamed when it ends (runtime/episode_writer.py): a
 crash or a kill leaves every finished episode and the partial one.
 """
@@ -71,6 +72,8 @@ class RecordConfig:
     episode_seconds: float | None = None  # end (and save) each episode after this long
     reset_seconds: float = 0.0  # s between episodes with the motors at zero (the start control ends it early)
     instructions: tuple[str, ...] = (DEFAULT_INSTRUCTION,)  # episode k gets number k modulo their count
+    ask_instruction: bool = False  # the keyboard: type each episode's instruction after the start key (Enter keeps
+    #                                the proposed one); episodes then start with the start key only
     resume: bool = False  # continue the numbering of a folder that already has episodes
     camera_timeout: float = DriveConfig.camera_timeout  # s a camera read may wait
     compression: int = 4  # gzip level of the frames (the collector's)
@@ -111,6 +114,7 @@ class Recorder:
         self.next_frame = 0.0
         self.sent_history: deque = deque(maxlen=256)  # (time sent, SentCommand): the command in force at a time
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)
+        self._typed = ""  # the instruction typed last (--ask-instruction)
         self.ended_by = "stopped"  # why recording ended: quit, N episodes, end of the camera stream, a signal
         self._frame_times: deque = deque(maxlen=20)
 
@@ -152,21 +156,30 @@ class Recorder:
 
     # -- episodes ----------------------------------------------------------------------
     def instruction(self, k: int) -> str:
-        return self.config.instructions[k % len(self.config.instructions)]
+        proposed = self._typed or self.config.instructions[k % len(self.config.instructions)]
+        if not self.config.ask_instruction:
+            return proposed
+        typed = self.teleop.ask(f"\rinstruction for episode {k + 1} [{proposed}]: ", lambda: bool(self.stop_requested))
+        if len(typed.encode()) > 256:
+            log.warning("instruction of %d bytes is over the format's 256: kept %r", len(typed.encode()), proposed)
+            typed = ""
+        self._typed = typed or proposed
+        return self._typed
 
     def _begin(self, now: float) -> None:
         from runtime.episode_writer import BackgroundWriter, EpisodeWriter
 
         k = len(self.saved)
+        instruction = self.instruction(k)
         path = self.config.out / EPISODE_NAME.format(self.index)
         spacing = self.config.step_duration if self.config.mode == "step" else 1.0 / self.config.rate
         attrs = dict(self.config.attrs, recording_mode=self.config.mode, frame_spacing_s=spacing,
                      control_rate_hz=self.config.control_rate, recorder="runtime.record")
-        self.writer = BackgroundWriter(EpisodeWriter(path, self.instruction(k), attrs=attrs,
+        self.writer = BackgroundWriter(EpisodeWriter(path, instruction, attrs=attrs,
                                                      compression=self.config.compression))
         self.state, self.episode_started, self.next_frame = "recording", now, now
         self.move = None
-        log.info("episode %s started: %r", path.name, self.instruction(k))
+        log.info("episode %s started: %r", path.name, instruction)
 
     def _save(self, now: float, why: str) -> None:
         if self.move is not None:
@@ -275,7 +288,7 @@ class Recorder:
                     return False
                 if "start" in controls:
                     self._begin(now)
-            elif self.state == "idle" and ("start" in controls or moves):
+            elif self.state == "idle" and ("start" in controls or (moves and not self.config.ask_instruction)):
                 self._begin(now)
                 if moves and self.config.mode == "step":
                     self._step_tick(now, moves)
@@ -385,6 +398,9 @@ def add_record_arguments(ap: argparse.ArgumentParser) -> None:
                     help="the episode's instruction; repeat for a list (episode k gets number k modulo the count)")
     ap.add_argument("--instruction-file", type=Path, help="instructions, one per line (with or instead of "
                                                           "--instruction)")
+    ap.add_argument("--ask-instruction", action="store_true",
+                    help="--teleop keyboard: type each episode's instruction after the start key (n); Enter keeps "
+                         "the proposed one")
     ap.add_argument("--episodes", type=int, help="stop after this many saved episodes")
     ap.add_argument("--episode-seconds", type=float, help="end (and save) each episode after this many seconds")
     ap.add_argument("--reset-seconds", type=float, default=d.reset_seconds,
@@ -432,6 +448,9 @@ def config_from(args, motor: MotorSpec, camera: CameraSpec) -> RecordConfig:
     for name in ("rate", "control_rate", "step_duration"):
         if getattr(args, name) <= 0:
             raise CommandError(f"--{name.replace('_', '-')}: must be > 0, got {getattr(args, name)}")
+    if args.ask_instruction and not args.teleop.startswith("keyboard"):
+        raise CommandError(f"--ask-instruction types on the keyboard's terminal; --teleop {args.teleop} has none "
+                           f"(give --instruction or --instruction-file)")
     if args.mode == "continuous" and args.rate > args.control_rate:
         raise CommandError(f"--rate {args.rate:g} is above --control-rate {args.control_rate:g}: frames are taken "
                            f"on control ticks, so raise --control-rate")
@@ -439,7 +458,8 @@ def config_from(args, motor: MotorSpec, camera: CameraSpec) -> RecordConfig:
              "motor": motor.motor or ("serial" if motor.serial else "dry-run" if motor.dry_run else "")}
     return RecordConfig(out=args.out, mode=args.mode, rate=args.rate, control_rate=args.control_rate,
                         step_duration=args.step_duration, episodes=args.episodes, episode_seconds=args.episode_seconds,
-                        reset_seconds=args.reset_seconds, instructions=instructions_from(args), resume=args.resume,
+                        reset_seconds=args.reset_seconds, instructions=instructions_from(args),
+                        ask_instruction=args.ask_instruction, resume=args.resume,
                         camera_timeout=args.camera_timeout, compression=args.compression, status=not args.quiet,
                         attrs=attrs)
 

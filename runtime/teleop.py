@@ -205,24 +205,30 @@ class KeyboardTeleop(TeleopSource):
             return TeleopCommand(ZERO, False)
         return TeleopCommand(self._last.velocity, True)
 
-    def ask(self, prompt: str) -> str:
-        """A line typed on the same terminal (the instruction), with echo back on for the typing."""
+    def ask(self, prompt: str, stop=lambda: False) -> str:
+        """A line typed on the same terminal (the instruction), echoed while typed; "" when `stop()` turns true
+        or the terminal goes away."""
+        import select
         import termios
 
         if self.fd is None:
             raise TeleopError("keyboard not open")
         mode = termios.tcgetattr(self.fd)
-        termios.tcsetattr(self.fd, termios.TCSANOW, self._saved)
+        termios.tcsetattr(self.fd, termios.TCSANOW, self._saved)  # the person's own line editing and echo
         try:
             with open(self.tty, "w") as out:
                 out.write(prompt)
                 out.flush()
             line = b""
             while not line.endswith(b"\n"):
-                import select
-
-                select.select([self.fd], [], [], 0.1)
-                line += self._read()
+                if stop():
+                    return ""
+                ready, _, _ = select.select([self.fd], [], [], 0.1)
+                if ready:
+                    data = self._read()
+                    if not data:  # readable and empty: the terminal hung up
+                        return ""
+                    line += data
             return line.decode("utf-8", "replace").strip()
         finally:
             termios.tcsetattr(self.fd, termios.TCSANOW, mode)

@@ -250,3 +250,37 @@ def test_sigterm_and_ctrl_c_stop_the_motors_and_keep_the_episode_partial(emulato
     assert (tmp_path / "rec" / ".episode_0000.h5.partial").exists()
     with h5py.File(tmp_path / "rec" / ".episode_0000.h5.partial", "r") as f:
         assert not f.attrs["complete"] and len(f["images"]) == len(f["actions"]) >= 2
+
+
+def test_instruction_typed_on_the_keyboard_after_the_start_key(tmp_path):
+    from sim.world import SimMotor
+
+    world = SimWorld(random_layout(3))
+    master, slave = os.openpty()
+    keyboard = KeyboardTeleop(os.ttyname(slave)).open(TOP)
+    config = RecordConfig(out=tmp_path / "rec", mode="step", episodes=1, status=False, ask_instruction=True,
+                          instructions=("the proposed one",))
+    recorder = Recorder(world.camera(64, 36), SimMotor(world).connect(), keyboard, SafetyGate(SafetyConfig()),
+                        config)
+    try:
+        thread, result = start(recorder)
+        os.write(master, b"w")  # a move before the start key does not start an episode when the instruction is asked
+        time.sleep(0.6)
+        os.write(master, b"n")
+        time.sleep(0.4)  # the recorder asks: the terminal is back in line mode
+        os.write(master, "reach the red box, then stop\n".encode())
+        time.sleep(0.4)
+        os.write(master, b"w")
+        time.sleep(0.6)
+        os.write(master, b"m")
+        thread.join(timeout=10)
+        assert result.get("code") == 0
+        prompt = os.read(master, 4096).decode()
+    finally:
+        keyboard.close()
+        os.close(master)
+        os.close(slave)
+    assert "instruction for episode 1 [the proposed one]:" in prompt
+    data, _ = read(tmp_path / "rec" / "episode_0000.h5")
+    assert data["language_instruction"][0] == b"reach the red box, then stop"
+    assert data["actions"].tolist() == [[0.5, 0.0, 0.0]]  # only the move after the start key
