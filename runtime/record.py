@@ -117,6 +117,7 @@ class Recorder:
         self._typed = ""  # the instruction typed last (--ask-instruction)
         self.ended_by = "stopped"  # why recording ended: quit, N episodes, end of the camera stream, a signal
         self._frame_times: deque = deque(maxlen=20)
+        self._status_at = 0.0
 
     # -- motors ------------------------------------------------------------------------
     def _send_command(self, command) -> SentCommand:
@@ -279,13 +280,13 @@ class Recorder:
                 self._continuous_tick(now)
             if self.state != "recording":
                 self._zero(now)
+                if self.config.episodes is not None and len(self.saved) >= self.config.episodes:
+                    self.ended_by = f"{self.config.episodes} episodes"  # no reset period after the last one
+                    return False
         else:
             self._zero(now)
             if self.state == "reset" and ("start" in controls or now >= self.reset_until):
                 self.state = "idle"
-                if self.config.episodes is not None and len(self.saved) >= self.config.episodes:
-                    self.ended_by = f"{self.config.episodes} episodes"
-                    return False
                 if "start" in controls:
                     self._begin(now)
             elif self.state == "idle" and ("start" in controls or (moves and not self.config.ask_instruction)):
@@ -296,8 +297,10 @@ class Recorder:
         return True
 
     def _status(self) -> None:
-        if not self.config.status:
+        now = time.monotonic()
+        if not self.config.status or now - self._status_at < 0.2:  # a person reads it: 5 updates a second
             return
+        self._status_at = now
         n = self.config.episodes
         frames = self.writer.frames if self.writer is not None else 0
         seconds = time.monotonic() - self.episode_started if self.writer is not None else 0.0

@@ -98,5 +98,6 @@ def main(argv=None) -> int:
     with SimSession(layout, width, height, seed=args.seed) as sim:
         return run(sim.world, sim.camera, replace(spec, motor=MotorSpec(serial=sim.port)))
 
+
 if __name__ == "__main__":
     sys.exit(main())
