@@ -74,6 +74,10 @@ def test_holding_the_key_takes_over_and_releasing_returns_control(tiny_bundle_di
     held = (captured > first + 0.1) & (captured < last)
     free = (captured < first) | (captured > last + 0.5 + 0.1)
     assert held.sum() >= 10 and flags[held].all() and not flags[free].any()
-    np.testing.assert_allclose(actions[held], np.float32([person_v] * held.sum()))
+    # each held frame stores the person's command, or zero where that command did not go out (on a loaded machine
+    # a write to the port can time out; the driver reopens it within 0.2 s): never the policy's action
+    person = np.all(actions[held] == np.float32(person_v), axis=1)
+    nothing = np.all(actions[held] == 0, axis=1)
+    assert np.all(person | nothing) and person.mean() >= 0.9, actions[held][~person]
     # about 5 s of frames were the person's
     assert 4.5 <= captured[flags].max() - captured[flags].min() <= 5.6
