@@ -268,7 +268,7 @@ def test_instruction_typed_on_the_keyboard_after_the_start_key(tmp_path):
         time.sleep(0.6)
         os.write(master, b"n")
         time.sleep(0.4)  # the recorder asks: the terminal is back in line mode
-        os.write(master, "reach the red box, then stop\n".encode())
+        os.write(master, b"reach the red box, then stop\n")
         time.sleep(0.4)
         os.write(master, b"w")
         time.sleep(0.6)
