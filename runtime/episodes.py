@@ -3,8 +3,8 @@
     images, actions, instruction = read_episode_arrays(Path("ep.h5"))
 
 h5py is imported when a file is read, so `import runtime.drive` never loads it.
-The writer (synthetic demonstrations, tests) is sim/episodes.py; the training
-reader with every check is train/data.py.
+The writer (the recorder, synthetic demonstrations, tests) is
+runtime/episode_writer.py; the training reader with every check is train/data.py.
 
 The author's later collector wrote another layout, recognised by the readers
 (`episode_layout`): images under `observations/images` in RGB, actions float64

@@ -42,9 +42,11 @@ DISTINCT = {
                "benchmarks name one (ort-cpu) so that their figures reproduce on any machine",
     "fps": "a camera's requested rate (int) and pre-flight's expected rate (0 = one frame): two settings",
     "source": "a camera's source (csi, /dev/video0, ...) and the driving record's provenance text",
-    "mode": "DriveConfig.mode is the loop's mode for a library caller that builds a DriveSpec itself "
-            "(continuous); Driving.mode is what a bundle without a driving record was made for (step, the "
-            "collector's key presses), which the commands use through spec_from_args",
+    "mode": "runtime.drive takes the bundle's driving record (spec_from_args; DriveConfig's continuous for a library "
+            "caller that builds a DriveSpec itself); runtime.record records the original collector's step moves by "
+            "default; Driving.mode is what a bundle without a record was made for (step): each its own choice",
+    "rate": "runtime.drive's control loop Hz, runtime.record's frames per second (its control loop Hz is "
+            "--control-rate, read from DriveConfig.rate)",
 }
 
 

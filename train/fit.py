@@ -64,8 +64,10 @@ from train.data import (
     EpisodeClipDataset,
     EpisodeDataset,
     EpisodeError,
+    SplitOptions,
     find_episodes,
     load_episodes,
+    read_split,
     recorded_driving,
     split_episodes,
 )
@@ -114,8 +116,11 @@ class FitOptions:
     lora_targets: tuple[str, ...] = ("text", "projection")  # of LORA_TARGETS
     color_jitter: float = DataOptions.color_jitter  # augmentation strength (0 = off)
     mirror: bool = DataOptions.mirror  # augmentation: horizontal mirror
-    val_fraction: float = 0.2
-    seed: int = 0
+    val_fraction: float = SplitOptions.val_fraction  # drawn by seed unless a split file is given
+    split: Path | None = None  # a split file from `python -m train.data split` (instead of drawing one)
+    intervention_weight: float = DataOptions.intervention_weight  # loss weight of frames a person took over
+    policy_weight: float = DataOptions.policy_weight  # loss weight of the policy's own frames in recorded runs
+    seed: int = SplitOptions.seed
     precision: str = "32"  # "32", "16-mixed" or "bf16-mixed"
     accumulate: int = 1  # gradient accumulation batches
     clip: float = 1.0  # gradient clipping norm (0 = off)
@@ -128,8 +133,8 @@ class FitOptions:
     strict: bool = False  # stop at the first bad episode file
     resume: bool = False  # continue from runs/<name>/checkpoints/last
     progress: bool = True  # Lightning's progress bar
-    drive_mode: str = "step"  # how the recordings were made and the policy should drive (runtime.driving.MODES)
-    frame_spacing: float | None = None  # s between a window's frames; None = the collector's 0.4 s moves
+    drive_mode: str | None = None  # how the policy should drive (runtime.driving.MODES); None = as recorded
+    frame_spacing: float | None = None  # s between a window's frames; None = the recordings' (0.4 s collector moves)
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,7 @@ def lora_settings(options: FitOptions) -> LoraSettings:
 
 def fit(options: FitOptions) -> FitResult:
     """Train as `options` say; the checkpoints, logs and curves go under options.out / options.name."""
-    if options.drive_mode not in MODES:
+    if options.drive_mode is not None and options.drive_mode not in MODES:
         raise FitError(f"--drive-mode: expected one of {', '.join(MODES)}, found {options.drive_mode!r}")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*")
@@ -215,9 +220,12 @@ def fit(options: FitOptions) -> FitResult:
     run_dir = options.out / options.name
     config, tokenizer = build_config(options)
     data = DataOptions.for_model(config, channel_order=options.channel_order, color_jitter=options.color_jitter,
-                                 mirror=options.mirror)
-    paths = find_episodes(options.data)
-    train_paths, val_paths = split_episodes(paths, options.val_fraction, options.seed)
+                                 mirror=options.mirror, intervention_weight=options.intervention_weight,
+                                 policy_weight=options.policy_weight)
+    if options.split:
+        train_paths, val_paths = read_split(options.split, options.data)
+    else:
+        train_paths, val_paths = split_episodes(find_episodes(options.data), options.val_fraction, options.seed)
     try:
         train_eps, bad_train = load_episodes(train_paths, data, strict=options.strict, warn=log.warning)
         val_eps, bad_val = load_episodes(val_paths, data, strict=options.strict, warn=log.warning)
@@ -227,7 +235,10 @@ def fit(options: FitOptions) -> FitResult:
     if not train_eps or not val_eps:
         raise FitError(f"{options.data}: need valid episodes for both train and val "
                        f"(found {len(train_eps)} train, {len(val_eps)} val, {len(rejected)} rejected)")
-    driving = recorded_driving(train_eps, data, options.drive_mode, options.frame_spacing)
+    try:
+        driving = recorded_driving(train_eps, val_eps, data, options.drive_mode, options.frame_spacing)
+    except EpisodeError as e:
+        raise FitError(str(e)) from e
     log.info("driving record: %s", driving.source)
     run_dir.mkdir(parents=True, exist_ok=True)
     split = {"seed": options.seed, "val_fraction": options.val_fraction,
@@ -348,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--color-jitter", type=float, default=d.color_jitter, help="augmentation strength (0 = off)")
     ap.add_argument("--mirror", action="store_true", help="augmentation: horizontal mirror")
     ap.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    ap.add_argument("--split", type=Path, help="a split file from `python -m train.data split` (instead of "
+                                               "--val-fraction/--seed drawing one)")
+    ap.add_argument("--intervention-weight", type=float, default=d.intervention_weight,
+                    help="loss weight of frames a person took over (runtime.drive --teleop --record; "
+                         "docs/recording.md)")
+    ap.add_argument("--policy-weight", type=float, default=d.policy_weight,
+                    help="loss weight of the policy's own frames in recorded runs (0: train on corrections only)")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--precision", choices=("32", "16-mixed", "bf16-mixed"), default=d.precision)
     ap.add_argument("--accumulate", type=int, default=d.accumulate, help="gradient accumulation batches")
@@ -363,11 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--strict", action="store_true", help="stop at the first bad episode file")
     ap.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoints/last")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--drive-mode", choices=MODES, default=d.drive_mode,
-                    help="how the recordings were made, recorded for the drive: step (one frame per move, then a "
-                         "stop: the collector's) or continuous")
+    ap.add_argument("--drive-mode", choices=MODES,
+                    help="how the policy should drive, recorded for the drive: step (one frame per move, then a "
+                         "stop: the collector's) or continuous (default: as the recordings say)")
     ap.add_argument("--frame-spacing", type=float,
-                    help="seconds between the recordings' frames (default: the collector's 0.4 s moves)")
+                    help="seconds between the recordings' frames (default: as the recordings say; the "
+                         "collector's: 0.4 s moves)")
     add_log_level_argument(ap)
     return ap
 
@@ -383,7 +402,8 @@ def options_from_args(args: argparse.Namespace) -> FitOptions:
         window=args.window, chunk=args.chunk, action_axes=args.action_axes, init=args.init, lora=args.lora,
         action_range=args.action_range, channel_order=args.channel_order, instruction=args.instruction,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, lora_targets=targets,
-        color_jitter=args.color_jitter, mirror=args.mirror, val_fraction=args.val_fraction, seed=args.seed,
+        color_jitter=args.color_jitter, mirror=args.mirror, val_fraction=args.val_fraction, split=args.split,
+        intervention_weight=args.intervention_weight, policy_weight=args.policy_weight, seed=args.seed,
         precision=args.precision, accumulate=args.accumulate, clip=args.clip, early_stop=args.early_stop,
         devices=args.devices, num_nodes=args.num_nodes, accelerator=args.accelerator, strategy=args.strategy,
         workers=args.workers, strict=args.strict, resume=args.resume, progress=not args.no_progress,

@@ -114,7 +114,7 @@ def test_the_checkpoints_record_how_the_policy_should_drive(run):
     for name in ("best", "last"):
         driving = json.loads((run / "checkpoints" / name / "config.json").read_text())["driving"]
         assert driving["mode"] == "step" and driving["discrete"] is True and driving["frame_spacing_s"] == 0.4
-        assert "16 training episodes" in driving["source"] and "are moves" in driving["source"]
+        assert "train.fit on 20 episodes" in driving["source"] and "are moves" in driving["source"]
     assert json.loads((run / "summary.json").read_text())["driving"]["discrete"] is True
 
 
