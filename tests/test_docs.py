@@ -61,7 +61,8 @@ def split_markdown(text: str) -> tuple[list[str], list[str], str]:
 
 
 def commands(doc: Path) -> list[tuple[str, str, list[str]]]:
-    """(module, the command as written, the --flags written after it) for every `python -m` of a project package."""
+    """(module, the command as written, the --flags written after it, the first bare word after the module: a
+    subcommand where the module has them) for every `python -m` of a project package."""
     fenced, spans, _ = split_markdown(doc.read_text())
     found = []
     for line in fenced + spans:
@@ -69,7 +70,9 @@ def commands(doc: Path) -> list[tuple[str, str, list[str]]]:
         for segment in COMMAND_END.split(line):
             m = MODULE.search(segment)
             if m and m.group(1).split(".")[0] in PACKAGES:
-                found.append((m.group(1), segment.strip(), FLAG.findall(m.group(2))))
+                words = m.group(2).split()
+                sub = words[0] if words and re.fullmatch(r"[a-z][\w-]*", words[0]) else None
+                found.append((m.group(1), segment.strip(), FLAG.findall(m.group(2)), sub))
     return found
 
 
@@ -96,14 +99,22 @@ def path_exists(path: str) -> bool:
 
 @lru_cache(maxsize=1)
 def helps() -> dict:
-    """{module: {"code": exit status, "out": its --help}}, all modules in one interpreter."""
-    modules = sorted({m for doc in documents() for m, _, _ in commands(doc)})
+    """{"module" or "module sub": {"code": exit status, "out": its --help}}, in one interpreter per round. A bare
+    word after the module is taken as a subcommand where `module word --help` answers with a help of its own."""
+    found = {(m, s) for doc in documents() for m, _, _, s in commands(doc)}
+    res = _run_helps(sorted({m for m, _ in found}))
+    subs = _run_helps(sorted({f"{m} {s}" for m, s in found if s})) if any(s for _, s in found) else {}
+    return {**res, **{k: v for k, v in subs.items() if v["code"] == 0 and v["out"] != res[k.split()[0]]["out"]}}
+
+
+def _run_helps(modules: list[str]) -> dict:
     script = (
         "import contextlib, io, json, runpy, sys, traceback\n"
         "res = {}\n"
-        "for mod in sys.argv[1:]:\n"
+        "for entry in sys.argv[1:]:\n"
+        "    mod, *sub = entry.split()\n"
         "    out = io.StringIO()\n"
-        "    sys.argv = [mod, '--help']\n"
+        "    sys.argv = [mod, *sub, '--help']\n"
         "    code = 0\n"
         "    try:\n"
         "        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):\n"
@@ -112,7 +123,7 @@ def helps() -> dict:
         "        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)\n"
         "    except BaseException:\n"
         "        code, _ = 1, out.write(traceback.format_exc())\n"
-        "    res[mod] = {'code': code, 'out': out.getvalue()}\n"
+        "    res[entry] = {'code': code, 'out': out.getvalue()}\n"
         "print('\\n@@JSON@@' + json.dumps(res))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, *modules], capture_output=True, text=True, cwd=ROOT,
@@ -167,15 +178,16 @@ def test_every_documented_command_answers_help_and_accepts_its_flags():
     results = helps()
     problems = []
     for doc in documents():
-        for module, written, flags in commands(doc):
-            r = results[module]
+        for module, written, flags, sub in commands(doc):
+            key = f"{module} {sub}" if f"{module} {sub}" in results else module
+            r = results[key]
             if r["code"] != 0:
-                problems.append(f"{doc.relative_to(ROOT)}: `python -m {module} --help` exits {r['code']}: "
+                problems.append(f"{doc.relative_to(ROOT)}: `python -m {key} --help` exits {r['code']}: "
                                 f"{r['out'][-500:]}")
                 continue
             unknown = sorted(set(flags) - parser_options(r["out"]))
             if unknown:
-                problems.append(f"{doc.relative_to(ROOT)}: `{written}`: {module} has no {', '.join(unknown)}")
+                problems.append(f"{doc.relative_to(ROOT)}: `{written}`: {key} has no {', '.join(unknown)}")
     assert not problems, "\n".join(problems)
 
 

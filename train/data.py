@@ -45,7 +45,7 @@ import numpy as np
 from runtime.cli import CommandError, exits_on
 from runtime.driving import Driving
 from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
-from runtime.logs import add_log_level_argument, setup_logging
+from runtime.logs import add_log_level_argument
 from runtime.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
 from train.config import MobileVLAConfig
 
