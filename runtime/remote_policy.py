@@ -219,12 +219,12 @@ class RemotePolicy(Policy):
         super().__init__(bundle, backend, instruction=instruction)
         self.prompt = instruction  # what the server is sent: None means the bundle's default, as here
         self.encoder = encoder
-        self.source = "onboard"  # which engines encoded the newest frame: "remote" or "onboard"
-        self.switches = 0  # remote <-> onboard changes
+        self.source = ""  # which engines encoded the newest frame: "remote" or "onboard" ("" before the first)
+        self.switches = 0  # remote <-> onboard changes after the first step
 
     def _use(self, source: str, why: str = "") -> None:
         if source != self.source:
-            self.switches += 1
+            self.switches += bool(self.source)
             log.info("policy: %s%s", source, f" ({why})" if why else "")
         self.source = source
 
