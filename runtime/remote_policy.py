@@ -33,6 +33,7 @@ websockets (its threading client) and msgpack only: no torch, no asyncio.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -242,3 +243,46 @@ class RemotePolicy(Policy):
         self._use("remote")
         timings["preprocess"] = resized + timings.get("preprocess", 0.0)
         return feature, timings
+
+
+def add_remote_arguments(ap: argparse.ArgumentParser) -> None:
+    d = RemoteConfig
+    ap.add_argument("--policy", metavar="ws://HOST:PORT",
+                    help="vision and language on this policy server (python -m serve); the ring and the head run "
+                         "here, and --bundle/--fallback-bundle (the same bundle) drives when the server is lost")
+    ap.add_argument("--policy-timeout", type=float, default=d.timeout,
+                    help="--policy: seconds before a reply counts as lost and the step runs onboard")
+    ap.add_argument("--policy-retry", type=float, default=d.retry_interval,
+                    help="--policy: seconds between reconnect attempts")
+    ap.add_argument("--policy-api-key", default=d.api_key, help="--policy: the server's --api-key")
+    ap.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality,
+                    help="--policy: send frames as JPEG at this quality (1-100) instead of raw pixels")
+
+
+def remote_config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
+    if not getattr(args, "policy", None):
+        return None
+    return RemoteConfig(args.policy, timeout=args.policy_timeout, retry_interval=args.policy_retry,
+                        api_key=args.policy_api_key, jpeg_quality=args.jpeg_quality)
+
+
+@contextlib.contextmanager
+def open_remote_policy(spec, remote: RemoteConfig):
+    """runtime.policy_setup.open_policy's remote twin: a RemotePolicy on spec.bundle's engines, behaviours around
+    it; the connection and the backend are released on leaving."""
+    from runtime.backends.registry import make_backend
+    from runtime.behaviours import with_behaviours
+    from runtime.bundle import load_bundle
+
+    bundle = load_bundle(spec.bundle, verify=spec.verify)
+    encoder = RemoteEncoder(remote, expected_model=model_identity(bundle.manifest))
+    backend = make_backend(bundle, spec.backend, variant=spec.variant, cuda_graph=spec.cuda_graph).activate()
+    try:
+        encoder.start()
+        if not encoder.connected:
+            log.warning("policy server %s not reachable yet: the onboard engines drive until it answers", remote.url)
+        policy = RemotePolicy(bundle, backend, encoder, instruction=spec.instruction)
+        yield with_behaviours(policy, spec.chunk_mode, spec.discrete)
+    finally:
+        encoder.close()
+        backend.deactivate()

@@ -205,3 +205,28 @@ def test_jpeg_frames_are_decoded_by_the_server(bundle, local_backend, tiny_bundl
             encoder.close()
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("extra", [["--mode", "step", "--step-duration", "0.02"],
+                                   ["--async", "--action-period", "0.05", "--rate", "50"]])
+def test_the_drive_cli_drives_from_the_server_and_logs_which_policy_drove(bundle, tiny_bundle_dir, episode_file,
+                                                                          tmp_path, extra):
+    from runtime.steplog import read_log
+    from serve.engine import Engine, EngineConfig
+    from serve.server import ServerConfig, ServerThread
+
+    engine = Engine(bundle, EngineConfig())
+    try:
+        with ServerThread(engine, ServerConfig(port=0)) as running:
+            proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--policy", running.url,
+                                   "--fallback-bundle", str(tiny_bundle_dir), "--dry-run", "--camera",
+                                   str(episode_file), "--quiet", "--log", str(tmp_path / "drive.jsonl"),
+                                   "--policy-timeout", "2", *extra],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        engine.close()
+    assert proc.returncode == 0, proc.stderr
+    steps = [r for r in read_log(tmp_path / "drive.jsonl") if r.get("type") == "step"]
+    assert len(steps) >= 6 and {r["policy"] for r in steps} == {"remote"}
+    assert all("network" in r["timings_ms"] for r in steps)
+    assert "connected" in proc.stderr
