@@ -7,7 +7,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= runtime,serve,train,export,bench,dev,ros2
+EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2
 
 .PHONY: install demo test test-slow openpi-venv clean
 

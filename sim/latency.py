@@ -1,0 +1,241 @@
+"""Closed loop with inference latency injected on simulated time: synchronous steps vs asynchronous chunks.
+
+    python -m sim.evaluate --bundle bundle/ --episodes 20 --inject-latency-ms 200 --latency-jitter-ms 50
+    python -m sim.evaluate --bundle bundle/ --episodes 20 --inject-latency-ms 200 --async
+    python -m sim.evaluate --bundle bundle/ --episodes 20 --inject-latency-ms 200 --policy ws://127.0.0.1:8000
+
+The robot has a task time (`budget`, by default what the zero-latency
+synchronous robot gets: --max-steps x 0.4 s). Every inference costs
+`latency` + uniform [0, `jitter`) seconds of simulated time (seeded), while
+the policy itself runs at full speed in real time, so the figures do not
+depend on this machine.
+
+- synchronous (`runtime.drive --mode step`, the demonstrations' way): take a
+  frame, wait for the inference with the motors at zero, move for 0.4 s,
+  stop, repeat. Each step costs 0.4 s + latency, so fewer moves fit the
+  budget as latency grows.
+- asynchronous (`--async`, runtime/async_chunks.py, the drive's own
+  schedule): the control loop ticks at 20 Hz and plays the newest chunk on
+  the capture-time axis while the next one is inferred; a frame is taken
+  once an action period (0.4 s) has passed and an inference is free; the
+  actions whose time passed during the inference are skipped, the switch is
+  cross-faded; no chunk covering the present means zero.
+
+A run ends with a collision, when the played action is a stop (both axes
+zero after the dead zone), or when the budget is spent. Success: stopped in
+front of the bottle. `--policy ws://...` makes every inference a real
+round trip to a policy server over loopback (runtime.remote_policy), with
+the same latency added on simulated time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.async_chunks import AsyncConfig, ChunkSchedule
+from runtime.safety import SafetyConfig, SafetyGate
+from sim.task import SIM_SAFETY, Rollout, StepTiming, execute, in_goal
+from sim.world import Layout, SimRobot, render
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    latency: float = 0.0  # s of simulated time each inference takes
+    jitter: float = 0.0  # s: uniform [0, jitter) more per inference
+    asynchronous: bool = False  # play chunks while inferring (runtime.drive --async)
+    budget: float | None = None  # s of simulated task time; None: max_steps x the step duration
+    blend: float = AsyncConfig.blend  # s of cross-fade between chunks (async)
+
+
+@dataclass
+class TimedRollout(Rollout):
+    sim_time: float = 0.0  # s of simulated time at the end
+    inferences: int = 0
+    control_gaps: int = 0  # control ticks with no chunk covering the present (async), waiting ticks (sync)
+
+
+def _latency(spec: LatencySpec, rng: np.random.Generator) -> float:
+    return spec.latency + (float(rng.uniform(0.0, spec.jitter)) if spec.jitter > 0 else 0.0)
+
+
+def _stopped(action, dead_zone: float) -> bool:
+    return not np.any(np.abs(np.asarray(action, np.float64)[:2]) >= dead_zone)
+
+
+def synchronous_rollout(layout: Layout, policy, spec: LatencySpec, budget: float, width: int, height: int,
+                        seed: int, timing: StepTiming = StepTiming(), safety: SafetyConfig = SIM_SAFETY) -> TimedRollout:
+    robot, gate, rng = SimRobot(layout), SafetyGate(safety), np.random.default_rng(seed)
+    policy.reset()
+    t, step, waited = 0.0, 0, 0
+    while True:
+        image = render(layout, robot.pose, width, height, seed=seed * 1000 + step)
+        out = policy.infer(image)
+        step += 1
+        lat = _latency(spec, rng)
+        waited += int(round(lat * timing.rate))
+        t += lat  # the motors wait at zero for the answer
+        action = out.action if out.finite else np.zeros(3, np.float32)
+        if t >= budget:
+            return TimedRollout(False, False, step, "time", list(robot.path), [], layout, t, step, waited)
+        first, t = execute(robot, gate, action, timing, t)
+        if robot.collided:
+            return TimedRollout(False, True, step, "collision", list(robot.path), [], layout, t, step, waited)
+        if not any(first):
+            return TimedRollout(in_goal(layout, robot.pose), False, step, "stop", list(robot.path), [], layout, t,
+                                step, waited)
+
+
+def asynchronous_rollout(layout: Layout, policy, spec: LatencySpec, budget: float, width: int, height: int,
+                         seed: int, timing: StepTiming = StepTiming(), safety: SafetyConfig = SIM_SAFETY,
+                         discrete_move: float | None = None) -> TimedRollout:
+    robot, gate, rng = SimRobot(layout), SafetyGate(safety), np.random.default_rng(seed)
+    policy.reset()
+    schedule = ChunkSchedule(AsyncConfig(action_period=timing.duration, blend=spec.blend), policy.bundle.chunk,
+                             discrete_move)
+    dt = 1.0 / timing.rate
+    pending = None  # (lands at, chunk, captured at)
+    t, frames, gaps, tick = 0.0, 0, 0, 0
+    while t < budget:
+        if pending is not None and t >= pending[0] - 1e-9:
+            schedule.land(pending[1], pending[2], t)
+            pending = None
+        if pending is None and schedule.needs_inference(t):
+            image = render(layout, robot.pose, width, height, seed=seed * 1000 + frames)
+            out = policy.infer(image)
+            frames += 1
+            schedule.started(t)
+            chunk = out.chunk if out.finite else np.zeros_like(out.chunk)
+            pending = (t + _latency(spec, rng), chunk, t)
+        action = schedule.action_at(t)
+        if action is None:
+            gate.zero(t)
+            gaps += schedule.landings > 0  # a tick after the first chunk with nothing to play
+        else:
+            if _stopped(action, safety.dead_zone):
+                return TimedRollout(in_goal(layout, robot.pose), False, frames, "stop", list(robot.path), [],
+                                    layout, t, frames, gaps)
+            cmd = gate.filter(action, t)
+            if not robot.step(*cmd, dt) and robot.collided:
+                return TimedRollout(False, True, frames, "collision", list(robot.path), [], layout, t, frames, gaps)
+        tick += 1
+        t = tick * dt
+    return TimedRollout(False, False, frames, "time", list(robot.path), [], layout, t, frames, gaps)
+
+
+def timed_rollout(layout: Layout, policy, spec: LatencySpec, max_steps: int = 40, width: int = 256,
+                  height: int = 144, seed: int = 0, timing: StepTiming = StepTiming(),
+                  discrete_move: float | None = None) -> TimedRollout:
+    budget = spec.budget if spec.budget is not None else max_steps * timing.duration
+    if spec.asynchronous:
+        return asynchronous_rollout(layout, policy, spec, budget, width, height, seed, timing,
+                                    discrete_move=discrete_move)
+    return synchronous_rollout(layout, policy, spec, budget, width, height, seed, timing)
+
+
+def closed_loop_latency(make_policy, layouts: list, seeds: list[int], spec: LatencySpec, max_steps: int = 40,
+                        width: int = 256, height: int = 144, discrete_move: float | None = None,
+                        progress=None) -> dict:
+    """Success, collisions, moves, simulated time and control gaps of the policy on `layouts` under `spec`."""
+    from sim.task import instruction_for
+
+    policies: dict = {}
+    runs = []
+    for i, (layout, seed) in enumerate(zip(layouts, seeds)):
+        if layout.side not in policies:
+            policies[layout.side] = make_policy(instruction_for(layout.side))
+        runs.append(timed_rollout(layout, policies[layout.side], spec, max_steps, width, height, seed,
+                                  discrete_move=discrete_move))
+        if progress:
+            progress(i + 1, len(layouts))
+    done = [r for r in runs if r.success]
+    return {"latency_ms": round(spec.latency * 1e3, 1), "jitter_ms": round(spec.jitter * 1e3, 1),
+            "mode": "async" if spec.asynchronous else "sync",
+            "success_rate": round(float(np.mean([r.success for r in runs])), 4),
+            "collision_rate": round(float(np.mean([r.collided for r in runs])), 4),
+            "timeouts": int(sum(r.ended_by == "time" for r in runs)),
+            "mean_inferences": round(float(np.mean([r.inferences for r in runs])), 2),
+            "mean_time_to_success_s": round(float(np.mean([r.sim_time for r in done])), 2) if done else None,
+            "actions_per_s": round(float(sum(r.inferences for r in runs) / max(sum(r.sim_time for r in runs), 1e-9)), 2),
+            "rollouts": runs}
+
+
+def format_latency(row: dict) -> str:
+    t = row["mean_time_to_success_s"]
+    return (f"{row['mode']:<5} latency {row['latency_ms']:5.0f} ms (+{row['jitter_ms']:.0f} jitter): success "
+            f"{row['success_rate']:.2f}, collisions {row['collision_rate']:.2f}, out of time {row['timeouts']}, "
+            f"time to success {'-' if t is None else f'{t:.1f} s'}, {row['actions_per_s']:.2f} inferences/s")
+
+
+# -- sim.evaluate's options ------------------------------------------------------------------
+def add_latency_arguments(ap) -> None:
+    ap.add_argument("--policy", metavar="ws://HOST:PORT",
+                    help="closed loop: vision and language on this policy server (python -m serve), over the wire")
+    ap.add_argument("--inject-latency-ms", type=float, default=LatencySpec.latency * 1e3,
+                    help="closed loop: simulated seconds each inference takes, in ms (synchronous vs --async)")
+    ap.add_argument("--latency-jitter-ms", type=float, default=LatencySpec.jitter * 1e3,
+                    help="closed loop: uniform extra latency per inference, in ms")
+    ap.add_argument("--async", dest="async_chunks", action="store_true",
+                    help="closed loop: play chunks while the next is inferred (runtime.drive --async)")
+
+
+def latency_requested(args) -> bool:
+    return bool(args.policy or args.inject_latency_ms or args.latency_jitter_ms or args.async_chunks)
+
+
+def latency_spec_from_args(args) -> LatencySpec:
+    return LatencySpec(args.inject_latency_ms / 1e3, args.latency_jitter_ms / 1e3, args.async_chunks)
+
+
+class _Closing:
+    """Something sim.evaluate releases at the end (its `opened` list calls deactivate())."""
+
+    def __init__(self, close):
+        self.deactivate = close
+
+
+def latency_policy_factory(bundle, backend: str, variant: str, discrete: bool, url: str | None, opened: list):
+    """make_policy(instruction): onboard, or a RemotePolicy on `url` with this bundle's engines as its head."""
+    from runtime.backends.registry import make_backend
+    from runtime.behaviours import with_behaviours
+    from runtime.policy import Policy
+
+    engines = make_backend(bundle, backend, variant=variant).activate()
+    opened.append(engines)
+    if url is None:
+        return lambda instruction: with_behaviours(Policy(bundle, engines, instruction=instruction), discrete=discrete)
+    from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.wire import model_identity
+
+    encoder = RemoteEncoder(RemoteConfig(url, timeout=5.0), expected_model=model_identity(bundle.manifest)).start()
+    opened.append(_Closing(encoder.close))
+    if not encoder.connected:
+        raise ValueError(f"--policy {url}: no policy server answers there ({encoder.refused or 'not reachable'})")
+
+    def make(instruction):
+        return with_behaviours(RemotePolicy(bundle, engines, encoder, instruction=instruction), discrete=discrete)
+
+    return make
+
+
+def evaluate_latency(bundle, spec: LatencySpec, seeds: list[int], max_steps: int, width: int, height: int,
+                     backend: str, variant: str, discrete: bool, url: str | None, opened: list, json_out=None) -> int:
+    """sim.evaluate's closed loop under injected latency: prints one line, writes the figures to `json_out`."""
+    import json
+    import sys
+
+    from sim.world import random_layout
+
+    make = latency_policy_factory(bundle, backend, variant, discrete, url, opened)
+    row = closed_loop_latency(make, [random_layout(s) for s in seeds], seeds, spec, max_steps, width, height,
+                              bundle.action_range if discrete else None,
+                              progress=lambda i, n: print(f"\r  layout {i}/{n}", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    row.pop("rollouts")
+    row.update(policy="remote" if url else "onboard", episodes=len(seeds), layout_seeds=[seeds[0], seeds[-1]])
+    print(format_latency(row))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(row, indent=2) + "\n")
+    return 0
