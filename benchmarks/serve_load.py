@@ -1,6 +1,6 @@
 """Many simulated robots against one policy server: round trips, the server's step time, each robot's rate.
 
-    python -m benchmarks.serve_load --bundle bundle/ --robots 8 --rate 10 --seconds 10
+    python -m benchmarks.serve_load --bundle bundle/ --robots 8 --robot-hz 10 --seconds 10
     python -m benchmarks.serve_load --bundle bundle/ --url ws://gpu-box:8000 --robots 16
 
 Starts `python -m serve --bundle B --workers W` in its own process (or uses
@@ -44,7 +44,7 @@ def start_server(bundle: Path, workers: int) -> tuple[subprocess.Popen, str]:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError("the server did not start")
+                raise RuntimeError("the server did not start") from None
             time.sleep(0.2)
 
 
@@ -104,7 +104,8 @@ def run(bundle_dir: Path, robots: int, rate: float, seconds: float, workers: int
     queue = np.concatenate([r["queue"] for r in results.values()]) * 1e3
     rates = [r["rate"] for r in results.values()]
     return {"robots": robots, "rate_hz": rate, "workers": workers, "seconds": seconds,
-            "round_trip_ms": {"p50": round(float(np.percentile(rtt, 50)), 1), "p99": round(float(np.percentile(rtt, 99)), 1)},
+            "round_trip_ms": {"p50": round(float(np.percentile(rtt, 50)), 1),
+                              "p99": round(float(np.percentile(rtt, 99)), 1)},
             "server_step_ms": {"p50": round(float(np.percentile(server, 50)), 1),
                                "p99": round(float(np.percentile(server, 99)), 1)},
             "server_queue_ms_p50": round(float(np.percentile(queue, 50)), 1),
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--robots", type=int, default=8)
-    ap.add_argument("--rate", type=float, default=10.0, help="frames per second each robot sends")
+    ap.add_argument("--robot-hz", type=float, default=10.0, help="frames per second each robot sends")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=2, help="the server's inference threads")
     ap.add_argument("--url", help="an already running server (default: start one on loopback)")
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
     add_log_level_argument(ap)
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
-    r = run(args.bundle, args.robots, args.rate, args.seconds, args.workers, args.url)
+    r = run(args.bundle, args.robots, args.robot_hz, args.seconds, args.workers, args.url)
     print(json.dumps(r, indent=2))
     if args.json:
         args.json.write_text(json.dumps(r, indent=2) + "\n")

@@ -73,7 +73,7 @@ class DriveConfig:
     status: bool = True  # one live status line on stderr
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "DriveConfig":
+    def from_args(cls, args: argparse.Namespace) -> DriveConfig:
         return cls(args.mode, args.rate, args.step_duration, args.cmd_timeout, args.camera_timeout,
                    args.max_steps, status=not args.quiet)
 
@@ -104,7 +104,7 @@ class DriveSpec:
     chunks: AsyncConfig | None = None  # --async: play chunks while the next is inferred; None: one action a frame
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "DriveSpec":
+    def from_args(cls, args: argparse.Namespace) -> DriveSpec:
         return cls(PolicySpec.from_args(args), MotorSpec.from_args(args), CameraSpec.from_args(args),
                    DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log,
                    remote_config_from_args(args), async_config_from_args(args))
@@ -128,7 +128,7 @@ class StepProgress:
     started: float | None = None
     finished: bool = False
 
-    def follow(self, step: int) -> "StepProgress":
+    def follow(self, step: int) -> StepProgress:
         return self if step == self.step else StepProgress(step)
 
 
@@ -395,11 +395,11 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     spec.motor. Both are disconnected when the drive ends, and the backend is released."""
     from contextlib import ExitStack
 
+    from runtime.async_chunks import open_chunks
     from runtime.backends.base import BackendError
     from runtime.bundle import BundleError
     from runtime.hardware import DeviceError
     from runtime.motor_select import open_motor
-    from runtime.async_chunks import open_chunks
     from runtime.policy_setup import open_policy
     from runtime.prompt import PromptTooLongError
     from runtime.remote_policy import open_remote_policy

@@ -87,7 +87,7 @@ class RemoteEncoder:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._reconnect_loop, name="remote-reconnect", daemon=True)
 
-    def start(self, wait: bool = True) -> "RemoteEncoder":
+    def start(self, wait: bool = True) -> RemoteEncoder:
         """Start reconnecting in the background; `wait`: try once now, so the first step can go remote."""
         if wait:
             self._connect_once()

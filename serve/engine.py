@@ -161,7 +161,8 @@ class Engine:
             self._pool.put(backend)
         return np.asarray(feature, np.float32), timings
 
-    def actions(self, robot_id: str, rgb: np.ndarray, prompt: str | None, reset: bool = False) -> tuple[np.ndarray, dict]:
+    def actions(self, robot_id: str, rgb: np.ndarray, prompt: str | None,
+                reset: bool = False) -> tuple[np.ndarray, dict]:
         """(N, A) float32 chunk in robot units for this robot's newest frame (its ring advances by one)."""
         session = self.session(robot_id, prompt)
         with session.lock:

@@ -188,7 +188,7 @@ class ServerThread:
     def url(self) -> str:
         return f"ws://{self.server.config.host}:{self.server.port}"
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self._thread.start()
         self._started.wait(30)
         if self.error is not None:

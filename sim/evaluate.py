@@ -36,9 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+from plotting import pyplot
 from runtime.backends.base import BackendError
 from runtime.bundle import BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
+from sim.latency import add_latency_arguments, evaluate_latency, latency_requested, latency_spec_from_args
 from sim.task import (
     MOVE,
     SIM_SAFETY,
@@ -50,8 +52,6 @@ from sim.task import (
     random_decider,
     rollout,
 )
-from plotting import pyplot
-from sim.latency import add_latency_arguments, evaluate_latency, latency_requested, latency_spec_from_args
 from sim.world import random_layout
 
 AXES = ("linear_x", "linear_y", "angular_z")

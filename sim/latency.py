@@ -65,7 +65,8 @@ def _stopped(action, dead_zone: float) -> bool:
 
 
 def synchronous_rollout(layout: Layout, policy, spec: LatencySpec, budget: float, width: int, height: int,
-                        seed: int, timing: StepTiming = StepTiming(), safety: SafetyConfig = SIM_SAFETY) -> TimedRollout:
+                        seed: int, timing: StepTiming = StepTiming(),
+                        safety: SafetyConfig = SIM_SAFETY) -> TimedRollout:
     robot, gate, rng = SimRobot(layout), SafetyGate(safety), np.random.default_rng(seed)
     policy.reset()
     t, step, waited = 0.0, 0, 0
@@ -157,7 +158,8 @@ def closed_loop_latency(make_policy, layouts: list, seeds: list[int], spec: Late
             "timeouts": int(sum(r.ended_by == "time" for r in runs)),
             "mean_inferences": round(float(np.mean([r.inferences for r in runs])), 2),
             "mean_time_to_success_s": round(float(np.mean([r.sim_time for r in done])), 2) if done else None,
-            "actions_per_s": round(float(sum(r.inferences for r in runs) / max(sum(r.sim_time for r in runs), 1e-9)), 2),
+            "inferences_per_s": round(sum(r.inferences for r in runs) / max(sum(r.sim_time for r in runs), 1e-9),
+                                      2),
             "rollouts": runs}
 
 
@@ -165,7 +167,7 @@ def format_latency(row: dict) -> str:
     t = row["mean_time_to_success_s"]
     return (f"{row['mode']:<5} latency {row['latency_ms']:5.0f} ms (+{row['jitter_ms']:.0f} jitter): success "
             f"{row['success_rate']:.2f}, collisions {row['collision_rate']:.2f}, out of time {row['timeouts']}, "
-            f"time to success {'-' if t is None else f'{t:.1f} s'}, {row['actions_per_s']:.2f} inferences/s")
+            f"time to success {'-' if t is None else f'{t:.1f} s'}, {row['inferences_per_s']:.2f} inferences/s")
 
 
 # -- sim.evaluate's options ------------------------------------------------------------------
@@ -211,7 +213,8 @@ def latency_policy_factory(bundle, backend: str, variant: str, discrete: bool, u
     encoder = RemoteEncoder(RemoteConfig(url, timeout=5.0), expected_model=model_identity(bundle.manifest)).start()
     opened.append(_Closing(encoder.close))
     if not encoder.connected:
-        raise ValueError(f"--policy {url}: no policy server answers there ({encoder.refused or 'not reachable'})")
+        why = f": {encoder.refused}" if encoder.refused else ""
+        raise ValueError(f"--policy {url}: no policy server answers there{why}")
 
     def make(instruction):
         return with_behaviours(RemotePolicy(bundle, engines, encoder, instruction=instruction), discrete=discrete)

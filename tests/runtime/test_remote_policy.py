@@ -35,7 +35,7 @@ def start_server(bundle_dir, port: int) -> subprocess.Popen:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"server did not start: {proc.stderr.read().decode()}")
+                raise RuntimeError(f"server did not start: {proc.stderr.read().decode()}") from None
             time.sleep(0.1)
 
 
