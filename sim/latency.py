@@ -36,7 +36,7 @@ import numpy as np
 
 from runtime.async_chunks import AsyncConfig, ChunkSchedule
 from runtime.safety import SafetyConfig, SafetyGate
-from sim.task import SIM_SAFETY, Rollout, StepTiming, execute, in_goal
+from sim.task import SIM_SAFETY, Rollout, ScriptedExpert, StepTiming, execute, in_goal
 from sim.world import Layout, SimRobot, render
 
 
@@ -47,6 +47,7 @@ class LatencySpec:
     asynchronous: bool = False  # play chunks while inferring (runtime.drive --async)
     budget: float | None = None  # s of simulated task time; None: max_steps x the step duration
     blend: float = AsyncConfig.blend  # s of cross-fade between chunks (async)
+    moves_from_rest: bool = True  # async: each action starts from rest, as the recorded 0.4 s key presses did
 
 
 @dataclass
@@ -60,24 +61,60 @@ def _latency(spec: LatencySpec, rng: np.random.Generator) -> float:
     return spec.latency + (float(rng.uniform(0.0, spec.jitter)) if spec.jitter > 0 else 0.0)
 
 
+def policy_planner(policy):
+    """A runtime policy as a planner: plan(image, pose) -> (chunk (N, A), action to send in synchronous mode)."""
+    def plan(image, pose):
+        out = policy.infer(image)
+        if not out.finite:  # NaN: the robot stops (the drive loop zeroes)
+            return np.zeros_like(out.chunk), np.zeros(3, np.float32)
+        return out.chunk, out.action
+
+    plan.reset, plan.chunk_len = policy.reset, policy.bundle.chunk
+    return plan
+
+
+def expert_planner(layout: Layout, chunk_len: int, timing: StepTiming = StepTiming(),
+                   safety: SafetyConfig = SIM_SAFETY):
+    """The scripted expert as a chunk predictor: from the pose (it sees no frame) it plays its own next
+    `chunk_len` moves forward on a copy of the robot, the plan a perfect chunk head would predict."""
+    expert = ScriptedExpert(layout)
+
+    def plan(image, pose):
+        ghost, gate, t = SimRobot(layout, pose=tuple(pose)), SafetyGate(safety), 0.0
+        moves = []
+        for _ in range(chunk_len):
+            move = expert(None, ghost.pose)
+            moves.append(move[:2])
+            if not any(move) or ghost.collided:
+                break
+            _, t = execute(ghost, gate, move, timing, t)
+        moves += [np.zeros(2, np.float32)] * (chunk_len - len(moves))  # after a stop: stay stopped
+        return np.stack(moves).astype(np.float32), expert(None, pose)
+
+    plan.reset, plan.chunk_len, plan.blind = expert.reset, chunk_len, True
+    return plan
+
+
 def _stopped(action, dead_zone: float) -> bool:
     return not np.any(np.abs(np.asarray(action, np.float64)[:2]) >= dead_zone)
 
 
-def synchronous_rollout(layout: Layout, policy, spec: LatencySpec, budget: float, width: int, height: int,
+def _see(layout, plan, robot, width, height, seed):
+    return None if getattr(plan, "blind", False) else render(layout, robot.pose, width, height, seed=seed)
+
+
+def synchronous_rollout(layout: Layout, plan, spec: LatencySpec, budget: float, width: int, height: int,
                         seed: int, timing: StepTiming = StepTiming(),
                         safety: SafetyConfig = SIM_SAFETY) -> TimedRollout:
     robot, gate, rng = SimRobot(layout), SafetyGate(safety), np.random.default_rng(seed)
-    policy.reset()
+    plan.reset()
     t, step, waited = 0.0, 0, 0
     while True:
-        image = render(layout, robot.pose, width, height, seed=seed * 1000 + step)
-        out = policy.infer(image)
+        _, action = plan(_see(layout, plan, robot, width, height, seed * 1000 + step), robot.pose)
         step += 1
         lat = _latency(spec, rng)
         waited += int(round(lat * timing.rate))
         t += lat  # the motors wait at zero for the answer
-        action = out.action if out.finite else np.zeros(3, np.float32)
         if t >= budget:
             return TimedRollout(False, False, step, "time", list(robot.path), [], layout, t, step, waited)
         first, t = execute(robot, gate, action, timing, t)
@@ -88,27 +125,25 @@ def synchronous_rollout(layout: Layout, policy, spec: LatencySpec, budget: float
                                 step, waited)
 
 
-def asynchronous_rollout(layout: Layout, policy, spec: LatencySpec, budget: float, width: int, height: int,
+def asynchronous_rollout(layout: Layout, plan, spec: LatencySpec, budget: float, width: int, height: int,
                          seed: int, timing: StepTiming = StepTiming(), safety: SafetyConfig = SIM_SAFETY,
                          discrete_move: float | None = None) -> TimedRollout:
     robot, gate, rng = SimRobot(layout), SafetyGate(safety), np.random.default_rng(seed)
-    policy.reset()
-    schedule = ChunkSchedule(AsyncConfig(action_period=timing.duration, blend=spec.blend), policy.bundle.chunk,
+    plan.reset()
+    schedule = ChunkSchedule(AsyncConfig(action_period=timing.duration, blend=spec.blend), plan.chunk_len,
                              discrete_move)
     dt = 1.0 / timing.rate
     pending = None  # (lands at, chunk, captured at)
-    t, frames, gaps, tick = 0.0, 0, 0, 0
+    t, frames, gaps, tick, last_slot = 0.0, 0, 0, 0, None
     while t < budget:
-        if pending is not None and t >= pending[0] - 1e-9:
-            schedule.land(pending[1], pending[2], t)
-            pending = None
         if pending is None and schedule.needs_inference(t):
-            image = render(layout, robot.pose, width, height, seed=seed * 1000 + frames)
-            out = policy.infer(image)
+            chunk, _ = plan(_see(layout, plan, robot, width, height, seed * 1000 + frames), robot.pose)
             frames += 1
             schedule.started(t)
-            chunk = out.chunk if out.finite else np.zeros_like(out.chunk)
             pending = (t + _latency(spec, rng), chunk, t)
+        if pending is not None and t >= pending[0] - 1e-9:  # lands on the first tick at or after its time
+            schedule.land(pending[1], pending[2], t)
+            pending = None
         action = schedule.action_at(t)
         if action is None:
             gate.zero(t)
@@ -117,6 +152,10 @@ def asynchronous_rollout(layout: Layout, policy, spec: LatencySpec, budget: floa
             if _stopped(action, safety.dead_zone):
                 return TimedRollout(in_goal(layout, robot.pose), False, frames, "stop", list(robot.path), [],
                                     layout, t, frames, gaps)
+            slot = schedule.slot_at(t)
+            if spec.moves_from_rest and slot != last_slot:
+                gate.zero(t - dt)  # each action a move from rest, as the demonstrations' key presses were
+            last_slot = slot
             cmd = gate.filter(action, t)
             if not robot.step(*cmd, dt) and robot.collided:
                 return TimedRollout(False, True, frames, "collision", list(robot.path), [], layout, t, frames, gaps)
@@ -125,28 +164,24 @@ def asynchronous_rollout(layout: Layout, policy, spec: LatencySpec, budget: floa
     return TimedRollout(False, False, frames, "time", list(robot.path), [], layout, t, frames, gaps)
 
 
-def timed_rollout(layout: Layout, policy, spec: LatencySpec, max_steps: int = 40, width: int = 256,
+def timed_rollout(layout: Layout, plan, spec: LatencySpec, max_steps: int = 40, width: int = 256,
                   height: int = 144, seed: int = 0, timing: StepTiming = StepTiming(),
                   discrete_move: float | None = None) -> TimedRollout:
     budget = spec.budget if spec.budget is not None else max_steps * timing.duration
     if spec.asynchronous:
-        return asynchronous_rollout(layout, policy, spec, budget, width, height, seed, timing,
+        return asynchronous_rollout(layout, plan, spec, budget, width, height, seed, timing,
                                     discrete_move=discrete_move)
-    return synchronous_rollout(layout, policy, spec, budget, width, height, seed, timing)
+    return synchronous_rollout(layout, plan, spec, budget, width, height, seed, timing)
 
 
-def closed_loop_latency(make_policy, layouts: list, seeds: list[int], spec: LatencySpec, max_steps: int = 40,
+def closed_loop_latency(make_plan, layouts: list, seeds: list[int], spec: LatencySpec, max_steps: int = 40,
                         width: int = 256, height: int = 144, discrete_move: float | None = None,
                         progress=None) -> dict:
-    """Success, collisions, moves, simulated time and control gaps of the policy on `layouts` under `spec`."""
-    from sim.task import instruction_for
-
-    policies: dict = {}
+    """Success, collisions, inferences and simulated time on `layouts` under `spec`; `make_plan(layout)` gives
+    each room's planner (`policy_planner` of the room's instruction's policy, or `expert_planner`)."""
     runs = []
     for i, (layout, seed) in enumerate(zip(layouts, seeds)):
-        if layout.side not in policies:
-            policies[layout.side] = make_policy(instruction_for(layout.side))
-        runs.append(timed_rollout(layout, policies[layout.side], spec, max_steps, width, height, seed,
+        runs.append(timed_rollout(layout, make_plan(layout), spec, max_steps, width, height, seed,
                                   discrete_move=discrete_move))
         if progress:
             progress(i + 1, len(layouts))
@@ -228,10 +263,18 @@ def evaluate_latency(bundle, spec: LatencySpec, seeds: list[int], max_steps: int
     import json
     import sys
 
+    from sim.task import instruction_for
     from sim.world import random_layout
 
     make = latency_policy_factory(bundle, backend, variant, discrete, url, opened)
-    row = closed_loop_latency(make, [random_layout(s) for s in seeds], seeds, spec, max_steps, width, height,
+    planners: dict = {}
+
+    def make_plan(layout):
+        if layout.side not in planners:
+            planners[layout.side] = policy_planner(make(instruction_for(layout.side)))
+        return planners[layout.side]
+
+    row = closed_loop_latency(make_plan, [random_layout(s) for s in seeds], seeds, spec, max_steps, width, height,
                               bundle.action_range if discrete else None,
                               progress=lambda i, n: print(f"\r  layout {i}/{n}", end="", file=sys.stderr))
     print(file=sys.stderr)
