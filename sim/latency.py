@@ -215,6 +215,8 @@ def add_latency_arguments(ap) -> None:
                     help="closed loop: uniform extra latency per inference, in ms")
     ap.add_argument("--async", dest="async_chunks", action="store_true",
                     help="closed loop: play chunks while the next is inferred (runtime.drive --async)")
+    ap.add_argument("--time-budget-s", type=float, default=LatencySpec.budget,
+                    help="closed loop with latency: simulated seconds a run may take (default: --max-steps x 0.4 s)")
 
 
 def latency_requested(args) -> bool:
@@ -222,7 +224,8 @@ def latency_requested(args) -> bool:
 
 
 def latency_spec_from_args(args) -> LatencySpec:
-    return LatencySpec(args.inject_latency_ms / 1e3, args.latency_jitter_ms / 1e3, args.async_chunks)
+    return LatencySpec(args.inject_latency_ms / 1e3, args.latency_jitter_ms / 1e3, args.async_chunks,
+                       args.time_budget_s)
 
 
 class _Closing:
@@ -279,7 +282,8 @@ def evaluate_latency(bundle, spec: LatencySpec, seeds: list[int], max_steps: int
                               progress=lambda i, n: print(f"\r  layout {i}/{n}", end="", file=sys.stderr))
     print(file=sys.stderr)
     row.pop("rollouts")
-    row.update(policy="remote" if url else "onboard", episodes=len(seeds), layout_seeds=[seeds[0], seeds[-1]])
+    row.update(policy="remote" if url else "onboard", episodes=len(seeds), layout_seeds=[seeds[0], seeds[-1]],
+               time_budget_s=spec.budget if spec.budget is not None else max_steps * StepTiming().duration)
     print(format_latency(row))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)

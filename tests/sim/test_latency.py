@@ -44,3 +44,30 @@ def test_the_async_loop_plays_nothing_before_the_first_chunk_lands():
     layout = random_layout(SEEDS[1])
     r = timed_rollout(layout, expert_planner(layout, 10), LatencySpec(latency=0.35, asynchronous=True, budget=0.3))
     assert r.ended_by == "time" and np.allclose(r.path[-1][:2], r.path[0][:2])  # never moved: no plan yet
+
+
+def test_sim_evaluate_with_latency_over_a_real_server_equals_the_onboard_run(tiny_bundle_dir, tmp_path):
+    """`sim.evaluate --policy ws://... --inject-latency-ms 200 --async`: every inference a loopback round trip, the
+    figures identical to the onboard run's (the server's features are the onboard ones, bit for bit)."""
+    import json
+
+    from runtime.bundle import load_bundle
+    from serve.engine import Engine, EngineConfig
+    from serve.server import ServerConfig, ServerThread
+    from sim.evaluate import main
+
+    common = ["--bundle", str(tiny_bundle_dir), "--episodes", "2", "--max-steps", "6", "--inject-latency-ms", "200",
+              "--latency-jitter-ms", "20", "--async"]
+    assert main([*common, "--json", str(tmp_path / "onboard.json")]) == 0
+    engine = Engine(load_bundle(tiny_bundle_dir), EngineConfig())
+    try:
+        with ServerThread(engine, ServerConfig(port=0)) as running:
+            assert main([*common, "--policy", running.url, "--json", str(tmp_path / "remote.json")]) == 0
+            assert running.server.served > 0
+    finally:
+        engine.close()
+    onboard, remote = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("onboard", "remote"))
+    assert (onboard["policy"], remote["policy"]) == ("onboard", "remote")
+    assert (onboard["mode"], onboard["latency_ms"], onboard["jitter_ms"]) == ("async", 200.0, 20.0)
+    for key in ("success_rate", "collision_rate", "mean_inferences", "inferences_per_s"):
+        assert onboard[key] == remote[key]
