@@ -63,8 +63,12 @@ def measure(preset: str, batch: int, repeats: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="mvla-batch-") as tmp:
         vision_path, language_path, prompt = export_batched(preset, Path(tmp))
-        vision = ort.InferenceSession(str(vision_path), providers=["CPUExecutionProvider"])
-        language = ort.InferenceSession(str(language_path), providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()  # as runtime.backends.onnxruntime sets them: full optimisation, no spinning
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        vision = ort.InferenceSession(str(vision_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        language = ort.InferenceSession(str(language_path), sess_options=opts, providers=["CPUExecutionProvider"])
     size = prompt["size"]
     rng = np.random.default_rng(0)
     pixels = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
