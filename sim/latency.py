@@ -220,7 +220,8 @@ def add_latency_arguments(ap) -> None:
 
 
 def latency_requested(args) -> bool:
-    return bool(args.policy or args.inject_latency_ms or args.latency_jitter_ms or args.async_chunks)
+    return bool(args.policy or args.inject_latency_ms or args.latency_jitter_ms or args.async_chunks
+                or args.time_budget_s is not None)
 
 
 def latency_spec_from_args(args) -> LatencySpec:
