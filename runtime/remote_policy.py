@@ -206,9 +206,11 @@ class RemoteEncoder:
             self._drop(f"{type(e).__name__}: {e}")
             raise RemoteUnavailable(f"{type(e).__name__}: {e}") from None
         round_trip = time.perf_counter() - start
-        server_s = float(reply.get("server_timing", {}).get("total_ms", 0.0)) / 1e3
+        server_timing = reply.get("server_timing", {})
+        server_s = float(server_timing.get("total_ms", 0.0)) / 1e3
         timings = {k: float(v) / 1e3 for k, v in reply.get("policy_timing", {}).items()}
-        timings.update(network=max(round_trip - server_s, 0.0), server=server_s)
+        timings.update(network=max(round_trip - server_s, 0.0), server=server_s,
+                       queue=float(server_timing.get("queue_ms", 0.0)) / 1e3)
         feature = np.asarray(reply["feature"], np.float32)
         return feature, timings
 
