@@ -38,7 +38,7 @@ import numpy as np
 class AsyncConfig:
     action_period: float = 0.4  # s each action of a chunk covers (the recordings' step: 0.4 s key presses)
     threshold: int | None = None  # infer when at most this many actions are left ahead; None: chunk length - 1
-    blend: float = 0.1  # s of linear cross-fade from the old plan to a new one (0: switch at once)
+    blend: float = 0.0  # s of linear cross-fade from the old plan to a new one (0: switch at once; see docs)
 
 
 def add_async_arguments(ap) -> None:
@@ -130,15 +130,6 @@ class ChunkSchedule:
             return 0
         k = self._index(self._plan, now)
         return 0 if k is None else len(self._plan[1]) - 1 - k
-
-    def slot_at(self, now: float) -> tuple[float, int] | None:
-        """(capture time of the playing plan, its action index) at `now`; None when nothing covers it."""
-        with self._lock:
-            plan = self._plan
-        if plan is None:
-            return None
-        k = self._index(plan, now)
-        return None if k is None else (plan[0], k)
 
     def covered_until(self) -> float:
         """The time the newest plan runs out (-inf before the first)."""

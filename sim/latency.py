@@ -134,27 +134,34 @@ def asynchronous_rollout(layout: Layout, plan, spec: LatencySpec, budget: float,
                              discrete_move)
     dt = 1.0 / timing.rate
     pending = None  # (lands at, chunk, captured at)
-    t, frames, gaps, tick, last_slot = 0.0, 0, 0, 0, None
+    t, frames, gaps, tick, last_slot, first_capture = 0.0, 0, 0, 0, None, None
     while t < budget:
         if pending is None and schedule.needs_inference(t):
             chunk, _ = plan(_see(layout, plan, robot, width, height, seed * 1000 + frames), robot.pose)
             frames += 1
+            first_capture = t if first_capture is None else first_capture
             schedule.started(t)
             pending = (t + _latency(spec, rng), chunk, t)
         if pending is not None and t >= pending[0] - 1e-9:  # lands on the first tick at or after its time
-            schedule.land(pending[1], pending[2], t)
+            skipped = schedule.land(pending[1], pending[2], t)
+            own = pending[1][min(skipped, len(pending[1]) - 1)]
             pending = None
-        action = schedule.action_at(t)
-        if action is None:
-            gate.zero(t)
-            gaps += schedule.landings > 0  # a tick after the first chunk with nothing to play
-        else:
-            if _stopped(action, safety.dead_zone):
+            # The run ends as a synchronous one does: when a fresh frame's own plan for now is a stop. A stop
+            # planned further ahead only halts the robot until the next plan (the loop sends zero meanwhile).
+            if _stopped(own if discrete_move is None else np.round(own / discrete_move) * discrete_move,
+                        safety.dead_zone):
                 return TimedRollout(in_goal(layout, robot.pose), False, frames, "stop", list(robot.path), [],
                                     layout, t, frames, gaps)
-            slot = schedule.slot_at(t)
+        action = schedule.action_at(t)
+        if action is None or _stopped(action, safety.dead_zone):
+            gate.zero(t)
+            gaps += action is None and schedule.landings > 0  # a tick after the first chunk with nothing to play
+        else:
+            # each action period a move from rest, as the demonstrations' key presses were; a plan landing
+            # inside a period changes the command, not the clock (the periods start at the capture times)
+            slot = int(np.floor((t - first_capture) / timing.duration + 1e-9))
             if spec.moves_from_rest and slot != last_slot:
-                gate.zero(t - dt)  # each action a move from rest, as the demonstrations' key presses were
+                gate.zero(t - dt)
             last_slot = slot
             cmd = gate.filter(action, t)
             if not robot.step(*cmd, dt) and robot.collided:
