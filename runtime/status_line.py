@@ -49,7 +49,8 @@ class StatusLine:
         return (f"{self.rate.hz:5.1f} Hz | prep {t.get('preprocess', 0):5.1f} vis {t.get('vision', 0):6.1f} "
                 f"lang {t.get('language', 0):6.1f} head {t.get('head', 0):5.1f} ms | "
                 f"cmd {command[0]:+.2f} {command[1]:+.2f} {command[2]:+.2f} | step {steps}"
-                + (f" | {self.source} net {t.get('network', 0):5.1f} ms" if self.source else ""))
+                + (f" | {self.source}" if self.source else "")
+                + (f" net {t.get('network', 0):5.1f} ms" if self.source == "remote" else ""))
 
     def show(self, command, steps: int) -> None:
         if not self.enabled:
