@@ -48,6 +48,7 @@ import numpy as np
 
 from runtime.async_chunks import AsyncConfig, add_async_arguments, async_config_from_args
 from runtime.camera import CameraSpec, CameraStalled, EndOfStream, FrameTooOld, add_camera_arguments
+from runtime.cli import exits_on
 from runtime.hardware import SentCommand
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.motor_select import MotorSpec, add_motor_arguments
@@ -57,6 +58,7 @@ from runtime.safety import CommandWatchdog, SafetyConfig, SafetyGate, add_safety
 from runtime.status_line import StatusLine
 from runtime.step_handshake import StepHandshake
 from runtime.steplog import StepLog
+from runtime.takeover import TakeoverSpec, add_takeover_arguments
 
 log = logging.getLogger(__name__)
 MODES = ("continuous", "step")
@@ -100,13 +102,14 @@ class DriveSpec:
     loop: DriveConfig = DriveConfig()  # mode, rates and timeouts
     safety: SafetyConfig = SafetyConfig()  # speed and acceleration limits, dead zone
     log: Path | None = None  # JSON-lines log of every step; None: no log
+    takeover: TakeoverSpec | None = None  # --teleop/--record: a person may take over, the run recorded
     remote: RemoteConfig | None = None  # vision + language on a policy server (--policy ws://...); None: onboard
     chunks: AsyncConfig | None = None  # --async: play chunks while the next is inferred; None: one action a frame
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DriveSpec:
         return cls(PolicySpec.from_args(args), MotorSpec.from_args(args), CameraSpec.from_args(args),
-                   DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log,
+                   DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log, TakeoverSpec.from_args(args),
                    remote_config_from_args(args), async_config_from_args(args))
 
 
@@ -134,8 +137,9 @@ class StepProgress:
 
 class DriveLoop:
     def __init__(self, policy, camera, motor, gate: SafetyGate, config: DriveConfig = DriveConfig(),
-                 log: StepLog | None = None, printer=None, chunks=None):
+                 log: StepLog | None = None, printer=None, takeover=None, chunks=None):
         self.policy, self.camera, self.motor, self.gate, self.config = policy, camera, motor, gate, config
+        self.takeover = takeover  # runtime.takeover.Takeover: a person may replace the policy's action
         self.chunks = chunks  # runtime.async_chunks.AsyncChunks in --async (continuous mode); None: one action a frame
         self.log = log or StepLog(None)
         self.printer = printer or log_info
@@ -183,8 +187,12 @@ class DriveLoop:
                 except (CameraStalled, FrameTooOld) as e:  # stop now, keep trying; other camera errors end the run
                     self._publish(None, {}, f"camera: {e}")
                     continue
+                if self.takeover is not None:
+                    self.takeover.captured(frame)  # recorded with the command in force, tagged by who drove
                 t0 = time.monotonic()
-                out = self.policy.infer(frame.image)
+                # Continuous: the Frame, with its capture time, so the ring keeps the spacing the model was
+                # trained at (runtime/policy.py); step mode: one frame per move is one recorded frame.
+                out = self.policy.infer(frame if self.config.mode == "continuous" else frame.image)
                 t1 = time.monotonic()
                 record = {"type": "step", "step": self.steps, "t_capture": frame.stamp, "t_infer_start": t0,
                           "t_action": t1, "timings_ms": {k: round(v * 1e3, 3) for k, v in out.timings.items()},
@@ -216,14 +224,25 @@ class DriveLoop:
             time.sleep(0.005)
 
     # -- control thread ------------------------------------------------------------
-    def _send(self, command) -> SentCommand:
+    def _send(self, command, person: bool = False) -> SentCommand:
         vx, vy, wz = (float(v) for v in command)
         result = self.motor.send_velocity(vx, vy, wz)
         if not isinstance(result, SentCommand):  # the log must say what reached the robot, not guess
             raise TypeError(f"{type(self.motor).__name__}.send_velocity returned {type(result).__name__}, not "
                             f"runtime.hardware.SentCommand (see docs/motors.md)")
         self.last_command = result
+        if self.takeover is not None:
+            self.takeover.sent(time.monotonic(), result, person)
         return result
+
+    def _person_drives(self, now: float) -> bool:
+        """Take-over hook (runtime/takeover.py): while the person holds control, their command goes out
+        through the same gate instead of the policy's; the policy's steps wait."""
+        velocity = self.takeover.command(now)
+        if velocity is None:
+            return False
+        self._send(self.gate.filter(velocity, now), person=True)
+        return True
 
     def _send_zero(self, now: float, reason: str) -> None:
         was_moving = any(self.last_command.velocity)
@@ -234,6 +253,8 @@ class DriveLoop:
                             "acknowledged": result.acknowledged})
 
     def _tick(self, now: float, current: Published | None) -> None:
+        if self.takeover is not None and self._person_drives(now):
+            return
         if self.chunks is not None and current is not None and current.action is not None:
             self._tick_chunk(now, current)
             return
@@ -371,6 +392,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     add_camera_arguments(ap)
     add_loop_arguments(ap)
     add_safety_arguments(ap)
+    add_takeover_arguments(ap)
     add_remote_arguments(ap)
     add_async_arguments(ap)
     ap.add_argument("--log", type=Path, help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
@@ -378,6 +400,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     return ap
 
 
+@exits_on()  # CommandError: an option combination refused after parsing (--record without --teleop)
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--sim" in argv:  # moved in 0.2; this message goes in the release after
@@ -400,6 +423,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     from runtime.bundle import BundleError
     from runtime.hardware import DeviceError
     from runtime.motor_select import open_motor
+    from runtime.policy import bundle_frame_spacing, check_frame_spacing
     from runtime.policy_setup import open_policy
     from runtime.prompt import PromptTooLongError
     from runtime.remote_policy import open_remote_policy
@@ -408,6 +432,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
         try:
             policy = stack.enter_context(open_remote_policy(spec.policy, spec.remote) if spec.remote
                                          else open_policy(spec.policy))
+            check_frame_spacing(bundle_frame_spacing(policy.bundle), spec.loop.mode, spec.loop.step_duration)
             chunks = open_chunks(spec.chunks, policy, spec.policy.discrete, spec.loop.mode)
             if motor is None:
                 motor = open_motor(spec.motor, watchdog_s=spec.loop.cmd_timeout,
@@ -423,8 +448,19 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             return 1
         log.info("driving with %s, instruction %r, mode %s, motor %s; Ctrl-C stops (motors go to zero)",
                  policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name)
+        takeover = None
+        if spec.takeover is not None:
+            from runtime.takeover import open_takeover
+
+            try:
+                takeover = open_takeover(spec.takeover, spec.safety.max_speed, policy.instruction)
+            except DeviceError as e:
+                log.error("%s", e)
+                return 1
+            stack.callback(takeover.close)  # after the loop: the run's episode saved, the device released
         steplog = stack.enter_context(StepLog(spec.log))
-        loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, chunks=chunks)
+        loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, takeover=takeover,
+                         chunks=chunks)
         install_signal_handlers(loop)
         return loop.run()
 

@@ -231,17 +231,18 @@ class RemotePolicy(Policy):
             log.info("policy: %s%s", source, f" ({why})" if why else "")
         self.source = source
 
-    def encode(self, frame: np.ndarray) -> tuple[np.ndarray, dict]:
+    def feature(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
+        """The ACT feature from the server; on loss or lateness from the onboard engines, for the same image.
+        Policy.encode puts it in the ring either way, so the ring never notices a switch."""
         t0 = time.perf_counter()
         p = self.preprocess_config
-        rgb = resize_rgb(frame, p.channel_order, p.size, "rgb")  # on the robot: 150 KB on the wire, not megabytes
+        rgb = resize_rgb(image, p.channel_order, p.size, "rgb")  # on the robot: 150 KB on the wire, not megabytes
         resized = time.perf_counter() - t0
         try:
             feature, timings = self.encoder.feature(rgb, self.prompt)
         except RemoteUnavailable as e:
             self._use("onboard", str(e))
-            return super().encode(frame)  # the same frame, the same ring
-        self.ring.push(feature)
+            return super().feature(image)
         self._use("remote")
         timings["preprocess"] = resized + timings.get("preprocess", 0.0)
         return feature, timings

@@ -163,7 +163,7 @@ def test_a_busy_server_counts_as_lost_after_the_timeout(bundle, local_backend, t
             t0 = time.monotonic()
             remote.infer(frames(1)[0])
             took = time.monotonic() - t0
-            assert remote.source == "onboard" and 0.1 <= took < 0.1 + 0.1
+            assert remote.source == "onboard" and 0.1 <= took < 0.1 + 0.4  # + one onboard inference on a busy CPU
             release.set()
             encoder.close()
     finally:
