@@ -216,7 +216,7 @@ class RemoteEncoder:
 
 
 class RemotePolicy(Policy):
-    """A runtime Policy whose encode step asks the server first: same ring, same head, same `infer`."""
+    """A runtime Policy whose feature step asks the server first: same ring and pacing, same head, same `infer`."""
 
     def __init__(self, bundle: Bundle, backend, encoder: RemoteEncoder, instruction: str | None = None):
         super().__init__(bundle, backend, instruction=instruction)
