@@ -36,9 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+from plotting import pyplot
 from runtime.backends.base import BackendError
 from runtime.bundle import BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
+from sim.latency import add_latency_arguments, evaluate_latency, latency_requested, latency_spec_from_args
 from sim.task import (
     MOVE,
     SIM_SAFETY,
@@ -50,7 +52,6 @@ from sim.task import (
     random_decider,
     rollout,
 )
-from plotting import pyplot
 from sim.world import random_layout
 
 AXES = ("linear_x", "linear_y", "angular_z")
@@ -321,6 +322,7 @@ def evaluate(argv, opened: list) -> int:
                          "(runtime.drive --discrete, the default here)")
     ap.add_argument("--plot", type=Path, help="PNG path (default: next to --json, or evaluation.png)")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    add_latency_arguments(ap)  # --policy ws://..., --inject-latency-ms, --latency-jitter-ms, --async (sim/latency.py)
     args = ap.parse_args(argv)
 
     bundle = load_bundle(args.bundle)
@@ -328,6 +330,11 @@ def evaluate(argv, opened: list) -> int:
     if args.episodes.isdigit():
         if int(args.episodes) < 1:
             raise CommandError("--episodes: need at least 1 layout")
+        if latency_requested(args):
+            seeds = [eval_layout_seed(args.seed, i) for i in range(int(args.episodes))]
+            return evaluate_latency(bundle, latency_spec_from_args(args), seeds, args.max_steps, args.width,
+                                    args.height, args.backend, args.variant, not args.continuous, args.policy, opened,
+                                    args.json)
         make = policy_factories(bundle, args.backend, [args.variant], not args.continuous, opened)[args.variant]
         k = int(args.episodes)
         summaries = closed_loop(make, k, args.seed, args.max_steps, args.width, args.height,
