@@ -46,12 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.async_chunks import AsyncConfig, add_async_arguments, async_config_from_args
 from runtime.camera import CameraSpec, CameraStalled, EndOfStream, FrameTooOld, add_camera_arguments
 from runtime.cli import exits_on
 from runtime.hardware import SentCommand
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.motor_select import MotorSpec, add_motor_arguments
 from runtime.policy_setup import PolicySpec, add_policy_arguments
+from runtime.remote_policy import RemoteConfig, add_remote_arguments, remote_config_from_args
 from runtime.safety import CommandWatchdog, SafetyConfig, SafetyGate, add_safety_arguments
 from runtime.status_line import StatusLine
 from runtime.step_handshake import StepHandshake
@@ -73,7 +75,7 @@ class DriveConfig:
     status: bool = True  # one live status line on stderr
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "DriveConfig":
+    def from_args(cls, args: argparse.Namespace) -> DriveConfig:
         return cls(args.mode, args.rate, args.step_duration, args.cmd_timeout, args.camera_timeout,
                    args.max_steps, status=not args.quiet)
 
@@ -104,11 +106,14 @@ class DriveSpec:
     safety: SafetyConfig = SafetyConfig()  # speed and acceleration limits, dead zone
     log: Path | None = None  # JSON-lines log of every step; None: no log
     takeover: TakeoverSpec | None = None  # --teleop/--record: a person may take over, the run recorded
+    remote: RemoteConfig | None = None  # vision + language on a policy server (--policy ws://...); None: onboard
+    chunks: AsyncConfig | None = None  # --async: play chunks while the next is inferred; None: one action a frame
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "DriveSpec":
+    def from_args(cls, args: argparse.Namespace) -> DriveSpec:
         return cls(PolicySpec.from_args(args), MotorSpec.from_args(args), CameraSpec.from_args(args),
-                   DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log, TakeoverSpec.from_args(args))
+                   DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log, TakeoverSpec.from_args(args),
+                   remote_config_from_args(args), async_config_from_args(args))
 
 
 @dataclass
@@ -129,15 +134,16 @@ class StepProgress:
     started: float | None = None
     finished: bool = False
 
-    def follow(self, step: int) -> "StepProgress":
+    def follow(self, step: int) -> StepProgress:
         return self if step == self.step else StepProgress(step)
 
 
 class DriveLoop:
     def __init__(self, policy, camera, motor, gate: SafetyGate, config: DriveConfig = DriveConfig(),
-                 log: StepLog | None = None, printer=None, takeover=None):
+                 log: StepLog | None = None, printer=None, takeover=None, chunks=None):
         self.policy, self.camera, self.motor, self.gate, self.config = policy, camera, motor, gate, config
         self.takeover = takeover  # runtime.takeover.Takeover: a person may replace the policy's action
+        self.chunks = chunks  # runtime.async_chunks.AsyncChunks in --async (continuous mode); None: one action a frame
         self.log = log or StepLog(None)
         self.printer = printer or log_info
         self.stop_event = threading.Event()
@@ -173,6 +179,8 @@ class DriveLoop:
                     return
                 if self.config.mode == "step" and not self.handshake.wait_done(self.stop_event):
                     return
+                if self.chunks is not None and not self.chunks.wait_needed(self.stop_event, time.monotonic):
+                    return
                 try:
                     frame = self.camera.read(timeout=self.config.camera_timeout)
                 except EndOfStream:
@@ -191,11 +199,14 @@ class DriveLoop:
                 t1 = time.monotonic()
                 record = {"type": "step", "step": self.steps, "t_capture": frame.stamp, "t_infer_start": t0,
                           "t_action": t1, "timings_ms": {k: round(v * 1e3, 3) for k, v in out.timings.items()},
-                          "action": [float(v) for v in out.action]}
+                          "action": [float(v) for v in out.action], "policy": getattr(self.policy, "source", "")
+                          or "onboard"}
+                if self.chunks is not None:
+                    record.update(self.chunks.inferred(out, frame.stamp, time.monotonic()))
                 self._publish(out.action if out.finite else None, record, "" if out.finite else "non-finite action",
                               captured=frame.stamp)
                 self.steps += 1
-                self.status.inferred(time.monotonic(), record["timings_ms"])
+                self.status.inferred(time.monotonic(), record["timings_ms"], getattr(self.policy, "source", ""))
         except BaseException as e:  # any exception: the control thread zeroes and stops
             self.error = e
         finally:
@@ -247,6 +258,9 @@ class DriveLoop:
     def _tick(self, now: float, current: Published | None) -> None:
         if self.takeover is not None and self._person_drives(now):
             return
+        if self.chunks is not None and current is not None and current.action is not None:
+            self._tick_chunk(now, current)
+            return
         if current is None:
             self._send_zero(now, "no action yet")
             return
@@ -278,6 +292,19 @@ class DriveLoop:
         result = self._send(self.gate.filter(current.action, now))
         if first_send:
             progress.logged = True
+            self.last_logged_step = current.step
+            self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
+                                sent=result.sent, acknowledged=result.acknowledged))
+            self.status.show(result.velocity, self.steps)
+
+    def _tick_chunk(self, now: float, current: Published) -> None:
+        """--async: play what the chunks plan for now; zero when no chunk covers the present (the watchdog here)."""
+        action = self.chunks.action_at(now)
+        if action is None:
+            self._send_zero(now, "no chunk covers the present")
+            return
+        result = self._send(self.gate.filter(action, now))
+        if current.step != self.last_logged_step:
             self.last_logged_step = current.step
             self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
                                 sent=result.sent, acknowledged=result.acknowledged))
@@ -369,6 +396,8 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     add_loop_arguments(ap)
     add_safety_arguments(ap)
     add_takeover_arguments(ap)
+    add_remote_arguments(ap)
+    add_async_arguments(ap)
     ap.add_argument("--log", type=Path, help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
     add_log_level_argument(ap)
     return ap
@@ -411,6 +440,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     spec.motor. Both are disconnected when the drive ends, and the backend is released."""
     from contextlib import ExitStack
 
+    from runtime.async_chunks import open_chunks
     from runtime.backends.base import BackendError
     from runtime.bundle import BundleError
     from runtime.hardware import DeviceError
@@ -418,11 +448,14 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     from runtime.policy import bundle_frame_spacing, check_frame_spacing
     from runtime.policy_setup import open_policy
     from runtime.prompt import PromptTooLongError
+    from runtime.remote_policy import open_remote_policy
 
     with ExitStack() as stack:
         try:
-            policy = stack.enter_context(open_policy(spec.policy))
+            policy = stack.enter_context(open_remote_policy(spec.policy, spec.remote) if spec.remote
+                                         else open_policy(spec.policy))
             check_frame_spacing(bundle_frame_spacing(policy.bundle), spec.loop.mode, spec.loop.step_duration)
+            chunks = open_chunks(spec.chunks, policy, spec.policy.discrete, spec.loop.mode)
             if motor is None:
                 motor = open_motor(spec.motor, watchdog_s=spec.loop.cmd_timeout,
                                    printer=(lambda s: print(s, flush=True)))
@@ -432,7 +465,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             if camera is None:
                 camera = spec.camera.open(max_age=spec.loop.camera_timeout)
             stack.callback(camera.disconnect)
-        except (BundleError, BackendError, DeviceError, PromptTooLongError) as e:
+        except (BundleError, BackendError, DeviceError, PromptTooLongError, ValueError) as e:
             log.error("%s", e)
             return 1
         log.info("driving with %s, instruction %r, mode %s, motor %s; Ctrl-C stops (motors go to zero)",
@@ -448,7 +481,8 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                 return 1
             stack.callback(takeover.close)  # after the loop: the run's episode saved, the device released
         steplog = stack.enter_context(StepLog(spec.log))
-        loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, takeover=takeover)
+        loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, takeover=takeover,
+                         chunks=chunks)
         install_signal_handlers(loop)
         return loop.run()
 

@@ -40,7 +40,8 @@ def add_policy_arguments(ap: argparse.ArgumentParser) -> None:
     from runtime.behaviours import CHUNK_MODES
 
     d = PolicySpec
-    ap.add_argument("--bundle", type=Path, required=True, help="bundle folder from export.to_onnx")
+    ap.add_argument("--bundle", "--fallback-bundle", dest="bundle", type=Path, required=True,
+                    help="bundle folder from export.to_onnx (with --policy ws://...: the onboard fallback)")
     ap.add_argument("--backend", default=d.backend, choices=BACKENDS)
     ap.add_argument("--variant", default=d.variant, help="ONNX variant for ONNX Runtime backends (fp32, fp16, int8)")
     ap.add_argument("--cuda-graph", action="store_true",

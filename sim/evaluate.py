@@ -55,6 +55,7 @@ from runtime.bundle import BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
 from runtime.driving import driving_settings
 from runtime.logs import add_log_level_argument, setup_logging
+from sim.latency import add_latency_arguments, evaluate_latency, latency_requested, latency_spec_from_args
 from sim.task import (
     MOVE,
     SIM_SAFETY,
@@ -413,14 +414,31 @@ def build_parser() -> argparse.ArgumentParser:
                     help="closed loop: seconds per move (default: the bundle's frame spacing)")
     ap.add_argument("--plot", type=Path, help="PNG path (default: next to --json, or evaluation.png)")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    add_latency_arguments(ap)  # --policy ws://..., --inject-latency-ms, --latency-jitter-ms, --async (sim/latency.py)
     add_log_level_argument(ap)
     return ap
+
+
+def _closed_loop_with_latency(args) -> int:
+    """The closed loop under injected latency or against a policy server (sim/latency.py), snapping as the
+    bundle's driving record says unless told otherwise."""
+    bundle = load_bundle(args.bundle)
+    settings = driving_settings(bundle.driving, discrete=args.discrete, step_duration=args.step_duration)
+    log.info("evaluating %s: %s", args.bundle, settings.describe())
+    opened: list = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: [backend.deactivate() for backend in opened])
+        seeds = [eval_layout_seed(args.seed, i) for i in range(int(args.episodes))]
+        return evaluate_latency(bundle, latency_spec_from_args(args), seeds, args.max_steps, args.width, args.height,
+                                args.backend, args.variant, settings.discrete, args.policy, opened, args.json)
 
 
 @exits_on(BackendError, BundleError, FileNotFoundError, ValueError)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
+    if args.episodes.isdigit() and int(args.episodes) >= 1 and latency_requested(args):
+        return _closed_loop_with_latency(args)
     report = evaluate(EvaluationSpec(
         bundle=args.bundle, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, width=args.width,
         height=args.height, backend=args.backend, variant=args.variant,
