@@ -82,9 +82,12 @@ class DriveConfig:
 
 def add_loop_arguments(ap: argparse.ArgumentParser) -> None:
     d = DriveConfig
-    ap.add_argument("--mode", default=d.mode, choices=MODES)
+    # --mode and --step-duration default to the bundle's driving record (spec_from_args), not to DriveConfig's
+    ap.add_argument("--mode", choices=MODES, help="default: the bundle's driving record (step for key-press "
+                                                  "recordings; runtime/driving.py)")
     ap.add_argument("--rate", type=float, default=d.rate, help="control loop Hz")
-    ap.add_argument("--step-duration", type=float, default=d.step_duration, help="--mode step: seconds per move")
+    ap.add_argument("--step-duration", type=float,
+                    help="--mode step: seconds per move (default: the bundle's frame spacing, 0.4 s when unrecorded)")
     ap.add_argument("--cmd-timeout", type=float, default=d.cmd_timeout,
                     help="zero when the newest action's frame is older than this (s); also the serial "
                          "controller's own watchdog")
@@ -400,6 +403,18 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     return ap
 
 
+def spec_from_args(args: argparse.Namespace) -> DriveSpec:
+    """The DriveSpec a command line asks for. Mode, snapping and move duration not given on it (None) come from
+    the bundle's driving record, so the robot drives the policy as it was validated; a log line says which."""
+    from runtime.bundle import read_driving
+    from runtime.driving import driving_settings
+
+    settings = driving_settings(read_driving(args.bundle), args.mode, args.discrete, args.step_duration)
+    log.info("driving settings: %s", settings.describe())
+    chosen = {"mode": settings.mode, "discrete": settings.discrete, "step_duration": settings.step_duration}
+    return DriveSpec.from_args(argparse.Namespace(**{**vars(args), **chosen}))
+
+
 @exits_on()  # CommandError: an option combination refused after parsing (--record without --teleop)
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -409,7 +424,14 @@ def main(argv=None) -> int:
         return 2
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
-    return drive(DriveSpec.from_args(args))
+    from runtime.bundle import BundleError
+
+    try:
+        spec = spec_from_args(args)
+    except BundleError as e:
+        log.error("%s", e)
+        return 1
+    return drive(spec)
 
 
 def drive(spec: DriveSpec, camera=None, motor=None) -> int:

@@ -50,8 +50,12 @@ def add_policy_arguments(ap: argparse.ArgumentParser) -> None:
                     help="bundle check at start: quick (big files by size/times since their last full hash) or full")
     ap.add_argument("--instruction", help="what to do (default: the bundle's default instruction)")
     ap.add_argument("--chunk-mode", default=d.chunk_mode, choices=CHUNK_MODES)
-    ap.add_argument("--discrete", action="store_true",
-                    help="snap each axis to the nearest demonstrated move (-range, 0, +range), as recorded")
+    # default None: the bundle's driving record decides (runtime.drive.spec_from_args)
+    ap.add_argument("--discrete", action="store_const", const=True,
+                    help="snap each axis to the nearest demonstrated move (-range, 0, +range), as recorded "
+                         "(default: the bundle's driving record)")
+    ap.add_argument("--no-discrete", action="store_const", const=False, dest="discrete",
+                    help="the head's raw actions (default: the bundle's driving record)")
 
 
 @contextmanager

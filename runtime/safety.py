@@ -4,11 +4,11 @@
     command = gate.filter(action, now)      # limited, rate-limited, dead-zoned; zero on NaN/inf
     gate.zero(now)                          # on timeout, camera stall, exception, signal, exit
 
-The rules (DESIGN.md "Safety is not optional"):
+The rules:
 - per-axis speed limits (clip) and acceleration limits (slew rate per second);
   slowing down is never rate-limited: stopping is always allowed at once, and a
   direction reversal brakes to zero at once, then ramps in the new direction;
-- a dead zone: |v| below it is 0 (REFERENCE.md: the original used 0.1);
+- a dead zone: |v| below it is 0 (the original stack used 0.1: docs/original-stack.md);
 - NaN/inf anywhere in an action -> zero and counted;
 - `CommandWatchdog`: an action older than its timeout (the drive's
   `--cmd-timeout`, default 0.5 s as ros2_control's diff_drive_controller) is

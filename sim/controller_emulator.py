@@ -11,7 +11,7 @@ side by side with this): says READY when it starts, acknowledges every
 command, answers status queries, refuses bad payloads with NACK, refuses NaN,
 infinite or out-of-range speeds with NACK 4 and stops, and zeroes the motors
 on its own when no SET_VELOCITY/SET_WHEELS/HEARTBEAT arrived within the
-timeout the host sent (the controller-side watchdog of DESIGN.md).
+timeout the host sent (the controller-side watchdog of docs/serial-protocol.md).
 `reboot` is the auto-reset circuit of an Arduino-style board: motors off,
 deaf while the bootloader runs, then READY. `link` is a stable symlink to the
 current pty (what the udev rule gives the real controller), so a test can

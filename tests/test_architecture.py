@@ -24,7 +24,7 @@ FORBIDDEN = {
     "benchmarks": {"pipeline"},
     "plotting": {"runtime", "train", "export", "sim", "benchmarks", "pipeline", "serve"},
 }
-# third-party libraries the robot package must not load (DESIGN.md: it starts fast, fits beside the engines)
+# third-party libraries the robot package must not load (docs/architecture.md: it starts fast, fits beside the engines)
 RUNTIME_HEAVY = {"torch", "transformers", "peft", "lightning", "matplotlib"}
 
 

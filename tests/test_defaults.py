@@ -41,8 +41,12 @@ DISTINCT = {
     "backend": "runtime.drive takes the fastest backend that loads here (auto); evaluation, verification and "
                "benchmarks name one (ort-cpu) so that their figures reproduce on any machine",
     "fps": "a camera's requested rate (int) and pre-flight's expected rate (0 = one frame): two settings",
-    "mode": "runtime.drive drives continuously by default; runtime.record records the original collector's step "
-            "moves by default: two commands' own choices",
+    "frame_spacing_s": "the driving record's when a bundle has none (the collector's 0.4 s moves) and a take-over "
+                       "recording's (0: measured from the frames)",
+    "source": "a camera's source (csi, /dev/video0, ...) and the driving record's provenance text",
+    "mode": "runtime.drive takes the bundle's driving record (spec_from_args; DriveConfig's continuous for a library "
+            "caller that builds a DriveSpec itself); runtime.record records the original collector's step moves by "
+            "default; Driving.mode is what a bundle without a record was made for (step): each its own choice",
     "rate": "runtime.drive's control loop Hz, runtime.record's frames per second (its control loop Hz is "
             "--control-rate, read from DriveConfig.rate)",
 }
