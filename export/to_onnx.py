@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from export.external_data import consolidate_external_data
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
 from runtime.atomic import atomic_directory
 from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
@@ -74,22 +75,6 @@ def graph_specs(config, total_tokens: int) -> dict:
     }
 
 
-def _save_onnx(path: Path) -> None:
-    """A graph the exporter had to split (over protobuf's 2 GB) gets its weights in one file, GRAPH.onnx.data."""
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_model
-
-    model = onnx.load(str(path), load_external_data=False)
-    referenced = {e.value for t in _get_all_tensors(model) for e in t.external_data if e.key == "location"}
-    if not referenced:
-        return  # under 2 GB: the exporter inlined every weight
-    load_external_data_for_model(model, str(path.parent))
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
-    for name in referenced - {path.name + ".data"}:  # the exporter's one-file-per-tensor leftovers
-        (path.parent / name).unlink(missing_ok=True)
-
-
 def export_graph(module: torch.nn.Module, args: tuple, path: Path, spec: dict) -> None:
     names_in = [i["name"] for i in spec["inputs"]]
     names_out = [o["name"] for o in spec["outputs"]]
@@ -102,7 +87,7 @@ def export_graph(module: torch.nn.Module, args: tuple, path: Path, spec: dict) -
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=names_in,
                           output_names=names_out, dynamic_axes=dynamic or None, do_constant_folding=True)
-    _save_onnx(path)
+    consolidate_external_data(path)  # over 2 GB the exporter wrote one file per tensor
 
 
 def export_fp32(model, workdir: Path, specs: dict, prompt, progress) -> dict:
