@@ -3,7 +3,6 @@
     python -m benchmarks.latency --preset tiny                         # builds + exports tiny, seconds
     python -m benchmarks.latency --preset small --compare --variants fp32 int8 --save
     python -m benchmarks.latency --bundle bundle/ --ckpt CKPT --backend trt --compare
-    python -m benchmarks.latency --bundle bundle/ --backend trt --cuda-graph     # engines replayed as CUDA graphs
     python -m benchmarks.latency --preset kosmos2 --random-weights --steps 20      # real size, no download
 
 Per stage (capture when --camera is given, preprocess from a 1280x720 BGR
@@ -272,7 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--random-weights", action="store_true")
     ap.add_argument("--backend", nargs="+", default=["ort-cpu"], choices=("auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"))
     ap.add_argument("--variants", nargs="+", default=["fp32"], help="ONNX variants for ORT backends: fp32 fp16 int8")
-    ap.add_argument("--cuda-graph", action="store_true", help="the trt backend replays its engines as CUDA graphs")
     ap.add_argument("--chunk-mode", default="first", choices=("first", "chunk", "ensemble"),
                     help="the behaviour wrapped around the policy, as runtime.drive --chunk-mode (chunk skips the head)")
     ap.add_argument("--discrete", action="store_true", help="snap to the demonstrated moves, as runtime.drive --discrete")
@@ -323,8 +321,7 @@ def main(argv=None) -> int:
                 if resolved.startswith("ort") and variant not in bundle.variants:
                     print(f"skipping {resolved}:{variant}: not in the bundle", file=sys.stderr)
                     continue
-                backend = make_backend(bundle, resolved, variant=variant,
-                                       cuda_graph=args.cuda_graph and resolved == "trt").activate()
+                backend = make_backend(bundle, resolved, variant=variant).activate()
                 backends.append(backend)
                 key = f"{resolved}:{variant}"
                 paths[f"runtime:{key}"] = RuntimePath(bundle, backend, motor, args.chunk_mode, args.discrete)

@@ -30,6 +30,7 @@ import numpy as np
 # Protobuf's hard limit is 2 GiB for the whole message; the graph's own structure and the inline small
 # tensors come on top of the weights, so a graph whose weights exceed 1 GiB keeps them outside.
 INLINE_LIMIT = 1 << 30
+CONSTANTS_LIMIT = 1 << 30  # node constants always stay in the graph: more than this would not fit beside it
 EXTERNAL_MIN_BYTES = 1024  # smaller tensors (shapes, scalars) stay in the graph, as onnx's own saver does
 ALIGN = 4096  # offsets on page boundaries: ONNX Runtime and TensorRT may mmap the data file
 CHUNK_BYTES = 64 << 20  # converted 64 MiB at a time: a 530 MB embedding never needs 4 fp32 copies at once
@@ -128,13 +129,19 @@ def _inline(tensor, chunks: Iterable[bytes]) -> None:
     tensor.data_location = TensorProto.DEFAULT
 
 
-def _check_external_tensors(model, path: Path) -> None:
-    from onnx.external_data_helper import _get_all_tensors
+def _inline_attribute_tensors(model, base: Path) -> None:
+    """Constants (node attribute tensors, e.g. the sinusoidal position table) the exporter wrote outside: read
+    back into the graph, where the converter handles them; they are small next to the weights."""
+    from onnx.external_data_helper import _get_attribute_tensors
 
-    outside = sum(map(_uses_external, _get_all_tensors(model))) - sum(map(_uses_external, model.graph.initializer))
-    if outside:  # the torch exporter never writes these; converting them would need their own bookkeeping
-        raise ValueError(f"{path}: {outside} tensors with external data outside the main graph's initializers "
-                         f"(node attributes or subgraphs) are not supported; save the graph with them inline")
+    inline = 0
+    for tensor in _get_attribute_tensors(model):
+        if _uses_external(tensor):
+            _inline(tensor, _source_chunks(tensor, base))
+        inline += tensor_nbytes(tensor)
+    if inline > CONSTANTS_LIMIT:
+        raise ValueError(f"{base}: {inline / 1e9:.1f} GB of constants inside the graph's nodes; export them as "
+                         f"initializers")
 
 
 def _save_skeleton(model, dst: Path) -> None:
@@ -158,9 +165,10 @@ def consolidate_external_data(path: Path) -> None:
     import onnx
 
     path = Path(path)
+    from onnx.external_data_helper import _get_all_tensors
+
     model = onnx.load(str(path), load_external_data=False)
-    _check_external_tensors(model, path)
-    external = [t for t in model.graph.initializer if _uses_external(t)]
+    external = [t for t in _get_all_tensors(model) if _uses_external(t)]
     if not external:
         return  # under 2 GB: the exporter inlined every weight
     from onnx.external_data_helper import ExternalDataInfo
@@ -248,7 +256,12 @@ def convert_to_fp16(src: Path, dst: Path, keep_fp32_ops: Iterable[str]) -> dict:
         model = onnx.load(inferred, load_external_data=False)
     finally:
         os.unlink(inferred)
-    _check_external_tensors(model, src)
+    _inline_attribute_tensors(model, src.parent)
+    from onnx.external_data_helper import _get_initializer_tensors
+
+    nested = sum(map(_uses_external, _get_initializer_tensors(model))) - sum(map(_uses_external, model.graph.initializer))
+    if nested:  # the torch exporter writes none; their conversion would need the same bookkeeping as below
+        raise ValueError(f"{src}: {nested} initializers of subgraphs keep external data; not supported")
     was = {t.name: t.data_type for t in model.graph.initializer}
     # External weights keep no bytes in the proto: the converter only changes their declared type (fp32 ->
     # fp16) and their data is converted below, while it is copied.

@@ -47,7 +47,7 @@ fi
 read_head_shape
 read_build_inputs
 
-common=(--fp16 "--memPoolSize=workspace:${WORKSPACE_MB}" "--timingCacheFile=$bundle/timing.cache"
+common=(--stronglyTyped "--memPoolSize=workspace:${WORKSPACE_MB}" "--timingCacheFile=$bundle/timing.cache"
         --warmUp=500 --iterations=50 --avgRuns=10)
 graphs=(vision language action_head)
 building=()

@@ -330,8 +330,6 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--backend", default="auto", choices=("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu"))
     ap.add_argument("--variant", default="fp32", help="ONNX variant for ONNX Runtime backends (fp32, fp16, int8)")
-    ap.add_argument("--cuda-graph", action="store_true",
-                    help="--backend trt: replay each engine as a CUDA graph (one per head length 1..W)")
     ap.add_argument("--verify", choices=("quick", "full"), default="quick",
                     help="bundle check at start: quick (big files by size/times since their last full hash) or full")
     ap.add_argument("--instruction", help="what to do (default: the bundle's default instruction)")
@@ -378,8 +376,7 @@ def drive(args, camera=None, motor=None) -> int:
     backend = None
     try:
         bundle = load_bundle(args.bundle, verify=args.verify)
-        backend = make_backend(bundle, args.backend, variant=args.variant,
-                               cuda_graph=args.cuda_graph).activate()
+        backend = make_backend(bundle, args.backend, variant=args.variant).activate()
         policy = with_behaviours(Policy(bundle, backend, instruction=args.instruction), args.chunk_mode,
                                  args.discrete)
         if motor is None:

@@ -43,9 +43,13 @@ def write_graph(folder, width: int, external: bool, seed: int = 0, name: str = "
         data.close()
     inits += [helper.make_tensor("scale", TensorProto.FLOAT, [width], np.ones(width, np.float32)),
               helper.make_tensor("bias", TensorProto.FLOAT, [width], np.zeros(width, np.float32))]
+    # a constant in a node (as the exporter writes the sinusoidal position table): raw data, may go external
+    shift = helper.make_tensor("shift", TensorProto.FLOAT, [width], np.full(width, 0.5, np.float32).tobytes(), raw=True)
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
              helper.make_node("LayerNormalization", ["h", "scale", "bias"], ["n"], axis=-1, name="ln"),
-             helper.make_node("MatMul", ["n", "w2"], ["y"], name="mm2")]
+             helper.make_node("MatMul", ["n", "w2"], ["m"], name="mm2"),
+             helper.make_node("Constant", [], ["c"], value=shift, name="const"),
+             helper.make_node("Add", ["m", "c"], ["y"], name="add")]
     graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -55,13 +59,13 @@ def write_graph(folder, width: int, external: bool, seed: int = 0, name: str = "
 
 
 def reference(x, blocks):
-    """LN(x @ W1) @ W2 with W = block tiled: x @ W = (x summed over the tiles) @ block."""
+    """LN(x @ W1) @ W2 + 0.5 with W = block tiled: x @ W = (x summed over the tiles) @ block."""
     def matmul(v, block):
         return v.reshape(-1, BLOCK_ROWS).sum(axis=0, dtype=np.float64) @ block.astype(np.float64)
 
     h = matmul(x, blocks[0])
     n = (h - h.mean()) / np.sqrt(h.var() + 1e-5)
-    return matmul(n, blocks[1])
+    return matmul(n, blocks[1]) + 0.5
 
 
 def test_fp16_build_input_of_a_graph_over_2_gb_is_streamed_into_external_data(tmp_path):
@@ -111,7 +115,12 @@ def test_an_external_fp16_graph_runs_in_onnx_runtime_with_the_reference_numbers(
     computes LN(x @ W1) @ W2 within fp16 rounding; the inline path gives the same numbers."""
     width = 1024
     x = np.random.default_rng(1).standard_normal((1, width)).astype(np.float32)
-    want = reference(x, write_graph(tmp_path, width, external=True)[1])
+    src, blocks = write_graph(tmp_path, width, external=False)
+    want = reference(x, blocks)
+    # every tensor outside, the node's constant too, as the exporter writes a graph over 2 GB
+    onnx.save_model(onnx.load(str(src)), str(src), save_as_external_data=True, location="big.onnx.data",
+                    size_threshold=0, convert_attribute=True)
+    assert external_data._uses_external(onnx.load(str(src), load_external_data=False).graph.node[3].attribute[0].t)
     results = {}
     for limit in (0, 1 << 40):  # everything external / everything inline
         monkeypatch.setattr(external_data, "INLINE_LIMIT", limit)
@@ -135,9 +144,10 @@ def test_consolidate_gathers_one_file_per_tensor_into_one_data_file(tmp_path):
     src, blocks = write_graph(tmp_path, width, external=False)
     x = np.random.default_rng(2).standard_normal((1, width)).astype(np.float32)
     model = onnx.load(str(src))
-    onnx.save_model(model, str(src), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+    onnx.save_model(model, str(src), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0,
+                    convert_attribute=True)
     before = {f.name for f in tmp_path.iterdir()}
-    assert {"w1", "w2"} <= before  # onnx's own one-file-per-tensor layout, as the exporter's
+    assert {"w1", "w2", "shift"} <= before  # onnx's own one-file-per-tensor layout, as the exporter's
     external_data.consolidate_external_data(src)
     assert {f.name for f in tmp_path.iterdir()} == {"big.onnx", "big.onnx.data"}
     got = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0][0]
