@@ -76,7 +76,7 @@ def run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 def step_export(size: str, work: Path, ctx: dict) -> dict:
-    from export.to_onnx import export_bundle
+    from export.to_onnx import ExportOptions, export_bundle
     from train.config import preset_config
     from train.model import build_model, load_tokenizer
 
@@ -85,8 +85,8 @@ def step_export(size: str, work: Path, ctx: dict) -> dict:
     ctx["bundle"] = work / f"{size}-bundle"
     # The ONNX Runtime parity check of the export is skipped at the real size (minutes of CPU): verify_trt
     # compares the engines with PyTorch right after, which is the check that matters here.
-    export_bundle(ctx["model"], ctx["tokenizer"], ctx["bundle"], source=f"preset:{size}", overwrite=True,
-                  verify=size == "tiny", verify_seeds=(0,), progress=lambda s: None)
+    export_bundle(ctx["model"], ctx["tokenizer"], ctx["bundle"],
+                  ExportOptions(source=f"preset:{size}", overwrite=True, verify=size == "tiny", verify_seeds=(0,)))
     return {"bundle_bytes": sum(p.stat().st_size for p in ctx["bundle"].iterdir() if p.is_file())}
 
 

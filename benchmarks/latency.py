@@ -246,7 +246,7 @@ def prepare(args):
 
             model, tok, _ = load_checkpoint(args.ckpt, merge=True)
         return Path(args.bundle), model, tok
-    from export.to_onnx import export_bundle
+    from export.to_onnx import ExportOptions, export_bundle
     from train.config import preset_config
     from train.model import build_model, load_tokenizer
 
@@ -254,10 +254,10 @@ def prepare(args):
     model, tok = build_model(cfg), load_tokenizer(cfg)
     out = Path(args.work or tempfile.mkdtemp(prefix="mvla-bench-")) / f"{args.preset}-bundle"
     start = time.perf_counter()
-    export_bundle(model, tok, out, source=f"preset:{args.preset}", int8="int8" in args.variants,
-                  engine_input="trt" in args.backend,  # the fp16-weights build input only matters for engines
-                  fp16="fp16" in args.variants, overwrite=True, verify_seeds=(0,), progress=lambda s: None,
-                  strict_variants=False)
+    export_bundle(model, tok, out, ExportOptions(
+        source=f"preset:{args.preset}", int8="int8" in args.variants,
+        engine_input="trt" in args.backend,  # the fp16-weights build input only matters for engines
+        fp16="fp16" in args.variants, overwrite=True, verify_seeds=(0,), strict_variants=False))
     print(f"exported {args.preset} to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return out, model, tok
 

@@ -38,7 +38,7 @@ LOOSE_TOLERANCE = {"action_max_abs": 2e-2, "feature_cosine": 0.999}
 INT8_TOLERANCE = {"action_max_abs": 0.1, "feature_cosine": 0.99}
 
 
-def make_fp16(workdir: Path, files: dict, progress=log.info) -> dict:
+def make_fp16(workdir: Path, files: dict) -> dict:
     """GRAPH.fp16.onnx for vision and language, converted file to file (any size: export.external_data)."""
     out = {"action_head": files["action_head"]}
     for graph in FP16_GRAPHS:
@@ -46,8 +46,8 @@ def make_fp16(workdir: Path, files: dict, progress=log.info) -> dict:
         out[graph] = f"{graph}.fp16.onnx"
         written = convert_to_fp16(workdir / files[graph], workdir / out[graph], keep_fp32_ops=FP16_KEEP_FP32)
         where = f" + {written['external_data']}" if written["external_data"] else ""
-        progress(f"fp16 {out[graph]}{where} ({written['weights_bytes'] / 1e9:.2f} GB of weights) "
-                 f"in {time.perf_counter() - start:.1f} s")
+        log.info("fp16 %s%s (%.2f GB of weights) in %.1f s", out[graph], where, written["weights_bytes"] / 1e9,
+                 time.perf_counter() - start)
     return {"files": out, "tolerance": dict(LOOSE_TOLERANCE),
             "note": "vision and language in fp16 with fp32 I/O; LayerNorm, Softmax, ReduceL2 and the head in fp32"}
 
@@ -63,7 +63,7 @@ def attention_and_projection_matmuls(path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and not any(k in n.name for k in FFN_MATMULS)]
 
 
-def make_int8(workdir: Path, files: dict, progress=log.info, scope: str = "all") -> dict:
+def make_int8(workdir: Path, files: dict, scope: str = "all") -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # scope "all": every weight MatMul of vision and language (the fastest; at real widths within the
@@ -83,7 +83,7 @@ def make_int8(workdir: Path, files: dict, progress=log.info, scope: str = "all")
                          nodes_to_exclude=attention_and_projection_matmuls(src) if scope == "ffn" else [],
                          extra_options={"MatMulConstBOnly": True},
                          use_external_data_format=(src.with_name(src.name + ".data")).exists())
-        progress(f"int8 {out[graph]} in {time.perf_counter() - start:.1f} s")
+        log.info("int8 %s in %.1f s", out[graph], time.perf_counter() - start)
     what = "every weight MatMul" if scope == "all" else "the feed-forward MatMuls"
     return {"files": out, "tolerance": dict(INT8_TOLERANCE), "scope": scope,
             "note": f"ONNX Runtime dynamic quantization, per-channel int8 weights of {what} of vision and "

@@ -52,11 +52,10 @@ def run_python(*args, cwd=ROOT, timeout=300, env=None):
 @pytest.fixture(scope="session")
 def tiny_bundle_dir(tmp_path_factory, tiny_model, tiny_tokenizer, tiny_checkpoint):
     """The tiny model exported (and verified) once per session."""
-    from export.to_onnx import export_bundle
+    from export.to_onnx import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
-    return export_bundle(tiny_model, tiny_tokenizer, out, source=str(tiny_checkpoint), verify_seeds=(0,),
-                         progress=lambda s: None)
+    return export_bundle(tiny_model, tiny_tokenizer, out, ExportOptions(source=str(tiny_checkpoint), verify_seeds=(0,)))
 
 
 @pytest.fixture(scope="session")

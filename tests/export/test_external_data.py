@@ -78,7 +78,7 @@ def test_fp16_build_input_of_a_graph_over_2_gb_is_streamed_into_external_data(tm
     write_graph(tmp_path, 256, external=False, name="small")
     files = {"vision": "small.onnx", "language": "big.onnx", "action_head": "small.onnx"}
     try:
-        result = make_fp16(tmp_path, files, progress=lambda s: None)
+        result = make_fp16(tmp_path, files)
         assert result["files"] == {"vision": "vision.fp16.onnx", "language": "language.fp16.onnx",
                                    "action_head": "small.onnx"}
         assert not (tmp_path / "vision.fp16.onnx.data").exists()  # a small graph stays one file

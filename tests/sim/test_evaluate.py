@@ -25,7 +25,7 @@ SIZE = dict(width=128, height=72)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from pipeline.demo import fit_args
-    from export.to_onnx import export_bundle
+    from export.to_onnx import ExportOptions, export_bundle
     from train import fit
     from train.checkpoint import load_checkpoint
     from train.merge import merge_checkpoint
@@ -38,8 +38,8 @@ def trained(tmp_path_factory):
                      "--name", "sim", "--no-progress"]) == 0
     merged = merge_checkpoint(root / "runs" / "sim" / "checkpoints" / "best", root / "checkpoint")
     model, tokenizer, meta = load_checkpoint(root / "checkpoint")
-    bundle = export_bundle(model, tokenizer, root / "bundle", meta, source=str(merged), fp16=True, int8=True,
-                           int8_scope="ffn", progress=lambda s: None)
+    bundle = export_bundle(model, tokenizer, root / "bundle",
+                           ExportOptions(source=str(merged), fp16=True, int8=True, int8_scope="ffn"), ckpt_meta=meta)
     return {"root": root, "bundle": bundle, "model": model}
 
 

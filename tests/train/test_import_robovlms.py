@@ -374,7 +374,7 @@ VINTAGES = {"unit": SHORT, "clip": LONG}  # pixel normalisation -> the instructi
 @pytest.fixture(scope="module")
 def vintage_bundles(original, tmp_path_factory):
     """The same file imported as each vintage (pixel_norm and instruction given) and exported."""
-    from export.to_onnx import export_bundle
+    from export.to_onnx import ExportOptions, export_bundle
     from train.import_robovlms import ImportOptions, import_checkpoint
 
     path = original[0]
@@ -385,8 +385,8 @@ def vintage_bundles(original, tmp_path_factory):
         assert report["warnings"] == []  # nothing assumed: nothing to warn about
         model, tokenizer, meta = load_checkpoint(ckpt, merge=True)
         # no export parity check: this test compares the bundle with the fork's computation itself
-        bundles[norm] = ckpt, export_bundle(model, tokenizer, ckpt.parent / "bundle", meta, str(ckpt),
-                                            verify=False, progress=lambda s: None)
+        bundles[norm] = ckpt, export_bundle(model, tokenizer, ckpt.parent / "bundle",
+                                            ExportOptions(source=str(ckpt), verify=False), ckpt_meta=meta)
     return bundles
 
 
