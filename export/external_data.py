@@ -76,8 +76,8 @@ def _source_chunks(tensor, base: Path) -> Iterator[bytes]:
 
 def half(values: np.ndarray) -> np.ndarray:
     """fp32 -> fp16 as ONNX Runtime's converter does it (float16.convert_np_to_float16: magnitudes over 65504
-    clamp to 65504 (infinities stay), non-zero ones that would round to zero become the smallest subnormal), in a few passes
-    instead of its dozen: it runs over every weight of the language graph."""
+    clamp to 65504 (infinities stay), non-zero ones that would round to zero become the smallest subnormal),
+    in a few passes instead of its dozen: it runs over every weight of the language graph."""
     tiny = np.float16(5.96e-08)
     out = np.clip(values, -65504.0, 65504.0).astype(np.float16)
     lost = (out == 0) & (values != 0)
@@ -259,7 +259,8 @@ def convert_to_fp16(src: Path, dst: Path, keep_fp32_ops: Iterable[str]) -> dict:
     _inline_attribute_tensors(model, src.parent)
     from onnx.external_data_helper import _get_initializer_tensors
 
-    nested = sum(map(_uses_external, _get_initializer_tensors(model))) - sum(map(_uses_external, model.graph.initializer))
+    top = sum(map(_uses_external, model.graph.initializer))
+    nested = sum(map(_uses_external, _get_initializer_tensors(model))) - top
     if nested:  # the torch exporter writes none; their conversion would need the same bookkeeping as below
         raise ValueError(f"{src}: {nested} initializers of subgraphs keep external data; not supported")
     was = {t.name: t.data_type for t in model.graph.initializer}

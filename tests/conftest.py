@@ -63,8 +63,8 @@ def episode_file(tmp_path_factory):
     """One episode in the collector's HDF5 layout: 12 camera-like 320x240 BGR frames."""
     import numpy as np
 
-    from sim.episodes import write_episode
     from runtime.sample_frames import sample_frames
+    from sim.episodes import write_episode
 
     path = tmp_path_factory.mktemp("episodes") / "episode_000.h5"
     rng = np.random.default_rng(0)

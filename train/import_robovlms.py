@@ -36,6 +36,15 @@ The imported checkpoint records the original's feature path as its prompt layout
 bytes went into the model unconverted: `model_channel_order: "bgr"`), so the exported
 bundle drives exactly as the checkpoint was trained. docs/migrating.md explains how to
 re-fit it onto our layout instead.
+
+What no tensor holds is taken from the flags and recorded (config.json, bundle.json): the pixel
+normalisation (`--pixel-norm unit`: pixels / 255, the fork's dataset before its commit of
+2026-02-03; `clip`: CLIP mean/std, after it) and the training instruction (`--instruction`, else
+the stored one, else the preset's); what had to be assumed is a loud warning on screen and in the
+report.
+
+Steps: read_original (file -> our names) -> head_dimensions / training_vintage -> backbone_preset
+and complete_backbone (from --base where the file lacks tensors) -> assemble -> write_import.
 """
 
 from __future__ import annotations
@@ -86,7 +95,7 @@ LSTM_KEY = re.compile(r"^act_head\.(?:rnn|lstm)\.(?P<param>(?:weight|bias)_(?:ih
 MLP_KEY = re.compile(r"^act_head\.(?P<group>(?:velocities\.|actions\.)?mlp)\.(?P<index>\d+)\.(?P<param>weight|bias)$")
 
 
-class CheckpointImportError(ValueError):
+class ImportRefused(ValueError):
     """A file this importer will not turn into a checkpoint; the message names the file and the keys."""
 
 
@@ -107,17 +116,17 @@ def load_lightning(path: Path) -> tuple[dict, dict, list[str]]:
     """-> (state_dict, hyper_parameters["configs"] or {}, the file's top-level fields)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointImportError(f"{path}: file not found")
+        raise ImportRefused(f"{path}: file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError and friends
-        raise CheckpointImportError(f"{path}: cannot be loaded with weights_only=True (it needs arbitrary unpickling, "
+        raise ImportRefused(f"{path}: cannot be loaded with weights_only=True (it needs arbitrary unpickling, "
                            f"which is refused for safety): {e}") from e
     if not isinstance(obj, dict):
-        raise CheckpointImportError(f"{path}: expected a Lightning checkpoint (a dict with 'state_dict'), found {type(obj).__name__}")
+        raise ImportRefused(f"{path}: expected a Lightning checkpoint (a dict with 'state_dict'), found {type(obj).__name__}")
     state = obj.get("state_dict", obj)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointImportError(f"{path}: no 'state_dict' of tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
+        raise ImportRefused(f"{path}: no 'state_dict' of tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
     hyper = obj.get("hyper_parameters")
     configs = hyper.get("configs") if isinstance(hyper, dict) else None
     return state, configs if isinstance(configs, dict) else {}, sorted(map(str, obj))
@@ -171,7 +180,7 @@ def dedupe(state: dict[str, torch.Tensor], report: Report, path: Path) -> tuple[
             a, b = state[first], state[other]
             if a.shape != b.shape or not torch.equal(a, b):
                 diff = "shapes differ" if a.shape != b.shape else f"max abs diff {(a.float() - b.float()).abs().max():.3g}"
-                raise CheckpointImportError(f"{path}: {first} and {other} name the same tensor ({canon}) but differ ({diff}); "
+                raise ImportRefused(f"{path}: {first} and {other} name the same tensor ({canon}) but differ ({diff}); "
                                    f"the file is inconsistent")
             report.duplicate[other] = first
         out[canon], source[canon] = state[first], first
@@ -189,7 +198,7 @@ def fold_lora(state: dict, source: dict, alpha: float | None, alpha_from: str, c
     if not pairs:
         return state, source
     if alpha is None:
-        raise CheckpointImportError(f"{path}: {len(pairs)} LoRA pairs but no alpha: hyper_parameters['configs']['train_setup']"
+        raise ImportRefused(f"{path}: {len(pairs)} LoRA pairs but no alpha: hyper_parameters['configs']['train_setup']"
                            f"['lora_alpha'] is missing; pass --lora-alpha as trained (scale = alpha / r)")
     stored_r = _get(configs, "train_setup", "lora_r")
     out = {k: v for k, v in state.items() if not LORA_KEY.match(k)}
@@ -197,15 +206,15 @@ def fold_lora(state: dict, source: dict, alpha: float | None, alpha_from: str, c
     for stem, ab in sorted(pairs.items()):
         base = f"{stem}.base_layer.weight"
         if set(ab) != {"A", "B"} or base not in out:
-            raise CheckpointImportError(f"{path}: incomplete LoRA layer {source.get(base, stem)}: has "
+            raise ImportRefused(f"{path}: incomplete LoRA layer {source.get(base, stem)}: has "
                                f"{sorted(ab)} of lora_A/lora_B and {'a' if base in out else 'no'} base_layer.weight")
         a, b = state[ab["A"]], state[ab["B"]]
         r = a.shape[0]
         if b.shape[1] != r or tuple(out[base].shape) != (b.shape[0], a.shape[1]):
-            raise CheckpointImportError(f"{path}: LoRA shapes of {source[ab['A']]} {tuple(a.shape)} and {source[ab['B']]} "
+            raise ImportRefused(f"{path}: LoRA shapes of {source[ab['A']]} {tuple(a.shape)} and {source[ab['B']]} "
                                f"{tuple(b.shape)} do not fit {source[base]} {tuple(out[base].shape)}")
         if stored_r is not None and int(stored_r) != r:
-            raise CheckpointImportError(f"{path}: hyper_parameters configs.train_setup.lora_r = {stored_r} but "
+            raise ImportRefused(f"{path}: hyper_parameters configs.train_setup.lora_r = {stored_r} but "
                                f"{source[ab['A']]} has rank {r}")
         ranks.add(r)
         w = out[base]
@@ -249,12 +258,12 @@ def classify(state: dict, source: dict, report: Report, path: Path) -> tuple[dic
             report.unmatched.append(src)
     has_lstm = any(k.startswith("lstm.") for k in head)
     if not head_keys:
-        raise CheckpointImportError(f"{path}: no action head (no model.act_head.* keys); nothing to drive with")
+        raise ImportRefused(f"{path}: no action head (no model.act_head.* keys); nothing to drive with")
     if foreign or not has_lstm or len(mlp_groups) != 1:
         named = sorted(source[k] for k in head_keys)
         why = "no LSTM (act_head.rnn.*)" if not has_lstm else (
             f"unknown keys {', '.join(foreign[:6])}" if foreign else f"several MLPs ({', '.join(sorted(mlp_groups))})")
-        raise CheckpointImportError(
+        raise ImportRefused(
             f"{path}: the action head is of another type than the LSTM decoder this importer supports "
             f"(expected model.act_head.rnn.* and model.act_head.velocities.mlp.{{0,2,4,6}}.*; found {why}); "
             f"its keys: {', '.join(named[:24])}{' ...' if len(named) > 24 else ''}")
@@ -273,24 +282,24 @@ def head_dimensions(head: dict, configs: dict, path: Path, window: int | None, c
     layers = sorted(int(LSTM_KEY.match("act_head.rnn." + k[len("lstm."):])["layer"])
                     for k in head if k.startswith("lstm.weight_ih_l"))
     if layers != list(range(len(layers))):
-        raise CheckpointImportError(f"{path}: LSTM layers {layers} are not 0..L-1")
+        raise ImportRefused(f"{path}: LSTM layers {layers} are not 0..L-1")
     hh = head["lstm.weight_hh_l0"]
     hidden, n_layers, in_dim = hh.shape[1], len(layers), head["lstm.weight_ih_l0"].shape[1]
     for name, value, stored in (("hidden_size", hidden, _get(configs, "act_head", "hidden_size")),
                                 ("num_layers", n_layers, _get(configs, "act_head", "num_layers"))):
         if stored is not None and int(stored) != value:
-            raise CheckpointImportError(f"{path}: hyper_parameters configs.act_head.{name} = {stored} but the LSTM tensors "
+            raise ImportRefused(f"{path}: hyper_parameters configs.act_head.{name} = {stored} but the LSTM tensors "
                                f"say {value} (act_head.rnn.weight_hh_l0 {tuple(hh.shape)}, {n_layers} layers)")
     record("head_hidden", hidden, "hyper_parameters" if _get(configs, "act_head", "hidden_size") else "tensor shapes")
     record("head_layers", n_layers, "hyper_parameters" if _get(configs, "act_head", "num_layers") else "tensor shapes")
     idx = sorted(int(k.split(".")[1]) for k in head if k.startswith("mlp.") and k.endswith(".weight"))
     if idx != list(range(0, 2 * len(idx), 2)):
-        raise CheckpointImportError(f"{path}: MLP Linear layers at indices {idx}; expected 0, 2, 4, ... (Linear, ReLU, ..., Tanh)")
+        raise ImportRefused(f"{path}: MLP Linear layers at indices {idx}; expected 0, 2, 4, ... (Linear, ReLU, ..., Tanh)")
     widths = [hidden]
     for i in idx:
         w = head[f"mlp.{i}.weight"]
         if w.shape[1] != widths[-1]:
-            raise CheckpointImportError(f"{path}: act_head MLP layer {i} takes {w.shape[1]} inputs, the layer before gives {widths[-1]}")
+            raise ImportRefused(f"{path}: act_head MLP layer {i} takes {w.shape[1]} inputs, the layer before gives {widths[-1]}")
         widths.append(w.shape[0])
     out = widths[-1]
     record("head_mlp", widths[1:-1], "tensor shapes")
@@ -302,7 +311,7 @@ def head_dimensions(head: dict, configs: dict, path: Path, window: int | None, c
     if n is None and a is None:
         fits = [k for k in (2, 3) if out % k == 0]
         if len(fits) != 1:
-            raise CheckpointImportError(f"{path}: the head outputs {out} = N x A values and neither fwd_pred_next_n nor "
+            raise ImportRefused(f"{path}: the head outputs {out} = N x A values and neither fwd_pred_next_n nor "
                                f"act_head.action_dim is stored; {out} fits A = 2 and A = 3: pass --action-axes "
                                f"(or --chunk) as trained" if fits else
                                f"{path}: the head outputs {out} values, not N x 2 or N x 3 actions")
@@ -313,7 +322,7 @@ def head_dimensions(head: dict, configs: dict, path: Path, window: int | None, c
         n = out // int(a)
     n, a = int(n), int(a)
     if n * a != out or a not in (2, 3):
-        raise CheckpointImportError(f"{path}: the head's last Linear gives {out} values, but N = {n} ({n_from}) x A = {a} "
+        raise ImportRefused(f"{path}: the head's last Linear gives {out} values, but N = {n} ({n_from}) x A = {a} "
                            f"({a_from}) = {n * a}" + ("" if a in (2, 3) else "; A must be 2 or 3"))
     record("chunk", n, n_from)
     record("action_axes", a, a_from)
@@ -357,7 +366,7 @@ def match_preset(signature: dict, where: str) -> str:
     for name in PRESETS:
         if config_signature(preset_config(name, random_weights=True).kosmos) == signature:
             return name
-    raise CheckpointImportError(f"{where}: a Kosmos-2 of shape {signature} matches none of the presets ({', '.join(PRESETS)})")
+    raise ImportRefused(f"{where}: a Kosmos-2 of shape {signature} matches none of the presets ({', '.join(PRESETS)})")
 
 
 def load_base(base: str):
@@ -365,7 +374,7 @@ def load_base(base: str):
     try:
         return load_kosmos(base, "eager")
     except (OSError, ValueError) as e:
-        raise CheckpointImportError(f"--base {base}: cannot load a Kosmos-2 from it: {e}") from e
+        raise ImportRefused(f"--base {base}: cannot load a Kosmos-2 from it: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -412,10 +421,10 @@ def read_original(path: Path, options: ImportOptions) -> Original:
     canon, source = fold_lora(canon, source, alpha, alpha_from, configs, report, path)
     backbone, head, act = classify(canon, source, report, path)
     if report.unmatched and not options.allow_missing:
-        raise CheckpointImportError(f"{path}: {len(report.unmatched)} key(s) match nothing in our model: "
+        raise ImportRefused(f"{path}: {len(report.unmatched)} key(s) match nothing in our model: "
                            f"{', '.join(report.unmatched[:8])}; pass --allow-missing to import without them")
     if act is None:
-        raise CheckpointImportError(f"{path}: no model.action_token in the file")
+        raise ImportRefused(f"{path}: no model.action_token in the file")
     return Original(Path(path), configs, backbone, head, act, report)
 
 
@@ -424,7 +433,7 @@ def training_vintage(configs: dict, options: ImportOptions, report: Report) -> d
     trained with. Each recorded with where it came from; a guess is a loud warning in the report."""
     if options.pixel_norm is not None:
         if options.pixel_norm not in PIXEL_NORMS:
-            raise CheckpointImportError(f"--pixel-norm must be one of {', '.join(PIXEL_NORMS)}, got {options.pixel_norm!r}")
+            raise ImportRefused(f"--pixel-norm must be one of {', '.join(PIXEL_NORMS)}, got {options.pixel_norm!r}")
         norm = {"value": options.pixel_norm, "from": "--pixel-norm"}
     else:
         norm = {"value": DEFAULT_PIXEL_NORM, "from": f"not stored: {DEFAULT_PIXEL_NORM} assumed"}
@@ -446,11 +455,12 @@ def backbone_preset(original: Original, options: ImportOptions) -> tuple[str, ob
     sig = kosmos_signature(original.backbone)
     base_model = load_base(base) if base is not None and sig is None else None
     preset = options.preset
+    if preset is None and sig is not None:
+        preset = match_preset(sig, str(path))
+    elif preset is None and base_model is not None:
+        preset = match_preset(kosmos_signature(base_model.state_dict()), f"--base {base}")
     if preset is None:
-        preset = match_preset(sig, str(path)) if sig is not None else (
-            match_preset(kosmos_signature(base_model.state_dict()), f"--base {base}") if base_model is not None else None)
-    if preset is None:
-        raise CheckpointImportError(f"{path}: the file has no (complete) backbone weights (model.backbone.*: "
+        raise ImportRefused(f"{path}: the file has no (complete) backbone weights (model.backbone.*: "
                            f"{len(original.backbone)} tensors); pass --base with the pretrained Kosmos-2 (a hub id "
                            f"or folder) to take the backbone from there; it is never left random")
     return preset, base_model
@@ -463,21 +473,21 @@ def complete_backbone(original: Original, options: ImportOptions, ours: dict, pr
     path, backbone, base = original.path, dict(original.backbone), options.base
     extra = sorted(set(backbone) - set(ours))
     if extra:
-        raise CheckpointImportError(f"{path}: backbone keys not in a {preset} Kosmos2Model: "
+        raise ImportRefused(f"{path}: backbone keys not in a {preset} Kosmos2Model: "
                            f"{', '.join('model.backbone.' + k for k in extra[:8])}")
     missing = sorted(set(ours) - set(backbone))
     if missing:
         if backbone and not options.allow_missing:
-            raise CheckpointImportError(f"{path}: {len(missing)} backbone tensor(s) missing (e.g. {missing[:3]}); pass "
+            raise ImportRefused(f"{path}: {len(missing)} backbone tensor(s) missing (e.g. {missing[:3]}); pass "
                                f"--allow-missing --base KOSMOS2 to take them from the pretrained model")
         if base is None:
-            raise CheckpointImportError(f"{path}: {len(missing)} of {len(ours)} backbone tensors are not in the file "
+            raise ImportRefused(f"{path}: {len(missing)} of {len(ours)} backbone tensors are not in the file "
                                f"(e.g. {missing[:3]}); pass --base with the pretrained Kosmos-2 (a hub id or folder) "
                                f"to take them from there; they are never left random")
         base_state = (base_model or load_base(base)).state_dict()
         for k in missing:
             if k not in base_state or base_state[k].shape != ours[k].shape:
-                raise CheckpointImportError(f"--base {base}: has no {k} of shape {tuple(ours[k].shape)}")
+                raise ImportRefused(f"--base {base}: has no {k} of shape {tuple(ours[k].shape)}")
             backbone[k] = base_state[k]
     return backbone, missing
 
@@ -517,11 +527,11 @@ def assemble(original: Original, model: MobileVLA, backbone: dict) -> MobileVLA:
     head_full = {k: head_ours[k] for k in ActionHead.NORMALIZATION_KEYS} | head  # the original had none: identity
     missing_head = sorted(set(head_ours) - set(head_full))
     if missing_head:
-        raise CheckpointImportError(f"{path}: the head lacks {', '.join('act_head.' + k for k in missing_head)}")
+        raise ImportRefused(f"{path}: the head lacks {', '.join('act_head.' + k for k in missing_head)}")
     wrong += [f"act_head {k}: file {tuple(v.shape)} vs model {tuple(head_ours[k].shape)}" for k, v in head_full.items()
               if v.shape != head_ours[k].shape]
     if wrong:
-        raise CheckpointImportError(f"{path}: shapes do not match: {wrong[:4]}")
+        raise ImportRefused(f"{path}: shapes do not match: {wrong[:4]}")
     model.kosmos.load_state_dict(backbone, strict=True)
     model.head.load_state_dict(head_full, strict=True)
     with torch.no_grad():
@@ -557,7 +567,7 @@ def import_checkpoint(path: Path, out: Path, options: ImportOptions = ImportOpti
     preset, base_model = backbone_preset(original, options)
     config = imported_config(preset, dims, vintage, options)
     if dims["lstm_input"]["value"] != config.hidden_size:
-        raise CheckpointImportError(f"{path}: the LSTM takes {dims['lstm_input']['value']} inputs but the backbone is "
+        raise ImportRefused(f"{path}: the LSTM takes {dims['lstm_input']['value']} inputs but the backbone is "
                            f"{config.hidden_size} wide ({preset})")
     model = MobileVLA(config)
     backbone, from_base = complete_backbone(original, options, model.kosmos.state_dict(), preset, base_model)
@@ -618,7 +628,7 @@ def summary(report: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
-@exits_on(CheckpointImportError, FileExistsError, FileNotFoundError)
+@exits_on(ImportRefused, FileExistsError, FileNotFoundError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ckpt", type=Path)

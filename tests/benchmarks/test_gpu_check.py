@@ -17,7 +17,8 @@ STEPS = ["export", "build_engines", "verify_trt", "drive", "latency"]
 def test_gpu_check_script_runs_every_step_against_the_fake_and_writes_one_json(tmp_path):
     out = tmp_path / "figures.json"
     proc = subprocess.run(["bash", str(ROOT / "jetson" / "gpu_check.sh"), "--sizes", "tiny", "--steps", "4",
-                           "--work", str(tmp_path / "work"), "--build-timeout", "120"], capture_output=True, text=True, timeout=600,
+                           "--work", str(tmp_path / "work"), "--build-timeout", "120"],
+                          capture_output=True, text=True, timeout=600,
                           env={**os.environ, **FAKE, "PYTHON": sys.executable, "OUT": str(out)})
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     result = json.loads(out.read_text())

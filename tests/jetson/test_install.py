@@ -115,7 +115,8 @@ def test_docker_entrypoint_refuses_without_the_hosts_release_file_and_runs_the_d
     fake.chmod(0o755)
     ok = subprocess.run(["bash", str(script), "--bundle", "/bundle"], capture_output=True, text=True, timeout=30,
                         env={"PATH": os.environ["PATH"], "TEGRA_RELEASE": str(release), "PYTHON": str(fake)})
-    assert ok.returncode == 0 and ok.stdout.strip() == f"python -m runtime.drive --bundle /bundle TEGRA_RELEASE={release}"
+    assert ok.returncode == 0
+    assert ok.stdout.strip() == f"python -m runtime.drive --bundle /bundle TEGRA_RELEASE={release}"
     dockerfile = (JETSON / "Dockerfile").read_text()
     assert "ENV TEGRA_RELEASE=/etc/host/nv_tegra_release" in dockerfile and "docker-entrypoint.sh" in dockerfile
     readme = (JETSON / "README.md").read_text()

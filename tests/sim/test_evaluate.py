@@ -24,12 +24,12 @@ SIZE = dict(width=128, height=72)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from pipeline.demo import fit_args
     from export.to_onnx import ExportOptions, export_bundle
+    from pipeline.demo import fit_args
+    from sim.synth import write_sim_episodes
     from train import fit
     from train.checkpoint import load_checkpoint
     from train.merge import merge_checkpoint
-    from sim.synth import write_sim_episodes
 
     root = tmp_path_factory.mktemp("sim")
     write_sim_episodes(root / "episodes", EPISODES, seed=0, workers=2, **SIZE)

@@ -234,26 +234,26 @@ def test_dimensions_come_from_tensor_shapes_when_configs_are_missing(tmp_path):
 
 
 def test_lora_without_a_stored_alpha_is_refused_naming_it(tmp_path, original):
-    from train.import_robovlms import CheckpointImportError, import_checkpoint
+    from train.import_robovlms import ImportRefused, import_checkpoint
 
     ckpt = torch.load(original[0], weights_only=True)
     ckpt["hyper_parameters"]["configs"]["train_setup"].pop("lora_alpha")
     path = tmp_path / "no-alpha.ckpt"
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointImportError, match=r"lora_alpha.*--lora-alpha"):
+    with pytest.raises(ImportRefused, match=r"lora_alpha.*--lora-alpha"):
         import_checkpoint(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_duplicates_that_differ_are_refused(tmp_path, original):
-    from train.import_robovlms import CheckpointImportError, import_checkpoint
+    from train.import_robovlms import ImportRefused, import_checkpoint
 
     ckpt = torch.load(original[0], weights_only=True)
     key = "model.model.base_model.model.text_model.model.layers.0.ffn.fc1.base_layer.weight"
     ckpt["state_dict"][key] = ckpt["state_dict"][key].clone() + 1e-3
     path = tmp_path / "inconsistent.ckpt"
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointImportError, match=r"model\.backbone\.text_model.*ffn\.fc1\.base_layer\.weight and " + key):
+    with pytest.raises(ImportRefused, match=r"model\.backbone\.text_model.*ffn\.fc1\.base_layer\.weight and " + key):
         import_checkpoint(path, tmp_path / "out")
 
 
@@ -268,7 +268,7 @@ def test_a_file_that_needs_arbitrary_unpickling_is_refused(tmp_path, original):
 
 
 def test_a_head_of_another_type_is_refused_naming_its_keys(tmp_path, original):
-    from train.import_robovlms import CheckpointImportError, import_checkpoint
+    from train.import_robovlms import ImportRefused, import_checkpoint
 
     ckpt = torch.load(original[0], weights_only=True)
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("model.act_head.")}
@@ -281,7 +281,7 @@ def test_a_head_of_another_type_is_refused_naming_its_keys(tmp_path, original):
     ckpt["state_dict"] = state
     path = tmp_path / "fc.ckpt"
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointImportError, match=r"another type.*model\.act_head\.gripper\.mlp\.0\.weight") as e:
+    with pytest.raises(ImportRefused, match=r"another type.*model\.act_head\.gripper\.mlp\.0\.weight") as e:
         import_checkpoint(path, tmp_path / "out")
     assert "model.act_head.mlp.0.weight" in str(e.value)
     assert not (tmp_path / "out").exists()
@@ -444,13 +444,14 @@ def test_each_vintage_drives_as_the_fork_computed_it_and_a_wrong_pixel_norm_is_f
 
 
 def test_unmatched_keys_are_refused_or_listed_with_allow_missing(tmp_path, original):
-    from train.import_robovlms import CheckpointImportError, ImportOptions, import_checkpoint
+    from train.import_robovlms import ImportRefused, ImportOptions, import_checkpoint
 
     ckpt = torch.load(original[0], weights_only=True)
     ckpt["state_dict"]["model.mystery.weight"] = torch.zeros(2)
     path = tmp_path / "extra.ckpt"
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointImportError, match=r"match nothing in our model: model\.mystery\.weight.*--allow-missing"):
+    with pytest.raises(ImportRefused, match=r"match nothing in our model: model\.mystery\.weight.*--allow-missing"):
         import_checkpoint(path, tmp_path / "out")
     report = import_checkpoint(path, tmp_path / "out", ImportOptions(allow_missing=True))
-    assert report["keys"]["unmatched"] == ["model.mystery.weight"] and report["keys_accounted"] == report["keys_in_file"]
+    assert report["keys"]["unmatched"] == ["model.mystery.weight"]
+    assert report["keys_accounted"] == report["keys_in_file"]
