@@ -293,7 +293,7 @@ class Ros2Camera(Camera):
         self._ros: RosNode | None = None
         self._clock = None
 
-    def open(self) -> "Ros2Camera":
+    def connect(self) -> "Ros2Camera":
         if self._ros is not None:
             return self
         try:
@@ -331,7 +331,7 @@ class Ros2Camera(Camera):
 
     def read(self, timeout: float = 0.5) -> Frame:
         if self._ros is None:
-            self.open()
+            self.connect()
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._latest is None or self._latest[2] <= self._read_index:
@@ -352,7 +352,7 @@ class Ros2Camera(Camera):
         image = compressed_to_bgr(msg, self.topic) if self.compressed else image_to_bgr(msg, self.topic)
         return Frame(image, stamp, index)
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         if self._ros is not None:
             ros, self._ros = self._ros, None
             ros.close()

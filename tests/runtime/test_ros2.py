@@ -277,12 +277,12 @@ def camera_on(topic):
         from runtime.ros2 import Ros2Camera
 
         kw = {"wait_for_publisher": 0.0, "warn": lambda s: None, **kw}  # publish_until_read re-publishes instead
-        cams.append(Ros2Camera(topic + suffix, **kw).open())
+        cams.append(Ros2Camera(topic + suffix, **kw).connect())
         return cams[-1]
 
     yield make
     for c in cams:
-        c.close()
+        c.disconnect()
 
 
 def publish_until_read(peer, camera, topic, msg_type, make_msg, timeout=10):
