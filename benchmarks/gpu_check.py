@@ -42,6 +42,7 @@ import time
 import traceback
 from pathlib import Path
 
+from export.to_trt import DEFAULT_WORKSPACE_GB
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.steplog import read_log
 
@@ -86,7 +87,7 @@ def step_export(size: str, work: Path, ctx: dict) -> dict:
     # The ONNX Runtime parity check of the export is skipped at the real size (minutes of CPU): verify_trt
     # compares the engines with PyTorch right after, which is the check that matters here.
     export_bundle(ctx["model"], ctx["tokenizer"], ctx["bundle"],
-                  ExportOptions(source=f"preset:{size}", overwrite=True, verify=size == "tiny", verify_seeds=(0,)))
+                  ExportOptions(origin=f"preset:{size}", overwrite=True, verify=size == "tiny", verify_seeds=(0,)))
     return {"bundle_bytes": sum(p.stat().st_size for p in ctx["bundle"].iterdir() if p.is_file())}
 
 
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
     ap.add_argument("--steps", type=int, default=50, help="drive and latency steps per run")
     ap.add_argument("--work", type=Path, help="where bundles and logs go (default: a temp folder)")
-    ap.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder memory pool")
+    ap.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_GB, help="TensorRT builder memory pool")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per subprocess step (drive, latency)")
     ap.add_argument("--build-timeout", type=float, default=1800,
                     help="seconds per engine build (the real language engine takes minutes on a desktop GPU)")

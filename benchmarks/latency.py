@@ -283,7 +283,7 @@ def prepare(spec: BenchmarkSpec):
     out = Path(spec.work or tempfile.mkdtemp(prefix="mvla-bench-")) / f"{spec.preset}-bundle"
     start = time.perf_counter()
     export_bundle(model, tok, out, ExportOptions(
-        source=f"preset:{spec.preset}", int8="int8" in spec.variants,
+        origin=f"preset:{spec.preset}", int8="int8" in spec.variants,
         engine_input="trt" in spec.backend,  # the fp16-weights build input only matters for engines
         fp16="fp16" in spec.variants, overwrite=True, verify_seeds=(0,), strict_variants=False))
     log.info("exported %s to %s in %.0f s", spec.preset, out, time.perf_counter() - start)

@@ -187,7 +187,7 @@ def load_model(args):
 class ExportOptions:
     """How `export_bundle` writes a bundle; each default is the CLI's."""
 
-    source: str = "model"  # what bundle.json records the bundle came from (a checkpoint folder, preset:NAME)
+    origin: str = "model"  # what bundle.json records as the bundle's source (a checkpoint folder, preset:NAME)
     max_text_tokens: int | None = None  # text positions of the fixed prompt; None: the template's + 32
     fp16: bool = False  # register the fp16 ONNX as a variant (onnxruntime-gpu)
     int8: bool = False  # add the int8 dynamically quantized variant (CPUs)
@@ -223,7 +223,7 @@ def export_bundle(model, tokenizer, out: Path, options: ExportOptions = ExportOp
     with atomic_directory(out, overwrite=options.overwrite) as tmp:
         files = export_fp32(model, tmp, specs, prompt)
         tokenizer.save(str(tmp / "tokenizer.json"))
-        manifest = build_manifest(model, ckpt_meta or {}, specs, prompt, max_text_tokens, files, options.source)
+        manifest = build_manifest(model, ckpt_meta or {}, specs, prompt, max_text_tokens, files, options.origin)
         if options.fp16 or options.engine_input:
             half = make_fp16(tmp, files)
             if options.fp16:
@@ -280,7 +280,7 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     model, tokenizer, meta, source = load_model(args)
-    options = ExportOptions(source=source, max_text_tokens=args.max_text_tokens, fp16=args.fp16, int8=args.int8,
+    options = ExportOptions(origin=source, max_text_tokens=args.max_text_tokens, fp16=args.fp16, int8=args.int8,
                             int8_scope=args.int8_scope, engine_input=not args.no_engine_input,
                             verify=not args.no_verify, overwrite=args.overwrite)
     export_bundle(model, tokenizer, args.out, options, ckpt_meta=meta)

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     from train.checkpoint import load_checkpoint
 
     model, tokenizer, meta = load_checkpoint(merged)
-    options = ExportOptions(source=str(merged), overwrite=True, fp16=True, int8=True, int8_scope="ffn")
+    options = ExportOptions(origin=str(merged), overwrite=True, fp16=True, int8=True, int8_scope="ffn")
     bundle_dir = export_bundle(model, tokenizer, out / "bundle", options, ckpt_meta=meta)
     step(4, total, f"bundle exported and verified -> {bundle_dir}")
 

@@ -55,7 +55,7 @@ def tiny_bundle_dir(tmp_path_factory, tiny_model, tiny_tokenizer, tiny_checkpoin
     from export.to_onnx import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
-    return export_bundle(tiny_model, tiny_tokenizer, out, ExportOptions(source=str(tiny_checkpoint), verify_seeds=(0,)))
+    return export_bundle(tiny_model, tiny_tokenizer, out, ExportOptions(origin=str(tiny_checkpoint), verify_seeds=(0,)))
 
 
 @pytest.fixture(scope="session")

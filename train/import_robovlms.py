@@ -62,17 +62,17 @@ import torch
 from runtime.atomic import atomic_directory
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.preprocess import PIXEL_NORMS
+from runtime.preprocess import PIXEL_NORMS, PreprocessConfig
 from runtime.prompt import DEFAULT_INSTRUCTION, build_prompt, default_max_text_tokens
-from train.config import PRESETS, preset_config
+from train.config import PRESETS, MobileVLAConfig, preset_config
 from train.model import ActionHead, MobileVLA, is_checkpoint_folder, load_kosmos, load_tokenizer
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "import_report.json"
-DEFAULT_WINDOW = 8  # the seed run's W; no tensor holds it
+DEFAULT_WINDOW = MobileVLAConfig.window  # no tensor holds W: our default (the seed run's 8), said in the report
 # The fork's dataset fed pixels / 255 ("unit") until its commit of 2026-02-03, CLIP mean/std ("clip") after; a
 # checkpoint does not say which. The later one is assumed, with a warning.
-DEFAULT_PIXEL_NORM = "clip"
+DEFAULT_PIXEL_NORM = PreprocessConfig.pixel_norm
 PIXEL_NORM_WARNING = (
     "PIXEL NORMALISATION NOT KNOWN: the checkpoint does not say how its pixels were normalised. The Mobile-VLA "
     "fork's dataset fed pixels scaled to [0, 1] with no mean/std (--pixel-norm unit) until its commit of "
@@ -85,7 +85,8 @@ INSTRUCTION_WARNING = (
     "TRAINING INSTRUCTION NOT KNOWN: the checkpoint stores none. In the original's feature path the instruction "
     "decides how many image latents the ACT token sees (its token count), so the preset's default instruction "
     "was assumed; import again with --instruction 'the instruction it was trained with'.")
-DROPPED = {re.compile(r"^backbone\.text_model\.lm_head\."): "language-model head: tied to the embeddings, unused for ACT"}
+DROPPED = {re.compile(r"^backbone\.text_model\.lm_head\."):
+           "language-model head: tied to the embeddings, unused for ACT"}
 # The Lightning module's attribute (`model.`) is removed first; then peft's wrappers, wherever they sit.
 PEFT_PREFIXES = (("model.base_model.model.", "backbone."),  # the peft wrapper registered a second time as `.model`
                  ("backbone.base_model.model.", "backbone."),  # the peft wrapper registered as `.backbone`
@@ -123,7 +124,8 @@ def load_lightning(path: Path) -> tuple[dict, dict, list[str]]:
         raise ImportRefused(f"{path}: cannot be loaded with weights_only=True (it needs arbitrary unpickling, "
                            f"which is refused for safety): {e}") from e
     if not isinstance(obj, dict):
-        raise ImportRefused(f"{path}: expected a Lightning checkpoint (a dict with 'state_dict'), found {type(obj).__name__}")
+        raise ImportRefused(f"{path}: expected a Lightning checkpoint (a dict with 'state_dict'), "
+                            f"found {type(obj).__name__}")
     state = obj.get("state_dict", obj)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ImportRefused(f"{path}: no 'state_dict' of tensors found (top-level keys: {sorted(map(str, obj))[:10]})")
@@ -179,7 +181,8 @@ def dedupe(state: dict[str, torch.Tensor], report: Report, path: Path) -> tuple[
         for other in keys[1:]:
             a, b = state[first], state[other]
             if a.shape != b.shape or not torch.equal(a, b):
-                diff = "shapes differ" if a.shape != b.shape else f"max abs diff {(a.float() - b.float()).abs().max():.3g}"
+                diff = ("shapes differ" if a.shape != b.shape
+                        else f"max abs diff {(a.float() - b.float()).abs().max():.3g}")
                 raise ImportRefused(f"{path}: {first} and {other} name the same tensor ({canon}) but differ ({diff}); "
                                    f"the file is inconsistent")
             report.duplicate[other] = first
@@ -219,7 +222,8 @@ def fold_lora(state: dict, source: dict, alpha: float | None, alpha_from: str, c
         ranks.add(r)
         w = out[base]
         out[base] = (w.double() + (b.double() @ a.double()) * (float(alpha) / r)).to(w.dtype)
-        report.lora_folded[source[ab["A"]]] = report.lora_folded[source[ab["B"]]] = f"kosmos.{stem[len('backbone.'):]}.weight"
+        ours = f"kosmos.{stem[len('backbone.'):]}.weight"
+        report.lora_folded[source[ab["A"]]] = report.lora_folded[source[ab["B"]]] = ours
     report.facts["lora"] = {"pairs": len(pairs), "r": sorted(ranks), "alpha": alpha, "alpha_from": alpha_from,
                             "scale": [float(alpha) / r for r in sorted(ranks)]}
     # peft's base_layer names become the plain Linear's names.
@@ -272,7 +276,8 @@ def classify(state: dict, source: dict, report: Report, path: Path) -> tuple[dic
 
 def head_dimensions(head: dict, configs: dict, path: Path, window: int | None, chunk: int | None,
                     axes: int | None) -> dict:
-    """H, L, MLP widths, N, A, W: from hyper_parameters where present, tensor shapes otherwise; checked against each other."""
+    """H, L, MLP widths, N, A, W: from hyper_parameters where present, tensor shapes otherwise; checked against
+    each other."""
     facts: dict = {}
 
     def record(name, value, origin):
@@ -294,12 +299,14 @@ def head_dimensions(head: dict, configs: dict, path: Path, window: int | None, c
     record("head_layers", n_layers, "hyper_parameters" if _get(configs, "act_head", "num_layers") else "tensor shapes")
     idx = sorted(int(k.split(".")[1]) for k in head if k.startswith("mlp.") and k.endswith(".weight"))
     if idx != list(range(0, 2 * len(idx), 2)):
-        raise ImportRefused(f"{path}: MLP Linear layers at indices {idx}; expected 0, 2, 4, ... (Linear, ReLU, ..., Tanh)")
+        raise ImportRefused(f"{path}: MLP Linear layers at indices {idx}; expected 0, 2, 4, ... "
+                            f"(Linear, ReLU, ..., Tanh)")
     widths = [hidden]
     for i in idx:
         w = head[f"mlp.{i}.weight"]
         if w.shape[1] != widths[-1]:
-            raise ImportRefused(f"{path}: act_head MLP layer {i} takes {w.shape[1]} inputs, the layer before gives {widths[-1]}")
+            raise ImportRefused(f"{path}: act_head MLP layer {i} takes {w.shape[1]} inputs, "
+                                f"the layer before gives {widths[-1]}")
         widths.append(w.shape[0])
     out = widths[-1]
     record("head_mlp", widths[1:-1], "tensor shapes")
@@ -345,7 +352,8 @@ def kosmos_signature(state: dict) -> dict | None:
             "text_layers": len({k.split(".")[3] for k in state if k.startswith("text_model.model.layers.")}),
             "ffn_dim": int(state["text_model.model.layers.0.ffn.fc1.weight"].shape[0]),
             "vision_hidden": int(vision_width),
-            "vision_layers": len({k.split(".")[4] for k in state if k.startswith("vision_model.model.encoder.layers.")}),
+            "vision_layers": len({k.split(".")[4] for k in state
+                                  if k.startswith("vision_model.model.encoder.layers.")}),
             "vision_ffn": int(state["vision_model.model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
             "vision_positions": int(state["vision_model.model.embeddings.position_embedding.weight"].shape[0]),
             "latent_query_num": int(state["image_to_text_projection.latent_query"].shape[0]),

@@ -62,7 +62,7 @@ def check_engine(record: dict, trt_version: str, gpu: str) -> None:
         raise BackendError(f"{record['file']}: built for GPU {record['gpu']!r}, this machine has {gpu!r}; {REBUILD}")
 
 
-def _checked(result, engine: "_Engine", call: str):
+def _checked(result, engine: _Engine, call: str):
     """TensorRT's failure values (False, None) -> BackendError naming the engine file and the call."""
     if result is None or result is False:
         raise BackendError(f"{engine.path.name}: TensorRT {call} failed (returned {result}); the step was "

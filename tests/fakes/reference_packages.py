@@ -28,7 +28,7 @@ import sys
 import tarfile
 import urllib.request
 import zipfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "reference-packages"
@@ -93,7 +93,7 @@ def _python_names(source: str) -> set[str]:
     return names
 
 
-@lru_cache(maxsize=None)
+@cache
 def tensorrt_names(version: str) -> NameSet:
     wheel, sha256 = TENSORRT_WHEELS[version]
     with zipfile.ZipFile(_checked(CACHE / wheel, sha256)) as z:
@@ -104,7 +104,7 @@ def tensorrt_names(version: str) -> NameSet:
     return NameSet(strings, _python_names(init), f"tensorrt {version}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def pycuda_names() -> NameSet:
     name, sha256, _ = PYCUDA_SDIST
     root = f"pycuda-{PYCUDA_VERSION}"

@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
     merged = merge_checkpoint(root / "runs" / "sim" / "checkpoints" / "best", root / "checkpoint")
     model, tokenizer, meta = load_checkpoint(root / "checkpoint")
     bundle = export_bundle(model, tokenizer, root / "bundle",
-                           ExportOptions(source=str(merged), fp16=True, int8=True, int8_scope="ffn"), ckpt_meta=meta)
+                           ExportOptions(origin=str(merged), fp16=True, int8=True, int8_scope="ffn"), ckpt_meta=meta)
     return {"root": root, "bundle": bundle, "model": model}
 
 

@@ -386,7 +386,7 @@ def vintage_bundles(original, tmp_path_factory):
         model, tokenizer, meta = load_checkpoint(ckpt, merge=True)
         # no export parity check: this test compares the bundle with the fork's computation itself
         bundles[norm] = ckpt, export_bundle(model, tokenizer, ckpt.parent / "bundle",
-                                            ExportOptions(source=str(ckpt), verify=False), ckpt_meta=meta)
+                                            ExportOptions(origin=str(ckpt), verify=False), ckpt_meta=meta)
     return bundles
 
 
@@ -444,7 +444,7 @@ def test_each_vintage_drives_as_the_fork_computed_it_and_a_wrong_pixel_norm_is_f
 
 
 def test_unmatched_keys_are_refused_or_listed_with_allow_missing(tmp_path, original):
-    from train.import_robovlms import ImportRefused, ImportOptions, import_checkpoint
+    from train.import_robovlms import ImportOptions, ImportRefused, import_checkpoint
 
     ckpt = torch.load(original[0], weights_only=True)
     ckpt["state_dict"]["model.mystery.weight"] = torch.zeros(2)

@@ -66,7 +66,7 @@ def test_refit_from_an_import_lowers_val_loss_and_exports_with_our_layout(import
     src, _, _ = load_checkpoint(imported)
     q = "text_model.model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(model.kosmos.state_dict()[q], src.kosmos.state_dict()[q])
-    bundle = export_bundle(model, tokenizer, tmp_path / "bundle", ExportOptions(source=str(best), verify_seeds=(0,)),
+    bundle = export_bundle(model, tokenizer, tmp_path / "bundle", ExportOptions(origin=str(best), verify_seeds=(0,)),
                            ckpt_meta=meta)
     m = json.loads((bundle / "bundle.json").read_text())
     assert m["prompt"]["layout"] == "mobile-vla" and m["preprocess"]["model_channel_order"] == "rgb"
