@@ -7,13 +7,16 @@
 
 Graphs are batch 1, static shapes (the head's window length L is the one
 dynamic axis, 1..W), fp32, opset 17 (LayerNorm stays one
-LayerNormalization node, which keeps TensorRT's fp16 stable). fp16 for the
-GPU happens in the TensorRT engine build (`jetson/build_engines.sh`,
-`python -m export.to_trt`), which parse the fp16-weights copies of vision
-and language written next to the fp32 graphs (`engine_build` in bundle.json;
-LayerNorm, Softmax and the L2 norm stay fp32 in them, as in the fp16
-variant): half the parser's host memory, which an 8 GB Orin Nano needs
-(`--no-engine-input` skips them for CPU-only bundles). `--fp16` registers
+LayerNormalization node). For the GPU, the export also writes the
+mixed-precision build inputs of vision and language (`engine_build` in
+bundle.json: fp16 weights and activations, LayerNorm, Softmax and the L2
+norm in fp32 behind Casts), which the strongly typed TensorRT builds parse
+as they are (`jetson/build_engines.sh`, `python -m export.to_trt`): the
+precision is the graph's, and half the parser's host memory, which an 8 GB
+Orin Nano needs (`--no-engine-input` skips them for CPU-only bundles). They
+are converted file to file (`export.external_data`), so the real 5.4 GB
+language graph never has to fit in one protobuf message; graphs over 1 GiB
+of weights keep them in GRAPH.onnx.data. `--fp16` registers
 those files as an ONNX Runtime variant too (onnxruntime-gpu users), and
 `--int8` adds a dynamically quantized ONNX for CPUs. Every export ends
 with the parity check of `export.verify`; a bundle that fails it is not
