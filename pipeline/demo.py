@@ -92,6 +92,10 @@ def main(argv=None) -> int:
     model, tokenizer, meta = load_checkpoint(merged)
     options = ExportOptions(origin=str(merged), overwrite=True, fp16=True, int8=True, int8_scope="ffn")
     bundle_dir = export_bundle(model, tokenizer, out / "bundle", options, ckpt_meta=meta)
+    from export.verify import format_report
+
+    variants = json.loads((bundle_dir / "bundle.json").read_text())["variants"]
+    print("      " + format_report({v: r["parity"] for v, r in variants.items()}).replace("\n", "\n      "))
     step(4, total, f"bundle exported and verified -> {bundle_dir}")
 
     from sim import evaluate
