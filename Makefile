@@ -9,7 +9,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2
 
-.PHONY: install demo test test-slow openpi-venv clean
+# The published TensorRT bindings (10.3, 11.4) and pycuda 2026.1 source the fake GPU is checked against
+# (tests/fakes/test_conformance.py): ~4 MB, downloaded once from PyPI into a git-ignored cache.
+REF := .cache/reference-packages
+
+.PHONY: install demo test test-slow openpi-venv clean reference-packages
 
 install: $(VENV)/.installed
 
@@ -23,7 +27,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/python -m pipeline --out demo
 
-test: install
+reference-packages: $(REF)/.complete
+
+$(REF)/.complete: tests/fakes/reference_packages.py $(VENV)/.installed
+	$(BIN)/python -m tests.fakes.reference_packages
+	touch $@
+
+test: install $(REF)/.complete
 	$(BIN)/python -m pytest -q
 
 test-slow: install

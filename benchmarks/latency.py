@@ -3,7 +3,6 @@
     python -m benchmarks.latency --preset tiny                         # builds + exports tiny, seconds
     python -m benchmarks.latency --preset small --compare --variants fp32 int8 --save
     python -m benchmarks.latency --bundle bundle/ --ckpt CKPT --backend trt --compare
-    python -m benchmarks.latency --bundle bundle/ --backend trt --cuda-graph     # engines replayed as CUDA graphs
     python -m benchmarks.latency --preset kosmos2 --random-weights --steps 20      # real size, no download
 
 Per stage (capture when --camera is given, preprocess from a 1280x720 BGR
@@ -68,7 +67,6 @@ class BenchmarkSpec:
     random_weights: bool = False  # kosmos2 at full size without downloading
     backend: tuple[str, ...] = ("ort-cpu",)  # runtime.policy_setup.BACKENDS, each measured
     variants: tuple[str, ...] = ("fp32",)  # ONNX variants for ONNX Runtime backends: fp32 fp16 int8
-    cuda_graph: bool = PolicySpec.cuda_graph  # the trt backend replays its engines as CUDA graphs
     chunk_mode: str = PolicySpec.chunk_mode  # the behaviour around the policy, as runtime.drive composes it
     discrete: bool = PolicySpec.discrete  # snap to the demonstrated moves, as runtime.drive --discrete
     steps: int = 30  # measured steps
@@ -276,7 +274,7 @@ def prepare(spec: BenchmarkSpec):
 
             model, tok, _ = load_checkpoint(spec.ckpt, merge=True)
         return Path(spec.bundle), model, tok
-    from export.to_onnx import export_bundle
+    from export.to_onnx import ExportOptions, export_bundle
     from train.config import preset_config
     from train.model import build_model, load_tokenizer
 
@@ -284,10 +282,10 @@ def prepare(spec: BenchmarkSpec):
     model, tok = build_model(cfg), load_tokenizer(cfg)
     out = Path(spec.work or tempfile.mkdtemp(prefix="mvla-bench-")) / f"{spec.preset}-bundle"
     start = time.perf_counter()
-    export_bundle(model, tok, out, source=f"preset:{spec.preset}", int8="int8" in spec.variants,
-                  engine_input="trt" in spec.backend,  # the fp16-weights build input only matters for engines
-                  fp16="fp16" in spec.variants, overwrite=True, verify_seeds=(0,), progress=lambda s: None,
-                  strict_variants=False)
+    export_bundle(model, tok, out, ExportOptions(
+        origin=f"preset:{spec.preset}", int8="int8" in spec.variants,
+        engine_input="trt" in spec.backend,  # the fp16-weights build input only matters for engines
+        fp16="fp16" in spec.variants, overwrite=True, verify_seeds=(0,), strict_variants=False))
     log.info("exported %s to %s in %.0f s", spec.preset, out, time.perf_counter() - start)
     return out, model, tok
 
@@ -303,7 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--random-weights", action="store_true")
     ap.add_argument("--backend", nargs="+", default=list(d.backend), choices=BACKENDS)
     ap.add_argument("--variants", nargs="+", default=list(d.variants), help="ONNX variants for ORT backends: fp32 fp16 int8")
-    ap.add_argument("--cuda-graph", action="store_true", help="the trt backend replays its engines as CUDA graphs")
     ap.add_argument("--chunk-mode", default=d.chunk_mode, choices=CHUNK_MODES,
                     help="the behaviour wrapped around the policy, as runtime.drive --chunk-mode (chunk skips the head)")
     ap.add_argument("--discrete", action="store_true", help="snap to the demonstrated moves, as runtime.drive --discrete")
@@ -334,8 +331,7 @@ def open_paths(spec: BenchmarkSpec, bundle, model, tok, motor, stack) -> tuple[d
             if resolved.startswith("ort") and variant not in bundle.variants:
                 log.warning("skipping %s:%s: not in the bundle", resolved, variant)
                 continue
-            backend = stack.enter_context(make_backend(bundle, resolved, variant=variant,
-                                                       cuda_graph=spec.cuda_graph and resolved == "trt"))
+            backend = stack.enter_context(make_backend(bundle, resolved, variant=variant))
             key = f"{resolved}:{variant}"
             paths[f"runtime:{key}"] = RuntimePath(bundle, backend, motor, spec.chunk_mode, spec.discrete)
             entries.append(key)

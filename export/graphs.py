@@ -11,7 +11,8 @@ them. The prompt layout is baked in at export from the model's config: an
 imported checkpoint's "robovlms-fallback" graph takes the same three inputs
 and writes the image latents over positions 0 .. Q-1 with sequential position
 ids (ACT right after the original sequence), so the runtime and the TensorRT
-build see the same graph signature for both layouts. The learned ACT embedding is a weight of the graph. The head takes a
+build see the same graph signature for both layouts. The learned ACT embedding is a weight of the graph.
+The head takes a
 dynamic L from 1 to W (the ring fills up over the first W frames) and returns
 the chunk for the newest position only.
 """
@@ -40,7 +41,8 @@ class LanguageGraph(nn.Module):
         self.latent_query_num = model.config.latent_query_num
         self.layout = check_layout(model.config.prompt_layout)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                image_embeds: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         mask = attention_mask.to(torch.int64)
         if self.layout == "robovlms-fallback":

@@ -7,13 +7,16 @@
 
 Graphs are batch 1, static shapes (the head's window length L is the one
 dynamic axis, 1..W), fp32, opset 17 (LayerNorm stays one
-LayerNormalization node, which keeps TensorRT's fp16 stable). fp16 for the
-GPU happens in the TensorRT engine build (`jetson/build_engines.sh`,
-`python -m export.to_trt`), which parse the fp16-weights copies of vision
-and language written next to the fp32 graphs (`engine_build` in bundle.json;
-LayerNorm, Softmax and the L2 norm stay fp32 in them, as in the fp16
-variant): half the parser's host memory, which an 8 GB Orin Nano needs
-(`--no-engine-input` skips them for CPU-only bundles). `--fp16` registers
+LayerNormalization node). For the GPU, the export also writes the
+mixed-precision build inputs of vision and language (`engine_build` in
+bundle.json: fp16 weights and activations, LayerNorm, Softmax and the L2
+norm in fp32 behind Casts), which the strongly typed TensorRT builds parse
+as they are (`jetson/build_engines.sh`, `python -m export.to_trt`): the
+precision is the graph's, and half the parser's host memory, which an 8 GB
+Orin Nano needs (`--no-engine-input` skips them for CPU-only bundles). They
+are converted file to file (`export.external_data`), so the real 5.4 GB
+language graph never has to fit in one protobuf message; graphs over 1 GiB
+of weights keep them in GRAPH.onnx.data. `--fp16` registers
 those files as an ONNX Runtime variant too (onnxruntime-gpu users), and
 `--int8` adds a dynamically quantized ONNX for CPUs. Every export ends
 with the parity check of `export.verify`; a bundle that fails it is not
@@ -25,21 +28,27 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from export.external_data import consolidate_external_data
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
+from export.verify import INPUT_SEEDS
 from runtime.atomic import atomic_directory
 from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
 from runtime.cli import exits_on
+from runtime.logs import add_log_level_argument, setup_logging
 from runtime.prompt import PromptTooLongError, build_prompt, default_max_text_tokens, prompt_length
 from train.checkpoint import CheckpointError
 
 OPSET = 17
+log = logging.getLogger(__name__)
 LAYOUT_DESCRIPTIONS = {
     "mobile-vla": "<s> <image> [Q image slots] </image> text <pad>... ACT(last)",
     "robovlms-fallback": "[Q image latents over <s> text </s> padded to Q] text beyond Q <pad>... ACT(last); "
@@ -74,22 +83,6 @@ def graph_specs(config, total_tokens: int) -> dict:
     }
 
 
-def _save_onnx(path: Path) -> None:
-    """A graph the exporter had to split (over protobuf's 2 GB) gets its weights in one file, GRAPH.onnx.data."""
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_model
-
-    model = onnx.load(str(path), load_external_data=False)
-    referenced = {e.value for t in _get_all_tensors(model) for e in t.external_data if e.key == "location"}
-    if not referenced:
-        return  # under 2 GB: the exporter inlined every weight
-    load_external_data_for_model(model, str(path.parent))
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
-    for name in referenced - {path.name + ".data"}:  # the exporter's one-file-per-tensor leftovers
-        (path.parent / name).unlink(missing_ok=True)
-
-
 def export_graph(module: torch.nn.Module, args: tuple, path: Path, spec: dict) -> None:
     names_in = [i["name"] for i in spec["inputs"]]
     names_out = [o["name"] for o in spec["outputs"]]
@@ -102,10 +95,10 @@ def export_graph(module: torch.nn.Module, args: tuple, path: Path, spec: dict) -
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=names_in,
                           output_names=names_out, dynamic_axes=dynamic or None, do_constant_folding=True)
-    _save_onnx(path)
+    consolidate_external_data(path)  # over 2 GB the exporter wrote one file per tensor
 
 
-def export_fp32(model, workdir: Path, specs: dict, prompt, progress) -> dict:
+def export_fp32(model, workdir: Path, specs: dict, prompt) -> dict:
     cfg = model.config
     pixels = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
     ids = torch.from_numpy(prompt.input_ids)
@@ -124,7 +117,7 @@ def export_fp32(model, workdir: Path, specs: dict, prompt, progress) -> dict:
         start = time.perf_counter()
         export_graph(module, args, workdir / f"{graph}.onnx", specs[graph])
         files[graph] = f"{graph}.onnx"
-        progress(f"exported {graph}.onnx in {time.perf_counter() - start:.1f} s")
+        log.info("exported %s.onnx in %.1f s", graph, time.perf_counter() - start)
     return files
 
 
@@ -194,10 +187,24 @@ def load_model(args):
     return build_model(cfg), load_tokenizer(cfg), {"kind": "merged"}, f"preset:{args.preset}"
 
 
-def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, source: str = "model",
-                  max_text_tokens: int | None = None, fp16: bool = False, int8: bool = False,
-                  overwrite: bool = False, verify: bool = True, progress=print, verify_seeds=None,
-                  strict_variants: bool = True, int8_scope: str = "all", engine_input: bool = True) -> Path:
+@dataclass(frozen=True)
+class ExportOptions:
+    """How `export_bundle` writes a bundle; each default is the CLI's."""
+
+    origin: str = "model"  # what bundle.json records as the bundle's source (a checkpoint folder, preset:NAME)
+    max_text_tokens: int | None = None  # text positions of the fixed prompt; None: the template's + 32
+    fp16: bool = False  # register the fp16 ONNX as a variant (onnxruntime-gpu)
+    int8: bool = False  # add the int8 dynamically quantized variant (CPUs)
+    int8_scope: str = "all"  # int8 on every weight MatMul ("all") or the feed-forward ones only ("ffn")
+    engine_input: bool = True  # write the fp16 build inputs TensorRT engine builds parse
+    verify: bool = True  # the parity check against PyTorch; fp32 must pass or nothing is written
+    verify_seeds: tuple[int, ...] = INPUT_SEEDS  # input windows of the parity check
+    strict_variants: bool = True  # False: a failing fp16/int8 variant is kept, marked parity.passed = false
+    overwrite: bool = False  # replace an existing output folder
+
+
+def export_bundle(model, tokenizer, out: Path, options: ExportOptions = ExportOptions(),
+                  ckpt_meta: dict | None = None) -> Path:
     """Export, verify and atomically write a bundle. Returns the bundle folder.
 
     fp32 must pass its parity check or nothing is written. With strict_variants=False a failing fp16/int8
@@ -205,45 +212,45 @@ def export_bundle(model, tokenizer, out: Path, ckpt_meta: dict | None = None, so
     known to be inaccurate, e.g. tiny); the runtime warns before using such a variant.
     """
     from export.variants import make_fp16, make_int8
-    from export.verify import INPUT_SEEDS, verify_bundle
+    from export.verify import verify_bundle
 
     cfg = model.config
     model = model.eval()
-    max_text_tokens = max_text_tokens or default_max_text_tokens(tokenizer, cfg.prompt_template, cfg.prompt_layout,
-                                                                 cfg.latent_query_num)
+    max_text_tokens = options.max_text_tokens or default_max_text_tokens(tokenizer, cfg.prompt_template,
+                                                                         cfg.prompt_layout, cfg.latent_query_num)
     # Refuse an instruction that does not fit before spending minutes on the export.
     prompt = build_prompt(tokenizer, cfg.default_instruction, cfg.latent_query_num, max_text_tokens,
                           cfg.prompt_template, layout=cfg.prompt_layout)
     assert prompt.length == prompt_length(cfg.latent_query_num, max_text_tokens, cfg.prompt_layout)
     specs = graph_specs(cfg, prompt.length)
     out = Path(out)
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        files = export_fp32(model, tmp, specs, prompt, progress)
+    with atomic_directory(out, overwrite=options.overwrite) as tmp:
+        files = export_fp32(model, tmp, specs, prompt)
         tokenizer.save(str(tmp / "tokenizer.json"))
-        manifest = build_manifest(model, ckpt_meta or {}, specs, prompt, max_text_tokens, files, source)
-        if fp16 or engine_input:
-            half = make_fp16(tmp, files, progress)
-            if fp16:
+        manifest = build_manifest(model, ckpt_meta or {}, specs, prompt, max_text_tokens, files, options.origin)
+        if options.fp16 or options.engine_input:
+            half = make_fp16(tmp, files)
+            if options.fp16:
                 manifest["variants"]["fp16"] = half
-            if engine_input:
+            if options.engine_input:
                 manifest["engine_build"] = {
                     "files": half["files"],
-                    "note": "what TensorRT builds parse: fp16 weights (half the parser's host memory), "
+                    "note": "what TensorRT builds parse (strongly typed): fp16 weights and activations, "
                             "LayerNorm/Softmax/ReduceL2 and the head in fp32; runtime.engines.build_inputs"}
-        if int8:
-            manifest["variants"]["int8"] = make_int8(tmp, files, progress, scope=int8_scope)
+        if options.int8:
+            manifest["variants"]["int8"] = make_int8(tmp, files, scope=options.int8_scope)
         write_manifest(tmp, manifest)
-        if verify:
-            report = verify_bundle(tmp, model, tokenizer, progress=progress, seeds=verify_seeds or INPUT_SEEDS)
+        if options.verify:
+            report = verify_bundle(tmp, model, tokenizer, progress=log.info, seeds=options.verify_seeds)
             for variant, result in report.items():
                 manifest["variants"][variant]["parity"] = result
             write_manifest(tmp, manifest)
             # the loader's verification record of the temporary folder: no use to whoever receives the bundle
             verification_record_path(tmp).unlink(missing_ok=True)
-            failed = [v for v, r in report.items() if not r["passed"] and (strict_variants or v == "fp32")]
+            failed = [v for v, r in report.items() if not r["passed"] and (options.strict_variants or v == "fp32")]
             if failed:
                 hint = ("; narrow models lose too much to int8 on every MatMul: try --int8-scope ffn"
-                        if "int8" in failed and int8_scope == "all" else "")
+                        if "int8" in failed and options.int8_scope == "all" else "")
                 raise ParityError(f"parity check failed for {', '.join(failed)}; no bundle written to {out}{hint}")
     return out
 
@@ -265,19 +272,22 @@ def main(argv=None) -> int:
     ap.add_argument("--int8", action="store_true", help="add an int8 dynamically quantized variant (CPU)")
     ap.add_argument("--no-engine-input", action="store_true",
                     help="skip the fp16-weights ONNX that TensorRT engine builds parse (CPU-only bundles)")
-    ap.add_argument("--int8-scope", choices=("all", "ffn"), default="all",
+    ap.add_argument("--int8-scope", choices=("all", "ffn"), default=ExportOptions.int8_scope,
                     help="int8 on every weight MatMul (fastest), or on the feed-forward ones only (narrow models)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     ap.add_argument("--no-verify", action="store_true", help="skip the parity check (not recommended)")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     if bool(args.ckpt) == bool(args.preset):
         ap.error("give either CKPT or --preset")
 
     start = time.perf_counter()
     model, tokenizer, meta, source = load_model(args)
-    export_bundle(model, tokenizer, args.out, meta, source, args.max_text_tokens, args.fp16, args.int8,
-                  args.overwrite, verify=not args.no_verify, int8_scope=args.int8_scope,
-                  engine_input=not args.no_engine_input)
+    options = ExportOptions(origin=source, max_text_tokens=args.max_text_tokens, fp16=args.fp16, int8=args.int8,
+                            int8_scope=args.int8_scope, engine_input=not args.no_engine_input,
+                            verify=not args.no_verify, overwrite=args.overwrite)
+    export_bundle(model, tokenizer, args.out, options, ckpt_meta=meta)
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(args.out.glob("*.onnx*")))
     print(f"bundle written to {args.out} in {time.perf_counter() - start:.1f} s ({sizes})")
     return 0

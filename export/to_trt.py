@@ -1,17 +1,26 @@
-"""Build fp16 TensorRT engines from a bundle's ONNX graphs and record them in bundle.json.
+"""Build TensorRT engines from a bundle's mixed-precision ONNX graphs and record them in bundle.json.
 
     python -m export.to_trt bundle/                       # build all three engines with the TensorRT Python API
     python -m export.to_trt bundle/ --workspace-gb 2      # smaller builder memory pool (Orin Nano)
+    python -m export.to_trt bundle/ --build-timeout 1800  # each engine in a child process, stopped after 30 min
 
 Engines are specific to the TensorRT version and the GPU they were built on:
 each is recorded with both (the GPU as `runtime.backends.cuda_device` names
 it, the same function the runtime checks with), and the runtime refuses an
-engine built for another (`runtime.backends.tensorrt.check_engine`). fp16 is
-chosen here, at the build; the parser reads the bundle's fp16-weights ONNX
-(`runtime.engines.build_inputs`: half the host memory of the fp32 graphs).
-LayerNorm is one normalization layer at opset 17, which TensorRT keeps
-stable in fp16. The head's optimisation profile spans L = 1..W with W as
-the optimum. A timing cache next to the bundle makes rebuilds fast.
+engine built for another (`runtime.backends.tensorrt.check_engine`).
+
+Precision is the graph's own: the network is strongly typed
+(`NetworkDefinitionCreationFlag.STRONGLY_TYPED`, `trtexec --stronglyTyped`
+in jetson/build_engines.sh), so every layer runs in the type the ONNX gives
+it. The parser reads the bundle's fp16 build inputs
+(`runtime.engines.build_inputs`, written by `export.to_onnx`): fp16 weights
+and activations, with LayerNorm, Softmax and the L2 norm kept in fp32 behind
+Casts; the head stays fp32. One path for TensorRT 10.3 (JetPack 6.1/6.2) and
+11.x, where strong typing is the only mode (the weakly typed builder flags
+are gone). The head's optimisation profile spans L = 1..W with W as the
+optimum. A timing cache next to the bundle makes rebuilds fast. The
+serialized engine is written from TensorRT's own buffer (no second host
+copy: the language engine is 2.7 GB, which matters on 8 and 16 GB boards).
 
 All or nothing: every engine is written under a temporary name; only when
 all three built are they renamed into place and recorded (one atomic rewrite
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -33,32 +43,38 @@ import time
 from pathlib import Path
 
 from runtime.backends.base import BackendError
+from runtime.backends.cuda_device import cuda_device_name, gpu_stack_problem
 from runtime.bundle import GRAPHS, BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
 from runtime.engines import build_inputs, engine_name, head_profile, record_engines
+from runtime.logs import add_log_level_argument, setup_logging
 
 TIMING_CACHE = "timing.cache"
+DEFAULT_WORKSPACE_GB = 4.0  # the builder's scratch pool; 1-2 on an Orin Nano
+log = logging.getLogger(__name__)
 
 
 class EngineBuildError(RuntimeError):
     pass
 
 
+def write_buffer(path: Path, buffer) -> None:
+    """TensorRT's IHostMemory (or any buffer) to a file through a memoryview: no bytes() copy of it."""
+    with open(path, "wb") as f:
+        f.write(memoryview(buffer))
+
+
 def build_engine(trt, onnx_path: Path, engine_path: Path, profile: dict | None, workspace_gb: float,
-                 timing_cache: Path, log=print) -> float:
-    """Parse ONNX, build an fp16 engine, write it to engine_path. Returns build seconds."""
+                 timing_cache: Path) -> float:
+    """Parse ONNX into a strongly typed network, build the engine, write it to engine_path. Returns seconds."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # implicit in TensorRT 10
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):  # from file: resolves external data next to it
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"{onnx_path}: TensorRT could not parse it: {errors}")
     config = builder.create_builder_config()
-    config.set_flag(trt.BuilderFlag.FP16)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -72,19 +88,56 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: dict | None, 
     if serialized is None:
         raise EngineBuildError(f"{onnx_path}: TensorRT engine build failed (see the TensorRT log above; out of "
                                f"memory on an Orin Nano? try --workspace-gb 1 and stop other programs)")
-    engine_path.write_bytes(bytes(serialized))
-    timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    write_buffer(engine_path, serialized)
+    del serialized  # the engine's host copy, before the next build allocates its own
+    write_buffer(timing_cache, config.get_timing_cache().serialize())
     seconds = time.perf_counter() - start
-    log(f"built {engine_path.name} from {onnx_path.name} in {seconds:.1f} s")
+    log.info("built %s from %s in %.1f s", engine_path.name, onnx_path.name, seconds)
     return seconds
 
 
-def build_all(bundle_dir: Path, workspace_gb: float = 4.0, trt=None, log=print) -> dict:
-    """Build the three engines under temporary names; rename and record them only if all succeeded."""
-    from runtime.backends.cuda_device import cuda_device_name
+def _build_in_child(onnx_path: Path, engine_path: Path, profile, workspace_gb: float, timing_cache: Path,
+                    level: int) -> None:
+    import tensorrt as trt
 
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        build_engine(trt, onnx_path, engine_path, profile, workspace_gb, timing_cache)
+    except EngineBuildError as e:
+        log.error("%s", e)
+        raise SystemExit(1) from e
+
+
+def build_with_timeout(onnx_path: Path, engine_path: Path, profile, workspace_gb: float, timing_cache: Path,
+                       timeout: float) -> None:
+    """build_engine in a child process, killed after `timeout` seconds: a TensorRT build cannot be interrupted
+    from Python, and a real-size build that hangs (swapping on a small board) must not hold the run forever."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=_build_in_child, name=f"build-{onnx_path.stem}",
+        args=(onnx_path, engine_path, profile, workspace_gb, timing_cache, logging.getLogger().level))
+    child.start()
+    child.join(timeout)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        raise EngineBuildError(f"{onnx_path}: the engine build took longer than --build-timeout {timeout:g} s "
+                               f"and was stopped")
+    if child.exitcode != 0:
+        raise EngineBuildError(f"{onnx_path}: the engine build failed (exit {child.exitcode}; see its log above)")
+
+
+def build_all(bundle_dir: Path, workspace_gb: float = DEFAULT_WORKSPACE_GB, trt=None,
+              build_timeout: float | None = None) -> dict:
+    """Build the three engines under temporary names; rename and record them only if all succeeded.
+
+    build_timeout: seconds per engine, each built in a child process it bounds (None: in this process)."""
     if trt is None:
-        import tensorrt as trt  # noqa: PLW0127  (lazy: only on a machine with TensorRT)
+        problem = gpu_stack_problem(("tensorrt",))
+        if problem:
+            raise BackendError(problem)
+        import tensorrt as trt  # lazy: only on a machine with TensorRT
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
     gpu = cuda_device_name()  # before minutes of building: no GPU, no build
@@ -97,7 +150,11 @@ def build_all(bundle_dir: Path, workspace_gb: float = 4.0, trt=None, log=print) 
             os.close(fd)
             temps[graph] = Path(tmp)
             profile = head_profile(bundle) if graph == "action_head" else None
-            build_engine(trt, bundle_dir / inputs[graph], temps[graph], profile, workspace_gb, cache, log)
+            if build_timeout is None:
+                build_engine(trt, bundle_dir / inputs[graph], temps[graph], profile, workspace_gb, cache)
+            else:
+                build_with_timeout(bundle_dir / inputs[graph], temps[graph], profile, workspace_gb, cache,
+                                   build_timeout)
         for graph, tmp in temps.items():
             os.replace(tmp, bundle_dir / engine_name(graph))
         return record_engines(bundle_dir, {g: engine_name(g) for g in GRAPHS}, trt.__version__, gpu, "export.to_trt")
@@ -111,15 +168,14 @@ def build_all(bundle_dir: Path, workspace_gb: float = 4.0, trt=None, log=print) 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
-    ap.add_argument("--workspace-gb", type=float, default=4.0, help="builder memory pool (GiB)")
+    ap.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_GB, help="builder memory pool (GiB)")
+    ap.add_argument("--build-timeout", type=float,
+                    help="seconds per engine build, each in a child process stopped after it (default: no limit)")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     try:
-        import tensorrt  # noqa: F401
-    except ImportError as e:
-        raise CommandError("TensorRT is not installed here. On a Jetson it comes with JetPack "
-                           "(python3 -c 'import tensorrt'); on a desktop GPU: pip install tensorrt") from e
-    try:
-        build_all(args.bundle, args.workspace_gb)
+        build_all(args.bundle, args.workspace_gb, build_timeout=args.build_timeout)
     except (EngineBuildError, BackendError, BundleError) as e:
         raise CommandError(f"{e}; no engine recorded, {args.bundle / 'bundle.json'} unchanged") from e
     return 0

@@ -12,15 +12,20 @@ and the head is a rounding error of the step time next to the VLM.
 int8: ONNX Runtime dynamic quantization, per-channel int8 weights, with
 activations quantized on the fly; MatMul/Gemm only, which is where the time
 goes on a CPU (the head's LSTM is small and stays fp32).
-For TensorRT, fp16 happens in the engine build instead (export.to_trt).
+The same fp16 files are what TensorRT builds parse (`engine_build` in bundle.json): the engine is built
+strongly typed, so it runs each layer in the type the graph gives it (export.to_trt).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
+from export.external_data import convert_to_fp16
 from runtime.bundle import GRAPHS
+
+log = logging.getLogger(__name__)
 
 FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceL2", "CumSum", "Range"]
 FP16_GRAPHS = ("vision", "language")  # the head stays fp32 (see above)
@@ -33,21 +38,16 @@ LOOSE_TOLERANCE = {"action_max_abs": 2e-2, "feature_cosine": 0.999}
 INT8_TOLERANCE = {"action_max_abs": 0.1, "feature_cosine": 0.99}
 
 
-def make_fp16(workdir: Path, files: dict, progress=print) -> dict:
-    import onnx
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-
+def make_fp16(workdir: Path, files: dict) -> dict:
+    """GRAPH.fp16.onnx for vision and language, converted file to file (any size: export.external_data)."""
     out = {"action_head": files["action_head"]}
     for graph in FP16_GRAPHS:
         start = time.perf_counter()
-        model = onnx.load(str(workdir / files[graph]))
-        half = convert_float_to_float16(model, keep_io_types=True,
-                                        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + FP16_KEEP_FP32)
         out[graph] = f"{graph}.fp16.onnx"
-        large = half.ByteSize() > 2 * 1024**3 - 64 * 1024**2
-        onnx.save_model(half, str(workdir / out[graph]), save_as_external_data=large,
-                        all_tensors_to_one_file=True, location=out[graph] + ".data")
-        progress(f"fp16 {out[graph]} in {time.perf_counter() - start:.1f} s")
+        written = convert_to_fp16(workdir / files[graph], workdir / out[graph], keep_fp32_ops=FP16_KEEP_FP32)
+        where = f" + {written['external_data']}" if written["external_data"] else ""
+        log.info("fp16 %s%s (%.2f GB of weights) in %.1f s", out[graph], where, written["weights_bytes"] / 1e9,
+                 time.perf_counter() - start)
     return {"files": out, "tolerance": dict(LOOSE_TOLERANCE),
             "note": "vision and language in fp16 with fp32 I/O; LayerNorm, Softmax, ReduceL2 and the head in fp32"}
 
@@ -63,7 +63,7 @@ def attention_and_projection_matmuls(path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and not any(k in n.name for k in FFN_MATMULS)]
 
 
-def make_int8(workdir: Path, files: dict, progress=print, scope: str = "all") -> dict:
+def make_int8(workdir: Path, files: dict, scope: str = "all") -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # scope "all": every weight MatMul of vision and language (the fastest; at real widths within the
@@ -83,7 +83,7 @@ def make_int8(workdir: Path, files: dict, progress=print, scope: str = "all") ->
                          nodes_to_exclude=attention_and_projection_matmuls(src) if scope == "ffn" else [],
                          extra_options={"MatMulConstBOnly": True},
                          use_external_data_format=(src.with_name(src.name + ".data")).exists())
-        progress(f"int8 {out[graph]} in {time.perf_counter() - start:.1f} s")
+        log.info("int8 %s in %.1f s", out[graph], time.perf_counter() - start)
     what = "every weight MatMul" if scope == "all" else "the feed-forward MatMuls"
     return {"files": out, "tolerance": dict(INT8_TOLERANCE), "scope": scope,
             "note": f"ONNX Runtime dynamic quantization, per-channel int8 weights of {what} of vision and "

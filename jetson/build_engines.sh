@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Build the bundle's fp16 TensorRT engines on this device with trtexec, then record them in bundle.json.
+# Build the bundle's TensorRT engines on this device with trtexec, then record them in bundle.json.
 #
 #   bash jetson/build_engines.sh BUNDLE                 # build vision, language, action_head engines
 #   bash jetson/build_engines.sh --dry-run BUNDLE       # print the trtexec commands only
 #   WORKSPACE_MB=2048 bash jetson/build_engines.sh BUNDLE   # smaller builder pool (Orin Nano 8 GB)
 #
 # Engines only run on the TensorRT version and GPU that built them, so build them on the robot.
-# fp16 is chosen here; trtexec parses the fp16-weights ONNX export wrote for it (half the host memory of
+# Strongly typed (--stronglyTyped, the only mode of TensorRT 11, and on 10.3 the one that keeps the graph's
+# fp32 LayerNorm/Softmax/L2 norm): trtexec parses the mixed-precision ONNX export wrote for it (half the host memory of
 # the fp32 graphs: what lets an 8 GB Orin Nano build, see jetson/README.md). A timing cache in the bundle
 # makes rebuilds fast. trtexec also times each engine after building (warm-up + iterations), so the log
 # shows the GPU compute time per graph.
@@ -47,7 +48,7 @@ fi
 read_head_shape
 read_build_inputs
 
-common=(--fp16 "--memPoolSize=workspace:${WORKSPACE_MB}" "--timingCacheFile=$bundle/timing.cache"
+common=(--stronglyTyped "--memPoolSize=workspace:${WORKSPACE_MB}" "--timingCacheFile=$bundle/timing.cache"
         --warmUp=500 --iterations=50 --avgRuns=10)
 graphs=(vision language action_head)
 building=()

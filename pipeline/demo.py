@@ -92,13 +92,16 @@ def main(argv=None) -> int:
     merge_checkpoint(result.best, merged, overwrite=True)
     step(3, total, f"merged LoRA into the base -> {merged}")
 
-    from export.to_onnx import export_bundle
+    from export.to_onnx import ExportOptions, export_bundle
     from train.checkpoint import load_checkpoint
 
     model, tokenizer, meta = load_checkpoint(merged)
-    bundle_dir = export_bundle(model, tokenizer, out / "bundle", meta, source=str(merged), overwrite=True,
-                               fp16=True, int8=True, int8_scope="ffn",
-                               progress=lambda s: print("      " + s.replace("\n", "\n      ")))
+    options = ExportOptions(origin=str(merged), overwrite=True, fp16=True, int8=True, int8_scope="ffn")
+    bundle_dir = export_bundle(model, tokenizer, out / "bundle", options, ckpt_meta=meta)
+    from export.verify import format_report
+
+    variants = json.loads((bundle_dir / "bundle.json").read_text())["variants"]
+    print("      " + format_report({v: r["parity"] for v, r in variants.items()}).replace("\n", "\n      "))
     step(4, total, f"bundle exported and verified -> {bundle_dir}")
 
     from sim.evaluate import EvaluationSpec, evaluate

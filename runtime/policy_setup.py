@@ -25,7 +25,6 @@ class PolicySpec:
     bundle: Path  # bundle folder from export.to_onnx
     backend: str = "auto"  # one of BACKENDS; auto: TensorRT engines where they load, else ONNX Runtime
     variant: str = "fp32"  # ONNX variant for ONNX Runtime backends (fp32, fp16, int8)
-    cuda_graph: bool = False  # --backend trt: replay each engine as a CUDA graph
     verify: str = "quick"  # bundle check at start: quick (sizes/times since the last full hash) or full
     instruction: str | None = None  # what to do; None: the bundle's default instruction
     chunk_mode: str = "first"  # runtime.behaviours.CHUNK_MODES: first, chunk (open loop) or ensemble
@@ -44,8 +43,6 @@ def add_policy_arguments(ap: argparse.ArgumentParser) -> None:
                     help="bundle folder from export.to_onnx (with --policy ws://...: the onboard fallback)")
     ap.add_argument("--backend", default=d.backend, choices=BACKENDS)
     ap.add_argument("--variant", default=d.variant, help="ONNX variant for ONNX Runtime backends (fp32, fp16, int8)")
-    ap.add_argument("--cuda-graph", action="store_true",
-                    help="--backend trt: replay each engine as a CUDA graph (one per head length 1..W)")
     ap.add_argument("--verify", choices=("quick", "full"), default=d.verify,
                     help="bundle check at start: quick (big files by size/times since their last full hash) or full")
     ap.add_argument("--instruction", help="what to do (default: the bundle's default instruction)")
@@ -68,7 +65,7 @@ def open_policy(spec: PolicySpec):
     from runtime.policy import Policy
 
     bundle = load_bundle(spec.bundle, verify=spec.verify)
-    backend = make_backend(bundle, spec.backend, variant=spec.variant, cuda_graph=spec.cuda_graph).activate()
+    backend = make_backend(bundle, spec.backend, variant=spec.variant).activate()
     try:
         yield with_behaviours(Policy(bundle, backend, instruction=spec.instruction), spec.chunk_mode, spec.discrete)
     finally:

@@ -34,6 +34,9 @@ import numpy as np
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CHANNEL_ORDERS = ("bgr", "rgb")
+# Pixel normalisations by name -> (mean, std) on [0, 1] values. "unit": pixels / 255 and nothing else, what the
+# Mobile-VLA fork's dataset fed before its commit of 2026-02-03 (docs/migrating.md); "clip": Kosmos-2's own.
+PIXEL_NORMS = {"clip": (CLIP_MEAN, CLIP_STD), "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,15 @@ class PreprocessConfig:
     channel_order: str = "bgr"  # order of the incoming frame
     resize: str = "area"  # OpenCV interpolation for downscaling (see module docstring)
     model_channel_order: str = "rgb"  # order the model expects in its R, G, B slots ("bgr": the original's quirk)
+    pixel_norm: str = "clip"  # the name of mean/std (PIXEL_NORMS): recorded so a bundle says which one it uses
+
+    def __post_init__(self):
+        want = PIXEL_NORMS.get(self.pixel_norm)
+        if want is None:
+            raise ValueError(f"preprocess pixel_norm must be one of {', '.join(PIXEL_NORMS)}, got {self.pixel_norm!r}")
+        if not np.allclose([self.mean, self.std], want):
+            raise ValueError(f"preprocess pixel_norm {self.pixel_norm!r} means mean {want[0]} and std {want[1]}, "
+                             f"found mean {self.mean} and std {self.std}")
 
     def to_dict(self) -> dict:
         return {
@@ -55,17 +67,22 @@ class PreprocessConfig:
             "channel_order": self.channel_order,
             "resize": self.resize,
             "model_channel_order": self.model_channel_order,
+            "pixel_norm": self.pixel_norm,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
+        mean, std = tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"])
+        # older files name no pixel_norm: the one their mean/std are (a mismatch is refused in __post_init__)
+        named = next((n for n, (m, s) in PIXEL_NORMS.items() if np.allclose([mean, std], [m, s])), "clip")
         return cls(
             size=int(d["size"]),
-            mean=tuple(float(v) for v in d["mean"]),
-            std=tuple(float(v) for v in d["std"]),
+            mean=mean,
+            std=std,
             channel_order=str(d["channel_order"]),
             resize=str(d.get("resize", "area")),
             model_channel_order=str(d.get("model_channel_order", "rgb")),  # older files: always RGB
+            pixel_norm=str(d.get("pixel_norm", named)),
         )
 
 

@@ -279,7 +279,7 @@ def open_remote_policy(spec, remote: RemoteConfig):
 
     bundle = load_bundle(spec.bundle, verify=spec.verify)
     encoder = RemoteEncoder(remote, expected_model=model_identity(bundle.manifest))
-    backend = make_backend(bundle, spec.backend, variant=spec.variant, cuda_graph=spec.cuda_graph).activate()
+    backend = make_backend(bundle, spec.backend, variant=spec.variant).activate()
     try:
         encoder.start()
         if not encoder.connected:

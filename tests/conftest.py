@@ -52,11 +52,10 @@ def run_python(*args, cwd=ROOT, timeout=300, env=None):
 @pytest.fixture(scope="session")
 def tiny_bundle_dir(tmp_path_factory, tiny_model, tiny_tokenizer, tiny_checkpoint):
     """The tiny model exported (and verified) once per session."""
-    from export.to_onnx import export_bundle
+    from export.to_onnx import ExportOptions, export_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
-    return export_bundle(tiny_model, tiny_tokenizer, out, source=str(tiny_checkpoint), verify_seeds=(0,),
-                         progress=lambda s: None)
+    return export_bundle(tiny_model, tiny_tokenizer, out, ExportOptions(origin=str(tiny_checkpoint), verify_seeds=(0,)))
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +63,8 @@ def episode_file(tmp_path_factory):
     """One episode in the collector's HDF5 layout: 12 camera-like 320x240 BGR frames."""
     import numpy as np
 
-    from sim.episodes import write_episode
     from runtime.sample_frames import sample_frames
+    from sim.episodes import write_episode
 
     path = tmp_path_factory.mktemp("episodes") / "episode_000.h5"
     rng = np.random.default_rng(0)

@@ -124,16 +124,22 @@ def _kosmos_from_checkpoint(folder: Path, attn_implementation: str):
     return model
 
 
+def load_kosmos(weights: str, attn_implementation: str = "eager"):
+    """A pretrained Kosmos-2 from one of our merged checkpoint folders, a transformers folder or a hub id."""
+    if is_checkpoint_folder(weights):
+        return _kosmos_from_checkpoint(Path(weights), attn_implementation)
+    from transformers import Kosmos2Model
+
+    return Kosmos2Model.from_pretrained(weights, attn_implementation=attn_implementation)
+
+
 def build_kosmos(config: MobileVLAConfig, attn_implementation: str = "eager"):
     """The Kosmos-2 backbone: pretrained from `config.weights` (hub id, transformers folder, or one of our
     merged checkpoint folders), or random from `config.seed`."""
     from transformers import Kosmos2Config, Kosmos2Model
 
     if config.weights:
-        if is_checkpoint_folder(config.weights):
-            model = _kosmos_from_checkpoint(Path(config.weights), attn_implementation)
-        else:
-            model = Kosmos2Model.from_pretrained(config.weights, attn_implementation=attn_implementation)
+        model = load_kosmos(config.weights, attn_implementation)
         got = model.config.text_config.embed_dim
         if got != config.hidden_size:
             raise ValueError(f"{config.weights}: text width {got}, config expects {config.hidden_size}")

@@ -41,7 +41,7 @@ class Backend(ABC):
         self.active = False
 
     # -- lifecycle -------------------------------------------------------------
-    def activate(self) -> "Backend":
+    def activate(self) -> Backend:
         if not self.active:
             self._activate()
             self.active = True
@@ -52,7 +52,7 @@ class Backend(ABC):
             self._deactivate()
             self.active = False
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self.activate()
 
     def __exit__(self, *exc) -> None:

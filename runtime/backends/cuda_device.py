@@ -19,17 +19,32 @@ import sys
 from runtime.backends.base import BackendError
 from runtime.cli import exits_on
 
-PYCUDA_FIX = ("pycuda is not installed in this environment: on a Jetson run bash jetson/setup.sh "
-              "(it builds pycuda against /usr/local/cuda); on a desktop GPU: pip install pycuda")
+# How to get the GPU stack, said once for every command that needs it.
+GPU_STACK_FIX = ("on a Jetson: bash jetson/setup.sh (JetPack ships tensorrt for the system Python; setup.sh builds "
+                 "pycuda against /usr/local/cuda); on a desktop GPU: pip install -e '.[jetson]' "
+                 "(tensorrt-cu12 and pycuda; pycuda compiles against the CUDA toolkit, see jetson/README.md)")
+
+
+def gpu_stack_problem(modules=("tensorrt", "pycuda.driver")) -> str | None:
+    """Why `import tensorrt` / `import pycuda.driver` fails here, with the fix; None when both import."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            return f"{name} does not import in this environment ({e}). Fix: {GPU_STACK_FIX}"
+    return None
 
 
 def cuda_device_name(cuda=None, index: int = 0) -> str:
     """Name of CUDA device `index` as the driver reports it. `cuda`: pycuda.driver (injectable for tests)."""
     if cuda is None:
-        try:
-            import pycuda.driver as cuda
-        except ImportError as e:
-            raise BackendError(f"{PYCUDA_FIX} ({e})") from e
+        problem = gpu_stack_problem(("pycuda.driver",))
+        if problem:
+            raise BackendError(problem)
+        import pycuda.driver as cuda
+
     try:
         cuda.init()
         return str(cuda.Device(index).name())

@@ -1,7 +1,7 @@
 """Pick a backend by name: `--backend auto|ort-cpu|ort-cuda|ort-trt|trt`.
 
     backend = make_backend(bundle, "auto")   # the fastest one available here, and says which
-    backend = make_backend(bundle, "trt", cuda_graph=True)
+    backend = make_backend(bundle, "trt")       # the native TensorRT engines, or a BackendError saying why not
 
 `auto` takes the native TensorRT engines, then ONNX Runtime's TensorRT or
 CUDA provider, then the CPU. On a Jetson (`/etc/nv_tegra_release` exists;
@@ -14,8 +14,8 @@ for by name, `--backend ort-cpu` still runs there.
 
 from __future__ import annotations
 
-
 from runtime.backends.base import Backend, BackendError
+from runtime.backends.cuda_device import cuda_device_name, gpu_stack_problem
 from runtime.jetpack import tegra_release
 
 BACKENDS = ("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu")
@@ -27,16 +27,11 @@ def is_jetson() -> bool:
 
 def trt_problem(bundle) -> str | None:
     """Why the native TensorRT backend cannot run this bundle here; None when it can."""
-    try:
-        import pycuda.driver  # noqa: F401
-        import tensorrt  # noqa: F401
-    except ImportError as e:
-        return (f"the trt backend needs tensorrt and pycuda, and importing them failed: {e}. Fix: bash jetson/setup.sh "
-                f"(JetPack ships tensorrt for the system Python; setup.sh builds pycuda against /usr/local/cuda)")
+    problem = gpu_stack_problem()
+    if problem:
+        return f"the trt backend needs tensorrt and pycuda: {problem}"
     if not bundle.manifest.get("engines"):
         return f"{bundle.root}: no TensorRT engines in the bundle. Fix: bash jetson/build_engines.sh {bundle.root}"
-    from runtime.backends.cuda_device import cuda_device_name
-
     try:
         cuda_device_name()
     except BackendError as e:
@@ -67,16 +62,12 @@ def resolve_backend_name(bundle, name: str) -> str:
     return "ort-cpu"
 
 
-def make_backend(bundle, name: str = "auto", variant: str = "fp32", threads: int | None = None,
-                 cuda_graph: bool = False) -> Backend:
+def make_backend(bundle, name: str = "auto", variant: str = "fp32", threads: int | None = None) -> Backend:
     resolved = resolve_backend_name(bundle, name)
     if resolved == "trt":
         from runtime.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(bundle, cuda_graph=cuda_graph)
-    if cuda_graph:
-        raise BackendError(f"--cuda-graph is for the native TensorRT backend (--backend trt); "
-                           f"--backend {name} resolved to {resolved}")
+        return TensorRTBackend(bundle)
     from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     provider = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[resolved]

@@ -1,7 +1,7 @@
-"""Native TensorRT backend: fp16 engines, device buffers allocated once, vision -> language chained on the GPU.
+"""Native TensorRT backend: the bundle's engines, device buffers allocated once, vision -> language on the GPU.
 
     from runtime.backends.tensorrt import TensorRTBackend
-    with TensorRTBackend(bundle, cuda_graph=True) as b:      # python -m runtime.drive ... --backend trt --cuda-graph
+    with TensorRTBackend(bundle) as b:                       # python -m runtime.drive ... --backend trt
         feature = b.encode_frame(pixels, input_ids, attention_mask)   # from any thread
         chunk = b.predict_chunk(ring)
 
@@ -19,11 +19,10 @@ the drive loop calls the backend from its inference thread while
 once, on that thread; activation, every encode/predict/run_graph and
 deactivation are submitted to it and waited for. Chosen over pushing and
 popping the context around every call because then every CUDA object (stream,
-buffers, CUDA graphs) lives and dies on one thread with its context current
-(pycuda's frees fail without one), a stream capture never races a CUDA call
-from another thread (global capture mode forbids that), and two callers are
-serialised for free (the host staging buffers are shared). The cost is one
-hand-off per call, tens of microseconds next to a step of milliseconds.
+buffers) lives and dies on one thread with its context current (pycuda's
+frees fail without one), and two callers are serialised for free (the host
+staging buffers are shared). The cost is one hand-off per call, tens of
+microseconds next to a step of milliseconds.
 
 Failures. TensorRT reports them by return value: `execute_async_v3`,
 `set_input_shape` and `set_tensor_address` return False, deserialisation and
@@ -32,25 +31,14 @@ naming the engine and the call; ignored, a failed enqueue would hand back
 whatever the output buffer held (the previous frame's action). The drive
 loop zeroes the motors on any exception of its inference thread.
 
-CUDA graphs (`cuda_graph=True`, `--cuda-graph`): each graph's enqueue is
-captured once and replayed, which removes the per-layer launch overhead on
-a Jetson. One graph per engine and, for the head, per window length L = 1..W
-(the head's input grows with the ring until it holds W features). A captured
-graph is only valid for the shapes and addresses it was captured with, so
-each head length gets its own execution context whose input shape is set
-once and never changes (the head is small: W contexts cost little memory);
-one context whose shape went back and forth would need a new capture every
-time. Before each capture the context is enqueued once normally: TensorRT
-performs deferred updates (new shapes, new addresses) in the first enqueue
-after them, and those cannot be captured. Capture runs on the backend's own stream (never
-the default stream); the timing events are recorded between the launches,
-outside any capture. Anything that rebinds addresses (`run_graph`, the
-parity path) drops the graphs; they are captured again on next use.
+No CUDA graphs: a step is three enqueues, whose launch overhead (tens of
+microseconds) is lost in the language engine's weight reads (12-40 ms on an
+Orin); jetson/README.md says how to measure what graphs would buy
+(`trtexec --useCudaGraph` in jetson/bench.sh).
 """
 
 from __future__ import annotations
 
-import copy
 import mmap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from runtime.backends.base import Backend, BackendError
+from runtime.backends.cuda_device import cuda_device_name, gpu_stack_problem
 from runtime.bundle import GRAPHS
 
 REBUILD = "rebuild the engines here: bash jetson/build_engines.sh BUNDLE"
@@ -73,7 +62,7 @@ def check_engine(record: dict, trt_version: str, gpu: str) -> None:
         raise BackendError(f"{record['file']}: built for GPU {record['gpu']!r}, this machine has {gpu!r}; {REBUILD}")
 
 
-def _checked(result, engine: "_Engine", call: str):
+def _checked(result, engine: _Engine, call: str):
     """TensorRT's failure values (False, None) -> BackendError naming the engine file and the call."""
     if result is None or result is False:
         raise BackendError(f"{engine.path.name}: TensorRT {call} failed (returned {result}); the step was "
@@ -125,33 +114,17 @@ class _Engine:
     def enqueue(self, stream) -> None:
         _checked(self.context.execute_async_v3(stream.handle), self, "execute_async_v3")
 
-    def fork(self) -> "_Engine":
-        """The same engine and device buffers with a context of its own (a CUDA graph per head length)."""
-        twin = copy.copy(self)
-        twin.context = self.engine.create_execution_context()
-        if twin.context is None:
-            raise BackendError(f"{self.path.name}: TensorRT create_execution_context returned None "
-                               f"(out of GPU memory?); drop --cuda-graph or {REBUILD}")
-        twin.bind_own()
-        return twin
-
 
 class TensorRTBackend(Backend):
     name = "trt"
 
-    def __init__(self, bundle, cuda_graph: bool = False, trt=None, cuda=None):
+    def __init__(self, bundle, trt=None, cuda=None):
         super().__init__(bundle, variant="fp16-engine")
-        self.cuda_graph = cuda_graph
         self._trt, self._cuda = trt, cuda  # injectable for tests; imported lazily otherwise
         self.engines: dict[str, _Engine] = {}
-        self.graphs: dict[tuple[str, int], object] = {}  # (graph, L) -> instantiated CUDA graph
-        self.head_contexts: dict[int, _Engine] = {}  # --cuda-graph: L -> the head with a context fixed at L
         self._gpu: ThreadPoolExecutor | None = None
         self._context = None
         self._prompt_key = None
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.variant}{', CUDA graphs' if self.cuda_graph else ''})"
 
     # -- the GPU thread ----------------------------------------------------------
     def _on_gpu(self, fn, *args):
@@ -163,12 +136,12 @@ class TensorRTBackend(Backend):
     # -- lifecycle -------------------------------------------------------------
     def _activate(self) -> None:
         if self._trt is None:
-            try:
-                import pycuda.driver as cuda
-                import tensorrt as trt
-            except ImportError as e:
-                raise BackendError(f"trt backend needs tensorrt and pycuda (JetPack ships TensorRT; "
-                                   f"bash jetson/setup.sh builds pycuda): {e}") from e
+            problem = gpu_stack_problem()
+            if problem:
+                raise BackendError(f"trt backend: {problem}")
+            import pycuda.driver as cuda
+            import tensorrt as trt
+
             self._trt, self._cuda = trt, cuda
         self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trt-gpu")
         try:
@@ -179,8 +152,6 @@ class TensorRTBackend(Backend):
             raise
 
     def _load(self) -> None:
-        from runtime.backends.cuda_device import cuda_device_name
-
         trt, cuda = self._trt, self._cuda
         try:
             cuda.init()
@@ -203,10 +174,7 @@ class TensorRTBackend(Backend):
                 self.engines[graph] = _Engine(trt, cuda, runtime, self.bundle.root / records[graph]["file"], max_shapes)
                 self.engines[graph].bind_own()
             self._chain()
-            self.stream = cuda.Stream()  # our own stream: CUDA graphs cannot be captured on the default one
-            if self.cuda_graph and not hasattr(self.stream, "begin_capture"):
-                raise BackendError("--cuda-graph needs a pycuda with stream capture (Stream.begin_capture); "
-                                   "upgrade pycuda (bash jetson/setup.sh) or drop --cuda-graph")
+            self.stream = cuda.Stream()  # our own stream, not the legacy default one that synchronises with all
             self.host = {name: cuda.pagelocked_empty(shape, dtype) for name, shape, dtype in self._host_specs()}
             self.events = [cuda.Event() for _ in range(3)]
         except BaseException:
@@ -232,8 +200,6 @@ class TensorRTBackend(Backend):
 
     def _unload(self) -> None:
         """Free everything on the GPU thread, with the context still current, then pop it."""
-        self.graphs.clear()
-        self.head_contexts.clear()
         self.engines.clear()
         self.host, self.events, self.stream = {}, [], None
         self._prompt_key = None
@@ -248,34 +214,6 @@ class TensorRTBackend(Backend):
             finally:
                 self._gpu.shutdown(wait=True)
                 self._gpu = None
-
-    # -- launching: plain enqueue or a CUDA graph per (engine, L) -------------------
-    def _launch(self, graph: str, length: int = 0, engine: _Engine | None = None) -> None:
-        engine = engine or self.engines[graph]
-        if not self.cuda_graph:
-            engine.enqueue(self.stream)
-            return
-        exec_graph = self.graphs.get((graph, length))
-        if exec_graph is None:
-            exec_graph = self.graphs[(graph, length)] = self._capture(engine)
-        exec_graph.launch(self.stream)
-
-    def _capture(self, engine: _Engine):
-        engine.enqueue(self.stream)  # outside the capture: lets TensorRT apply its deferred updates first
-        self.stream.begin_capture()
-        try:
-            engine.enqueue(self.stream)
-        except BackendError as e:
-            try:
-                self.stream.end_capture()
-            except Exception:  # an invalidated capture fails to end; the enqueue's error is the one to report
-                pass
-            raise BackendError(f"{e} (while capturing a CUDA graph; try without --cuda-graph)") from e
-        try:
-            return self.stream.end_capture().instantiate()  # pycuda: Graph.instantiate() -> GraphExec
-        except Exception as e:
-            raise BackendError(f"{engine.path.name}: CUDA graph capture failed: {type(e).__name__}: {e}; "
-                               f"try without --cuda-graph") from e
 
     # -- the hot path -------------------------------------------------------------
     def device_memory_used_mb(self) -> float:
@@ -306,9 +244,9 @@ class TensorRTBackend(Backend):
         self.host["pixel_values"][...] = pixels
         cuda.memcpy_htod_async(self.engines["vision"].buffers["pixel_values"], self.host["pixel_values"], self.stream)
         self.events[0].record(self.stream)
-        self._launch("vision")
+        self.engines["vision"].enqueue(self.stream)
         self.events[1].record(self.stream)
-        self._launch("language")
+        lang.enqueue(self.stream)
         self.events[2].record(self.stream)
         cuda.memcpy_dtoh_async(self.host["act_feature"], lang.buffers["act_feature"], self.stream)
         self.stream.synchronize()
@@ -331,17 +269,11 @@ class TensorRTBackend(Backend):
     def _predict(self, name: str, features):
         cuda, head = self._cuda, self.engines["action_head"]
         length = features.shape[1]
-        if self.cuda_graph:
-            if length not in self.head_contexts:
-                self.head_contexts[length] = head.fork()
-                self.head_contexts[length].set_shape(name, features.shape)
-            head = self.head_contexts[length]
-        else:
-            head.set_shape(name, features.shape)
+        head.set_shape(name, features.shape)
         staging = self.host["act_features"][:, :length]  # the first L rows: contiguous in the pinned buffer
         staging[...] = features
         cuda.memcpy_htod_async(head.buffers[name], staging, self.stream)
-        self._launch("action_head", length, head)
+        head.enqueue(self.stream)
         cuda.memcpy_dtoh_async(self.host["action_chunk"], head.buffers["action_chunk"], self.stream)
         self.stream.synchronize()
         return np.array(self.host["action_chunk"], dtype=np.float32)
@@ -352,7 +284,6 @@ class TensorRTBackend(Backend):
     def _run_on_gpu(self, graph: str, feeds):
         """One graph with host inputs and outputs (parity checks; not the hot path)."""
         cuda, eng = self._cuda, self.engines[graph]
-        self.graphs.clear()  # addresses change below: captured graphs would use the old ones
         eng.bind_own()
         dynamic = self.bundle.dynamic_axes(graph)
         for name in eng.inputs:

@@ -2,7 +2,6 @@
 
 import os
 
-
 from runtime.bundle import load_bundle
 from tests.conftest import run_python, snapshot
 from tests.fakes import gpu as fake_gpu
@@ -12,7 +11,7 @@ def test_python_build_failing_after_a_good_build_keeps_bundle_and_old_engines(bu
     from export.to_trt import build_all, main
 
     fake_gpu.install(monkeypatch, version="10.3.0")
-    build_all(bundle_copy, log=lambda s: None)
+    build_all(bundle_copy)
     before = snapshot(bundle_copy)
     assert len(before[1]) == 3 and before[2] == []
     fake_gpu.FakeTensorRT.__version__ = "10.3.1"  # a JetPack update: the rebuild would record a new version
@@ -24,20 +23,21 @@ def test_python_build_failing_after_a_good_build_keeps_bundle_and_old_engines(bu
     assert {e["tensorrt_version"] for e in load_bundle(bundle_copy).manifest["engines"]} == {"10.3.0"}
 
 
-def test_python_builder_sets_fp16_workspace_profile_and_records_engines(bundle_copy, monkeypatch):
+def test_python_builder_builds_strongly_typed_with_workspace_profile_and_records_engines(bundle_copy, monkeypatch):
     from export.to_trt import build_all
 
-    trt, _ = fake_gpu.install(monkeypatch, version="10.3.0", gpu="Orin (fake)")
-    manifest = build_all(bundle_copy, workspace_gb=2, log=lambda s: None)
-    assert [b["fp16"] for b in trt.builds] == [True, True, True]
+    fake_gpu.install(monkeypatch, version="10.3.0", gpu="Orin (fake)")
+    builds = fake_gpu.MACHINE.builds
+    manifest = build_all(bundle_copy, workspace_gb=2)
+    assert [b["strongly_typed"] for b in builds] == [True, True, True]
     # the parser reads the fp16-weights ONNX export wrote for it (half the host memory), the head in fp32
-    assert [os.path.basename(b["onnx"]) for b in trt.builds] == ["vision.fp16.onnx", "language.fp16.onnx",
+    assert [os.path.basename(b["onnx"]) for b in builds] == ["vision.fp16.onnx", "language.fp16.onnx",
                                                                  "action_head.onnx"]
-    assert all(b["workspace"] == 2 * 1024**3 for b in trt.builds)
+    assert all(b["workspace"] == 2 * 1024**3 for b in builds)
     w = manifest["policy"]["window"]
     d = manifest["model"]["hidden_size"]
-    assert trt.builds[0]["profiles"] == [] and trt.builds[1]["profiles"] == []
-    assert trt.builds[2]["profiles"] == [{"act_features": [[1, 1, d], [1, w, d], [1, w, d]]}]
+    assert builds[0]["profiles"] == [] and builds[1]["profiles"] == []
+    assert builds[2]["profiles"] == [{"act_features": [[1, 1, d], [1, w, d], [1, w, d]]}]
     assert (bundle_copy / "timing.cache").is_file()
     engines = {e["graph"]: e for e in manifest["engines"]}
     assert set(engines) == {"vision", "language", "action_head"}

@@ -29,7 +29,7 @@ def test_verify_with_trt_backend_uses_fp16_tolerance(bundle_copy, monkeypatch, t
     from train.checkpoint import load_checkpoint
 
     fake_gpu.install(monkeypatch)
-    build_all(bundle_copy, log=lambda s: None)
+    build_all(bundle_copy)
     model, tok, _ = load_checkpoint(tiny_checkpoint)
     report = verify_bundle(bundle_copy, model, tok, backend="trt", seeds=(0,), progress=lambda s: None)
     assert report["fp16-engine"]["passed"]

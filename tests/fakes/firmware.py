@@ -21,8 +21,8 @@ import threading
 import time
 from pathlib import Path
 
-from sim.controller_emulator import Received
 from runtime.protocol import FrameParser
+from sim.controller_emulator import Received
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
@@ -104,7 +104,7 @@ class FirmwareController:
     def port(self) -> str:
         return str(self.link)
 
-    def start(self) -> "FirmwareController":
+    def start(self) -> FirmwareController:
         cmd = [str(self.binary), "--link", str(self.link), *self.args]
         if self.base is not None:  # the exact matrix of runtime.kinematics, so both sides agree to float precision
             cmd += ["--matrix", ",".join(repr(float(v)) for v in self.base.matrix.ravel())]

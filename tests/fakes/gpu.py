@@ -10,20 +10,25 @@ real numbers.
 
 Where the real stack fails, this fails the same way:
 - pycuda: a context is current only on the thread that pushed it. A driver
-  call (allocation, copy, stream, event, capture) from a thread with no
-  current context raises `LogicError(... invalid device context)`, as
-  pycuda does for CUDA_ERROR_INVALID_CONTEXT. `Context.pop()` pops the
-  calling thread's stack. `cuda.init()` must come first.
+  call (allocation, copy, stream, event) from a thread with no current
+  context raises `LogicError(... invalid device context)`, as pycuda does
+  for CUDA_ERROR_INVALID_CONTEXT. `Context.pop()` pops the calling thread's
+  stack. `cuda.init()` must come first.
 - TensorRT reports failure by return value, never by exception:
   `deserialize_cuda_engine` -> None, `create_execution_context` -> None,
   `set_input_shape` / `set_tensor_address` / `execute_async_v3` -> False.
   `fail(call, after=n)` makes a call fail from its (n+1)-th use on.
-- CUDA graphs: capture only on a non-default stream; an `execute_async_v3`
-  inside a capture with deferred updates pending (a new shape or address
-  since the last plain enqueue) is not capturable and invalidates the
-  capture (TensorRT's advice: one enqueue before capturing); an event
-  recorded inside a capture cannot time anything (raises); a launched graph
-  replays the enqueues with the addresses and shapes it captured.
+- The builder is strongly typed or nothing: a network created without
+  `NetworkDefinitionCreationFlag.STRONGLY_TYPED` is refused at build (it
+  would build weakly typed on 10.3 and ignore the graph's fp32 islands), and
+  there is no `BuilderFlag` at all (its precision flags are gone in 11.x).
+
+No richer than the real packages: every public name the fakes give
+`tensorrt` and `pycuda.driver` exists in TensorRT 10.3 and 11.4 and in
+pycuda 2026.1 (tests/fakes/test_conformance.py reads the real packages;
+what each fake was checked against is in tests/fakes/README.md). What the
+tests control or inspect (the GPU's name, recorded builds, injected
+failures) lives on `MACHINE`, never on the fake modules.
 """
 
 from __future__ import annotations
@@ -36,6 +41,19 @@ import types
 from pathlib import Path
 
 import numpy as np
+
+
+class _Machine:
+    """What the tests set and read about the fake machine; not part of any fake module."""
+
+    gpu = "Fake Orin"  # the CUDA device name pycuda reports
+    int32_ids = False  # TensorRT 8.6 turned int64 inputs into int32
+    builds: list = []  # what build_serialized_network was asked to build
+    failures: dict = {}  # call name -> uses that still succeed before it starts failing
+    calls: dict = {}  # call name -> uses so far
+
+
+MACHINE = _Machine
 
 
 class LogicError(RuntimeError):
@@ -91,79 +109,30 @@ def _write(address: int, value: np.ndarray) -> None:
 class DeviceAllocation:
     def __init__(self, nbytes: int):
         DRIVER.require_context("cuMemAlloc")
-        self.address = next(DRIVER.next_address)
-        DRIVER.memory[self.address] = np.zeros(nbytes, np.uint8)
+        self._address = next(DRIVER.next_address)
+        DRIVER.memory[self._address] = np.zeros(nbytes, np.uint8)
 
     def __int__(self):
-        return self.address
-
-
-class _GraphExec:
-    def __init__(self, ops: list):
-        self.ops = ops
-        self.launches = 0
-
-    def launch(self, stream=None):
-        DRIVER.require_context("cuGraphLaunch")
-        if stream is not None and stream.capturing is not None:
-            raise LogicError("cuGraphLaunch failed: operation not permitted when stream is capturing")
-        for op in self.ops:
-            op()
-        self.launches += 1
-
-
-class _Graph:
-    def __init__(self, ops: list):
-        self.ops = ops
-
-    def instantiate(self):  # pycuda's name (test/test_graph.py upstream), not "instance"
-        DRIVER.require_context("cuGraphInstantiate")
-        return _GraphExec(list(self.ops))
+        return self._address
 
 
 class Stream:
     def __init__(self, flags: int = 0):
         DRIVER.require_context("cuStreamCreate")
         self.handle = next(DRIVER.next_handle)  # never 0: pycuda's Stream() is a new, non-default stream
-        self.capturing: list | None = None
-        self.invalidated = ""
-        self.captures = 0
 
     def synchronize(self):
         DRIVER.require_context("cuStreamSynchronize")
-        if self.capturing is not None:
-            raise LogicError("cuStreamSynchronize failed: operation not permitted when stream is capturing")
-
-    def begin_capture(self, capture_mode=None):
-        DRIVER.require_context("cuStreamBeginCapture")
-        if self.handle == 0:
-            raise LogicError("cuStreamBeginCapture failed: operation not supported on the legacy default stream")
-        if self.capturing is not None:
-            raise LogicError("cuStreamBeginCapture failed: stream is already capturing")
-        self.capturing, self.invalidated = [], ""
-
-    def end_capture(self):
-        DRIVER.require_context("cuStreamEndCapture")
-        if self.capturing is None:
-            raise LogicError("cuStreamEndCapture failed: stream is not capturing")
-        ops, self.capturing = self.capturing, None
-        if self.invalidated:
-            raise LogicError(f"cuStreamEndCapture failed: capture invalidated ({self.invalidated})")
-        self.captures += 1
-        return _Graph(ops)
 
 
 class Event:
     def __init__(self, flags: int = 0):
         DRIVER.require_context("cuEventCreate")
-        self.t = None
+        self._t = None
 
     def record(self, stream=None):
         DRIVER.require_context("cuEventRecord")
-        if stream is not None and stream.capturing is not None:
-            # A captured record becomes a graph node; its time is not a measurement of anything.
-            raise LogicError("fake pycuda: a timing event recorded inside a stream capture (record it outside)")
-        self.t = time.perf_counter()
+        self._t = time.perf_counter()
         return self
 
     def synchronize(self):
@@ -172,9 +141,9 @@ class Event:
 
     def time_since(self, other) -> float:
         DRIVER.require_context("cuEventElapsedTime")
-        if self.t is None or other.t is None:
+        if self._t is None or other._t is None:
             raise LogicError("cuEventElapsedTime failed: invalid resource handle (event never recorded)")
-        return (self.t - other.t) * 1e3
+        return (self._t - other._t) * 1e3
 
 
 class _Context:
@@ -195,10 +164,10 @@ class Device:
     def __init__(self, index):
         if not DRIVER.initialised:
             raise LogicError("cuDeviceGet failed: initialization error (call cuda.init() first)")
-        self.index = index
+        self._index = index
 
     def name(self):
-        return FakeTensorRT.gpu
+        return MACHINE.gpu
 
     def retain_primary_context(self):
         return _Context()
@@ -215,23 +184,12 @@ def _pagelocked_empty(shape, dtype, order="C", mem_flags=0):
 
 def _htod(dst, src, stream=None):
     DRIVER.require_context("cuMemcpyHtoDAsync")
-    value = np.array(src, copy=True)  # the copy reads the host buffer when it runs, as the device would
-    if stream is not None and stream.capturing is not None:
-        stream.capturing.append(lambda: _write(int(dst), value))
-    else:
-        _write(int(dst), value)
+    _write(int(dst), np.asarray(src))
 
 
 def _dtoh(dst, src, stream=None):
     DRIVER.require_context("cuMemcpyDtoHAsync")
-
-    def copy():
-        dst[...] = _read(int(src), dst.shape, dst.dtype)
-
-    if stream is not None and stream.capturing is not None:
-        stream.capturing.append(copy)
-    else:
-        copy()
+    dst[...] = _read(int(src), dst.shape, dst.dtype)
 
 
 def make_pycuda_driver():
@@ -251,43 +209,45 @@ class _Enum:
 
 def _failing(call: str) -> bool:
     """Count a use of `call`; True when the test asked it to fail from this use on."""
-    FakeTensorRT.calls[call] = FakeTensorRT.calls.get(call, 0) + 1
-    after = FakeTensorRT.failures.get(call)
-    return after is not None and FakeTensorRT.calls[call] > after
+    MACHINE.calls[call] = MACHINE.calls.get(call, 0) + 1
+    after = MACHINE.failures.get(call)
+    return after is not None and MACHINE.calls[call] > after
 
 
 class FakeEngine:
+    """ICudaEngine. Its bookkeeping is underscored: public names are the real class's."""
+
     def __init__(self, spec: dict, int32_ids: bool):
         import onnxruntime as ort
 
-        self.spec = spec
-        self.session = ort.InferenceSession(spec["onnx"], providers=["CPUExecutionProvider"])
-        self.names, self.modes, self.dtypes, self.shapes = [], {}, {}, {}
-        for io, mode in ((self.session.get_inputs(), "in"), (self.session.get_outputs(), "out")):
+        self._spec = spec
+        self._session = ort.InferenceSession(spec["onnx"], providers=["CPUExecutionProvider"])
+        self._names, self._modes, self._dtypes, self._shapes = [], {}, {}, {}
+        for io, mode in ((self._session.get_inputs(), "in"), (self._session.get_outputs(), "out")):
             for t in io:
-                self.names.append(t.name)
-                self.modes[t.name] = mode
+                self._names.append(t.name)
+                self._modes[t.name] = mode
                 dtype = np.int64 if t.type == "tensor(int64)" else np.float32
                 if dtype == np.int64 and int32_ids:  # TensorRT 8.6 turns int64 inputs into int32
                     dtype = np.int32
-                self.dtypes[t.name] = np.dtype(dtype)
-                self.shapes[t.name] = tuple(d if isinstance(d, int) else -1 for d in t.shape)
+                self._dtypes[t.name] = np.dtype(dtype)
+                self._shapes[t.name] = tuple(d if isinstance(d, int) else -1 for d in t.shape)
 
     @property
     def num_io_tensors(self):
-        return len(self.names)
+        return len(self._names)
 
-    def get_tensor_name(self, i):
-        return self.names[i]
+    def get_tensor_name(self, index):
+        return self._names[index]
 
     def get_tensor_mode(self, name):
-        return FakeTensorRT.TensorIOMode.INPUT if self.modes[name] == "in" else FakeTensorRT.TensorIOMode.OUTPUT
+        return FakeTensorRT.TensorIOMode.INPUT if self._modes[name] == "in" else FakeTensorRT.TensorIOMode.OUTPUT
 
     def get_tensor_dtype(self, name):
-        return self.dtypes[name]
+        return self._dtypes[name]
 
     def get_tensor_shape(self, name):
-        return self.shapes[name]
+        return self._shapes[name]
 
     def create_execution_context(self):
         if _failing("create_execution_context"):
@@ -296,67 +256,51 @@ class FakeEngine:
 
 
 class FakeContext:
-    def __init__(self, engine: FakeEngine):
-        self.engine = engine
-        self.addresses: dict[str, int] = {}
-        self.input_shapes: dict[str, tuple] = {}
-        self.executions = 0
-        self.pending = True  # deferred updates: a fresh context has never been enqueued
+    """IExecutionContext."""
 
-    def set_tensor_address(self, name, address):
-        if name not in self.engine.names or _failing("set_tensor_address"):
+    def __init__(self, engine: FakeEngine):
+        self._engine = engine
+        self._addresses: dict[str, int] = {}
+        self._input_shapes: dict[str, tuple] = {}
+        self._executions = 0
+
+    def set_tensor_address(self, name, memory):
+        if name not in self._engine._names or _failing("set_tensor_address"):
             return False
-        if self.addresses.get(name) != int(address):
-            self.pending = True
-        self.addresses[name] = int(address)
+        self._addresses[name] = int(memory)
         return True
 
     def set_input_shape(self, name, shape):
-        if name not in self.engine.names or self.engine.modes[name] != "in" or _failing("set_input_shape"):
+        engine = self._engine
+        if name not in engine._names or engine._modes[name] != "in" or _failing("set_input_shape"):
             return False
-        declared = self.engine.shapes[name]
+        declared = engine._shapes[name]
         if len(shape) != len(declared) or any(d not in (-1, s) for d, s in zip(declared, shape)):
             return False
-        if self.input_shapes.get(name) != tuple(shape):
-            self.pending = True
-        self.input_shapes[name] = tuple(shape)
+        self._input_shapes[name] = tuple(shape)
         return True
 
     def get_tensor_shape(self, name):
-        if self.engine.modes[name] == "in":
-            return self.input_shapes.get(name, self.engine.shapes[name])
-        return self.engine.shapes[name]
-
-    def _run(self, addresses: dict, shapes: dict) -> None:
-        feeds = {}
-        for name in self.engine.names:
-            if self.engine.modes[name] != "in":
-                continue
-            shape = shapes.get(name, self.engine.shapes[name])
-            value = _read(addresses[name], shape, self.engine.dtypes[name])
-            feeds[name] = value.astype(np.int64) if value.dtype == np.int32 else value
-        outs = self.engine.session.run(None, feeds)
-        for o, value in zip(self.engine.session.get_outputs(), outs):
-            _write(addresses[o.name], value.astype(self.engine.dtypes[o.name]))
-        self.executions += 1
+        if self._engine._modes[name] == "in":
+            return self._input_shapes.get(name, self._engine._shapes[name])
+        return self._engine._shapes[name]
 
     def execute_async_v3(self, stream_handle):
+        engine = self._engine
         if _failing("execute_async_v3"):
             return False
-        missing = [n for n in self.engine.names if n not in self.addresses]
-        unset = [n for n in self.engine.names if self.engine.modes[n] == "in" and -1 in self.get_tensor_shape(n)]
+        missing = [n for n in engine._names if n not in self._addresses]
+        unset = [n for n in engine._names if engine._modes[n] == "in" and -1 in self.get_tensor_shape(n)]
         if missing or unset:  # TensorRT logs the reason and returns false
             return False
-        stream = FakeTensorRT.streams.get(int(stream_handle))
-        addresses, shapes = dict(self.addresses), dict(self.input_shapes)
-        if stream is not None and stream.capturing is not None:
-            if self.pending:  # a deferred update would allocate/synchronise inside the capture
-                stream.invalidated = "execute_async_v3 with deferred updates pending: enqueue once before capturing"
-                return False
-            stream.capturing.append(lambda: self._run(addresses, shapes))
-            return True
-        self._run(addresses, shapes)
-        self.pending = False
+        feeds = {}
+        for name in engine._names:
+            if engine._modes[name] == "in":
+                value = _read(self._addresses[name], self.get_tensor_shape(name), engine._dtypes[name])
+                feeds[name] = value.astype(np.int64) if value.dtype == np.int32 else value
+        for o, value in zip(engine._session.get_outputs(), engine._session.run(None, feeds)):
+            _write(self._addresses[o.name], value.astype(engine._dtypes[o.name]))
+        self._executions += 1
         return True
 
 
@@ -371,74 +315,87 @@ class _Runtime:
             spec = json.loads(bytes(data))  # any buffer, as TensorRT's binding takes (bytes, mmap, IHostMemory)
         except ValueError:
             return None
-        return FakeEngine(spec, FakeTensorRT.int32_ids)
+        return FakeEngine(spec, MACHINE.int32_ids)
+
+
+class _HostMemory(bytes):
+    """IHostMemory: a buffer (memoryview works on it, as on the real one) with its size."""
+
+    @property
+    def nbytes(self):
+        return len(self)
 
 
 class _TimingCache:
     def __init__(self, data: bytes):
-        self.data = data or b"fake-timing-cache"
+        self._data = bytes(data) or b"fake-timing-cache"
 
     def serialize(self):
-        return self.data
+        return _HostMemory(self._data)
 
 
 class _Profile:
     def __init__(self):
-        self.shapes = {}
+        self._shapes = {}
 
-    def set_shape(self, name, lo, opt, hi):
-        self.shapes[name] = [list(lo), list(opt), list(hi)]
+    def set_shape(self, input, min, opt, max):  # noqa: A002  (TensorRT's keyword names)
+        self._shapes[input] = [list(min), list(opt), list(max)]
 
 
 class _Config:
     def __init__(self):
-        self.flags, self.pools, self.profiles, self.cache = set(), {}, [], None
+        self._pools, self._profiles, self._cache = {}, [], None
 
-    def set_flag(self, flag):
-        self.flags.add(flag)
+    def set_memory_pool_limit(self, pool, pool_size):
+        self._pools[pool] = pool_size
 
-    def set_memory_pool_limit(self, pool, size):
-        self.pools[pool] = size
-
-    def create_timing_cache(self, data):
-        return _TimingCache(data)
+    def create_timing_cache(self, serialized_timing_cache):
+        return _TimingCache(serialized_timing_cache)
 
     def set_timing_cache(self, cache, ignore_mismatch):
-        self.cache = cache
+        self._cache = cache
+        return True
 
     def get_timing_cache(self):
-        return self.cache
+        return self._cache
 
     def add_optimization_profile(self, profile):
-        self.profiles.append(profile)
+        self._profiles.append(profile)
+        return len(self._profiles) - 1
 
 
 class _Network:
-    onnx = None
+    def __init__(self, flags: int):
+        self._flags = flags
+        self._onnx = None
 
 
 class _Parser:
     def __init__(self, network, logger):
-        self.network = network
-        self.num_errors = 0
+        self._network = network
+        self._errors = []
 
-    def parse_from_file(self, path):
-        if not Path(path).is_file():
-            self.num_errors = 1
+    @property
+    def num_errors(self):
+        return len(self._errors)
+
+    def parse_from_file(self, model):
+        if not Path(model).is_file():
+            self._errors.append(f"{model}: file not found")
             return False
-        self.network.onnx = str(path)
+        self._network._onnx = str(model)
         return True
 
-    def get_error(self, i):
-        return "file not found"
+    def get_error(self, index):
+        return self._errors[index]
 
 
 class _Builder:
     def __init__(self, logger):
         pass
 
-    def create_network(self, flags):
-        return _Network()
+    def create_network(self, flags=0):
+        return _Network(flags)
 
     def create_builder_config(self):
         return _Config()
@@ -449,39 +406,35 @@ class _Builder:
     def build_serialized_network(self, network, config):
         if _failing("build_serialized_network"):  # out of memory, unsupported layer, ...: None, as TensorRT
             return None
-        spec = {"onnx": network.onnx, "fp16": "FP16" in config.flags, "workspace": config.pools.get("WORKSPACE"),
-                "profiles": [p.shapes for p in config.profiles]}
-        FakeTensorRT.builds.append(spec)
-        return json.dumps(spec).encode()
+        strongly_typed = bool(network._flags & (1 << FakeTensorRT.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        if not strongly_typed:  # 11.x has no other mode; on 10.3 it would silently build in fp32
+            return None
+        spec = {"onnx": network._onnx, "strongly_typed": strongly_typed, "workspace": config._pools.get("WORKSPACE"),
+                "profiles": [p._shapes for p in config._profiles]}
+        MACHINE.builds.append(spec)
+        return _HostMemory(json.dumps(spec).encode())
 
 
 class FakeTensorRT(types.SimpleNamespace):
-    """Class-level state so tests can set the version/GPU the 'machine' reports."""
+    """The `tensorrt` module: only names TensorRT 10.3 and 11.x both define."""
 
     __version__ = "10.3.0"
-    gpu = "Fake Orin"
-    int32_ids = False
-    builds: list = []
-    failures: dict = {}  # call name -> uses that still succeed before it starts failing
-    calls: dict = {}  # call name -> uses so far
-    streams: dict = {}  # handle -> Stream, so an enqueue knows whether its stream is capturing
-    Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})
+    Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, min_severity=2: None})
     TensorIOMode = _Enum(INPUT="INPUT", OUTPUT="OUTPUT")
-    BuilderFlag = _Enum(FP16="FP16")
     MemoryPoolType = _Enum(WORKSPACE="WORKSPACE")
-    NetworkDefinitionCreationFlag = _Enum()  # TensorRT 10: explicit batch is implicit
+    NetworkDefinitionCreationFlag = _Enum(STRONGLY_TYPED=1)  # the bit's position, as int() of the real enum
     Runtime = _Runtime
     Builder = _Builder
     OnnxParser = _Parser
 
     @staticmethod
-    def nptype(dtype):
-        return dtype
+    def nptype(trt_type):
+        return trt_type
 
 
 def fail(call: str, after: int = 0) -> None:
     """Make a TensorRT call return its failure value from its (after+1)-th use on."""
-    FakeTensorRT.failures[call] = FakeTensorRT.calls.get(call, 0) + after
+    MACHINE.failures[call] = MACHINE.calls.get(call, 0) + after
 
 
 def install(monkeypatch, version="10.3.0", gpu="Fake Orin", int32_ids=False):
@@ -489,22 +442,13 @@ def install(monkeypatch, version="10.3.0", gpu="Fake Orin", int32_ids=False):
     import sys
 
     # through monkeypatch, so the next test (or a subprocess's fake, tests/fakes/gpu_modules) sees the defaults
-    for name, value in (("__version__", version), ("gpu", gpu), ("int32_ids", int32_ids), ("builds", []),
-                        ("failures", {}), ("calls", {})):
-        monkeypatch.setattr(FakeTensorRT, name, value)
+    monkeypatch.setattr(FakeTensorRT, "__version__", version)
+    for name, value in (("gpu", gpu), ("int32_ids", int32_ids), ("builds", []), ("failures", {}), ("calls", {})):
+        monkeypatch.setattr(MACHINE, name, value)
     global DRIVER
     DRIVER = _Driver()
     trt = FakeTensorRT
     driver = make_pycuda_driver()
-    real_stream = driver.Stream
-
-    def stream(flags=0):  # register streams so the fake enqueue can see a capture in progress
-        s = real_stream(flags)
-        FakeTensorRT.streams[s.handle] = s
-        return s
-
-    FakeTensorRT.streams = {}
-    driver.Stream = stream
     pycuda = types.ModuleType("pycuda")
     pycuda.driver = driver
     monkeypatch.setitem(sys.modules, "tensorrt", trt)

@@ -63,7 +63,7 @@ def test_build_engines_script_records_under_the_cuda_device_name(bundle_copy, tm
     proc = subprocess.run(["bash", str(SCRIPT), str(bundle_copy)], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     engines = load_bundle(bundle_copy).manifest["engines"]
-    assert {(e["gpu"], e["tensorrt_version"]) for e in engines} == {(fake_gpu.FakeTensorRT.gpu, "10.3.0")}
+    assert {(e["gpu"], e["tensorrt_version"]) for e in engines} == {(fake_gpu.MACHINE.gpu, "10.3.0")}
 
 
 def test_build_engines_script_passes_shellcheck_and_bash_n():
@@ -87,7 +87,7 @@ def test_dry_run_prints_the_trtexec_command_lines(tiny_bundle_dir):
         source = "action_head.onnx" if graph == "action_head" else f"{graph}.fp16.onnx"  # fp16 weights to parse
         assert f"--onnx={tiny_bundle_dir}/{source}" in line
         assert f"--saveEngine={tiny_bundle_dir}/.{graph}.fp16.engine.building" in line  # renamed once all three built
-        for flag in ("--fp16", "--memPoolSize=workspace:4096", f"--timingCacheFile={tiny_bundle_dir}/timing.cache",
+        for flag in ("--stronglyTyped", "--memPoolSize=workspace:4096", f"--timingCacheFile={tiny_bundle_dir}/timing.cache",
                      "--warmUp=500", "--iterations=50"):
             assert flag in line
         assert "--skipInference" not in line  # timings are reported

@@ -99,3 +99,25 @@ def test_dockerfile_takes_the_l4t_tag_and_copies_no_export_or_train():
 def test_gpu_check_script_is_documented_in_the_readme():
     readme = (JETSON / "README.md").read_text()
     assert "jetson/gpu_check.sh" in readme and "benchmarks.gpu_check" in readme
+
+
+def test_docker_entrypoint_refuses_without_the_hosts_release_file_and_runs_the_drive_with_it(tmp_path):
+    """The image's own /etc/nv_tegra_release describes the image: without the host's file mounted, no start."""
+    script = JETSON / "docker-entrypoint.sh"
+    missing = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=30,
+                             env={"PATH": os.environ["PATH"], "TEGRA_RELEASE": str(tmp_path / "absent")})
+    assert missing.returncode == 2
+    assert "-v /etc/nv_tegra_release:" in missing.stderr and ":ro" in missing.stderr
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.0\n")
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "python $* TEGRA_RELEASE=$TEGRA_RELEASE"\n')
+    fake.chmod(0o755)
+    ok = subprocess.run(["bash", str(script), "--bundle", "/bundle"], capture_output=True, text=True, timeout=30,
+                        env={"PATH": os.environ["PATH"], "TEGRA_RELEASE": str(release), "PYTHON": str(fake)})
+    assert ok.returncode == 0
+    assert ok.stdout.strip() == f"python -m runtime.drive --bundle /bundle TEGRA_RELEASE={release}"
+    dockerfile = (JETSON / "Dockerfile").read_text()
+    assert "ENV TEGRA_RELEASE=/etc/host/nv_tegra_release" in dockerfile and "docker-entrypoint.sh" in dockerfile
+    readme = (JETSON / "README.md").read_text()
+    assert "-v /etc/nv_tegra_release:/etc/host/nv_tegra_release:ro" in readme

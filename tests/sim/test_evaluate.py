@@ -24,12 +24,12 @@ SIZE = dict(width=128, height=72)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    from export.to_onnx import ExportOptions, export_bundle
     from pipeline.demo import fit_options
-    from export.to_onnx import export_bundle
+    from sim.synth import write_sim_episodes
     from train.fit import fit
     from train.checkpoint import load_checkpoint
     from train.merge import merge_checkpoint
-    from sim.synth import write_sim_episodes
 
     root = tmp_path_factory.mktemp("sim")
     write_sim_episodes(root / "episodes", EPISODES, seed=0, workers=2, **SIZE)
@@ -37,8 +37,8 @@ def trained(tmp_path_factory):
     result = fit(fit_options(root / "episodes", EPOCHS, root / "runs", progress=False))
     merged = merge_checkpoint(result.best, root / "checkpoint")
     model, tokenizer, meta = load_checkpoint(root / "checkpoint")
-    bundle = export_bundle(model, tokenizer, root / "bundle", meta, source=str(merged), fp16=True, int8=True,
-                           int8_scope="ffn", progress=lambda s: None)
+    bundle = export_bundle(model, tokenizer, root / "bundle",
+                           ExportOptions(origin=str(merged), fp16=True, int8=True, int8_scope="ffn"), ckpt_meta=meta)
     return {"root": root, "bundle": bundle, "model": model}
 
 

@@ -140,12 +140,24 @@ def imported(original, tmp_path_factory):
     out = tmp_path_factory.mktemp("imported") / "imported"
     proc = run_python("-m", "train.import_robovlms", str(path), "--out", str(out))  # no flags
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return out, proc.stdout
+    return out, proc.stdout, proc.stderr
+
+
+def test_without_pixel_norm_or_instruction_the_import_warns_loudly_naming_both_choices(imported):
+    out, _, stderr = imported
+    report = json.loads((out / "import_report.json").read_text())
+    assert report["vintage"]["pixel_norm"] == {"value": "clip", "from": "not stored: clip assumed"}
+    assert report["vintage"]["instruction"]["from"] == "not stored: the preset's default assumed"
+    assert stderr.lower().count("warning") >= 2  # on screen, at warning level
+    for text in (stderr, "\n".join(report["warnings"])):
+        assert "PIXEL NORMALISATION NOT KNOWN" in text and "TRAINING INSTRUCTION NOT KNOWN" in text
+        assert "--pixel-norm unit" in text and "--pixel-norm clip" in text
+        assert "2026-02-03" in text and "--instruction" in text
 
 
 def test_the_original_layout_imports_with_no_flags_and_every_key_is_accounted_for(original, imported):
     path, policy, _ = original
-    out, stdout = imported
+    out, stdout, _ = imported
     state = torch.load(path, weights_only=True)["state_dict"]
     report = json.loads((out / "import_report.json").read_text())
     assert report["keys_in_file"] == report["keys_accounted"] == len(state)
@@ -222,26 +234,26 @@ def test_dimensions_come_from_tensor_shapes_when_configs_are_missing(tmp_path):
 
 
 def test_lora_without_a_stored_alpha_is_refused_naming_it(tmp_path, original):
-    from train.import_robovlms import ImportError_, import_checkpoint
+    from train.import_robovlms import ImportRefused, import_checkpoint
 
     ckpt = torch.load(original[0], weights_only=True)
     ckpt["hyper_parameters"]["configs"]["train_setup"].pop("lora_alpha")
     path = tmp_path / "no-alpha.ckpt"
     torch.save(ckpt, path)
-    with pytest.raises(ImportError_, match=r"lora_alpha.*--lora-alpha"):
+    with pytest.raises(ImportRefused, match=r"lora_alpha.*--lora-alpha"):
         import_checkpoint(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_duplicates_that_differ_are_refused(tmp_path, original):
-    from train.import_robovlms import ImportError_, import_checkpoint
+    from train.import_robovlms import ImportRefused, import_checkpoint
 
     ckpt = torch.load(original[0], weights_only=True)
     key = "model.model.base_model.model.text_model.model.layers.0.ffn.fc1.base_layer.weight"
     ckpt["state_dict"][key] = ckpt["state_dict"][key].clone() + 1e-3
     path = tmp_path / "inconsistent.ckpt"
     torch.save(ckpt, path)
-    with pytest.raises(ImportError_, match=r"model\.backbone\.text_model.*ffn\.fc1\.base_layer\.weight and " + key):
+    with pytest.raises(ImportRefused, match=r"model\.backbone\.text_model.*ffn\.fc1\.base_layer\.weight and " + key):
         import_checkpoint(path, tmp_path / "out")
 
 
@@ -256,7 +268,7 @@ def test_a_file_that_needs_arbitrary_unpickling_is_refused(tmp_path, original):
 
 
 def test_a_head_of_another_type_is_refused_naming_its_keys(tmp_path, original):
-    from train.import_robovlms import ImportError_, import_checkpoint
+    from train.import_robovlms import ImportRefused, import_checkpoint
 
     ckpt = torch.load(original[0], weights_only=True)
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("model.act_head.")}
@@ -269,7 +281,7 @@ def test_a_head_of_another_type_is_refused_naming_its_keys(tmp_path, original):
     ckpt["state_dict"] = state
     path = tmp_path / "fc.ckpt"
     torch.save(ckpt, path)
-    with pytest.raises(ImportError_, match=r"another type.*model\.act_head\.gripper\.mlp\.0\.weight") as e:
+    with pytest.raises(ImportRefused, match=r"another type.*model\.act_head\.gripper\.mlp\.0\.weight") as e:
         import_checkpoint(path, tmp_path / "out")
     assert "model.act_head.mlp.0.weight" in str(e.value)
     assert not (tmp_path / "out").exists()
@@ -303,10 +315,10 @@ def test_a_missing_backbone_is_refused_without_base(tmp_path, head_only):
 
 
 def test_a_missing_backbone_comes_from_base_and_the_report_says_so(tmp_path, head_only, original):
-    from train.import_robovlms import import_checkpoint
+    from train.import_robovlms import ImportOptions, import_checkpoint
 
     path, base, pretrained = head_only
-    report = import_checkpoint(path, tmp_path / "out", base=str(base))
+    report = import_checkpoint(path, tmp_path / "out", ImportOptions(base=str(base)))
     assert report["backbone"]["from"] == "base" and report["backbone"]["base"] == str(base)
     assert len(report["backbone"]["from_base"]) == len(pretrained.state_dict())
     model, _, meta = load_checkpoint(tmp_path / "out")
@@ -320,9 +332,11 @@ def test_a_missing_backbone_comes_from_base_and_the_report_says_so(tmp_path, hea
 
 # -- the original's feature path, written here from its description, against the exported bundle ------------
 
-def original_actions(policy: OriginalPolicy, tokenizer, instruction: str, frames_bgr: list[np.ndarray]) -> np.ndarray:
-    """What the original stack served, frame by frame: its fallback feature path through transformers'
-    Kosmos2Model (LoRA layers active, not merged), its head over the last up-to-W features from a zero
+def original_actions(policy: OriginalPolicy, tokenizer, instruction: str, frames_bgr: list[np.ndarray],
+                     pixel_norm: str = "clip") -> np.ndarray:
+    """What the original stack computed in training, frame by frame: its fallback feature path through
+    transformers' Kosmos2Model (LoRA layers active, not merged), pixels as its dataset scaled them (the fork:
+    / 255 only until 2026-02-03, CLIP mean/std after), its head over the last up-to-W features from a zero
     state, the newest chunk's first action x 1.15."""
     from transformers import Kosmos2Model
 
@@ -342,7 +356,8 @@ def original_actions(policy: OriginalPolicy, tokenizer, instruction: str, frames
         image_mask = torch.tensor([[1] * q + [0] * (len(ids) + 1 - q)])  # latents over positions 0..Q-1
         features, actions = [], []
         for frame in frames_bgr:  # BGR bytes into the R, G, B slots, unconverted; 224 px already
-            pixels = ((frame.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)[None]
+            unit = frame.astype(np.float32) / 255.0
+            pixels = (unit if pixel_norm == "unit" else (unit - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)[None]
             out = kosmos(pixel_values=torch.from_numpy(np.ascontiguousarray(pixels)), inputs_embeds=inputs_embeds,
                          attention_mask=attention_mask, image_embeds_position_mask=image_mask)
             features.append(out.last_hidden_state[0, -1])
@@ -351,57 +366,92 @@ def original_actions(policy: OriginalPolicy, tokenizer, instruction: str, frames
     return np.stack(actions), torch.stack(features).numpy(), n
 
 
+SHORT = "go left"  # fewer tokens than the Q image slots: ACT sees only len(text) latents
+LONG = "navigate around the obstacles and reach the front of the beverage bottle on the left then stop"  # more
+VINTAGES = {"unit": SHORT, "clip": LONG}  # pixel normalisation -> the instruction that run was trained with
+
+
 @pytest.fixture(scope="module")
-def imported_bundle(imported, tmp_path_factory):
-    from export.to_onnx import export_bundle
+def vintage_bundles(original, tmp_path_factory):
+    """The same file imported as each vintage (pixel_norm and instruction given) and exported."""
+    from export.to_onnx import ExportOptions, export_bundle
+    from train.import_robovlms import ImportOptions, import_checkpoint
 
-    model, tokenizer, meta = load_checkpoint(imported[0], merge=True)
-    out = tmp_path_factory.mktemp("bundle") / "imported"
-    export_bundle(model, tokenizer, out, meta, str(imported[0]), verify_seeds=(0,), progress=lambda s: None)
-    return out
+    path = original[0]
+    bundles = {}
+    for norm, instruction in VINTAGES.items():
+        ckpt = tmp_path_factory.mktemp(f"imported-{norm}") / "ckpt"
+        report = import_checkpoint(path, ckpt, ImportOptions(pixel_norm=norm, instruction=instruction))
+        assert report["warnings"] == []  # nothing assumed: nothing to warn about
+        model, tokenizer, meta = load_checkpoint(ckpt, merge=True)
+        # no export parity check: this test compares the bundle with the fork's computation itself
+        bundles[norm] = ckpt, export_bundle(model, tokenizer, ckpt.parent / "bundle",
+                                            ExportOptions(origin=str(ckpt), verify=False), ckpt_meta=meta)
+    return bundles
 
 
-@pytest.mark.parametrize("instruction", ["go left", "navigate around the obstacles and reach the front of the "
-                                         "beverage bottle on the left then stop"], ids=["shorter-than-Q", "longer-than-Q"])
-def test_the_bundle_drives_as_the_original_was_trained(original, imported_bundle, instruction):
+def served_actions(bundle, frames, instruction=None):
     from runtime.backends.registry import make_backend
-    from runtime.bundle import load_bundle
     from runtime.policy import Policy
 
-    _, policy, _ = original
-    bundle = load_bundle(imported_bundle)
-    m = bundle.manifest
-    assert m["prompt"]["layout"] == "robovlms-fallback" and m["preprocess"]["model_channel_order"] == "bgr"
-    tokenizer = bundle.tokenizer()
-    rng = np.random.default_rng(7)
-    frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(WINDOW + 3)]
-    want, want_features, text_tokens = original_actions(policy, tokenizer, instruction, frames)
-    assert (text_tokens < Q_TINY) == (instruction == "go left")
     with make_backend(bundle, "ort-cpu") as backend:
         served = Policy(bundle, backend, instruction=instruction)
         got, features = [], []
         for f in frames:
             got.append(served.infer(f).action)
             features.append(served.ring.view()[0, -1].copy())
-    got = np.stack(got)
-    assert got.shape == want.shape == (WINDOW + 3, AXES)
-    assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max(axis=1)
-    assert np.abs(np.stack(features) - want_features).max() < 1e-4  # the ACT features themselves agree too
-    # the quirk matters: true-RGB frames would give other actions
-    with make_backend(bundle, "ort-cpu") as backend:
-        served = Policy(bundle, backend, instruction=instruction)
-        swapped = np.stack([served.infer(np.ascontiguousarray(f[..., ::-1])).action for f in frames])
-    assert np.abs(swapped - want).max() > 10 * max(np.abs(got - want).max(), 1e-6)
+    return np.stack(got), np.stack(features)
+
+
+@pytest.mark.parametrize("norm", list(VINTAGES))
+def test_each_vintage_drives_as_the_fork_computed_it_and_a_wrong_pixel_norm_is_far_off(original, vintage_bundles,
+                                                                                      norm):
+    """Against an independent reimplementation of the fork's fallback path (original_actions, written from its
+    logic with transformers, not our prompt builder): the bundle's own prompt (the training instruction) and the
+    other-length instruction, each within 1e-4 on actions; importing with the other --pixel-norm moves them by
+    far more; true-RGB frames too (the BGR quirk)."""
+    from runtime.bundle import load_bundle
+
+    _, policy, _ = original
+    ckpt, bundle_dir = vintage_bundles[norm]
+    bundle = load_bundle(bundle_dir)
+    trained = VINTAGES[norm]
+    m, meta = bundle.manifest, json.loads((ckpt / "config.json").read_text())
+    # recorded in both files, and what the robot's preprocessing and prompt read
+    assert m["preprocess"]["pixel_norm"] == meta["model"]["preprocess"]["pixel_norm"] == norm
+    assert m["prompt"]["default_instruction"] == meta["model"]["default_instruction"] == trained
+    assert meta["training_vintage"]["pixel_norm"] == {"value": norm, "from": "--pixel-norm"}  # (the CLI's name)
+    assert meta["training_vintage"]["instruction"] == {"value": trained, "from": "--instruction"}
+    assert bundle.preprocess.pixel_norm == norm and m["prompt"]["layout"] == "robovlms-fallback"
+    tokenizer = bundle.tokenizer()
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(WINDOW + 3)]
+    worst = 0.0
+    for instruction in (None, SHORT if trained == LONG else LONG):  # None: the bundle's (trained) instruction
+        want, want_features, text_tokens = original_actions(policy, tokenizer, instruction or trained, frames, norm)
+        assert (text_tokens < Q_TINY) == ((instruction or trained) == SHORT)
+        got, features = served_actions(bundle, frames, instruction)
+        assert got.shape == want.shape == (WINDOW + 3, AXES)
+        assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max(axis=1)
+        assert np.abs(features - want_features).max() < 1e-4  # the ACT features themselves agree too
+        worst = max(worst, np.abs(got - want).max())
+    want, _, _ = original_actions(policy, tokenizer, trained, frames, norm)
+    other = next(n for n in VINTAGES if n != norm)
+    wrong_norm, _ = served_actions(load_bundle(vintage_bundles[other][1]), frames, trained)
+    assert np.abs(wrong_norm - want).max() > max(100 * worst, 1e-3)  # > 10x the 1e-4 bound
+    swapped, _ = served_actions(bundle, [np.ascontiguousarray(f[..., ::-1]) for f in frames])
+    assert np.abs(swapped - want).max() > 10 * max(worst, 1e-6)
 
 
 def test_unmatched_keys_are_refused_or_listed_with_allow_missing(tmp_path, original):
-    from train.import_robovlms import ImportError_, import_checkpoint
+    from train.import_robovlms import ImportOptions, ImportRefused, import_checkpoint
 
     ckpt = torch.load(original[0], weights_only=True)
     ckpt["state_dict"]["model.mystery.weight"] = torch.zeros(2)
     path = tmp_path / "extra.ckpt"
     torch.save(ckpt, path)
-    with pytest.raises(ImportError_, match=r"match nothing in our model: model\.mystery\.weight.*--allow-missing"):
+    with pytest.raises(ImportRefused, match=r"match nothing in our model: model\.mystery\.weight.*--allow-missing"):
         import_checkpoint(path, tmp_path / "out")
-    report = import_checkpoint(path, tmp_path / "out", allow_missing=True)
-    assert report["keys"]["unmatched"] == ["model.mystery.weight"] and report["keys_accounted"] == report["keys_in_file"]
+    report = import_checkpoint(path, tmp_path / "out", ImportOptions(allow_missing=True))
+    assert report["keys"]["unmatched"] == ["model.mystery.weight"]
+    assert report["keys_accounted"] == report["keys_in_file"]

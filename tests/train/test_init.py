@@ -44,7 +44,7 @@ def test_init_config_takes_the_head_and_base_and_switches_to_our_layout(imported
 
 
 def test_refit_from_an_import_lowers_val_loss_and_exports_with_our_layout(imported, tmp_path):
-    from export.to_onnx import export_bundle
+    from export.to_onnx import ExportOptions, export_bundle
 
     episodes = tmp_path / "episodes"
     proc = run_python("-m", "sim.synth", "--task", "blocks", "--episodes", "10", "--frames", "8",
@@ -66,8 +66,8 @@ def test_refit_from_an_import_lowers_val_loss_and_exports_with_our_layout(import
     src, _, _ = load_checkpoint(imported)
     q = "text_model.model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(model.kosmos.state_dict()[q], src.kosmos.state_dict()[q])
-    bundle = export_bundle(model, tokenizer, tmp_path / "bundle", meta, str(best), verify_seeds=(0,),
-                           progress=lambda s: None)
+    bundle = export_bundle(model, tokenizer, tmp_path / "bundle", ExportOptions(origin=str(best), verify_seeds=(0,)),
+                           ckpt_meta=meta)
     m = json.loads((bundle / "bundle.json").read_text())
     assert m["prompt"]["layout"] == "mobile-vla" and m["preprocess"]["model_channel_order"] == "rgb"
     assert m["variants"]["fp32"]["parity"]["passed"]

@@ -1,5 +1,5 @@
 """The native TensorRT backend against a fake GPU as strict as the device: contexts per thread, every
-failing TensorRT call, CUDA graphs; in the real two-thread drive loop over the controller emulator."""
+failing TensorRT call; in the real two-thread drive loop over the controller emulator."""
 
 import json
 import math
@@ -24,7 +24,7 @@ def engines(tiny_bundle_dir, tmp_path, monkeypatch):
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_dir, dst)
     fake_gpu.install(monkeypatch)
-    build_all(dst, log=lambda s: None)
+    build_all(dst)
     return dst
 
 
@@ -54,36 +54,8 @@ def test_fake_driver_refuses_a_call_from_a_thread_without_a_current_context(monk
         cuda.Stream()
 
 
-def test_fake_capture_without_a_warm_up_enqueue_is_invalidated(engines):
-    """TensorRT's deferred updates cannot be captured: the fake invalidates such a capture, as the device does."""
-    import pycuda.driver as cuda
-
-    from runtime.backends.tensorrt import TensorRTBackend
-
-    backend = TensorRTBackend(load_bundle(engines)).activate()
-    try:
-        def capture_cold():
-            vision = backend.engines["vision"]
-            vision.bind_own()
-            vision.context.pending = True  # as after any new shape or address
-            backend.stream.begin_capture()
-            assert vision.context.execute_async_v3(backend.stream.handle) is False
-            with pytest.raises(fake_gpu.LogicError, match="enqueue once before capturing"):
-                backend.stream.end_capture()
-            with pytest.raises(fake_gpu.LogicError, match="timing event"):
-                backend.stream.begin_capture()
-                try:
-                    cuda.Event().record(backend.stream)
-                finally:
-                    backend.stream.end_capture()
-
-        backend._on_gpu(capture_cold)
-    finally:
-        backend.deactivate()
-
-
 # ------------------------------------------------------------------ the drive loop, both threads, trt backend
-def run_drive_loop(bundle_dir, episode_file, emulator, cuda_graph=False, max_steps=None):
+def run_drive_loop(bundle_dir, episode_file, emulator, max_steps=None):
     """As runtime.drive does: the backend activated on this (main) thread, inference on the loop's thread."""
     from runtime.backends.tensorrt import TensorRTBackend
     from runtime.camera import open_camera
@@ -93,7 +65,7 @@ def run_drive_loop(bundle_dir, episode_file, emulator, cuda_graph=False, max_ste
     from runtime.safety import SafetyConfig, SafetyGate
 
     bundle = load_bundle(bundle_dir)
-    backend = TensorRTBackend(bundle, cuda_graph=cuda_graph).activate()
+    backend = TensorRTBackend(bundle).activate()
     try:
         motor = SerialMotorController(emulator.port, watchdog_ms=1000).connect()
         gate = SafetyGate(SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0))
@@ -109,9 +81,8 @@ def run_drive_loop(bundle_dir, episode_file, emulator, cuda_graph=False, max_ste
     return loop, code
 
 
-@pytest.mark.parametrize("cuda_graph", [False, True], ids=["enqueue", "cuda-graph"])
-def test_drive_loop_drives_the_emulator_with_the_trt_backend(engines, episode_file, emulator, cuda_graph):
-    loop, code = run_drive_loop(engines, episode_file, emulator, cuda_graph=cuda_graph)
+def test_drive_loop_drives_the_emulator_with_the_trt_backend(engines, episode_file, emulator):
+    loop, code = run_drive_loop(engines, episode_file, emulator)
     assert loop.error is None and code == 0, loop.error
     assert loop.steps == 12 and loop.ended_by == "end of camera stream"
     assert [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)], "the robot never moved"
@@ -159,57 +130,6 @@ def test_enqueue_failure_never_returns_the_previous_output(engines):
             backend.predict_chunk(features)
 
 
-# ------------------------------------------------------------------ CUDA graphs
-def test_cuda_graphs_capture_once_per_engine_and_head_length_and_match_plain_enqueue(engines):
-    from runtime.backends.tensorrt import TensorRTBackend
-    from runtime.policy import Policy
-    from runtime.sample_frames import sample_frames
-
-    bundle = load_bundle(engines)
-    w = bundle.window
-    frames = sample_frames(w + 3, seed=5, height=96, width=128)  # past W: the ring wraps, L stays W
-    with TensorRTBackend(bundle, cuda_graph=True) as graphs, TensorRTBackend(bundle) as plain:
-        ours, ref = Policy(bundle, graphs), Policy(bundle, plain)
-        for f in frames:
-            a, b = ours.infer(f), ref.infer(f)
-            assert np.array_equal(a.chunk, b.chunk)
-        assert set(graphs.graphs) == {("vision", 0), ("language", 0)} | {("action_head", n) for n in range(1, w + 1)}
-        assert graphs.stream.captures == 2 + w
-        launches = {key: g.launches for key, g in graphs.graphs.items()}
-        assert launches[("vision", 0)] == launches[("language", 0)] == len(frames)
-        assert all(launches[("action_head", n)] == 1 for n in range(1, w))
-        assert launches[("action_head", w)] == len(frames) - w + 1
-        # one head context per L, its shape set once: a replayed graph never sees its context's shape change
-        d = bundle.inputs("action_head")[0].shape[2]
-        assert {n: c.context.input_shapes for n, c in graphs.head_contexts.items()} == {
-            n: {"act_features": (1, n, d)} for n in range(1, w + 1)}
-        assert len({id(c.context) for c in graphs.head_contexts.values()}) == w
-        assert set(ours.infer(frames[0]).timings) >= {"vision", "language", "head"}
-        ref.infer(frames[0])  # keep the two rings in step
-        # the parity path rebinds addresses: the graphs are dropped and captured again on next use
-        p = bundle.manifest["prompt"]
-        graphs.run_graph("language", {"input_ids": np.asarray([p["default_input_ids"]], np.int64),
-                                      "attention_mask": np.asarray([p["default_attention_mask"]], np.int64),
-                                      "image_embeds": np.zeros(bundle.inputs("language")[2].shape, np.float32)})
-        assert graphs.graphs == {}
-        before = graphs.stream.captures
-        a, b = ours.infer(frames[1]), ref.infer(frames[1])
-        assert np.array_equal(a.chunk, b.chunk)
-        assert graphs.stream.captures == before + 3  # vision, language, the head at L = W
-
-
-def test_cuda_graph_flag_reaches_the_backend_and_is_refused_for_onnxruntime(engines):
-    from runtime.backends.registry import make_backend
-    from runtime.drive import build_parser
-
-    args = build_parser().parse_args(["--bundle", str(engines), "--dry-run", "--cuda-graph", "--verify", "full"])
-    assert args.cuda_graph and args.verify == "full"
-    bundle = load_bundle(engines)
-    assert make_backend(bundle, "trt", cuda_graph=True).cuda_graph
-    with pytest.raises(BackendError, match="--cuda-graph is for the native TensorRT backend"):
-        make_backend(bundle, "ort-cpu", cuda_graph=True)
-
-
 # ------------------------------------------------------------------ auto on a Jetson
 def test_auto_on_a_jetson_without_a_gpu_backend_exits_with_the_error_and_the_fix(tiny_bundle_dir, episode_file,
                                                                                  tmp_path):
@@ -245,7 +165,7 @@ def test_gpu_name_recorded_at_build_is_the_cuda_device_name_the_runtime_checks(e
     from runtime.backends.cuda_device import cuda_device_name
 
     names = {e["gpu"] for e in load_bundle(engines).manifest["engines"]}
-    assert names == {cuda_device_name()} == {fake_gpu.FakeTensorRT.gpu}
+    assert names == {cuda_device_name()} == {fake_gpu.MACHINE.gpu}
 
 
 def test_cuda_device_cli_without_pycuda_says_how_to_install_it():
@@ -256,13 +176,13 @@ def test_cuda_device_cli_without_pycuda_says_how_to_install_it():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="subprocess with the fake modules on PYTHONPATH")
-def test_drive_process_with_trt_and_cuda_graph_against_the_fake(engines, episode_file):
+def test_drive_process_with_trt_against_the_fake(engines, episode_file):
     """The whole CLI in its own process (fake GPU modules on PYTHONPATH), as the systemd unit runs it."""
     env = {"PYTHONPATH": fake_gpu.subprocess_pythonpath()}
-    proc = run_python("-m", "runtime.drive", "--bundle", str(engines), "--backend", "trt", "--cuda-graph",
+    proc = run_python("-m", "runtime.drive", "--bundle", str(engines), "--backend", "trt",
                       "--dry-run", "--camera", str(episode_file), "--max-steps", "3", "--quiet", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "driving with trt (fp16-engine, CUDA graphs)" in proc.stderr
+    assert "driving with trt (fp16-engine)" in proc.stderr
 
 
 @pytest.mark.parametrize("int32_ids", [False, True], ids=["trt10-int64", "trt8-int32"])
@@ -274,7 +194,7 @@ def test_native_backend_chains_buffers_and_matches_onnxruntime(bundle_copy, monk
     from runtime.sample_frames import sample_frames
 
     fake_gpu.install(monkeypatch, int32_ids=int32_ids)
-    build_all(bundle_copy, log=lambda s: None)
+    build_all(bundle_copy)
     bundle = load_bundle(bundle_copy)
     assert resolve_backend_name(bundle, "auto") == "trt"
     frames = sample_frames(10, seed=4, height=120, width=160)  # past W: the ring wraps
@@ -289,8 +209,8 @@ def test_native_backend_chains_buffers_and_matches_onnxruntime(bundle_copy, monk
         vision = trt_backend.engines["vision"]
         language = trt_backend.engines["language"]
         # vision's output buffer *is* language's input: no host round trip
-        assert language.context.addresses["image_embeds"] == int(vision.buffers["image_embeds"])
-        assert vision.context.executions == len(frames) and language.context.executions == len(frames)
+        assert language.context._addresses["image_embeds"] == int(vision.buffers["image_embeds"])
+        assert vision.context._executions == len(frames) and language.context._executions == len(frames)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -303,12 +223,11 @@ def test_engine_for_another_tensorrt_or_gpu_is_refused(bundle_copy, monkeypatch,
     from runtime.backends.tensorrt import TensorRTBackend
 
     fake_gpu.install(monkeypatch)
-    manifest = build_all(bundle_copy, log=lambda s: None)
+    manifest = build_all(bundle_copy)
     manifest["engines"][0][field] = value
     (bundle_copy / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(BackendError, match=message + ".*build_engines.sh"):
         TensorRTBackend(load_bundle(bundle_copy)).activate()
-
 
 
 def _has_gpu_tensorrt() -> bool:

@@ -1,0 +1,179 @@
+"""The fake GPU is no richer than the real packages, and the project calls nothing they lack.
+
+Read against the published files of TensorRT 10.3 and 11.4 and pycuda 2026.1 (tests/fakes/reference_packages.py;
+make test downloads them first). Methods the project calls on TensorRT/pycuda objects (engine.get_tensor_name,
+stream.synchronize, ...) are covered in two steps: the suite runs that code against the fakes, so the fakes must
+offer them, and this test holds every name the fakes offer to the real packages.
+"""
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import gpu
+from tests.fakes.reference_packages import TENSORRT_VERSIONS, pycuda_names, tensorrt_names
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE_PACKAGES = ("runtime", "export", "benchmarks", "train", "sim", "pipeline", "plotting")
+
+# every class of tests/fakes/gpu.py and the package it stands in for; None: the fake's own machinery
+FAKE_CLASSES = {
+    "FakeTensorRT": "tensorrt", "FakeEngine": "tensorrt", "FakeContext": "tensorrt", "_Runtime": "tensorrt",
+    "_HostMemory": "tensorrt", "_TimingCache": "tensorrt", "_Profile": "tensorrt", "_Config": "tensorrt",
+    "_Network": "tensorrt", "_Parser": "tensorrt", "_Builder": "tensorrt",
+    "Stream": "pycuda", "Event": "pycuda", "_Context": "pycuda", "Device": "pycuda", "DeviceAllocation": "pycuda",
+    "LogicError": "pycuda",
+    "_Machine": None, "MACHINE": None, "_Driver": None, "_Enum": None,
+}
+
+
+def public_members(cls) -> set[str]:
+    """What the fake class offers: its own public attributes (methods, properties, class values)."""
+    own = set()
+    for klass in cls.__mro__:
+        if klass.__module__ == gpu.__name__:
+            own |= {n for n in vars(klass) if not n.startswith("_")}
+    return own
+
+
+def fake_classes() -> dict:
+    return {n: c for n, c in inspect.getmembers(gpu, inspect.isclass) if c.__module__ == gpu.__name__}
+
+
+def test_every_class_of_the_fake_gpu_says_which_package_it_stands_in_for():
+    unclassified = set(fake_classes()) - set(FAKE_CLASSES)
+    assert not unclassified, f"classes in tests/fakes/gpu.py not classified in FAKE_CLASSES: {unclassified}"
+
+
+def offered_names() -> dict[str, set[tuple[str, str]]]:
+    """{package: {(where, name)}} for everything the fakes offer."""
+    offered: dict[str, set] = {"tensorrt": set(), "pycuda": set()}
+    for name, cls in fake_classes().items():
+        package = FAKE_CLASSES.get(name)
+        if package:
+            offered[package] |= {(name, member) for member in public_members(cls)}
+    # the module namespaces themselves: tensorrt.X and its enums' members, pycuda.driver.X
+    trt = gpu.FakeTensorRT
+    offered["tensorrt"].add(("tensorrt", "__version__"))
+    for name in public_members(trt):
+        value = getattr(trt, name)
+        if isinstance(value, gpu._Enum):
+            offered["tensorrt"] |= {(f"tensorrt.{name}", member) for member in vars(value)}
+        if isinstance(value, type):
+            offered["tensorrt"] |= {(f"tensorrt.{name}", m) for m in vars(value) if not m.startswith("_")}
+    offered["pycuda"] |= {("pycuda.driver", name) for name in vars(gpu.make_pycuda_driver())}
+    return offered
+
+
+@pytest.mark.parametrize("version", TENSORRT_VERSIONS)
+def test_every_name_the_fake_tensorrt_offers_exists_in_the_real_one(version):
+    real = tensorrt_names(version)
+    missing = sorted(f"{where}.{name}" for where, name in offered_names()["tensorrt"] if name not in real)
+    assert not missing, f"the fake tensorrt offers what {real.label} does not define: {missing}"
+
+
+def test_every_name_the_fake_pycuda_offers_exists_in_the_real_one():
+    real = pycuda_names()
+    missing = sorted(f"{where}.{name}" for where, name in offered_names()["pycuda"] if name not in real)
+    assert not missing, f"the fake pycuda offers what {real.label} does not define: {missing}"
+
+
+GPU_MODULES = {"tensorrt": "tensorrt", "pycuda": "pycuda"}
+INJECTED = {"trt": "tensorrt", "cuda": "pycuda"}  # parameters / backend attributes that hold the modules
+
+
+def _bindings(scope) -> dict[str, str]:
+    """Names bound to the GPU modules in one function (or module): imports, `trt`/`cuda` parameters, and
+    `trt, cuda = self._trt, self._cuda`."""
+    names = {}
+    if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        names |= {a.arg: INJECTED[a.arg] for a in scope.args.args + scope.args.kwonlyargs if a.arg in INJECTED}
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                top = a.name.split(".")[0]
+                if top in GPU_MODULES:
+                    names[a.asname or top] = GPU_MODULES[top]
+        elif isinstance(node, ast.Assign):
+            targets = node.targets[0].elts if isinstance(node.targets[0], ast.Tuple) else node.targets
+            values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+            for target, value in zip(targets, values):
+                if (isinstance(target, ast.Name) and isinstance(value, ast.Attribute)
+                        and isinstance(value.value, ast.Name) and value.value.id == "self"
+                        and value.attr.lstrip("_") in INJECTED):
+                    names[target.id] = INJECTED[value.attr.lstrip("_")]
+    return names
+
+
+def used_names() -> dict[str, set[tuple[str, str]]]:
+    """{package: {(file:line, name)}}: every attribute read through tensorrt / pycuda in the project's source."""
+    used: dict[str, set] = {"tensorrt": set(), "pycuda": set()}
+    for package in SOURCE_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            if "tensorrt" not in text and "pycuda" not in text:
+                continue
+            tree = ast.parse(text)
+            for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))]:
+                bound = _bindings(scope)
+                for node in ast.walk(scope):
+                    if not isinstance(node, ast.Attribute):
+                        continue
+                    chain, root = [node.attr], node.value
+                    while isinstance(root, ast.Attribute):
+                        chain.append(root.attr)
+                        root = root.value
+                    base = root.id if isinstance(root, ast.Name) else None
+                    if base == "self" and chain[-1].lstrip("_") in INJECTED:  # self._trt.X, self._cuda.X
+                        package_of = INJECTED[chain.pop().lstrip("_")]
+                    elif base in bound:
+                        package_of = bound[base]
+                    else:
+                        continue
+                    where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                    used[package_of] |= {(where, name) for name in chain if name != "driver"}
+    return used
+
+
+def test_the_source_reads_through_the_gpu_modules_only_what_they_define():
+    used = used_names()
+    assert used["tensorrt"] and used["pycuda"]  # the scan sees the backend and the builder
+    missing = [f"{where} {name} (not in {tensorrt_names(v).label})" for v in TENSORRT_VERSIONS
+               for where, name in sorted(used["tensorrt"]) if name not in tensorrt_names(v)]
+    missing += [f"{where} {name} (not in {pycuda_names().label})" for where, name in sorted(used["pycuda"])
+                if name not in pycuda_names()]
+    assert not missing, missing
+
+
+def test_the_reference_tells_removed_names_from_present_ones():
+    """The check can fail: what 11.x removed and what pycuda never had are absent; what both have is present."""
+    old, new = tensorrt_names("10.3.0"), tensorrt_names("11.4.0.106")
+    assert "FP16" in old and "FP16" not in new and "EXPLICIT_BATCH" in old and "EXPLICIT_BATCH" not in new
+    assert all(n in old and n in new for n in ("STRONGLY_TYPED", "execute_async_v3", "Runtime", "nptype"))
+    cuda = pycuda_names()
+    assert all(n not in cuda for n in ("begin_capture", "end_capture", "instantiate", "GraphExec"))
+    assert all(n in cuda for n in ("Stream", "handle", "retain_primary_context", "pagelocked_empty", "time_since"))
+
+
+FORBIDDEN = ("BuilderFlag", "int8_calibrator", "IInt8", "EXPLICIT_BATCH", "begin_capture", "end_capture",
+             "cuda_graph", "--cuda-graph")
+
+
+def test_no_weakly_typed_builds_calibrators_or_cuda_graphs_anywhere_in_the_source():
+    """TensorRT 11 removed the precision builder flags, trtexec --fp16 and the int8 calibrators; pycuda has no
+    stream capture. None of it may come back in code, scripts or the docs' commands. (`export.to_onnx --fp16`,
+    the ONNX Runtime variant, is not TensorRT's: --fp16 is refused only next to trtexec and in jetson/'s scripts.)"""
+    hits = []
+    files = [p for package in SOURCE_PACKAGES for p in (ROOT / package).rglob("*.py")]
+    files += [*(ROOT / "jetson").iterdir(), ROOT / "README.md", ROOT / "Makefile", *(ROOT / "docs").glob("*.md")]
+    for path in files:
+        if not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            words = [w for w in FORBIDDEN if w in line]
+            if "--fp16" in line and ((path.parent.name == "jetson" and path.suffix != ".md") or "trtexec" in line):
+                words.append("--fp16")
+            hits += [f"{path.relative_to(ROOT)}:{number}: {word}" for word in words]
+    assert not hits, hits
