@@ -1,0 +1,480 @@
+"""A soak test: the simulated robot driven for a long time through the real loop, with faults on a schedule.
+
+    python -m benchmarks.soak --seconds 3600 --json soak.json               # the hour in docs/reliability.md
+    python -m benchmarks.soak --seconds 40 --fault-every 2.5 --json s.json  # the suite's compressed schedule
+    python -m benchmarks.soak --seconds 600 --bundle bundle/ --chunk-mode chunk --json s.json
+
+What runs is the robot's own path: `runtime.drive`'s loop (inference thread,
+control thread, safety gate, watchdog, signal handlers), the real policy on
+ONNX Runtime (the `tiny` preset exported once into `--work`, or `--bundle`),
+the serial driver (`runtime.motor.SerialMotorController`) and the C
+controller (`firmware/`, compiled here with `cc`) on a pseudo-terminal. Only
+the world is simulated: the controller's wheel commands move the simulated
+robot (`sim.world`), whose camera renders what it sees; a robot that hits
+something is put back at its start.
+
+Faults, one every `--fault-every` seconds, in turn: a camera stall, an
+inference stall, an exception inside inference, the serial cable pulled and
+re-plugged, the controller rebooting (its auto-reset), a SIGHUP to this
+process. A run that a fault ends (the exception, the signal) is started again
+at once, as systemd's `Restart=` would, in the same process so that leaks add
+up. For each fault the controller's own event log says when its wheels
+reached zero; that delay is the fault's zero latency, which must stay within
+`--cmd-timeout` plus one control period. A trip of the controller's watchdog
+while moving means the host failed to command in time: a missed watchdog,
+which must never happen.
+
+The JSON holds `steps`, `faults_injected`, `faults_by_kind`,
+`missed_watchdogs`, `max_zero_latency_s`, `zero_latency_limit_s`,
+`faults_over_limit`, `rss_growth_pct` (from the baseline, taken after the
+first minute or the first quarter of a shorter run, to the end),
+`open_files_growth`, `threads_end`, the restarts and the motor link's
+counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runtime.atomic import atomic_write_text
+from runtime.hardware import Camera, CameraStalled, Frame
+from runtime.logs import add_log_level_argument, setup_logging
+
+log = logging.getLogger("benchmarks.soak")
+ROOT = Path(__file__).resolve().parents[1]
+FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup")
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    seconds: float = 120.0  # how long to drive
+    fault_every: float = 10.0  # s between the starts of two faults (one kind after the other, FAULT_KINDS)
+    fault_s: float = 1.0  # how long a stall or an unplugged cable lasts; a reboot keeps the board deaf this long
+    rate: float = 20.0  # control loop Hz, as runtime.drive's default
+    cmd_timeout: float = 0.5  # s, as runtime.drive's default: the zero-latency limit is this plus one period
+    chunk_mode: str = "chunk"  # the behaviour whose stale plans a stall must drop (runtime.behaviours)
+    baseline_s: float = 60.0  # RSS and open files are measured from here (or a quarter of a shorter run)
+    width: int = 160  # rendered camera frame (the bundle's preprocessing resizes it)
+    height: int = 120
+    seed: int = 0  # the simulated room
+
+
+class InjectedFault(RuntimeError):
+    """An exception the soak raises inside inference on purpose."""
+
+
+# -- the simulated board: the C controller on a pty, its event log read as it happens --------------------
+def build_controller(out_dir: Path) -> Path:
+    """firmware/host/pty_controller compiled with the host C compiler (as `make -C firmware`)."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("error: no C compiler (cc) on PATH: the soak runs the C controller from firmware/")
+    binary = Path(out_dir) / "pty_controller"
+    cmd = [cc, "-std=c99", "-O2", "-o", str(binary), str(ROOT / "firmware/host/pty_controller.c"),
+           str(ROOT / "firmware/mvla_controller.c"), "-lm"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise SystemExit(f"error: {' '.join(cmd)} exited {done.returncode}:\n{done.stderr}")
+    return binary
+
+
+class Board:
+    """The C controller as the robot's board. Every wheel change it reports (`apply <ms> EVENT vx vy wz`,
+    the controller's own CLOCK_MONOTONIC milliseconds, the clock of time.monotonic()) moves the world and
+    is checked: the first zero after a fault ends that fault's latency; a WATCHDOG while moving is a miss."""
+
+    def __init__(self, binary: Path, link: Path, on_velocity):
+        self.on_velocity = on_velocity
+        self.proc = subprocess.Popen([str(binary), "--link", str(link)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.velocity = (0.0, 0.0, 0.0)
+        self.missed_watchdogs = 0
+        self.readies = 0
+        self.events = 0
+        self._pending: list[dict] = []  # faults waiting for their zero
+        self._done = 0
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="soak-board", daemon=True)
+        self._reader.start()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.readies > 0 or self.proc.poll() is not None, 10):
+                raise RuntimeError("the C controller did not say ready within 10 s")
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            parts = line.split()
+            if not parts:
+                continue
+            with self._cond:
+                if parts[0] == "apply":
+                    t = int(parts[1]) / 1000.0
+                    was_moving = any(self.velocity)
+                    self.velocity = tuple(float(v) for v in parts[3:6])
+                    self.events += 1
+                    if parts[2] == "WATCHDOG" and was_moving:
+                        self.missed_watchdogs += 1
+                    if not any(self.velocity):
+                        for fault in self._pending:
+                            if fault["zero_at"] is None and t + 0.001 >= fault["t0"]:  # a clock in whole ms
+                                fault["zero_at"] = max(t, fault["t0"])
+                        self._pending = [f for f in self._pending if f["zero_at"] is None]
+                    self.on_velocity(*self.velocity)
+                elif parts[0] == "ready":
+                    self.readies += 1
+                elif parts[0] == "done":
+                    self._done += 1
+                self._cond.notify_all()
+
+    def watch(self, fault: dict) -> None:
+        """From fault["t0"] on, set fault["zero_at"] when the wheels are at zero (at once if they are)."""
+        with self._cond:
+            if not any(self.velocity):
+                fault["zero_at"] = fault["t0"]
+            else:
+                self._pending.append(fault)
+
+    def command(self, line: str) -> None:
+        """One line to the board's stdin (unplug, replug, reboot MS, quit); returns when it was done."""
+        with self._cond:
+            expected = self._done + 1
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+            if not self._cond.wait_for(lambda: self._done >= expected or self.proc.poll() is not None, 10):
+                raise RuntimeError(f"the C controller did not answer {line!r}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        self.proc.stdout.close()
+
+
+# -- the faults at the seams: camera and policy ------------------------------------------------------------
+class SoakCamera(Camera):
+    """The simulated robot's camera; `stall_until` makes reads wait and raise CameraStalled, as a USB
+    camera that stopped delivering does. A robot that hit something is put back at its start."""
+
+    name = "soak"
+
+    def __init__(self, world, width: int, height: int, seed: int):
+        self.world, self.width, self.height, self.seed = world, width, height, seed
+        self.index = 0
+        self.stall_until = 0.0
+        self.restarts = 0
+
+    def read(self, timeout: float = 0.5) -> Frame:
+        from sim.world import SimRobot, render
+
+        wait = self.stall_until - time.monotonic()
+        if wait >= timeout:  # as a real camera: wait the read timeout for a frame that does not come
+            time.sleep(timeout)
+            raise CameraStalled(f"soak: camera stalled (no frame within {timeout} s)")
+        if wait > 0:
+            time.sleep(wait)
+        self.world.advance()
+        robot = self.world.robot
+        if robot.collided or len(robot.path) > 1000:  # back to the start; the path list stays bounded
+            self.world.robot = SimRobot(robot.layout)
+            self.restarts += robot.collided
+        image = render(self.world.robot.layout, self.world.robot.pose, self.width, self.height,
+                       seed=self.seed + self.index % 1000)
+        frame = Frame(image, time.monotonic(), self.index)
+        self.index += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+class FaultyPolicy:
+    """The real policy (with its behaviours); `stall_until` makes inference hang, `raise_next` makes the
+    next inference raise InjectedFault. Everything else is the wrapped policy's."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.stall_until = 0.0
+        self.raise_next = False
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def infer(self, frame):
+        delay = self.stall_until - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if self.raise_next:
+            self.raise_next = False
+            raise InjectedFault("soak: an exception inside inference")
+        return self.policy.infer(frame)
+
+
+# -- process figures ----------------------------------------------------------------------------------------
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def export_tiny(out: Path) -> Path:
+    """The `tiny` preset (random weights) exported and verified into `out` (run in a child process: torch
+    never enters the soak's own memory figures)."""
+    from export.to_onnx import export_bundle
+    from train.config import preset_config
+    from train.model import build_model, load_tokenizer
+
+    cfg = preset_config("tiny")
+    return export_bundle(build_model(cfg), load_tokenizer(cfg), Path(out), source="preset:tiny", overwrite=True,
+                         verify_seeds=(0,), progress=lambda s: None)
+
+
+def tiny_bundle(work: Path) -> Path:
+    out = Path(work) / "tiny-bundle"
+    if not (out / "bundle.json").exists():
+        log.info("exporting the tiny preset to %s (once)", out)
+        done = subprocess.run([sys.executable, "-c", f"from benchmarks.soak import export_tiny; "
+                                                     f"export_tiny({str(out)!r})"], cwd=ROOT, timeout=900)
+        if done.returncode:
+            raise SystemExit(f"error: exporting the tiny preset to {out} failed (exit {done.returncode})")
+    return out
+
+
+# -- the soak ------------------------------------------------------------------------------------------------
+class Soak:
+    def __init__(self, config: SoakConfig, bundle_dir: Path, work: Path):
+        from runtime.backends.registry import make_backend
+        from runtime.behaviours import with_behaviours
+        from runtime.bundle import load_bundle
+        from runtime.motor import SerialMotorController
+        from runtime.policy import Policy
+        from sim.world import SimWorld, random_layout
+
+        self.config = config
+        self.world = SimWorld(random_layout(config.seed))
+        self.board_binary = build_controller(work)
+        self.link = Path(work) / "motor"
+        self.board = Board(self.board_binary, self.link, self.world.set_velocity)
+        bundle = load_bundle(bundle_dir)
+        self.backend = make_backend(bundle, "ort-cpu", variant="fp32").activate()
+        self.policy = FaultyPolicy(with_behaviours(Policy(bundle, self.backend), config.chunk_mode))
+        self.camera = SoakCamera(self.world, config.width, config.height, config.seed)
+        self.motor = SerialMotorController(str(self.link), watchdog_ms=int(config.cmd_timeout * 1000)).connect()
+        self.faults: list[dict] = []
+        self.loop = None
+        self.baseline = None  # (RSS bytes, open files) after the first minute
+        self.runs = 0
+        self.steps = 0
+        self.ends: dict[str, int] = {}
+        self.unexpected: list[str] = []
+        self._over = threading.Event()
+
+    def _new_loop(self):
+        from runtime.drive import DriveConfig, DriveLoop, install_signal_handlers
+        from runtime.safety import SafetyConfig, SafetyGate
+
+        c = self.config
+        gate = SafetyGate(SafetyConfig(cmd_timeout=c.cmd_timeout))
+        loop = DriveLoop(self.policy, self.camera, self.motor, gate,
+                         DriveConfig(rate=c.rate, cmd_timeout=c.cmd_timeout, camera_timeout=c.cmd_timeout,
+                                     status=False),
+                         printer=lambda s: log.debug("%s", s))
+        install_signal_handlers(loop)
+        return loop
+
+    def _inject(self, kind: str) -> None:
+        c = self.config
+        fault = {"kind": kind, "t0": time.monotonic(), "zero_at": None}
+        self.board.watch(fault)
+        if kind == "camera_stall":
+            self.camera.stall_until = fault["t0"] + c.fault_s
+        elif kind == "inference_stall":
+            self.policy.stall_until = fault["t0"] + c.fault_s
+        elif kind == "inference_error":
+            self.policy.raise_next = True
+        elif kind == "serial_unplug":
+            self.board.command("unplug")
+            self._over.wait(c.fault_s)
+            self.board.command("replug")
+        elif kind == "controller_reboot":
+            self.board.command(f"reboot {int(c.fault_s * 1000)}")
+        elif kind == "sighup":
+            os.kill(os.getpid(), signal.SIGHUP)
+        self.faults.append(fault)
+
+    def _schedule(self, end: float, baseline_at: float) -> None:
+        """The fault thread: one fault every fault_every seconds, the kinds in turn; the baseline figures
+        after the first minute; progress every minute; the end of the soak."""
+        i = 0
+        start = time.monotonic()
+        next_at = start + min(self.config.fault_every, 2.0)
+        next_report = start + 60
+        while not self._over.wait(max(0.0, min(next_at, end, baseline_at if self.baseline is None else end,
+                                                   next_report) - time.monotonic())):
+            now = time.monotonic()
+            if now >= end:
+                break
+            if self.baseline is None and now >= baseline_at:
+                self.baseline = (rss_bytes(), open_files())
+            if now >= next_report:
+                next_report += 60
+                log.info("%.0f s: %d steps, %d faults, %d runs, rss %.1f MB", now - start,
+                         self.steps + (self.loop.steps if self.loop else 0), len(self.faults), self.runs,
+                         rss_bytes() / 1e6)
+            if now < next_at:
+                continue
+            kind = FAULT_KINDS[i % len(FAULT_KINDS)]
+            loop = self.loop
+            if kind == "sighup" and (loop is None or loop.stop_event.is_set()):
+                next_at += 0.2  # between two runs nobody would catch it: a moment later
+                continue
+            self._inject(kind)
+            i += 1
+            next_at += self.config.fault_every
+        self._over.set()
+        loop = self.loop
+        if loop is not None:
+            loop.request_stop("soak over")
+
+    def run(self) -> dict:
+        c = self.config
+        start = time.monotonic()
+        scheduler = threading.Thread(target=self._schedule, name="soak-faults", daemon=True,
+                                     args=(start + c.seconds, start + min(c.baseline_s, c.seconds / 4)))
+        threads_start = threading.active_count()
+        scheduler.start()
+        while not self._over.is_set():
+            self.loop = self._new_loop()
+            self.runs += 1
+            self.loop.run()
+            self.steps += self.loop.steps
+            error = self.loop.error
+            why = (f"error {type(error).__name__}" if error is not None else self.loop.ended_by or "signal")
+            self.ends[why] = self.ends.get(why, 0) + 1
+            if error is not None and not isinstance(error, InjectedFault) and len(self.unexpected) < 20:
+                self.unexpected.append(f"{type(error).__name__}: {error}")
+            self.policy.reset()  # a new run starts a new episode, as a restarted process would
+        scheduler.join(timeout=10)
+        time.sleep(0.2)  # the board's last lines
+        return self._result(start, self.baseline, threads_start)
+
+    def _result(self, start: float, baseline, threads_start: int) -> dict:
+        c = self.config
+        limit = c.cmd_timeout + 1.0 / c.rate
+        latencies = [f["zero_at"] - f["t0"] for f in self.faults if f["zero_at"] is not None]
+        by_kind: dict[str, dict] = {}
+        for f in self.faults:
+            k = by_kind.setdefault(f["kind"], {"n": 0, "zeroed": 0, "max_zero_latency_s": 0.0})
+            k["n"] += 1
+            if f["zero_at"] is not None:
+                k["zeroed"] += 1
+                k["max_zero_latency_s"] = round(max(k["max_zero_latency_s"], f["zero_at"] - f["t0"]), 4)
+        rss_end, files_end = rss_bytes(), open_files()
+        rss_base, files_base = baseline or (rss_end, files_end)
+        return {
+            "seconds": round(time.monotonic() - start, 1), "config": asdict(c),
+            "steps": self.steps, "runs": self.runs, "ends": self.ends, "unexpected_errors": self.unexpected,
+            "faults_injected": len(self.faults), "faults_by_kind": by_kind,
+            "faults_not_zeroed": len(self.faults) - len(latencies),
+            "missed_watchdogs": self.board.missed_watchdogs,
+            "max_zero_latency_s": round(max(latencies, default=0.0), 4),
+            "zero_latency_limit_s": round(limit, 4),
+            "faults_over_limit": sum(1 for v in latencies if v > limit),
+            "rss_mb_baseline": round(rss_base / 1e6, 2), "rss_mb_end": round(rss_end / 1e6, 2),
+            "rss_growth_pct": round(100.0 * (rss_end - rss_base) / rss_base, 3),
+            "open_files_baseline": files_base, "open_files_end": files_end,
+            "open_files_growth": files_end - files_base,
+            "threads_start": threads_start, "threads_end": threading.active_count(),
+            "robot_restarts": self.camera.restarts, "controller_readies": self.board.readies,
+            "motor": {"missed_acks": self.motor.missed_acks, "refused": self.motor.refused,
+                      "reconnects": self.motor.reconnects, "controller_starts": self.motor.controller_starts},
+        }
+
+    def close(self) -> None:
+        self.motor.disconnect()
+        self.backend.deactivate()
+        self.board.stop()
+
+
+def run_soak(config: SoakConfig, bundle_dir: Path | None = None, work: Path | None = None) -> dict:
+    """Drive for config.seconds with faults injected; returns the figures (see the module docstring)."""
+    work_dir = Path(work) if work else Path(tempfile.gettempdir()) / "mvla-soak"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    bundle_dir = Path(bundle_dir) if bundle_dir else tiny_bundle(work_dir)
+    board_dir = Path(tempfile.mkdtemp(prefix="board-", dir=work_dir))
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    soak = Soak(config, bundle_dir, board_dir)
+    try:
+        result = soak.run()
+    finally:
+        soak.close()
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        shutil.rmtree(board_dir, ignore_errors=True)
+    result["bundle"] = str(bundle_dir)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SoakConfig()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=d.seconds, help="how long to drive")
+    ap.add_argument("--fault-every", type=float, default=d.fault_every, help="seconds between two faults")
+    ap.add_argument("--fault-s", type=float, default=d.fault_s, help="how long a stall or an unplug lasts")
+    ap.add_argument("--rate", type=float, default=d.rate, help="control loop Hz")
+    ap.add_argument("--cmd-timeout", type=float, default=d.cmd_timeout)
+    ap.add_argument("--chunk-mode", default=d.chunk_mode, choices=("first", "chunk", "ensemble"))
+    ap.add_argument("--seed", type=int, default=d.seed, help="the simulated room")
+    ap.add_argument("--bundle", type=Path, help="bundle to drive (default: the tiny preset exported into --work)")
+    ap.add_argument("--work", type=Path, help="where the tiny bundle and the controller are built "
+                                              "(default: $TMPDIR/mvla-soak)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    add_log_level_argument(ap)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.seconds <= 0 or args.fault_every <= args.fault_s + 0.5:
+        print(f"error: need --seconds > 0 and --fault-every > --fault-s + 0.5 (one fault over before the next), "
+              f"found {args.seconds} and {args.fault_every}, {args.fault_s}", file=sys.stderr)
+        return 2
+    config = SoakConfig(seconds=args.seconds, fault_every=args.fault_every, fault_s=args.fault_s, rate=args.rate,
+                        cmd_timeout=args.cmd_timeout, chunk_mode=args.chunk_mode, seed=args.seed)
+    result = run_soak(config, args.bundle, args.work)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.json:
+        atomic_write_text(args.json, text)
+    print(text, end="")
+    ok = result["missed_watchdogs"] == 0 and result["faults_over_limit"] == 0 and not result["faults_not_zeroed"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
