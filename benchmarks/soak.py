@@ -66,6 +66,7 @@ class SoakConfig:
     cmd_timeout: float = 0.5  # s, as runtime.drive's default: the zero-latency limit is this plus one period
     chunk_mode: str = "chunk"  # the behaviour whose stale plans a stall must drop (runtime.behaviours)
     baseline_s: float = 60.0  # RSS and open files are measured from here (or a quarter of a shorter run)
+    fps: float = 30.0  # the camera delivers frames at this rate, as a USB or CSI camera does
     width: int = 160  # rendered camera frame (the bundle's preprocessing resizes it)
     height: int = 120
     seed: int = 0  # the simulated room
@@ -174,8 +175,10 @@ class SoakCamera(Camera):
 
     name = "soak"
 
-    def __init__(self, world, width: int, height: int, seed: int):
+    def __init__(self, world, width: int, height: int, seed: int, fps: float):
         self.world, self.width, self.height, self.seed = world, width, height, seed
+        self.period = 1.0 / fps
+        self.next_frame = 0.0
         self.index = 0
         self.stall_until = 0.0
         self.restarts = 0
@@ -183,12 +186,16 @@ class SoakCamera(Camera):
     def read(self, timeout: float = 0.5) -> Frame:
         from sim.world import SimRobot, render
 
-        wait = self.stall_until - time.monotonic()
-        if wait >= timeout:  # as a real camera: wait the read timeout for a frame that does not come
-            time.sleep(timeout)
-            raise CameraStalled(f"soak: camera stalled (no frame within {timeout} s)")
-        if wait > 0:
-            time.sleep(wait)
+        deadline = time.monotonic() + timeout
+        while True:  # as a real camera: the next frame at the camera's rate, none while stalled
+            now = time.monotonic()
+            due = max(self.next_frame, self.stall_until)
+            if now >= due:
+                break
+            if now >= deadline:
+                raise CameraStalled(f"soak: camera stalled (no frame within {timeout} s)")
+            time.sleep(min(due, deadline) - now)
+        self.next_frame = max(self.next_frame + self.period, time.monotonic())
         self.world.advance()
         robot = self.world.robot
         if robot.collided or len(robot.path) > 1000:  # back to the start; the path list stays bounded
@@ -283,7 +290,7 @@ class Soak:
         bundle = load_bundle(bundle_dir)
         self.backend = make_backend(bundle, "ort-cpu", variant="fp32").activate()
         self.policy = FaultyPolicy(with_behaviours(Policy(bundle, self.backend), config.chunk_mode))
-        self.camera = SoakCamera(self.world, config.width, config.height, config.seed)
+        self.camera = SoakCamera(self.world, config.width, config.height, config.seed, config.fps)
         self.motor = SerialMotorController(str(self.link), watchdog_ms=int(config.cmd_timeout * 1000)).connect()
         self.faults: list[dict] = []
         self.loop = None
