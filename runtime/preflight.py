@@ -10,7 +10,10 @@ the L4T revision against the TensorRT version found (runtime.jetpack); its
 TensorRT engines against this machine's TensorRT version and GPU (skipped
 where there are none); whether OpenCV has GStreamer (the CSI camera needs
 it); the camera delivers frames at >= 80% of --fps (0: just one frame); the
-motor controller acknowledges a heartbeat and answers a status query.
+motor controller acknowledges a heartbeat and answers a status query, and
+what it reports (protocol version, wheel count, limits) matches `--wheels`
+and `--max-speed` as runtime.drive will use them (a mismatch fails, naming
+both values).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+
+from runtime.safety import SafetyConfig
 
 
 def check_bundle(path, verify: str = "full"):
@@ -76,11 +81,22 @@ def check_camera(spec, fps: float, seconds: float = 2.0):
     return status, f"camera {spec}: {rate:.1f} fps (expected {fps:g})"
 
 
-def check_controller(port, baudrate: int = 115200):
+def describe_info(info: dict | None) -> str:
+    if info is None:
+        return "configuration not reported (a controller older than QUERY_INFO: wheel count and limits unchecked)"
+    lim = info["limits"]
+    wheels = "body velocity only" if info["wheels"] == 0 else f"{info['wheels']} wheels"
+    return (f"protocol {info['version']}, {wheels}, limits {lim.max_linear:g} m/s, {lim.max_angular:g} rad/s, "
+            f"{lim.max_wheel:g} rad/s per wheel")
+
+
+def check_controller(port, baudrate: int = 115200, wheels: str | None = None, max_speed=None):
+    from runtime.kinematics import make_base
     from runtime.motor import MotorError, SerialMotorController
 
     try:
-        motor = SerialMotorController(port, baudrate, ack_timeout_s=0.2).connect()
+        motor = SerialMotorController(port, baudrate, ack_timeout_s=0.2, wheels=make_base(wheels) if wheels else None,
+                                      max_speed=max_speed).connect()
     except MotorError as e:
         return "FAIL", str(e)
     try:
@@ -89,7 +105,8 @@ def check_controller(port, baudrate: int = 115200):
         status = motor.query_status()
         if status is None:
             return "FAIL", f"{port}: heartbeat acknowledged but no status reply"
-        return "OK", f"{port}: heartbeat acknowledged, status {'moving' if status['moving'] else 'stopped'}"
+        return "OK", (f"{port}: heartbeat acknowledged, status {'moving' if status['moving'] else 'stopped'}; "
+                      f"{describe_info(motor.info)}")
     finally:
         motor.disconnect()
 
@@ -121,6 +138,10 @@ def main(argv=None) -> int:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--serial", help="our serial controller: heartbeat and status")
     ap.add_argument("--baudrate", type=int, default=115200)
+    ap.add_argument("--wheels", choices=("mecanum", "omni3", "differential"),
+                    help="as runtime.drive --wheels: the controller must report this base's wheel count")
+    ap.add_argument("--max-speed", type=float, nargs=3, default=SafetyConfig.max_speed, metavar=("VX", "VY", "WZ"),
+                    help="as runtime.drive --max-speed: must be within the controller's limits")
     ap.add_argument("--motor", help="another motor side, as runtime.drive takes it: ros2, dry-run, package.module:Class "
                                     "or an entry point (connect, send a zero, disconnect)")
     ap.add_argument("--cmd-vel-topic", default="/cmd_vel", help="--motor ros2: the velocity topic")
@@ -141,7 +162,8 @@ def main(argv=None) -> int:
     if args.motor and args.motor != "serial":
         results.append(("controller", *check_motor(args)))
     else:
-        results.append(("controller", *(check_controller(args.serial, args.baudrate) if args.serial
+        results.append(("controller", *(check_controller(args.serial, args.baudrate, args.wheels, args.max_speed)
+                                        if args.serial
                                         else ("SKIP", "no --serial or --motor"))))
     for name, status, msg in results:
         print(f"{status:<4} {name:<10} {msg}")
