@@ -335,9 +335,9 @@ def test_other_encodings_are_refused_naming_encoding_and_topic(peer, topic, came
     from runtime.ros2 import UnsupportedImage
 
     cam = camera_on()
-    raw = np.zeros((4, 4, 2), np.uint8)
-    with pytest.raises(UnsupportedImage, match=rf"{topic}/image_raw: image encoding 'yuv422'"):
-        publish_until_read(peer, cam, topic + "/image_raw", Image, lambda: image_message(peer, raw, "yuv422"))
+    raw = np.zeros((4, 4, 4), np.uint8)
+    with pytest.raises(UnsupportedImage, match=rf"{topic}/image_raw: image encoding '32FC1'"):
+        publish_until_read(peer, cam, topic + "/image_raw", Image, lambda: image_message(peer, raw, "32FC1"))
 
 
 def test_stale_stamps_and_a_silent_topic_count_as_a_lost_camera(peer, topic, camera_on):
@@ -389,3 +389,239 @@ def test_motor_publishes_commands_and_disconnect_leaves_a_zero(peer, topic):
     wait_for(lambda: len(got) >= 3, 1, "the zero")
     assert velocity(got[-1][1]) == (0.0, 0.0, 0.0)
     assert not motor.is_connected and not motor.send_velocity(0.1, 0, 0).sent
+
+
+# -- what camera drivers commonly send (converted in runtime/ros2_images.py; no rclpy needed) ---------
+def yuv_message(bgr, encoding):
+    """A packed 4:2:2 image as a driver sends it, built with OpenCV's own BGR -> YUV (I420) conversion."""
+    import types
+
+    h, w = bgr.shape[:2]
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    y = i420[:h]
+    u = i420[h:h + h // 4].reshape(h // 2, w // 2)
+    v = i420[h + h // 4:].reshape(h // 2, w // 2)
+    u, v = np.repeat(u, 2, axis=0), np.repeat(v, 2, axis=0)  # 4:2:0 -> 4:2:2 (each row its chroma)
+    packed = np.empty((h, w, 2), np.uint8)
+    if encoding in ("yuv422_yuy2", "yuyv"):  # Y0 U Y1 V
+        packed[..., 0] = y
+        packed[:, 0::2, 1], packed[:, 1::2, 1] = u, v
+    else:  # UYVY: U Y0 V Y1
+        packed[..., 1] = y
+        packed[:, 0::2, 0], packed[:, 1::2, 0] = u, v
+    return types.SimpleNamespace(encoding=encoding, height=h, width=w, step=w * 2, data=packed.tobytes(),
+                                 is_bigendian=0)
+
+
+@pytest.mark.parametrize("encoding", ["yuv422_yuy2", "uyvy"])
+def test_packed_yuv_becomes_the_same_bgr(encoding):
+    from runtime.ros2_images import image_to_bgr
+
+    rng = np.random.default_rng(3)
+    blocks = rng.integers(30, 225, (12, 16, 3), np.uint8)
+    bgr = np.repeat(np.repeat(blocks, 2, axis=0), 2, axis=1)  # one colour per 2x2 block: 4:2:x loses nothing
+    got = image_to_bgr(yuv_message(bgr, encoding), "/cam")
+    assert got.shape == bgr.shape and got.dtype == np.uint8
+    err = np.abs(got.astype(int) - bgr)
+    assert err.mean() < 3 and err.max() < 16, (err.mean(), err.max())  # YUV rounding only
+    other = "uyvy" if encoding == "yuv422_yuy2" else "yuv422_yuy2"
+    assert np.abs(image_to_bgr(yuv_message(bgr, encoding), "/cam").astype(int)
+                  - image_to_bgr(yuv_message(bgr, other), "/cam")).mean() < 3  # same picture either layout
+    swapped = yuv_message(bgr, encoding)
+    swapped.encoding = other  # the other layout's bytes read as this one: not the picture
+    assert np.abs(image_to_bgr(swapped, "/cam").astype(int) - bgr).mean() > 20
+
+
+@pytest.mark.parametrize("encoding", ["bgra8", "rgba8", "mono16", "16UC1"])
+def test_alpha_and_sixteen_bit_encodings_become_bgr(peer, topic, camera_on, encoding):
+    from sensor_msgs.msg import Image
+
+    bgr = np.random.default_rng(2).integers(0, 255, (24, 32, 3), np.uint8)
+    alpha = np.full((24, 32, 1), 77, np.uint8)
+    sixteen = (bgr[..., 1].astype(np.uint16) << 8) | 0x5A  # the high byte is the picture
+    sent = {"bgra8": np.concatenate([bgr, alpha], 2), "rgba8": np.concatenate([bgr[..., ::-1], alpha], 2),
+            "mono16": sixteen.astype("<u2").view(np.uint8).reshape(24, 32, 2),
+            "16UC1": sixteen.astype("<u2").view(np.uint8).reshape(24, 32, 2)}[encoding]
+    cam = camera_on()
+    frame = publish_until_read(peer, cam, topic + "/image_raw", Image, lambda: image_message(peer, sent, encoding))
+    expected = np.repeat(bgr[..., 1:2], 3, axis=2) if encoding in ("mono16", "16UC1") else bgr
+    assert np.array_equal(frame.image, expected)
+
+
+# -- ROS users' ways: --ros-args, namespaces, simulated time, names, errors ------------------------------
+@pytest.fixture
+def ros_args():
+    """set_ros_args for this test, the process default restored after (the shared node is rebuilt)."""
+    from runtime import ros2
+
+    yield ros2.set_ros_args
+    assert ros2.RosNode._shared is None, "a test left the shared ROS node open"
+    ros2.set_ros_args(())
+
+
+def test_ros_args_are_split_off_as_ros_tools_do():
+    from runtime.ros2 import split_ros_args
+
+    assert split_ros_args(["--bundle", "b", "--ros-args", "-r", "__ns:=/r1"]) == (["--bundle", "b"],
+                                                                                 ["--ros-args", "-r", "__ns:=/r1"])
+    assert split_ros_args(["--ros-args", "-p", "a:=1", "--", "--quiet"]) == (["--quiet"], ["--ros-args", "-p", "a:=1"])
+    assert split_ros_args(["--quiet"]) == (["--quiet"], [])
+
+
+def test_one_node_per_process_named_uniquely_and_renamed_by_remap(ros_args, topic):
+    import os
+
+    from runtime.ros2 import Ros2Camera, Ros2MotorController
+
+    motor = Ros2MotorController(topic=topic, wait_for_subscriber=0, warn=lambda s: None).connect()
+    cam = Ros2Camera(topic + "/image", wait_for_publisher=0, warn=lambda s: None).open()
+    try:
+        assert motor._ros is cam._ros and cam._ros.name == f"/mobile_vla_drive_{os.getpid()}"
+    finally:
+        cam.close()
+        motor.disconnect()
+    ros_args(["--ros-args", "-r", "__node:=vla_front"])
+    cam = Ros2Camera(topic + "/image", wait_for_publisher=0, warn=lambda s: None).open()
+    try:
+        assert cam._ros.name == "/vla_front"
+    finally:
+        cam.close()
+
+
+def test_a_namespace_remap_moves_every_relative_topic(ros_args, peer):
+    from geometry_msgs.msg import Twist
+    from sensor_msgs.msg import Image
+
+    from runtime.ros2 import Ros2Camera, Ros2MotorController
+
+    ns = f"/robot_{uuid.uuid4().hex[:6]}"
+    ros_args(["--ros-args", "-r", f"__ns:={ns}"])
+    got = peer.listen(Twist, f"{ns}/cmd_vel")
+    motor = Ros2MotorController(wait_for_subscriber=5, warn=lambda s: None).connect()  # default topic: cmd_vel
+    cam = Ros2Camera("camera/image_raw", wait_for_publisher=0, warn=lambda s: None).open()
+    try:
+        assert motor.resolved_topic == f"{ns}/cmd_vel" and cam.resolved_topic == f"{ns}/camera/image_raw"
+        assert cam._ros.name.startswith(f"{ns}/mobile_vla_drive_")
+        assert motor.send_velocity(0.1, 0.0, 0.0).sent
+        wait_for(lambda: any(velocity(m) == pytest.approx((0.1, 0, 0)) for _, m in got), 5, f"{ns}/cmd_vel")
+        frame = publish_until_read(peer, cam, f"{ns}/camera/image_raw", Image,
+                                   lambda: image_message(peer, np.zeros((4, 4, 3), np.uint8)))
+        assert frame.image.shape == (4, 4, 3)
+    finally:
+        cam.close()
+        motor.disconnect()
+
+
+def test_simulated_time_ages_images_on_the_ros_clock(ros_args, peer, topic):
+    """Gazebo stamps images in simulated time: with use_sim_time and a /clock, their age is right; without,
+    every one of them looks decades old."""
+    from builtin_interfaces.msg import Time
+    from rclpy.time import Time as RosTime
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+
+    from runtime.ros2 import Ros2Camera
+
+    sim_now = [1000.0]
+    clock = peer.node.create_publisher(Clock, "/clock", 10)
+    ticking = threading.Event()
+
+    def tick():
+        while not ticking.is_set():
+            sim_now[0] += 0.01
+            msg = Clock()
+            msg.clock = Time(sec=int(sim_now[0]), nanosec=int(sim_now[0] % 1 * 1e9))
+            clock.publish(msg)
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    image = np.zeros((4, 4, 3), np.uint8)
+
+    def sim_stamped(age):
+        return lambda: image_message(peer, image, stamp=RosTime(seconds=sim_now[0] - age))
+
+    try:
+        ros_args(["--ros-args", "-p", "use_sim_time:=true"])
+        cam = Ros2Camera(topic, max_age=0.5, wait_for_publisher=0, warn=lambda s: None).open()
+        try:
+            wait_for(lambda: cam._clock.now().nanoseconds > 999e9, 10, "the simulated clock")
+            frame = publish_until_read(peer, cam, topic, Image, sim_stamped(0.1))
+            assert 0.05 < time.monotonic() - frame.stamp < 0.4
+            with pytest.raises(FrameTooOld):
+                publish_until_read(peer, cam, topic, Image, sim_stamped(2.0))
+        finally:
+            cam.close()
+        ros_args(())  # wall time: a stamp of 1000 s after 1970 is decades old
+        cam = Ros2Camera(topic, max_age=0.5, wait_for_publisher=0, warn=lambda s: None).open()
+        try:
+            with pytest.raises(FrameTooOld, match="old by its header stamp"):
+                publish_until_read(peer, cam, topic, Image, sim_stamped(0.1))
+        finally:
+            cam.close()
+    finally:
+        ticking.set()
+        thread.join(timeout=2)
+
+
+def test_bad_ros_arguments_and_topic_names_are_clear_errors_that_release_the_node(ros_args):
+    from runtime import ros2
+    from runtime.hardware import CameraError
+
+    with pytest.raises(CameraError, match=r"--camera ros2:bad topic!: not a valid ROS 2 topic name"):
+        ros2.Ros2Camera("bad topic!", wait_for_publisher=0).open()
+    assert ros2.RosNode._shared is None
+    with pytest.raises(ros2.Ros2Error, match=r"--cmd-vel-topic 'cmd vel' is not a valid ROS 2 topic name"):
+        ros2.Ros2MotorController(topic="cmd vel").connect()
+    assert ros2.RosNode._shared is None
+    ros_args(["--ros-args", "-p"])
+    with pytest.raises(CameraError, match=r"ROS 2 refused the arguments '--ros-args -p'"):
+        ros2.Ros2Camera("/cam").open()
+
+
+def test_a_failing_camera_callback_is_an_error_not_a_silent_stall(ros_args, peer, topic, camera_on):
+    from sensor_msgs.msg import Image
+
+    from runtime.hardware import CameraError
+
+    cam = camera_on()
+    cam._clock = None  # the callback now raises AttributeError: as any bug in it would
+    with pytest.raises(CameraError, match=r"a ROS 2 callback failed: AttributeError"):
+        publish_until_read(peer, cam, topic + "/image_raw", Image,
+                           lambda: image_message(peer, np.zeros((4, 4, 3), np.uint8)))
+
+
+def test_no_subscriber_names_the_twist_and_twiststamped_mismatch(ros_args, peer, topic):
+    from geometry_msgs.msg import TwistStamped
+
+    from runtime.ros2 import Ros2MotorController
+
+    peer.listen(TwistStamped, topic)  # a Jazzy controller
+    warnings = []
+    motor = Ros2MotorController(topic=topic, wait_for_subscriber=1.5, warn=warnings.append).connect()
+    try:
+        assert len(warnings) == 1
+        assert "carries geometry_msgs/msg/TwistStamped, this drive publishes geometry_msgs/msg/Twist" in warnings[0]
+        assert "run with --cmd-vel-stamped" in warnings[0]
+    finally:
+        motor.disconnect()
+
+
+def test_quiet_motor_stops_publishing_zeros_so_a_mux_can_hand_over(ros_args, peer, topic):
+    from geometry_msgs.msg import Twist
+
+    from runtime.ros2 import Ros2MotorController
+
+    got = peer.listen(Twist, topic)
+    motor = Ros2MotorController(topic=topic, wait_for_subscriber=5, warn=lambda s: None).connect()
+    try:
+        wait_for(lambda: got, 2, "the link's zero")
+        motor.set_quiet(True)
+        assert motor.send_velocity(0.1, 0, 0).sent
+        for _ in range(10):
+            assert motor.send_velocity(0, 0, 0).sent
+        wait_for(lambda: len(got) >= 5, 2, "the move and three zeros")
+        time.sleep(0.3)
+        assert [velocity(m) for _, m in got[1:]] == [pytest.approx((0.1, 0, 0))] + [(0.0, 0.0, 0.0)] * 3
+    finally:
+        motor.disconnect()
