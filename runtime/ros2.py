@@ -109,7 +109,7 @@ def import_rclpy(*message_packages: str):
         from rclpy.context import Context  # noqa: F401
 
         for package in message_packages:
-            importlib.import_module(f"{package}.msg")
+            importlib.import_module(package if "." in package else f"{package}.msg")
     except ImportError as e:
         raise Ros2Error(f"ROS 2 needs rclpy, which is not importable ({e}): on the robot, source the ROS setup "
                         f"first (source /opt/ros/humble/setup.bash); elsewhere pip install '.[ros2]' "

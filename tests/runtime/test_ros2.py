@@ -625,3 +625,46 @@ def test_quiet_motor_stops_publishing_zeros_so_a_mux_can_hand_over(ros_args, pee
         assert [velocity(m) for _, m in got[1:]] == [pytest.approx((0.1, 0, 0))] + [(0.0, 0.0, 0.0)] * 3
     finally:
         motor.disconnect()
+
+
+def test_the_drives_ros_interface_arms_estops_takes_instructions_and_reports(ros_args, peer):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import Bool, String
+    from std_srvs.srv import Trigger
+
+    from runtime.arming import ArmSwitch
+    from runtime.ros2_drive import DIAGNOSTIC_NAME, Ros2DriveInterface
+
+    ros_args(["--ros-args", "-r", f"__node:=vla_{uuid.uuid4().hex[:6]}"])
+    switch, instructions = ArmSwitch(armed=False), []
+    face = Ros2DriveInterface(switch, on_instruction=instructions.append).open()
+    name = face.node_name
+    diagnostics = peer.listen(DiagnosticArray, "/diagnostics")
+    try:
+        def call(verb):
+            client = peer.node.create_client(Trigger, f"{name}/{verb}")
+            assert client.wait_for_service(timeout_sec=10), f"{name}/{verb}"
+            future = client.call_async(Trigger.Request())
+            wait_for(future.done, 10, f"{verb} answered")
+            return future.result()
+
+        assert call("arm").message == "armed" and switch.armed
+        estop = peer.node.create_publisher(Bool, f"{name}/estop", 10)
+        wait_for(lambda: estop.get_subscription_count() > 0, 10, "the e-stop topic")
+        estop.publish(Bool(data=True))
+        wait_for(lambda: not switch.armed, 5, "the e-stop")
+        assert switch.state == "e-stop (ROS topic ~/estop)"
+        assert call("arm").success and switch.armed
+        assert call("estop").message == "e-stop (ROS service ~/estop)"
+        text = peer.node.create_publisher(String, f"{name}/instruction", 10)
+        wait_for(lambda: text.get_subscription_count() > 0, 10, "the instruction topic")
+        text.publish(String(data="go to the bottle on the left"))
+        wait_for(lambda: instructions, 5, "the instruction")
+        assert instructions == ["go to the bottle on the left"]
+        face.publish_diagnostics("warn", "zero: camera stale", {"armed": False, "rate_hz": 19.8})
+        wait_for(lambda: any(s.name == DIAGNOSTIC_NAME for _, m in diagnostics for s in m.status), 5, "diagnostics")
+        status = next(s for _, m in diagnostics for s in m.status if s.name == DIAGNOSTIC_NAME)
+        assert status.level == b"\x01" and status.message == "zero: camera stale" and status.hardware_id == name
+        assert {kv.key: kv.value for kv in status.values} == {"armed": "False", "rate_hz": "19.8"}
+    finally:
+        face.close()
