@@ -29,17 +29,25 @@ import argparse
 import csv
 import datetime as dt
 import json
+import logging
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.machine import describe, short_name
 from plotting import pyplot
+from runtime.behaviours import CHUNK_MODES
+from runtime.cli import exits_on
+from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy_setup import BACKENDS, PolicySpec
 
+log = logging.getLogger(__name__)
 STAGES = ("capture", "preprocess", "vision", "language", "head", "post", "serial", "overhead", "end_to_end")
 ORIGINAL_PROMPT_TOKENS = 256
 
@@ -50,6 +58,48 @@ def stats(samples_s) -> dict:
         return {}
     return {"n": int(ms.size), "mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)),
             "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99)), "max": float(ms.max())}
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    bundle: Path | None = None  # measure this bundle; None: build and export `preset` first
+    preset: str = "tiny"  # tiny, small or kosmos2, when no bundle is given
+    ckpt: Path | None = None  # with a bundle and `compare`: the checkpoint it was exported from (eager paths)
+    random_weights: bool = False  # kosmos2 at full size without downloading
+    backend: tuple[str, ...] = ("ort-cpu",)  # runtime.policy_setup.BACKENDS, each measured
+    variants: tuple[str, ...] = ("fp32",)  # ONNX variants for ONNX Runtime backends: fp32 fp16 int8
+    cuda_graph: bool = PolicySpec.cuda_graph  # the trt backend replays its engines as CUDA graphs
+    chunk_mode: str = PolicySpec.chunk_mode  # the behaviour around the policy, as runtime.drive composes it
+    discrete: bool = PolicySpec.discrete  # snap to the demonstrated moves, as runtime.drive --discrete
+    steps: int = 30  # measured steps
+    warmup: int = 5  # steps run first and not measured (at least W with `compare`: the naive window fills)
+    compare: bool = False  # also the original / eager / naive-window paths
+    camera: str | None = None  # measure capture too, from this camera (runtime.camera); None: sample frames
+    serial: bool = True  # write each command to the controller emulator on a real pty
+    memory: bool = True  # peak RSS and start-up of the runtime alone, in a separate process
+    work: Path | None = None  # where a preset's bundle is exported (None: a temp folder)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "BenchmarkSpec":
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        values.update(backend=tuple(args.backend), variants=tuple(args.variants), serial=not args.no_serial,
+                      memory=not args.no_memory, preset=args.preset or cls.preset)
+        return cls(**values)
+
+
+class GraphCalls:
+    """Graph runs of a backend since the last reset (Backend.calls counts them where they are timed)."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.base: Counter = Counter()
+
+    def reset(self) -> None:
+        self.base = Counter(self.backend.calls)
+
+    @property
+    def counts(self) -> dict:
+        return {g: self.backend.calls[g] - self.base[g] for g in ("vision", "language", "action_head")}
 
 
 # ---------------------------------------------------------------------------------- paths
@@ -66,7 +116,7 @@ class RuntimePath:
         self.gate = SafetyGate(SafetyConfig())
         self.motor = motor
         self.samples = {s: [] for s in STAGES}
-        self.calls = CallCounter(backend)
+        self.calls = GraphCalls(backend)
 
     def reset_counts(self) -> None:
         self.calls.reset()
@@ -107,7 +157,7 @@ class NaiveWindowPath:
         self.ids = np.asarray([p["default_input_ids"]], np.int64)
         self.mask = np.asarray([p["default_attention_mask"]], np.int64)
         self.window: list = []
-        self.calls = CallCounter(backend)
+        self.calls = GraphCalls(backend)
 
     def reset_counts(self) -> None:
         self.calls.reset()
@@ -156,34 +206,11 @@ class EagerPath:
         return time.perf_counter() - t0
 
 
-class CallCounter:
-    """Counts graph calls of a backend (to prove the naive path really makes W vision calls)."""
-
-    def __init__(self, backend):
-        self.counts = {"vision": 0, "language": 0, "action_head": 0}
-        inner = backend.run_graph
-
-        def counted(graph, feeds, _inner=inner):
-            self.counts[graph] += 1
-            return _inner(graph, feeds)
-
-        if not getattr(backend, "_counted", False):
-            backend.run_graph = counted
-            backend._counted = True
-            backend._counter = self
-        else:
-            self.counts = backend._counter.counts
-
-    def reset(self) -> None:
-        for k in self.counts:
-            self.counts[k] = 0
-
-
 # ------------------------------------------------------------------------------ measuring
-def frames_for(args, n: int):
+def frames_for(spec: BenchmarkSpec, n: int):
     from runtime.sample_frames import sample_frame
 
-    if args.camera:
+    if spec.camera:
         return None
     return [sample_frame(seed=i, height=720, width=1280) for i in range(n)]
 
@@ -236,48 +263,52 @@ def start_emulator():
     return proc, SerialMotorController(str(link)).connect()
 
 
-def prepare(args):
+def prepare(spec: BenchmarkSpec):
     """-> (bundle_dir, torch model or None, tokenizer or None)."""
-    if args.bundle:
+    from runtime.cli import CommandError
+
+    if spec.bundle:
         model = tok = None
-        if args.compare:
-            if not args.ckpt:
-                raise SystemExit("error: --compare with --bundle needs --ckpt (the PyTorch weights for the eager paths)")
+        if spec.compare:
+            if not spec.ckpt:
+                raise CommandError("--compare with --bundle needs --ckpt (the PyTorch weights for the eager paths)")
             from train.checkpoint import load_checkpoint
 
-            model, tok, _ = load_checkpoint(args.ckpt, merge=True)
-        return Path(args.bundle), model, tok
+            model, tok, _ = load_checkpoint(spec.ckpt, merge=True)
+        return Path(spec.bundle), model, tok
     from export.to_onnx import export_bundle
     from train.config import preset_config
     from train.model import build_model, load_tokenizer
 
-    cfg = preset_config(args.preset, random_weights=args.random_weights)
+    cfg = preset_config(spec.preset, random_weights=spec.random_weights)
     model, tok = build_model(cfg), load_tokenizer(cfg)
-    out = Path(args.work or tempfile.mkdtemp(prefix="mvla-bench-")) / f"{args.preset}-bundle"
+    out = Path(spec.work or tempfile.mkdtemp(prefix="mvla-bench-")) / f"{spec.preset}-bundle"
     start = time.perf_counter()
-    export_bundle(model, tok, out, source=f"preset:{args.preset}", int8="int8" in args.variants,
-                  engine_input="trt" in args.backend,  # the fp16-weights build input only matters for engines
-                  fp16="fp16" in args.variants, overwrite=True, verify_seeds=(0,), progress=lambda s: None,
+    export_bundle(model, tok, out, source=f"preset:{spec.preset}", int8="int8" in spec.variants,
+                  engine_input="trt" in spec.backend,  # the fp16-weights build input only matters for engines
+                  fp16="fp16" in spec.variants, overwrite=True, verify_seeds=(0,), progress=lambda s: None,
                   strict_variants=False)
-    print(f"exported {args.preset} to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    log.info("exported %s to %s in %.0f s", spec.preset, out, time.perf_counter() - start)
     return out, model, tok
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = BenchmarkSpec
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--bundle", type=Path)
-    src.add_argument("--preset", choices=("tiny", "small", "kosmos2"), default=None)
+    src.add_argument("--preset", choices=("tiny", "small", "kosmos2"), default=None,
+                     help=f"build and export this preset first (default {d.preset} when no --bundle)")
     ap.add_argument("--ckpt", type=Path, help="with --bundle --compare: the checkpoint it was exported from")
     ap.add_argument("--random-weights", action="store_true")
-    ap.add_argument("--backend", nargs="+", default=["ort-cpu"], choices=("auto", "ort-cpu", "ort-cuda", "ort-trt", "trt"))
-    ap.add_argument("--variants", nargs="+", default=["fp32"], help="ONNX variants for ORT backends: fp32 fp16 int8")
+    ap.add_argument("--backend", nargs="+", default=list(d.backend), choices=BACKENDS)
+    ap.add_argument("--variants", nargs="+", default=list(d.variants), help="ONNX variants for ORT backends: fp32 fp16 int8")
     ap.add_argument("--cuda-graph", action="store_true", help="the trt backend replays its engines as CUDA graphs")
-    ap.add_argument("--chunk-mode", default="first", choices=("first", "chunk", "ensemble"),
+    ap.add_argument("--chunk-mode", default=d.chunk_mode, choices=CHUNK_MODES,
                     help="the behaviour wrapped around the policy, as runtime.drive --chunk-mode (chunk skips the head)")
     ap.add_argument("--discrete", action="store_true", help="snap to the demonstrated moves, as runtime.drive --discrete")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=d.steps)
+    ap.add_argument("--warmup", type=int, default=d.warmup)
     ap.add_argument("--compare", action="store_true", help="also run original / eager / naive-window paths")
     ap.add_argument("--camera", help="measure capture too, from this camera spec (see runtime.camera)")
     ap.add_argument("--no-serial", action="store_true", help="skip the serial write to the controller emulator")
@@ -287,99 +318,112 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/<machine>-<date>.json")
     ap.add_argument("--work", type=Path, help="where --preset exports its bundle (default: a temp folder)")
+    add_log_level_argument(ap)
     return ap
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if not args.bundle and not args.preset:
-        args.preset = "tiny"
-    info = describe()
-    print(f"machine: {info['cpu']} ({info['cores']} cores), GPU {info['gpu'] or 'none'}, "
-          f"power mode {info['power_mode'] or 'n/a'}, " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
-    bundle_dir, model, tok = prepare(args)
-
+def open_paths(spec: BenchmarkSpec, bundle, model, tok, motor, stack) -> tuple[dict, list]:
+    """The paths to measure, side by side: one per backend and variant, and the alternatives with `compare`.
+    Every backend activated is deactivated by `stack` (a contextlib.ExitStack)."""
     from runtime.backends.registry import make_backend, resolve_backend_name
+
+    paths, entries = {}, []
+    for name in spec.backend:
+        resolved = resolve_backend_name(bundle, name)
+        for variant in (spec.variants if resolved.startswith("ort") else ["fp16-engine"]):
+            if resolved.startswith("ort") and variant not in bundle.variants:
+                log.warning("skipping %s:%s: not in the bundle", resolved, variant)
+                continue
+            backend = stack.enter_context(make_backend(bundle, resolved, variant=variant,
+                                                       cuda_graph=spec.cuda_graph and resolved == "trt"))
+            key = f"{resolved}:{variant}"
+            paths[f"runtime:{key}"] = RuntimePath(bundle, backend, motor, spec.chunk_mode, spec.discrete)
+            entries.append(key)
+    if spec.compare:
+        naive_backend = stack.enter_context(make_backend(
+            bundle, resolve_backend_name(bundle, spec.backend[0]),
+            variant=spec.variants[0] if spec.variants[0] in bundle.variants else "fp32"))
+        paths["naive_window"] = NaiveWindowPath(bundle, naive_backend)
+        total = bundle.manifest["prompt"]["total_tokens"]
+        paths["eager"] = EagerPath(model, tok, total)
+        paths["original"] = EagerPath(model, tok, ORIGINAL_PROMPT_TOKENS)
+    return paths, entries
+
+
+def measure(spec: BenchmarkSpec) -> tuple[dict, dict, list, dict]:
+    """Run the benchmark. Returns (result, paths, runtime entries, end-to-end seconds per path): the result
+    is what --json writes; the rest feeds the plot."""
+    from contextlib import ExitStack
+
     from runtime.bundle import load_bundle
 
+    info = describe()
+    log.info("machine: %s (%s cores), GPU %s, power mode %s, %s", info["cpu"], info["cores"], info["gpu"] or "none",
+             info["power_mode"] or "n/a", ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    bundle_dir, model, tok = prepare(spec)
     bundle = load_bundle(bundle_dir)
-    if args.compare and args.warmup < bundle.window:
-        args.warmup = bundle.window  # the naive path is only measured once its window is full
-    frames = frames_for(args, 8)
-    camera = None
-    if args.camera:
-        from runtime.camera import open_camera
+    if spec.compare and spec.warmup < bundle.window:
+        spec = replace(spec, warmup=bundle.window)  # the naive path is only measured once its window is full
+    with ExitStack() as stack:
+        camera = None
+        if spec.camera:
+            from runtime.camera import open_camera
 
-        camera = open_camera(args.camera)
-    emulator = motor = None
-    if not args.no_serial:
-        emulator, motor = start_emulator()
-
-    backends, paths, entries = [], {}, []
-    try:
-        for name in args.backend:
-            resolved = resolve_backend_name(bundle, name)
-            for variant in (args.variants if resolved.startswith("ort") else ["fp16-engine"]):
-                if resolved.startswith("ort") and variant not in bundle.variants:
-                    print(f"skipping {resolved}:{variant}: not in the bundle", file=sys.stderr)
-                    continue
-                backend = make_backend(bundle, resolved, variant=variant,
-                                       cuda_graph=args.cuda_graph and resolved == "trt").activate()
-                backends.append(backend)
-                key = f"{resolved}:{variant}"
-                paths[f"runtime:{key}"] = RuntimePath(bundle, backend, motor, args.chunk_mode, args.discrete)
-                entries.append(key)
-        if args.compare:
-            naive_backend = make_backend(bundle, resolve_backend_name(bundle, args.backend[0]),
-                                         variant=args.variants[0] if args.variants[0] in bundle.variants else "fp32")
-            backends.append(naive_backend.activate())
-            paths["naive_window"] = NaiveWindowPath(bundle, naive_backend)
-            total = bundle.manifest["prompt"]["total_tokens"]
-            paths["eager"] = EagerPath(model, tok, total)
-            paths["original"] = EagerPath(model, tok, ORIGINAL_PROMPT_TOKENS)
-        samples = run_alternating(paths, frames, args.steps, args.warmup, camera)
+            camera = open_camera(spec.camera)
+            stack.callback(camera.disconnect)
+        motor = None
+        if spec.serial:
+            emulator, motor = start_emulator()
+            stack.callback(lambda: (emulator.terminate(), emulator.wait(timeout=5)))
+            stack.callback(motor.disconnect)
+        paths, entries = open_paths(spec, bundle, model, tok, motor, stack)
+        samples = run_alternating(paths, frames_for(spec, 8), spec.steps, spec.warmup, camera)
         # GPU memory while the engines are loaded, asked on the backend's own CUDA thread
-        gpu_used = [b.device_memory_used_mb() for b in backends if hasattr(b, "device_memory_used_mb")]
-    finally:
-        for b in backends:
-            b.deactivate()
-        if motor:
-            motor.disconnect()
-        if emulator:
-            emulator.terminate()
-            emulator.wait(timeout=5)
+        gpu_used = [p.backend.device_memory_used_mb() for p in paths.values()
+                    if hasattr(getattr(p, "backend", None), "device_memory_used_mb")]
 
     result = {"machine": info, "created": dt.datetime.now().isoformat(timespec="seconds"),
-              "bundle": str(bundle_dir), "preset": args.preset or bundle.manifest.get("model", {}).get("preset"),
-              "steps": args.steps, "warmup": args.warmup, "frame": "camera" if camera else [720, 1280],
+              "bundle": str(bundle_dir), "preset": None if spec.bundle else spec.preset,
+              "steps": spec.steps, "warmup": spec.warmup, "frame": "camera" if spec.camera else [720, 1280],
               "window": bundle.window, "runtime": {}, "compare": {}}
+    if spec.bundle:
+        result["preset"] = bundle.manifest.get("model", {}).get("preset")
     for key in entries:
         path = paths[f"runtime:{key}"]
         st = {s: stats(v) for s, v in path.samples.items() if v}
         result["runtime"][key] = {"stages": st,
                                   "control_rate_hz": {"mean": 1e3 / st["end_to_end"]["mean"],
                                                       "p99": 1e3 / st["end_to_end"]["p99"]},
-                                  "calls_per_step": {g: c / args.steps for g, c in path.calls.counts.items()}}
-    if args.compare:
-        comp = {name: stats(v) for name, v in samples.items()}
-        n = args.steps
-        calls = {"naive_window": {g: c / n for g, c in paths["naive_window"].calls.counts.items()},
-                 "eager": {"vision": paths["eager"].vision_calls / n},
-                 "original": {"vision": paths["original"].vision_calls / n,
-                              "prompt_tokens": ORIGINAL_PROMPT_TOKENS}}
-        ratios = {}
-        for key in entries:
-            mine = comp[f"runtime:{key}"]["mean"]
-            ratios[key] = {"ratio_vs_original": mine / comp["original"]["mean"],
-                           "ratio_vs_naive": mine / comp["naive_window"]["mean"],
-                           "ratio_vs_eager": mine / comp["eager"]["mean"]}
-        result["compare"] = {"paths": comp, "calls_per_step": calls, "ratios": ratios}
-        result.update(ratios[entries[0]])  # the first backend's ratios at the top level too
-    if not args.no_memory:
-        result["memory"] = memory_probe(bundle_dir, args.backend[0], args.variants[0])
+                                  "calls_per_step": {g: c / spec.steps for g, c in path.calls.counts.items()}}
+    if spec.compare:
+        result["compare"] = compare_paths(paths, entries, samples, spec.steps)
+        result.update(result["compare"]["ratios"][entries[0]])  # the first backend's ratios at the top level too
+    if spec.memory:
+        result["memory"] = memory_probe(bundle_dir, spec.backend[0], spec.variants[0])
         if gpu_used:
             result["memory"]["gpu_used_mb"] = max(gpu_used)
+    return result, paths, entries, samples
 
+
+def compare_paths(paths: dict, entries: list, samples: dict, n: int) -> dict:
+    comp = {name: stats(v) for name, v in samples.items()}
+    calls = {"naive_window": {g: c / n for g, c in paths["naive_window"].calls.counts.items()},
+             "eager": {"vision": paths["eager"].vision_calls / n},
+             "original": {"vision": paths["original"].vision_calls / n, "prompt_tokens": ORIGINAL_PROMPT_TOKENS}}
+    ratios = {}
+    for key in entries:
+        mine = comp[f"runtime:{key}"]["mean"]
+        ratios[key] = {"ratio_vs_original": mine / comp["original"]["mean"],
+                       "ratio_vs_naive": mine / comp["naive_window"]["mean"],
+                       "ratio_vs_eager": mine / comp["eager"]["mean"]}
+    return {"paths": comp, "calls_per_step": calls, "ratios": ratios}
+
+
+@exits_on()
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    result, paths, entries, samples = measure(BenchmarkSpec.from_args(args))
     print(format_table(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -388,7 +432,7 @@ def main(argv=None) -> int:
     if args.plot:
         plot(paths, entries, args.plot, samples)
     if args.save:
-        out = Path(__file__).parent / "results" / f"{short_name(info)}-{dt.date.today().isoformat()}.json"
+        out = Path(__file__).parent / "results" / f"{short_name(result['machine'])}-{dt.date.today().isoformat()}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"saved {out}")

@@ -14,6 +14,8 @@ import json
 import resource
 import sys
 import time
+from runtime.logs import add_log_level_argument, setup_logging
+
 
 T_IMPORT = time.time()
 
@@ -37,7 +39,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--t0", type=float, help="wall-clock time the parent started this process")
     ap.add_argument("--verify", choices=("quick", "full"), default="quick", help="the bundle check at start")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     from runtime.backends.registry import make_backend
     from runtime.bundle import load_bundle
     from runtime.policy import Policy

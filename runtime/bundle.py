@@ -34,11 +34,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.logs import add_log_level_argument, setup_logging
 import numpy as np
 
 from runtime.cli import exits_on
@@ -255,8 +257,8 @@ def _write_record(path: Path, root: Path, files: dict) -> None:
         atomic_write_text(path, json.dumps({"format": 1, "bundle": str(Path(root).resolve()), "files": files}) + "\n")
         os.chmod(path, 0o644)  # readable by the service user when root ran the pre-flight
     except OSError as e:  # read-only everywhere: still correct, only the next start hashes again
-        print(f"warning: could not write the verification record {path}: {e}; the next start hashes again",
-              file=sys.stderr)
+        logging.getLogger(__name__).warning("could not write the verification record %s: %s; the next start "
+                                            "hashes again", path, e)
 
 
 def read_manifest(root: Path) -> dict:
@@ -286,7 +288,9 @@ def main(argv=None) -> int:
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--verify", choices=("quick", "full"), default="quick",
                     help="full: sha256 of every file; quick: big files checked against the last full verification")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     b = load_bundle(args.bundle, verify=args.verify)
     m = b.manifest
     print(f"bundle    {b.root}  (ok: fields; sha256 of {len(b.verified['hashed'])} files, "

@@ -20,8 +20,10 @@ their frames one per `read`, in order, stamped when read, and raise
 
 from __future__ import annotations
 
+import argparse
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +34,34 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 
 
-__all__ = ["Camera", "CameraError", "CameraStalled", "EndOfStream", "Frame", "FrameTooOld", "LiveCamera",
-           "ReplaySource", "csi_pipeline", "open_camera"]
+__all__ = ["Camera", "CameraError", "CameraSpec", "CameraStalled", "EndOfStream", "Frame", "FrameTooOld",
+           "LiveCamera", "ReplaySource", "add_camera_arguments", "csi_pipeline", "open_camera"]
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    source: str = "csi"  # device index, /dev/videoN, csi, a GStreamer pipeline, a replay, or ros2:/topic
+    width: int | None = None  # live cameras: requested width; None: 1280 (the recordings' size)
+    height: int | None = None  # live cameras: requested height; None: 720
+    fps: int = 30  # live cameras: requested frame rate
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "CameraSpec":
+        return cls(args.camera, args.width, args.height, args.fps)
+
+    def open(self, max_age: float = 0.5) -> Camera:
+        """The camera, delivering frames; a frame older than `max_age` seconds is refused (FrameTooOld)."""
+        return open_camera(self.source, self.width or 1280, self.height or 720, self.fps, max_age=max_age)
+
+
+def add_camera_arguments(ap: argparse.ArgumentParser) -> None:
+    d = CameraSpec
+    ap.add_argument("--camera", default=d.source,
+                    help="device index, /dev/videoN, 'csi', a GStreamer pipeline, a video, an image folder, an .h5 "
+                         "episode, or ros2:/topic (sensor_msgs/Image; a topic ending in /compressed: CompressedImage)")
+    ap.add_argument("--width", type=int, help="camera width (default 1280)")
+    ap.add_argument("--height", type=int, help="camera height (default 720)")
+    ap.add_argument("--fps", type=int, default=d.fps)
 
 
 def csi_pipeline(width: int = 1280, height: int = 720, fps: int = 30, sensor_id: int = 0, flip_method: int = 2) -> str:
@@ -85,7 +113,7 @@ class LiveCamera(Camera):
             raise FrameTooOld(f"camera {self.name}: newest frame is {age * 1e3:.0f} ms old (limit {self.max_age * 1e3:.0f} ms)")
         return frame
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
@@ -111,7 +139,7 @@ class ReplaySource(Camera):
         self.index += 1
         return frame
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         pass
 
 
@@ -196,7 +224,7 @@ def open_camera(spec: str, width: int | None = None, height: int | None = None, 
     if spec.startswith("ros2:"):
         from runtime.ros2 import Ros2Camera
 
-        return Ros2Camera(spec[len("ros2:"):], max_age=max_age).open()
+        return Ros2Camera(spec[len("ros2:"):], max_age=max_age).connect()
     path = Path(spec)
     if path.suffix == ".h5" or path.suffix == ".hdf5":
         if not path.is_file():

@@ -27,11 +27,16 @@ next frame, which is how the demonstrations were recorded.
 The simulated robot is driven by `python -m sim.drive`, which hands this
 module's `drive()` a simulated camera and motor: nothing here imports the
 simulator.
+
+As a library: `drive(DriveSpec(policy=PolicySpec(bundle), motor=MotorSpec(serial=port)))`;
+each part of the spec (policy, motor, camera, loop, safety) owns its defaults,
+and `build_parser()` reads them from there.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -41,10 +46,18 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.camera import CameraStalled, EndOfStream, FrameTooOld
+from runtime.camera import CameraSpec, CameraStalled, EndOfStream, FrameTooOld, add_camera_arguments
 from runtime.hardware import SentCommand
-from runtime.safety import CommandWatchdog, SafetyConfig, SafetyGate
+from runtime.logs import add_log_level_argument, setup_logging
+from runtime.motor_select import MotorSpec, add_motor_arguments
+from runtime.policy_setup import PolicySpec, add_policy_arguments
+from runtime.safety import CommandWatchdog, SafetyConfig, SafetyGate, add_safety_arguments
+from runtime.status_line import StatusLine
+from runtime.step_handshake import StepHandshake
 from runtime.steplog import StepLog
+
+log = logging.getLogger(__name__)
+MODES = ("continuous", "step")
 
 
 @dataclass(frozen=True)
@@ -52,10 +65,44 @@ class DriveConfig:
     mode: str = "continuous"  # "continuous" or "step"
     rate: float = 20.0  # control loop Hz (continuous mode); also how often step mode checks the clock
     step_duration: float = 0.4  # s per move in step mode (the recordings' 0.4 s keypress moves)
-    cmd_timeout: float = 0.5  # s: zero when no fresh action arrived within this
-    camera_timeout: float = 0.5  # s: a camera read that waits longer counts as a stall
+    cmd_timeout: float = 0.5  # s: zero when no fresh action arrived within this (ros2_control's default)
+    camera_timeout: float = 0.5  # s: a camera read that waits longer, or a frame older, counts as a stall
     max_steps: int | None = None  # stop after this many inference steps
     status: bool = True  # one live status line on stderr
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DriveConfig":
+        return cls(args.mode, args.rate, args.step_duration, args.cmd_timeout, args.camera_timeout,
+                   args.max_steps, status=not args.quiet)
+
+
+def add_loop_arguments(ap: argparse.ArgumentParser) -> None:
+    d = DriveConfig
+    ap.add_argument("--mode", default=d.mode, choices=MODES)
+    ap.add_argument("--rate", type=float, default=d.rate, help="control loop Hz")
+    ap.add_argument("--step-duration", type=float, default=d.step_duration, help="--mode step: seconds per move")
+    ap.add_argument("--cmd-timeout", type=float, default=d.cmd_timeout,
+                    help="zero when the newest action's frame is older than this (s); also the serial "
+                         "controller's own watchdog")
+    ap.add_argument("--camera-timeout", type=float, default=d.camera_timeout,
+                    help="a camera read that waits longer, or a frame older, is a stall (s)")
+    ap.add_argument("--max-steps", type=int)
+    ap.add_argument("--quiet", action="store_true", help="no live status line")
+
+
+@dataclass(frozen=True)
+class DriveSpec:
+    policy: PolicySpec  # which bundle, backend, instruction and behaviours
+    motor: MotorSpec = MotorSpec()  # which motor side (ignored when drive() is handed a motor)
+    camera: CameraSpec = CameraSpec()  # which camera (ignored when drive() is handed a camera)
+    loop: DriveConfig = DriveConfig()  # mode, rates and timeouts
+    safety: SafetyConfig = SafetyConfig()  # speed and acceleration limits, dead zone
+    log: Path | None = None  # JSON-lines log of every step; None: no log
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DriveSpec":
+        return cls(PolicySpec.from_args(args), MotorSpec.from_args(args), CameraSpec.from_args(args),
+                   DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log)
 
 
 @dataclass
@@ -68,20 +115,28 @@ class Published:
     seq: int = 0  # publication number: step mode's "done" names the publication that finished
 
 
+@dataclass
+class StepProgress:
+    """The control thread's view of the newest step: logged once, its move's clock, finished (step mode)."""
+    step: int = -1
+    logged: bool = False
+    started: float | None = None
+    finished: bool = False
+
+    def follow(self, step: int) -> "StepProgress":
+        return self if step == self.step else StepProgress(step)
+
+
 class DriveLoop:
     def __init__(self, policy, camera, motor, gate: SafetyGate, config: DriveConfig = DriveConfig(),
                  log: StepLog | None = None, printer=None):
         self.policy, self.camera, self.motor, self.gate, self.config = policy, camera, motor, gate, config
         self.log = log or StepLog(None)
-        self.printer = printer or (lambda s: print(s, file=sys.stderr))
+        self.printer = printer or log_info
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
-        # Step mode: the inference thread waits until the publication it made is done. "Done" carries
-        # the publication's number, so a control tick still finishing the previous step cannot release
-        # the next frame while the new move runs (a bare Event could be set between clear and publish).
-        self._step_cond = threading.Condition(self._lock)
-        self._done_seq = 0
-        self._seq = 0
+        self.handshake = StepHandshake(self._lock)
+        self.status = StatusLine(config.status)
         self._published: Published | None = None
         self.error: BaseException | None = None
         self.steps = 0
@@ -89,49 +144,27 @@ class DriveLoop:
         self.stop_requested = ""  # set by signal handlers: a plain attribute, never a lock (see request_stop)
         self.watchdog = CommandWatchdog(config.cmd_timeout)
         self.zero_events: list[tuple[float, str]] = []
-        self._stage_ms: dict[str, float] = {}
-        self._logged: set[int] = set()  # steps whose command was logged (sent at least once)
-        self._finished: set[int] = set()  # steps whose move ended (step mode)
-        self._step_started: dict[int, float] = {}
-        self._rate = 0.0
+        self._progress = StepProgress()
+        self.last_logged_step = -1  # the newest step whose command went out (read by the drain at the end)
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)  # what the motor side really did last
 
     # -- inference thread ----------------------------------------------------------
     def _publish(self, action, record: dict, reason: str = "", captured: float = -float("inf")) -> None:
         with self._lock:
-            self._seq += 1
-            self._published = Published(action, self.steps, record, reason, captured, self._seq)
-
-    def _step_finished(self) -> bool:
-        """Step mode: the newest publication's move (or its zero) is over; True before the first."""
-        with self._lock:
-            return self._done_seq >= self._seq
+            seq = self.handshake.published()
+            self._published = Published(action, self.steps, record, reason, captured, seq)
 
     def _signal_done(self, current: Published) -> None:
-        """Only the publication that is still the newest may release the next frame."""
-        with self._step_cond:
-            if self._published is current:
-                self._done_seq = current.seq  # the newest publication: no later one is done yet
-                self._step_cond.notify_all()
-
-    def _wait_step_done(self) -> bool:
-        """Step mode: wait until the newest publication is done; False when the loop is stopping."""
-        with self._step_cond:
-            while self._done_seq < self._seq:
-                if self.stop_event.is_set():
-                    return False
-                self._step_cond.wait(0.01)
-        return not self.stop_event.is_set()
+        self.handshake.done(current.seq)
 
     def _inference(self) -> None:
         try:
-            last = time.monotonic()
             while not self.stop_event.is_set():
                 if self.config.max_steps is not None and self.steps >= self.config.max_steps:
                     self.ended_by = "max-steps"
                     self._drain()
                     return
-                if self.config.mode == "step" and not self._wait_step_done():
+                if self.config.mode == "step" and not self.handshake.wait_done(self.stop_event):
                     return
                 try:
                     frame = self.camera.read(timeout=self.config.camera_timeout)
@@ -151,10 +184,7 @@ class DriveLoop:
                 self._publish(out.action if out.finite else None, record, "" if out.finite else "non-finite action",
                               captured=frame.stamp)
                 self.steps += 1
-                self._stage_ms = record["timings_ms"]
-                now = time.monotonic()
-                self._rate = 0.8 * self._rate + 0.2 / max(now - last, 1e-6) if self._rate else 1 / max(now - last, 1e-6)
-                last = now
+                self.status.inferred(time.monotonic(), record["timings_ms"])
         except BaseException as e:  # any exception: the control thread zeroes and stops
             self.error = e
         finally:
@@ -165,7 +195,11 @@ class DriveLoop:
         deadline = time.monotonic() + self.config.cmd_timeout + self.config.step_duration
         last = self.steps - 1
         while time.monotonic() < deadline and not self.stop_event.is_set():
-            done = self._step_finished() if self.config.mode == "step" else last in self._logged
+            if self.config.mode == "step":
+                with self._lock:
+                    done = self.handshake.finished()
+            else:
+                done = self.last_logged_step >= last
             if done or last < 0:
                 return
             time.sleep(0.005)
@@ -196,16 +230,17 @@ class DriveLoop:
             self._send_zero(now, current.reason)
             self._signal_done(current)
             return
-        first_send = current.step not in self._logged
+        progress = self._progress = self._progress.follow(current.step)
+        first_send = not progress.logged
         if first_send:
             # Age counts from the frame's capture, not from when the action was published: an action
             # computed from an old frame describes a world that has moved on.
             self.watchdog.feed(current.captured)
-        started = self._step_started.setdefault(current.step, now)  # a step's clock starts at its first send
-        if self.config.mode == "step" and (current.step in self._finished
-                                           or now - started >= self.config.step_duration):
+        if progress.started is None:
+            progress.started = now  # a step's clock starts at its first send
+        if self.config.mode == "step" and (progress.finished or now - progress.started >= self.config.step_duration):
             self._send_zero(now, "step done")
-            self._finished.add(current.step)
+            progress.finished = True
             self._signal_done(current)  # the inference thread may take the next frame
             return
         if not self.watchdog.fresh(now):
@@ -218,20 +253,11 @@ class DriveLoop:
             self.watchdog.feed(now)
         result = self._send(self.gate.filter(current.action, now))
         if first_send:
-            self._logged.add(current.step)
+            progress.logged = True
+            self.last_logged_step = current.step
             self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
                                 sent=result.sent, acknowledged=result.acknowledged))
-            self._status(result.velocity)
-
-    def _status(self, sent) -> None:
-        if not self.config.status:
-            return
-        t = self._stage_ms
-        line = (f"\r{self._rate:5.1f} Hz | prep {t.get('preprocess', 0):5.1f} vis {t.get('vision', 0):6.1f} "
-                f"lang {t.get('language', 0):6.1f} head {t.get('head', 0):5.1f} ms | "
-                f"cmd {sent[0]:+.2f} {sent[1]:+.2f} {sent[2]:+.2f} | step {self.steps}")
-        sys.stderr.write(line)
-        sys.stderr.flush()
+            self.status.show(result.velocity, self.steps)
 
     def run(self) -> int:
         """Drive until max steps, end of stream, a signal or an error. Motors end at zero. Returns an exit code."""
@@ -259,8 +285,7 @@ class DriveLoop:
             self.stop_event.set()
             self.shutdown()
             worker.join(timeout=5)
-        if self.config.status:
-            sys.stderr.write("\n")
+        self.status.end()
         if self.error is not None and not isinstance(self.error, KeyboardInterrupt):
             self.printer(f"error: stopped after {self.steps} steps: {type(self.error).__name__}: {self.error}")
             return 1
@@ -290,6 +315,14 @@ class DriveLoop:
         self.log.write({"type": "zero", "reason": "shutdown", "t": now, "confirmed": confirmed})
 
 
+def log_info(message: str) -> None:
+    """The loop's closing line as an event: an error at error level, without a second 'error:' prefix."""
+    if message.startswith("error: "):
+        log.error("%s", message[len("error: "):])
+    else:
+        log.info("%s", message)
+
+
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -304,51 +337,15 @@ def install_signal_handlers(loop: DriveLoop) -> None:
 
 
 def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
-    """The drive options (sim.drive adds its own to them)."""
+    """The drive options (sim.drive and the recorder add their own to them); defaults come from the specs."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, required=True, help="bundle folder from export.to_onnx")
-    ap.add_argument("--motor", help="motor side: serial (with --serial PORT), dry-run, ros2, package.module:ClassName "
-                                    "(a runtime.hardware.MotorController subclass, constructed with no arguments), "
-                                    "or an entry point name in group mobile_vla.motors (docs/motors.md)")
-    port = ap.add_mutually_exclusive_group()
-    port.add_argument("--serial", help="motor controller port, e.g. /dev/ttyUSB0 or /dev/mobile-vla-motor "
-                                       "(alone, it means --motor serial)")
-    port.add_argument("--dry-run", action="store_true", help="no motors: print the commands (--motor dry-run)")
-    ap.add_argument("--baudrate", type=int, default=115200)
-    ap.add_argument("--cmd-vel-topic", default="/cmd_vel", help="--motor ros2: the velocity topic")
-    ap.add_argument("--cmd-vel-stamped", action="store_true",
-                    help="--motor ros2: publish geometry_msgs/TwistStamped (Jazzy's base controllers), "
-                         "not Twist (Humble's)")
-    ap.add_argument("--cmd-vel-frame", default="base_link", help="--motor ros2 --cmd-vel-stamped: header.frame_id")
-    ap.add_argument("--wheels", choices=("mecanum", "omni3", "differential"),
-                    help="send wheel speeds for this base instead of a body velocity")
-    ap.add_argument("--camera", default="csi",
-                    help="device index, /dev/videoN, 'csi', a GStreamer pipeline, a video, an image folder, an .h5 "
-                         "episode, or ros2:/topic (sensor_msgs/Image; a topic ending in /compressed: CompressedImage)")
-    ap.add_argument("--width", type=int, help="camera width (default 1280)")
-    ap.add_argument("--height", type=int, help="camera height (default 720)")
-    ap.add_argument("--fps", type=int, default=30)
-    ap.add_argument("--backend", default="auto", choices=("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu"))
-    ap.add_argument("--variant", default="fp32", help="ONNX variant for ONNX Runtime backends (fp32, fp16, int8)")
-    ap.add_argument("--cuda-graph", action="store_true",
-                    help="--backend trt: replay each engine as a CUDA graph (one per head length 1..W)")
-    ap.add_argument("--verify", choices=("quick", "full"), default="quick",
-                    help="bundle check at start: quick (big files by size/times since their last full hash) or full")
-    ap.add_argument("--instruction", help="what to do (default: the bundle's default instruction)")
-    ap.add_argument("--chunk-mode", default="first", choices=("first", "chunk", "ensemble"))
-    ap.add_argument("--discrete", action="store_true",
-                    help="snap each axis to the nearest demonstrated move (-range, 0, +range), as recorded")
-    ap.add_argument("--mode", default="continuous", choices=("continuous", "step"))
-    ap.add_argument("--rate", type=float, default=20.0, help="control loop Hz")
-    ap.add_argument("--step-duration", type=float, default=0.4)
-    ap.add_argument("--cmd-timeout", type=float, default=0.5)
-    ap.add_argument("--camera-timeout", type=float, default=0.5)
-    ap.add_argument("--max-speed", type=float, nargs=3, default=(0.5, 0.5, 1.0), metavar=("VX", "VY", "WZ"))
-    ap.add_argument("--max-accel", type=float, nargs=3, default=(2.0, 2.0, 4.0), metavar=("AX", "AY", "AW"))
-    ap.add_argument("--dead-zone", type=float, default=0.0)
-    ap.add_argument("--max-steps", type=int)
+    add_policy_arguments(ap)
+    add_motor_arguments(ap)
+    add_camera_arguments(ap)
+    add_loop_arguments(ap)
+    add_safety_arguments(ap)
     ap.add_argument("--log", type=Path, help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
-    ap.add_argument("--quiet", action="store_true", help="no live status line")
+    add_log_level_argument(ap)
     return ap
 
 
@@ -358,61 +355,45 @@ def main(argv=None) -> int:
         print("error: --sim moved to its own entry: python -m sim.drive --bundle B --seed S ... "
               "(same options, --sim-seed is --seed, --sim-layout is --layout)", file=sys.stderr)
         return 2
-    return drive(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return drive(DriveSpec.from_args(args))
 
 
-def drive(args, camera=None, motor=None) -> int:
-    """The drive job for parsed `args`. A caller (the simulator) may hand in its own `camera` (a
-    runtime.hardware.Camera) and `motor` (a MotorController, connected here if it is not yet); otherwise
-    they come from --camera and --motor. Both are closed/disconnected when the drive ends."""
+def drive(spec: DriveSpec, camera=None, motor=None) -> int:
+    """Drive as `spec` says. A caller (the simulator) may hand in its own `camera` (a runtime.hardware.Camera)
+    and `motor` (a MotorController, connected here if it is not yet); otherwise they come from spec.camera and
+    spec.motor. Both are disconnected when the drive ends, and the backend is released."""
+    from contextlib import ExitStack
+
     from runtime.backends.base import BackendError
-    from runtime.backends.registry import make_backend
-    from runtime.behaviours import with_behaviours
-    from runtime.bundle import BundleError, load_bundle
-    from runtime.camera import open_camera
+    from runtime.bundle import BundleError
     from runtime.hardware import DeviceError
     from runtime.motor_select import open_motor
-    from runtime.policy import Policy
+    from runtime.policy_setup import open_policy
     from runtime.prompt import PromptTooLongError
 
-    backend = None
-    try:
-        bundle = load_bundle(args.bundle, verify=args.verify)
-        backend = make_backend(bundle, args.backend, variant=args.variant,
-                               cuda_graph=args.cuda_graph).activate()
-        policy = with_behaviours(Policy(bundle, backend, instruction=args.instruction), args.chunk_mode,
-                                 args.discrete)
-        if motor is None:
-            motor = open_motor(args, printer=(lambda s: print(s, flush=True)))
-        elif not motor.is_connected:
-            motor.connect()
-        if camera is None:
-            try:
-                camera = open_camera(args.camera, args.width or 1280, args.height or 720, args.fps,
-                                     max_age=args.camera_timeout)
-            except BaseException:
-                motor.disconnect()  # zero and release what was already opened (a ROS node, a port)
-                raise
-    except (BundleError, BackendError, DeviceError, PromptTooLongError) as e:
-        if backend is not None:  # a TensorRT backend holds a CUDA context on its thread: release it
-            backend.deactivate()
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"driving with {backend.describe()}, instruction {policy.instruction!r}, mode {args.mode}, "
-          f"motor {motor.name}; Ctrl-C stops (motors go to zero)", file=sys.stderr)
-    gate = SafetyGate(SafetyConfig(tuple(args.max_speed), tuple(args.max_accel), args.dead_zone, args.cmd_timeout))
-    config = DriveConfig(args.mode, args.rate, args.step_duration, args.cmd_timeout, args.camera_timeout,
-                         args.max_steps, status=not args.quiet)
-    with StepLog(args.log) as log:
-        loop = DriveLoop(policy, camera, motor, gate, config, log)
-        install_signal_handlers(loop)
+    with ExitStack() as stack:
         try:
-            code = loop.run()
-        finally:
-            camera.close()
-            motor.disconnect()
-            backend.deactivate()
-    return code
+            policy = stack.enter_context(open_policy(spec.policy))
+            if motor is None:
+                motor = open_motor(spec.motor, watchdog_s=spec.loop.cmd_timeout,
+                                   printer=(lambda s: print(s, flush=True)))
+            elif not motor.is_connected:
+                motor.connect()
+            stack.callback(motor.disconnect)  # zero and release what was opened (a ROS node, a port)
+            if camera is None:
+                camera = spec.camera.open(max_age=spec.loop.camera_timeout)
+            stack.callback(camera.disconnect)
+        except (BundleError, BackendError, DeviceError, PromptTooLongError) as e:
+            log.error("%s", e)
+            return 1
+        log.info("driving with %s, instruction %r, mode %s, motor %s; Ctrl-C stops (motors go to zero)",
+                 policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name)
+        steplog = stack.enter_context(StepLog(spec.log))
+        loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog)
+        install_signal_handlers(loop)
+        return loop.run()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import json
 import sys
 from pathlib import Path
 
+from runtime.logs import add_log_level_argument, setup_logging
 from runtime.atomic import atomic_write_text
 from runtime.bundle import GRAPHS, BundleError, load_bundle, sha256_file
 from runtime.cli import exits_on
@@ -81,7 +82,9 @@ def main(argv=None) -> int:
     what.add_argument("--record", nargs="+", metavar="GRAPH=FILE", help="record engines built elsewhere")
     ap.add_argument("--trt-version", help="with --record: TensorRT version the engines were built with")
     ap.add_argument("--gpu", help="with --record: CUDA device name they were built on")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     bundle = load_bundle(args.bundle, verify="none")
     if args.head_shape:
         spec = bundle.inputs("action_head")[0]

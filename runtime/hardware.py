@@ -80,8 +80,9 @@ class Camera(ABC):
 
     name: str = "camera"
 
-    def open(self) -> "Camera":
-        """Start delivering frames (idempotent). Sources that open in their constructor return self."""
+    def connect(self) -> "Camera":
+        """Start delivering frames (idempotent); returns self. Sources that open in their constructor return
+        self. The same pair as MotorController: connect / disconnect."""
         return self
 
     @abstractmethod
@@ -90,14 +91,14 @@ class Camera(ABC):
         FrameTooOld (the newest is older than the camera's max age) or EndOfStream (a replay ended)."""
 
     @abstractmethod
-    def close(self) -> None:
+    def disconnect(self) -> None:
         """Release the device; safe to call twice."""
 
     def __enter__(self):
-        return self.open()
+        return self.connect()
 
     def __exit__(self, *exc):
-        self.close()
+        self.disconnect()
 
 
 class MotorController(ABC):

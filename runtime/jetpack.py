@@ -22,6 +22,8 @@ import os
 import re
 import sys
 from pathlib import Path
+from runtime.logs import add_log_level_argument, setup_logging
+
 
 TENSORRT_FOR_L4T = {(36, 3): "8.6", (36, 4): "10.3"}
 JETPACK_FOR_L4T = {(36, 3): "6.0", (36, 4): "6.1/6.2"}
@@ -118,7 +120,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--venv", action="store_true", help="also check pycuda/tensorrt imports and cv2's GStreamer")
     ap.add_argument("--camera", default="csi", help="with --venv: the camera the robot will use")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     results = [("l4t", *check_l4t_tensorrt())]
     if args.venv:
         results += [("imports", *check_imports()), ("opencv", *check_opencv(args.camera))]

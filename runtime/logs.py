@@ -7,7 +7,8 @@
 
     python -m runtime.drive ... --log-level debug      # every command takes --log-level
 
-On a terminal each event is one line on stderr (`level name: message`). Under
+On a terminal each event is one line on stderr (the message; `warning: ...`
+or `error: ...` above info). Under
 systemd (JOURNAL_STREAM is set) the line carries the syslog priority prefix
 (`<3>` for an error) that journald reads, so `journalctl -p warning` filters
 the robot's events; journald adds the time itself. The live status line of
@@ -24,6 +25,21 @@ LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LEVEL = "info"
 # journald's priorities (sd-daemon(3)): the prefix journald strips and files the line under
 _JOURNAL_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _TerminalFormatter(logging.Formatter):
+    """A person's terminal: info as the message alone, others as `warning: ...` / `error: ...` (as CLI tools
+    write them), debug with the module's name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        if record.levelno == logging.INFO:
+            return message
+        if record.levelno == logging.DEBUG:
+            return f"debug {record.name}: {message}"
+        return f"{record.levelname.lower()}: {message}"
 
 
 class _JournalFormatter(logging.Formatter):
@@ -48,7 +64,7 @@ def setup_logging(level: str = DEFAULT_LEVEL, stream=None) -> None:
     if under_journal():
         handler.setFormatter(_JournalFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TerminalFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):  # a second call (tests, the pipeline) replaces, never doubles, the output
         if getattr(old, "_mobile_vla", False):

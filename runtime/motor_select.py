@@ -17,20 +17,60 @@ as with any Python import.
 
 from __future__ import annotations
 
+import argparse
 import importlib
-import sys
+import logging
+from dataclasses import dataclass, fields
 
 from runtime.hardware import MotorController
 from runtime.motor import MotorError
 
 BUILT_IN = ("serial", "dry-run", "ros2")
 ENTRY_POINT_GROUP = "mobile_vla.motors"
+WHEELS = ("mecanum", "omni3", "differential")
+log = logging.getLogger(__name__)
 
 
-def motor_kind(args) -> str:
+@dataclass(frozen=True)
+class MotorSpec:
+    motor: str | None = None  # serial, dry-run, ros2, package.module:Class or an entry point; None: from below
+    serial: str | None = None  # our serial controller's port (alone, it means motor="serial")
+    dry_run: bool = False  # no motors: print the commands (alone, it means motor="dry-run")
+    baudrate: int = 115200  # serial link speed; the firmware's default
+    cmd_vel_topic: str = "/cmd_vel"  # --motor ros2: the velocity topic
+    cmd_vel_stamped: bool = False  # --motor ros2: TwistStamped (Jazzy's base controllers) instead of Twist
+    cmd_vel_frame: str = "base_link"  # --motor ros2 --cmd-vel-stamped: header.frame_id
+    wheels: str | None = None  # serial: send wheel speeds for this base (WHEELS) instead of a body velocity
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "MotorSpec":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def add_motor_arguments(ap: argparse.ArgumentParser) -> None:
+    """The motor-side options every command that moves the robot shares (runtime.drive, runtime.preflight,
+    runtime.motor_stop, sim and the recorder)."""
+    d = MotorSpec
+    ap.add_argument("--motor", help="motor side: serial (with --serial PORT), dry-run, ros2, package.module:ClassName "
+                                    "(a runtime.hardware.MotorController subclass, constructed with no arguments), "
+                                    "or an entry point name in group mobile_vla.motors (docs/motors.md)")
+    port = ap.add_mutually_exclusive_group()
+    port.add_argument("--serial", help="motor controller port, e.g. /dev/ttyUSB0 or /dev/mobile-vla-motor "
+                                       "(alone, it means --motor serial)")
+    port.add_argument("--dry-run", action="store_true", help="no motors: print the commands (--motor dry-run)")
+    ap.add_argument("--baudrate", type=int, default=d.baudrate)
+    ap.add_argument("--cmd-vel-topic", default=d.cmd_vel_topic, help="--motor ros2: the velocity topic")
+    ap.add_argument("--cmd-vel-stamped", action="store_true",
+                    help="--motor ros2: publish geometry_msgs/TwistStamped (Jazzy's base controllers), "
+                         "not Twist (Humble's)")
+    ap.add_argument("--cmd-vel-frame", default=d.cmd_vel_frame,
+                    help="--motor ros2 --cmd-vel-stamped: header.frame_id")
+    ap.add_argument("--wheels", choices=WHEELS, help="send wheel speeds for this base instead of a body velocity")
+
+
+def motor_kind(spec: MotorSpec) -> str:
     """`--motor`, or the older `--serial PORT` / `--dry-run` spellings; a clear error when they disagree."""
-    chosen = getattr(args, "motor", None)
-    serial, dry_run = getattr(args, "serial", None), getattr(args, "dry_run", False)
+    chosen, serial, dry_run = spec.motor, spec.serial, spec.dry_run
     if chosen is None:
         if serial:
             return "serial"
@@ -82,9 +122,10 @@ def load_motor_class(spec: str) -> type:
     return cls
 
 
-def open_motor(args, printer=None) -> MotorController:
-    """The motor side named on the command line, connected. Raises MotorError with what to check."""
-    kind = motor_kind(args)
+def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None) -> MotorController:
+    """The spec's motor side, connected. `watchdog_s`: our serial controller zeroes by itself when no command
+    arrived for this long (the drive's --cmd-timeout). Raises MotorError with what to check."""
+    kind = motor_kind(spec)
     if kind == "dry-run":
         from runtime.motor import DryRunMotor
 
@@ -93,20 +134,20 @@ def open_motor(args, printer=None) -> MotorController:
         from runtime.kinematics import make_base
         from runtime.motor import SerialMotorController
 
-        wheels = make_base(args.wheels) if getattr(args, "wheels", None) else None
-        motor = SerialMotorController(args.serial, args.baudrate, watchdog_ms=int(args.cmd_timeout * 1000),
+        wheels = make_base(spec.wheels) if spec.wheels else None
+        motor = SerialMotorController(spec.serial, spec.baudrate, watchdog_ms=int(watchdog_s * 1000),
                                       wheels=wheels).connect()
         if not motor.ready:  # still driven (a one-way link may work), but nobody should think it is fine
-            print(f"warning: {args.serial}: the motor controller did not answer within {motor.ready_timeout_s:.1f} s "
-                  f"(wrong port or --baudrate {args.baudrate}, no firmware on the board, or a board that needs "
-                  f"DTR: docs/firmware.md); every command will be logged as unacknowledged", file=sys.stderr)
+            log.warning("%s: the motor controller did not answer within %.1f s (wrong port or --baudrate %d, no "
+                        "firmware on the board, or a board that needs DTR: docs/firmware.md); every command will "
+                        "be logged as unacknowledged", spec.serial, motor.ready_timeout_s, spec.baudrate)
         return motor
     if kind == "ros2":
         from runtime.ros2 import Ros2Error, Ros2MotorController
 
         try:
-            return Ros2MotorController(topic=args.cmd_vel_topic, stamped=args.cmd_vel_stamped,
-                                       frame_id=args.cmd_vel_frame).connect()
+            return Ros2MotorController(topic=spec.cmd_vel_topic, stamped=spec.cmd_vel_stamped,
+                                       frame_id=spec.cmd_vel_frame).connect()
         except Ros2Error as e:
             raise MotorError(str(e)) from e
     cls = load_motor_class(kind)

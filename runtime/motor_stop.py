@@ -12,13 +12,14 @@ import sys
 
 from runtime.cli import exits_on
 from runtime.motor import MotorError, SerialMotorController
+from runtime.motor_select import MotorSpec
 
 
 @exits_on(MotorError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--serial", required=True)
-    ap.add_argument("--baudrate", type=int, default=115200)
+    ap.add_argument("--baudrate", type=int, default=MotorSpec.baudrate)
     args = ap.parse_args(argv)
     motor = SerialMotorController(args.serial, args.baudrate, ack_timeout_s=0.2).connect()
     try:

@@ -22,6 +22,8 @@ import argparse
 import sys
 import time
 
+from runtime.logs import add_log_level_argument, setup_logging
+from runtime.motor_select import MotorSpec, add_motor_arguments
 from runtime.safety import SafetyConfig
 
 
@@ -76,7 +78,7 @@ def check_camera(spec, fps: float, seconds: float = 2.0):
     except CameraError as e:
         return "FAIL", f"camera {spec}: {e}"
     finally:
-        cam.close()
+        cam.disconnect()
     status = "OK" if rate >= 0.8 * fps else "FAIL"
     return status, f"camera {spec}: {rate:.1f} fps (expected {fps:g})"
 
@@ -111,22 +113,22 @@ def check_controller(port, baudrate: int = 115200, wheels: str | None = None, ma
         motor.disconnect()
 
 
-def check_motor(args):
+def check_motor(spec):
     """A motor side other than our serial controller (--motor ros2, a vendor class, dry-run): it connects and
-    a zero goes out, with what the link says about it."""
+    a zero goes out, with what the link says about it. `spec`: a runtime.motor_select.MotorSpec."""
     from runtime.hardware import DeviceError
     from runtime.motor_select import open_motor
 
     try:
-        motor = open_motor(args)
+        motor = open_motor(spec)
     except DeviceError as e:
         return "FAIL", str(e)
     try:
         zero = motor.send_velocity(0.0, 0.0, 0.0)
         if not zero.delivered:
-            return "FAIL", f"--motor {args.motor}: connected, but a zero command did not go out ({zero})"
+            return "FAIL", f"--motor {spec.motor}: connected, but a zero command did not go out ({zero})"
         acks = {None: "the link has no acknowledgements", True: "acknowledged"}[zero.acknowledged]
-        return "OK", f"--motor {args.motor} ({motor.name}): a zero went out, {acks}"
+        return "OK", f"--motor {spec.motor} ({motor.name}): a zero went out, {acks}"
     finally:
         motor.disconnect()
 
@@ -136,20 +138,16 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--camera")
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--serial", help="our serial controller: heartbeat and status")
-    ap.add_argument("--baudrate", type=int, default=115200)
-    ap.add_argument("--wheels", choices=("mecanum", "omni3", "differential"),
-                    help="as runtime.drive --wheels: the controller must report this base's wheel count")
+    # the drive's motor options: --serial gets a heartbeat, a status query and its configuration checked
+    # against --wheels and --max-speed; any other --motor connects, sends a zero and disconnects
+    add_motor_arguments(ap)
     ap.add_argument("--max-speed", type=float, nargs=3, default=SafetyConfig.max_speed, metavar=("VX", "VY", "WZ"),
                     help="as runtime.drive --max-speed: must be within the controller's limits")
-    ap.add_argument("--motor", help="another motor side, as runtime.drive takes it: ros2, dry-run, package.module:Class "
-                                    "or an entry point (connect, send a zero, disconnect)")
-    ap.add_argument("--cmd-vel-topic", default="/cmd_vel", help="--motor ros2: the velocity topic")
-    ap.add_argument("--cmd-vel-stamped", action="store_true", help="--motor ros2: TwistStamped")
-    ap.add_argument("--cmd-vel-frame", default="base_link", help="--motor ros2 --cmd-vel-stamped: header.frame_id")
     ap.add_argument("--verify", choices=("full", "quick"), default="full",
                     help="full (default): sha256 of every file, recorded for fast starts; quick: as runtime.drive")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     from runtime.jetpack import check_l4t_tensorrt, check_opencv
 
     results = []
@@ -160,7 +158,7 @@ def main(argv=None) -> int:
     results.append(("opencv", *check_opencv(args.camera)))
     results.append(("camera", *(check_camera(args.camera, args.fps) if args.camera else ("SKIP", "no --camera"))))
     if args.motor and args.motor != "serial":
-        results.append(("controller", *check_motor(args)))
+        results.append(("controller", *check_motor(MotorSpec.from_args(args))))
     else:
         results.append(("controller", *(check_controller(args.serial, args.baudrate, args.wheels, args.max_speed)
                                         if args.serial

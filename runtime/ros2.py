@@ -395,7 +395,7 @@ class Ros2Camera(Camera):
         """The topic after the node's namespace and remaps."""
         return self._subscription.topic_name if self._subscription is not None else self.topic
 
-    def open(self) -> "Ros2Camera":
+    def connect(self) -> "Ros2Camera":
         if self._ros is not None:
             return self
         try:
@@ -411,7 +411,7 @@ class Ros2Camera(Camera):
             self._subscription = self._ros.node.create_subscription(
                 CompressedImage if self.compressed else Image, self.topic, self._ros.guarded(self._on_image), qos)
         except Exception as e:  # InvalidTopicNameException and kin: a user's typo, said plainly
-            self.close()
+            self.disconnect()
             raise CameraError(f"--camera ros2:{self.topic}: not a valid ROS 2 topic name: "
                               f"{str(e).splitlines()[0]}") from None
         self.name = f"ros2:{self.resolved_topic}"
@@ -439,7 +439,7 @@ class Ros2Camera(Camera):
 
     def read(self, timeout: float = 0.5) -> Frame:
         if self._ros is None:
-            self.open()
+            self.connect()
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._latest is None or self._latest[2] <= self._read_index:
@@ -461,7 +461,7 @@ class Ros2Camera(Camera):
         image = compressed_to_bgr(msg, self.topic) if self.compressed else image_to_bgr(msg, self.topic)
         return Frame(image, stamp, index)
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         if self._ros is not None:
             ros, self._ros = self._ros, None
             if self._subscription is not None and ros.context is not None:

@@ -10,8 +10,9 @@ The rules (DESIGN.md "Safety is not optional"):
   direction reversal brakes to zero at once, then ramps in the new direction;
 - a dead zone: |v| below it is 0 (REFERENCE.md: the original used 0.1);
 - NaN/inf anywhere in an action -> zero and counted;
-- `CommandWatchdog`: an action older than `cmd_timeout` (default 0.5 s, as
-  ros2_control's diff_drive_controller) is not executed: zero instead.
+- `CommandWatchdog`: an action older than its timeout (the drive's
+  `--cmd-timeout`, default 0.5 s as ros2_control's diff_drive_controller) is
+  not executed: zero instead.
 """
 
 from __future__ import annotations
@@ -27,7 +28,19 @@ class SafetyConfig:
     max_speed: tuple[float, float, float] = (0.5, 0.5, 1.0)  # |vx|, |vy| m/s, |wz| rad/s after un-normalising
     max_accel: tuple[float, float, float] = (2.0, 2.0, 4.0)  # m/s^2, m/s^2, rad/s^2; inf disables
     dead_zone: float = 0.0  # per axis, same units as the command; 0.1 reproduces the original rig
-    cmd_timeout: float = 0.5  # s: an action older than this is not executed
+
+    @classmethod
+    def from_args(cls, args) -> "SafetyConfig":
+        return cls(tuple(args.max_speed), tuple(args.max_accel), args.dead_zone)
+
+
+def add_safety_arguments(ap) -> None:
+    d = SafetyConfig
+    ap.add_argument("--max-speed", type=float, nargs=3, default=d.max_speed, metavar=("VX", "VY", "WZ"),
+                    help="per-axis speed limits: m/s, m/s, rad/s")
+    ap.add_argument("--max-accel", type=float, nargs=3, default=d.max_accel, metavar=("AX", "AY", "AW"),
+                    help="per-axis acceleration limits: m/s^2, m/s^2, rad/s^2 (braking is never limited)")
+    ap.add_argument("--dead-zone", type=float, default=d.dead_zone, help="|v| below this is sent as 0")
 
 
 class SafetyGate:

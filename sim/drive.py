@@ -18,12 +18,15 @@ Every option of `runtime.drive` applies, except the motor and camera choice.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from runtime.cli import exits_on
-from runtime.drive import build_parser, drive
+from runtime.drive import DriveSpec, build_parser, drive
+from runtime.logs import setup_logging
 from sim.controller_emulator import ControllerEmulator
 from sim.task import in_goal, instruction_for
 from sim.world import Layout, SimMotor, SimRobot, SimWorld, load_layout, random_layout
@@ -76,21 +79,23 @@ def main(argv=None) -> int:
     ap.add_argument("--direct", action="store_true",
                     help="no wire: the simulated motor (sim.world.SimMotor) sets the robot's velocity itself")
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
-    args.instruction = args.instruction or instruction_for(layout.side)
+    spec = DriveSpec.from_args(args)
+    spec = replace(spec, policy=replace(spec.policy, instruction=spec.policy.instruction or instruction_for(layout.side)))
     width, height = args.width or 256, args.height or 144
     if args.direct:
         world = SimWorld(layout)
-        code = drive(args, camera=world.camera(width, height, args.seed), motor=SimMotor(world))
+        code = drive(spec, camera=world.camera(width, height, args.seed), motor=SimMotor(world))
         robot = world.robot
     else:
         with SimSession(layout, width, height, seed=args.seed) as sim:
-            args.serial = sim.port
-            code = drive(args, camera=sim.camera)
+            code = drive(replace(spec, motor=replace(spec.motor, serial=sim.port)), camera=sim.camera)
             robot = sim.robot
     x, y, _ = robot.pose
-    print(f"sim: room {args.layout or f'seed {args.seed}'} ({layout.side}), robot at ({x:.2f}, {y:.2f}) "
-          f"after {len(robot.path) - 1} updates: {outcome(layout, robot)}", file=sys.stderr)
+    logging.getLogger("sim.drive").info(
+        "sim: room %s (%s), robot at (%.2f, %.2f) after %d updates: %s", args.layout or f"seed {args.seed}",
+        layout.side, x, y, len(robot.path) - 1, outcome(layout, robot))
     return code
 
 

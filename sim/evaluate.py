@@ -41,6 +41,7 @@ from runtime.bundle import BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
 from sim.task import (
     MOVE,
+    SIM_SAFETY,
     Rollout,
     ScriptedExpert,
     heading,
@@ -313,7 +314,8 @@ def evaluate(argv, opened: list) -> int:
     ap.add_argument("--backend", default="ort-cpu", choices=("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu"))
     ap.add_argument("--variant", default="fp32", help="closed loop: the variant to drive with")
     ap.add_argument("--variants", nargs="*", help="offline: variants to compare (default: all in the bundle)")
-    ap.add_argument("--dead-zone", type=float, default=0.1, help="offline: |v| below this counts as no move")
+    ap.add_argument("--dead-zone", type=float, default=SIM_SAFETY.dead_zone,
+                    help="offline: |v| below this counts as no move (the sim's safety dead zone)")
     ap.add_argument("--continuous", action="store_true",
                     help="use the head's raw actions instead of snapping them to the demonstrated moves "
                          "(runtime.drive --discrete, the default here)")

@@ -33,6 +33,7 @@ import argparse
 from pathlib import Path
 
 import cv2
+from runtime.logs import add_log_level_argument, setup_logging
 import numpy as np
 
 from sim.episodes import write_episode
@@ -173,7 +174,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="sim: rendering processes")
     ap.add_argument("--height", type=int, help="image height (sim 144, blocks 96)")
     ap.add_argument("--width", type=int, help="image width (sim 256, blocks 128)")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     if args.task == "sim":
         paths = write_sim_episodes(args.out, args.episodes, args.seed, args.noise, args.width or 256,
                                    args.height or 144, progress=True, workers=args.workers)

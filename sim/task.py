@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.drive import DriveConfig
 from runtime.safety import SafetyConfig, SafetyGate
 from sim.world import DETOUR_CLEARANCE, ROBOT_RADIUS, Layout, SimRobot, detour_lane, render
 
@@ -46,13 +47,13 @@ def instruction_for(side: str) -> str:
 
 
 # The safety settings of the sim loop: `runtime.drive`'s defaults plus the original rig's 0.1 dead zone.
-SIM_SAFETY = SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(2.0, 2.0, 4.0), dead_zone=0.1, cmd_timeout=0.5)
+SIM_SAFETY = SafetyConfig(dead_zone=0.1)
 
 
 @dataclass(frozen=True)
 class StepTiming:
-    rate: float = 20.0  # control ticks per second (runtime.drive --rate)
-    duration: float = 0.4  # seconds per move (runtime.drive --step-duration)
+    rate: float = DriveConfig.rate  # control ticks per second (runtime.drive --rate)
+    duration: float = DriveConfig.step_duration  # seconds per move (runtime.drive --step-duration)
 
 
 def in_goal(layout: Layout, pose) -> bool:

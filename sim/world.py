@@ -256,7 +256,7 @@ class SimCamera(Camera):
         self.index += 1
         return frame
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         pass
 
 

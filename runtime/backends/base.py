@@ -4,6 +4,7 @@
         feature = backend.encode_frame(pixels, input_ids, attention_mask)   # vision + language
         chunk = backend.predict_chunk(features)                              # action head
         backend.timings   # {"vision": s, "language": s, "head": s} of the last calls
+        backend.calls     # Counter of graph runs since activation: {"vision": n, "language": n, "action_head": n}
 
 Backends are runners in the Polygraphy sense: `activate()` loads what they
 need (sessions, engines, device buffers), `deactivate()` frees it, heavy
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 
 import numpy as np
 
@@ -35,6 +37,7 @@ class Backend(ABC):
         self.bundle = bundle
         self.variant = variant
         self.timings: dict[str, float] = {}
+        self.calls: Counter[str] = Counter()  # graph runs, counted where they are timed (benchmarks read it)
         self.active = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -72,6 +75,7 @@ class Backend(ABC):
         start = time.perf_counter()
         out = self._run(graph, feeds)
         self.timings["head" if graph == "action_head" else graph] = time.perf_counter() - start
+        self.calls[graph] += 1
         return out
 
     def encode_frame(self, pixels: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

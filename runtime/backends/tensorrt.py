@@ -314,6 +314,7 @@ class TensorRTBackend(Backend):
         self.stream.synchronize()
         self.timings["vision"] = self.events[1].time_since(self.events[0]) / 1e3
         self.timings["language"] = self.events[2].time_since(self.events[1]) / 1e3
+        self.calls.update(("vision", "language"))
         return np.array(self.host["act_feature"], dtype=np.float32)
 
     def predict_chunk(self, features):
@@ -324,6 +325,7 @@ class TensorRTBackend(Backend):
         start = time.perf_counter()
         chunk = self._on_gpu(self._predict, spec.name, features)
         self.timings["head"] = time.perf_counter() - start
+        self.calls["action_head"] += 1
         return chunk
 
     def _predict(self, name: str, features):

@@ -92,7 +92,7 @@ def test_live_camera_keeps_only_the_newest_frame_and_detects_a_stall():
         with pytest.raises(CameraStalled):
             cam.read(timeout=0.1)
     finally:
-        cam.close()
+        cam.disconnect()
 
 
 def test_live_camera_refuses_an_old_frame():
@@ -106,4 +106,4 @@ def test_live_camera_refuses_an_old_frame():
         with pytest.raises(FrameTooOld):
             cam.read(timeout=0.1)
     finally:
-        cam.close()
+        cam.disconnect()

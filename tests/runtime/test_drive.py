@@ -25,7 +25,7 @@ RATE = 50.0
 PERIOD = 1 / RATE
 TIMEOUT = 0.3
 SLACK = 0.08  # serial round trip + thread scheduling on a loaded 2-core CI machine
-LIMITS = SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0, cmd_timeout=TIMEOUT)
+LIMITS = SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ class StallingCamera:
             raise CameraStalled(f"no frame for {timeout} s")
         return self.inner.read(timeout)
 
-    def close(self):
+    def disconnect(self):
         pass
 
 
@@ -191,7 +191,7 @@ def test_port_unplugged_and_replugged_mid_run_resumes(bundle, episode_file, emul
             time.sleep(0.1)
             return frames.read(timeout)
 
-        def close(self):
+        def disconnect(self):
             pass
 
     def cable(loop):
@@ -278,7 +278,7 @@ def test_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(bundle, ep
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
-        camera.close()
+        camera.disconnect()
 
 
 def test_dry_run_prints_commands(tiny_bundle_dir, episode_file):
@@ -416,7 +416,7 @@ class OldFrameCamera(Camera):
         self.stamps.append(time.monotonic() - self.age)
         return Frame(np.zeros((48, 64, 3), np.uint8), self.stamps[-1], self.count - 1)
 
-    def close(self):
+    def disconnect(self):
         pass
 
 
@@ -503,7 +503,7 @@ def test_a_camera_that_cannot_be_used_ends_the_drive_with_its_message():
         def read(self, timeout=0.5):
             raise CameraError("ros2 camera /cam: image encoding 'yuv422' is not supported")
 
-        def close(self):
+        def disconnect(self):
             pass
 
     motor = RecordingDryRun()

@@ -6,7 +6,6 @@ import math
 import re
 import subprocess
 import sys
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.bundle import load_bundle
 from runtime.camera import open_camera
 from runtime.motor import MotorError
-from runtime.motor_select import load_motor_class, motor_kind
+from runtime.motor_select import MotorSpec, load_motor_class, motor_kind
 from runtime.policy import Policy
 from tests.conftest import ROOT, run_python
 
@@ -170,7 +169,7 @@ def test_a_class_that_fails_to_connect_ends_the_drive_before_anything_moves(tiny
     (dict(motor="pkg.mod:Cls"), "pkg.mod:Cls"),
 ])
 def test_motor_kind_keeps_the_old_spellings(args, kind):
-    assert motor_kind(Namespace(**{"motor": None, "serial": None, "dry_run": False, **args})) == kind
+    assert motor_kind(MotorSpec(**args)) == kind
 
 
 @pytest.mark.parametrize("args, message", [
@@ -181,13 +180,13 @@ def test_motor_kind_keeps_the_old_spellings(args, kind):
 ])
 def test_contradicting_motor_options_are_refused(args, message):
     with pytest.raises(MotorError, match=re.escape(message)):
-        motor_kind(Namespace(**{"motor": None, "serial": None, "dry_run": False, **args}))
+        motor_kind(MotorSpec(**args))
 
 
-def test_a_controller_that_never_answers_is_reported(tmp_path, capsys):
+def test_a_controller_that_never_answers_is_reported(tmp_path, caplog):
     """A pty nobody serves (wrong port, no firmware): the drive still gets a motor, and a warning says why
     every command will be unacknowledged."""
-    import argparse
+    import logging
     import os
 
     from runtime.motor_select import open_motor
@@ -195,9 +194,9 @@ def test_a_controller_that_never_answers_is_reported(tmp_path, capsys):
     master, slave = os.openpty()
     port = os.ttyname(slave)
     try:
-        args = argparse.Namespace(motor=None, serial=port, dry_run=False, baudrate=115200,
-                                  cmd_timeout=0.5, wheels=None)
-        motor = open_motor(args)  # waits ready_timeout_s (2.5 s) for an answer that never comes
+        with caplog.at_level(logging.WARNING):
+            # waits ready_timeout_s (2.5 s) for an answer that never comes
+            motor = open_motor(MotorSpec(serial=port), watchdog_s=0.5)
         try:
             assert motor.is_connected and not motor.ready
         finally:
@@ -205,8 +204,9 @@ def test_a_controller_that_never_answers_is_reported(tmp_path, capsys):
     finally:
         os.close(master)
         os.close(slave)
-    err = capsys.readouterr().err
-    assert f"warning: {port}: the motor controller did not answer" in err and "docs/firmware.md" in err
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith(f"{port}: the motor controller did not answer") and "docs/firmware.md" in w
+               for w in warnings), warnings
 
 
 def test_preflight_checks_a_vendor_motor_side_as_the_drive_would_open_it(tiny_bundle_dir, tmp_path):

@@ -277,12 +277,12 @@ def camera_on(topic):
         from runtime.ros2 import Ros2Camera
 
         kw = {"wait_for_publisher": 0.0, "warn": lambda s: None, **kw}  # publish_until_read re-publishes instead
-        cams.append(Ros2Camera(topic + suffix, **kw).open())
+        cams.append(Ros2Camera(topic + suffix, **kw).connect())
         return cams[-1]
 
     yield make
     for c in cams:
-        c.close()
+        c.disconnect()
 
 
 def publish_until_read(peer, camera, topic, msg_type, make_msg, timeout=10):
@@ -474,18 +474,18 @@ def test_one_node_per_process_named_uniquely_and_renamed_by_remap(ros_args, topi
     from runtime.ros2 import Ros2Camera, Ros2MotorController
 
     motor = Ros2MotorController(topic=topic, wait_for_subscriber=0, warn=lambda s: None).connect()
-    cam = Ros2Camera(topic + "/image", wait_for_publisher=0, warn=lambda s: None).open()
+    cam = Ros2Camera(topic + "/image", wait_for_publisher=0, warn=lambda s: None).connect()
     try:
         assert motor._ros is cam._ros and cam._ros.name == f"/mobile_vla_drive_{os.getpid()}"
     finally:
-        cam.close()
+        cam.disconnect()
         motor.disconnect()
     ros_args(["--ros-args", "-r", "__node:=vla_front"])
-    cam = Ros2Camera(topic + "/image", wait_for_publisher=0, warn=lambda s: None).open()
+    cam = Ros2Camera(topic + "/image", wait_for_publisher=0, warn=lambda s: None).connect()
     try:
         assert cam._ros.name == "/vla_front"
     finally:
-        cam.close()
+        cam.disconnect()
 
 
 def test_a_namespace_remap_moves_every_relative_topic(ros_args, peer):
@@ -498,7 +498,7 @@ def test_a_namespace_remap_moves_every_relative_topic(ros_args, peer):
     ros_args(["--ros-args", "-r", f"__ns:={ns}"])
     got = peer.listen(Twist, f"{ns}/cmd_vel")
     motor = Ros2MotorController(wait_for_subscriber=5, warn=lambda s: None).connect()  # default topic: cmd_vel
-    cam = Ros2Camera("camera/image_raw", wait_for_publisher=0, warn=lambda s: None).open()
+    cam = Ros2Camera("camera/image_raw", wait_for_publisher=0, warn=lambda s: None).connect()
     try:
         assert motor.resolved_topic == f"{ns}/cmd_vel" and cam.resolved_topic == f"{ns}/camera/image_raw"
         assert cam._ros.name.startswith(f"{ns}/mobile_vla_drive_")
@@ -508,7 +508,7 @@ def test_a_namespace_remap_moves_every_relative_topic(ros_args, peer):
                                    lambda: image_message(peer, np.zeros((4, 4, 3), np.uint8)))
         assert frame.image.shape == (4, 4, 3)
     finally:
-        cam.close()
+        cam.disconnect()
         motor.disconnect()
 
 
@@ -543,7 +543,7 @@ def test_simulated_time_ages_images_on_the_ros_clock(ros_args, peer, topic):
 
     try:
         ros_args(["--ros-args", "-p", "use_sim_time:=true"])
-        cam = Ros2Camera(topic, max_age=0.5, wait_for_publisher=0, warn=lambda s: None).open()
+        cam = Ros2Camera(topic, max_age=0.5, wait_for_publisher=0, warn=lambda s: None).connect()
         try:
             wait_for(lambda: cam._clock.now().nanoseconds > 999e9, 10, "the simulated clock")
             frame = publish_until_read(peer, cam, topic, Image, sim_stamped(0.1))
@@ -551,14 +551,14 @@ def test_simulated_time_ages_images_on_the_ros_clock(ros_args, peer, topic):
             with pytest.raises(FrameTooOld):
                 publish_until_read(peer, cam, topic, Image, sim_stamped(2.0))
         finally:
-            cam.close()
+            cam.disconnect()
         ros_args(())  # wall time: a stamp of 1000 s after 1970 is decades old
-        cam = Ros2Camera(topic, max_age=0.5, wait_for_publisher=0, warn=lambda s: None).open()
+        cam = Ros2Camera(topic, max_age=0.5, wait_for_publisher=0, warn=lambda s: None).connect()
         try:
             with pytest.raises(FrameTooOld, match="old by its header stamp"):
                 publish_until_read(peer, cam, topic, Image, sim_stamped(0.1))
         finally:
-            cam.close()
+            cam.disconnect()
     finally:
         ticking.set()
         thread.join(timeout=2)
@@ -569,14 +569,14 @@ def test_bad_ros_arguments_and_topic_names_are_clear_errors_that_release_the_nod
     from runtime.hardware import CameraError
 
     with pytest.raises(CameraError, match=r"--camera ros2:bad topic!: not a valid ROS 2 topic name"):
-        ros2.Ros2Camera("bad topic!", wait_for_publisher=0).open()
+        ros2.Ros2Camera("bad topic!", wait_for_publisher=0).connect()
     assert ros2.RosNode._shared is None
     with pytest.raises(ros2.Ros2Error, match=r"--cmd-vel-topic 'cmd vel' is not a valid ROS 2 topic name"):
         ros2.Ros2MotorController(topic="cmd vel").connect()
     assert ros2.RosNode._shared is None
     ros_args(["--ros-args", "-p"])
     with pytest.raises(CameraError, match=r"ROS 2 refused the arguments '--ros-args -p'"):
-        ros2.Ros2Camera("/cam").open()
+        ros2.Ros2Camera("/cam").connect()
 
 
 def test_a_failing_camera_callback_is_an_error_not_a_silent_stall(ros_args, peer, topic, camera_on):

@@ -96,8 +96,7 @@ def run_drive_loop(bundle_dir, episode_file, emulator, cuda_graph=False, max_ste
     backend = TensorRTBackend(bundle, cuda_graph=cuda_graph).activate()
     try:
         motor = SerialMotorController(emulator.port, watchdog_ms=1000).connect()
-        gate = SafetyGate(SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0,
-                                       cmd_timeout=0.3))
+        gate = SafetyGate(SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0))
         loop = DriveLoop(Policy(bundle, backend), open_camera(str(episode_file)), motor, gate,
                          # step mode: every action is sent for 50 ms, so "it moved" does not depend on timing
                          DriveConfig(mode="step", rate=50, step_duration=0.05, cmd_timeout=0.3, max_steps=max_steps,
