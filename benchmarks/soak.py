@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtime.atomic import atomic_write_text
+from runtime.drive import DriveConfig
 from runtime.hardware import Camera, CameraStalled, Frame
 from runtime.logs import add_log_level_argument, setup_logging
 
@@ -62,9 +63,9 @@ class SoakConfig:
     seconds: float = 120.0  # how long to drive
     fault_every: float = 10.0  # s between the starts of two faults (one kind after the other, FAULT_KINDS)
     fault_s: float = 1.0  # how long a stall or an unplugged cable lasts; a reboot keeps the board deaf this long
-    rate: float = 20.0  # control loop Hz, as runtime.drive's default
-    cmd_timeout: float = 0.5  # s, as runtime.drive's default: the zero-latency limit is this plus one period
-    chunk_mode: str = "chunk"  # the behaviour whose stale plans a stall must drop (runtime.behaviours)
+    rate: float = DriveConfig.rate  # control loop Hz, as runtime.drive's default
+    cmd_timeout: float = DriveConfig.cmd_timeout  # s: the zero-latency limit is this plus one control period
+    behaviour: str = "chunk"  # --chunk-mode: open-loop chunks, whose stale plans a stall must drop
     baseline_s: float = 60.0  # RSS and open files are measured from here (or a quarter of a shorter run)
     fps: float = 30.0  # the camera delivers frames at this rate, as a USB or CSI camera does
     width: int = 160  # rendered camera frame (the bundle's preprocessing resizes it)
@@ -207,7 +208,7 @@ class SoakCamera(Camera):
         self.index += 1
         return frame
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         pass
 
 
@@ -289,7 +290,7 @@ class Soak:
         self.board = Board(self.board_binary, self.link, self.world.set_velocity)
         bundle = load_bundle(bundle_dir)
         self.backend = make_backend(bundle, "ort-cpu", variant="fp32").activate()
-        self.policy = FaultyPolicy(with_behaviours(Policy(bundle, self.backend), config.chunk_mode))
+        self.policy = FaultyPolicy(with_behaviours(Policy(bundle, self.backend), config.behaviour))
         self.camera = SoakCamera(self.world, config.width, config.height, config.seed, config.fps)
         self.motor = SerialMotorController(str(self.link), watchdog_ms=int(config.cmd_timeout * 1000)).connect()
         self.faults: list[dict] = []
@@ -302,11 +303,11 @@ class Soak:
         self._over = threading.Event()
 
     def _new_loop(self):
-        from runtime.drive import DriveConfig, DriveLoop, install_signal_handlers
+        from runtime.drive import DriveLoop, install_signal_handlers
         from runtime.safety import SafetyConfig, SafetyGate
 
         c = self.config
-        gate = SafetyGate(SafetyConfig(cmd_timeout=c.cmd_timeout))
+        gate = SafetyGate(SafetyConfig())
         loop = DriveLoop(self.policy, self.camera, self.motor, gate,
                          DriveConfig(rate=c.rate, cmd_timeout=c.cmd_timeout, camera_timeout=c.cmd_timeout,
                                      status=False),
@@ -381,7 +382,7 @@ class Soak:
             self.loop.run()
             self.steps += self.loop.steps
             error = self.loop.error
-            why = (f"error {type(error).__name__}" if error is not None else self.loop.ended_by or "signal")
+            why = f"error {type(error).__name__}" if error is not None else self.loop.ended_by
             self.ends[why] = self.ends.get(why, 0) + 1
             if error is not None and not isinstance(error, InjectedFault) and len(self.unexpected) < 20:
                 self.unexpected.append(f"{type(error).__name__}: {error}")
@@ -455,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fault-s", type=float, default=d.fault_s, help="how long a stall or an unplug lasts")
     ap.add_argument("--rate", type=float, default=d.rate, help="control loop Hz")
     ap.add_argument("--cmd-timeout", type=float, default=d.cmd_timeout)
-    ap.add_argument("--chunk-mode", default=d.chunk_mode, choices=("first", "chunk", "ensemble"))
+    ap.add_argument("--chunk-mode", default=d.behaviour, choices=("first", "chunk", "ensemble"))
     ap.add_argument("--seed", type=int, default=d.seed, help="the simulated room")
     ap.add_argument("--bundle", type=Path, help="bundle to drive (default: the tiny preset exported into --work)")
     ap.add_argument("--work", type=Path, help="where the tiny bundle and the controller are built "
@@ -473,7 +474,7 @@ def main(argv=None) -> int:
               f"found {args.seconds} and {args.fault_every}, {args.fault_s}", file=sys.stderr)
         return 2
     config = SoakConfig(seconds=args.seconds, fault_every=args.fault_every, fault_s=args.fault_s, rate=args.rate,
-                        cmd_timeout=args.cmd_timeout, chunk_mode=args.chunk_mode, seed=args.seed)
+                        cmd_timeout=args.cmd_timeout, behaviour=args.chunk_mode, seed=args.seed)
     result = run_soak(config, args.bundle, args.work)
     text = json.dumps(result, indent=2) + "\n"
     if args.json:

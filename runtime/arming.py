@@ -29,6 +29,7 @@ disarmed.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import select
@@ -36,8 +37,68 @@ import struct
 import sys
 import threading
 import time
+from dataclasses import dataclass, fields
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    start_disarmed: bool = False  # zeros until a source arms (the systemd unit's default)
+    arm_key: str = "a"  # terminal key that arms (read only when stdin is a terminal)
+    estop_key: str = " "  # terminal key that e-stops
+    gamepad: str | None = None  # Linux joystick device, e.g. /dev/input/js0
+    arm_button: int | None = None  # --gamepad: button number that arms
+    estop_button: int | None = None  # --gamepad: button number that e-stops
+    arm_gpio: str | None = None  # file holding 0/1 (sysfs GPIO value): its rising edge arms
+    estop_gpio: str | None = None  # file holding 0/1: e-stop while it reads 1 (--estop-gpio-active-low: 0)
+    estop_gpio_active_low: bool = False  # a normally-closed e-stop button pulls the line low when pressed
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ArmSpec:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def add_arm_arguments(ap: argparse.ArgumentParser) -> None:
+    d = ArmSpec
+    ap.add_argument("--start-disarmed", action="store_true",
+                    help="send zeros until armed (a key, a gamepad button, a GPIO line or the ROS service ~/arm); "
+                         "the systemd unit's default, so a crash-restart comes back disarmed")
+    ap.add_argument("--arm-key", default=d.arm_key, help="terminal key that arms (default 'a'; 'd' disarms)")
+    ap.add_argument("--estop-key", default=d.estop_key, help="terminal key that e-stops (default space)")
+    ap.add_argument("--gamepad", help="joystick device for --arm-button / --estop-button, e.g. /dev/input/js0")
+    ap.add_argument("--arm-button", type=int, help="--gamepad button number that arms")
+    ap.add_argument("--estop-button", type=int, help="--gamepad button number that e-stops")
+    ap.add_argument("--arm-gpio", help="file holding 0/1, e.g. /sys/class/gpio/gpio17/value: a rising edge arms")
+    ap.add_argument("--estop-gpio", help="file holding 0/1: e-stop while it reads 1")
+    ap.add_argument("--estop-gpio-active-low", action="store_true",
+                    help="--estop-gpio reads 0 when pressed (a normally-closed button)")
+
+
+def open_arm_sources(spec: ArmSpec, switch: ArmSwitch, stdin_fd: int | None = None) -> list:
+    """The sources `spec` asks for, started; the terminal's keys when stdin is a terminal. Close each at the end.
+    Raises DeviceError (a gamepad or GPIO file that cannot be read)."""
+    sources = []
+    try:
+        fd = stdin_fd
+        if fd is None:
+            try:
+                fd = sys.stdin.fileno()
+            except (AttributeError, ValueError, OSError):  # no stdin (a service, a test's captured input)
+                fd = -1
+        if fd >= 0 and os.isatty(fd):
+            sources.append(KeySource(switch, fd, arm_key=spec.arm_key, estop_key=spec.estop_key).start())
+        if spec.gamepad:
+            sources.append(JoystickSource(switch, spec.gamepad, spec.arm_button, spec.estop_button).start())
+        if spec.arm_gpio:
+            sources.append(GpioSource(switch, spec.arm_gpio, "arm").start())
+        if spec.estop_gpio:
+            sources.append(GpioSource(switch, spec.estop_gpio, "estop", spec.estop_gpio_active_low).start())
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    return sources
 
 
 class ArmSwitch:

@@ -46,7 +46,7 @@ class CameraSpec:
     fps: int = 30  # live cameras: requested frame rate
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "CameraSpec":
+    def from_args(cls, args: argparse.Namespace) -> CameraSpec:
         return cls(args.camera, args.width, args.height, args.fps)
 
     def open(self, max_age: float = 0.5) -> Camera:

@@ -57,7 +57,6 @@ from runtime.protocol import (
     wheels_payload,
 )
 
-
 log = logging.getLogger(__name__)
 
 
@@ -146,7 +145,7 @@ class SerialMotorController(MotorController):
         self.parser = FrameParser()
         self.ready = False
 
-    def connect(self) -> "SerialMotorController":
+    def connect(self) -> SerialMotorController:
         """Open the port and wait (at most ready_timeout_s) until the controller answers."""
         if self.is_connected:
             return self

@@ -65,8 +65,16 @@ import sys
 import threading
 import time
 
-from runtime.hardware import (Camera, CameraError, CameraStalled, DeviceError, Frame, FrameTooOld, MotorController,
-                              SentCommand)
+from runtime.hardware import (
+    Camera,
+    CameraError,
+    CameraStalled,
+    DeviceError,
+    Frame,
+    FrameTooOld,
+    MotorController,
+    SentCommand,
+)
 from runtime.ros2_images import IMAGE_ENCODINGS, UnsupportedImage, compressed_to_bgr, image_to_bgr
 
 __all__ = ["IMAGE_ENCODINGS", "UnsupportedImage", "compressed_to_bgr", "image_to_bgr", "Ros2Error", "RosNode",
@@ -121,11 +129,11 @@ class RosNode:
     """The process's one rclpy context and node (`acquire` / `release`, counted), with a spin thread that
     serves its callbacks. A callback that raises is recorded in `error` (and logged), not lost."""
 
-    _shared: "RosNode | None" = None
+    _shared: RosNode | None = None
     _lock = threading.Lock()
 
     @classmethod
-    def acquire(cls, *message_packages: str) -> "RosNode":
+    def acquire(cls, *message_packages: str) -> RosNode:
         with cls._lock:
             import_rclpy(*message_packages)
             if cls._shared is None:
@@ -269,13 +277,12 @@ class Ros2MotorController(MotorController):
         (a disarmed drive behind twist_mux: its input times out and a lower-priority input takes the base)."""
         self.quiet = bool(quiet)
 
-    def connect(self) -> "Ros2MotorController":
+    def connect(self) -> Ros2MotorController:
         if self.is_connected:
             return self
         self._ros = RosNode.acquire("geometry_msgs")
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-
         from geometry_msgs.msg import Twist, TwistStamped
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         self._twist, self._stamped_type = Twist, TwistStamped  # looked up once: send_velocity runs every tick
         msg_type = TwistStamped if self.stamped else Twist
@@ -395,7 +402,7 @@ class Ros2Camera(Camera):
         """The topic after the node's namespace and remaps."""
         return self._subscription.topic_name if self._subscription is not None else self.topic
 
-    def connect(self) -> "Ros2Camera":
+    def connect(self) -> Ros2Camera:
         if self._ros is not None:
             return self
         try:

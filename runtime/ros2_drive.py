@@ -43,7 +43,7 @@ class Ros2DriveInterface:
     def node_name(self) -> str:
         return self._ros.name if self._ros else ""
 
-    def open(self) -> "Ros2DriveInterface":
+    def open(self) -> Ros2DriveInterface:
         if self._ros is not None:
             return self
         self._ros = RosNode.acquire("diagnostic_msgs", "std_msgs", "std_srvs.srv")

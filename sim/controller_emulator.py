@@ -92,7 +92,7 @@ class ControllerEmulator:
             tmp.symlink_to(os.ttyname(self._slave))
             os.replace(tmp, self.link)
 
-    def start(self) -> "ControllerEmulator":
+    def start(self) -> ControllerEmulator:
         self._open_pty()
         self._stop.clear()
         self._thread = threading.Thread(target=self._serve, name="motor-emulator", daemon=True)

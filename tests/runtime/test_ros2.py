@@ -175,9 +175,8 @@ def test_a_camera_that_stops_gives_a_zero_within_cmd_timeout_and_sigterm_a_zero_
     """The drive reads a ROS image topic. When the publisher stops, the action of the last frame must be
     zeroed within --cmd-timeout of that frame's capture (+ one control period), long before the camera
     read times out (--camera-timeout 3). Then SIGTERM: the process publishes a zero before it exits."""
-    from geometry_msgs.msg import Twist
-
     import h5py
+    from geometry_msgs.msg import Twist
 
     with h5py.File(episode_file) as f:
         frames = f["images"][()]
@@ -224,7 +223,6 @@ def test_ros2_camera_drives_the_same_actions_as_the_same_frames_from_a_file(tiny
     """Frames published one at a time (the next once the drive logged the previous step) on a topic
     give exactly the actions and commands that the same frames give from the HDF5 file."""
     import h5py
-
     from sensor_msgs.msg import Image
 
     with h5py.File(episode_file) as f:
