@@ -55,6 +55,7 @@ from runtime.logs import add_log_level_argument, setup_logging
 
 log = logging.getLogger("benchmarks.soak")
 ROOT = Path(__file__).resolve().parents[1]
+MALLOC_ARENAS = 2  # glibc malloc arenas (limit_malloc_arenas): the loop's restarts must not fan them out
 FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup")
 
 
@@ -429,8 +430,24 @@ class Soak:
         self.board.stop()
 
 
+def limit_malloc_arenas(n: int) -> bool:
+    """glibc gives each new thread its own malloc arena, up to 8 per core. The soak restarts the drive loop,
+    and with it a new inference thread, hundreds of times in one process (a real restart is a new process),
+    so without a cap RSS climbs for minutes as arenas are added, then stays flat: a figure of the harness,
+    not of the robot. mallopt(M_ARENA_MAX) caps them; False where the C library has no mallopt."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-8, n))  # M_ARENA_MAX
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
 def run_soak(config: SoakConfig, bundle_dir: Path | None = None, work: Path | None = None) -> dict:
     """Drive for config.seconds with faults injected; returns the figures (see the module docstring)."""
+    arenas_capped = limit_malloc_arenas(MALLOC_ARENAS)
     work_dir = Path(work) if work else Path(tempfile.gettempdir()) / "mvla-soak"
     work_dir.mkdir(parents=True, exist_ok=True)
     bundle_dir = Path(bundle_dir) if bundle_dir else tiny_bundle(work_dir)
@@ -445,6 +462,7 @@ def run_soak(config: SoakConfig, bundle_dir: Path | None = None, work: Path | No
             signal.signal(s, handler)
         shutil.rmtree(board_dir, ignore_errors=True)
     result["bundle"] = str(bundle_dir)
+    result["malloc_arena_max"] = MALLOC_ARENAS if arenas_capped else None
     return result
 
 
