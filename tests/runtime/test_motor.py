@@ -339,3 +339,23 @@ def test_a_refused_bad_payload_stops_the_motors_as_the_host_reports(controller):
         reply = motor._reply()
         assert (reply.type, reply.payload[1]) == (Command.NACK, 1)
         assert controller.velocity == (0.0, 0.0, 0.0) and controller.commands()[-1].command == "REFUSED"
+
+
+# -- runtime.motor_stop: whatever --motor the drive used ---------------------------------------------------
+def test_motor_stop_stops_our_controller_and_any_motor_side(controller, tmp_path):
+    from tests.conftest import run_python
+
+    with SerialMotorController(controller.port) as motor:
+        assert motor.send_velocity(0.2, 0.0, 0.0).acknowledged
+        done = run_python("-m", "runtime.motor_stop", "--serial", controller.port, timeout=60)
+        assert done.returncode == 0 and "stopped" in done.stdout, done.stderr
+        assert controller.velocity == (0.0, 0.0, 0.0)
+    calls = tmp_path / "calls.jsonl"
+    vendor = run_python("-m", "runtime.motor_stop", "--motor", "tests.runtime.vendor_motor:RecordingMotor",
+                        timeout=60, env={"RECORDING_MOTOR_LOG": str(calls)})
+    assert vendor.returncode == 0 and "stopped" in vendor.stdout, vendor.stderr
+    import json
+
+    assert [json.loads(line)["call"] for line in calls.read_text().splitlines()][:2] == ["connect", "stop"]
+    missing = run_python("-m", "runtime.motor_stop", "--serial", str(tmp_path / "ttyUSB9"), timeout=60)
+    assert missing.returncode == 1 and "not found" in missing.stderr
