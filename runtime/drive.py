@@ -108,7 +108,7 @@ class DriveConfig:
     quiet_when_disarmed: bool = False  # a ROS 2 motor side publishes nothing while disarmed (twist_mux hand-over)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "DriveConfig":
+    def from_args(cls, args: argparse.Namespace) -> DriveConfig:
         return cls(args.mode, args.rate, args.step_duration, args.cmd_timeout, args.camera_timeout,
                    args.max_steps, status=not args.quiet, give_up_after=args.give_up_after,
                    auto_resume=args.auto_resume, quiet_when_disarmed=args.quiet_when_disarmed)
@@ -147,7 +147,7 @@ class DriveSpec:
     arm: ArmSpec = ArmSpec()  # disarmed start and the arm / e-stop sources
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "DriveSpec":
+    def from_args(cls, args: argparse.Namespace) -> DriveSpec:
         return cls(PolicySpec.from_args(args), MotorSpec.from_args(args), CameraSpec.from_args(args),
                    DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log, ArmSpec.from_args(args))
 
@@ -170,7 +170,7 @@ class StepProgress:
     started: float | None = None
     finished: bool = False
 
-    def follow(self, step: int) -> "StepProgress":
+    def follow(self, step: int) -> StepProgress:
         return self if step == self.step else StepProgress(step)
 
 
@@ -571,7 +571,8 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     add_loop_arguments(ap)
     add_safety_arguments(ap)
     add_arm_arguments(ap)
-    ap.add_argument("--log", type=Path, help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
+    ap.add_argument("--log", type=Path,
+                    help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
     add_log_level_argument(ap)
     return ap
 

@@ -185,8 +185,8 @@ def status_loop(policy, camera, motor, **config):
 
 
 def test_status_line_shows_state_and_counters_from_the_first_tick(episode_file):
-    loop = status_loop(ScriptedPolicy(latency=0.02), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), RecordingDryRun(),
-                       max_steps=5)
+    camera = PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20)
+    loop = status_loop(ScriptedPolicy(latency=0.02), camera, RecordingDryRun(), max_steps=5)
     start = time.monotonic()
     assert loop.run() == 0
     t, line = loop.status.stream.lines[0]
@@ -264,7 +264,7 @@ def test_a_link_back_within_the_limit_resumes_and_auto_resume_never_gives_up(emu
         loop = status_loop(ScriptedPolicy(latency=0.02), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), motor,
                            **config)
 
-        def outage_then_stop(outage=outage):
+        def outage_then_stop(outage=outage, loop=loop):
             time.sleep(0.3)
             emulator.unplug()
             time.sleep(outage)
