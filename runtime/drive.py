@@ -444,19 +444,22 @@ class DriveLoop:
         period = 1.0 / self.config.rate
         worker.start()
         try:
-            next_tick = time.monotonic()
+            next_tick = time.monotonic() + period  # the first tick is now
             while not self.stop_event.is_set() and not self.stop_requested:
                 now = time.monotonic()
                 with self._lock:
                     current = self._published
                 self._tick(now, current)
                 self._report(now)
-                next_tick += period
-                delay = next_tick - time.monotonic()
+                if now >= next_tick - 1e-3:  # a regular tick (not a deadline wake-up): schedule the next one
+                    next_tick = max(next_tick + period, now)
+                # also wake at the command's own deadline: the zero goes out when the action turns stale,
+                # not up to a control period later
+                expiry = self.watchdog.stamp + self.config.cmd_timeout + 1e-3
+                wake = min(next_tick, expiry) if now < expiry else next_tick
+                delay = wake - time.monotonic()
                 if delay > 0:
                     self.stop_event.wait(delay)
-                else:
-                    next_tick = time.monotonic()
         except BaseException as e:
             self.error = self.error or e
         finally:
