@@ -442,6 +442,8 @@ class DriveLoop:
         """Drive until max steps, end of stream, a signal or an error. Motors end at zero. Returns an exit code."""
         worker = threading.Thread(target=self._inference, name="inference", daemon=True)
         period = 1.0 / self.config.rate
+        if self.config.quiet_when_disarmed and not self.switch.armed and hasattr(self.motor, "set_quiet"):
+            self.motor.set_quiet(True)  # a disarmed start leaves the base to the other inputs from the first tick
         worker.start()
         try:
             next_tick = time.monotonic() + period  # the first tick is now

@@ -666,3 +666,64 @@ def test_the_drives_ros_interface_arms_estops_takes_instructions_and_reports(ros
         assert {kv.key: kv.value for kv in status.values} == {"armed": "False", "rate_hz": "19.8"}
     finally:
         face.close()
+
+
+def test_a_ros_drive_in_simulated_time_under_a_namespace_armed_by_service(tiny_bundle_dir, peer):
+    """What a ROS user runs: --ros-args with use_sim_time and a namespace (every topic moves), a Gazebo-like
+    /clock and images stamped in simulated time, a disarmed start (nothing moves, and with
+    --quiet-when-disarmed nothing is published, so twist_mux hands the base to teleop), armed by the
+    ~/arm service; /diagnostics reports the drive."""
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import Twist
+    from rclpy.time import Time as RosTime
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+    from std_srvs.srv import Trigger
+
+    ns, node = f"/robot_{uuid.uuid4().hex[:6]}", "vla"
+    sim_now = [5000.0]
+    clock = peer.node.create_publisher(Clock, "/clock", 10)
+    images = peer.node.create_publisher(Image, f"{ns}/camera/image_raw", 10)
+    commands = peer.listen(Twist, f"{ns}/cmd_vel")
+    diagnostics = peer.listen(DiagnosticArray, "/diagnostics")
+    frame = np.random.default_rng(4).integers(0, 255, (48, 64, 3), np.uint8)
+    running = threading.Event()
+
+    def world():  # simulated time at 1x, a camera at 20 Hz stamped in it
+        while not running.is_set():
+            sim_now[0] += 0.05
+            clock.publish(Clock(clock=Time(sec=int(sim_now[0]), nanosec=int(sim_now[0] % 1 * 1e9))))
+            images.publish(image_message(peer, frame, stamp=RosTime(seconds=sim_now[0] - 0.02)))
+            time.sleep(0.05)
+
+    threading.Thread(target=world, daemon=True).start()
+    proc = drive(tiny_bundle_dir, "--motor", "ros2", "--camera", "ros2:camera/image_raw", "--start-disarmed",
+                 "--quiet-when-disarmed", "--ros-args", "-p", "use_sim_time:=true", "-r", f"__ns:={ns}",
+                 "-r", f"__node:={node}")
+    try:
+        client = peer.node.create_client(Trigger, f"{ns}/{node}/arm")
+        assert client.wait_for_service(timeout_sec=STARTUP), proc.stderr.read() if proc.poll() is not None else ""
+        wait_for(lambda: any(s.name == "mobile_vla_drive: drive" for _, m in diagnostics for s in m.status), 10,
+                 "the drive's diagnostics")
+        time.sleep(1.0)
+        assert all(velocity(m) == (0.0, 0.0, 0.0) for _, m in commands)  # disarmed: zeros only...
+        quiet_since = time.monotonic()
+        time.sleep(1.0)
+        assert not [t for t, _ in commands if t > quiet_since]  # ...and then silence for the mux
+        future = client.call_async(Trigger.Request())
+        wait_for(future.done, 10, "the arm service")
+        assert future.result().message == "armed"
+        wait_for(lambda: any(velocity(m) != (0.0, 0.0, 0.0) for _, m in commands), 10, "a move in simulated time")
+        time.sleep(1.2)
+        status = [s for _, m in diagnostics for s in m.status if s.name == "mobile_vla_drive: drive"][-1]
+        values = {kv.key: kv.value for kv in status.values}
+        assert status.hardware_id == f"{ns}/{node}" and status.message == "driving" and status.level == b"\x00"
+        assert values["armed"] == "True" and values["link"] == "up" and float(values["loop rate (Hz)"]) > 1
+        assert 0 < float(values["camera age (ms)"]) < 500  # aged on the simulated clock, not 55 years
+        assert float(values["inference (ms)"]) > 0 and "failed publishes" in values
+    finally:
+        running.set()
+        proc.send_signal(signal.SIGINT)
+        out, err = finish(proc)
+    assert proc.returncode == 0, err[-3000:]
