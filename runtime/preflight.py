@@ -115,7 +115,9 @@ def check_controller(port, baudrate: int = 115200, wheels: str | None = None, ma
 
 def check_motor(spec):
     """A motor side other than our serial controller (--motor ros2, a vendor class, dry-run): it connects and
-    a zero goes out, with what the link says about it. `spec`: a runtime.motor_select.MotorSpec."""
+    a zero goes out, with what the link says about it. `spec`: a runtime.motor_select.MotorSpec. For ROS 2
+    also: somebody subscribes to the velocity topic (else WARN, naming the Twist/TwistStamped mismatch when
+    that is it), and whether the subscribing base exposes a command timeout (docs/motors.md)."""
     from runtime.hardware import DeviceError
     from runtime.motor_select import open_motor
 
@@ -128,7 +130,19 @@ def check_motor(spec):
         if not zero.delivered:
             return "FAIL", f"--motor {spec.motor}: connected, but a zero command did not go out ({zero})"
         acks = {None: "the link has no acknowledgements", True: "acknowledged"}[zero.acknowledged]
-        return "OK", f"--motor {spec.motor} ({motor.name}): a zero went out, {acks}"
+        line = f"--motor {spec.motor} ({motor.name}): a zero went out, {acks}"
+        if not hasattr(motor, "explain"):
+            return "OK", line
+        seen = motor.explain()
+        if not seen["subscribers"]:
+            return "WARN", f"{line}; {seen['why']}"
+        timeouts = {node: values for node, values in seen["timeouts"].items() if values}
+        if not timeouts:
+            return "WARN", (f"{line}; {seen['subscribers']} subscriber(s) on {motor.resolved_topic}, none exposing a "
+                            f"command timeout (cmd_vel_timeout, twist_mux timeout): if this machine hangs, nothing "
+                            f"stops the base. Configure one on the base (docs/motors.md)")
+        said = "; ".join(f"{node} {k}={v:g} s" for node, values in timeouts.items() for k, v in values.items())
+        return "OK", f"{line}; base-side command timeout: {said}"
     finally:
         motor.disconnect()
 

@@ -240,6 +240,58 @@ def no_subscriber_message(node, topic: str, stamped: bool, waited: float) -> str
             f"TwistStamped: --cmd-vel-stamped; remapped topic or namespace?)")
 
 
+TIMEOUT_PARAMETERS = ("cmd_vel_timeout", "timeout")  # diff_drive_controller / twist_mux (topics.NAME.timeout)
+
+
+def base_command_timeouts(node, topic: str, wait_s: float = 2.0) -> dict[str, dict[str, float]]:
+    """For each node subscribed to `topic`: its parameters named like a command timeout (diff_drive_controller's
+    cmd_vel_timeout, twist_mux's topics.*.timeout) and their values in seconds; {} for a node that exposes
+    none or does not answer its parameter services within `wait_s`."""
+    from rcl_interfaces.srv import GetParameters, ListParameters
+
+    found = {}
+    deadline = time.monotonic() + wait_s
+    infos = node.get_subscriptions_info_by_topic(topic)
+    # an endpoint is seen before its node's name (discovery sends them apart): wait for the names
+    while any("_UNKNOWN_" in i.node_name for i in infos) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        infos = node.get_subscriptions_info_by_topic(topic)
+    for info in infos:
+        name = f"{info.node_namespace.rstrip('/')}/{info.node_name}"
+        if "_UNKNOWN_" in name:
+            continue
+        if name == node.get_fully_qualified_name():
+            continue
+        found[name] = {}
+        lister = node.create_client(ListParameters, f"{name}/list_parameters")
+        getter = node.create_client(GetParameters, f"{name}/get_parameters")
+        try:
+            if not lister.wait_for_service(timeout_sec=wait_s):
+                continue
+            names = _call(lister, ListParameters.Request(), wait_s)
+            wanted = [n for n in (names.result.names if names else []) if n.split(".")[-1] in TIMEOUT_PARAMETERS]
+            if not wanted or not getter.wait_for_service(timeout_sec=wait_s):
+                continue
+            values = _call(getter, GetParameters.Request(names=wanted), wait_s)
+            for key, value in zip(wanted, values.values if values else []):
+                number = value.double_value if value.type == 3 else value.integer_value if value.type == 2 else None
+                if number is not None:
+                    found[name][key] = float(number)
+        finally:
+            node.destroy_client(lister)
+            node.destroy_client(getter)
+    return found
+
+
+def _call(client, request, wait_s: float):
+    """A service call answered on the shared node's spin thread; None after `wait_s`."""
+    future = client.call_async(request)
+    deadline = time.monotonic() + wait_s
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return future.result() if future.done() else None
+
+
 class Ros2MotorController(MotorController):
     """Body velocity -> geometry_msgs/Twist (or TwistStamped) on a topic."""
 
@@ -271,6 +323,16 @@ class Ros2MotorController(MotorController):
     def resolved_topic(self) -> str:
         """The topic after the node's namespace and remaps (what `ros2 topic list` shows)."""
         return self._publisher.topic_name if self._publisher is not None else self.topic
+
+    def subscribers(self) -> int:
+        return self._publisher.get_subscription_count() if self._publisher is not None else 0
+
+    def explain(self) -> dict:
+        """For pre-flight: who listens on the topic, why nobody does, and the base-side timeouts exposed."""
+        topic = self.resolved_topic
+        if self.subscribers() == 0:
+            return {"subscribers": 0, "why": no_subscriber_message(self._ros.node, topic, self.stamped, 0.0)}
+        return {"subscribers": self.subscribers(), "timeouts": base_command_timeouts(self._ros.node, topic)}
 
     def set_quiet(self, quiet: bool) -> None:
         """True: after the zero went out zero_repeats times, publish nothing more until a non-zero command

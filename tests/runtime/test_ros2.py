@@ -727,3 +727,21 @@ def test_a_ros_drive_in_simulated_time_under_a_namespace_armed_by_service(tiny_b
         proc.send_signal(signal.SIGINT)
         out, err = finish(proc)
     assert proc.returncode == 0, err[-3000:]
+
+
+def test_preflight_warns_without_a_subscriber_and_reports_the_base_side_timeout(ros_args, peer, topic):
+    from geometry_msgs.msg import Twist, TwistStamped
+
+    from runtime.motor_select import MotorSpec
+    from runtime.preflight import check_motor
+
+    peer.listen(TwistStamped, topic + "_jazzy")  # a Jazzy controller: never matches a Twist publisher
+    status, msg = check_motor(MotorSpec(motor="ros2", cmd_vel_topic=topic + "_jazzy"))
+    assert status == "WARN" and "run with --cmd-vel-stamped" in msg, msg
+    peer.listen(Twist, topic)  # a base without a command timeout
+    status, msg = check_motor(MotorSpec(motor="ros2", cmd_vel_topic=topic))
+    assert status == "WARN" and "none exposing a command timeout" in msg and "nothing stops the base" in msg, msg
+    peer.node.declare_parameter("cmd_vel_timeout", 0.5)  # diff_drive_controller's
+    status, msg = check_motor(MotorSpec(motor="ros2", cmd_vel_topic=topic))
+    assert status == "OK", msg
+    assert f"base-side command timeout: {peer.node.get_fully_qualified_name()} cmd_vel_timeout=0.5 s" in msg
