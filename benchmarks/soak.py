@@ -26,8 +26,10 @@ which must never happen.
 
 The JSON holds `steps`, `faults_injected`, `faults_by_kind`,
 `missed_watchdogs`, `max_zero_latency_s`, `zero_latency_limit_s`,
-`faults_over_limit`, `rss_growth_pct` (from the baseline, taken after the
-first minute or the first quarter of a shorter run, to the end),
+`faults_over_limit`, `rss_growth_pct` (from the baseline, the median RSS
+over the 30 s up to the end of the first minute, or of the first quarter of
+a shorter run, to the median over the last 30 s; glibc's allocator is made
+steady first, see `steady_malloc`),
 `open_files_growth`, `threads_end`, the restarts and the motor link's
 counters.
 """
@@ -40,11 +42,13 @@ import logging
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,7 +59,8 @@ from runtime.logs import add_log_level_argument, setup_logging
 
 log = logging.getLogger("benchmarks.soak")
 ROOT = Path(__file__).resolve().parents[1]
-MALLOC_ARENAS = 2  # glibc malloc arenas (limit_malloc_arenas): the loop's restarts must not fan them out
+MALLOC_ARENAS = 2  # glibc malloc arenas (steady_malloc): the loop's restarts must not fan them out
+RSS_WINDOW_S = 30  # RSS figures are medians over this many seconds of 1-s samples (transients do not count)
 FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup")
 
 
@@ -297,6 +302,8 @@ class Soak:
         self.faults: list[dict] = []
         self.loop = None
         self.baseline = None  # (RSS bytes, open files) after the first minute
+        self.rss_samples: deque[int] = deque(maxlen=RSS_WINDOW_S)  # the last RSS_WINDOW_S one-second samples
+        self.rss_max = 0
         self.runs = 0
         self.steps = 0
         self.ends: dict[str, int] = {}
@@ -343,13 +350,18 @@ class Soak:
         start = time.monotonic()
         next_at = start + min(self.config.fault_every, 2.0)
         next_report = start + 60
+        next_sample = start
         while not self._over.wait(max(0.0, min(next_at, end, baseline_at if self.baseline is None else end,
-                                                   next_report) - time.monotonic())):
+                                                   next_report, next_sample) - time.monotonic())):
             now = time.monotonic()
             if now >= end:
                 break
+            if now >= next_sample:
+                next_sample += 1.0
+                self.rss_samples.append(rss_bytes())
+                self.rss_max = max(self.rss_max, self.rss_samples[-1])
             if self.baseline is None and now >= baseline_at:
-                self.baseline = (rss_bytes(), open_files())
+                self.baseline = (statistics.median(self.rss_samples), open_files())
             if now >= next_report:
                 next_report += 60
                 log.info("%.0f s: %d steps, %d faults, %d runs, rss %.1f MB", now - start,
@@ -403,7 +415,7 @@ class Soak:
             if f["zero_at"] is not None:
                 k["zeroed"] += 1
                 k["max_zero_latency_s"] = round(max(k["max_zero_latency_s"], f["zero_at"] - f["t0"]), 4)
-        rss_end, files_end = rss_bytes(), open_files()
+        rss_end, files_end = statistics.median(self.rss_samples or [rss_bytes()]), open_files()
         rss_base, files_base = baseline or (rss_end, files_end)
         return {
             "seconds": round(time.monotonic() - start, 1), "config": asdict(c),
@@ -415,6 +427,7 @@ class Soak:
             "zero_latency_limit_s": round(limit, 4),
             "faults_over_limit": sum(1 for v in latencies if v > limit),
             "rss_mb_baseline": round(rss_base / 1e6, 2), "rss_mb_end": round(rss_end / 1e6, 2),
+            "rss_mb_max": round(self.rss_max / 1e6, 2), "rss_window_s": RSS_WINDOW_S,
             "rss_growth_pct": round(100.0 * (rss_end - rss_base) / rss_base, 3),
             "open_files_baseline": files_base, "open_files_end": files_end,
             "open_files_growth": files_end - files_base,
@@ -430,24 +443,27 @@ class Soak:
         self.board.stop()
 
 
-def limit_malloc_arenas(n: int) -> bool:
-    """glibc gives each new thread its own malloc arena, up to 8 per core. The soak restarts the drive loop,
-    and with it a new inference thread, hundreds of times in one process (a real restart is a new process),
-    so without a cap RSS climbs for minutes as arenas are added, then stays flat: a figure of the harness,
-    not of the robot. mallopt(M_ARENA_MAX) caps them; False where the C library has no mallopt."""
+def steady_malloc(arenas: int) -> bool:
+    """Make RSS a measure of what the program keeps, not of glibc's moods. glibc gives each new thread its own
+    malloc arena (up to 8 per core); the soak restarts the drive loop, and with it a new inference thread,
+    hundreds of times in one process (a real restart is a new process), so RSS climbed for minutes as arenas
+    were added, then stayed flat. And glibc raises its mmap threshold after a large free, so a frame-sized
+    buffer then comes from the heap and may stay resident: RSS wanders by a percent. mallopt caps the arenas
+    (M_ARENA_MAX) and fixes the threshold (M_MMAP_THRESHOLD, 128 KiB: large buffers are mapped and returned).
+    False where the C library has no mallopt."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        return bool(libc.mallopt(-8, n))  # M_ARENA_MAX
+        return bool(libc.mallopt(-8, arenas)) and bool(libc.mallopt(-3, 128 * 1024))  # M_ARENA_MAX, M_MMAP_THRESHOLD
     except (OSError, AttributeError, TypeError):
         return False
 
 
 def run_soak(config: SoakConfig, bundle_dir: Path | None = None, work: Path | None = None) -> dict:
     """Drive for config.seconds with faults injected; returns the figures (see the module docstring)."""
-    arenas_capped = limit_malloc_arenas(MALLOC_ARENAS)
+    arenas_capped = steady_malloc(MALLOC_ARENAS)
     work_dir = Path(work) if work else Path(tempfile.gettempdir()) / "mvla-soak"
     work_dir.mkdir(parents=True, exist_ok=True)
     bundle_dir = Path(bundle_dir) if bundle_dir else tiny_bundle(work_dir)
