@@ -745,3 +745,42 @@ def test_preflight_warns_without_a_subscriber_and_reports_the_base_side_timeout(
     status, msg = check_motor(MotorSpec(motor="ros2", cmd_vel_topic=topic))
     assert status == "OK", msg
     assert f"base-side command timeout: {peer.node.get_fully_qualified_name()} cmd_vel_timeout=0.5 s" in msg
+
+
+def test_the_launch_files_command_is_one_the_drive_takes():
+    """The launch file (jetson/ros2/) builds `python -m runtime.drive ... --ros-args ...`: parsed here the way
+    runtime.drive.main parses it. (The launch package itself is not on PyPI; its call is the last line.)"""
+    import importlib.util
+
+    from runtime.drive import DriveSpec, build_parser
+    from runtime.ros2 import split_ros_args
+
+    path = ROOT / "jetson" / "ros2" / "mobile_vla_drive.launch.py"
+    spec = importlib.util.spec_from_file_location("mobile_vla_drive_launch", path)
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    cmd = launch.drive_command("/opt/b", namespace="robot1", drive_args="--cmd-vel-stamped --rate 15")
+    assert cmd[1:3] == ["-m", "runtime.drive"]
+    argv, ros = split_ros_args(cmd[3:])
+    drive = DriveSpec.from_args(build_parser().parse_args(argv))
+    assert drive.motor.motor == "ros2" and drive.motor.cmd_vel_stamped and drive.arm.start_disarmed
+    assert drive.loop.rate == 15 and drive.camera.source == "ros2:camera/image_raw"
+    assert ros == ["--ros-args", "--params-file", str(ROOT / "jetson" / "ros2" / "mobile_vla_drive.yaml"),
+                   "-r", "__node:=mobile_vla_drive", "-r", "__ns:=/robot1"]
+    import yaml
+
+    params = yaml.safe_load((ROOT / "jetson" / "ros2" / "mobile_vla_drive.yaml").read_text())
+    assert params["/**"]["ros__parameters"]["use_sim_time"] is False
+
+
+def test_the_parameters_file_is_read_by_the_drives_node(ros_args, tmp_path):
+    from runtime.ros2 import Ros2Camera
+
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "jetson" / "ros2" / "mobile_vla_drive.yaml").read_text().replace("false", "true"))
+    ros_args(["--ros-args", "--params-file", str(params), "-r", "__node:=vla_params"])
+    cam = Ros2Camera("camera/image_raw", wait_for_publisher=0, warn=lambda s: None).connect()
+    try:
+        assert cam._ros.node.get_parameter("use_sim_time").value is True
+    finally:
+        cam.disconnect()
