@@ -474,3 +474,13 @@ def test_runtime_drive_on_the_tiny_bundle_drives_the_c_controller(tiny_bundle_di
         assert board.velocity == (0.0, 0.0, 0.0) and board.commands()[-1].command == "STOP"
     finally:
         board.stop()
+
+
+def test_the_sketchs_copy_of_the_core_is_the_core():
+    """The Arduino IDE builds only what is inside the sketch folder: the committed copy must be the core
+    (`make -C firmware sketch` refreshes it), so a fresh clone builds in the IDE as it is."""
+    src = SKETCH.parent / "src"
+    for name in ("mvla_controller.c", "mvla_controller.h"):
+        assert (src / name).read_bytes() == (FIRMWARE / name).read_bytes(), f"run make -C firmware sketch ({name})"
+    readme = (SKETCH.parent / "README.md").read_text().splitlines()[0]
+    assert "Arduino IDE" in readme and "complete as committed" in readme
