@@ -27,9 +27,9 @@ which must never happen.
 The JSON holds `steps`, `faults_injected`, `faults_by_kind`,
 `missed_watchdogs`, `max_zero_latency_s`, `zero_latency_limit_s`,
 `faults_over_limit`, `rss_growth_pct` (from the baseline, the median RSS
-over the 30 s up to the end of the first minute, or of the first quarter of
-a shorter run, to the median over the last 30 s; glibc's allocator is made
-steady first, see `steady_malloc`),
+over the 30 s after the first minute (after the first quarter of a shorter
+run, over an eighth of it), to the median over the last 30 s; glibc's
+allocator is made steady first, see `steady_malloc`),
 `open_files_growth`, `threads_end`, the restarts and the motor link's
 counters.
 """
@@ -302,7 +302,9 @@ class Soak:
         self.faults: list[dict] = []
         self.loop = None
         self.baseline = None  # (RSS bytes, open files) after the first minute
-        self.rss_samples: deque[int] = deque(maxlen=RSS_WINDOW_S)  # the last RSS_WINDOW_S one-second samples
+        self.window_s = max(1, int(min(RSS_WINDOW_S, config.seconds / 8)))  # s of 1-s samples behind an RSS figure
+        self.rss_samples: deque[int] = deque(maxlen=self.window_s)  # the newest samples: the end figure
+        self._baseline_samples: list[int] = []  # the window after the first minute: the baseline
         self.rss_max = 0
         self.runs = 0
         self.steps = 0
@@ -351,7 +353,8 @@ class Soak:
         next_at = start + min(self.config.fault_every, 2.0)
         next_report = start + 60
         next_sample = start
-        while not self._over.wait(max(0.0, min(next_at, end, baseline_at if self.baseline is None else end,
+        baseline_end = baseline_at + self.window_s
+        while not self._over.wait(max(0.0, min(next_at, end, baseline_end if self.baseline is None else end,
                                                    next_report, next_sample) - time.monotonic())):
             now = time.monotonic()
             if now >= end:
@@ -360,8 +363,10 @@ class Soak:
                 next_sample += 1.0
                 self.rss_samples.append(rss_bytes())
                 self.rss_max = max(self.rss_max, self.rss_samples[-1])
-            if self.baseline is None and now >= baseline_at:
-                self.baseline = (statistics.median(self.rss_samples), open_files())
+                if baseline_at <= now < baseline_at + self.window_s:
+                    self._baseline_samples.append(self.rss_samples[-1])
+            if self.baseline is None and now >= baseline_at + self.window_s:
+                self.baseline = (statistics.median(self._baseline_samples or [rss_bytes()]), open_files())
             if now >= next_report:
                 next_report += 60
                 log.info("%.0f s: %d steps, %d faults, %d runs, rss %.1f MB", now - start,
@@ -427,7 +432,7 @@ class Soak:
             "zero_latency_limit_s": round(limit, 4),
             "faults_over_limit": sum(1 for v in latencies if v > limit),
             "rss_mb_baseline": round(rss_base / 1e6, 2), "rss_mb_end": round(rss_end / 1e6, 2),
-            "rss_mb_max": round(self.rss_max / 1e6, 2), "rss_window_s": RSS_WINDOW_S,
+            "rss_mb_max": round(self.rss_max / 1e6, 2), "rss_window_s": self.window_s,
             "rss_growth_pct": round(100.0 * (rss_end - rss_base) / rss_base, 3),
             "open_files_baseline": files_base, "open_files_end": files_end,
             "open_files_growth": files_end - files_base,
