@@ -404,6 +404,9 @@ class Soak:
             self.ends[why] = self.ends.get(why, 0) + 1
             if error is not None and not isinstance(error, InjectedFault) and len(self.unexpected) < 20:
                 self.unexpected.append(f"{type(error).__name__}: {error}")
+            if self.loop.ended_by in ("SIGINT", "SIGTERM", "SIGQUIT"):  # a person (or kill) ends the soak itself
+                log.warning("%s: the soak ends early", self.loop.ended_by)
+                self._over.set()
             self.policy.reset()  # a new run starts a new episode, as a restarted process would
         scheduler.join(timeout=10)
         time.sleep(0.2)  # the board's last lines
