@@ -405,3 +405,36 @@ def test_a_new_instruction_is_applied_between_frames_as_a_new_episode():
     assert loop.run() == 0
     assert [p.instruction for p in policies] == ["go to the bottle on the right"]
     assert loop.policy is policies[0] and policies[0].calls > 0 and policies[0].resets == 1
+
+
+def test_zero_events_are_bounded_and_counted(monkeypatch):
+    import runtime.drive as drive_module
+
+    monkeypatch.setattr(drive_module, "ZERO_EVENTS_KEPT", 5)
+    switch = ArmSwitch(armed=False)
+    loop = DriveLoop(ScriptedPolicy(), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), RecordingDryRun(),
+                     SafetyGate(LIMITS), DriveConfig(rate=RATE, status=False), printer=lambda s: None, switch=switch)
+
+    def flip():
+        for _ in range(8):  # each flip is a new zero reason: disarmed, e-stop, disarmed, ...
+            switch.estop("flip")
+            time.sleep(0.05)
+            switch.arm("flip")
+            switch.disarm("flip")
+            time.sleep(0.05)
+        loop.request_stop("test over")
+
+    threading.Thread(target=flip, daemon=True).start()
+    assert loop.run() == 0
+    assert len(loop.zero_events) == 5 and loop.zero_count > 10
+
+
+def test_the_rate_column_is_the_rate_from_the_second_step():
+    from runtime.status_line import RateEstimate
+
+    rate = RateEstimate()
+    assert rate.tick(0.0) == 0.0  # one step: no rate yet (not a seeded 100 Hz that decays)
+    assert rate.tick(0.1) == pytest.approx(10.0)
+    for k in range(2, 20):
+        rate.tick(k * 0.1)
+    assert rate.hz == pytest.approx(10.0)
