@@ -194,7 +194,7 @@ def test_sketch_drives_its_pins_by_the_kinematics_and_stops_on_the_watchdog(tmp_
     log = [line.split() for line in err.decode().splitlines()]
     pwm_pins, pwm = [3, 5, 6, 9], {}
     states = []  # the pins after each motor update (4 PWM writes)
-    for kind, pin, value in (l for l in log if l[0] in ("pin", "pwm")):
+    for kind, pin, value in (entry for entry in log if entry[0] in ("pin", "pwm")):
         pwm[(kind, int(pin))] = int(value)
         if kind == "pwm" and int(pin) == pwm_pins[-1]:
             states.append(dict(pwm))

@@ -251,7 +251,7 @@ def test_ros2_camera_drives_the_same_actions_as_the_same_frames_from_a_file(tiny
         assert proc.poll() is None, "".join(lines)
         for i, frame in enumerate(frames):
             pub.publish(image_message(peer, frame))
-            wait_for(lambda: steps_logged() > i or proc.poll() is not None, 20, f"step {i} in the log")
+            wait_for(lambda i=i: steps_logged() > i or proc.poll() is not None, 20, f"step {i} in the log")
         proc.wait(timeout=20)
         reader.join(timeout=5)
     finally:
