@@ -345,11 +345,21 @@ def test_a_disarmed_drive_process_sends_zeros_only(tiny_bundle_dir, episode_file
 def test_sigterm_while_the_motor_side_opens_still_releases_everything(tiny_bundle_dir, episode_file, ros2_loopback):
     """--motor ros2 with nobody on /cmd_vel waits 5 s at connect. A SIGTERM then used to kill the process
     (handlers came after); now it ends cleanly, exit 0, once the open returns."""
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--motor",
-                             "ros2", "--cmd-vel-topic", f"nobody_{time.time_ns()}", "--camera", str(episode_file),
-                             "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)  # the bundle is loaded; the motor side waits for a subscriber
-    proc.send_signal(signal.SIGTERM)
+    from tests.runtime.test_ros2 import Peer
+
+    topic = f"/nobody_{time.time_ns()}"
+    peer = Peer()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--motor",
+                                 "ros2", "--cmd-vel-topic", topic, "--camera", str(episode_file), "--quiet"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while peer.node.count_publishers(topic) == 0:  # the motor side is open and waits for a subscriber
+            assert time.monotonic() < deadline and proc.poll() is None, "the drive never opened its motor side"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        peer.close()
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "SIGTERM before driving: stopped; motors at zero" in err
