@@ -784,3 +784,11 @@ def test_the_parameters_file_is_read_by_the_drives_node(ros_args, tmp_path):
         assert cam._ros.node.get_parameter("use_sim_time").value is True
     finally:
         cam.disconnect()
+
+
+def test_a_bad_topic_name_ends_the_drive_with_a_message_not_a_traceback(tiny_bundle_dir):
+    proc = drive(tiny_bundle_dir, "--dry-run", "--camera", "ros2:bad topic!")
+    out, err = finish(proc, timeout=STARTUP)
+    assert proc.returncode == 1, err
+    assert "--camera ros2:bad topic!: not a valid ROS 2 topic name" in err and "Traceback" not in err
+    assert "cmd_vel +0.000 +0.000 +0.000" in out  # the motor side opened first was zeroed as it was released
