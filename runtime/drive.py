@@ -73,6 +73,7 @@ import numpy as np
 
 from runtime.arming import ArmSpec, ArmSwitch, add_arm_arguments
 from runtime.camera import CameraSpec, CameraStalled, EndOfStream, FrameTooOld, add_camera_arguments
+from runtime.cli import exits_on
 from runtime.hardware import DeviceError, SentCommand
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.motor_select import MotorSpec, add_motor_arguments
@@ -81,6 +82,7 @@ from runtime.safety import CommandWatchdog, SafetyConfig, SafetyGate, add_safety
 from runtime.status_line import StatusLine
 from runtime.step_handshake import StepHandshake
 from runtime.steplog import StepLog
+from runtime.takeover import TakeoverSpec, add_takeover_arguments
 
 log = logging.getLogger(__name__)
 MODES = ("continuous", "step")
@@ -144,12 +146,14 @@ class DriveSpec:
     loop: DriveConfig = DriveConfig()  # mode, rates and timeouts
     safety: SafetyConfig = SafetyConfig()  # speed and acceleration limits, dead zone, base
     log: Path | None = None  # JSON-lines log of every step; None: no log
+    takeover: TakeoverSpec | None = None  # --teleop/--record: a person may take over, the run recorded
     arm: ArmSpec = ArmSpec()  # disarmed start and the arm / e-stop sources
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DriveSpec:
         return cls(PolicySpec.from_args(args), MotorSpec.from_args(args), CameraSpec.from_args(args),
-                   DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log, ArmSpec.from_args(args))
+                   DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log, TakeoverSpec.from_args(args),
+                   ArmSpec.from_args(args))
 
 
 @dataclass
@@ -176,9 +180,10 @@ class StepProgress:
 
 class DriveLoop:
     def __init__(self, policy, camera, motor, gate: SafetyGate, config: DriveConfig = DriveConfig(),
-                 log: StepLog | None = None, printer=None, switch: ArmSwitch | None = None, ros=None,
-                 retarget=None):
+                 log: StepLog | None = None, printer=None, takeover=None, switch: ArmSwitch | None = None,
+                 ros=None, retarget=None):
         self.policy, self.camera, self.motor, self.gate, self.config = policy, camera, motor, gate, config
+        self.takeover = takeover  # runtime.takeover.Takeover: a person may replace the policy's action
         self.log = log or StepLog(None)
         self.printer = printer or log_info
         self.switch = switch or ArmSwitch(armed=True)  # runtime.arming: zeros while not armed
@@ -274,9 +279,13 @@ class DriveLoop:
                     self.request_reset("camera stall")
                     self._publish(None, {}, f"camera: {e}")
                     continue
+                if self.takeover is not None:
+                    self.takeover.captured(frame)  # recorded with the command in force, tagged by who drove
                 t0 = time.monotonic()
                 self._camera_age = t0 - frame.stamp
-                out = self.policy.infer(frame.image)
+                # Continuous: the Frame, with its capture time, so the ring keeps the spacing the model was
+                # trained at (runtime/policy.py); step mode: one frame per move is one recorded frame.
+                out = self.policy.infer(frame if self.config.mode == "continuous" else frame.image)
                 t1 = time.monotonic()
                 self._stamps.append(frame.stamp)
                 back = int(getattr(out, "planned_steps_ago", 0))
@@ -318,15 +327,27 @@ class DriveLoop:
             time.sleep(0.005)
 
     # -- control thread ------------------------------------------------------------
-    def _send(self, command, now: float) -> SentCommand:
+    def _send(self, command, now: float, person: bool = False) -> SentCommand:
         vx, vy, wz = (float(v) for v in command)
         result = self.motor.send_velocity(vx, vy, wz)
         if not isinstance(result, SentCommand):  # the log must say what reached the robot, not guess
             raise TypeError(f"{type(self.motor).__name__}.send_velocity returned {type(result).__name__}, not "
                             f"runtime.hardware.SentCommand (see docs/motors.md)")
         self.last_command = result
+        if self.takeover is not None:
+            self.takeover.sent(time.monotonic(), result, person)
         self._watch_link(result, now)
         return result
+
+    def _person_drives(self, now: float) -> bool:
+        """Take-over hook (runtime/takeover.py): while the person holds control, their command goes out
+        through the same gate instead of the policy's; the policy's steps wait."""
+        velocity = self.takeover.command(now)
+        if velocity is None:
+            return False
+        self._send(self.gate.filter(velocity, now), now, person=True)
+        self._set_state("person driving")
+        return True
 
     def _watch_link(self, result: SentCommand, now: float) -> None:
         """A link that is down resets the plan; one down past --give-up-after ends the run."""
@@ -368,6 +389,11 @@ class DriveLoop:
             self.log.write({"type": "zero", "reason": reason, "t": now, "sent": result.sent,
                             "acknowledged": result.acknowledged})
 
+    def _zero_disarmed(self, now: float, current: Published | None) -> None:
+        self._send_zero(now, self.switch.state)
+        if current is not None and current.action is None:
+            self._signal_done(current)
+
     def _arming(self) -> bool:
         """The switch's state this tick; a change of it resets the plan and, if asked, quiets a ROS motor."""
         armed = self.switch.armed
@@ -379,10 +405,14 @@ class DriveLoop:
         return armed
 
     def _tick(self, now: float, current: Published | None) -> None:
-        if not self._arming():
-            self._send_zero(now, self.switch.state)
-            if current is not None and current.action is None:
-                self._signal_done(current)
+        armed = self._arming()
+        if not armed and self.switch.state.startswith("e-stop"):  # an e-stop holds everyone, a person too
+            self._zero_disarmed(now, current)
+            return
+        if self.takeover is not None and self._person_drives(now):
+            return
+        if not armed:
+            self._zero_disarmed(now, current)
             return
         if current is None:
             self._send_zero(now, "no action yet")
@@ -575,6 +605,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     add_camera_arguments(ap)
     add_loop_arguments(ap)
     add_safety_arguments(ap)
+    add_takeover_arguments(ap)
     add_arm_arguments(ap)
     ap.add_argument("--log", type=Path,
                     help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
@@ -582,6 +613,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     return ap
 
 
+@exits_on()  # CommandError: an option combination refused after parsing (--record without --teleop)
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--sim" in argv:  # moved in 0.2; this message goes in the release after
@@ -614,6 +646,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     from runtime.backends.base import BackendError
     from runtime.bundle import BundleError
     from runtime.motor_select import open_motor
+    from runtime.policy import bundle_frame_spacing, check_frame_spacing
     from runtime.policy_setup import open_policy, retarget_policy
     from runtime.prompt import PromptTooLongError
 
@@ -628,6 +661,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     with ExitStack() as stack:
         try:
             policy = stack.enter_context(open_policy(spec.policy))
+            check_frame_spacing(bundle_frame_spacing(policy.bundle), spec.loop.mode, spec.loop.step_duration)
             if stopped():
                 return 0
             if motor is None:
@@ -660,9 +694,19 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                  policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name, switch.state)
         if not switch.armed:
             log.warning("disarmed: zeros until armed (%s)", arm_hint(spec.arm, face))
+        takeover = None
+        if spec.takeover is not None:
+            from runtime.takeover import open_takeover
+
+            try:
+                takeover = open_takeover(spec.takeover, spec.safety.max_speed, policy.instruction)
+            except DeviceError as e:
+                log.error("%s", e)
+                return 1
+            stack.callback(takeover.close)  # after the loop: the run's episode saved, the device released
         steplog = stack.enter_context(StepLog(spec.log))
-        loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, switch=switch,
-                         ros=face, retarget=lambda text: retarget_policy(policy, spec.policy, text))
+        loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, takeover=takeover,
+                         switch=switch, ros=face, retarget=lambda text: retarget_policy(policy, spec.policy, text))
         stop.attach(loop)
         return loop.run()
 

@@ -1,10 +1,10 @@
-"""Read an episode in the robot collector's HDF5 layout (REFERENCE.md section 2): the replay camera's source.
+"""Read an episode in the robot collector's HDF5 layout (docs/episode-format.md): the replay camera's source.
 
     images, actions, instruction = read_episode_arrays(Path("ep.h5"))
 
 h5py is imported when a file is read, so `import runtime.drive` never loads it.
-The writer (synthetic demonstrations, tests) is sim/episodes.py; the training
-reader with every check is train/data.py.
+The writer (the recorder, synthetic demonstrations, tests) is
+runtime/episode_writer.py; the training reader with every check is train/data.py.
 
 The author's later collector wrote another layout, recognised by the readers
 (`episode_layout`): images under `observations/images` in RGB, actions float64
@@ -28,7 +28,7 @@ class EpisodeFileError(ValueError):
 
 @dataclass(frozen=True)
 class EpisodeLayout:
-    name: str  # "collector" (REFERENCE.md section 2) or "later-collector"
+    name: str  # "collector" (docs/episode-format.md) or "later-collector"
     images_key: str  # dataset path of the frames
     channel_order: str  # of the stored frames
     needs_event_types: bool  # whether `action_event_types` is part of the layout

@@ -233,6 +233,12 @@ class SimWorld:
         with self._lock:
             self.velocity = (vx, vy, wz)
 
+    def reset_robot(self) -> None:
+        """Back to the layout's start, standing still (a person carrying it back between recordings)."""
+        with self._lock:
+            self.robot = SimRobot(self.robot.layout)
+            self.velocity, self._last = (0.0, 0.0, 0.0), time.monotonic()
+
     def camera(self, width: int = 320, height: int = 180, seed: int = 0) -> "SimCamera":
         return SimCamera(self, width, height, seed)
 

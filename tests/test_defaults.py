@@ -41,6 +41,10 @@ DISTINCT = {
     "backend": "runtime.drive takes the fastest backend that loads here (auto); evaluation, verification and "
                "benchmarks name one (ort-cpu) so that their figures reproduce on any machine",
     "fps": "a camera's requested rate (int) and pre-flight's expected rate (0 = one frame): two settings",
+    "mode": "runtime.drive drives continuously by default; runtime.record records the original collector's step "
+            "moves by default: two commands' own choices",
+    "rate": "runtime.drive's control loop Hz, runtime.record's frames per second (its control loop Hz is "
+            "--control-rate, read from DriveConfig.rate)",
 }
 
 

@@ -2,6 +2,11 @@
 
     python -m train.data episodes/                       # validate every file, print a summary table
     python -m train.data episodes/ --channel-order rgb --action-axes 3
+    python -m train.data summary rec/                    # the same, plus modes, frame spacing, intervention share
+    python -m train.data split rec/ --out split.json --val-fraction 0.2 --seed 0   # train.fit --split split.json
+    python -m train.data merge rec-monday/ rec-tuesday/ --out all/                 # copied, renumbered
+    python -m train.data drop rec/ 3 episode_0007        # set aside as NAME.dropped (rename back to undo)
+    python -m train.data relabel rec/ 4 5 --instruction "reach the bottle on the right"
 
     from train.data import EpisodeDataset, load_episodes
     episodes, rejected = load_episodes(paths, DataOptions(window=8, chunk=10))
@@ -11,7 +16,7 @@ The author's later collector layout (`observations/images` in RGB, float64
 actions, attributes scenario/pattern/distance) is read too; its channel order
 comes from the layout (runtime.episodes.episode_layout).
 
-Layout (REFERENCE.md section 2; sim.episodes.write_episode writes it for synthetic data):
+Layout (docs/episode-format.md; runtime.episode_writer writes it on the robot and for synthetic data):
 `images` uint8 (T, H, W, 3) in the collector's channel order (BGR by
 default), `actions` float (T, 3), `action_event_types` strings,
 `language_instruction` optional (1,) bytes. A sample is a window of W frames
@@ -21,6 +26,11 @@ and masked too). Actions are clamped to +-action_range and divided by it
 (default 1.15 -> [-1, 1]); the range is saved in the checkpoint so the
 runtime can undo it. Images go through `runtime.preprocess`, the robot's own
 preprocessing; they are resized once at load and kept as uint8.
+
+Recordings of take-overs (`runtime.drive --teleop --record`) carry an
+`intervention` tag per frame: `intervention_weight` and `policy_weight`
+(train.fit --intervention-weight / --policy-weight) weigh those actions in
+the loss (through the mask), 0 leaving a kind out.
 """
 
 from __future__ import annotations
@@ -60,6 +70,9 @@ class DataOptions:
     default_instruction: str = DEFAULT_INSTRUCTION  # for files without language_instruction
     color_jitter: float = 0.0  # max relative brightness/contrast/saturation change; 0 = off
     mirror: bool = False  # random horizontal mirror: negates linear_y, angular_z; swaps left/right
+    intervention_weight: float = 1.0  # loss weight of actions a person took over with (`intervention` = 1)
+    policy_weight: float = 1.0  # loss weight of the policy's own actions in runs recorded by runtime.drive --record;
+    #                             0 trains on the corrections only (HG-DAgger); demonstrations always weigh 1
 
 
 @dataclass
@@ -71,10 +84,32 @@ class Episode:
     instruction: str
     had_instruction: bool
     attrs: dict = field(default_factory=dict)
+    weights: np.ndarray | None = None  # (T,) loss weight of each frame's action (intervention weighting); None = 1
+    intervention: np.ndarray | None = None  # (T,) bool: a person's command replaced the policy's (extra dataset)
 
     @property
     def frames(self) -> int:
         return len(self.images)
+
+
+def read_intervention(f, path: Path, frames: int) -> np.ndarray | None:
+    """The recorder's `intervention` dataset (T,) as bool, or None for files without it."""
+    if "intervention" not in f:
+        return None
+    flags = f["intervention"][()]
+    if flags.shape != (frames,):
+        raise EpisodeError(path, f"'intervention' must have shape ({frames},), found {flags.shape}")
+    return flags.astype(bool)
+
+
+def frame_weights(intervention: np.ndarray | None, attrs: dict, options: DataOptions) -> np.ndarray | None:
+    """Loss weight per frame: a person's take-over `intervention_weight`, the policy's own frames of a recorded
+    run (`policy_driven` attribute) `policy_weight`, demonstrations 1. None when every weight is 1."""
+    if intervention is None:
+        return None
+    base = options.policy_weight if attrs.get("policy_driven") else 1.0
+    weights = np.where(intervention, options.intervention_weight, base).astype(np.float32)
+    return None if np.all(weights == 1.0) else weights
 
 
 def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
@@ -123,8 +158,9 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
                 instruction = (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip("\0 ")
                 had = bool(instruction)
                 instruction = instruction or options.default_instruction
+            intervention = read_intervention(f, path, t)
             images = images_ds[()]
-            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+            attrs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.attrs.items()}  # arrays too
             attrs["layout"] = layout.name
     except EpisodeError:
         raise
@@ -135,7 +171,8 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
     resized = np.stack([resize_rgb(im, stored_order, options.image_size, options.model_channel_order)
                         for im in images])
     clamped = np.clip(raw[:, : options.action_axes], -options.action_range, options.action_range)
-    return Episode(path, resized, (clamped / options.action_range).astype(np.float32), raw, instruction, had, attrs)
+    return Episode(path, resized, (clamped / options.action_range).astype(np.float32), raw, instruction, had, attrs,
+                   frame_weights(intervention, attrs, options), intervention)
 
 
 def load_episodes(paths, options: DataOptions, strict: bool = False, warn=None):
@@ -227,7 +264,7 @@ class EpisodeDataset:
                 continue  # padding position: fully masked
             chunk = ep.actions[start: start + n]
             targets[pos, : len(chunk)] = chunk
-            mask[pos, : len(chunk)] = 1.0
+            mask[pos, : len(chunk)] = 1.0 if ep.weights is None else ep.weights[start: start + n]
         return targets, mask
 
     def finish(self, images: np.ndarray, targets: np.ndarray, instruction: str) -> dict:
@@ -314,23 +351,245 @@ def summary(episodes: list[Episode], rejected: list, options: DataOptions) -> st
     return "\n".join(lines)
 
 
-@exits_on(FileNotFoundError, EpisodeError)
+def recording_summary(episodes: list[Episode]) -> str:
+    """What the recorder adds: modes, frame spacing, duration, intervention share (empty for collector files)."""
+    recorded = [e for e in episodes if "recording_mode" in e.attrs]
+    lines = []
+    if recorded:
+        modes = {}
+        for e in recorded:
+            key = (e.attrs["recording_mode"], round(float(e.attrs.get("frame_spacing_s", 0)), 4))
+            modes[key] = modes.get(key, 0) + 1
+        lines.append("recorded     " + ", ".join(f"{n} {mode} (one frame per {spacing:g} s)"
+                                                for (mode, spacing), n in sorted(modes.items())))
+        seconds = sum(float(e.attrs.get("total_duration", 0)) for e in recorded)
+        lines.append(f"duration     {seconds:.0f} s recorded")
+    tagged = [e for e in episodes if e.intervention is not None]
+    if tagged:
+        frames = sum(len(e.intervention) for e in tagged)
+        taken = sum(int(e.intervention.sum()) for e in tagged)
+        runs = sum(bool(e.attrs.get("policy_driven")) for e in tagged)
+        lines.append(f"intervention {taken} of {frames} frames ({100 * taken / max(frames, 1):.1f}%) taken over by "
+                     f"a person, in {runs} policy run(s)")
+    return "\n".join(lines)
+
+
+def driving_from_episodes(episodes: list[Episode]) -> dict:
+    """The frame spacing the model learns from, for the checkpoint's top-level "driving" key (the bundle carries
+    it to runtime.drive). Recorder files say it (`frame_spacing_s`, `recording_mode`); the collector's files are
+    one frame per 0.4 s move. Mixed spacings are refused: the window would mean different times."""
+    spacings = {round(float(e.attrs.get("frame_spacing_s", 0.4)), 4) for e in episodes}
+    modes = {str(e.attrs.get("recording_mode", "step")) for e in episodes}
+    if len(spacings) > 1:
+        listed = ", ".join(f"{v:g} s" for v in sorted(spacings))
+        raise EpisodeError(Path(episodes[0].path).parent,
+                           f"episodes recorded at different frame spacings ({listed}): "
+                           f"the head's window would span different times; train on one spacing "
+                           f"(python -m train.data summary shows which files have which)")
+    spacing = spacings.pop() if spacings else 0.4
+    return {"mode": modes.pop() if len(modes) == 1 else "step", "frame_spacing_s": spacing, "source": "recordings"}
+
+
+# -- managing recordings: split, merge, drop, relabel ---------------------------------------------------
+@dataclass(frozen=True)
+class SplitOptions:
+    val_fraction: float = 0.2  # share of the episodes held out for validation (the original report's 200/50)
+    seed: int = 0  # which episodes: the same seed gives the same split
+
+
+def write_split(folder: Path, out: Path, val_fraction: float = SplitOptions.val_fraction,
+                seed: int = SplitOptions.seed) -> dict:
+    """A deterministic train/val split by episode, written (atomically) as JSON with names relative to `folder`."""
+    import json
+
+    from runtime.atomic import atomic_write_text
+
+    folder = Path(folder)
+    train, val = split_episodes(find_episodes(folder), val_fraction, seed)
+    split = {"folder": str(folder), "seed": seed, "val_fraction": val_fraction,
+             "train": [str(p.relative_to(folder)) for p in train], "val": [str(p.relative_to(folder)) for p in val]}
+    atomic_write_text(Path(out), json.dumps(split, indent=2) + "\n")
+    return split
+
+
+def read_split(path: Path, folder: Path) -> tuple[list[Path], list[Path]]:
+    """(train, val) paths of a split file written by `write_split`, checked against `folder`."""
+    import json
+
+    try:
+        split = json.loads(Path(path).read_text())
+        train, val = split["train"], split["val"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CommandError(f"--split {path}: not a split file from `python -m train.data split` ({e})") from e
+    paths = [[Path(folder) / name for name in names] for names in (train, val)]
+    missing = [p for p in paths[0] + paths[1] if not p.is_file()]
+    if missing:
+        raise CommandError(f"--split {path}: {len(missing)} episode(s) it names are not in {folder} (first: "
+                           f"{missing[0].name}); write a new split after dropping or merging")
+    return paths[0], paths[1]
+
+
+def merge_folders(sources: list[Path], out: Path) -> list[tuple[Path, Path]]:
+    """Copy the episodes of several folders into `out`, numbered on after what `out` holds; never overwrites.
+    Each copy is written under a hidden name and renamed when complete. Returns [(source, copy)]."""
+    import os
+    import shutil
+
+    from runtime.episode_writer import EPISODE_NAME, existing_episodes
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    numbers = existing_episodes(out)
+    k = numbers[-1] + 1 if numbers else 0
+    copies = []
+    for folder in sources:
+        if Path(folder).resolve() == out.resolve():
+            raise CommandError(f"merge: {folder} is the output folder itself")
+        for path in find_episodes(folder):
+            target = out / EPISODE_NAME.format(k)
+            tmp = out / f".{target.name}.partial"
+            shutil.copy2(path, tmp)
+            os.replace(tmp, target)
+            copies.append((path, target))
+            k += 1
+    return copies
+
+
+def episode_paths(folder: Path, names: list[str]) -> list[Path]:
+    """Episodes named by file name, stem or number (3 = episode_0003.h5) in `folder`; every one must exist."""
+    folder = Path(folder)
+    paths = []
+    for name in names:
+        candidates = [folder / name, folder / f"{name}.h5"]
+        if name.isdigit():
+            candidates.append(folder / f"episode_{int(name):04d}.h5")
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise CommandError(f"{folder}: no episode {name!r} (tried {', '.join(p.name for p in candidates)})")
+        paths.append(found)
+    return paths
+
+
+DROPPED_SUFFIX = ".dropped"
+
+
+def drop_episodes(paths: list[Path]) -> list[Path]:
+    """Set episodes aside (renamed NAME.dropped: no reader takes them; rename back to undo). Returns the new names."""
+    out = []
+    for path in paths:
+        target = path.with_name(path.name + DROPPED_SUFFIX)
+        path.rename(target)
+        out.append(target)
+    return out
+
+
+def relabel_episodes(paths: list[Path], instruction: str) -> None:
+    """Replace each episode's instruction; the frames are not touched. Each file is edited as a copy that
+    replaces it when complete, so an interrupted relabel leaves the old file as it was."""
+    import os
+    import shutil
+
+    import h5py
+
+    encoded = instruction.encode()
+    if len(encoded) > 256:
+        raise CommandError(f"--instruction: {len(encoded)} bytes; the episode format stores at most 256 (S256)")
+    for path in paths:
+        tmp = path.with_name(f".{path.name}.relabel")
+        shutil.copy2(path, tmp)
+        try:
+            with h5py.File(tmp, "r+") as f:
+                if "language_instruction" in f:
+                    del f["language_instruction"]
+                f.create_dataset("language_instruction", data=np.array([encoded], dtype="S256"))
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _add_read_options(ap) -> None:
+    ap.add_argument("--channel-order", choices=("bgr", "rgb"), default=DataOptions.channel_order)
+    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=DataOptions.action_axes)
+    ap.add_argument("--action-range", type=float, default=DataOptions.action_range)
+
+
+SUBCOMMANDS = ("summary", "split", "merge", "drop", "relabel")
+
+
+def tools_main(argv: list[str]) -> int:
+    """python -m train.data summary|split|merge|drop|relabel ..."""
+    ap = argparse.ArgumentParser(prog="python -m train.data", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("summary", help="episodes, frames, instructions, action histogram, intervention share")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--strict", action="store_true", help="exit 1 when any file is bad")
+    _add_read_options(p)
+    p = sub.add_parser("split", help="a deterministic train/val split by episode, written to a JSON file")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the split file (JSON)")
+    p.add_argument("--val-fraction", type=float, default=SplitOptions.val_fraction)
+    p.add_argument("--seed", type=int, default=SplitOptions.seed)
+    p = sub.add_parser("merge", help="copy several folders' episodes into one, renumbered")
+    p.add_argument("folders", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("drop", help="set episodes aside (renamed NAME.dropped)")
+    p.add_argument("folder", type=Path)
+    p.add_argument("episodes", nargs="+", help="file names, stems or numbers (3 = episode_0003.h5)")
+    p = sub.add_parser("relabel", help="replace the instruction of episodes (all, without names)")
+    p.add_argument("folder", type=Path)
+    p.add_argument("episodes", nargs="*", help="file names, stems or numbers; none: every episode of the folder")
+    p.add_argument("--instruction", required=True)
+    args = ap.parse_args(argv)
+    if args.command == "summary":
+        return validate(args.folder, args.channel_order, args.action_axes, args.action_range, args.strict)
+    if args.command == "split":
+        if not 0 < args.val_fraction < 1:
+            raise CommandError(f"--val-fraction: expected between 0 and 1, got {args.val_fraction}")
+        split = write_split(args.folder, args.out, args.val_fraction, args.seed)
+        print(f"{args.out}: {len(split['train'])} train, {len(split['val'])} val episodes (seed {args.seed})")
+        return 0
+    if args.command == "merge":
+        copies = merge_folders(args.folders, args.out)
+        print(f"{args.out}: {len(copies)} episode(s) copied from {len(args.folders)} folder(s)")
+        return 0
+    if args.command == "drop":
+        for path in drop_episodes(episode_paths(args.folder, args.episodes)):
+            print(f"set aside: {path.name}")
+        return 0
+    paths = episode_paths(args.folder, args.episodes) if args.episodes else find_episodes(args.folder)
+    relabel_episodes(paths, args.instruction)
+    print(f"{len(paths)} episode(s) now say {args.instruction!r}")
+    return 0
+
+
+def validate(folder: Path, channel_order: str = "bgr", action_axes: int = 2, action_range: float = 1.15,
+             strict: bool = False) -> int:
+    options = DataOptions(action_axes=action_axes, action_range=action_range, channel_order=channel_order,
+                          image_size=64)  # small: validation only
+    paths = find_episodes(folder)
+    episodes, rejected = load_episodes(paths, options, strict=strict)
+    if not paths:
+        raise CommandError(f"{folder}: no .h5 episodes found")
+    print(summary(episodes, rejected, options))
+    extra = recording_summary(episodes)
+    if extra:
+        print(extra)
+    return 1 if rejected and strict else 0
+
+
+@exits_on(FileNotFoundError, EpisodeError, OSError)
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return tools_main(argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--channel-order", choices=("bgr", "rgb"), default="bgr")
-    ap.add_argument("--action-axes", type=int, choices=(2, 3), default=2)
-    ap.add_argument("--action-range", type=float, default=1.15)
+    _add_read_options(ap)
     ap.add_argument("--strict", action="store_true", help="exit 1 at the first bad file")
     args = ap.parse_args(argv)
-    options = DataOptions(action_axes=args.action_axes, action_range=args.action_range,
-                          channel_order=args.channel_order, image_size=64)  # small: validation only
-    paths = find_episodes(args.folder)
-    episodes, rejected = load_episodes(paths, options, strict=args.strict)
-    if not paths:
-        raise CommandError(f"{args.folder}: no .h5 episodes found")
-    print(summary(episodes, rejected, options))
-    return 1 if rejected and args.strict else 0
+    return validate(args.folder, args.channel_order, args.action_axes, args.action_range, args.strict)
 
 
 if __name__ == "__main__":

@@ -36,19 +36,29 @@ import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import torch
-from tokenizers import Tokenizer
-
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tokenizers import Tokenizer
 
 from runtime.cli import CommandError, exits_on
 from train.batches import collate, collate_episodes
 from train.callbacks import FolderCheckpoint, plot_curves, set_head_standardization
 from train.checkpoint import CheckpointError
 from train.config import PRESETS, preset_config
-from train.data import DataOptions, EpisodeClipDataset, EpisodeDataset, EpisodeError, find_episodes, load_episodes, split_episodes
+from train.data import (
+    DataOptions,
+    EpisodeClipDataset,
+    EpisodeDataset,
+    EpisodeError,
+    SplitOptions,
+    driving_from_episodes,
+    find_episodes,
+    load_episodes,
+    read_split,
+    split_episodes,
+)
 from train.init import init_config, init_from_checkpoint
 from train.lora import LoraSettings
 from train.model import load_tokenizer
@@ -92,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lora-vision", action="store_true", help="shorthand: add vision to --lora-targets")
     ap.add_argument("--color-jitter", type=float, default=0.0, help="augmentation strength (0 = off)")
     ap.add_argument("--mirror", action="store_true", help="augmentation: horizontal mirror")
-    ap.add_argument("--val-fraction", type=float, default=0.2)
+    ap.add_argument("--val-fraction", type=float, default=SplitOptions.val_fraction)
+    ap.add_argument("--split", type=Path, help="a split file from `python -m train.data split` (instead of "
+                                               "--val-fraction/--seed drawing one)")
+    ap.add_argument("--intervention-weight", type=float, default=DataOptions.intervention_weight,
+                    help="loss weight of frames a person took over (runtime.drive --teleop --record; docs/recording.md)")
+    ap.add_argument("--policy-weight", type=float, default=DataOptions.policy_weight,
+                    help="loss weight of the policy's own frames in recorded runs (0: train on corrections only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--precision", choices=("32", "16-mixed", "bf16-mixed"), default="32")
     ap.add_argument("--accumulate", type=int, default=1, help="gradient accumulation batches")
@@ -135,9 +151,13 @@ def main(argv=None) -> int:
                           action_range=config.action_range, channel_order=args.channel_order,
                           model_channel_order=config.preprocess_config().model_channel_order,
                           image_size=config.image_size, default_instruction=config.default_instruction,
-                          color_jitter=args.color_jitter, mirror=args.mirror)
+                          color_jitter=args.color_jitter, mirror=args.mirror,
+                          intervention_weight=args.intervention_weight, policy_weight=args.policy_weight)
     paths = find_episodes(args.data)
-    train_paths, val_paths = split_episodes(paths, args.val_fraction, args.seed)
+    if args.split:
+        train_paths, val_paths = read_split(args.split, args.data)
+    else:
+        train_paths, val_paths = split_episodes(paths, args.val_fraction, args.seed)
     rejected = []
     try:
         train_eps, bad = load_episodes(train_paths, options, strict=args.strict, warn=lambda m: print(m, file=sys.stderr))
@@ -177,7 +197,8 @@ def main(argv=None) -> int:
     val_dl = torch.utils.data.DataLoader(val_ds, shuffle=False, **loader)
 
     extra = {"training": {"data": str(args.data), "run": str(run_dir), "split": "split.json",
-                          "options": asdict(options)}}
+                          "options": asdict(options)},
+             "driving": driving_from_episodes(train_eps + val_eps)}  # the frame spacing the window was learnt at
     ckpt = FolderCheckpoint(tokenizer, extra, dirpath=run_dir / "checkpoints", monitor="val/loss", mode="min",
                             save_top_k=3, save_last=True, auto_insert_metric_name=False,
                             filename="epoch{epoch:03d}-val_loss{val/loss:.4f}")

@@ -98,6 +98,7 @@ class FirmwareController:
         self._changed = threading.Condition(self._lock)
         self._done: list[str] = []
         self._lines: list[str] = []
+        self.on_velocity = None  # called with (vx, vy, wz) each time the board applies a velocity
 
     @property
     def port(self) -> str:
@@ -123,6 +124,8 @@ class FirmwareController:
                 if parts[0] == "apply":
                     self._velocity = tuple(float(v) for v in parts[3:6])
                     self.history.append(Received(time.monotonic(), parts[2], self._velocity))
+                    if self.on_velocity:  # as the emulator's: a simulated robot follows the board
+                        self.on_velocity(*self._velocity)
                 elif parts[0] == "motor":
                     self._duties = tuple(float(v) for v in parts[2:])
                 elif parts[0] == "ready":

@@ -50,3 +50,11 @@ def test_watchdog():
     assert not dog.fresh(0.0)
     dog.feed(1.0)
     assert dog.fresh(1.4) and dog.fresh(1.5) and not dog.fresh(1.51)
+
+
+def test_an_unlimited_axis_twice_at_the_same_instant_passes_the_command_not_nan():
+    """inf * 0 is NaN: a gate without acceleration limits called twice at one time must still send a number."""
+    gate = SafetyGate(SafetyConfig(max_accel=(math.inf, math.inf, math.inf)))
+    gate.filter([0.2, 0.0, 0.0], now=1.0)
+    out = gate.filter([0.3, -0.1, 0.0], now=1.0)
+    assert np.isfinite(out).all() and out.tolist() == [0.3, -0.1, 0.0]

@@ -206,3 +206,84 @@ def test_later_collector_files_that_differ_are_refused_naming_what(tmp_path):
         f.create_dataset("actions", data=np.zeros((3, 3)))
     with pytest.raises(EpisodeError, match=r"no 'images' \(collector\) or 'observations/images'"):
         read_episode(tmp_path / "neither.h5")
+
+
+# -- recordings as data: intervention weights, summary, split, merge, drop, relabel ------------------------
+def recorded_episode(path, frames=6, intervention=None, policy_driven=False, spacing=0.4, instruction="go"):
+    from runtime.episode_writer import EpisodeWriter
+
+    images = sample_frames(frames, seed=1, height=20, width=24)
+    with EpisodeWriter(path, instruction, attrs={"recording_mode": "step", "frame_spacing_s": spacing,
+                                                 "policy_driven": policy_driven}) as w:
+        for i in range(frames):
+            w.append(images[i], (0.5, 0.0, 0.0), captured=i * spacing,
+                     intervention=bool(intervention[i]) if intervention is not None else False)
+        return w.finish()
+
+
+def test_intervention_frames_weigh_in_the_loss_mask_and_policy_frames_can_be_left_out(tmp_path):
+    flags = [0, 0, 1, 1, 0, 0]
+    path = recorded_episode(tmp_path / "run.h5", intervention=flags, policy_driven=True)
+    options = DataOptions(window=2, chunk=3, intervention_weight=4.0, policy_weight=0.0)
+    ep = read_episode(path, options)
+    assert ep.intervention.tolist() == [bool(f) for f in flags] and ep.weights.tolist() == [0, 0, 4, 4, 0, 0]
+    mask = EpisodeDataset([ep], options)[1]["mask"]  # window at frame 1: chunks 1..3 and 2..4
+    assert mask.tolist() == [[0, 4, 4], [4, 4, 0]]
+    # a plain demonstration (not a policy run) keeps weight 1 for every frame; defaults change nothing
+    demo = read_episode(recorded_episode(tmp_path / "demo.h5"), options)
+    assert demo.weights is None
+    assert read_episode(path, DataOptions()).weights is None
+
+
+def test_summary_counts_modes_and_the_intervention_share(tmp_path):
+    recorded_episode(tmp_path / "episode_0000.h5", intervention=[0, 1, 1, 0, 0, 0], policy_driven=True)
+    recorded_episode(tmp_path / "episode_0001.h5")
+    proc = run_python("-m", "train.data", "summary", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "2 step (one frame per 0.4 s)" in proc.stdout
+    assert "intervention 2 of 12 frames (16.7%) taken over by a person, in 1 policy run(s)" in proc.stdout
+
+
+def test_frame_spacing_for_the_checkpoint_and_mixed_spacings_refused(tmp_path):
+    from train.data import driving_from_episodes
+
+    a = read_episode(recorded_episode(tmp_path / "a.h5", spacing=0.1), DataOptions())
+    collector = read_episode(make_episode(tmp_path / "c.h5"), DataOptions())
+    assert driving_from_episodes([a]) == {"mode": "step", "frame_spacing_s": 0.1, "source": "recordings"}
+    assert driving_from_episodes([collector])["frame_spacing_s"] == 0.4  # the collector: one frame per 0.4 s move
+    with pytest.raises(EpisodeError, match="different frame spacings"):
+        driving_from_episodes([a, collector])
+
+
+def test_merge_drop_and_relabel_keep_frames_and_never_overwrite(tmp_path):
+    for folder in ("mon", "tue", "all"):
+        (tmp_path / folder).mkdir()
+    for folder in ("mon", "tue"):
+        for i in range(2):
+            make_episode(tmp_path / folder / f"episode_{i:04d}.h5", frames=4, seed=i)
+    make_episode(tmp_path / "all" / "episode_0000.h5", frames=4, seed=9)  # already there: numbering goes on
+    proc = run_python("-m", "train.data", "merge", str(tmp_path / "mon"), str(tmp_path / "tue"), "--out",
+                      str(tmp_path / "all"))
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in (tmp_path / "all").iterdir())
+    assert names == [f"episode_{i:04d}.h5" for i in range(5)]
+    with h5py.File(tmp_path / "tue" / "episode_0001.h5") as f, h5py.File(tmp_path / "all" / "episode_0004.h5") as g:
+        assert np.array_equal(f["images"][()], g["images"][()])
+    before = read_episode(tmp_path / "all" / "episode_0002.h5", DataOptions())
+    proc = run_python("-m", "train.data", "relabel", str(tmp_path / "all"), "2", "episode_0003",
+                      "--instruction", "reach the bottle on the right")
+    assert proc.returncode == 0, proc.stderr
+    after = read_episode(tmp_path / "all" / "episode_0002.h5", DataOptions())
+    assert after.instruction == "reach the bottle on the right" and np.array_equal(after.images, before.images)
+    assert np.array_equal(after.raw_actions, before.raw_actions)
+    assert read_episode(tmp_path / "all" / "episode_0001.h5", DataOptions()).instruction != after.instruction
+    proc = run_python("-m", "train.data", "drop", str(tmp_path / "all"), "1", "episode_0004.h5")
+    assert proc.returncode == 0, proc.stderr
+    from train.data import find_episodes
+
+    assert [p.name for p in find_episodes(tmp_path / "all")] == ["episode_0000.h5", "episode_0002.h5",
+                                                                 "episode_0003.h5"]
+    assert (tmp_path / "all" / "episode_0001.h5.dropped").exists()
+    missing = run_python("-m", "train.data", "drop", str(tmp_path / "all"), "7")
+    assert missing.returncode == 1 and "no episode '7'" in missing.stderr
+    assert not [p for p in (tmp_path / "all").iterdir() if p.name.startswith(".")]  # no temporary left

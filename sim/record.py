@@ -1,0 +1,103 @@
+"""Record demonstrations on the simulated robot with the robot's own recorder (runtime/record.py).
+
+    python -m sim.record --out rec/ --teleop keyboard --seed 3                       # drive it yourself
+    python -m sim.record --out rec/ --teleop expert --episodes 5 --mode step         # the scripted operator
+    python -m sim.record --out rec/ --teleop joystick:/dev/input/js0 --mode continuous --rate 10
+
+The same options as `runtime.record`, except the camera and motor choice: the
+camera renders the simulated robot's view (256x144 unless --width/--height),
+and the motor side is the controller emulator on a pseudo-terminal behind the
+real serial driver (`--direct`: the simulated motor without the wire). The
+instruction defaults to the room's. `--teleop expert` is a scripted operator
+(sim.task.ScriptedExpert, deciding from the true pose): one move per step to
+the bottle, then it ends the episode, carries the robot back to the start
+(the reset) and starts the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from runtime.cli import exits_on
+from runtime.hardware import DeviceError
+from runtime.logs import setup_logging
+from runtime.motor_select import MotorSpec
+from runtime.record import RecordSpec, build_parser, record
+from runtime.teleop import ZERO, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
+from sim.drive import SimSession
+from sim.task import ScriptedExpert, in_goal, instruction_for
+from sim.world import SimMotor, SimWorld, load_layout, random_layout
+
+log = logging.getLogger("sim.record")
+
+
+class ExpertTeleop(TeleopSource):
+    """The scripted operator as a teleop source: moves toward the bottle, `end` there, `start` after a reset."""
+
+    name = "expert"
+
+    def __init__(self, world: SimWorld):
+        self.world = world
+        self.expert = ScriptedExpert(world.robot.layout)
+        self._ended = False
+        self.episodes = 0
+        self.reached = 0  # episodes that ended in front of the bottle
+
+    def _fraction(self) -> tuple[float, float, float]:
+        self.world.advance()
+        return tuple(float(np.sign(v)) for v in self.expert(None, self.world.robot.pose))
+
+    def poll(self, now: float) -> list[TeleopEvent]:
+        if self._ended:  # the person carried the robot back to the start: next episode
+            self.world.reset_robot()
+            self._ended = False
+            return [TeleopEvent("start", ZERO, now)]
+        fraction = self._fraction()
+        if not any(fraction) or self.world.robot.collided:
+            self._ended = True
+            self.episodes += 1
+            self.reached += in_goal(self.world.robot.layout, self.world.robot.pose) and not self.world.robot.collided
+            return [TeleopEvent("end", ZERO, now)]
+        return [TeleopEvent("move", self.scale(fraction), now)]
+
+    def command(self, now: float) -> TeleopCommand:
+        return TeleopCommand(self.scale(self._fraction()), True)
+
+
+@exits_on(ValueError, TeleopError, DeviceError)
+def main(argv=None) -> int:
+    ap = build_parser(description=__doc__)
+    ap.add_argument("--seed", type=int, default=0, help="the room (sim.world.random_layout(seed))")
+    ap.add_argument("--layout", type=Path, help="a room saved as JSON (sim.world.save_layout)")
+    ap.add_argument("--direct", action="store_true",
+                    help="no wire: the simulated motor (sim.world.SimMotor) sets the robot's velocity itself")
+    args = ap.parse_args(argv)
+    setup_logging(args.log_level)
+    layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
+    args.instruction = args.instruction or [instruction_for(layout.side)]
+    args.camera = "sim"  # stored on each episode
+    spec = RecordSpec.from_args(args)
+    width, height = args.width or 256, args.height or 144
+
+    def run(world: SimWorld, camera, spec: RecordSpec, motor=None) -> int:
+        teleop = ExpertTeleop(world).open(spec.safety.max_speed) if spec.teleop == "expert" else None
+        code = record(spec, camera=camera, motor=motor, teleop=teleop)
+        if teleop is not None:
+            log.info("sim: the scripted operator ended %d episode(s), %d in front of the bottle", teleop.episodes,
+                     teleop.reached)
+        return code
+
+    if args.direct:
+        world = SimWorld(layout)
+        return run(world, world.camera(width, height, args.seed), spec, SimMotor(world))
+    with SimSession(layout, width, height, seed=args.seed) as sim:
+        return run(sim.world, sim.camera, replace(spec, motor=MotorSpec(serial=sim.port)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""sim.record: a scripted operator drives the simulated robot to the bottle through the serial driver and the
+controller emulator; the episodes pass train.data, and train.fit trains the tiny preset on them."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import run_python
+
+FIT = ["--preset", "tiny", "--window", "4", "--chunk", "4", "--batch-size", "2", "--no-progress", "--max-epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    rec = tmp_path_factory.mktemp("sim-record") / "rec"
+    proc = run_python("-m", "sim.record", "--out", str(rec), "--teleop", "expert", "--episodes", "3", "--seed", "3",
+                      "--mode", "step", "--step-duration", "0.25", "--control-rate", "40", "--width", "96",
+                      "--height", "54", "--max-accel", "10", "10", "20", "--quiet", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return rec, proc.stderr
+
+
+def test_scripted_operator_drives_to_the_bottle_and_the_episodes_pass_train_data(recorded, tmp_path):
+    rec, stderr = recorded
+    assert "ended 3 episode(s), 3 in front of the bottle" in stderr
+    files = sorted(rec.glob("*.h5"))
+    assert [p.name for p in files] == ["episode_0000.h5", "episode_0001.h5", "episode_0002.h5"]
+    for path in files:
+        with h5py.File(path, "r") as f:
+            actions = f["actions"][()]
+            assert f.attrs["recording_mode"] == "step" and f.attrs["frame_spacing_s"] == 0.25
+            assert f["images"].shape[1:] == (54, 96, 3) and len(actions) >= 5
+            assert set(np.unique(actions)) <= {0.0, 0.5, -0.5}  # the operator's top speed, through the gate
+            assert actions[:, 0].max() == 0.5  # it drove forward
+    summary = run_python("-m", "train.data", "summary", str(rec))
+    assert summary.returncode == 0 and "3 valid, 0 rejected" in summary.stdout
+    assert "3 step (one frame per 0.25 s)" in summary.stdout
+    split = run_python("-m", "train.data", "split", str(rec), "--out", str(tmp_path / "split.json"))
+    assert split.returncode == 0, split.stderr
+    first = json.loads((tmp_path / "split.json").read_text())
+    assert len(first["val"]) == 1 and sorted(first["train"] + first["val"]) == [p.name for p in files]
+    again = run_python("-m", "train.data", "split", str(rec), "--out", str(tmp_path / "again.json"))
+    assert again.returncode == 0 and json.loads((tmp_path / "again.json").read_text()) == first  # deterministic
+
+
+@pytest.mark.slow
+def test_train_fit_trains_the_tiny_preset_on_the_recordings_and_records_their_frame_spacing(recorded, tmp_path):
+    rec, _ = recorded
+    split = run_python("-m", "train.data", "split", str(rec), "--out", str(tmp_path / "split.json"))
+    assert split.returncode == 0, split.stderr
+    fit = run_python("-m", "train.fit", "--data", str(rec), "--split", str(tmp_path / "split.json"), "--out",
+                     str(tmp_path / "runs"), "--name", "rec", *FIT, timeout=600)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    config = json.loads((tmp_path / "runs" / "rec" / "checkpoints" / "best" / "config.json").read_text())
+    assert config["driving"] == {"mode": "step", "frame_spacing_s": 0.25, "source": "recordings"}
