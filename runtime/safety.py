@@ -103,7 +103,7 @@ class SafetyGate:
             dt = max(now - self.last_time, 0.0)
             accel = np.asarray(self.config.max_accel, dtype=np.float64)
             # an unlimited axis (inf) allows any step, also at dt == 0 where inf * 0 would be NaN
-            step = np.where(np.isinf(accel), np.inf, accel * dt)
+            step = np.where(np.isinf(accel), np.inf, np.where(np.isinf(accel), 0.0, accel) * dt)
             # Stopping is always allowed at once: slowing down in the same direction goes straight to
             # the command, and a reversal brakes to zero at once (not slewed through zero, which kept
             # the robot moving the old way); only speed gained away from zero is rate-limited.
