@@ -7,9 +7,9 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= runtime,train,export,bench,dev,ros2
+EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-slow openpi-venv clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# openpi-client (numpy<2, dm-tree) in a venv of its own for the interop test (tests/serve/test_openpi_client.py
+# creates it too, the first time it runs)
+openpi-venv:
+	$(PY) -m venv .venv-openpi
+	.venv-openpi/bin/python -m pip install -q openpi-client==0.1.2 'typing-extensions>=4'
+	printf 'openpi-client==0.1.2 typing-extensions>=4' > .venv-openpi/.installed
 
 clean:
 	rm -rf demo runs build *.egg-info

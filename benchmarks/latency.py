@@ -12,7 +12,7 @@ controller emulator on a real pty) and end to end: mean, p50, p90, p99, max
 and the control rate they allow. `--compare` runs, on the same weights and
 frames and alternating step by step so machine drift hits all alike:
 - original: PyTorch eager, prompt padded to 256 tokens, one frame per call
-  (how the original stack served, REFERENCE.md section 3);
+  (how the original stack served, docs/original-stack.md);
 - eager: PyTorch eager with our prompt layout and the ACT ring, no export;
 - naive_window: our runtime, but re-encoding all W frames every step;
 - runtime: the bundle on each --backend/--variant with the ACT ring;

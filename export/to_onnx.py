@@ -167,6 +167,7 @@ def build_manifest(model, ckpt_meta: dict, specs: dict, prompt, max_text_tokens:
                     "normalisation": "model output in [-1, 1] times range = robot units"},
         "versions": _versions(),
         "files": {},
+        **({"driving": ckpt_meta["driving"]} if "driving" in ckpt_meta else {}),  # runtime.driving
     }
 
 

@@ -8,9 +8,8 @@
 
 # The Python setup.sh installed into (pycuda is built only there), unless PYTHON says otherwise.
 venv_python() {
-  local here v
-  here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-  for v in "${VENV:-}" /opt/mobile-vla/venv "$here/.venv-jetson"; do
+  local v
+  for v in "${VENV:-}" /opt/mobile-vla/venv; do
     if [[ -n "$v" && -x "$v/bin/python" ]]; then echo "$v/bin/python"; return; fi
   done
   echo python3

@@ -12,7 +12,10 @@
 # removed. Checks, through runtime.jetpack: the L4T revision against the TensorRT version (R36.3 ships
 # 8.6, R36.4 ships 10.3; a mismatch is refused), then that `import pycuda.driver; import tensorrt` works
 # in the venv and that cv2 there has GStreamer.
-# Environment: VENV (default /opt/mobile-vla/venv, or ./.venv-jetson when /opt is not writable),
+# A stock JetPack 6 (Ubuntu 22.04) lacks python3-venv (`python3 -m venv` stops without it): apt installs it
+# with python3-dev and build-essential (pycuda's build).
+# Environment: VENV (default /opt/mobile-vla/venv, the one path the systemd unit and jetson/*.sh use;
+# /opt/mobile-vla is made with sudo and given to the user running this),
 # TEGRA_RELEASE (default /etc/nv_tegra_release), PYTHON, CUDA_ROOT (default /usr/local/cuda).
 set -euo pipefail
 
@@ -22,9 +25,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 export TEGRA_RELEASE=${TEGRA_RELEASE:-/etc/nv_tegra_release}
 export CUDA_ROOT=${CUDA_ROOT:-/usr/local/cuda}
-if [[ -z "${VENV:-}" ]]; then
-  if [[ -w /opt || -d /opt/mobile-vla ]]; then VENV=/opt/mobile-vla/venv; else VENV=$here/.venv-jetson; fi
-fi
+VENV=${VENV:-/opt/mobile-vla/venv}
+user=${SUDO_USER:-$(id -un)}
 problems=0
 
 run() {
@@ -46,14 +48,20 @@ if [[ -x "$CUDA_ROOT/bin/nvcc" && -f "$CUDA_ROOT/include/cuda.h" ]]; then
 else
   echo "WARN no nvcc/cuda.h under $CUDA_ROOT: sudo apt install nvidia-jetpack (or set CUDA_ROOT); pycuda cannot build without them"
 fi
-if ! dpkg -s python3-dev build-essential >/dev/null 2>&1; then
-  run sudo apt-get install -y --no-install-recommends python3-dev build-essential
+# python3-venv: a stock 22.04 has no ensurepip, so `python3 -m venv` stops without it.
+if [[ $dry_run -eq 1 ]] || ! dpkg -s python3-venv python3-dev build-essential >/dev/null 2>&1; then
+  run sudo apt-get install -y --no-install-recommends python3-venv python3-dev build-essential
 fi
 
 # 3. A venv with access to the system TensorRT and OpenCV, and the runtime extra only.
 if [[ -x "$VENV/bin/python" ]]; then
   echo "OK   venv $VENV exists"
 else
+  parent=$(dirname "$VENV")
+  if [[ ! -w "$parent" && ( -d "$parent" || ! -w "$(dirname "$parent")" ) ]]; then
+    run sudo mkdir -p "$parent"
+    run sudo chown "$user" "$parent"
+  fi
   run "$PYTHON" -m venv --system-site-packages "$VENV"
 fi
 if [[ $dry_run -eq 1 ]] || ! "$VENV/bin/python" -c 'import runtime.drive' 2>/dev/null; then
@@ -85,7 +93,6 @@ elif ! (cd "$here" && "$VENV/bin/python" -m runtime.jetpack --venv); then
 fi
 
 # 6. Serial port access without root.
-user=${SUDO_USER:-$(id -un)}
 if id -nG "$user" | tr ' ' '\n' | grep -qx dialout; then
   echo "OK   $user is in dialout"
 else

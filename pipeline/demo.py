@@ -15,6 +15,11 @@
    expert (`sim.evaluate --episodes 50`), with the trajectories plotted;
 7. drives one simulated episode live through the real serial driver and the
    controller emulator, with the status line (`sim.drive`).
+
+Each stage calls the library function under its command (`train.fit.fit`,
+`train.merge.merge_checkpoint`, `export.to_onnx.export_bundle`,
+`sim.evaluate.evaluate`); the live drive runs `python -m sim.drive` as a user
+would, with the bundle's driving record as its defaults.
 """
 
 from __future__ import annotations
@@ -22,18 +27,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
+import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from runtime.logs import add_log_level_argument, setup_logging
 
-def fit_args(epochs: int) -> list[str]:
-    """The recipe `make demo` trains with (why each value: docs/evaluation.md). A batch of 2 whole
-    episodes (~20 windows) and a slow LoRA (2e-5) next to the head's 1e-3."""
-    return ["--preset", "tiny", "--chunk", "4", "--lr", "1e-3", "--lora-lr", "2e-5", "--lora-dropout", "0",
-            "--batch-size", "2", "--max-epochs", str(epochs)]
+log = logging.getLogger("pipeline.demo")
+
+
+def fit_options(data: Path, epochs: int, out: Path, name: str = "sim", progress: bool = True):
+    """The recipe `make demo` trains with (why each value: docs/evaluation.md): tiny, chunk 4, a batch of 2
+    whole episodes (~20 windows), no LoRA dropout; the head's 1e-3 and LoRA's 2e-5 are train.fit's defaults."""
+    from train.fit import FitOptions
+
+    return FitOptions(data=data, preset="tiny", chunk=4, lora_dropout=0.0, batch_size=2, max_epochs=epochs,
+                      out=out, name=name, progress=progress)
 
 
 def step(n: int, total: int, text: str) -> None:
@@ -50,7 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--drive-seed", type=int, default=1, help="the room driven live at the end")
     ap.add_argument("--workers", type=int, default=2, help="processes rendering demonstrations")
     ap.add_argument("--no-progress", action="store_true")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     t0 = time.perf_counter()
     total = 7
     out = args.out
@@ -63,27 +76,20 @@ def main(argv=None) -> int:
     step(1, total, f"{args.episodes} expert demonstrations -> {episodes}, {args.held_out} held out -> {held_out} "
                    f"({time.perf_counter() - t0:.0f} s)")
 
-    from train import fit
+    from train.fit import fit
 
     runs = out / "runs"
     step(2, total, f"fine-tuning tiny with LoRA for {args.epochs} epochs (Lightning) ...")
     t = time.perf_counter()
-    banners = io.StringIO()
-    fit_argv = ["--data", str(episodes), *fit_args(args.epochs), "--out", str(runs),
-                "--name", "sim", *(["--no-progress"] if args.no_progress else [])]
-    with contextlib.redirect_stdout(banners):  # Lightning's banners; the progress bar is on stderr
-        code = fit.main(fit_argv)
-    if code:
-        print(banners.getvalue()[-3000:])
-        return code
-    summary = json.loads((runs / "sim" / "summary.json").read_text())
-    print(f"      val loss {summary['first_val_loss']:.3f} -> {summary['best_val_loss']:.3f} "
-          f"in {time.perf_counter() - t:.0f} s; curves {runs / 'sim' / 'curves.png'}")
+    with contextlib.redirect_stdout(io.StringIO()):  # Lightning's banners; the progress bar is on stderr
+        result = fit(fit_options(episodes, args.epochs, runs, progress=not args.no_progress))
+    print(f"      val loss {result.first_val_loss:.3f} -> {result.best_val_loss:.3f} "
+          f"in {time.perf_counter() - t:.0f} s on {result.accelerator}; curves {result.curves}")
 
     from train.merge import merge_checkpoint
 
     merged = out / "checkpoint"
-    merge_checkpoint(runs / "sim" / "checkpoints" / "best", merged, overwrite=True)
+    merge_checkpoint(result.best, merged, overwrite=True)
     step(3, total, f"merged LoRA into the base -> {merged}")
 
     from export.to_onnx import export_bundle
@@ -95,36 +101,32 @@ def main(argv=None) -> int:
                                progress=lambda s: print("      " + s.replace("\n", "\n      ")))
     step(4, total, f"bundle exported and verified -> {bundle_dir}")
 
-    from sim import evaluate
+    from sim.evaluate import EvaluationSpec, evaluate
 
     step(5, total, "offline: the bundle on the held-out recordings, frame by frame")
-    code = evaluate.main(["--bundle", str(bundle_dir), "--episodes", str(held_out),
-                          "--json", str(out / "offline.json")])
-    if code:
-        return code
+    report = evaluate(EvaluationSpec(bundle=bundle_dir, episodes=str(held_out), json=out / "offline.json"))
+    print(report["table"])
     step(6, total, f"closed loop: {args.eval_episodes} rooms the policy has never seen")
-    code = evaluate.main(["--bundle", str(bundle_dir), "--episodes", str(args.eval_episodes),
-                          "--json", str(out / "closed_loop.json")])
-    if code:
-        return code
+    closed = evaluate(EvaluationSpec(bundle=bundle_dir, episodes=str(args.eval_episodes),
+                                     json=out / "closed_loop.json", progress=not args.no_progress))
+    print(closed["table"])
 
     step(7, total, f"driving simulated room {args.drive_seed} live: serial driver -> controller emulator (pty)")
-    drive = [sys.executable, "-m", "sim.drive", "--bundle", str(bundle_dir), "--seed",
-             str(args.drive_seed), "--mode", "step", "--dead-zone", "0.1", "--max-steps", "25", "--discrete",
-             "--log", str(out / "drive.jsonl")]
+    # mode, snapping and move duration: the bundle's driving record (what the evaluation above used)
+    drive = [sys.executable, "-m", "sim.drive", "--bundle", str(bundle_dir), "--seed", str(args.drive_seed),
+             "--dead-zone", "0.1", "--max-steps", "25", "--log", str(out / "drive.jsonl")]
     code = subprocess.call(drive)
     if code:
         return code
-    results = {r["policy"]: r for r in json.loads((out / "closed_loop.json").read_text())["results"]}
+    results = {r["policy"]: r for r in closed["results"]}
     print(f"\ndone in {time.perf_counter() - t0:.0f} s. Closed-loop success: policy "
           f"{results['policy']['success_rate']:.2f}, random {results['random']['success_rate']:.2f}, "
           f"expert {results['expert']['success_rate']:.2f}")
-    print(f"  trajectories  {out / 'closed_loop.png'}")
-    print(f"  offline       {out / 'offline.png'}")
-    print(f"  curves        {runs / 'sim' / 'curves.png'}")
+    print(f"  trajectories  {closed.get('plot')}")
+    print(f"  offline       {report.get('plot')}")
+    print(f"  curves        {result.curves}")
     print(f"  bundle        {bundle_dir}")
-    print(f"next: python -m sim.drive --bundle {bundle_dir} --seed 7 --mode step --dead-zone 0.1 "
-          f"--discrete")
+    print(f"next: python -m sim.drive --bundle {bundle_dir} --seed 7 --dead-zone 0.1")
     return 0
 
 

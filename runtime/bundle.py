@@ -1,4 +1,4 @@
-"""The bundle: the export's output folder and the runtime's only input (DESIGN.md contract 3).
+"""The bundle: the export's output folder and the runtime's only input (docs/bundle-format.md).
 
     from runtime.bundle import load_bundle
     bundle = load_bundle("bundle/")                 # checks fields and files (quick: see below)
@@ -44,6 +44,7 @@ from runtime.logs import add_log_level_argument, setup_logging
 import numpy as np
 
 from runtime.cli import exits_on
+from runtime.driving import Driving
 from runtime.preprocess import PreprocessConfig
 
 FORMAT = "mobile-vla-bundle"
@@ -138,6 +139,14 @@ class Bundle:
     @property
     def action_range(self) -> float:
         return float(self.manifest["actions"]["range"])
+
+    @property
+    def driving(self) -> Driving:
+        """How the policy was validated and should be driven (`driving`; defaults for older bundles)."""
+        try:
+            return Driving.from_dict(self.manifest.get("driving"), where=f"{self.root / 'bundle.json'}: driving")
+        except ValueError as e:
+            raise BundleError(f"{e}; export the bundle again or fix the record") from e
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -274,6 +283,11 @@ def read_manifest(root: Path) -> dict:
         raise BundleError(f"{path} is not valid JSON: {e}") from e
 
 
+def read_driving(root) -> Driving:
+    """The bundle's driving record (defaults for a bundle without one), from bundle.json alone."""
+    return Bundle(Path(root), read_manifest(Path(root))).driving
+
+
 def load_bundle(root, verify: str = "quick") -> Bundle:
     """Read and check a bundle. verify: "quick" (default), "full" or "none" (see the module docstring)."""
     bundle = Bundle(Path(root), read_manifest(Path(root)))
@@ -296,6 +310,9 @@ def main(argv=None) -> int:
     print(f"bundle    {b.root}  (ok: fields; sha256 of {len(b.verified['hashed'])} files, "
           f"{len(b.verified['trusted'])} unchanged since their last verification)")
     print(f"model     {m.get('model', {}).get('preset', '?')}  W={b.window} N={b.chunk} axes={b.action_axes}")
+    d = b.driving
+    print(f"driving   mode {d.mode}, {'discrete moves' if d.discrete else 'raw actions'}, frames "
+          f"{d.frame_spacing_s:g} s apart ({d.source})")
     for g in GRAPHS:
         ins = ", ".join(f"{s.name}{list(s.shape)}" for s in b.inputs(g))
         outs = ", ".join(f"{s.name}{list(s.shape)}" for s in b.outputs(g))

@@ -72,12 +72,14 @@ from pathlib import Path
 import numpy as np
 
 from runtime.arming import ArmSpec, ArmSwitch, add_arm_arguments
+from runtime.async_chunks import AsyncConfig, add_async_arguments, async_config_from_args
 from runtime.camera import CameraSpec, CameraStalled, EndOfStream, FrameTooOld, add_camera_arguments
 from runtime.cli import exits_on
 from runtime.hardware import DeviceError, SentCommand
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.motor_select import MotorSpec, add_motor_arguments
 from runtime.policy_setup import PolicySpec, add_policy_arguments
+from runtime.remote_policy import RemoteConfig, add_remote_arguments, remote_config_from_args
 from runtime.safety import CommandWatchdog, SafetyConfig, SafetyGate, add_safety_arguments
 from runtime.status_line import StatusLine
 from runtime.step_handshake import StepHandshake
@@ -118,9 +120,12 @@ class DriveConfig:
 
 def add_loop_arguments(ap: argparse.ArgumentParser) -> None:
     d = DriveConfig
-    ap.add_argument("--mode", default=d.mode, choices=MODES)
+    # --mode and --step-duration default to the bundle's driving record (spec_from_args), not to DriveConfig's
+    ap.add_argument("--mode", choices=MODES, help="default: the bundle's driving record (step for key-press "
+                                                  "recordings; runtime/driving.py)")
     ap.add_argument("--rate", type=float, default=d.rate, help="control loop Hz")
-    ap.add_argument("--step-duration", type=float, default=d.step_duration, help="--mode step: seconds per move")
+    ap.add_argument("--step-duration", type=float,
+                    help="--mode step: seconds per move (default: the bundle's frame spacing, 0.4 s when unrecorded)")
     ap.add_argument("--cmd-timeout", type=float, default=d.cmd_timeout,
                     help="zero when the newest action's frame is older than this (s); also the serial "
                          "controller's own watchdog")
@@ -147,13 +152,15 @@ class DriveSpec:
     safety: SafetyConfig = SafetyConfig()  # speed and acceleration limits, dead zone, base
     log: Path | None = None  # JSON-lines log of every step; None: no log
     takeover: TakeoverSpec | None = None  # --teleop/--record: a person may take over, the run recorded
+    remote: RemoteConfig | None = None  # vision + language on a policy server (--policy ws://...); None: onboard
+    chunks: AsyncConfig | None = None  # --async: play chunks while the next is inferred; None: one action a frame
     arm: ArmSpec = ArmSpec()  # disarmed start and the arm / e-stop sources
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DriveSpec:
         return cls(PolicySpec.from_args(args), MotorSpec.from_args(args), CameraSpec.from_args(args),
                    DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log, TakeoverSpec.from_args(args),
-                   ArmSpec.from_args(args))
+                   remote_config_from_args(args), async_config_from_args(args), ArmSpec.from_args(args))
 
 
 @dataclass
@@ -180,10 +187,11 @@ class StepProgress:
 
 class DriveLoop:
     def __init__(self, policy, camera, motor, gate: SafetyGate, config: DriveConfig = DriveConfig(),
-                 log: StepLog | None = None, printer=None, takeover=None, switch: ArmSwitch | None = None,
-                 ros=None, retarget=None):
+                 log: StepLog | None = None, printer=None, takeover=None, chunks=None,
+                 switch: ArmSwitch | None = None, ros=None, retarget=None):
         self.policy, self.camera, self.motor, self.gate, self.config = policy, camera, motor, gate, config
         self.takeover = takeover  # runtime.takeover.Takeover: a person may replace the policy's action
+        self.chunks = chunks  # runtime.async_chunks.AsyncChunks in --async (continuous mode); None: one action a frame
         self.log = log or StepLog(None)
         self.printer = printer or log_info
         self.switch = switch or ArmSwitch(armed=True)  # runtime.arming: zeros while not armed
@@ -268,6 +276,8 @@ class DriveLoop:
                     return
                 if self.config.mode == "step" and not self.handshake.wait_done(self.stop_event):
                     return
+                if self.chunks is not None and not self.chunks.wait_needed(self.stop_event, time.monotonic):
+                    return
                 self._start_over()
                 try:
                     frame = self.camera.read(timeout=self.config.camera_timeout)
@@ -293,11 +303,14 @@ class DriveLoop:
                 record = {"type": "step", "step": self.steps, "t_capture": frame.stamp, "t_planned": planned,
                           "t_infer_start": t0, "t_action": t1,
                           "timings_ms": {k: round(v * 1e3, 3) for k, v in out.timings.items()},
-                          "action": [float(v) for v in out.action]}
+                          "action": [float(v) for v in out.action], "policy": getattr(self.policy, "source", "")
+                          or "onboard"}
+                if self.chunks is not None:
+                    record.update(self.chunks.inferred(out, frame.stamp, time.monotonic()))
                 if not out.finite:
                     self.request_reset("non-finite action")
                     self._publish(None, record, "non-finite action", captured=planned)
-                elif t1 - planned > self.config.cmd_timeout:
+                elif self.chunks is None and t1 - planned > self.config.cmd_timeout:
                     # an open-loop chunk's tail planned before --cmd-timeout: never sent; plan again
                     drop_plan = getattr(self.policy, "drop_plan", None)
                     if drop_plan is not None:
@@ -306,7 +319,7 @@ class DriveLoop:
                 else:
                     self._publish(out.action, record, captured=planned)
                 self.steps += 1
-                self.status.inferred(time.monotonic(), record["timings_ms"])
+                self.status.inferred(time.monotonic(), record["timings_ms"], getattr(self.policy, "source", ""))
         except BaseException as e:  # any exception: the control thread zeroes and stops
             self.error = e
         finally:
@@ -414,6 +427,9 @@ class DriveLoop:
         if not armed:
             self._zero_disarmed(now, current)
             return
+        if self.chunks is not None and current is not None and current.action is not None:
+            self._tick_chunk(now, current)
+            return
         if current is None:
             self._send_zero(now, "no action yet")
             return
@@ -467,6 +483,19 @@ class DriveLoop:
                 "camera age (ms)": round(self._camera_age * 1e3, 1),
                 "link": "down" if self._link_down_since is not None else "up",
                 "armed": self.switch.armed, "arm state": self.switch.state, "steps": self.steps, **counters})
+
+    def _tick_chunk(self, now: float, current: Published) -> None:
+        """--async: play what the chunks plan for now; zero when no chunk covers the present (the watchdog here)."""
+        action = self.chunks.action_at(now)
+        if action is None:
+            self._send_zero(now, "no chunk covers the present")
+            return
+        result = self._send(self.gate.filter(action, now))
+        if current.step != self.last_logged_step:
+            self.last_logged_step = current.step
+            self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
+                                sent=result.sent, acknowledged=result.acknowledged))
+            self.status.show(result.velocity, self.steps)
 
     def run(self) -> int:
         """Drive until max steps, end of stream, a signal or an error. Motors end at zero. Returns an exit code."""
@@ -606,11 +635,25 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     add_loop_arguments(ap)
     add_safety_arguments(ap)
     add_takeover_arguments(ap)
+    add_remote_arguments(ap)
+    add_async_arguments(ap)
     add_arm_arguments(ap)
     ap.add_argument("--log", type=Path,
                     help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
     add_log_level_argument(ap)
     return ap
+
+
+def spec_from_args(args: argparse.Namespace) -> DriveSpec:
+    """The DriveSpec a command line asks for. Mode, snapping and move duration not given on it (None) come from
+    the bundle's driving record, so the robot drives the policy as it was validated; a log line says which."""
+    from runtime.bundle import read_driving
+    from runtime.driving import driving_settings
+
+    settings = driving_settings(read_driving(args.bundle), args.mode, args.discrete, args.step_duration)
+    log.info("driving settings: %s", settings.describe())
+    chosen = {"mode": settings.mode, "discrete": settings.discrete, "step_duration": settings.step_duration}
+    return DriveSpec.from_args(argparse.Namespace(**{**vars(args), **chosen}))
 
 
 @exits_on()  # CommandError: an option combination refused after parsing (--record without --teleop)
@@ -626,7 +669,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     set_ros_args(ros_args)
-    return drive(DriveSpec.from_args(args))
+    from runtime.bundle import BundleError
+
+    try:
+        spec = spec_from_args(args)
+    except BundleError as e:
+        log.error("%s", e)
+        return 1
+    return drive(spec)
 
 
 def uses_ros(spec: DriveSpec, camera, motor) -> bool:
@@ -643,12 +693,14 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     from contextlib import ExitStack
 
     from runtime.arming import open_arm_sources
+    from runtime.async_chunks import open_chunks
     from runtime.backends.base import BackendError
     from runtime.bundle import BundleError
     from runtime.motor_select import open_motor
     from runtime.policy import bundle_frame_spacing, check_frame_spacing
     from runtime.policy_setup import open_policy, retarget_policy
     from runtime.prompt import PromptTooLongError
+    from runtime.remote_policy import open_remote_policy
 
     stop = StopRequest()
     install_signal_handlers(stop)
@@ -660,8 +712,10 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
 
     with ExitStack() as stack:
         try:
-            policy = stack.enter_context(open_policy(spec.policy))
+            policy = stack.enter_context(open_remote_policy(spec.policy, spec.remote) if spec.remote
+                                         else open_policy(spec.policy))
             check_frame_spacing(bundle_frame_spacing(policy.bundle), spec.loop.mode, spec.loop.step_duration)
+            chunks = open_chunks(spec.chunks, policy, spec.policy.discrete, spec.loop.mode)
             if stopped():
                 return 0
             if motor is None:
@@ -687,7 +741,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                 face = Ros2DriveInterface(switch, on_instruction=lambda text: stop.loop and
                                           stop.loop.set_instruction(text)).open()
                 stack.callback(face.close)
-        except (BundleError, BackendError, DeviceError, PromptTooLongError) as e:
+        except (BundleError, BackendError, DeviceError, PromptTooLongError, ValueError) as e:
             log.error("%s", e)
             return 1
         log.info("driving with %s, instruction %r, mode %s, motor %s, %s; Ctrl-C stops (motors go to zero)",
@@ -706,7 +760,8 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             stack.callback(takeover.close)  # after the loop: the run's episode saved, the device released
         steplog = stack.enter_context(StepLog(spec.log))
         loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, takeover=takeover,
-                         switch=switch, ros=face, retarget=lambda text: retarget_policy(policy, spec.policy, text))
+                         chunks=chunks, switch=switch, ros=face,
+                         retarget=lambda text: retarget_policy(policy, spec.policy, text))
         stop.attach(loop)
         return loop.run()
 

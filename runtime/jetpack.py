@@ -6,7 +6,7 @@
 Stdlib only at import, so setup.sh can run it with the system python3 before
 anything is installed. TEGRA_RELEASE overrides /etc/nv_tegra_release (tests).
 
-Facts it rests on (REFERENCE.md section 6): JetPack 6.0 is L4T R36.3 with
+Facts it rests on (jetson/README.md, "JetPack versions"): JetPack 6.0 is L4T R36.3 with
 TensorRT 8.6; JetPack 6.1 and 6.2 are L4T R36.4 with TensorRT 10.3. Engines
 and TensorRT's Python bindings only work with the TensorRT their L4T ships
 (a container from an r36.3 image on an r36.4 host, or a pip TensorRT, is the

@@ -184,18 +184,23 @@ class Policy:
         """Frame (a BGR image, or a runtime.hardware.Frame with its capture time) -> pixels -> ACT feature (1, D);
         it enters the ring unless a Frame came before the trained spacing passed (see the module's doc)."""
         image, stamp = (frame.image, frame.stamp) if isinstance(frame, Frame) else (frame, None)
-        t0 = time.perf_counter()
-        pixels = preprocess_with(self.preprocess_config, image)[None]
-        t1 = time.perf_counter()
-        feature = self.backend.encode_frame(pixels, self.input_ids, self.attention_mask)
+        feature, timings = self.feature(image)
         if stamp is None or self.pacer.take(stamp):
             self.ring.push(feature)
             self._between = None
         else:
             self._between = feature
-        timings = {"preprocess": t1 - t0, "vision": self.backend.timings.get("vision", 0.0),
-                   "language": self.backend.timings.get("language", 0.0)}
         return feature, timings
+
+    def feature(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
+        """BGR image -> ACT feature (1, D) and the stages' seconds; the ring is untouched (runtime.remote_policy
+        computes it on a server instead)."""
+        t0 = time.perf_counter()
+        pixels = preprocess_with(self.preprocess_config, image)[None]
+        t1 = time.perf_counter()
+        feature = self.backend.encode_frame(pixels, self.input_ids, self.attention_mask)
+        return feature, {"preprocess": t1 - t0, "vision": self.backend.timings.get("vision", 0.0),
+                         "language": self.backend.timings.get("language", 0.0)}
 
     def window(self) -> np.ndarray:
         """What the head sees: the ring, or its newest W-1 entries and the newest frame between two entries."""

@@ -40,7 +40,8 @@ def add_policy_arguments(ap: argparse.ArgumentParser) -> None:
     from runtime.behaviours import CHUNK_MODES
 
     d = PolicySpec
-    ap.add_argument("--bundle", type=Path, required=True, help="bundle folder from export.to_onnx")
+    ap.add_argument("--bundle", "--fallback-bundle", dest="bundle", type=Path, required=True,
+                    help="bundle folder from export.to_onnx (with --policy ws://...: the onboard fallback)")
     ap.add_argument("--backend", default=d.backend, choices=BACKENDS)
     ap.add_argument("--variant", default=d.variant, help="ONNX variant for ONNX Runtime backends (fp32, fp16, int8)")
     ap.add_argument("--cuda-graph", action="store_true",
@@ -49,8 +50,12 @@ def add_policy_arguments(ap: argparse.ArgumentParser) -> None:
                     help="bundle check at start: quick (big files by size/times since their last full hash) or full")
     ap.add_argument("--instruction", help="what to do (default: the bundle's default instruction)")
     ap.add_argument("--chunk-mode", default=d.chunk_mode, choices=CHUNK_MODES)
-    ap.add_argument("--discrete", action="store_true",
-                    help="snap each axis to the nearest demonstrated move (-range, 0, +range), as recorded")
+    # default None: the bundle's driving record decides (runtime.drive.spec_from_args)
+    ap.add_argument("--discrete", action="store_const", const=True,
+                    help="snap each axis to the nearest demonstrated move (-range, 0, +range), as recorded "
+                         "(default: the bundle's driving record)")
+    ap.add_argument("--no-discrete", action="store_const", const=False, dest="discrete",
+                    help="the head's raw actions (default: the bundle's driving record)")
 
 
 @contextmanager

@@ -4,7 +4,7 @@
     chw = preprocess_frame(frame_bgr, channel_order="bgr")   # (3, 224, 224) float32
 
 Training (`train.data`) and the robot (`runtime.policy`) both call
-`preprocess_frame`, so the two can never drift apart (REFERENCE.md section 3
+`preprocess_frame`, so the two can never drift apart (docs/original-stack.md
 lists what drifting cost the original stack).
 
 Why `cv2.INTER_AREA`: the Hugging Face Kosmos-2 processor resizes with PIL
@@ -19,7 +19,7 @@ Channel orders: `channel_order` is the order of the incoming frame (OpenCV
 cameras and the collector's files: BGR); `model_channel_order` is the order
 the model was trained to find in its R, G, B input slots. Ours is true RGB.
 Checkpoints imported from the original stack record "bgr": it fed the stored
-BGR bytes into the model unconverted (REFERENCE.md section 3), so its weights
+BGR bytes into the model unconverted (docs/original-stack.md), so its weights
 expect BGR there and the robot's BGR frames go in unconverted too.
 """
 

@@ -4,7 +4,7 @@
     prompt = build_prompt(tokenizer, "go to the bottle", latent_query_num=64, max_text_tokens=48)
     prompt.input_ids, prompt.attention_mask, prompt.image_slot_mask, prompt.position_ids
 
-Layout (DESIGN.md, "Prompt layout, one function"):
+Layout (docs/model.md, "The prompt"):
 
     "mobile-vla" (ours, the default for everything trained here):
     <s> <image> [Q image slots] </image> text ... <pad> ... <pad> ACT
@@ -15,7 +15,7 @@ the text and ACT with attention mask 0; position ids are derived from the
 mask (pads get the padding index, real tokens count up from it), so padding
 never moves a real token's position and a padded prompt gives the same ACT
 feature as an unpadded one. The original stack padded training and serving
-prompts differently and shifted ACT (REFERENCE.md section 3).
+prompts differently and shifted ACT (docs/original-stack.md).
 
     "robovlms-fallback" (what checkpoints of the original stack were trained on):
     [Q image latents written over <s> text </s> (right-padded to Q)] text beyond Q ... <pad> ... ACT

@@ -8,7 +8,7 @@ The rules:
 - per-axis speed limits (clip) and acceleration limits (slew rate per second);
   slowing down is never rate-limited: stopping is always allowed at once, and a
   direction reversal brakes to zero at once, then ramps in the new direction;
-- a dead zone: |v| below it is 0 (the original rig used 0.1);
+- a dead zone: |v| below it is 0 (the original stack used 0.1: docs/original-stack.md);
 - `--base diff` (a differential base, which ignores linear.y): a lateral
   intent becomes a rotation toward it, full |vy| as full |wz| (`--lateral
   rotate`), or is refused and the robot stops (`--lateral refuse`); so the

@@ -48,20 +48,24 @@ class StatusLine:
         self.stream = stream or sys.stderr
         self.rate = RateEstimate()
         self.stage_ms: dict[str, float] = {}
+        self.source = ""  # which policy computed the newest step (remote / onboard), shown with --policy
         self._shown = False
         self._width = 0
         self._last_key = None
         self._last_draw = -float("inf")
 
-    def inferred(self, now: float, timings_ms: dict[str, float]) -> None:
+    def inferred(self, now: float, timings_ms: dict[str, float], source: str = "") -> None:
         self.rate.tick(now)
         self.stage_ms = timings_ms
+        self.source = source
 
     def render(self, command, steps: int, state: str = "driving", counters: dict | None = None) -> str:
         t = self.stage_ms
         line = (f"{state:<20} | {self.rate.hz:5.1f} Hz | prep {t.get('preprocess', 0):5.1f} "
                 f"vis {t.get('vision', 0):6.1f} lang {t.get('language', 0):6.1f} head {t.get('head', 0):5.1f} ms | "
-                f"cmd {command[0]:+.2f} {command[1]:+.2f} {command[2]:+.2f} | step {steps}")
+                f"cmd {command[0]:+.2f} {command[1]:+.2f} {command[2]:+.2f} | step {steps}"
+                + (f" | {self.source}" if self.source else "")
+                + (f" net {t.get('network', 0):5.1f} ms" if self.source == "remote" else ""))
         if counters:
             line += " | " + " ".join(f"{k} {v}" for k, v in counters.items())
         return line

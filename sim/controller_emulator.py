@@ -12,7 +12,7 @@ command, answers status and info queries, refuses bad payloads with NACK (a
 motion command refused stops the motors), refuses NaN,
 infinite or out-of-range speeds with NACK 4 and stops, and zeroes the motors
 on its own when no SET_VELOCITY/SET_WHEELS/HEARTBEAT arrived within the
-timeout the host sent (the controller-side watchdog of DESIGN.md).
+timeout the host sent (the controller-side watchdog of docs/serial-protocol.md).
 `reboot` is the auto-reset circuit of an Arduino-style board: motors off,
 deaf while the bootloader runs, then READY. `link` is a stable symlink to the
 current pty (what the udev rule gives the real controller), so a test can

@@ -1,6 +1,7 @@
 """Drive the simulated robot with the robot's own drive loop.
 
-    python -m sim.drive --bundle bundle/ --seed 3 --mode step --dead-zone 0.1 --discrete
+    python -m sim.drive --bundle bundle/ --seed 3 --dead-zone 0.1          # mode and snapping: the bundle's
+    python -m sim.drive --bundle bundle/ --seed 3 --mode continuous --no-discrete   # told otherwise
     python -m sim.drive --bundle bundle/ --layout room.json --max-steps 30 --log run.jsonl
 
 `runtime.drive`'s loop, safety gate and serial driver, unchanged, handed two
@@ -14,6 +15,10 @@ left/right"); a collision ends the run; how it ended is printed.
 `--direct` skips the wire: the simulated motor (`sim.world.SimMotor`, a
 `runtime.hardware.MotorController`) sets the robot's velocity itself.
 Every option of `runtime.drive` applies, except the motor and camera choice.
+As there, `--mode`, `--discrete` / `--no-discrete` and `--step-duration`
+default to the bundle's driving record (runtime/driving.py), as in
+`sim.evaluate`, so the simulator drives the policy that was evaluated; the
+line logged at start says which values are used and where they came from.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from runtime.cli import exits_on
-from runtime.drive import DriveSpec, build_parser, drive
+from runtime.drive import build_parser, drive, spec_from_args
 from runtime.logs import setup_logging
 from sim.controller_emulator import ControllerEmulator
 from sim.task import in_goal, instruction_for
@@ -81,7 +86,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
     layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
-    spec = DriveSpec.from_args(args)
+    spec = spec_from_args(args)  # mode, snapping, move duration: the bundle's record unless given
     spec = replace(spec, policy=replace(spec.policy, instruction=spec.policy.instruction or instruction_for(layout.side)))
     width, height = args.width or 256, args.height or 144
     if args.direct:

@@ -3,10 +3,21 @@
     python -m sim.evaluate --bundle bundle/ --episodes 50 --seed 0          # closed loop, 50 unseen rooms
     python -m sim.evaluate --bundle bundle/ --episodes held_out/            # offline, a folder of .h5 episodes
 
+    from sim.evaluate import EvaluationSpec, evaluate
+    report = evaluate(EvaluationSpec(bundle=Path("bundle"), episodes="50"))   # the figures main() prints
+
+The bundle's `driving` record (runtime/driving.py: discrete moves or raw
+actions, step or continuous, the move's duration) sets the defaults, so the
+figures describe the policy `runtime.drive` and `sim.drive` run from the same
+bundle; `--discrete` / `--no-discrete` and `--step-duration` override it, and
+the first line logged says which is used and why.
+
 Closed loop (`--episodes K`): the bundle's policy drives the simulated robot
 (sim/world.py) on K rooms it has never seen (layout seeds 10_000 * seed + i;
 `sim.synth` uses 1_000_000 + ...), moving as `runtime.drive --mode step`
-does (sim/task.py). Printed for the policy, a random policy and the
+does (sim/task.py; a bundle recorded for continuous driving is still
+evaluated move by move here, and a warning says so: `sim.drive` drives it
+continuously). Printed for the policy, a random policy and the
 scripted expert: success rate (stopped in front of the bottle, no collision,
 within --max-steps), collisions, mean steps, mean latency per step. A PNG of
 the trajectories over the room maps goes to --plot.
@@ -28,32 +39,39 @@ installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from plotting import pyplot
 from runtime.backends.base import BackendError
 from runtime.bundle import BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
+from runtime.driving import driving_settings
+from runtime.logs import add_log_level_argument, setup_logging
+from sim.latency import add_latency_arguments, evaluate_latency, latency_requested, latency_spec_from_args
 from sim.task import (
     MOVE,
     SIM_SAFETY,
     Rollout,
     ScriptedExpert,
+    StepTiming,
     heading,
     instruction_for,
     policy_decider,
     random_decider,
     rollout,
 )
-from plotting import pyplot
 from sim.world import random_layout
 
 AXES = ("linear_x", "linear_y", "angular_z")
+log = logging.getLogger("sim.evaluate")  # not __main__ under python -m
 
 
 def eval_layout_seed(seed: int, i: int) -> int:
@@ -71,7 +89,8 @@ class ClosedLoopSummary:
     rollouts: list
 
     def row(self) -> dict:
-        return {"policy": self.name, "success_rate": round(self.success, 4), "collision_rate": round(self.collisions, 4),
+        return {"policy": self.name, "success_rate": round(self.success, 4),
+                "collision_rate": round(self.collisions, 4),
                 "mean_steps": round(self.mean_steps, 2),
                 "mean_latency_ms": None if self.mean_latency_ms is None else round(self.mean_latency_ms, 2)}
 
@@ -98,10 +117,11 @@ class PolicyBySide:
 
 
 def closed_loop(make_policy, episodes: int, seed: int = 0, max_steps: int = 40, width: int = 256,
-                height: int = 144, baselines: bool = True, progress=None) -> list[ClosedLoopSummary]:
+                height: int = 144, baselines: bool = True, progress=None,
+                timing: StepTiming = StepTiming()) -> list[ClosedLoopSummary]:
     """The policy from `make_policy(instruction)` (and the baselines) on the same unseen layouts."""
     layouts = [random_layout(eval_layout_seed(seed, i)) for i in range(episodes)]
-    kw = dict(max_steps=max_steps, width=width, height=height)
+    kw = dict(max_steps=max_steps, width=width, height=height, timing=timing)
     by_side = PolicyBySide(make_policy)
     runs = []
     for i, layout in enumerate(layouts):
@@ -110,9 +130,9 @@ def closed_loop(make_policy, episodes: int, seed: int = 0, max_steps: int = 40, 
             progress(i + 1, episodes)
     out = [summarize("policy", runs, by_side.latencies)]
     if baselines:
-        out.append(summarize("random", [rollout(l, random_decider(eval_layout_seed(seed, i)), **kw)
-                                        for i, l in enumerate(layouts)]))
-        out.append(summarize("expert", [rollout(l, ScriptedExpert(l), **kw) for l in layouts]))
+        out.append(summarize("random", [rollout(room, random_decider(eval_layout_seed(seed, i)), **kw)
+                                        for i, room in enumerate(layouts)]))
+        out.append(summarize("expert", [rollout(room, ScriptedExpert(room), **kw) for room in layouts]))
     return out
 
 
@@ -274,93 +294,160 @@ def plot_offline(report: dict, out: Path, max_frames: int = 300) -> Path | None:
     return out
 
 
-# -- command line -----------------------------------------------------------------------
-def policy_factories(bundle, backend: str, variants: list[str], discrete: bool = True,
-                     opened: list | None = None) -> dict:
-    """{name: make_policy(instruction)} for each variant (and native TensorRT when engines run here).
-    The activated backends are appended to `opened`, for the caller to deactivate (a TensorRT backend
-    holds a CUDA context on its own thread until then)."""
+# -- the job and its command line ---------------------------------------------------------
+def policy_factories(bundle, backend: str, variants: list[str], discrete: bool, stack: contextlib.ExitStack) -> dict:
+    """{name: make_policy(instruction)} for each variant. Each activated backend is deactivated when `stack`
+    closes (a TensorRT backend holds a CUDA context on its own thread until then)."""
     from runtime.backends.registry import make_backend
     from runtime.behaviours import with_behaviours
     from runtime.policy import Policy
 
-    def factory(backend_obj):
-        if opened is not None:
-            opened.append(backend_obj)
+    def factory(variant):
+        backend_obj = make_backend(bundle, backend, variant=variant).activate()
+        stack.callback(backend_obj.deactivate)
         return lambda instruction: with_behaviours(Policy(bundle, backend_obj, instruction=instruction),
                                                    discrete=discrete)
 
-    return {variant: factory(make_backend(bundle, backend, variant=variant).activate()) for variant in variants}
+    return {variant: factory(variant) for variant in variants}
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """One evaluation: what `python -m sim.evaluate`'s options set (its defaults are these)."""
+
+    bundle: Path  # the bundle folder
+    episodes: str  # "K": closed loop on K unseen rooms; a folder: offline on its .h5 episodes
+    seed: int = 0  # closed loop: which unseen rooms (0..99)
+    max_steps: int = 40  # closed loop: moves before a rollout is cut
+    width: int = 256  # closed loop: camera width (the demonstrations' size)
+    height: int = 144
+    backend: str = "ort-cpu"  # auto, trt, ort-trt, ort-cuda, ort-cpu
+    variant: str = "fp32"  # closed loop: the variant to drive with
+    variants: tuple[str, ...] | None = None  # offline: variants to compare; None = all in the bundle
+    dead_zone: float = SIM_SAFETY.dead_zone  # offline: |v| below this counts as no move (the sim's gate's)
+    discrete: bool | None = None  # snap to the demonstrated moves; None = the bundle's driving record
+    step_duration: float | None = None  # closed loop: s per move; None = the bundle's frame spacing
+    plot: Path | None = None  # PNG path; None = next to json, or evaluation.png
+    json: Path | None = None  # where the figures go
+    progress: bool = True  # the closed loop's layout counter on stderr
+
+
+def evaluate(spec: EvaluationSpec) -> dict:
+    """Closed loop or offline, as `spec.episodes` says; the report main() prints (and writes to spec.json)."""
+    bundle = load_bundle(spec.bundle)
+    settings = driving_settings(bundle.driving, discrete=spec.discrete, step_duration=spec.step_duration)
+    log.info("evaluating %s: %s", spec.bundle, settings.describe())
+    plot = spec.plot or (spec.json.with_suffix(".png") if spec.json else Path("evaluation.png"))
+    with contextlib.ExitStack() as stack:
+        if spec.episodes.isdigit():
+            if settings.mode != "step":
+                log.warning("the bundle drives in %s mode; the closed loop here moves step by step (sim/task.py): "
+                            "python -m sim.drive drives it as recorded", settings.mode)
+            report, saved = _closed_loop(spec, bundle, settings, plot, stack)
+        else:
+            report, saved = _offline(spec, bundle, settings, plot, stack)
+    report["driving"] = {"mode": settings.mode, "discrete": settings.discrete, "step_duration": settings.step_duration,
+                         "overridden": list(settings.overridden), "source": settings.source}
+    if saved:
+        report["plot"] = str(saved)
+    if spec.json:
+        spec.json.parent.mkdir(parents=True, exist_ok=True)
+        spec.json.write_text(json.dumps({k: v for k, v in report.items() if k != "table"}, indent=2) + "\n")
+    return report
+
+
+def _closed_loop(spec, bundle, settings, plot: Path, stack) -> tuple[dict, Path | None]:
+    k = int(spec.episodes)
+    if k < 1:
+        raise CommandError("--episodes: need at least 1 layout")
+    make = policy_factories(bundle, spec.backend, [spec.variant], settings.discrete, stack)[spec.variant]
+    progress = (lambda i, n: print(f"\r  layout {i}/{n}", end="" if i < n else "\n", file=sys.stderr)) \
+        if spec.progress else None
+    summaries = closed_loop(make, k, spec.seed, spec.max_steps, spec.width, spec.height, progress=progress,
+                            timing=StepTiming(duration=settings.step_duration))
+    report = {"mode": "closed-loop", "bundle": str(spec.bundle), "episodes": k, "seed": spec.seed,
+              "backend": spec.backend, "variant": spec.variant, "max_steps": spec.max_steps,
+              "discrete": settings.discrete, "results": [s.row() for s in summaries],
+              "table": format_closed_loop(summaries, k)}
+    return report, plot_trajectories(summaries, plot)
+
+
+def _offline(spec, bundle, settings, plot: Path, stack) -> tuple[dict, Path | None]:
+    folder = Path(spec.episodes)
+    if not folder.is_dir():
+        raise CommandError(f"--episodes {folder}: neither a number of layouts nor a folder of episodes")
+    variants = list(spec.variants or bundle.variants)
+    factories = policy_factories(bundle, spec.backend, variants, settings.discrete, stack)
+    if spec.backend in ("auto", "ort-cpu") and bundle.manifest.get("engines"):
+        try:
+            factories["trt"] = policy_factories(bundle, "trt", ["fp32"], settings.discrete, stack)["fp32"]
+        except (BackendError, ImportError) as e:
+            log.warning("TensorRT engines not run here: %s", e)
+    report = offline(folder, factories, spec.dead_zone,
+                     default_instruction=bundle.manifest["prompt"]["default_instruction"])
+    table = format_offline(report)
+    saved = plot_offline(report, plot)
+    report = {k: v for k, v in report.items() if k not in ("predictions", "recorded")}
+    report.update(mode="offline", bundle=str(spec.bundle), discrete=settings.discrete, table=table)
+    return report, saved
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = EvaluationSpec
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--episodes", required=True, help="K (closed loop on K unseen rooms) or a folder of .h5 episodes")
+    ap.add_argument("--seed", type=int, default=d.seed, help="closed loop: which unseen rooms (0..99)")
+    ap.add_argument("--max-steps", type=int, default=d.max_steps)
+    ap.add_argument("--width", type=int, default=d.width, help="closed loop: camera width (the demonstrations' size)")
+    ap.add_argument("--height", type=int, default=d.height)
+    ap.add_argument("--backend", default=d.backend, choices=("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu"))
+    ap.add_argument("--variant", default=d.variant, help="closed loop: the variant to drive with")
+    ap.add_argument("--variants", nargs="*", help="offline: variants to compare (default: all in the bundle)")
+    ap.add_argument("--dead-zone", type=float, default=d.dead_zone,
+                    help="offline: |v| below this counts as no move (the sim's safety dead zone)")
+    ap.add_argument("--discrete", action="store_const", const=True, dest="discrete",
+                    help="snap each axis to the demonstrated moves (default: as the bundle's driving record says)")
+    ap.add_argument("--no-discrete", "--continuous", action="store_const", const=False, dest="discrete",
+                    help="the head's raw actions (default: as the bundle's driving record says)")
+    ap.add_argument("--step-duration", type=float,
+                    help="closed loop: seconds per move (default: the bundle's frame spacing)")
+    ap.add_argument("--plot", type=Path, help="PNG path (default: next to --json, or evaluation.png)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    add_latency_arguments(ap)  # --policy ws://..., --inject-latency-ms, --latency-jitter-ms, --async (sim/latency.py)
+    add_log_level_argument(ap)
+    return ap
+
+
+def _closed_loop_with_latency(args) -> int:
+    """The closed loop under injected latency or against a policy server (sim/latency.py), snapping as the
+    bundle's driving record says unless told otherwise."""
+    bundle = load_bundle(args.bundle)
+    settings = driving_settings(bundle.driving, discrete=args.discrete, step_duration=args.step_duration)
+    log.info("evaluating %s: %s", args.bundle, settings.describe())
+    opened: list = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: [backend.deactivate() for backend in opened])
+        seeds = [eval_layout_seed(args.seed, i) for i in range(int(args.episodes))]
+        return evaluate_latency(bundle, latency_spec_from_args(args), seeds, args.max_steps, args.width, args.height,
+                                args.backend, args.variant, settings.discrete, args.policy, opened, args.json)
 
 
 @exits_on(BackendError, BundleError, FileNotFoundError, ValueError)
 def main(argv=None) -> int:
-    opened: list = []
-    try:
-        return evaluate(argv, opened)
-    finally:
-        for backend in opened:
-            backend.deactivate()
-
-
-def evaluate(argv, opened: list) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, required=True)
-    ap.add_argument("--episodes", required=True, help="K (closed loop on K unseen rooms) or a folder of .h5 episodes")
-    ap.add_argument("--seed", type=int, default=0, help="closed loop: which unseen rooms (0..99)")
-    ap.add_argument("--max-steps", type=int, default=40)
-    ap.add_argument("--width", type=int, default=256, help="closed loop: camera width (the demonstrations' size)")
-    ap.add_argument("--height", type=int, default=144)
-    ap.add_argument("--backend", default="ort-cpu", choices=("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu"))
-    ap.add_argument("--variant", default="fp32", help="closed loop: the variant to drive with")
-    ap.add_argument("--variants", nargs="*", help="offline: variants to compare (default: all in the bundle)")
-    ap.add_argument("--dead-zone", type=float, default=SIM_SAFETY.dead_zone,
-                    help="offline: |v| below this counts as no move (the sim's safety dead zone)")
-    ap.add_argument("--continuous", action="store_true",
-                    help="use the head's raw actions instead of snapping them to the demonstrated moves "
-                         "(runtime.drive --discrete, the default here)")
-    ap.add_argument("--plot", type=Path, help="PNG path (default: next to --json, or evaluation.png)")
-    ap.add_argument("--json", type=Path, help="write the figures here")
-    args = ap.parse_args(argv)
-
-    bundle = load_bundle(args.bundle)
-    plot = args.plot or (args.json.with_suffix(".png") if args.json else Path("evaluation.png"))
-    if args.episodes.isdigit():
-        if int(args.episodes) < 1:
-            raise CommandError("--episodes: need at least 1 layout")
-        make = policy_factories(bundle, args.backend, [args.variant], not args.continuous, opened)[args.variant]
-        k = int(args.episodes)
-        summaries = closed_loop(make, k, args.seed, args.max_steps, args.width, args.height,
-                                progress=lambda i, n: print(f"\r  layout {i}/{n}", end="", file=sys.stderr))
-        print(file=sys.stderr)
-        print(format_closed_loop(summaries, k))
-        report = {"mode": "closed-loop", "bundle": str(args.bundle), "episodes": k, "seed": args.seed,
-                  "backend": args.backend, "variant": args.variant, "max_steps": args.max_steps,
-                  "discrete": not args.continuous,
-                  "results": [s.row() for s in summaries]}
-        saved = plot_trajectories(summaries, plot)
-    else:
-        folder = Path(args.episodes)
-        if not folder.is_dir():
-            raise CommandError(f"--episodes {folder}: neither a number of layouts nor a folder of episodes")
-        variants = args.variants or bundle.variants
-        factories = policy_factories(bundle, args.backend, variants, not args.continuous, opened)
-        if args.backend in ("auto", "ort-cpu") and bundle.manifest.get("engines"):
-            try:
-                factories["trt"] = policy_factories(bundle, "trt", ["fp32"], not args.continuous, opened)["fp32"]
-            except (BackendError, ImportError) as e:
-                print(f"TensorRT engines not run here: {e}", file=sys.stderr)
-        report = offline(folder, factories, args.dead_zone,
-                         default_instruction=bundle.manifest["prompt"]["default_instruction"])
-        print(format_offline(report))
-        saved = plot_offline(report, plot)
-        report = {k: v for k, v in report.items() if k not in ("predictions", "recorded")}
-        report.update(mode="offline", bundle=str(args.bundle), discrete=not args.continuous)
-    if saved:
-        print(f"plot: {saved}")
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.episodes.isdigit() and int(args.episodes) >= 1 and latency_requested(args):
+        return _closed_loop_with_latency(args)
+    report = evaluate(EvaluationSpec(
+        bundle=args.bundle, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, width=args.width,
+        height=args.height, backend=args.backend, variant=args.variant,
+        variants=tuple(args.variants) if args.variants else None, dead_zone=args.dead_zone, discrete=args.discrete,
+        step_duration=args.step_duration, plot=args.plot, json=args.json))
+    print(report["table"])
+    if report.get("plot"):
+        print(f"plot: {report['plot']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"figures: {args.json}")
     return 0
 

@@ -12,18 +12,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("runtime", "train", "export", "sim", "benchmarks", "pipeline", "plotting")
+PACKAGES = ("runtime", "train", "export", "sim", "benchmarks", "pipeline", "plotting", "serve")
 
 # package -> the project packages it must never import (docs/architecture.md, "Who may import whom")
 FORBIDDEN = {
-    "runtime": {"train", "export", "sim", "benchmarks", "pipeline", "plotting"},
-    "train": {"export", "sim", "benchmarks", "pipeline"},
-    "sim": {"train", "export", "benchmarks", "pipeline"},
+    "runtime": {"train", "export", "sim", "benchmarks", "pipeline", "plotting", "serve"},
+    "train": {"export", "sim", "benchmarks", "pipeline", "serve"},
+    "sim": {"train", "export", "benchmarks", "pipeline", "serve"},
+    "serve": {"train", "export", "sim", "benchmarks", "pipeline", "plotting"},
     "export": {"sim", "benchmarks", "pipeline"},
     "benchmarks": {"pipeline"},
-    "plotting": {"runtime", "train", "export", "sim", "benchmarks", "pipeline"},
+    "plotting": {"runtime", "train", "export", "sim", "benchmarks", "pipeline", "serve"},
 }
-# third-party libraries the robot package must not load (DESIGN.md: it starts fast, fits beside the engines)
+# third-party libraries the robot package must not load (docs/architecture.md: it starts fast, fits beside the engines)
 RUNTIME_HEAVY = {"torch", "transformers", "peft", "lightning", "matplotlib"}
 
 

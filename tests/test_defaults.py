@@ -41,8 +41,12 @@ DISTINCT = {
     "backend": "runtime.drive takes the fastest backend that loads here (auto); evaluation, verification and "
                "benchmarks name one (ort-cpu) so that their figures reproduce on any machine",
     "fps": "a camera's requested rate (int) and pre-flight's expected rate (0 = one frame): two settings",
-    "mode": "runtime.drive drives continuously by default; runtime.record records the original collector's step "
-            "moves by default: two commands' own choices",
+    "frame_spacing_s": "the driving record's when a bundle has none (the collector's 0.4 s moves) and a take-over "
+                       "recording's (0: measured from the frames)",
+    "source": "a camera's source (csi, /dev/video0, ...) and the driving record's provenance text",
+    "mode": "runtime.drive takes the bundle's driving record (spec_from_args; DriveConfig's continuous for a library "
+            "caller that builds a DriveSpec itself); runtime.record records the original collector's step moves by "
+            "default; Driving.mode is what a bundle without a record was made for (step): each its own choice",
     "rate": "runtime.drive's control loop Hz, runtime.record's frames per second (its control loop Hz is "
             "--control-rate, read from DriveConfig.rate)",
 }
@@ -115,15 +119,15 @@ def test_the_walker_finds_each_kind_of_second_literal(tmp_path, monkeypatch):
     pkg.mkdir()
     (pkg / "a.py").write_text(
         "from dataclasses import dataclass\n"
-        "@dataclass(frozen=True)\nclass Config:\n    window: int = 8\n    rate: float = 20.0\n"
+        "@dataclass(frozen=True)\nclass Config:\n    window: int = 8\n    max_accel: float = 2.0\n"
         "    step_duration: float = 0.4\n    cmd_timeout: float = 0.5\n")
     (pkg / "b.py").write_text(
         "DEFAULT_WINDOW = 8\n"
         "def parser(ap, args):\n"
-        "    ap.add_argument('--rate', type=float, default=20.0)\n"
+        "    ap.add_argument('--max-accel', type=float, default=2.0)\n"
         "    ap.add_argument('--step-duration', type=float, default=Config.step_duration)\n"
         "    return args.cmd_timeout or 0.5\n")
     monkeypatch.setattr(me, "ROOT", tmp_path)
     twice = written_twice([pkg / "a.py", pkg / "b.py"])
-    assert set(twice) == {"window", "rate", "cmd_timeout"}
+    assert set(twice) == {"window", "max_accel", "cmd_timeout"}
     assert twice["window"] == ["runtime/a.py:4 (8)", "runtime/b.py:1 (8)"]

@@ -4,8 +4,8 @@
     set_head_standardization(model, train_episodes, options, tokenizer, config)   # before the first step
     plot_curves(run_dir / "csv" / "metrics.csv", run_dir / "curves.png")        # after the last
 
-Every checkpoint Lightning keeps becomes a checkpoint folder (DESIGN.md
-contract 2: config.json, model.safetensors with the LoRA + ACT + head
+Every checkpoint Lightning keeps becomes a checkpoint folder (docs/model.md,
+"The checkpoint folder": config.json, model.safetensors with the LoRA + ACT + head
 weights, tokenizer.json) plus `trainer.ckpt` for `--resume`, written under a
 temporary name and renamed.
 """
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from runtime.atomic import atomic_directory
 from plotting import pyplot
+from runtime.atomic import atomic_directory
 from train.batches import batch_prompt, collate_episodes
 from train.checkpoint import write_checkpoint_files
 from train.data import DataOptions, EpisodeClipDataset
@@ -29,7 +29,7 @@ from train.model import MobileVLA
 
 
 class FolderCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose every kept checkpoint is a checkpoint folder (DESIGN.md contract 2)."""
+    """ModelCheckpoint whose every kept checkpoint is a checkpoint folder (docs/model.md, "The checkpoint folder")."""
 
     def __init__(self, tokenizer, extra: dict, **kwargs):
         super().__init__(**kwargs)

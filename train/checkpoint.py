@@ -1,4 +1,4 @@
-"""Checkpoint folders (DESIGN.md contract 2): config.json + model.safetensors + tokenizer.json.
+"""Checkpoint folders (docs/model.md, "The checkpoint folder"): config.json + model.safetensors + tokenizer.json.
 
     from train.checkpoint import save_checkpoint, load_checkpoint
     save_checkpoint(model, Path("ckpt"), tokenizer)                 # merged: self-contained

@@ -73,7 +73,7 @@ class MobileVLAConfig:
     def preprocess_config(self) -> PreprocessConfig:
         return PreprocessConfig.from_dict(self.preprocess)
 
-    def validate(self) -> "MobileVLAConfig":
+    def validate(self) -> MobileVLAConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         if self.action_axes not in (2, 3):
@@ -102,7 +102,7 @@ class MobileVLAConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "MobileVLAConfig":
+    def from_dict(cls, d: dict, source: str = "config") -> MobileVLAConfig:
         known = {f for f in cls.__dataclass_fields__}
         missing = [k for k in ("preset", "kosmos", "tokenizer") if k not in d]
         if missing:
@@ -154,7 +154,7 @@ def _tiny_kosmos(vocab_size: int) -> dict:
 
 
 def _real_kosmos(text_layers: int = 24, vision_layers: int = 24, vocab_size: int = 65037) -> dict:
-    # Kosmos2Config() defaults (REFERENCE.md section 1); only depth and vocab vary between presets.
+    # Kosmos2Config() defaults (docs/model.md); only depth and vocab vary between presets.
     return {
         "latent_query_num": 64,
         "text_config": {

@@ -43,9 +43,11 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli import CommandError, exits_on
+from runtime.driving import Driving
 from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
-from runtime.preprocess import normalize_rgb, resize_rgb
-from runtime.prompt import DEFAULT_INSTRUCTION
+from runtime.logs import add_log_level_argument
+from runtime.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
+from train.config import MobileVLAConfig
 
 AXES = ("linear_x", "linear_y", "angular_z")
 
@@ -60,19 +62,52 @@ class EpisodeError(ValueError):
 
 @dataclass(frozen=True)
 class DataOptions:
-    window: int = 8  # W frames per sample
-    chunk: int = 10  # N future actions per window position
-    action_axes: int = 2  # 2: (linear_x, linear_y); 3 adds angular_z
-    action_range: float = 1.15  # clamp to +-range, divide by range -> [-1, 1]
-    channel_order: str = "bgr"  # of the stored images (the collector wrote OpenCV BGR)
-    model_channel_order: str = "rgb"  # what the model expects (runtime.preprocess; "bgr" for imported checkpoints)
+    # The model's fields default to the model config's (train.config.MobileVLAConfig, where they are written once).
+    window: int = MobileVLAConfig.window  # W frames per sample
+    chunk: int = MobileVLAConfig.chunk  # N future actions per window position
+    action_axes: int = MobileVLAConfig.action_axes  # 2: (linear_x, linear_y); 3 adds angular_z
+    action_range: float = MobileVLAConfig.action_range  # clamp to +-range, divide by range -> [-1, 1]
+    channel_order: str = PreprocessConfig.channel_order  # of the stored images (the collector wrote OpenCV BGR)
+    # what the model expects (runtime.preprocess; "bgr" for imported checkpoints)
+    model_channel_order: str = PreprocessConfig.model_channel_order
     image_size: int = 224
-    default_instruction: str = DEFAULT_INSTRUCTION  # for files without language_instruction
+    default_instruction: str = MobileVLAConfig.default_instruction  # for files without language_instruction
     color_jitter: float = 0.0  # max relative brightness/contrast/saturation change; 0 = off
     mirror: bool = False  # random horizontal mirror: negates linear_y, angular_z; swaps left/right
     intervention_weight: float = 1.0  # loss weight of actions a person took over with (`intervention` = 1)
     policy_weight: float = 1.0  # loss weight of the policy's own actions in runs recorded by runtime.drive --record;
     #                             0 trains on the corrections only (HG-DAgger); demonstrations always weigh 1
+
+    @classmethod
+    def for_model(cls, config: MobileVLAConfig, **data) -> DataOptions:
+        """The options a model config implies (W, N, axes, range, image size, channel order, instruction),
+        plus the data-only ones in `data` (channel_order of the files, color_jitter, mirror)."""
+        return cls(window=config.window, chunk=config.chunk, action_axes=config.action_axes,
+                   action_range=config.action_range, image_size=config.image_size,
+                   model_channel_order=config.preprocess_config().model_channel_order,
+                   default_instruction=config.default_instruction, **data)
+
+
+def recorded_driving(train: list, val: list, options: DataOptions, mode: str | None = None,
+                     frame_spacing_s: float | None = None) -> Driving:
+    """How a policy trained on these episodes should be driven (runtime.driving): discrete when every
+    recorded action of the trained axes is a demonstrated move (-range, 0 or +range), as key presses are;
+    mode and frame spacing as the recordings say (driving_from_episodes: the recorder's attributes, else the
+    collector's one frame per 0.4 s move), unless `mode` / `frame_spacing_s` are given."""
+    episodes = list(train) + list(val)
+    recorded = driving_from_episodes(episodes)
+    raw = np.concatenate([e.raw_actions[:, : options.action_axes] for e in episodes]) if episodes else np.zeros((0, 2))
+    r = options.action_range
+    on_moves = np.isclose(np.abs(raw), r, atol=1e-3) | np.isclose(raw, 0.0, atol=1e-3)
+    discrete = bool(len(raw)) and bool(on_moves.all())
+    mode = mode or recorded["mode"]
+    spacing = frame_spacing_s if frame_spacing_s is not None else float(recorded["frame_spacing_s"])
+    moves = (f"all {raw.size} recorded action values are moves (-{r:g}, 0, +{r:g})" if discrete else
+             f"{int((~on_moves).sum())} of {raw.size} recorded action values are not moves (-{r:g}, 0, +{r:g})")
+    spacing_from = "as given" if frame_spacing_s is not None else "as recorded"
+    source = (f"train.fit on {len(episodes)} episodes: {'discrete' if discrete else 'raw actions'} "
+              f"({moves}); mode {mode}, frames {spacing:g} s apart ({spacing_from})")
+    return Driving(mode=mode, discrete=discrete, frame_spacing_s=spacing, source=source)
 
 
 @dataclass
@@ -150,12 +185,14 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
                 bad = np.argwhere(~np.isfinite(raw))[0]
                 raise EpisodeError(path, f"'actions' has NaN/inf (first at frame {bad[0]}, axis {AXES[bad[1]]})")
             if "action_event_types" in f and f["action_event_types"].shape[0] != t:
-                raise EpisodeError(path, f"'action_event_types' has {f['action_event_types'].shape[0]} entries for {t} frames")
+                raise EpisodeError(path, f"'action_event_types' has {f['action_event_types'].shape[0]} entries "
+                                         f"for {t} frames")
             instruction, had = options.default_instruction, False
             if "language_instruction" in f:
                 value = f["language_instruction"][()]
                 value = value[0] if getattr(value, "shape", ()) else value
-                instruction = (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip("\0 ")
+                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                instruction = text.strip("\0 ")
                 had = bool(instruction)
                 instruction = instruction or options.default_instruction
             intervention = read_intervention(f, path, t)
@@ -588,6 +625,7 @@ def main(argv=None) -> int:
     ap.add_argument("folder", type=Path)
     _add_read_options(ap)
     ap.add_argument("--strict", action="store_true", help="exit 1 at the first bad file")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
     return validate(args.folder, args.channel_order, args.action_axes, args.action_range, args.strict)
 

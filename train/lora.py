@@ -8,7 +8,7 @@
 Default targets are the text decoder and the image-to-text projection
 (attention q/k/v/out, FFN fc1/fc2, the projection's dense); `vision=True`
 adds the vision tower. Names are matched by a regex anchored at the
-Kosmos-2 module root, so nothing is reached by accident (REFERENCE.md: a bare
+Kosmos-2 module root, so nothing is reached by accident (docs/original-stack.md: a bare
 suffix list also hits the vision tower).
 """
 

@@ -39,7 +39,7 @@ def merge_checkpoint(src: Path, out: Path, overwrite: bool = False) -> float:
         diff = (merged(ex.pixel_values, ex.prompt) - before).abs().max().item()
     if diff >= MERGE_TOLERANCE:
         raise RuntimeError(f"{src}: merged outputs differ from the adapter's by {diff:.2e} (>= {MERGE_TOLERANCE})")
-    extra = {k: v for k, v in meta.items() if k in ("training",)}
+    extra = {k: v for k, v in meta.items() if k in ("training", "driving")}
     extra["merged_from"] = str(src)
     save_checkpoint(merged, out, tokenizer, kind="merged", overwrite=overwrite, extra=extra)
     return diff

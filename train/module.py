@@ -11,18 +11,19 @@ optional linear warm-up.
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 import torch.nn.functional as F
-
-import lightning as L
 
 from train.batches import batch_prompt
 from train.config import MobileVLAConfig
 from train.lora import LoraSettings, apply_lora
 from train.model import MobileVLA, build_kosmos
 
+
 class MobileVLAModule(L.LightningModule):
-    def __init__(self, model_config: dict, lora: dict, lr: float = 1e-4, weight_decay: float = 0.0,
+    # lr has no default here: train.fit.FitOptions owns the learning rates (the head's 1e-3, LoRA's 2e-5)
+    def __init__(self, model_config: dict, lora: dict, lr: float, weight_decay: float = 0.0,
                  huber_delta: float = 1.0, warmup_steps: int = 0, act_lr: float | None = None,
                  lora_lr: float | None = None):
         super().__init__()

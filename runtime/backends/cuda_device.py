@@ -13,6 +13,7 @@ match what the runtime reads from pycuda).
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from runtime.backends.base import BackendError
@@ -39,6 +40,7 @@ def cuda_device_name(cuda=None, index: int = 0) -> str:
 
 @exits_on(BackendError)
 def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     print(cuda_device_name())
     return 0
 

@@ -23,6 +23,12 @@ def test_demo_runs_every_stage_end_to_end_on_a_small_budget(tmp_path):
                  "offline.png", "closed_loop.json", "offline.json", "drive.jsonl"):
         assert (out / name).is_file(), name
     assert len(list((out / "episodes").glob("*.h5"))) == 12
+    # the expert's key-press moves: the bundle records discrete step driving, and every stage used it
+    driving = json.loads((out / "bundle" / "bundle.json").read_text())["driving"]
+    assert (driving["mode"], driving["discrete"], driving["frame_spacing_s"]) == ("step", True, 0.4)
+    for name in ("offline.json", "closed_loop.json"):
+        assert json.loads((out / name).read_text())["driving"]["discrete"] is True
+    assert "mode step (bundle), discrete moves (bundle), 0.4 s per step-mode move (bundle)" in proc.stderr
 
 
 @pytest.mark.slow

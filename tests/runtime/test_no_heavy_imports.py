@@ -1,4 +1,4 @@
-"""runtime/ must never pull in torch, transformers, peft or lightning (DESIGN.md)."""
+"""runtime/ must never pull in torch, transformers, peft or lightning (docs/architecture.md)."""
 
 import pkgutil
 

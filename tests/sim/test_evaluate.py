@@ -24,9 +24,9 @@ SIZE = dict(width=128, height=72)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from pipeline.demo import fit_args
+    from pipeline.demo import fit_options
     from export.to_onnx import export_bundle
-    from train import fit
+    from train.fit import fit
     from train.checkpoint import load_checkpoint
     from train.merge import merge_checkpoint
     from sim.synth import write_sim_episodes
@@ -34,9 +34,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim")
     write_sim_episodes(root / "episodes", EPISODES, seed=0, workers=2, **SIZE)
     write_sim_episodes(root / "held_out", 8, seed=1, **SIZE)
-    assert fit.main(["--data", str(root / "episodes"), *fit_args(EPOCHS), "--out", str(root / "runs"),
-                     "--name", "sim", "--no-progress"]) == 0
-    merged = merge_checkpoint(root / "runs" / "sim" / "checkpoints" / "best", root / "checkpoint")
+    result = fit(fit_options(root / "episodes", EPOCHS, root / "runs", progress=False))
+    merged = merge_checkpoint(result.best, root / "checkpoint")
     model, tokenizer, meta = load_checkpoint(root / "checkpoint")
     bundle = export_bundle(model, tokenizer, root / "bundle", meta, source=str(merged), fp16=True, int8=True,
                            int8_scope="ffn", progress=lambda s: None)

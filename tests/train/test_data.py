@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from sim.episodes import write_episode
 from runtime.sample_frames import sample_frames
+from sim.episodes import write_episode
 from tests.conftest import run_python
 from train.data import (
     DataOptions,
@@ -104,12 +104,15 @@ def _bad(tmp_path, name, mutate):
 
 BAD_CASES = {
     "missing_key": (lambda f: f.__delitem__("actions"), r"missing key\(s\) actions"),
-    "wrong_dtype": (lambda f: (f.__delitem__("images"), f.create_dataset("images", data=np.zeros((10, 4, 4, 3), np.float32))),
+    "wrong_dtype": (lambda f: (f.__delitem__("images"),
+                               f.create_dataset("images", data=np.zeros((10, 4, 4, 3), np.float32))),
                     "'images' must be uint8, found float32"),
-    "wrong_shape": (lambda f: (f.__delitem__("actions"), f.create_dataset("actions", data=np.zeros((10, 2), np.float32))),
+    "wrong_shape": (lambda f: (f.__delitem__("actions"),
+                               f.create_dataset("actions", data=np.zeros((10, 2), np.float32))),
                     r"'actions' must have shape \(T, 3\), found \(10, 2\)"),
     "nan_actions": (lambda f: f["actions"].__setitem__((3, 1), np.nan), "NaN/inf .*frame 3, axis linear_y"),
-    "zero_length": (lambda f: (f.__delitem__("images"), f.create_dataset("images", data=np.zeros((0, 4, 4, 3), np.uint8))),
+    "zero_length": (lambda f: (f.__delitem__("images"),
+                               f.create_dataset("images", data=np.zeros((0, 4, 4, 3), np.uint8))),
                     "zero-length episode"),
 }
 

@@ -46,8 +46,8 @@ def test_val_loss_falls_and_the_run_folder_has_everything(run):
 
 def test_the_trained_checkpoint_sees_the_block_colour(run):
     """Beyond the loss: the adapter predicts the sign of linear_y from the image."""
-    from sim.synth import blocks_frame
     from runtime.preprocess import preprocess_frame
+    from sim.synth import blocks_frame
     from train.model import PromptTensors, make_prompt
 
     model, tok, meta = load_checkpoint(run / "checkpoints" / "best")
@@ -97,7 +97,7 @@ def test_strict_stops_on_a_bad_file_default_skips(tmp_path, episodes):
     lenient = run_python("-m", "train.fit", "--data", str(data), "--out", str(tmp_path), "--name", "l",
                          "--max-epochs", "0", *FIT)
     assert lenient.returncode == 0, lenient.stderr[-2000:]
-    assert "skipping" in lenient.stderr and "1 episode file(s) skipped" in lenient.stdout
+    assert "skipping" in lenient.stderr and "1 episode file(s) skipped" in lenient.stderr
 
 
 def test_two_process_ddp_on_cpu_completes_an_epoch(tmp_path, episodes):
@@ -106,4 +106,27 @@ def test_two_process_ddp_on_cpu_completes_an_epoch(tmp_path, episodes):
                       timeout=600, env={"MASTER_PORT": "29533"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ddp" / "checkpoints" / "last" / "model.safetensors").is_file()
-    assert "distributed_backend=gloo" in proc.stderr + proc.stdout or "gloo" in proc.stderr + proc.stdout
+    assert "trained with DDPStrategy over 2 process(es), process group gloo" in proc.stderr
+
+
+def test_the_checkpoints_record_how_the_policy_should_drive(run):
+    """Key-press recordings (every action a move of +-1.15 or 0, one frame per 0.4 s move): step, discrete."""
+    for name in ("best", "last"):
+        driving = json.loads((run / "checkpoints" / name / "config.json").read_text())["driving"]
+        assert driving["mode"] == "step" and driving["discrete"] is True and driving["frame_spacing_s"] == 0.4
+        assert "train.fit on 20 episodes" in driving["source"] and "are moves" in driving["source"]
+    assert json.loads((run / "summary.json").read_text())["driving"]["discrete"] is True
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_auto_says_it_trains_on_the_cpu_and_gpu_without_one_exits_1(tmp_path, episodes):
+    auto = run_python("-m", "train.fit", "--data", str(episodes), "--out", str(tmp_path), "--name", "auto",
+                      "--max-epochs", "0", *FIT)
+    assert auto.returncode == 0, auto.stderr[-2000:]
+    assert "warning: training on the CPU: no GPU usable here (torch " in auto.stderr
+    gpu = run_python("-m", "train.fit", "--data", str(episodes), "--out", str(tmp_path), "--name", "gpu",
+                     "--max-epochs", "0", "--accelerator", "gpu", *FIT)
+    assert gpu.returncode == 1
+    assert gpu.stderr.startswith("error: --accelerator gpu: no GPU usable here"), gpu.stderr[-2000:]
+    assert "README.md" in gpu.stderr and "--accelerator cpu" in gpu.stderr
+    assert not (tmp_path / "gpu").exists()  # refused before anything was written

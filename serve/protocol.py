@@ -1,0 +1,181 @@
+"""The server's side of the protocol: what a request must hold, and the metadata sent on connect.
+
+    from serve.protocol import parse_request, metadata, ProtocolError
+    request = parse_request(message, image_size=224)     # a FeatureRequest, ActionsRequest or ResetRequest
+    first_message = metadata(bundle, backend_description)
+
+docs/serving.md is the specification (message types, fields, units,
+versions); this module checks an incoming message against it and raises
+`ProtocolError` with a message that names the field, what was expected and
+what was found. The error goes back to the sender; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.wire import (
+    MAX_IMAGE_SIDE,
+    MAX_PROMPT_CHARS,
+    PROTOCOL,
+    PROTOCOL_VERSION,
+    model_identity,
+)
+
+
+class ProtocolError(ValueError):
+    """A request the server cannot serve; the text names the field, the expected and the found."""
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    image: np.ndarray  # (H, W, 3) uint8 RGB, usually already at the bundle's image size (the robot resized it)
+    prompt: str | None  # None: the bundle's default instruction
+    id: int | None  # echoed in the reply
+
+
+@dataclass(frozen=True)
+class ActionsRequest:
+    image: np.ndarray  # (H, W, 3) uint8 RGB, any size up to MAX_IMAGE_SIDE: the server resizes
+    prompt: str | None  # None: the bundle's default instruction
+    robot_id: str | None  # whose ring; None: this connection's own
+    reset: bool  # empty the robot's ring before this frame (a new episode)
+    id: int | None
+
+
+@dataclass(frozen=True)
+class ResetRequest:
+    robot_id: str | None
+    id: int | None
+
+
+@dataclass(frozen=True)
+class MetadataRequest:
+    id: int | None
+
+
+def _optional_str(message: dict, key: str, limit: int) -> str | None:
+    value = message.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(f"field {key!r} must be a string, found {type(value).__name__}")
+    if len(value) > limit:
+        raise ProtocolError(f"field {key!r} has {len(value)} characters, the limit is {limit}")
+    return value
+
+
+def _image(message: dict) -> np.ndarray:
+    if "image" in message:
+        image = message["image"]
+        if not isinstance(image, np.ndarray):
+            raise ProtocolError(f"field 'image' must be a uint8 (H, W, 3) array, found {type(image).__name__}")
+    elif "jpeg" in message:
+        image = decode_jpeg(message["jpeg"])
+    else:
+        raise ProtocolError("the request has no 'image' (uint8 (H, W, 3) RGB array) and no 'jpeg' (bytes)")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ProtocolError(f"field 'image' must be a uint8 (H, W, 3) RGB array, found {image.dtype} "
+                            f"{list(image.shape)}")
+    if not (1 <= image.shape[0] <= MAX_IMAGE_SIDE and 1 <= image.shape[1] <= MAX_IMAGE_SIDE):
+        raise ProtocolError(f"field 'image' must be 1..{MAX_IMAGE_SIDE} pixels a side, found {list(image.shape)}")
+    return image
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(height, width) from a JPEG's frame header, read before decoding (a small file may claim a huge image)."""
+    i = 2
+    if data[:2] != b"\xff\xd8":
+        raise ProtocolError("field 'jpeg' is not a JPEG (no start-of-image marker)")
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            raise ProtocolError(f"field 'jpeg': malformed marker at byte {i}")
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame header
+            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+        if length < 2:
+            break
+        i += 2 + length
+    raise ProtocolError("field 'jpeg' has no frame header")
+
+
+def decode_jpeg(data) -> np.ndarray:
+    import cv2
+
+    if not isinstance(data, bytes):
+        raise ProtocolError(f"field 'jpeg' must be bytes, found {type(data).__name__}")
+    h, w = jpeg_size(data)
+    if not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE):
+        raise ProtocolError(f"field 'jpeg' must be 1..{MAX_IMAGE_SIDE} pixels a side, found {h}x{w}")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3:
+        raise ProtocolError("field 'jpeg' could not be decoded as a colour JPEG")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _request_id(message: dict) -> int | None:
+    value = message.get("id")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**63) <= value < 2**64:
+        raise ProtocolError(f"field 'id' must be an integer, found {type(value).__name__}")
+    return value
+
+
+def request_id_of(message) -> int | None:
+    """The id to echo in an error reply, when the message has a usable one."""
+    try:
+        return _request_id(message) if isinstance(message, dict) else None
+    except ProtocolError:
+        return None
+
+
+def parse_request(message) -> FeatureRequest | ActionsRequest | ResetRequest | MetadataRequest:
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a request must be a msgpack map, found {type(message).__name__}")
+    kind = message.get("type", "actions")  # openpi's clients send no type: an observation asks for actions
+    rid = _request_id(message)
+    if kind == "actions":
+        reset = message.get("reset", False)
+        if not isinstance(reset, bool):
+            raise ProtocolError(f"field 'reset' must be true or false, found {type(reset).__name__}")
+        return ActionsRequest(_image(message), _optional_str(message, "prompt", MAX_PROMPT_CHARS),
+                              _optional_str(message, "robot_id", 128), reset, rid)
+    if kind == "feature":
+        return FeatureRequest(_image(message), _optional_str(message, "prompt", MAX_PROMPT_CHARS), rid)
+    if kind == "reset":
+        return ResetRequest(_optional_str(message, "robot_id", 128), rid)
+    if kind == "metadata":
+        return MetadataRequest(rid)
+    raise ProtocolError(f"field 'type' must be one of actions, feature, reset, metadata; found {kind!r}")
+
+
+def metadata(bundle, backend: str, variant: str, max_message_bytes: int) -> dict:
+    """The first message on every connection."""
+    manifest = bundle.manifest
+    return {
+        "protocol": PROTOCOL,
+        "protocol_version": PROTOCOL_VERSION,
+        "model_sha256": model_identity(manifest),
+        "bundle_json_sha256": hashlib.sha256((bundle.root / "bundle.json").read_bytes()).hexdigest(),
+        "backend": backend,
+        "variant": variant,
+        "window": bundle.window,
+        "chunk": bundle.chunk,
+        "action_axes": list(manifest["policy"].get("axis_names", [])) or bundle.action_axes,
+        "action_units": list(manifest["actions"]["units"]),
+        "action_range": bundle.action_range,
+        "image_size": bundle.preprocess.size,
+        "image_channel_order": "rgb",
+        "feature_dim": int(bundle.outputs("language")[0].shape[-1]),
+        "default_instruction": manifest["prompt"]["default_instruction"],
+        "modes": ["actions", "feature"],
+        "max_message_bytes": max_message_bytes,
+    }

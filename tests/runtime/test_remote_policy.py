@@ -1,0 +1,232 @@
+"""The robot's remote policy against a real server process on loopback: equal actions, fallback, return."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+pytest.importorskip("websockets")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(bundle_dir, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(bundle_dir), "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"server did not start: {proc.stderr.read().decode()}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle_dir):
+    from runtime.bundle import load_bundle
+
+    return load_bundle(tiny_bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def local_backend(bundle):
+    from runtime.backends.registry import make_backend
+
+    backend = make_backend(bundle, "ort-cpu").activate()
+    yield backend
+    backend.deactivate()
+
+
+def frames(n: int, seed: int = 0):
+    from runtime.sample_frames import sample_frames
+
+    return list(sample_frames(n, seed=seed, height=360, width=640))
+
+
+def make_remote(bundle, backend, url, **kw):
+    from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.wire import model_identity
+
+    encoder = RemoteEncoder(RemoteConfig(url, **kw), expected_model=model_identity(bundle.manifest)).start()
+    return RemotePolicy(bundle, backend, encoder, instruction="reach the bottle on the left"), encoder
+
+
+def test_remote_steps_equal_onboard_steps_and_say_where_they_ran(bundle, local_backend, tiny_bundle_dir):
+    from runtime.behaviours import with_behaviours
+    from runtime.policy import Policy
+
+    port = free_port()
+    proc = start_server(tiny_bundle_dir, port)
+    try:
+        remote, encoder = make_remote(bundle, local_backend, f"ws://127.0.0.1:{port}", timeout=2.0)
+        wrapped = with_behaviours(remote, "ensemble", discrete=True)  # behaviours stack on it unchanged
+        local = with_behaviours(Policy(bundle, local_backend, instruction="reach the bottle on the left"),
+                                "ensemble", discrete=True)
+        for frame in frames(10):
+            a, b = wrapped.infer(frame), local.infer(frame)
+            assert wrapped.source == "remote"
+            assert np.array_equal(a.chunk, b.chunk) and np.array_equal(a.action, b.action)
+            assert a.timings["network"] >= 0 and a.timings["server"] > 0
+        encoder.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_killed_server_hands_over_within_one_control_period_and_comes_back(bundle, local_backend,
+                                                                               tiny_bundle_dir, caplog):
+    """The robot's inference loop at 20 Hz; the server process is killed mid-run (SIGKILL), then started again on
+    the same port. The step after the kill runs onboard, late by less than one control period; every chunk equals
+    the onboard policy's throughout (the ring survives both switches); the robot returns to the server."""
+    from runtime.policy import Policy
+
+    caplog.set_level(logging.INFO, logger="runtime.remote_policy")
+    period = 0.05
+    port = free_port()
+    proc = start_server(tiny_bundle_dir, port)
+    remote, encoder = make_remote(bundle, local_backend, f"ws://127.0.0.1:{port}", timeout=0.2, retry_interval=0.2)
+    reference = Policy(bundle, local_backend, instruction="reach the bottle on the left")
+    log = []  # (time the step finished, source, inference seconds)
+    stream = frames(6, seed=1)
+    procs = [proc]
+    restarted = None
+    try:
+        k = 0
+        next_tick = time.monotonic()
+        while k < 400:
+            frame = stream[k % len(stream)]
+            t0 = time.monotonic()
+            step = remote.infer(frame)
+            log.append((time.monotonic(), remote.source, time.monotonic() - t0))
+            assert np.array_equal(step.chunk, reference.infer(frame).chunk), f"step {k}"
+            if k == 20:
+                proc.kill()
+                proc.wait()
+                killed_at = k
+            if k == 40:
+                restarted = threading.Thread(target=lambda: procs.append(start_server(tiny_bundle_dir, port)))
+                restarted.start()
+            if k > 40 and not restarted.is_alive() and remote.source == "remote":
+                break
+            k += 1
+            next_tick += period
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+        sources = [s for _, s, _ in log]
+        assert sources[: killed_at + 1] == ["remote"] * (killed_at + 1)
+        assert sources[killed_at + 1] == "onboard"
+        gap = log[killed_at + 1][2]  # the first step after the kill: round trip failed, then onboard
+        assert gap < period, f"handover took {gap * 1e3:.1f} ms, more than one control period"
+        assert sources[-1] == "remote" and remote.switches == 2
+        print(f"handover: {gap * 1e3:.1f} ms; back on the server after {len(log) - killed_at - 1} onboard steps")
+        assert any("lost" in r.message for r in caplog.records)
+        assert any("connected" in r.message for r in caplog.records)
+    finally:
+        encoder.close()
+        if restarted is not None:
+            restarted.join(60)
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_a_busy_server_counts_as_lost_after_the_timeout(bundle, local_backend, tiny_bundle_dir):
+    """A server whose workers are all busy answers late: the step runs onboard after `timeout`, not later."""
+    from serve.engine import Engine, EngineConfig
+    from serve.server import ServerConfig, ServerThread
+
+    engine = Engine(bundle, EngineConfig(workers=1))
+    release = threading.Event()
+    try:
+        with ServerThread(engine, ServerConfig(port=0)) as running:
+            remote, encoder = make_remote(bundle, local_backend, running.url, timeout=0.1, retry_interval=5)
+            remote.infer(frames(1)[0])
+            assert remote.source == "remote"
+            engine.executor.submit(release.wait, 10)  # the only worker is busy elsewhere
+            t0 = time.monotonic()
+            remote.infer(frames(1)[0])
+            took = time.monotonic() - t0
+            assert remote.source == "onboard" and 0.1 <= took < 0.1 + 0.4  # + one onboard inference on a busy CPU
+            release.set()
+            encoder.close()
+    finally:
+        release.set()
+        engine.close()
+
+
+def test_a_server_with_another_model_is_refused(bundle, local_backend, tiny_bundle_dir):
+    from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemoteUnavailable
+    from serve.engine import Engine, EngineConfig
+    from serve.server import ServerConfig, ServerThread
+
+    engine = Engine(bundle, EngineConfig())
+    try:
+        with ServerThread(engine, ServerConfig(port=0)) as running:
+            encoder = RemoteEncoder(RemoteConfig(running.url), expected_model="0" * 64).start()
+            assert not encoder.connected and "serve the same bundle" in encoder.refused
+            with pytest.raises(RemoteUnavailable):
+                encoder.feature(np.zeros((224, 224, 3), np.uint8), None)
+            encoder.close()
+    finally:
+        engine.close()
+
+
+def test_jpeg_frames_are_decoded_by_the_server(bundle, local_backend, tiny_bundle_dir):
+    from runtime.policy import Policy
+    from serve.engine import Engine, EngineConfig
+    from serve.server import ServerConfig, ServerThread
+
+    engine = Engine(bundle, EngineConfig())
+    try:
+        with ServerThread(engine, ServerConfig(port=0)) as running:
+            remote, encoder = make_remote(bundle, local_backend, running.url, jpeg_quality=95, timeout=2)
+            local = Policy(bundle, local_backend, instruction="reach the bottle on the left")
+            frame = frames(1)[0]
+            a, b = remote.infer(frame), local.infer(frame)
+            assert remote.source == "remote"
+            assert np.abs(a.chunk - b.chunk).max() < 0.05 * bundle.action_range  # lossy, close
+            encoder.close()
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("extra", [["--mode", "step", "--step-duration", "0.02"],
+                                   ["--async", "--action-period", "0.05", "--rate", "50"]])
+def test_the_drive_cli_drives_from_the_server_and_logs_which_policy_drove(bundle, tiny_bundle_dir, episode_file,
+                                                                          tmp_path, extra):
+    from runtime.steplog import read_log
+    from serve.engine import Engine, EngineConfig
+    from serve.server import ServerConfig, ServerThread
+
+    engine = Engine(bundle, EngineConfig())
+    try:
+        with ServerThread(engine, ServerConfig(port=0)) as running:
+            proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--policy", running.url,
+                                   "--fallback-bundle", str(tiny_bundle_dir), "--dry-run", "--camera",
+                                   str(episode_file), "--quiet", "--log", str(tmp_path / "drive.jsonl"),
+                                   "--policy-timeout", "2", *extra],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        engine.close()
+    assert proc.returncode == 0, proc.stderr
+    steps = [r for r in read_log(tmp_path / "drive.jsonl") if r.get("type") == "step"]
+    assert len(steps) >= 6 and {r["policy"] for r in steps} == {"remote"}
+    assert all("network" in r["timings_ms"] for r in steps)
+    assert "connected" in proc.stderr
