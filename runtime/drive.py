@@ -404,7 +404,7 @@ class DriveLoop:
 
     def _zero_disarmed(self, now: float, current: Published | None) -> None:
         self._send_zero(now, self.switch.state)
-        if current is not None and current.action is None:
+        if current is not None:  # step mode: a move not made is over, so the policy keeps seeing frames
             self._signal_done(current)
 
     def _arming(self) -> bool:
