@@ -180,6 +180,23 @@ static void arm(mvla_controller *c, uint16_t timeout_ms, uint32_t now) {
     c->tripped = 0;
 }
 
+/* A refused motion command stops the motors, whatever the reason (a bad length, another wheel count, NaN,
+ * beyond the limits): the host reads any NACK to a motion command as "the robot is at zero now". */
+static void refuse(mvla_controller *c, uint8_t seq, uint8_t code) {
+    zero(c, MVLA_EV_REFUSED);
+    reply(c, MVLA_NACK, seq, code);
+}
+
+static void info_payload(const mvla_controller *c, uint8_t p[16]) {
+    p[0] = MVLA_VERSION;
+    p[1] = c->cfg.wheels;
+    p[2] = (uint8_t)c->cfg.default_watchdog_ms;
+    p[3] = (uint8_t)(c->cfg.default_watchdog_ms >> 8);
+    put_f32(p + 4, c->cfg.max_linear);
+    put_f32(p + 8, c->cfg.max_angular);
+    put_f32(p + 12, c->cfg.max_wheel);
+}
+
 /* -- commands ---------------------------------------------------------------------------------- */
 
 static void handle(mvla_controller *c, uint8_t version, uint8_t seq, uint8_t type, const uint8_t *p, uint8_t n,
@@ -189,14 +206,13 @@ static void handle(mvla_controller *c, uint8_t version, uint8_t seq, uint8_t typ
     switch (type) {
     case MVLA_SET_VELOCITY: {
         float vx, vy, wz;
-        if (n != 14) { reply(c, MVLA_NACK, seq, MVLA_ERR_BAD_PAYLOAD); return; }
+        if (n != 14) { refuse(c, seq, MVLA_ERR_BAD_PAYLOAD); return; }
         vx = get_f32(p); vy = get_f32(p + 4); wz = get_f32(p + 8);
         /* NaN fails every comparison, so "!(x <= max)" refuses NaN and inf alike. A host that
            sends one is broken: stop rather than keep the previous command running. */
         if (!(absf(vx) <= c->cfg.max_linear) || !(absf(vy) <= c->cfg.max_linear) ||
             !(absf(wz) <= c->cfg.max_angular)) {
-            zero(c, MVLA_EV_REFUSED);
-            reply(c, MVLA_NACK, seq, MVLA_ERR_OUT_OF_RANGE);
+            refuse(c, seq, MVLA_ERR_OUT_OF_RANGE);
             return;
         }
         arm(c, get_u16(p + 12), now);
@@ -207,14 +223,13 @@ static void handle(mvla_controller *c, uint8_t version, uint8_t seq, uint8_t typ
         float wheel[MVLA_MAX_WHEELS], body[3];
         int i;
         if (n < 1 || p[0] != c->cfg.wheels || n != 1 + 4 * p[0] + 2) {
-            reply(c, MVLA_NACK, seq, MVLA_ERR_BAD_PAYLOAD);
+            refuse(c, seq, MVLA_ERR_BAD_PAYLOAD);
             return;
         }
         for (i = 0; i < c->cfg.wheels; i++) {
             wheel[i] = get_f32(p + 1 + 4 * i);
             if (!(absf(wheel[i]) <= c->cfg.max_wheel)) {
-                zero(c, MVLA_EV_REFUSED);
-                reply(c, MVLA_NACK, seq, MVLA_ERR_OUT_OF_RANGE);
+                refuse(c, seq, MVLA_ERR_OUT_OF_RANGE);
                 return;
             }
         }
@@ -239,6 +254,12 @@ static void handle(mvla_controller *c, uint8_t version, uint8_t seq, uint8_t typ
         s[13] = (uint8_t)up; s[14] = (uint8_t)(up >> 8); s[15] = (uint8_t)(up >> 16); s[16] = (uint8_t)(up >> 24);
         s[17] = (uint8_t)c->bad_crc; s[18] = (uint8_t)(c->bad_crc >> 8);
         send_frame(c, MVLA_STATUS, seq, s, sizeof s);
+        return;
+    }
+    case MVLA_QUERY_INFO: {
+        uint8_t s[16];
+        info_payload(c, s);
+        send_frame(c, MVLA_INFO, seq, s, sizeof s);
         return;
     }
     default:
@@ -309,12 +330,9 @@ void mvla_link_lost(mvla_controller *c) {
 }
 
 void mvla_announce(mvla_controller *c) {
-    uint8_t p[4];
-    p[0] = MVLA_VERSION;
-    p[1] = c->cfg.wheels;
-    p[2] = (uint8_t)c->cfg.default_watchdog_ms;
-    p[3] = (uint8_t)(c->cfg.default_watchdog_ms >> 8);
-    send_frame(c, MVLA_READY, 0, p, sizeof p);
+    uint8_t p[16];
+    info_payload(c, p);
+    send_frame(c, MVLA_READY, 0, p, 4);  /* READY carries the first four bytes of INFO */
 }
 
 void mvla_init(mvla_controller *c, const mvla_config *cfg, mvla_write_fn write, mvla_motor_fn motors, void *user,

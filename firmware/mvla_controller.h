@@ -38,10 +38,12 @@ enum mvla_type {
     MVLA_HEARTBEAT = 0x03,
     MVLA_QUERY_STATUS = 0x04,
     MVLA_SET_WHEELS = 0x05,
+    MVLA_QUERY_INFO = 0x06,
     MVLA_READY = 0x80,
     MVLA_ACK = 0x81,
     MVLA_NACK = 0x82,
-    MVLA_STATUS = 0x84
+    MVLA_STATUS = 0x84,
+    MVLA_INFO = 0x85
 };
 
 enum mvla_error {

@@ -48,6 +48,13 @@ class Behaviour:
     def reset(self) -> None:
         self.policy.reset()
 
+    def drop_plan(self) -> None:
+        """Forget what was planned ahead (a chunk's rest, the ensemble's chunks); the ring of features stays.
+        runtime.drive calls it when the next planned action would be older than --cmd-timeout."""
+        inner = getattr(self.policy, "drop_plan", None)
+        if inner is not None:
+            inner()
+
     def infer(self, frame):
         step = self.policy.infer(frame)
         t0 = time.perf_counter()
@@ -73,6 +80,10 @@ class OpenLoopChunk(Behaviour):
 
     def reset(self) -> None:
         super().reset()
+        self.drop_plan()
+
+    def drop_plan(self) -> None:
+        super().drop_plan()
         self._pending.clear()
         self._last = None
 
@@ -84,7 +95,9 @@ class OpenLoopChunk(Behaviour):
         else:  # the VLM still sees every frame (the ring stays consecutive); the head is skipped
             _, timings = self.policy.encode(frame)
             step = replace(self._last, timings=dict(timings, head=0.0, post=0.0))
-        return replace(step, action=self._pending.popleft())
+        # planned from the chunk's first frame: the drive ages the action from that frame's capture
+        age = len(self._last.chunk) - len(self._pending)
+        return replace(step, action=self._pending.popleft(), planned_steps_ago=age)
 
 
 class TemporalEnsemble(Behaviour):
@@ -96,6 +109,10 @@ class TemporalEnsemble(Behaviour):
 
     def reset(self) -> None:
         super().reset()
+        self.drop_plan()
+
+    def drop_plan(self) -> None:
+        super().drop_plan()
         self.chunks.clear()
         self.steps = 0
 

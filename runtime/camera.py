@@ -11,6 +11,18 @@
 
 Live sources run a background thread that keeps only the newest frame with
 its capture time (a control loop wants the present, not a queue of the past);
+on a V4L2 device (USB cameras) that time is the driver's own buffer
+timestamp, which OpenCV's V4L2 backend reports as CAP_PROP_POS_MSEC (the
+kernel's CLOCK_MONOTONIC at capture, the clock of time.monotonic()), so a
+frame that sat in the driver's queue looks as old as it is. Elsewhere
+CAP_PROP_POS_MSEC is a stream position, not a clock (GStreamer, files), and
+a V4L2 driver may stamp with another clock: a timestamp is used only when it
+is plausible (within 2 s before the read returned, never after it), and the
+read's return time otherwise (`LiveCamera.clock` says which: "driver" or
+"read"). The CSI camera (GStreamer, appsink drop=true max-buffers=1) is
+stamped at read: at most one frame period late. A USB camera that
+disappears (unplugged, a USB reset) reads as a stall and is reopened every
+`reopen_s` (1 s) until it is back (`reopens` counts).
 `read` returns a frame newer than the last one, raises `CameraStalled` when
 none arrives within the timeout and `FrameTooOld` when the newest is older
 than `max_age`. Replays (video file, image folder, HDF5 episode) hand out
@@ -21,6 +33,7 @@ their frames one per `read`, in order, stamped when read, and raise
 from __future__ import annotations
 
 import argparse
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +44,7 @@ import numpy as np
 from runtime.hardware import Camera, CameraError, CameraStalled, EndOfStream, Frame, FrameTooOld
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
 
 
@@ -46,7 +60,7 @@ class CameraSpec:
     fps: int = 30  # live cameras: requested frame rate
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "CameraSpec":
+    def from_args(cls, args: argparse.Namespace) -> CameraSpec:
         return cls(args.camera, args.width, args.height, args.fps)
 
     def open(self, max_age: float = 0.5) -> Camera:
@@ -72,29 +86,68 @@ def csi_pipeline(width: int = 1280, height: int = 720, fps: int = 30, sensor_id:
 
 
 class LiveCamera(Camera):
-    """OpenCV capture in a background thread that keeps only the newest frame."""
+    """OpenCV capture in a background thread that keeps only the newest frame, stamped at capture where the
+    driver says when; `reopen` (a callable returning a new capture) brings back an unplugged device."""
 
-    def __init__(self, capture, name: str, max_age: float = 0.5):
+    PLAUSIBLE_S = 2.0  # a driver timestamp older than this at read (or after the read) is not the monotonic clock
+
+    def __init__(self, capture, name: str, max_age: float = 0.5, reopen=None, reopen_s: float = 1.0):
         self.capture, self.name, self.max_age = capture, name, max_age
+        self.reopen, self.reopen_s = reopen, reopen_s
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._read_index = -1
         self._stop = threading.Event()
         self.failures = 0
+        self.reopens = 0
+        self.clock = ""  # "driver" (the V4L2 buffer timestamp) or "read" (when read() returned)
         self._thread = threading.Thread(target=self._grab, name=f"camera:{name}", daemon=True)
         self._thread.start()
 
+    def _stamp(self, returned: float) -> float:
+        """The capture time on time.monotonic()'s clock: the driver's timestamp where it is one, else `returned`."""
+        try:
+            ms = float(self.capture.get(cv2_pos_msec()))
+        except Exception:
+            ms = 0.0
+        driver = ms / 1000.0
+        if ms > 0 and returned - self.PLAUSIBLE_S <= driver <= returned:
+            self.clock = "driver"
+            return driver
+        self.clock = "read"
+        return returned
+
+    def _try_reopen(self) -> None:
+        try:
+            capture = self.reopen()
+        except Exception as e:  # still unplugged: a CameraError from live_capture, or OpenCV's own
+            log.debug("camera %s: reopen failed: %s", self.name, e)
+            return
+        try:
+            self.capture.release()
+        except Exception:
+            pass
+        self.capture = capture
+        self.reopens += 1
+        log.warning("camera %s: reopened (reopen %d)", self.name, self.reopens)
+
     def _grab(self) -> None:
         index = 0
+        last_good = last_try = time.monotonic()
         while not self._stop.is_set():
             ok, image = self.capture.read()
-            stamp = time.monotonic()
+            returned = time.monotonic()
             if not ok or image is None:
                 self.failures += 1
+                if self.reopen is not None and returned - last_good >= self.reopen_s \
+                        and returned - last_try >= self.reopen_s:
+                    last_try = returned
+                    self._try_reopen()
                 time.sleep(0.01)
                 continue
+            last_good = returned
             with self._cond:
-                self._latest = Frame(image, stamp, index)
+                self._latest = Frame(image, self._stamp(returned), index)
                 self._cond.notify_all()
             index += 1
 
@@ -110,7 +163,8 @@ class LiveCamera(Camera):
         self._read_index = frame.index
         age = time.monotonic() - frame.stamp
         if age > self.max_age:
-            raise FrameTooOld(f"camera {self.name}: newest frame is {age * 1e3:.0f} ms old (limit {self.max_age * 1e3:.0f} ms)")
+            raise FrameTooOld(f"camera {self.name}: newest frame is {age * 1e3:.0f} ms old "
+                              f"(limit {self.max_age * 1e3:.0f} ms)")
         return frame
 
     def disconnect(self) -> None:
@@ -119,6 +173,12 @@ class LiveCamera(Camera):
         self._stop.set()
         self._thread.join(timeout=1)
         self.capture.release()
+
+
+def cv2_pos_msec() -> int:
+    import cv2
+
+    return cv2.CAP_PROP_POS_MSEC
 
 
 class ReplaySource(Camera):
@@ -239,4 +299,6 @@ def open_camera(spec: str, width: int | None = None, height: int | None = None, 
     if spec.startswith("/dev/") and not path.exists():
         raise CameraError(f"camera {spec} not found: is it plugged in? (v4l2-ctl --list-devices; ls /dev/video*)")
     cap, name = live_capture(spec, width, height, fps)
-    return LiveCamera(cap, name, max_age)
+    # a device (USB) can be unplugged and come back; a GStreamer pipeline (CSI) is not reopened here
+    reopen = None if "!" in name or name == "csi" else (lambda: live_capture(spec, width, height, fps)[0])
+    return LiveCamera(cap, name, max_age, reopen=reopen)

@@ -20,6 +20,30 @@ starts only from a frame younger than `--cmd-timeout` and then runs its
 never leave the motors running, and the controller's own watchdog covers a
 hung host.
 
+No plan outlives a fault: every camera stall, non-finite action, command
+timeout (inference stalled), motor link loss or reconnect, disarm and new
+instruction resets the behaviours and the ring of features (a new
+episode) before the next frame, and an action carries the capture time of
+the frame it was planned from (an open-loop chunk's tail is as old as the
+chunk's frame), so the watchdog judges the plan, not the newest frame. A
+plan that would be older than `--cmd-timeout` is dropped and made again.
+
+What the robot is doing and why is on the status line from the first tick
+(`driving`, `zero: camera stale`, `link down`, `disarmed`, ...) with the
+link's counters (missed acks, refusals, reconnects, failed publishes), and
+every change of state is a logged event. A motor link down for longer than
+`--give-up-after` (5 s) ends the run with a message instead of resuming by
+itself when the cable comes back, unless `--auto-resume`.
+
+`--start-disarmed` (the systemd unit's default) sends zeros until armed (a
+key, a gamepad button, a GPIO line, the ROS 2 service ~/arm:
+runtime/arming.py); an e-stop latches zero until re-armed. Signal handlers
+are installed before anything is opened, so a SIGTERM during start-up
+still releases what was opened. `--base diff` maps a lateral intent for a
+differential base (runtime/safety.py). ROS 2 arguments pass through after
+`--ros-args`; with any ROS part the drive also serves /diagnostics, its arm
+and e-stop services and an instruction topic (runtime/ros2_drive.py).
+
 Modes: `continuous` sends the newest action at the control rate; `step`
 moves for `--step-duration` (0.4 s) per action, then stops and takes the
 next frame, which is how the demonstrations were recorded.
@@ -41,15 +65,17 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from runtime.arming import ArmSpec, ArmSwitch, add_arm_arguments
 from runtime.async_chunks import AsyncConfig, add_async_arguments, async_config_from_args
 from runtime.camera import CameraSpec, CameraStalled, EndOfStream, FrameTooOld, add_camera_arguments
 from runtime.cli import exits_on
-from runtime.hardware import SentCommand
+from runtime.hardware import DeviceError, SentCommand
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.motor_select import MotorSpec, add_motor_arguments
 from runtime.policy_setup import PolicySpec, add_policy_arguments
@@ -62,6 +88,14 @@ from runtime.takeover import TakeoverSpec, add_takeover_arguments
 
 log = logging.getLogger(__name__)
 MODES = ("continuous", "step")
+ZERO_EVENTS_KEPT = 1000  # the newest zero events kept in memory (all of them go to the step log)
+DIAGNOSTICS_S = 1.0  # s between two /diagnostics reports
+LINK_COUNTERS = {"missed_acks": "missed acks", "refused": "refused", "reconnects": "reconnects",
+                 "failed_publishes": "failed publishes"}  # a motor side's counters shown, where it has them
+
+
+class MotorLinkLost(DeviceError):
+    """The motor link stayed down past --give-up-after: the run ends instead of resuming by itself."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +107,15 @@ class DriveConfig:
     camera_timeout: float = 0.5  # s: a camera read that waits longer, or a frame older, counts as a stall
     max_steps: int | None = None  # stop after this many inference steps
     status: bool = True  # one live status line on stderr
+    give_up_after: float = 5.0  # s a motor link may stay down before the run ends (MotorLinkLost)
+    auto_resume: bool = False  # never give up on the link: resume whenever it comes back
+    quiet_when_disarmed: bool = False  # a ROS 2 motor side publishes nothing while disarmed (twist_mux hand-over)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DriveConfig:
         return cls(args.mode, args.rate, args.step_duration, args.cmd_timeout, args.camera_timeout,
-                   args.max_steps, status=not args.quiet)
+                   args.max_steps, status=not args.quiet, give_up_after=args.give_up_after,
+                   auto_resume=args.auto_resume, quiet_when_disarmed=args.quiet_when_disarmed)
 
 
 def add_loop_arguments(ap: argparse.ArgumentParser) -> None:
@@ -95,6 +133,14 @@ def add_loop_arguments(ap: argparse.ArgumentParser) -> None:
                     help="a camera read that waits longer, or a frame older, is a stall (s)")
     ap.add_argument("--max-steps", type=int)
     ap.add_argument("--quiet", action="store_true", help="no live status line")
+    ap.add_argument("--give-up-after", type=float, default=d.give_up_after,
+                    help="end the run when the motor link stays down this long (s), rather than moving again by "
+                         "itself when a cable is re-plugged")
+    ap.add_argument("--auto-resume", action="store_true",
+                    help="never give up on the motor link: resume whenever it comes back")
+    ap.add_argument("--quiet-when-disarmed", action="store_true",
+                    help="--motor ros2: publish nothing while disarmed, so that twist_mux hands the base to a "
+                         "lower-priority input (docs/motors.md)")
 
 
 @dataclass(frozen=True)
@@ -103,17 +149,18 @@ class DriveSpec:
     motor: MotorSpec = MotorSpec()  # which motor side (ignored when drive() is handed a motor)
     camera: CameraSpec = CameraSpec()  # which camera (ignored when drive() is handed a camera)
     loop: DriveConfig = DriveConfig()  # mode, rates and timeouts
-    safety: SafetyConfig = SafetyConfig()  # speed and acceleration limits, dead zone
+    safety: SafetyConfig = SafetyConfig()  # speed and acceleration limits, dead zone, base
     log: Path | None = None  # JSON-lines log of every step; None: no log
     takeover: TakeoverSpec | None = None  # --teleop/--record: a person may take over, the run recorded
     remote: RemoteConfig | None = None  # vision + language on a policy server (--policy ws://...); None: onboard
     chunks: AsyncConfig | None = None  # --async: play chunks while the next is inferred; None: one action a frame
+    arm: ArmSpec = ArmSpec()  # disarmed start and the arm / e-stop sources
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DriveSpec:
         return cls(PolicySpec.from_args(args), MotorSpec.from_args(args), CameraSpec.from_args(args),
                    DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log, TakeoverSpec.from_args(args),
-                   remote_config_from_args(args), async_config_from_args(args))
+                   remote_config_from_args(args), async_config_from_args(args), ArmSpec.from_args(args))
 
 
 @dataclass
@@ -140,12 +187,16 @@ class StepProgress:
 
 class DriveLoop:
     def __init__(self, policy, camera, motor, gate: SafetyGate, config: DriveConfig = DriveConfig(),
-                 log: StepLog | None = None, printer=None, takeover=None, chunks=None):
+                 log: StepLog | None = None, printer=None, takeover=None, chunks=None,
+                 switch: ArmSwitch | None = None, ros=None, retarget=None):
         self.policy, self.camera, self.motor, self.gate, self.config = policy, camera, motor, gate, config
         self.takeover = takeover  # runtime.takeover.Takeover: a person may replace the policy's action
         self.chunks = chunks  # runtime.async_chunks.AsyncChunks in --async (continuous mode); None: one action a frame
         self.log = log or StepLog(None)
         self.printer = printer or log_info
+        self.switch = switch or ArmSwitch(armed=True)  # runtime.arming: zeros while not armed
+        self.ros = ros  # runtime.ros2_drive.Ros2DriveInterface or None: /diagnostics
+        self.retarget = retarget  # callable(instruction) -> a new policy on the same backend, or None
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self.handshake = StepHandshake(self._lock)
@@ -156,10 +207,39 @@ class DriveLoop:
         self.ended_by = ""
         self.stop_requested = ""  # set by signal handlers: a plain attribute, never a lock (see request_stop)
         self.watchdog = CommandWatchdog(config.cmd_timeout)
-        self.zero_events: list[tuple[float, str]] = []
+        self.zero_events: deque[tuple[float, str]] = deque(maxlen=ZERO_EVENTS_KEPT)  # the newest only
+        self.zero_count = 0  # every zero event, also those no longer in zero_events
         self._progress = StepProgress()
         self.last_logged_step = -1  # the newest step whose command went out (read by the drain at the end)
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)  # what the motor side really did last
+        self.state = "starting"  # what the robot is doing, as the status line and /diagnostics show it
+        self.resets = 0  # behaviours and ring reset after a fault
+        self._reset_reason = ""  # control thread -> inference thread: reset before the next frame
+        self._instruction: str | None = None  # a new instruction for the inference thread to apply
+        self._stamps: deque[float] = deque(maxlen=256)  # capture times of the newest frames: a plan's age
+        self._link_down_since: float | None = None
+        self._reconnects = self._counter("reconnects")
+        self._was_armed = self.switch.armed
+        self._last_diagnostics = -float("inf")
+        self._camera_age = float("nan")
+
+    # -- shared --------------------------------------------------------------------
+    def request_reset(self, reason: str) -> None:
+        """Before the next frame the inference thread resets the behaviours and the ring (a new episode)."""
+        if not self._reset_reason:
+            self._reset_reason = reason
+
+    def set_instruction(self, text: str) -> None:
+        """A new instruction (the ROS topic ~/instruction): applied between two frames, as a new episode."""
+        self._instruction = text
+
+    def _counter(self, name: str) -> int:
+        value = getattr(self.motor, name, 0)
+        return value if isinstance(value, int) else 0
+
+    def counters(self) -> dict:
+        found = {label: self._counter(attr) for attr, label in LINK_COUNTERS.items() if hasattr(self.motor, attr)}
+        return dict(found, zeros=self.zero_count, resets=self.resets)
 
     # -- inference thread ----------------------------------------------------------
     def _publish(self, action, record: dict, reason: str = "", captured: float = -float("inf")) -> None:
@@ -169,6 +249,23 @@ class DriveLoop:
 
     def _signal_done(self, current: Published) -> None:
         self.handshake.done(current.seq)
+
+    def _start_over(self) -> None:
+        """Apply a reset or a new instruction asked for since the last frame (inference thread only)."""
+        text, self._instruction = self._instruction, None
+        if text is not None and self.retarget is not None:
+            try:
+                self.policy = self.retarget(text)
+                log.warning("instruction now %r", text)
+                self.request_reset("new instruction")
+            except Exception as e:  # a prompt too long, ...: keep driving the old one, say why
+                log.error("instruction %r refused: %s", text, e)
+        reason, self._reset_reason = self._reset_reason, ""
+        if reason:
+            self.policy.reset()
+            self._stamps.clear()
+            self.resets += 1
+            log.info("behaviours and ring reset (%s)", reason)
 
     def _inference(self) -> None:
         try:
@@ -181,6 +278,7 @@ class DriveLoop:
                     return
                 if self.chunks is not None and not self.chunks.wait_needed(self.stop_event, time.monotonic):
                     return
+                self._start_over()
                 try:
                     frame = self.camera.read(timeout=self.config.camera_timeout)
                 except EndOfStream:
@@ -188,23 +286,38 @@ class DriveLoop:
                     self._drain()
                     return
                 except (CameraStalled, FrameTooOld) as e:  # stop now, keep trying; other camera errors end the run
+                    self.request_reset("camera stall")
                     self._publish(None, {}, f"camera: {e}")
                     continue
                 if self.takeover is not None:
                     self.takeover.captured(frame)  # recorded with the command in force, tagged by who drove
                 t0 = time.monotonic()
+                self._camera_age = t0 - frame.stamp
                 # Continuous: the Frame, with its capture time, so the ring keeps the spacing the model was
                 # trained at (runtime/policy.py); step mode: one frame per move is one recorded frame.
                 out = self.policy.infer(frame if self.config.mode == "continuous" else frame.image)
                 t1 = time.monotonic()
-                record = {"type": "step", "step": self.steps, "t_capture": frame.stamp, "t_infer_start": t0,
-                          "t_action": t1, "timings_ms": {k: round(v * 1e3, 3) for k, v in out.timings.items()},
+                self._stamps.append(frame.stamp)
+                back = int(getattr(out, "planned_steps_ago", 0))
+                planned = self._stamps[-1 - back] if back < len(self._stamps) else -float("inf")
+                record = {"type": "step", "step": self.steps, "t_capture": frame.stamp, "t_planned": planned,
+                          "t_infer_start": t0, "t_action": t1,
+                          "timings_ms": {k: round(v * 1e3, 3) for k, v in out.timings.items()},
                           "action": [float(v) for v in out.action], "policy": getattr(self.policy, "source", "")
                           or "onboard"}
                 if self.chunks is not None:
                     record.update(self.chunks.inferred(out, frame.stamp, time.monotonic()))
-                self._publish(out.action if out.finite else None, record, "" if out.finite else "non-finite action",
-                              captured=frame.stamp)
+                if not out.finite:
+                    self.request_reset("non-finite action")
+                    self._publish(None, record, "non-finite action", captured=planned)
+                elif self.chunks is None and t1 - planned > self.config.cmd_timeout:
+                    # an open-loop chunk's tail planned before --cmd-timeout: never sent; plan again
+                    drop_plan = getattr(self.policy, "drop_plan", None)
+                    if drop_plan is not None:
+                        drop_plan()
+                    self._publish(None, record, "plan too old", captured=planned)
+                else:
+                    self._publish(out.action, record, captured=planned)
                 self.steps += 1
                 self.status.inferred(time.monotonic(), record["timings_ms"], getattr(self.policy, "source", ""))
         except BaseException as e:  # any exception: the control thread zeroes and stops
@@ -227,7 +340,7 @@ class DriveLoop:
             time.sleep(0.005)
 
     # -- control thread ------------------------------------------------------------
-    def _send(self, command, person: bool = False) -> SentCommand:
+    def _send(self, command, now: float, person: bool = False) -> SentCommand:
         vx, vy, wz = (float(v) for v in command)
         result = self.motor.send_velocity(vx, vy, wz)
         if not isinstance(result, SentCommand):  # the log must say what reached the robot, not guess
@@ -236,6 +349,7 @@ class DriveLoop:
         self.last_command = result
         if self.takeover is not None:
             self.takeover.sent(time.monotonic(), result, person)
+        self._watch_link(result, now)
         return result
 
     def _person_drives(self, now: float) -> bool:
@@ -244,19 +358,74 @@ class DriveLoop:
         velocity = self.takeover.command(now)
         if velocity is None:
             return False
-        self._send(self.gate.filter(velocity, now), person=True)
+        self._send(self.gate.filter(velocity, now), now, person=True)
+        self._set_state("person driving")
         return True
+
+    def _watch_link(self, result: SentCommand, now: float) -> None:
+        """A link that is down resets the plan; one down past --give-up-after ends the run."""
+        reconnects = self._counter("reconnects")
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            self.request_reset("motor link reconnected")
+        if not result.sent:
+            if self._link_down_since is None:
+                self._link_down_since = now
+                self.request_reset("motor link down")
+                log.warning("motor link %s down: nothing reaches the robot (%s)", self.motor.name,
+                            self._counters_text())
+            down = now - self._link_down_since
+            if not self.config.auto_resume and down > self.config.give_up_after:
+                raise MotorLinkLost(f"motor link {self.motor.name} down for {down:.1f} s (--give-up-after "
+                                    f"{self.config.give_up_after:g}): check the cable and the controller's power, "
+                                    f"then start again (--auto-resume keeps trying instead)")
+        elif self._link_down_since is not None:
+            log.warning("motor link %s back after %.1f s", self.motor.name, now - self._link_down_since)
+            self._link_down_since = None
+
+    def _counters_text(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in self.counters().items())
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            level = logging.INFO if state == "driving" else logging.WARNING
+            log.log(level, "state: %s (%s)", state, self._counters_text())
+            self.state = state
 
     def _send_zero(self, now: float, reason: str) -> None:
         was_moving = any(self.last_command.velocity)
-        result = self._send(self.gate.zero(now))  # explicit zeros keep the controller's watchdog fed
+        result = self._send(self.gate.zero(now), now)  # explicit zeros keep the controller's watchdog fed
+        self._set_state(zero_state(reason, result))
         if was_moving or not self.zero_events or self.zero_events[-1][1] != reason:
             self.zero_events.append((now, reason))
+            self.zero_count += 1
             self.log.write({"type": "zero", "reason": reason, "t": now, "sent": result.sent,
                             "acknowledged": result.acknowledged})
 
+    def _zero_disarmed(self, now: float, current: Published | None) -> None:
+        self._send_zero(now, self.switch.state)
+        if current is not None:  # step mode: a move not made is over, so the policy keeps seeing frames
+            self._signal_done(current)
+
+    def _arming(self) -> bool:
+        """The switch's state this tick; a change of it resets the plan and, if asked, quiets a ROS motor."""
+        armed = self.switch.armed
+        if armed != self._was_armed:
+            self._was_armed = armed
+            self.request_reset("armed" if armed else self.switch.state)
+            if self.config.quiet_when_disarmed and hasattr(self.motor, "set_quiet"):
+                self.motor.set_quiet(not armed)
+        return armed
+
     def _tick(self, now: float, current: Published | None) -> None:
+        armed = self._arming()
+        if not armed and self.switch.state.startswith("e-stop"):  # an e-stop holds everyone, a person too
+            self._zero_disarmed(now, current)
+            return
         if self.takeover is not None and self._person_drives(now):
+            return
+        if not armed:
+            self._zero_disarmed(now, current)
             return
         if self.chunks is not None and current is not None and current.action is not None:
             self._tick_chunk(now, current)
@@ -271,8 +440,8 @@ class DriveLoop:
         progress = self._progress = self._progress.follow(current.step)
         first_send = not progress.logged
         if first_send:
-            # Age counts from the frame's capture, not from when the action was published: an action
-            # computed from an old frame describes a world that has moved on.
+            # Age counts from the capture of the frame the action was planned from, not from when it was
+            # published: an action computed from an old frame describes a world that has moved on.
             self.watchdog.feed(current.captured)
         if progress.started is None:
             progress.started = now  # a step's clock starts at its first send
@@ -282,6 +451,7 @@ class DriveLoop:
             self._signal_done(current)  # the inference thread may take the next frame
             return
         if not self.watchdog.fresh(now):
+            self.request_reset("command timeout")
             self._send_zero(now, "command timeout")
             return
         if first_send and self.config.mode == "step":
@@ -289,13 +459,30 @@ class DriveLoop:
             # demonstrations' 0.4 s key presses) instead of being cut at capture + --cmd-timeout; a stale
             # frame still never starts one, and the move stays bounded by its own clock and the timeout.
             self.watchdog.feed(now)
-        result = self._send(self.gate.filter(current.action, now))
+        refused, lateral = self._counter("refused"), self.gate.refused_lateral
+        result = self._send(self.gate.filter(current.action, now), now)
+        self._set_state(command_state(result, self._counter("refused") != refused,
+                                      self.gate.refused_lateral != lateral))
         if first_send:
             progress.logged = True
             self.last_logged_step = current.step
             self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
                                 sent=result.sent, acknowledged=result.acknowledged))
-            self.status.show(result.velocity, self.steps)
+
+    def _report(self, now: float) -> None:
+        """The status line (every tick: it redraws when something changed) and /diagnostics (every second)."""
+        counters = self.counters()
+        self.status.update(now, self.state, self.last_command.velocity, self.steps, counters)
+        if self.ros is not None and now - self._last_diagnostics >= DIAGNOSTICS_S:
+            self._last_diagnostics = now
+            level = ("error" if self.state.startswith(("e-stop", "link down")) else
+                     "ok" if self.state == "driving" else "warn")
+            self.ros.publish_diagnostics(level, self.state, {
+                "loop rate (Hz)": round(self.status.rate.hz, 2),
+                "inference (ms)": round(sum(self.status.stage_ms.values()), 1),
+                "camera age (ms)": round(self._camera_age * 1e3, 1),
+                "link": "down" if self._link_down_since is not None else "up",
+                "armed": self.switch.armed, "arm state": self.switch.state, "steps": self.steps, **counters})
 
     def _tick_chunk(self, now: float, current: Published) -> None:
         """--async: play what the chunks plan for now; zero when no chunk covers the present (the watchdog here)."""
@@ -314,20 +501,26 @@ class DriveLoop:
         """Drive until max steps, end of stream, a signal or an error. Motors end at zero. Returns an exit code."""
         worker = threading.Thread(target=self._inference, name="inference", daemon=True)
         period = 1.0 / self.config.rate
+        if self.config.quiet_when_disarmed and not self.switch.armed and hasattr(self.motor, "set_quiet"):
+            self.motor.set_quiet(True)  # a disarmed start leaves the base to the other inputs from the first tick
         worker.start()
         try:
-            next_tick = time.monotonic()
+            next_tick = time.monotonic() + period  # the first tick is now
             while not self.stop_event.is_set() and not self.stop_requested:
                 now = time.monotonic()
                 with self._lock:
                     current = self._published
                 self._tick(now, current)
-                next_tick += period
-                delay = next_tick - time.monotonic()
+                self._report(now)
+                if now >= next_tick - 1e-3:  # a regular tick (not a deadline wake-up): schedule the next one
+                    next_tick = max(next_tick + period, now)
+                # also wake at the command's own deadline: the zero goes out when the action turns stale,
+                # not up to a control period later
+                expiry = self.watchdog.stamp + self.config.cmd_timeout + 1e-3
+                wake = min(next_tick, expiry) if now < expiry else next_tick
+                delay = wake - time.monotonic()
                 if delay > 0:
                     self.stop_event.wait(delay)
-                else:
-                    next_tick = time.monotonic()
         except BaseException as e:
             self.error = self.error or e
         finally:
@@ -363,7 +556,33 @@ class DriveLoop:
                 time.sleep(0.02)
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=confirmed)
         self.zero_events.append((now, "shutdown"))
+        self.zero_count += 1
         self.log.write({"type": "zero", "reason": "shutdown", "t": now, "confirmed": confirmed})
+
+
+def zero_state(reason: str, result: SentCommand) -> str:
+    """The status line's state for a zero sent for `reason`."""
+    if not result.sent:
+        return "link down"
+    if reason.startswith(("disarmed", "e-stop")):
+        return reason
+    if reason.startswith("camera"):
+        return "zero: camera stale"
+    return {"command timeout": "zero: inference stalled", "no action yet": "waiting for a frame",
+            "step done": "driving"}.get(reason, f"zero: {reason}")
+
+
+def command_state(result: SentCommand, refused: bool, lateral_refused: bool) -> str:
+    """The status line's state after a command went out (or did not)."""
+    if not result.sent:
+        return "link down"
+    if refused:
+        return "zero: refused by controller"
+    if result.acknowledged is False:
+        return "no acknowledgement"
+    if lateral_refused:
+        return "zero: lateral refused"
+    return "driving"
 
 
 def log_info(message: str) -> None:
@@ -377,7 +596,27 @@ def log_info(message: str) -> None:
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
-def install_signal_handlers(loop: DriveLoop) -> None:
+class StopRequest:
+    """What a signal asked, before and after the loop exists: drive() installs the handlers on one of these
+    before it opens anything (a ROS motor side takes up to 9 s, a camera up to 5 s), then attaches the loop."""
+
+    def __init__(self):
+        self.reason = ""
+        self.loop: DriveLoop | None = None
+
+    def request_stop(self, reason: str) -> None:  # a signal handler: plain attributes only
+        self.reason = reason
+        if self.loop is not None:
+            self.loop.request_stop(reason)
+
+    def attach(self, loop: DriveLoop) -> None:
+        self.loop = loop
+        if self.reason:
+            loop.request_stop(self.reason)
+
+
+def install_signal_handlers(loop) -> None:
+    """SIGINT, SIGTERM, SIGHUP and SIGQUIT call `loop.request_stop(NAME)` (a DriveLoop or a StopRequest)."""
     def handler(signum, frame):
         loop.request_stop(signal.Signals(signum).name)
 
@@ -398,7 +637,9 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     add_takeover_arguments(ap)
     add_remote_arguments(ap)
     add_async_arguments(ap)
-    ap.add_argument("--log", type=Path, help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
+    add_arm_arguments(ap)
+    ap.add_argument("--log", type=Path,
+                    help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
     add_log_level_argument(ap)
     return ap
 
@@ -422,8 +663,12 @@ def main(argv=None) -> int:
         print("error: --sim moved to its own entry: python -m sim.drive --bundle B --seed S ... "
               "(same options, --sim-seed is --seed, --sim-layout is --layout)", file=sys.stderr)
         return 2
+    from runtime.ros2 import set_ros_args, split_ros_args
+
+    argv, ros_args = split_ros_args(argv)  # `--ros-args ...` as ROS tools take it (ros2 run, launch files)
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
+    set_ros_args(ros_args)
     from runtime.bundle import BundleError
 
     try:
@@ -434,21 +679,36 @@ def main(argv=None) -> int:
     return drive(spec)
 
 
+def uses_ros(spec: DriveSpec, camera, motor) -> bool:
+    """Whether this run has a ROS 2 part, and so serves /diagnostics, ~/arm, ~/estop and ~/instruction."""
+    return (type(motor).__module__ == "runtime.ros2" or type(camera).__module__ == "runtime.ros2"
+            or spec.motor.motor == "ros2" or spec.camera.source.startswith("ros2:"))
+
+
 def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     """Drive as `spec` says. A caller (the simulator) may hand in its own `camera` (a runtime.hardware.Camera)
     and `motor` (a MotorController, connected here if it is not yet); otherwise they come from spec.camera and
-    spec.motor. Both are disconnected when the drive ends, and the backend is released."""
+    spec.motor. Both are disconnected when the drive ends, and the backend is released. The signal handlers
+    come first: a SIGTERM while the bundle, the motor or the camera opens still releases what was opened."""
     from contextlib import ExitStack
 
+    from runtime.arming import open_arm_sources
     from runtime.async_chunks import open_chunks
     from runtime.backends.base import BackendError
     from runtime.bundle import BundleError
-    from runtime.hardware import DeviceError
     from runtime.motor_select import open_motor
     from runtime.policy import bundle_frame_spacing, check_frame_spacing
-    from runtime.policy_setup import open_policy
+    from runtime.policy_setup import open_policy, retarget_policy
     from runtime.prompt import PromptTooLongError
     from runtime.remote_policy import open_remote_policy
+
+    stop = StopRequest()
+    install_signal_handlers(stop)
+
+    def stopped() -> bool:
+        if stop.reason:
+            log.warning("%s before driving: stopped; motors at zero", stop.reason)
+        return bool(stop.reason)
 
     with ExitStack() as stack:
         try:
@@ -456,20 +716,38 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                                          else open_policy(spec.policy))
             check_frame_spacing(bundle_frame_spacing(policy.bundle), spec.loop.mode, spec.loop.step_duration)
             chunks = open_chunks(spec.chunks, policy, spec.policy.discrete, spec.loop.mode)
+            if stopped():
+                return 0
             if motor is None:
-                motor = open_motor(spec.motor, watchdog_s=spec.loop.cmd_timeout,
+                motor = open_motor(spec.motor, watchdog_s=spec.loop.cmd_timeout, max_speed=spec.safety.max_speed,
                                    printer=(lambda s: print(s, flush=True)))
             elif not motor.is_connected:
                 motor.connect()
             stack.callback(motor.disconnect)  # zero and release what was opened (a ROS node, a port)
+            if stopped():
+                return 0
             if camera is None:
                 camera = spec.camera.open(max_age=spec.loop.camera_timeout)
             stack.callback(camera.disconnect)
+            if stopped():
+                return 0
+            switch = ArmSwitch(armed=not spec.arm.start_disarmed)
+            for source in open_arm_sources(spec.arm, switch):
+                stack.callback(source.close)
+            face = None
+            if uses_ros(spec, camera, motor):
+                from runtime.ros2_drive import Ros2DriveInterface
+
+                face = Ros2DriveInterface(switch, on_instruction=lambda text: stop.loop and
+                                          stop.loop.set_instruction(text)).open()
+                stack.callback(face.close)
         except (BundleError, BackendError, DeviceError, PromptTooLongError, ValueError) as e:
             log.error("%s", e)
             return 1
-        log.info("driving with %s, instruction %r, mode %s, motor %s; Ctrl-C stops (motors go to zero)",
-                 policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name)
+        log.info("driving with %s, instruction %r, mode %s, motor %s, %s; Ctrl-C stops (motors go to zero)",
+                 policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name, switch.state)
+        if not switch.armed:
+            log.warning("disarmed: zeros until armed (%s)", arm_hint(spec.arm, face))
         takeover = None
         if spec.takeover is not None:
             from runtime.takeover import open_takeover
@@ -482,9 +760,24 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             stack.callback(takeover.close)  # after the loop: the run's episode saved, the device released
         steplog = stack.enter_context(StepLog(spec.log))
         loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, takeover=takeover,
-                         chunks=chunks)
-        install_signal_handlers(loop)
+                         chunks=chunks, switch=switch, ros=face,
+                         retarget=lambda text: retarget_policy(policy, spec.policy, text))
+        stop.attach(loop)
         return loop.run()
+
+
+def arm_hint(spec: ArmSpec, face) -> str:
+    ways = []
+    if sys.stdin is not None and sys.stdin.isatty():
+        ways.append(f"key {spec.arm_key!r}")
+    if spec.gamepad and spec.arm_button is not None:
+        ways.append(f"gamepad button {spec.arm_button}")
+    if spec.arm_gpio:
+        ways.append(f"GPIO {spec.arm_gpio}")
+    if face is not None:
+        ways.append(f"ros2 service call {face.node_name}/arm std_srvs/srv/Trigger")
+    return "arm with " + " or ".join(ways) if ways else "no way to arm is configured: give --gamepad and " \
+        "--arm-button, --arm-gpio, or a ROS 2 part (the ~/arm service)"
 
 
 if __name__ == "__main__":

@@ -24,27 +24,48 @@ controller costs one system call per command, not a poll every 0.5 ms.
 
 `wheels=BASE` sends wheel speeds (SET_WHEELS) computed by runtime.kinematics
 instead of a body velocity, for controllers that take wheel speeds.
+
+At connect the driver asks the controller what it is (QUERY_INFO: protocol
+version, wheel count, limits) and refuses, naming both values, a controller
+that cannot do what this run will send: another protocol version, another
+wheel count than `wheels`, limits below `max_speed` (every command beyond
+them would be refused, and each refusal stops the robot). A READY seen later
+(the board rebooted, or another board answers on the port) is checked the
+same way; a mismatch then marks the link unusable (`config_error`): nothing
+more is sent, every command reports not sent. A controller older than
+QUERY_INFO (NACK 2) is accepted with a warning.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import select
 import time
 
 from runtime.hardware import DeviceError, DeviceNotConnectedError, LinklessMotorController, MotorController, SentCommand
 from runtime.protocol import (
+    VERSION,
     Command,
+    ErrorCode,
     FrameParser,
     encode_frame,
+    parse_info,
+    parse_ready,
     parse_status,
     velocity_payload,
     wheels_payload,
 )
 
+log = logging.getLogger(__name__)
+
 
 class MotorError(DeviceError):
     """A port that cannot be used; the message says what to do."""
+
+
+class ControllerMismatch(MotorError):
+    """The controller reports a configuration this run cannot drive (wheel count, limits, protocol version)."""
 
 
 class NotConnectedError(MotorError, DeviceNotConnectedError):
@@ -86,7 +107,7 @@ class SerialMotorController(MotorController):
     name = "serial"
 
     def __init__(self, port: str, baudrate: int = 115200, watchdog_ms: int = 500, ack_timeout_s: float = 0.05,
-                 reconnect_s: float = 0.2, wheels=None, ready_timeout_s: float = 2.5):
+                 reconnect_s: float = 0.2, wheels=None, ready_timeout_s: float = 2.5, max_speed=None):
         self.port = str(port)
         self.baudrate = baudrate
         self.watchdog_ms = int(watchdog_ms)
@@ -94,6 +115,9 @@ class SerialMotorController(MotorController):
         self.reconnect_s = reconnect_s
         self.ready_timeout_s = ready_timeout_s  # an Arduino bootloader takes 0.5-2 s before the sketch runs
         self.wheels = wheels  # kinematics.Base or None
+        self.max_speed = max_speed  # (vx, vy, wz) the host may send (--max-speed), checked against the limits
+        self.info: dict | None = None  # what the controller reported (QUERY_INFO at connect, READY after)
+        self.config_error = ""  # set when a controller that answered later does not match: nothing is sent
         self.serial = None
         self.parser = FrameParser()
         self.seq = 0
@@ -121,13 +145,75 @@ class SerialMotorController(MotorController):
         self.parser = FrameParser()
         self.ready = False
 
-    def connect(self) -> "SerialMotorController":
+    def connect(self) -> SerialMotorController:
         """Open the port and wait (at most ready_timeout_s) until the controller answers."""
         if self.is_connected:
             return self
         self._open()
         self.wait_ready(self.ready_timeout_s)
+        if self.ready:
+            try:
+                self._check_info(self.query_info())
+            except ControllerMismatch:
+                self._close()
+                raise
         return self
+
+    def query_info(self) -> dict | None:
+        """QUERY_INFO -> {"version", "wheels", "default_watchdog_ms", "limits"}; None from a controller that
+        does not know the command (NACK 2) or does not answer."""
+        reply = self._transact(Command.QUERY_INFO, want=Command.INFO, timeout_s=max(self.ack_timeout_s, 0.2))
+        if reply is None or reply.type != Command.INFO:
+            if reply is not None and reply.type == Command.NACK and reply.payload[1:2] == bytes(
+                    [ErrorCode.UNKNOWN_COMMAND]):
+                self.refused -= 1  # asked, not refused: an older controller
+            log.warning("%s: the controller does not report its configuration (QUERY_INFO %s): its wheel "
+                        "count and limits are not checked", self.port,
+                        "unknown to it" if reply is not None else "unanswered")
+            return None
+        try:
+            return parse_info(reply.payload)
+        except ValueError as e:
+            raise ControllerMismatch(f"{self.port}: the controller's INFO reply is malformed ({e}): "
+                                     f"is it speaking protocol version {VERSION}?") from None
+
+    def mismatches(self, info: dict) -> list[str]:
+        """What in `info` (QUERY_INFO or READY) this run cannot drive, one sentence each naming both values."""
+        found = []
+        if info["version"] != VERSION:
+            found.append(f"the controller speaks protocol version {info['version']}, this host {VERSION}: "
+                         f"update the firmware or the runtime so both match")
+        wheels = info["wheels"]
+        if self.wheels is not None and wheels != len(self.wheels.matrix):
+            board = "takes body velocity only (0 wheels)" if wheels == 0 else f"reports {wheels} wheels"
+            found.append(f"the controller {board}, but --wheels {self.wheels.name} sends {len(self.wheels.matrix)} "
+                         f"wheel speeds: every command would be refused. Use the --wheels of the board "
+                         f"(mecanum 4, omni3 3, differential 2) or none to send a body velocity")
+        limits = info.get("limits")
+        if limits is not None and self.max_speed is not None:
+            vx, vy, wz = (float(v) for v in self.max_speed)
+            for name, value, limit, unit in (("vx", vx, limits.max_linear, "m/s"),
+                                             ("vy", vy, limits.max_linear, "m/s"),
+                                             ("wz", wz, limits.max_angular, "rad/s")):
+                if value > limit:
+                    found.append(f"--max-speed {name} {value:g} {unit} is above the controller's limit {limit:g} "
+                                 f"{unit}: commands beyond it would be refused (and stop the robot). Lower "
+                                 f"--max-speed or raise the controller's limit")
+            if self.wheels is not None:
+                peak = float((abs(self.wheels.matrix) @ [vx, vy if self.wheels.holonomic else 0.0, wz]).max())
+                if peak > limits.max_wheel:
+                    found.append(f"--max-speed asks up to {peak:.3g} rad/s of a wheel of --wheels "
+                                 f"{self.wheels.name}, above the controller's max_wheel {limits.max_wheel:g} "
+                                 f"rad/s: such commands would be refused. Lower --max-speed or raise max_wheel")
+        return found
+
+    def _check_info(self, info: dict | None) -> None:
+        self.info = info
+        if info is None:
+            return
+        found = self.mismatches(info)
+        if found:
+            raise ControllerMismatch(f"{self.port}: " + "; ".join(found))
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Probe with QUERY_STATUS every 0.1 s until a STATUS or READY arrives; a board rebooting
@@ -172,7 +258,9 @@ class SerialMotorController(MotorController):
 
     # -- commands ------------------------------------------------------------------
     def _write(self, kind: int, payload: bytes) -> bool:
-        """Send one frame; False (and disconnected) when the port is gone."""
+        """Send one frame; False (and disconnected) when the port is gone or the controller does not match."""
+        if self.config_error and kind in (Command.SET_VELOCITY, Command.SET_WHEELS):
+            return False
         if not self._ensure_connected():
             return False
         self.seq = (self.seq + 1) & 0xFF
@@ -203,6 +291,7 @@ class SerialMotorController(MotorController):
                     if frame.type == Command.READY:
                         self.controller_starts += 1
                         self.ready = True
+                        self._check_ready(frame.payload)
                         if accept_ready:
                             return frame
                     elif frame.seq == self.seq and frame.type in (want, Command.NACK):
@@ -212,6 +301,17 @@ class SerialMotorController(MotorController):
                 self._close()  # readable but no data: the other end is gone
                 return None
             raise
+
+    def _check_ready(self, payload: bytes) -> None:
+        """A READY (boot, reboot, another board on the port): its version and wheel count must still match."""
+        try:
+            ready = parse_ready(payload)
+        except ValueError:
+            return  # a READY of another layout says nothing checkable; the next INFO would
+        found = self.mismatches(ready)
+        if found and not self.config_error:
+            self.config_error = f"{self.port}: after a controller (re)start: " + "; ".join(found)
+            log.error("%s; nothing more is sent on this link", self.config_error)
 
     def _reply(self, want=Command.ACK, timeout_s: float | None = None, count_miss: bool = True,
                accept_ready: bool = False):

@@ -37,7 +37,7 @@ class MotorSpec:
     serial: str | None = None  # our serial controller's port (alone, it means motor="serial")
     dry_run: bool = False  # no motors: print the commands (alone, it means motor="dry-run")
     baudrate: int = 115200  # serial link speed; the firmware's default
-    cmd_vel_topic: str = "/cmd_vel"  # --motor ros2: the velocity topic
+    cmd_vel_topic: str = "cmd_vel"  # --motor ros2: the velocity topic; relative: in the node's namespace
     cmd_vel_stamped: bool = False  # --motor ros2: TwistStamped (Jazzy's base controllers) instead of Twist
     cmd_vel_frame: str = "base_link"  # --motor ros2 --cmd-vel-stamped: header.frame_id
     wheels: str | None = None  # serial: send wheel speeds for this base (WHEELS) instead of a body velocity
@@ -59,7 +59,8 @@ def add_motor_arguments(ap: argparse.ArgumentParser) -> None:
                                        "(alone, it means --motor serial)")
     port.add_argument("--dry-run", action="store_true", help="no motors: print the commands (--motor dry-run)")
     ap.add_argument("--baudrate", type=int, default=d.baudrate)
-    ap.add_argument("--cmd-vel-topic", default=d.cmd_vel_topic, help="--motor ros2: the velocity topic")
+    ap.add_argument("--cmd-vel-topic", default=d.cmd_vel_topic,
+                    help="--motor ros2: the velocity topic (relative names follow --ros-args -r __ns:=/robot1)")
     ap.add_argument("--cmd-vel-stamped", action="store_true",
                     help="--motor ros2: publish geometry_msgs/TwistStamped (Jazzy's base controllers), "
                          "not Twist (Humble's)")
@@ -122,9 +123,10 @@ def load_motor_class(spec: str) -> type:
     return cls
 
 
-def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None) -> MotorController:
+def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed=None) -> MotorController:
     """The spec's motor side, connected. `watchdog_s`: our serial controller zeroes by itself when no command
-    arrived for this long (the drive's --cmd-timeout). Raises MotorError with what to check."""
+    arrived for this long (the drive's --cmd-timeout). `max_speed`: the drive's --max-speed, which our serial
+    controller's limits must allow (checked at connect). Raises MotorError with what to check."""
     kind = motor_kind(spec)
     if kind == "dry-run":
         from runtime.motor import DryRunMotor
@@ -136,7 +138,7 @@ def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None) -> MotorC
 
         wheels = make_base(spec.wheels) if spec.wheels else None
         motor = SerialMotorController(spec.serial, spec.baudrate, watchdog_ms=int(watchdog_s * 1000),
-                                      wheels=wheels).connect()
+                                      wheels=wheels, max_speed=max_speed).connect()
         if not motor.ready:  # still driven (a one-way link may work), but nobody should think it is fine
             log.warning("%s: the motor controller did not answer within %.1f s (wrong port or --baudrate %d, no "
                         "firmware on the board, or a board that needs DTR: docs/firmware.md); every command will "

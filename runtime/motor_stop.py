@@ -1,8 +1,13 @@
-"""Send one STOP to the motor controller and exit: the last word of the systemd unit.
+"""Send one stop to the motor side and exit: the last word of the systemd unit, or a person's.
 
     python -m runtime.motor_stop --serial /dev/mobile-vla-motor
+    python -m runtime.motor_stop --motor ros2 --cmd-vel-stamped          # zeros on cmd_vel
+    python -m runtime.motor_stop --motor mypackage.base:MyBase           # a vendor class's stop()
 
-Exit 0 when the controller acknowledged it, 1 otherwise (port missing or busy).
+Takes the drive's motor options (runtime.motor_select), so whatever `--motor`
+the drive used, the same flags stop it. Exit 0 when the stop is known to
+have gone out (acknowledged by our serial controller; published on ROS 2),
+1 otherwise (port missing or busy, a link that refused).
 """
 
 from __future__ import annotations
@@ -11,21 +16,23 @@ import argparse
 import sys
 
 from runtime.cli import exits_on
-from runtime.motor import MotorError, SerialMotorController
-from runtime.motor_select import MotorSpec
+from runtime.logs import add_log_level_argument, setup_logging
+from runtime.motor import MotorError
+from runtime.motor_select import MotorSpec, add_motor_arguments, open_motor
 
 
 @exits_on(MotorError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--serial", required=True)
-    ap.add_argument("--baudrate", type=int, default=MotorSpec.baudrate)
+    add_motor_arguments(ap)
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
-    motor = SerialMotorController(args.serial, args.baudrate, ack_timeout_s=0.2).connect()
+    setup_logging(args.log_level)
+    motor = open_motor(MotorSpec.from_args(args))
     try:
         ok = motor.stop()
     finally:
-        motor.disconnect()
+        motor.disconnect()  # every motor side zeroes again on its way out
     print("stopped" if ok else "stop sent, not acknowledged")
     return 0 if ok else 1
 

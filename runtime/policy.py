@@ -146,6 +146,7 @@ class PolicyStep:
     normalized_chunk: np.ndarray  # (N, A) in [-1, 1] as the head produced it
     timings: dict = field(default_factory=dict)  # seconds per stage
     finite: bool = True  # False when the graphs produced NaN/inf (safety must stop)
+    planned_steps_ago: int = 0  # the action was planned from the frame this many infer calls back (a chunk's tail)
 
 
 class Policy:

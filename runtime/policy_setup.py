@@ -70,3 +70,13 @@ def open_policy(spec: PolicySpec):
         yield with_behaviours(Policy(bundle, backend, instruction=spec.instruction), spec.chunk_mode, spec.discrete)
     finally:
         backend.deactivate()
+
+
+def retarget_policy(policy, spec: PolicySpec, instruction: str):
+    """The same bundle and active backend with another instruction, behind the spec's behaviours (a new
+    episode: empty ring, no plan). Raises PromptTooLongError or BundleError as Policy does."""
+    from runtime.behaviours import with_behaviours
+    from runtime.policy import Policy
+
+    return with_behaviours(Policy(policy.bundle, policy.backend, instruction=instruction), spec.chunk_mode,
+                           spec.discrete)

@@ -10,7 +10,10 @@ the L4T revision against the TensorRT version found (runtime.jetpack); its
 TensorRT engines against this machine's TensorRT version and GPU (skipped
 where there are none); whether OpenCV has GStreamer (the CSI camera needs
 it); the camera delivers frames at >= 80% of --fps (0: just one frame); the
-motor controller acknowledges a heartbeat and answers a status query.
+motor controller acknowledges a heartbeat and answers a status query, and
+what it reports (protocol version, wheel count, limits) matches `--wheels`
+and `--max-speed` as runtime.drive will use them (a mismatch fails, naming
+both values).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.motor_select import MotorSpec, add_motor_arguments
+from runtime.safety import SafetyConfig
 
 
 def check_bundle(path, verify: str = "full"):
@@ -79,11 +83,22 @@ def check_camera(spec, fps: float, seconds: float = 2.0):
     return status, f"camera {spec}: {rate:.1f} fps (expected {fps:g})"
 
 
-def check_controller(port, baudrate: int = 115200):
+def describe_info(info: dict | None) -> str:
+    if info is None:
+        return "configuration not reported (a controller older than QUERY_INFO: wheel count and limits unchecked)"
+    lim = info["limits"]
+    wheels = "body velocity only" if info["wheels"] == 0 else f"{info['wheels']} wheels"
+    return (f"protocol {info['version']}, {wheels}, limits {lim.max_linear:g} m/s, {lim.max_angular:g} rad/s, "
+            f"{lim.max_wheel:g} rad/s per wheel")
+
+
+def check_controller(port, baudrate: int = 115200, wheels: str | None = None, max_speed=None):
+    from runtime.kinematics import make_base
     from runtime.motor import MotorError, SerialMotorController
 
     try:
-        motor = SerialMotorController(port, baudrate, ack_timeout_s=0.2).connect()
+        motor = SerialMotorController(port, baudrate, ack_timeout_s=0.2, wheels=make_base(wheels) if wheels else None,
+                                      max_speed=max_speed).connect()
     except MotorError as e:
         return "FAIL", str(e)
     try:
@@ -92,14 +107,17 @@ def check_controller(port, baudrate: int = 115200):
         status = motor.query_status()
         if status is None:
             return "FAIL", f"{port}: heartbeat acknowledged but no status reply"
-        return "OK", f"{port}: heartbeat acknowledged, status {'moving' if status['moving'] else 'stopped'}"
+        return "OK", (f"{port}: heartbeat acknowledged, status {'moving' if status['moving'] else 'stopped'}; "
+                      f"{describe_info(motor.info)}")
     finally:
         motor.disconnect()
 
 
 def check_motor(spec):
     """A motor side other than our serial controller (--motor ros2, a vendor class, dry-run): it connects and
-    a zero goes out, with what the link says about it. `spec`: a runtime.motor_select.MotorSpec."""
+    a zero goes out, with what the link says about it. `spec`: a runtime.motor_select.MotorSpec. For ROS 2
+    also: somebody subscribes to the velocity topic (else WARN, naming the Twist/TwistStamped mismatch when
+    that is it), and whether the subscribing base exposes a command timeout (docs/motors.md)."""
     from runtime.hardware import DeviceError
     from runtime.motor_select import open_motor
 
@@ -112,7 +130,19 @@ def check_motor(spec):
         if not zero.delivered:
             return "FAIL", f"--motor {spec.motor}: connected, but a zero command did not go out ({zero})"
         acks = {None: "the link has no acknowledgements", True: "acknowledged"}[zero.acknowledged]
-        return "OK", f"--motor {spec.motor} ({motor.name}): a zero went out, {acks}"
+        line = f"--motor {spec.motor} ({motor.name}): a zero went out, {acks}"
+        if not hasattr(motor, "explain"):
+            return "OK", line
+        seen = motor.explain()
+        if not seen["subscribers"]:
+            return "WARN", f"{line}; {seen['why']}"
+        timeouts = {node: values for node, values in seen["timeouts"].items() if values}
+        if not timeouts:
+            return "WARN", (f"{line}; {seen['subscribers']} subscriber(s) on {motor.resolved_topic}, none exposing a "
+                            f"command timeout (cmd_vel_timeout, twist_mux timeout): if this machine hangs, nothing "
+                            f"stops the base. Configure one on the base (docs/motors.md)")
+        said = "; ".join(f"{node} {k}={v:g} s" for node, values in timeouts.items() for k, v in values.items())
+        return "OK", f"{line}; base-side command timeout: {said}"
     finally:
         motor.disconnect()
 
@@ -122,9 +152,11 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--camera")
     ap.add_argument("--fps", type=float, default=30.0)
-    # the drive's motor options: --serial gets a heartbeat and a status query, any other --motor connects,
-    # sends a zero and disconnects
+    # the drive's motor options: --serial gets a heartbeat, a status query and its configuration checked
+    # against --wheels and --max-speed; any other --motor connects, sends a zero and disconnects
     add_motor_arguments(ap)
+    ap.add_argument("--max-speed", type=float, nargs=3, default=SafetyConfig.max_speed, metavar=("VX", "VY", "WZ"),
+                    help="as runtime.drive --max-speed: must be within the controller's limits")
     ap.add_argument("--verify", choices=("full", "quick"), default="full",
                     help="full (default): sha256 of every file, recorded for fast starts; quick: as runtime.drive")
     add_log_level_argument(ap)
@@ -142,7 +174,8 @@ def main(argv=None) -> int:
     if args.motor and args.motor != "serial":
         results.append(("controller", *check_motor(MotorSpec.from_args(args))))
     else:
-        results.append(("controller", *(check_controller(args.serial, args.baudrate) if args.serial
+        results.append(("controller", *(check_controller(args.serial, args.baudrate, args.wheels, args.max_speed)
+                                        if args.serial
                                         else ("SKIP", "no --serial or --motor"))))
     for name, status, msg in results:
         print(f"{status:<4} {name:<10} {msg}")

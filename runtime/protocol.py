@@ -32,10 +32,12 @@ class Command(IntEnum):
     HEARTBEAT = 0x03  # no payload: keeps the watchdog fed without changing the command
     QUERY_STATUS = 0x04  # no payload: the controller answers STATUS
     SET_WHEELS = 0x05  # uint8 count, count x float32 wheel speeds (rad/s); uint16 watchdog timeout (ms)
+    QUERY_INFO = 0x06  # no payload: the controller answers INFO (what it is configured as); older ones NACK 2
     READY = 0x80  # sent once when the controller starts: uint8 version, uint8 wheels, uint16 default watchdog (ms)
     ACK = 0x81  # uint8 acknowledged seq, uint8 0
     NACK = 0x82  # uint8 refused seq, uint8 error code (see ErrorCode)
     STATUS = 0x84  # uint8 flags, float32 vx, vy, wz, uint32 uptime (ms), uint16 frames with bad CRC
+    INFO = 0x85  # READY's four bytes, then float32 max_linear, max_angular, max_wheel (its Limits)
 
 
 class ErrorCode(IntEnum):
@@ -118,6 +120,20 @@ def parse_ready(payload: bytes) -> dict:
         raise ValueError(f"READY payload must be 4 bytes, got {len(payload)}")
     version, wheels, watchdog = struct.unpack("<BBH", payload)
     return {"version": version, "wheels": wheels, "default_watchdog_ms": watchdog}
+
+
+def info_payload(wheels: int, default_watchdog_ms: int, limits: Limits) -> bytes:
+    return ready_payload(wheels, default_watchdog_ms) + struct.pack(
+        "<fff", limits.max_linear, limits.max_angular, limits.max_wheel)
+
+
+def parse_info(payload: bytes) -> dict:
+    """INFO -> {"version", "wheels", "default_watchdog_ms", "limits": Limits}."""
+    if len(payload) != 16:
+        raise ValueError(f"INFO payload must be 16 bytes, got {len(payload)}")
+    info = parse_ready(payload[:4])
+    info["limits"] = Limits(*struct.unpack("<fff", payload[4:]))
+    return info
 
 
 def status_payload(flags: int, vx: float, vy: float, wz: float, uptime_ms: int, bad_crc: int) -> bytes:

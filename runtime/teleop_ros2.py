@@ -3,9 +3,10 @@
     python -m runtime.record --out rec/ --teleop ros2-joy:/joy --serial /dev/ttyUSB0 --camera csi
     python -m runtime.record --out rec/ --teleop ros2-twist:/cmd_vel_teleop --mode continuous --episode-seconds 30
 
-rclpy comes from runtime/ros2.py's `RosNode` (its own context, no rclpy signal
-handlers: the recorder's handlers zero the motors). Messages are received on
-the node's spinning thread and handed over under a lock.
+rclpy comes from runtime/ros2.py's `RosNode` (the process's one node, shared
+with the camera and the motor side, with the run's --ros-args and no rclpy
+signal handlers: the recorder's handlers zero the motors). Messages are
+received on the node's spinning thread and handed over under a lock.
 
 - `ros2-joy:/joy`: `Joy.axes` (-1..1) and `Joy.buttons` through a
   `runtime.teleop.GamepadMap` (joy_node's layout: left stick up is +1 on
@@ -27,7 +28,6 @@ remapping of teleop_twist_keyboard's output).
 from __future__ import annotations
 
 import threading
-import uuid
 
 from runtime.ros2 import Ros2Error, RosNode
 from runtime.teleop import ZERO, GamepadMap, StickState, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
@@ -45,6 +45,7 @@ class _Ros2Teleop(TeleopSource):
             raise TeleopError(f"--teleop: ROS 2 topic {topic!r} must be absolute, e.g. /joy")
         self.topic, self.timeout_s = topic, timeout_s
         self._ros: RosNode | None = None
+        self._subscription = None
         self._lock = threading.Lock()
         self._inbox: list = []  # (time.monotonic() on arrival, message)
         self._last_arrival = -float("inf")
@@ -57,8 +58,7 @@ class _Ros2Teleop(TeleopSource):
 
         super().open(top_speed)
         try:
-            self._ros = RosNode(f"mobile_vla_teleop_{uuid.uuid4().hex[:6]}", spin=True,
-                                message_packages=(self.message_package,))
+            self._ros = RosNode.acquire(self.message_package)
         except Ros2Error as e:
             raise TeleopError(str(e)) from e
 
@@ -66,13 +66,17 @@ class _Ros2Teleop(TeleopSource):
             with self._lock:
                 self._inbox.append((time.monotonic(), msg))
 
-        self._ros.node.create_subscription(self._message_type(), self.topic, arrived, 50)
+        self._subscription = self._ros.node.create_subscription(self._message_type(), self.topic,
+                                                                self._ros.guarded(arrived), 50)
         return self
 
     def close(self) -> None:
         if self._ros is not None:
             ros, self._ros = self._ros, None
-            ros.close()
+            if self._subscription is not None and ros.context is not None:
+                ros.node.destroy_subscription(self._subscription)
+            self._subscription = None
+            ros.release()
 
     def _take(self) -> list:
         with self._lock:

@@ -8,7 +8,8 @@
 
 Behaves like the firmware (firmware/mvla_controller.c, which the tests run
 side by side with this): says READY when it starts, acknowledges every
-command, answers status queries, refuses bad payloads with NACK, refuses NaN,
+command, answers status and info queries, refuses bad payloads with NACK (a
+motion command refused stops the motors), refuses NaN,
 infinite or out-of-range speeds with NACK 4 and stops, and zeroes the motors
 on its own when no SET_VELOCITY/SET_WHEELS/HEARTBEAT arrived within the
 timeout the host sent (the controller-side watchdog of docs/serial-protocol.md).
@@ -38,6 +39,7 @@ from runtime.protocol import (
     Limits,
     StatusFlag,
     encode_frame,
+    info_payload,
     parse_velocity,
     parse_wheels,
     ready_payload,
@@ -90,7 +92,7 @@ class ControllerEmulator:
             tmp.symlink_to(os.ttyname(self._slave))
             os.replace(tmp, self.link)
 
-    def start(self) -> "ControllerEmulator":
+    def start(self) -> ControllerEmulator:
         self._open_pty()
         self._stop.clear()
         self._thread = threading.Thread(target=self._serve, name="motor-emulator", daemon=True)
@@ -100,8 +102,13 @@ class ControllerEmulator:
             self._announce()
         return self
 
+    @property
+    def wheels(self) -> int:
+        """What READY and INFO report: the base's wheel count, 0 for body velocity only."""
+        return len(self.base.matrix) if self.base else 0
+
     def _announce(self) -> None:
-        self._reply(Command.READY, 0, ready_payload(len(self.base.matrix) if self.base else 0, self.default_timeout_ms))
+        self._reply(Command.READY, 0, ready_payload(self.wheels, self.default_timeout_ms))
 
     def inject(self, data: bytes) -> None:
         """Bytes from the controller to the host that no command asked for (noise, garbage)."""
@@ -210,6 +217,9 @@ class ControllerEmulator:
                 self._apply((0.0, 0.0, 0.0), "STOP")
             elif frame.type == Command.HEARTBEAT:
                 self._feed_watchdog(0)
+            elif frame.type == Command.QUERY_INFO:
+                self._reply(Command.INFO, frame.seq, info_payload(self.wheels, self.default_timeout_ms, self.limits))
+                return
             elif frame.type == Command.QUERY_STATUS:
                 flags = (StatusFlag.MOVING if any(self.velocity) else 0) | (
                     StatusFlag.WATCHDOG_TRIPPED if self.watchdog_tripped else 0)
@@ -220,16 +230,20 @@ class ControllerEmulator:
             else:
                 self._reply(Command.NACK, frame.seq, bytes([frame.seq, ErrorCode.UNKNOWN_COMMAND]))
                 return
-        except ValueError:
-            self._reply(Command.NACK, frame.seq, bytes([frame.seq, ErrorCode.BAD_PAYLOAD]))
+        except ValueError:  # a motion command refused stops the motors, whatever the reason (as the firmware)
+            if frame.type in (Command.SET_VELOCITY, Command.SET_WHEELS):
+                self._refuse(frame.seq, ErrorCode.BAD_PAYLOAD)
+            else:
+                self._reply(Command.NACK, frame.seq, bytes([frame.seq, ErrorCode.BAD_PAYLOAD]))
             return
         self._reply(Command.ACK, frame.seq, bytes([frame.seq, 0]))
 
-    def _refuse(self, seq: int) -> None:
-        """NaN, inf or beyond the limits: a broken host; stop rather than keep the last command running."""
+    def _refuse(self, seq: int, code: int = ErrorCode.OUT_OF_RANGE) -> None:
+        """NaN, inf, beyond the limits or a bad payload: a broken host; stop rather than keep the last
+        command running (the host reads any refusal of a motion command as zero)."""
         self._deadline = None
         self._apply((0.0, 0.0, 0.0), "REFUSED")
-        self._reply(Command.NACK, seq, bytes([seq, ErrorCode.OUT_OF_RANGE]))
+        self._reply(Command.NACK, seq, bytes([seq, code]))
 
     def _feed_watchdog(self, timeout_ms: int) -> None:
         self._timeout_ms = timeout_ms or self._timeout_ms

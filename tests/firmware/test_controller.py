@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from runtime.kinematics import make_base
-from runtime.motor import SerialMotorController
+from runtime.motor import ControllerMismatch, SerialMotorController
 from runtime.protocol import (
     Command,
     ErrorCode,
@@ -151,6 +151,22 @@ def test_board_says_ready_when_it_boots(firmware_bin, tmp_path):
         board.stop()
 
 
+@pytest.mark.parametrize("base,wheels", [("mecanum", 4), ("omni3", 3), ("differential", 2)])
+def test_the_wheel_count_the_board_runs_is_checked_at_connect(board_factory, base, wheels):
+    """pty_controller --base B reports B's wheel count (READY, INFO); the driver refuses another --wheels."""
+    board = board_factory("--base", base, "--max-linear", "1.5", "--max-angular", "4", "--max-wheel", "60")
+    with SerialMotorController(board.port, wheels=make_base(base)) as motor:
+        assert motor.info["wheels"] == wheels
+        assert motor.info["limits"] == Limits(max_linear=1.5, max_angular=4.0, max_wheel=60.0)
+        assert motor.send_velocity(0.1, 0.0, 0.2).acknowledged
+    other = next(name for name in ("omni3", "mecanum") if name != base)
+    n_other = len(make_base(other).matrix)
+    with pytest.raises(ControllerMismatch, match=f"reports {wheels} wheels, but --wheels {other} sends {n_other}"):
+        SerialMotorController(board.port, wheels=make_base(other)).connect()
+    with pytest.raises(ControllerMismatch, match="--max-speed vx 2 m/s is above the controller's limit 1.5 m/s"):
+        SerialMotorController(board.port, max_speed=(2.0, 0.5, 1.0)).connect()
+
+
 # -- the Arduino sketch, on the host ----------------------------------------------------------
 
 def sketch_constant(name: str) -> float:
@@ -178,7 +194,7 @@ def test_sketch_drives_its_pins_by_the_kinematics_and_stops_on_the_watchdog(tmp_
     log = [line.split() for line in err.decode().splitlines()]
     pwm_pins, pwm = [3, 5, 6, 9], {}
     states = []  # the pins after each motor update (4 PWM writes)
-    for kind, pin, value in (l for l in log if l[0] in ("pin", "pwm")):
+    for kind, pin, value in (entry for entry in log if entry[0] in ("pin", "pwm")):
         pwm[(kind, int(pin))] = int(value)
         if kind == "pwm" and int(pin) == pwm_pins[-1]:
             states.append(dict(pwm))
@@ -203,7 +219,7 @@ def test_sketch_drives_its_pins_by_the_kinematics_and_stops_on_the_watchdog(tmp_
 # doubled; or a valid frame that must not move anything (stop, heartbeat, status, NaN/inf/out of
 # range speeds, a newer version, an unknown or reply type).
 
-TYPES = [c.value for c in Command] + [0x00, 0x06, 0x7F, 0xFF]
+TYPES = [c.value for c in Command] + [0x00, 0x07, 0x7F, 0xFF]
 SAFE_TYPES = [t for t in TYPES if t not in (Command.SET_VELOCITY, Command.SET_WHEELS)]
 UNSAFE = [math.nan, math.inf, -math.inf, 1e6, -300.0, 150.0]  # beyond every limit of the defaults
 
@@ -278,6 +294,8 @@ def expected_reply(frame) -> tuple[int, int]:
         return Command.ACK, 0
     if frame.type == Command.QUERY_STATUS:
         return Command.STATUS, 0
+    if frame.type == Command.QUERY_INFO:
+        return Command.INFO, 0
     return Command.NACK, ErrorCode.UNKNOWN_COMMAND
 
 
@@ -335,7 +353,7 @@ class Fuzzer:
         for frame, reply in zip(reference, got):  # it parses exactly what runtime.protocol parses
             kind, code = expected_reply(frame)
             assert (reply.type, reply.seq) == (kind, frame.seq), (frame, reply)
-            if kind != Command.STATUS:
+            if kind not in (Command.STATUS, Command.INFO):
                 assert tuple(reply.payload) == (frame.seq, code), (frame, reply)
         status = parse_status(got[-1].payload)
         assert not status["moving"] and status["velocity"] == (0.0, 0.0, 0.0)
@@ -456,3 +474,13 @@ def test_runtime_drive_on_the_tiny_bundle_drives_the_c_controller(tiny_bundle_di
         assert board.velocity == (0.0, 0.0, 0.0) and board.commands()[-1].command == "STOP"
     finally:
         board.stop()
+
+
+def test_the_sketchs_copy_of_the_core_is_the_core():
+    """The Arduino IDE builds only what is inside the sketch folder: the committed copy must be the core
+    (`make -C firmware sketch` refreshes it), so a fresh clone builds in the IDE as it is."""
+    src = SKETCH.parent / "src"
+    for name in ("mvla_controller.c", "mvla_controller.h"):
+        assert (src / name).read_bytes() == (FIRMWARE / name).read_bytes(), f"run make -C firmware sketch ({name})"
+    readme = (SKETCH.parent / "README.md").read_text().splitlines()[0]
+    assert "Arduino IDE" in readme and "complete as committed" in readme

@@ -124,3 +124,14 @@ def test_readme_portable_commands_run(index, tiny_bundle_dir, episode_file, tmp_
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], capture_output=True, text=True, cwd=ROOT,
                           env=env, timeout=300)
     assert proc.returncode == 0, f"README block failed:\n{block}\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_check_script_takes_the_drives_motor_flags(tiny_bundle_dir, episode_file):
+    env = {**os.environ, "PYTHON": sys.executable, "FPS": "0"}
+    for args, extra in (([str(episode_file), "--", "--motor", "dry-run"], {}),  # after --, as the drive takes them
+                        ([str(episode_file)], {"MOTOR_ARGS": "--motor dry-run"})):  # the unit's setting
+        proc = subprocess.run(["bash", str(JETSON / "check.sh"), str(tiny_bundle_dir), *args], capture_output=True,
+                              text=True, cwd=ROOT, env={**env, **extra})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        line = next(x for x in proc.stdout.splitlines() if x.split()[1] == "controller")
+        assert line.startswith("OK") and "--motor dry-run" in line, line

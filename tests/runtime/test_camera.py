@@ -107,3 +107,65 @@ def test_live_camera_refuses_an_old_frame():
             cam.read(timeout=0.1)
     finally:
         cam.disconnect()
+
+
+class StampingCapture(FakeCapture):
+    """A V4L2 device as OpenCV's backend shows it: CAP_PROP_POS_MSEC is the buffer's timestamp (here the
+    monotonic clock `lag` seconds before read() returns: a frame that waited in the driver's queue)."""
+
+    def __init__(self, lag=0.0, position=False):
+        super().__init__()
+        self.lag, self.position = lag, position
+
+    def get(self, prop):
+        assert prop == cv2.CAP_PROP_POS_MSEC
+        if self.position:  # a GStreamer/file backend: a position in the stream, not a clock
+            return self.count * 33.3
+        return (time.monotonic() - self.lag) * 1000.0
+
+
+def test_live_camera_stamps_with_the_drivers_timestamp_and_refuses_a_queued_frame():
+    cam = LiveCamera(StampingCapture(lag=0.15), "v4l2", max_age=0.5)
+    try:
+        frame = cam.read(timeout=1)
+        assert cam.clock == "driver"
+        assert 0.14 < time.monotonic() - frame.stamp < 0.25  # as old as the driver says, not "just now"
+    finally:
+        cam.disconnect()
+    cam = LiveCamera(StampingCapture(lag=0.15), "v4l2", max_age=0.1)
+    try:
+        with pytest.raises(FrameTooOld):
+            cam.read(timeout=1)
+    finally:
+        cam.disconnect()
+
+
+def test_a_stream_position_is_not_taken_for_a_capture_time():
+    cam = LiveCamera(StampingCapture(position=True), "gstreamer", max_age=0.5)
+    try:
+        frame = cam.read(timeout=1)
+        assert cam.clock == "read" and time.monotonic() - frame.stamp < 0.05
+    finally:
+        cam.disconnect()
+
+
+def test_an_unplugged_usb_camera_is_reopened():
+    unplugged = FakeCapture()
+    unplugged.stalled.set()  # read() fails: the device is gone
+    attempts = []
+
+    def reopen():
+        attempts.append(time.monotonic())
+        if len(attempts) < 2:
+            raise CameraError("camera '/dev/video0' could not be opened")  # still unplugged
+        return FakeCapture()
+
+    cam = LiveCamera(unplugged, "/dev/video0", max_age=0.5, reopen=reopen, reopen_s=0.2)
+    try:
+        with pytest.raises(CameraStalled):
+            cam.read(timeout=0.1)
+        frame = cam.read(timeout=2.0)  # back after the second reopen
+        assert cam.reopens == 1 and len(attempts) == 2 and frame.image.shape == (4, 4, 3)
+        assert attempts[1] - attempts[0] >= 0.2  # not a busy loop
+    finally:
+        cam.disconnect()

@@ -13,8 +13,8 @@ import serial
 
 from runtime.hardware import MotorController, SentCommand
 from runtime.kinematics import make_base
-from runtime.motor import DryRunMotor, MotorError, SerialMotorController
-from runtime.protocol import Command, encode_frame, wheels_payload
+from runtime.motor import ControllerMismatch, DryRunMotor, MotorError, SerialMotorController
+from runtime.protocol import Command, Limits, encode_frame, wheels_payload
 
 
 def wait_for(predicate, timeout=1.0):
@@ -269,3 +269,93 @@ def test_permission_message_names_the_fix():
 
     msg = explain_open_error("/dev/ttyUSB0", PermissionError(13, "Permission denied"))
     assert "dialout" in msg and "udev" in msg
+
+
+# -- what the controller reports at connect (QUERY_INFO, READY) against the run's settings -----------------
+def test_a_wheel_count_mismatch_is_refused_at_connect_naming_both_values(make_controller):
+    board = make_controller(base=make_base("mecanum"))
+    motor = SerialMotorController(board.port, wheels=make_base("omni3"))
+    with pytest.raises(ControllerMismatch, match=r"reports 4 wheels, but --wheels omni3 sends 3 wheel speeds"):
+        motor.connect()
+    assert not motor.is_connected  # the port was released
+    with SerialMotorController(board.port, wheels=make_base("mecanum"), max_speed=(0.5, 0.5, 1.0)) as ok:
+        assert ok.info["version"] == 1 and ok.info["wheels"] == 4 and ok.info["default_watchdog_ms"] == 500
+        assert ok.info["limits"] == Limits()  # the reference controllers' defaults
+        assert ok.send_velocity(0.1, 0.0, 0.0).acknowledged
+
+
+def test_limits_below_the_hosts_max_speed_are_refused_naming_both(controller):
+    motor = SerialMotorController(controller.port, max_speed=(3.0, 0.5, 7.5))
+    with pytest.raises(ControllerMismatch) as e:
+        motor.connect()
+    assert "--max-speed vx 3 m/s is above the controller's limit 2 m/s" in str(e.value)
+    assert "--max-speed wz 7.5 rad/s is above the controller's limit 6 rad/s" in str(e.value)
+    assert "vy" not in str(e.value)
+
+
+def test_a_board_that_comes_back_as_another_base_gets_nothing_more(tmp_path):
+    from sim.controller_emulator import ControllerEmulator
+
+    board = ControllerEmulator(link=tmp_path / "motor", base=make_base("mecanum")).start()
+    try:
+        motor = SerialMotorController(board.port, wheels=make_base("mecanum")).connect()
+        assert motor.send_velocity(0.1, 0.0, 0.0).acknowledged
+        board.base = make_base("omni3")  # another board answers after the reset
+        board.reboot(0.1)
+        assert wait_for(lambda: bool(motor.send_velocity(0.1, 0.0, 0.0) and motor.config_error), timeout=2.0)
+        assert "reports 3 wheels, but --wheels mecanum sends 4" in motor.config_error
+        assert motor.send_velocity(0.1, 0.0, 0.0) == SentCommand((0.0, 0.0, 0.0), sent=False, acknowledged=False)
+        assert board.velocity == (0.0, 0.0, 0.0)
+        motor.disconnect()
+    finally:
+        board.stop()
+
+
+def test_a_controller_older_than_query_info_is_accepted_with_a_warning(tmp_path, caplog):
+    from sim.controller_emulator import ControllerEmulator
+
+    class OlderController(ControllerEmulator):
+        def _handle(self, frame):
+            if frame.type == Command.QUERY_INFO:  # unknown to it: NACK 2, as the protocol says
+                self._reply(Command.NACK, frame.seq, bytes([frame.seq, 2]))
+                return
+            super()._handle(frame)
+
+    board = OlderController(link=tmp_path / "motor").start()
+    try:
+        with SerialMotorController(board.port, wheels=make_base("omni3")) as motor:
+            assert motor.info is None and motor.refused == 0
+        assert "does not report its configuration (QUERY_INFO unknown to it)" in caplog.text
+    finally:
+        board.stop()
+
+
+def test_a_refused_bad_payload_stops_the_motors_as_the_host_reports(controller):
+    """The host reads any NACK to a motion command as zero; the controller must then be at zero."""
+    with SerialMotorController(controller.port) as motor:
+        assert motor.send_velocity(0.2, 0.0, 0.0).acknowledged
+        assert controller.velocity == pytest.approx((0.2, 0.0, 0.0))
+        motor._write(Command.SET_VELOCITY, b"\x00" * 13)  # one byte short
+        reply = motor._reply()
+        assert (reply.type, reply.payload[1]) == (Command.NACK, 1)
+        assert controller.velocity == (0.0, 0.0, 0.0) and controller.commands()[-1].command == "REFUSED"
+
+
+# -- runtime.motor_stop: whatever --motor the drive used ---------------------------------------------------
+def test_motor_stop_stops_our_controller_and_any_motor_side(controller, tmp_path):
+    from tests.conftest import run_python
+
+    with SerialMotorController(controller.port) as motor:
+        assert motor.send_velocity(0.2, 0.0, 0.0).acknowledged
+        done = run_python("-m", "runtime.motor_stop", "--serial", controller.port, timeout=60)
+        assert done.returncode == 0 and "stopped" in done.stdout, done.stderr
+        assert controller.velocity == (0.0, 0.0, 0.0)
+    calls = tmp_path / "calls.jsonl"
+    vendor = run_python("-m", "runtime.motor_stop", "--motor", "tests.runtime.vendor_motor:RecordingMotor",
+                        timeout=60, env={"RECORDING_MOTOR_LOG": str(calls)})
+    assert vendor.returncode == 0 and "stopped" in vendor.stdout, vendor.stderr
+    import json
+
+    assert [json.loads(line)["call"] for line in calls.read_text().splitlines()][:2] == ["connect", "stop"]
+    missing = run_python("-m", "runtime.motor_stop", "--serial", str(tmp_path / "ttyUSB9"), timeout=60)
+    assert missing.returncode == 1 and "not found" in missing.stderr

@@ -142,6 +142,40 @@ def test_the_heading_and_throttle_example_in_the_docs_drives(tiny_bundle_dir, ep
     assert moves[-1] == [0.0, 0]  # ends stopped
 
 
+def test_the_docs_example_never_reports_zero_while_its_base_moves(tmp_path, monkeypatch):
+    """A move that went out and a spin that failed: the example stops the move and says what the base does
+    (the old example reported a zero, not sent, while the base drove on)."""
+    import importlib
+    import types
+
+    calls = []
+
+    class Base:
+        def __init__(self, port):
+            pass
+
+        def move(self, heading, throttle):
+            calls.append(("move", heading, throttle))
+
+        def spin(self, pct):
+            calls.append(("spin", pct))
+            if pct:
+                raise OSError("spin: I/O error")
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "vendor_base", types.SimpleNamespace(Base=Base))
+    (tmp_path / "heading_motor_example.py").write_text(docs_example())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    motor = importlib.import_module("heading_motor_example").HeadingThrottleMotor().connect()
+    assert motor.send_velocity(0.25, 0.0, 0.0).velocity == pytest.approx((0.25, 0.0, 0.0))
+    result = motor.send_velocity(0.25, 0.0, 0.5)  # the spin fails
+    assert calls[-3:] == [("move", 0.0, 50), ("spin", 50), ("move", 0.0, 0)]  # stopped at once
+    assert result.sent and result.acknowledged is False and result.velocity == (0.0, 0.0, 0.0)
+    assert not result.delivered
+
+
 @pytest.mark.parametrize("spec, message", [
     ("tests.runtime.no_such_module:Motor", r"cannot import tests\.runtime\.no_such_module"),
     ("tests.runtime.vendor_motor:Missing", r"vendor_motor \(.*vendor_motor\.py\) has no Missing"),

@@ -1,6 +1,7 @@
 /* Mobile VLA Edge motor controller: docs/serial-protocol.md on an Arduino-style board.
  *
- *     make -C firmware sketch          # copies mvla_controller.{c,h} into this sketch's src/
+ *     Arduino IDE: open this folder and build (src/ holds the core, copied from firmware/)
+ *     make -C firmware sketch          # refreshes src/ after a change to firmware/mvla_controller.{c,h}
  *     arduino-cli compile -b arduino:avr:uno firmware/arduino/mobile_vla_controller
  *     arduino-cli upload -b arduino:avr:uno -p /dev/ttyUSB0 firmware/arduino/mobile_vla_controller
  *     python -m runtime.drive --serial /dev/mobile-vla-motor ...

@@ -1,0 +1,574 @@
+"""A soak test: the simulated robot driven for a long time through the real loop, with faults on a schedule.
+
+    python -m benchmarks.soak --seconds 3600 --json soak.json               # the hour in docs/reliability.md
+    python -m benchmarks.soak --seconds 40 --fault-every 2.5 --json s.json  # the suite's compressed schedule
+    python -m benchmarks.soak --seconds 600 --bundle bundle/ --chunk-mode chunk --json s.json
+
+What runs is the robot's own path: `runtime.drive`'s loop (inference thread,
+control thread, safety gate, watchdog, signal handlers), the real policy on
+ONNX Runtime (the `tiny` preset exported once into `--work`, or `--bundle`),
+the serial driver (`runtime.motor.SerialMotorController`) and the C
+controller (`firmware/`, compiled here with `cc`) on a pseudo-terminal. Only
+the world is simulated: the controller's wheel commands move the simulated
+robot (`sim.world`), whose camera renders what it sees; a robot that hits
+something is put back at its start.
+
+Faults, one every `--fault-every` seconds, in turn: a camera stall, an
+inference stall, an exception inside inference, the serial cable pulled and
+re-plugged, the controller rebooting (its auto-reset), a SIGHUP to this
+process. A run that a fault ends (the exception, the signal) is started again
+at once, as systemd's `Restart=` would, in the same process so that leaks add
+up. For each fault the controller's own event log says when its wheels
+reached zero; that delay is the fault's zero latency, which must stay within
+`--cmd-timeout` plus one control period. A trip of the controller's watchdog
+while moving means the host failed to command in time: a missed watchdog,
+which must never happen. (The board here is a process, which a loaded
+machine can deschedule: it then ticks its watchdog before reading the
+commands already waiting in the pty. A trip that follows a command the host
+did write within the timeout is counted apart, `late_board_watchdogs`; a
+real microcontroller is never descheduled.)
+
+The JSON holds `steps`, `faults_injected`, `faults_by_kind`,
+`missed_watchdogs`, `max_zero_latency_s`, `zero_latency_limit_s`,
+`faults_over_limit`, `rss_growth_pct` (anonymous RSS, see `rss_bytes`:
+from the baseline, the median over the 30 s after the first minute (after
+the first quarter of a shorter run, over an eighth of it), to the median
+over the last 30 s; glibc's
+allocator is made steady first, see `steady_malloc`),
+`open_files_growth`, `threads_end`, the restarts and the motor link's
+counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runtime.atomic import atomic_write_text
+from runtime.drive import DriveConfig
+from runtime.hardware import Camera, CameraStalled, Frame
+from runtime.logs import add_log_level_argument, setup_logging
+
+log = logging.getLogger("benchmarks.soak")
+ROOT = Path(__file__).resolve().parents[1]
+MALLOC_ARENAS = 2  # glibc malloc arenas (steady_malloc): the loop's restarts must not fan them out
+RSS_WINDOW_S = 30  # RSS figures are medians over this many seconds of 1-s samples (transients do not count)
+FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup")
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    seconds: float = 120.0  # how long to drive
+    fault_every: float = 10.0  # s between the starts of two faults (one kind after the other, FAULT_KINDS)
+    fault_s: float = 1.0  # how long a stall or an unplugged cable lasts; a reboot keeps the board deaf this long
+    rate: float = DriveConfig.rate  # control loop Hz, as runtime.drive's default
+    cmd_timeout: float = DriveConfig.cmd_timeout  # s: the zero-latency limit is this plus one control period
+    behaviour: str = "chunk"  # --chunk-mode: open-loop chunks, whose stale plans a stall must drop
+    baseline_s: float = 60.0  # RSS and open files are measured from here (or a quarter of a shorter run)
+    fps: float = 30.0  # the camera delivers frames at this rate, as a USB or CSI camera does
+    width: int = 160  # rendered camera frame (the bundle's preprocessing resizes it)
+    height: int = 120
+    seed: int = 0  # the simulated room
+
+
+class InjectedFault(RuntimeError):
+    """An exception the soak raises inside inference on purpose."""
+
+
+# -- the simulated board: the C controller on a pty, its event log read as it happens --------------------
+def build_controller(out_dir: Path) -> Path:
+    """firmware/host/pty_controller compiled with the host C compiler (as `make -C firmware`)."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("error: no C compiler (cc) on PATH: the soak runs the C controller from firmware/")
+    binary = Path(out_dir) / "pty_controller"
+    cmd = [cc, "-std=c99", "-O2", "-o", str(binary), str(ROOT / "firmware/host/pty_controller.c"),
+           str(ROOT / "firmware/mvla_controller.c"), "-lm"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise SystemExit(f"error: {' '.join(cmd)} exited {done.returncode}:\n{done.stderr}")
+    return binary
+
+
+class Board:
+    """The C controller as the robot's board. Every wheel change it reports (`apply <ms> EVENT vx vy wz`,
+    the controller's own CLOCK_MONOTONIC milliseconds, the clock of time.monotonic()) moves the world and
+    is checked: the first zero after a fault ends that fault's latency; a WATCHDOG while moving is a miss."""
+
+    def __init__(self, binary: Path, link: Path, on_velocity, on_zero, host_wrote=lambda start, end: False):
+        self.on_velocity = on_velocity
+        self.host_wrote = host_wrote  # callable(start, end): did the host write a motion command in between?
+        self.on_zero = on_zero  # callback(fault) once a watched fault's wheels are at zero
+        self.proc = subprocess.Popen([str(binary), "--link", str(link)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.velocity = (0.0, 0.0, 0.0)
+        self.missed_watchdogs = 0  # the host wrote nothing for the watchdog's time while the robot moved
+        self.late_watchdogs = 0  # the watchdog fired although the host had written: the board process was late
+        self.readies = 0
+        self.events = 0
+        self._pending: list[dict] = []  # faults waiting for their zero
+        self.watchdog_s = 0.5  # the timeout the host's commands carry (set by the soak)
+        self._done = 0
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="soak-board", daemon=True)
+        self._reader.start()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.readies > 0 or self.proc.poll() is not None, 10):
+                raise RuntimeError("the C controller did not say ready within 10 s")
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            parts = line.split()
+            if not parts:
+                continue
+            with self._cond:
+                if parts[0] == "apply":
+                    t = int(parts[1]) / 1000.0
+                    was_moving = any(self.velocity)
+                    self.velocity = tuple(float(v) for v in parts[3:6])
+                    self.events += 1
+                    if parts[2] == "WATCHDOG" and was_moving:
+                        # A board that is a process can itself be descheduled on a loaded machine: it then
+                        # ticks its watchdog before reading the commands waiting in the pty. A real MCU
+                        # never is; that case is counted apart, the host's own misses are the figure.
+                        if self.host_wrote(t - self.watchdog_s + 0.01, t):
+                            self.late_watchdogs += 1
+                        else:
+                            self.missed_watchdogs += 1
+                    if not any(self.velocity):
+                        for fault in self._pending:
+                            if fault["zero_at"] is None and t + 0.001 >= fault["t0"]:  # a clock in whole ms
+                                fault["zero_at"] = max(t, fault["t0"])
+                                self.on_zero(fault)
+                        self._pending = [f for f in self._pending if f["zero_at"] is None]
+                    self.on_velocity(*self.velocity)
+                elif parts[0] == "ready":
+                    self.readies += 1
+                elif parts[0] == "done":
+                    self._done += 1
+                self._cond.notify_all()
+
+    def watch(self, fault: dict) -> None:
+        """From fault["t0"] on, set fault["zero_at"] when the wheels are at zero (at once if they are)."""
+        with self._cond:
+            if not any(self.velocity):
+                fault["zero_at"] = fault["t0"]
+                self.on_zero(fault)
+            else:
+                self._pending.append(fault)
+
+    def command(self, line: str) -> None:
+        """One line to the board's stdin (unplug, replug, reboot MS, quit); returns when it was done."""
+        with self._cond:
+            expected = self._done + 1
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+            if not self._cond.wait_for(lambda: self._done >= expected or self.proc.poll() is not None, 10):
+                raise RuntimeError(f"the C controller did not answer {line!r}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        self.proc.stdout.close()
+
+
+# -- the faults at the seams: camera and policy ------------------------------------------------------------
+class SoakCamera(Camera):
+    """The simulated robot's camera; `stall_until` makes reads wait and raise CameraStalled, as a USB
+    camera that stopped delivering does. A robot that hit something is put back at its start."""
+
+    name = "soak"
+
+    def __init__(self, world, width: int, height: int, seed: int, fps: float):
+        self.world, self.width, self.height, self.seed = world, width, height, seed
+        self.period = 1.0 / fps
+        self.next_frame = 0.0
+        self.index = 0
+        self.stall_until = 0.0
+        self.restarts = 0
+
+    def read(self, timeout: float = 0.5) -> Frame:
+        from sim.world import SimRobot, render
+
+        deadline = time.monotonic() + timeout
+        while True:  # as a real camera: the next frame at the camera's rate, none while stalled
+            now = time.monotonic()
+            due = max(self.next_frame, self.stall_until)
+            if now >= due:
+                break
+            if now >= deadline:
+                raise CameraStalled(f"soak: camera stalled (no frame within {timeout} s)")
+            time.sleep(min(due, deadline) - now)
+        self.next_frame = max(self.next_frame + self.period, time.monotonic())
+        self.world.advance()
+        robot = self.world.robot
+        if robot.collided or len(robot.path) > 1000:  # back to the start; the path list stays bounded
+            self.world.robot = SimRobot(robot.layout)
+            self.restarts += robot.collided
+        image = render(self.world.robot.layout, self.world.robot.pose, self.width, self.height,
+                       seed=self.seed + self.index % 1000)
+        frame = Frame(image, time.monotonic(), self.index)
+        self.index += 1
+        return frame
+
+    def disconnect(self) -> None:
+        pass
+
+
+class FaultyPolicy:
+    """The real policy (with its behaviours); `stall_until` makes inference hang, `raise_next` makes the
+    next inference raise InjectedFault. Everything else is the wrapped policy's."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.stall_until = 0.0
+        self.raise_next = False
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def infer(self, frame):
+        delay = self.stall_until - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if self.raise_next:
+            self.raise_next = False
+            raise InjectedFault("soak: an exception inside inference")
+        return self.policy.infer(frame)
+
+
+# -- process figures ----------------------------------------------------------------------------------------
+def rss_bytes(field: str = "RssAnon:") -> int:
+    """Resident anonymous memory (RssAnon: the heap, the arenas, numpy and ONNX Runtime buffers; what a leak
+    grows). VmRSS also counts file-backed pages (the mapped libraries), which the kernel drops and reloads
+    under memory pressure from other processes: on a shared machine it fell from 140 to 65 MB in an hour
+    of this soak with nothing freed. VmRSS where the kernel has no RssAnon (before Linux 4.5)."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key + ":"] = value
+    value = fields.get(field) or fields.get("VmRSS:", "0 kB")
+    return int(value.split()[0]) * 1024
+
+
+def open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def export_tiny(out: Path) -> Path:
+    """The `tiny` preset (random weights) exported and verified into `out` (run in a child process: torch
+    never enters the soak's own memory figures)."""
+    from export.to_onnx import export_bundle
+    from train.config import preset_config
+    from train.model import build_model, load_tokenizer
+
+    cfg = preset_config("tiny")
+    return export_bundle(build_model(cfg), load_tokenizer(cfg), Path(out), source="preset:tiny", overwrite=True,
+                         verify_seeds=(0,), progress=lambda s: None)
+
+
+def tiny_bundle(work: Path) -> Path:
+    out = Path(work) / "tiny-bundle"
+    if not (out / "bundle.json").exists():
+        log.info("exporting the tiny preset to %s (once)", out)
+        done = subprocess.run([sys.executable, "-c", f"from benchmarks.soak import export_tiny; "
+                                                     f"export_tiny({str(out)!r})"], cwd=ROOT, timeout=900)
+        if done.returncode:
+            raise SystemExit(f"error: exporting the tiny preset to {out} failed (exit {done.returncode})")
+    return out
+
+
+# -- the soak ------------------------------------------------------------------------------------------------
+class Soak:
+    def __init__(self, config: SoakConfig, bundle_dir: Path, work: Path):
+        from runtime.backends.registry import make_backend
+        from runtime.behaviours import with_behaviours
+        from runtime.bundle import load_bundle
+        from runtime.motor import SerialMotorController
+        from runtime.policy import Policy
+        from runtime.protocol import Command
+        from sim.world import SimWorld, random_layout
+
+        self.config = config
+        self.world = SimWorld(random_layout(config.seed))
+        self.board_binary = build_controller(work)
+        self.link = Path(work) / "motor"
+        self.writes: deque[float] = deque(maxlen=64)  # when the host last wrote motion commands
+        self.board = Board(self.board_binary, self.link, self.world.set_velocity, self._zeroed,
+                           lambda start, end: any(start <= w <= end for w in list(self.writes)))
+        self.board.watchdog_s = config.cmd_timeout
+        bundle = load_bundle(bundle_dir)
+        self.backend = make_backend(bundle, "ort-cpu", variant="fp32").activate()
+        self.policy = FaultyPolicy(with_behaviours(Policy(bundle, self.backend), config.behaviour))
+        self.camera = SoakCamera(self.world, config.width, config.height, config.seed, config.fps)
+        self.motor = SerialMotorController(str(self.link), watchdog_ms=int(config.cmd_timeout * 1000)).connect()
+        write = self.motor._write
+
+        def recorded(kind, payload):  # the host's write times, to tell a host's miss from a late board
+            ok = write(kind, payload)
+            if ok and kind in (Command.SET_VELOCITY, Command.SET_WHEELS, Command.HEARTBEAT):
+                self.writes.append(time.monotonic())
+            return ok
+
+        self.motor._write = recorded
+        # figures per fault kind, kept as totals (a list of every fault would itself grow for an hour)
+        self.by_kind = {k: {"n": 0, "zeroed": 0, "max_zero_latency_s": 0.0} for k in FAULT_KINDS}
+        self.limit = config.cmd_timeout + 1.0 / config.rate
+        self.injected = self.zeroed = self.over_limit = 0
+        self.max_latency = 0.0
+        self.loop = None
+        self.baseline = None  # (RSS bytes, open files) after the first minute
+        self.window_s = max(1, int(min(RSS_WINDOW_S, config.seconds / 8)))  # s of 1-s samples behind an RSS figure
+        self.rss_samples: deque[int] = deque(maxlen=self.window_s)  # the newest samples: the end figure
+        self._baseline_samples: list[int] = []  # the window after the first minute: the baseline
+        self.rss_max = 0
+        self.runs = 0
+        self.steps = 0
+        self.ends: dict[str, int] = {}
+        self.unexpected: list[str] = []
+        self._over = threading.Event()
+
+    def _new_loop(self):
+        from runtime.drive import DriveLoop, install_signal_handlers
+        from runtime.safety import SafetyConfig, SafetyGate
+
+        c = self.config
+        gate = SafetyGate(SafetyConfig())
+        loop = DriveLoop(self.policy, self.camera, self.motor, gate,
+                         DriveConfig(rate=c.rate, cmd_timeout=c.cmd_timeout, camera_timeout=c.cmd_timeout,
+                                     status=False),
+                         printer=lambda s: log.debug("%s", s))
+        install_signal_handlers(loop)
+        return loop
+
+    def _zeroed(self, fault: dict) -> None:
+        """The board's thread: a fault's wheels reached zero."""
+        latency = fault["zero_at"] - fault["t0"]
+        k = self.by_kind[fault["kind"]]
+        k["zeroed"] += 1
+        k["max_zero_latency_s"] = round(max(k["max_zero_latency_s"], latency), 4)
+        self.zeroed += 1
+        self.max_latency = max(self.max_latency, latency)
+        self.over_limit += latency > self.limit
+
+    def _inject(self, kind: str) -> None:
+        c = self.config
+        fault = {"kind": kind, "t0": time.monotonic(), "zero_at": None}
+        self.board.watch(fault)
+        if kind == "camera_stall":
+            self.camera.stall_until = fault["t0"] + c.fault_s
+        elif kind == "inference_stall":
+            self.policy.stall_until = fault["t0"] + c.fault_s
+        elif kind == "inference_error":
+            self.policy.raise_next = True
+        elif kind == "serial_unplug":
+            self.board.command("unplug")
+            self._over.wait(c.fault_s)
+            self.board.command("replug")
+        elif kind == "controller_reboot":
+            self.board.command(f"reboot {int(c.fault_s * 1000)}")
+        elif kind == "sighup":
+            os.kill(os.getpid(), signal.SIGHUP)
+        self.injected += 1
+        self.by_kind[kind]["n"] += 1
+
+    def _schedule(self, end: float, baseline_at: float) -> None:
+        """The fault thread: one fault every fault_every seconds, the kinds in turn; the baseline figures
+        after the first minute; progress every minute; the end of the soak."""
+        i = 0
+        start = time.monotonic()
+        next_at = start + min(self.config.fault_every, 2.0)
+        next_report = start + 60
+        next_sample = start
+        baseline_end = baseline_at + self.window_s
+        while not self._over.wait(max(0.0, min(next_at, end, baseline_end if self.baseline is None else end,
+                                                   next_report, next_sample) - time.monotonic())):
+            now = time.monotonic()
+            if now >= end:
+                break
+            if now >= next_sample:
+                next_sample += 1.0
+                self.rss_samples.append(rss_bytes())
+                self.rss_max = max(self.rss_max, self.rss_samples[-1])
+                if baseline_at <= now < baseline_at + self.window_s:
+                    self._baseline_samples.append(self.rss_samples[-1])
+            if self.baseline is None and now >= baseline_at + self.window_s:
+                self.baseline = (statistics.median(self._baseline_samples or [rss_bytes()]), open_files())
+            if now >= next_report:
+                next_report += 60
+                log.info("%.0f s: %d steps, %d faults, %d runs, rss %.1f MB", now - start,
+                         self.steps + (self.loop.steps if self.loop else 0), self.injected, self.runs,
+                         rss_bytes() / 1e6)
+            if now < next_at:
+                continue
+            kind = FAULT_KINDS[i % len(FAULT_KINDS)]
+            loop = self.loop
+            if kind == "sighup" and (loop is None or loop.stop_event.is_set()):
+                next_at += 0.2  # between two runs nobody would catch it: a moment later
+                continue
+            self._inject(kind)
+            i += 1
+            next_at += self.config.fault_every
+        self._over.set()
+        loop = self.loop
+        if loop is not None:
+            loop.request_stop("soak over")
+
+    def run(self) -> dict:
+        c = self.config
+        start = time.monotonic()
+        scheduler = threading.Thread(target=self._schedule, name="soak-faults", daemon=True,
+                                     args=(start + c.seconds, start + min(c.baseline_s, c.seconds / 4)))
+        threads_start = threading.active_count()
+        scheduler.start()
+        while not self._over.is_set():
+            self.loop = self._new_loop()
+            self.runs += 1
+            self.loop.run()
+            self.steps += self.loop.steps
+            error = self.loop.error
+            why = f"error {type(error).__name__}" if error is not None else self.loop.ended_by
+            self.ends[why] = self.ends.get(why, 0) + 1
+            if error is not None and not isinstance(error, InjectedFault) and len(self.unexpected) < 20:
+                self.unexpected.append(f"{type(error).__name__}: {error}")
+            if self.loop.ended_by in ("SIGINT", "SIGTERM", "SIGQUIT"):  # a person (or kill) ends the soak itself
+                log.warning("%s: the soak ends early", self.loop.ended_by)
+                self._over.set()
+            self.policy.reset()  # a new run starts a new episode, as a restarted process would
+        scheduler.join(timeout=10)
+        time.sleep(0.2)  # the board's last lines
+        return self._result(start, self.baseline, threads_start)
+
+    def _result(self, start: float, baseline, threads_start: int) -> dict:
+        c = self.config
+        rss_end, files_end = statistics.median(self.rss_samples or [rss_bytes()]), open_files()
+        rss_base, files_base = baseline or (rss_end, files_end)
+        return {
+            "seconds": round(time.monotonic() - start, 1), "config": asdict(c),
+            "steps": self.steps, "runs": self.runs, "ends": self.ends, "unexpected_errors": self.unexpected,
+            "faults_injected": self.injected, "faults_by_kind": {k: v for k, v in self.by_kind.items() if v["n"]},
+            "faults_not_zeroed": self.injected - self.zeroed,
+            "missed_watchdogs": self.board.missed_watchdogs,
+            "late_board_watchdogs": self.board.late_watchdogs,
+            "max_zero_latency_s": round(self.max_latency, 4),
+            "zero_latency_limit_s": round(self.limit, 4),
+            "faults_over_limit": self.over_limit,
+            "rss_mb_baseline": round(rss_base / 1e6, 2), "rss_mb_end": round(rss_end / 1e6, 2),
+            "rss_mb_max": round(self.rss_max / 1e6, 2), "rss_window_s": self.window_s, "rss_kind": "RssAnon",
+            "vm_rss_mb_end": round(rss_bytes("VmRSS:") / 1e6, 2),
+            "rss_growth_pct": round(100.0 * (rss_end - rss_base) / rss_base, 3),
+            "open_files_baseline": files_base, "open_files_end": files_end,
+            "open_files_growth": files_end - files_base,
+            "threads_start": threads_start, "threads_end": threading.active_count(),
+            "robot_restarts": self.camera.restarts, "controller_readies": self.board.readies,
+            "motor": {"missed_acks": self.motor.missed_acks, "refused": self.motor.refused,
+                      "reconnects": self.motor.reconnects, "controller_starts": self.motor.controller_starts},
+        }
+
+    def close(self) -> None:
+        self.motor.disconnect()
+        self.backend.deactivate()
+        self.board.stop()
+
+
+def steady_malloc(arenas: int) -> bool:
+    """Make RSS a measure of what the program keeps, not of glibc's moods. glibc gives each new thread its own
+    malloc arena (up to 8 per core); the soak restarts the drive loop, and with it a new inference thread,
+    hundreds of times in one process (a real restart is a new process), so RSS climbed for minutes as arenas
+    were added, then stayed flat. And glibc raises its mmap threshold after a large free, so a frame-sized
+    buffer then comes from the heap and may stay resident: RSS wanders by a percent. mallopt caps the arenas
+    (M_ARENA_MAX) and fixes the threshold (M_MMAP_THRESHOLD, 128 KiB: large buffers are mapped and returned).
+    False where the C library has no mallopt."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-8, arenas)) and bool(libc.mallopt(-3, 128 * 1024))  # M_ARENA_MAX, M_MMAP_THRESHOLD
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def run_soak(config: SoakConfig, bundle_dir: Path | None = None, work: Path | None = None) -> dict:
+    """Drive for config.seconds with faults injected; returns the figures (see the module docstring)."""
+    arenas_capped = steady_malloc(MALLOC_ARENAS)
+    work_dir = Path(work) if work else Path(tempfile.gettempdir()) / "mvla-soak"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    bundle_dir = Path(bundle_dir) if bundle_dir else tiny_bundle(work_dir)
+    board_dir = Path(tempfile.mkdtemp(prefix="board-", dir=work_dir))
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    soak = Soak(config, bundle_dir, board_dir)
+    try:
+        result = soak.run()
+    finally:
+        soak.close()
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        shutil.rmtree(board_dir, ignore_errors=True)
+    result["bundle"] = str(bundle_dir)
+    result["malloc_arena_max"] = MALLOC_ARENAS if arenas_capped else None
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SoakConfig()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=d.seconds, help="how long to drive")
+    ap.add_argument("--fault-every", type=float, default=d.fault_every, help="seconds between two faults")
+    ap.add_argument("--fault-s", type=float, default=d.fault_s, help="how long a stall or an unplug lasts")
+    ap.add_argument("--rate", type=float, default=d.rate, help="control loop Hz")
+    ap.add_argument("--cmd-timeout", type=float, default=d.cmd_timeout)
+    ap.add_argument("--chunk-mode", default=d.behaviour, choices=("first", "chunk", "ensemble"))
+    ap.add_argument("--seed", type=int, default=d.seed, help="the simulated room")
+    ap.add_argument("--bundle", type=Path, help="bundle to drive (default: the tiny preset exported into --work)")
+    ap.add_argument("--work", type=Path, help="where the tiny bundle and the controller are built "
+                                              "(default: $TMPDIR/mvla-soak)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    add_log_level_argument(ap)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.seconds <= 0 or args.fault_every <= args.fault_s + 0.5:
+        print(f"error: need --seconds > 0 and --fault-every > --fault-s + 0.5 (one fault over before the next), "
+              f"found {args.seconds} and {args.fault_every}, {args.fault_s}", file=sys.stderr)
+        return 2
+    config = SoakConfig(seconds=args.seconds, fault_every=args.fault_every, fault_s=args.fault_s, rate=args.rate,
+                        cmd_timeout=args.cmd_timeout, behaviour=args.chunk_mode, seed=args.seed)
+    result = run_soak(config, args.bundle, args.work)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.json:
+        atomic_write_text(args.json, text)
+    print(text, end="")
+    ok = result["missed_watchdogs"] == 0 and result["faults_over_limit"] == 0 and not result["faults_not_zeroed"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
