@@ -13,7 +13,7 @@ EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2
 # (tests/fakes/test_conformance.py): ~4 MB, downloaded once from PyPI into a git-ignored cache.
 REF := .cache/reference-packages
 
-.PHONY: install demo test test-slow openpi-venv clean reference-packages
+.PHONY: install demo test test-slow test-realsize openpi-venv clean reference-packages
 
 install: $(VENV)/.installed
 
@@ -34,7 +34,13 @@ $(REF)/.complete: tests/fakes/reference_packages.py $(VENV)/.installed
 	touch $@
 
 test: install $(REF)/.complete
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# the real Kosmos-2 size exported with the CLI's defaults (~15 min, up to 16 GB of memory, ~7 GB of disk);
+# CI runs it after the suite (.ci/run)
+test-realsize: install
+	$(BIN)/python -m pytest -q -m realsize
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

@@ -78,7 +78,7 @@ class BenchmarkSpec:
     work: Path | None = None  # where a preset's bundle is exported (None: a temp folder)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "BenchmarkSpec":
+    def from_args(cls, args: argparse.Namespace) -> BenchmarkSpec:
         values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
         values.update(backend=tuple(args.backend), variants=tuple(args.variants), serial=not args.no_serial,
                       memory=not args.no_memory, preset=args.preset or cls.preset)
@@ -185,7 +185,8 @@ class EagerPath:
 
         self.prompt = PromptTensors.from_prompt(make_prompt(replace(cfg, max_text_tokens=max_text), tokenizer))
         assert self.prompt.input_ids.shape[1] == total_tokens
-        self.model, self.torch, self.pre, self.preprocess = model.eval(), torch, cfg.preprocess_config(), preprocess_with
+        self.model, self.torch = model.eval(), torch
+        self.pre, self.preprocess = cfg.preprocess_config(), preprocess_with
         self.ring: list = []
         self.vision_calls = 0
 
@@ -300,10 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ckpt", type=Path, help="with --bundle --compare: the checkpoint it was exported from")
     ap.add_argument("--random-weights", action="store_true")
     ap.add_argument("--backend", nargs="+", default=list(d.backend), choices=BACKENDS)
-    ap.add_argument("--variants", nargs="+", default=list(d.variants), help="ONNX variants for ORT backends: fp32 fp16 int8")
+    ap.add_argument("--variants", nargs="+", default=list(d.variants),
+                    help="ONNX variants for ORT backends: fp32 fp16 int8")
     ap.add_argument("--chunk-mode", default=d.chunk_mode, choices=CHUNK_MODES,
-                    help="the behaviour wrapped around the policy, as runtime.drive --chunk-mode (chunk skips the head)")
-    ap.add_argument("--discrete", action="store_true", help="snap to the demonstrated moves, as runtime.drive --discrete")
+                    help="the behaviour wrapped around the policy, as runtime.drive --chunk-mode "
+                         "(chunk skips the head)")
+    ap.add_argument("--discrete", action="store_true",
+                    help="snap to the demonstrated moves, as runtime.drive --discrete")
     ap.add_argument("--steps", type=int, default=d.steps)
     ap.add_argument("--warmup", type=int, default=d.warmup)
     ap.add_argument("--compare", action="store_true", help="also run original / eager / naive-window paths")

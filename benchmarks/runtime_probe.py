@@ -14,8 +14,8 @@ import json
 import resource
 import sys
 import time
-from runtime.logs import add_log_level_argument, setup_logging
 
+from runtime.logs import add_log_level_argument, setup_logging
 
 T_IMPORT = time.time()
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         policy = Policy(bundle, backend)
         policy.infer(frame)
         first = time.time()
-        for i in range(args.steps - 1):
+        for _ in range(args.steps - 1):
             policy.infer(frame)
     peak = peak_rss_mb()
     heavy = [m for m in ("torch", "transformers") if m in sys.modules]

@@ -40,11 +40,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.logs import add_log_level_argument, setup_logging
 import numpy as np
 
 from runtime.cli import exits_on
 from runtime.driving import Driving
+from runtime.logs import add_log_level_argument, setup_logging
 from runtime.preprocess import PreprocessConfig
 
 FORMAT = "mobile-vla-bundle"
@@ -102,17 +102,20 @@ class TensorSpec:
         if value.dtype != DTYPES[self.dtype]:
             raise TypeError(f"{where}: input {self.name!r} must be {self.dtype}, got {value.dtype}")
         if value.ndim != len(self.shape):
-            raise ValueError(f"{where}: input {self.name!r} must have shape {list(self.shape)}, got {list(value.shape)}")
+            raise ValueError(f"{where}: input {self.name!r} must have shape {list(self.shape)}, "
+                             f"got {list(value.shape)}")
         for axis, (want, got) in enumerate(zip(self.shape, value.shape)):
             if isinstance(want, str):
                 lo, hi = (dynamic or {}).get(want, (1, 1 << 31))
                 if not lo <= got <= hi:
-                    raise ValueError(f"{where}: input {self.name!r} axis {axis} ({want}) must be in [{lo}, {hi}], got {got}")
+                    raise ValueError(f"{where}: input {self.name!r} axis {axis} ({want}) must be in [{lo}, {hi}], "
+                                     f"got {got}")
             elif want != got:
-                raise ValueError(f"{where}: input {self.name!r} must have shape {list(self.shape)}, got {list(value.shape)}")
+                raise ValueError(f"{where}: input {self.name!r} must have shape {list(self.shape)}, "
+                             f"got {list(value.shape)}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TensorSpec":
+    def from_dict(cls, d: dict) -> TensorSpec:
         return cls(d["name"], tuple(d["shape"]), d["dtype"])
 
 
@@ -227,7 +230,8 @@ class Bundle:
             got = sha256_file(path)
             done["hashed"].append(name)
             if got != info["sha256"]:
-                raise BundleError(f"{path}: sha256 {got[:16]}... does not match bundle.json ({info['sha256'][:16]}...): "
+                raise BundleError(f"{path}: sha256 {got[:16]}... does not match bundle.json "
+                                  f"({info['sha256'][:16]}...): "
                                   f"the file changed or was copied incompletely; copy the bundle again or re-export")
             fresh[name] = seen
         if fresh != record:

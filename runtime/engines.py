@@ -25,10 +25,10 @@ import json
 import sys
 from pathlib import Path
 
-from runtime.logs import add_log_level_argument, setup_logging
 from runtime.atomic import atomic_write_text
 from runtime.bundle import GRAPHS, BundleError, load_bundle, sha256_file
 from runtime.cli import exits_on
+from runtime.logs import add_log_level_argument, setup_logging
 
 ENGINE_SUFFIX = ".fp16.engine"
 

@@ -80,7 +80,7 @@ class Camera(ABC):
 
     name: str = "camera"
 
-    def connect(self) -> "Camera":
+    def connect(self) -> Camera:
         """Start delivering frames (idempotent); returns self. Sources that open in their constructor return
         self. The same pair as MotorController: connect / disconnect."""
         return self
@@ -107,7 +107,7 @@ class MotorController(ABC):
     name: str = "motor"
 
     @abstractmethod
-    def connect(self) -> "MotorController":
+    def connect(self) -> MotorController:
         """Open the link; returns self. Raises DeviceError with what to check."""
 
     @abstractmethod
@@ -144,7 +144,7 @@ class LinklessMotorController(MotorController):
 
     _connected = False
 
-    def connect(self) -> "LinklessMotorController":
+    def connect(self) -> LinklessMotorController:
         self._connected = True
         return self
 

@@ -22,8 +22,8 @@ import os
 import re
 import sys
 from pathlib import Path
-from runtime.logs import add_log_level_argument, setup_logging
 
+from runtime.logs import add_log_level_argument, setup_logging
 
 TENSORRT_FOR_L4T = {(36, 3): "8.6", (36, 4): "10.3"}
 JETPACK_FOR_L4T = {(36, 3): "6.0", (36, 4): "6.1/6.2"}
@@ -66,7 +66,8 @@ def check_l4t_tensorrt(release: Path | None = None, trt_version: str | None = "d
                         f"sudo apt install nvidia-tensorrt python3-libnvinfer")
     want = TENSORRT_FOR_L4T.get(l4t[:2])
     if want is None:
-        return "WARN", f"{name} is not one this kit knows; TensorRT {trt} found (engines are built here, so it may work)"
+        return "WARN", (f"{name} is not one this kit knows; TensorRT {trt} found "
+                        "(engines are built here, so it may work)")
     if not (trt == want or trt.startswith(want + ".")):
         return "FAIL", (f"{name} (JetPack {JETPACK_FOR_L4T[l4t[:2]]}) ships TensorRT {want}, but TensorRT {trt} is "
                         f"what python imports here. A container built FROM another L4T tag, or a pip TensorRT, "
@@ -99,9 +100,8 @@ def check_opencv(camera: str | None = None, build_info: str | None = None, where
     needs = camera is not None and (camera == "csi" or "!" in camera)
     fix = ("an OpenCV wheel from the registry (no GStreamer) shadows JetPack's: "
            "pip uninstall opencv-python opencv-python-headless in the venv (bash jetson/setup.sh does)")
-    return ("FAIL" if needs else "WARN"), (f"{where}: GStreamer {status}; "
-                                          f"{'--camera ' + camera + ' cannot open' if needs else 'the CSI camera would not open'}"
-                                          f"; {fix}")
+    effect = f"--camera {camera} cannot open" if needs else "the CSI camera would not open"
+    return ("FAIL" if needs else "WARN"), f"{where}: GStreamer {status}; {effect}; {fix}"
 
 
 def check_imports() -> tuple[str, str]:

@@ -43,7 +43,7 @@ class MotorSpec:
     wheels: str | None = None  # serial: send wheel speeds for this base (WHEELS) instead of a body velocity
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "MotorSpec":
+    def from_args(cls, args: argparse.Namespace) -> MotorSpec:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 

@@ -31,7 +31,7 @@ class PolicySpec:
     discrete: bool = False  # snap each axis to the nearest demonstrated move
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "PolicySpec":
+    def from_args(cls, args: argparse.Namespace) -> PolicySpec:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 

@@ -71,7 +71,7 @@ class PreprocessConfig:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
+    def from_dict(cls, d: dict) -> PreprocessConfig:
         mean, std = tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"])
         # older files name no pixel_norm: the one their mean/std are (a mismatch is refused in __post_init__)
         named = next((n for n, (m, s) in PIXEL_NORMS.items() if np.allclose([mean, std], [m, s])), "clip")

@@ -123,7 +123,8 @@ def prompt_length(latent_query_num: int, max_text_tokens: int, layout: str = "mo
     return 3 + latent_query_num + max_text_tokens + 1
 
 
-def fallback_position_ids(attention_mask: np.ndarray, latent_query_num: int, padding_idx: int = PADDING_IDX) -> np.ndarray:
+def fallback_position_ids(attention_mask: np.ndarray, latent_query_num: int,
+                          padding_idx: int = PADDING_IDX) -> np.ndarray:
     """robovlms-fallback: sequential positions from padding_idx+1 (transformers derives them from
     inputs_embeds, not the mask), and ACT at the position right after the original sequence of
     max(len(text), Q) tokens, wherever the fixed-length padding put it."""

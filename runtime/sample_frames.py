@@ -37,7 +37,8 @@ def sample_frame(seed: int = 0, height: int = 720, width: int = 1280) -> np.ndar
         cv2.rectangle(img, (x0, y0), (x0 + w, y0 + h), color, thickness=-1)
         cv2.rectangle(img, (x0, y0), (x0 + w, y0 + h), (20, 20, 20), thickness=2)
     bx = int(rng.integers(width // 10, width - width // 10))
-    cv2.rectangle(img, (bx, int(horizon) - height // 6), (bx + width // 40, int(horizon) + height // 10), (30, 160, 40), -1)
+    top_left, bottom_right = (bx, int(horizon) - height // 6), (bx + width // 40, int(horizon) + height // 10)
+    cv2.rectangle(img, top_left, bottom_right, (30, 160, 40), -1)
     cv2.putText(img, f"{seed}", (width // 20, height // 8), cv2.FONT_HERSHEY_SIMPLEX, height / 300, (250, 250, 250), 2)
     return img
 

@@ -47,7 +47,7 @@ class StepLog:
         self.previous: Path | None = None  # where an earlier run's log at this path was moved
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "StepLog":
+    def __enter__(self) -> StepLog:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.previous = keep_previous(self.path)

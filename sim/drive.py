@@ -56,7 +56,7 @@ class SimSession:
     def port(self) -> str:
         return self.emulator.port
 
-    def __enter__(self) -> "SimSession":
+    def __enter__(self) -> SimSession:
         self.emulator.start()
         self.world.attach(self.emulator)
         return self
@@ -87,7 +87,8 @@ def main(argv=None) -> int:
     setup_logging(args.log_level)
     layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
     spec = spec_from_args(args)  # mode, snapping, move duration: the bundle's record unless given
-    spec = replace(spec, policy=replace(spec.policy, instruction=spec.policy.instruction or instruction_for(layout.side)))
+    instruction = spec.policy.instruction or instruction_for(layout.side)
+    spec = replace(spec, policy=replace(spec.policy, instruction=instruction))
     width, height = args.width or 256, args.height or 144
     if args.direct:
         world = SimWorld(layout)

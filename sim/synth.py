@@ -33,9 +33,9 @@ import argparse
 from pathlib import Path
 
 import cv2
-from runtime.logs import add_log_level_argument, setup_logging
 import numpy as np
 
+from runtime.logs import add_log_level_argument, setup_logging
 from sim.episodes import write_episode
 from sim.task import MOVE
 
@@ -81,8 +81,8 @@ def write_blocks_episodes(out: Path, episodes: int, seed: int = 0, frames: int =
 def sim_episode(layout_seed: int, noise: float = 0.0, stop_frames: int = 2, width: int = 256, height: int = 144,
                 max_steps: int = 40):
     """(images, actions, instruction, success) of one expert demonstration in a random room."""
-    from sim.world import random_layout, render
     from sim.task import ScriptedExpert, instruction_for, random_decider, rollout
+    from sim.world import random_layout, render
 
     layout = random_layout(layout_seed)
     expert = ScriptedExpert(layout)

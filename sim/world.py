@@ -217,7 +217,7 @@ class SimWorld:
         self._last = time.monotonic()
         self._lock = threading.Lock()
 
-    def attach(self, emulator) -> "SimWorld":
+    def attach(self, emulator) -> SimWorld:
         emulator.on_velocity = self.set_velocity
         return self
 
@@ -239,7 +239,7 @@ class SimWorld:
             self.robot = SimRobot(self.robot.layout)
             self.velocity, self._last = (0.0, 0.0, 0.0), time.monotonic()
 
-    def camera(self, width: int = 320, height: int = 180, seed: int = 0) -> "SimCamera":
+    def camera(self, width: int = 320, height: int = 180, seed: int = 0) -> SimCamera:
         return SimCamera(self, width, height, seed)
 
 

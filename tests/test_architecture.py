@@ -167,7 +167,7 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path):
 def test_documented_rules_match_the_checked_ones():
     doc = (ROOT / "docs" / "architecture.md").read_text()
     for pkg, forbidden in FORBIDDEN.items():
-        line = next((l for l in doc.splitlines() if l.startswith(f"| `{pkg}/`")), None)
+        line = next((ln for ln in doc.splitlines() if ln.startswith(f"| `{pkg}/`")), None)
         assert line is not None, f"docs/architecture.md has no row for {pkg}/"
         for dep in forbidden:
             assert f"`{dep}`" in line.split("|")[-2], f"docs/architecture.md: {pkg}/ row does not forbid {dep}/"

@@ -140,7 +140,8 @@ def _load_strict(model: torch.nn.Module, state: dict, file: Path, only_adapter: 
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):
-            raise CheckpointError(f"{file}: {k} has shape {tuple(v.shape)}, the model expects {tuple(expected[k].shape)}")
+            raise CheckpointError(f"{file}: {k} has shape {tuple(v.shape)}, "
+                                  f"the model expects {tuple(expected[k].shape)}")
     model.load_state_dict(state, strict=not only_adapter)
 
 

@@ -42,7 +42,8 @@ def init_config(path: Path, **overrides) -> MobileVLAConfig:
     ours = MobileVLAConfig(preset=cfg.preset, kosmos=cfg.kosmos, tokenizer=cfg.tokenizer)  # field defaults = ours
     for name in ("chunk", "action_axes"):
         if overrides.get(name) not in (None, getattr(cfg, name)):
-            raise CheckpointError(f"{path}: its head predicts {name} = {getattr(cfg, name)}, --{name.replace('_', '-')} "
+            flag = "--" + name.replace("_", "-")
+            raise CheckpointError(f"{path}: its head predicts {name} = {getattr(cfg, name)}, {flag} "
                                   f"asks for {overrides[name]}; leave it out to re-fit the imported head")
         overrides.pop(name, None)
     channel_order = overrides.pop("channel_order", None) or cfg.preprocess["channel_order"]

@@ -39,7 +39,7 @@ class LoraSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LoraSettings":
+    def from_dict(cls, d: dict) -> LoraSettings:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 

@@ -41,22 +41,22 @@ class PromptTensors:
     position_ids: torch.Tensor
 
     @classmethod
-    def from_prompt(cls, prompt: Prompt) -> "PromptTensors":
+    def from_prompt(cls, prompt: Prompt) -> PromptTensors:
         return cls(*(torch.from_numpy(np.ascontiguousarray(a)) for a in (
             prompt.input_ids, prompt.attention_mask, prompt.image_slot_mask, prompt.position_ids)))
 
-    def expand(self, batch: int) -> "PromptTensors":
+    def expand(self, batch: int) -> PromptTensors:
         """Repeat a batch-1 prompt `batch` times (no copy)."""
         return PromptTensors(*(t.expand(batch, -1) for t in self.tensors()))
 
-    def repeat_interleave(self, times: int) -> "PromptTensors":
+    def repeat_interleave(self, times: int) -> PromptTensors:
         """(B, T) -> (B * times, T): one row per frame of a window."""
         return PromptTensors(*(t.repeat_interleave(times, dim=0) for t in self.tensors()))
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.input_ids, self.attention_mask, self.image_slot_mask, self.position_ids)
 
-    def to(self, device) -> "PromptTensors":
+    def to(self, device) -> PromptTensors:
         return PromptTensors(*(t.to(device) for t in self.tensors()))
 
 
@@ -218,7 +218,8 @@ class MobileVLA(nn.Module):
         is_act = (positions == input_ids.shape[1] - 1).view(1, -1, 1)
         embeds = torch.where(is_act, self.action_token.to(tokens.dtype), embeds)
         # As in HF Kosmos-2, image embeddings (and ACT) are written before the sqrt(D) scaling.
-        out = text(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids.contiguous(), return_dict=True)
+        out = text(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids.contiguous(),
+                   return_dict=True)
         return out.last_hidden_state[:, -1]
 
     def frame_features(self, pixels: torch.Tensor, prompt: PromptTensors) -> torch.Tensor:

@@ -4,8 +4,10 @@ import pytest
 
 from runtime.jetpack import check_l4t_tensorrt, check_opencv, gstreamer_status, read_l4t
 
-R36_3 = "# R36 (release), REVISION: 3.0, GCID: 36106755, BOARD: generic, EABI: aarch64, DATE: Thu Apr 25 03:14:05 UTC 2024\n"
-R36_4 = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025\n"
+R36_3 = ("# R36 (release), REVISION: 3.0, GCID: 36106755, BOARD: generic, EABI: aarch64, "
+         "DATE: Thu Apr 25 03:14:05 UTC 2024\n")
+R36_4 = ("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+         "DATE: Wed Jan  8 01:49:37 UTC 2025\n")
 
 
 @pytest.mark.parametrize("release, trt, status, words", [
@@ -54,7 +56,7 @@ def test_preflight_reports_the_opencv_and_jetpack_lines(tiny_bundle_dir, episode
     from tests.conftest import run_python
 
     proc = run_python("-m", "runtime.preflight", "--bundle", str(tiny_bundle_dir), "--camera", "csi", timeout=120)
-    lines = {l.split()[1]: l for l in proc.stdout.splitlines() if len(l.split()) > 1}
+    lines = {ln.split()[1]: ln for ln in proc.stdout.splitlines() if len(ln.split()) > 1}
     import cv2
 
     has = (gstreamer_status(cv2.getBuildInformation()) or "").upper().startswith("YES")
@@ -77,6 +79,6 @@ def test_check_sh_refuses_a_tensorrt_that_is_not_its_l4ts(tiny_bundle_dir, episo
            "PYTHONPATH": fake_gpu.subprocess_pythonpath()}
     proc = subprocess.run(["bash", str(ROOT / "jetson" / "check.sh"), str(tiny_bundle_dir), str(episode_file),
                            str(tmp_path / "no-port")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
-    line = next(l for l in proc.stdout.splitlines() if l.split()[1:2] == ["jetpack"])
+    line = next(ln for ln in proc.stdout.splitlines() if ln.split()[1:2] == ["jetpack"])
     assert proc.returncode == 1 and line.startswith("FAIL")
     assert "ships TensorRT 8.6, but TensorRT 10.3.0" in line and "L4T=r36.3.0" in line

@@ -248,10 +248,10 @@ def test_preflight_checks_a_vendor_motor_side_as_the_drive_would_open_it(tiny_bu
     proc = run_python("-m", "runtime.preflight", "--bundle", str(tiny_bundle_dir), "--verify", "quick",
                       "--motor", "tests.runtime.vendor_motor:RecordingMotor", env={"RECORDING_MOTOR_LOG": str(log)},
                       timeout=120)
-    line = next(l for l in proc.stdout.splitlines() if " controller " in l)
+    line = next(ln for ln in proc.stdout.splitlines() if " controller " in ln)
     assert line.startswith("OK") and "a zero went out" in line, proc.stdout + proc.stderr
-    calls = [json.loads(l)["call"] for l in log.read_text().splitlines()]
+    calls = [json.loads(ln)["call"] for ln in log.read_text().splitlines()]
     assert calls[0] == "connect" and "send_velocity" in calls and calls[-1] == "disconnect"
     bad = run_python("-m", "runtime.preflight", "--bundle", str(tiny_bundle_dir), "--verify", "quick",
                      "--motor", "tests.runtime.vendor_motor:NoSuchClass", timeout=120)
-    assert bad.returncode == 1 and any(l.startswith("FAIL controller") for l in bad.stdout.splitlines())
+    assert bad.returncode == 1 and any(ln.startswith("FAIL controller") for ln in bad.stdout.splitlines())

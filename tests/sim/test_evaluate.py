@@ -27,8 +27,8 @@ def trained(tmp_path_factory):
     from export.to_onnx import ExportOptions, export_bundle
     from pipeline.demo import fit_options
     from sim.synth import write_sim_episodes
-    from train.fit import fit
     from train.checkpoint import load_checkpoint
+    from train.fit import fit
     from train.merge import merge_checkpoint
 
     root = tmp_path_factory.mktemp("sim")
@@ -64,9 +64,10 @@ def test_onnx_runtime_and_pytorch_drive_the_same(trained):
     bundle = load_bundle(trained["bundle"])
     torch_backend = TorchBackend(bundle, trained["model"])
     ort = closed_loop(make_policy_factory(trained["bundle"]), 8, seed=3, baselines=False, **SIZE)[0]
-    torch = closed_loop(lambda ins: with_behaviours(Policy(bundle, torch_backend, instruction=ins), discrete=True), 8, seed=3,
-                        baselines=False,
-                        **SIZE)[0]
+    def torch_policy(ins):
+        return with_behaviours(Policy(bundle, torch_backend, instruction=ins), discrete=True)
+
+    torch = closed_loop(torch_policy, 8, seed=3, baselines=False, **SIZE)[0]
     assert ort.success == torch.success
     for a, b in zip(ort.rollouts, torch.rollouts):
         assert a.steps == b.steps and a.ended_by == b.ended_by

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from runtime.safety import SafetyGate
-from sim.world import SimRobot, random_layout
 from sim.task import (
     MOVE,
     SIM_SAFETY,
@@ -17,6 +16,7 @@ from sim.task import (
     random_decider,
     rollout,
 )
+from sim.world import SimRobot, random_layout
 
 LAYOUTS = [random_layout(10_000 * 7 + i) for i in range(50)]
 
@@ -35,7 +35,7 @@ def test_expert_passes_the_box_on_the_named_side_and_moves_like_the_collector():
         moves = []
         expert = ScriptedExpert(layout)
 
-        def record(frame, pose):
+        def record(frame, pose, moves=moves, expert=expert):
             moves.append(expert(frame, pose))
             return moves[-1]
 

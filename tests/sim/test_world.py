@@ -68,9 +68,9 @@ def test_drive_loop_moves_the_simulated_robot_through_the_serial_driver(tiny_bun
     from runtime.bundle import load_bundle
     from runtime.drive import DriveConfig, DriveLoop
     from runtime.motor import SerialMotorController
-    from sim.controller_emulator import ControllerEmulator
     from runtime.policy import Policy
     from runtime.safety import SafetyConfig, SafetyGate
+    from sim.controller_emulator import ControllerEmulator
 
     emu = ControllerEmulator(link=tmp_path / "motor").start()
     world = SimWorld(open_room()).attach(emu)

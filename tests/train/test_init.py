@@ -50,9 +50,9 @@ def test_refit_from_an_import_lowers_val_loss_and_exports_with_our_layout(import
     proc = run_python("-m", "sim.synth", "--task", "blocks", "--episodes", "10", "--frames", "8",
                       "--out", str(episodes))
     assert proc.returncode == 0, proc.stderr
-    proc = run_python("-m", "train.fit", "--init", str(imported), "--data", str(episodes), "--out", str(tmp_path / "runs"),
-                      "--name", "migrated", "--window", "4", "--max-epochs", "4", "--lr", "1e-3", "--batch-size", "2",
-                      "--no-progress", timeout=600)
+    proc = run_python("-m", "train.fit", "--init", str(imported), "--data", str(episodes),
+                      "--out", str(tmp_path / "runs"), "--name", "migrated", "--window", "4", "--max-epochs", "4",
+                      "--lr", "1e-3", "--batch-size", "2", "--no-progress", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"ACT and head start from {imported}" in proc.stderr
     summary = json.loads((tmp_path / "runs" / "migrated" / "summary.json").read_text())

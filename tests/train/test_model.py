@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from tests.conftest import run_python
 from train.examples import example_inputs
 from train.model import PromptTensors, make_prompt
-from tests.conftest import run_python
 
 
 def test_padded_prompt_gives_the_unpadded_act_feature(tiny_model, tiny_config, tiny_tokenizer):
