@@ -490,12 +490,14 @@ class DriveLoop:
         if action is None:
             self._send_zero(now, "no chunk covers the present")
             return
-        result = self._send(self.gate.filter(action, now))
+        refused, lateral = self._counter("refused"), self.gate.refused_lateral
+        result = self._send(self.gate.filter(action, now), now)
+        self._set_state(command_state(result, self._counter("refused") != refused,
+                                      self.gate.refused_lateral != lateral))
         if current.step != self.last_logged_step:
             self.last_logged_step = current.step
             self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
                                 sent=result.sent, acknowledged=result.acknowledged))
-            self.status.show(result.velocity, self.steps)
 
     def run(self) -> int:
         """Drive until max steps, end of stream, a signal or an error. Motors end at zero. Returns an exit code."""

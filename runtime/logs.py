@@ -56,11 +56,20 @@ def under_journal() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM"))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when the event happens (a test harness or the pipeline may have swapped
+    it since setup), so no event goes to a stream that was closed in between."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def setup_logging(level: str = DEFAULT_LEVEL, stream=None) -> None:
     """Send the project's events to stderr (or `stream`) at `level`; called once by each command's main."""
     if level not in LEVELS:
         raise ValueError(f"--log-level: expected one of {', '.join(LEVELS)}, found {level!r}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler(sys.stderr)
     if under_journal():
         handler.setFormatter(_JournalFormatter())
     else:

@@ -72,7 +72,8 @@ def commands(doc: Path) -> list[tuple[str, str, list[str]]]:
             if m and m.group(1).split(".")[0] in PACKAGES:
                 words = m.group(2).split()
                 sub = words[0] if words and re.fullmatch(r"[a-z][\w-]*", words[0]) else None
-                found.append((m.group(1), segment.strip(), FLAG.findall(m.group(2)), sub))
+                ours = m.group(2).split("--ros-args")[0]  # what follows --ros-args belongs to ROS, not our parser
+                found.append((m.group(1), segment.strip(), FLAG.findall(ours), sub))
     return found
 
 

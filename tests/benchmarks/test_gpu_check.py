@@ -49,7 +49,7 @@ def test_gpu_check_dry_run_prints_the_install_and_run_sequence_from_the_project_
     for command, part in zip(commands, expected):
         assert part in command, (part, command)
     jetson = re.search(r'^jetson = \[(.*)\]$', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
-    assert '"tensorrt-cu12>=10.3,<12"' in jetson and f"The jetson extra is {jetson}." in proc.stdout
+    assert '"tensorrt-cu12>=10.3,<12; ' in jetson and f"The jetson extra is {jetson}." in proc.stdout
     assert "CUDA 12 toolkit" in proc.stdout  # what pycuda's source build needs
 
 

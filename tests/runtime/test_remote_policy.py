@@ -208,7 +208,7 @@ def test_jpeg_frames_are_decoded_by_the_server(bundle, local_backend, tiny_bundl
 
 
 @pytest.mark.parametrize("extra", [["--mode", "step", "--step-duration", "0.02"],
-                                   ["--async", "--action-period", "0.05", "--rate", "50"]])
+                                   ["--async", "--mode", "continuous", "--action-period", "0.05", "--rate", "50"]])
 def test_the_drive_cli_drives_from_the_server_and_logs_which_policy_drove(bundle, tiny_bundle_dir, episode_file,
                                                                           tmp_path, extra):
     from runtime.steplog import read_log
