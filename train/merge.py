@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from runtime.cli import exits_on
+from runtime.logs import add_log_level_argument, setup_logging
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.examples import example_inputs
 from train.lora import has_lora, merge_lora
@@ -51,7 +52,9 @@ def main(argv=None) -> int:
     ap.add_argument("ckpt", type=Path, help="adapter checkpoint folder")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--overwrite", action="store_true")
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     diff = merge_checkpoint(args.ckpt, args.out, args.overwrite)
     print(f"merged {args.ckpt} -> {args.out} (outputs match the adapter to {diff:.1e})")
     return 0

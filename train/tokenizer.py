@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
+from runtime.logs import add_log_level_argument, setup_logging
+
 KOSMOS2_HUB_ID = "microsoft/kosmos-2-patch14-224"
 HEAD_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 KOSMOS2_SPECIALS = [
@@ -79,7 +81,9 @@ def load_hub_tokenizer(name_or_path: str = KOSMOS2_HUB_ID) -> Tokenizer:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("tokenizer.json"))
+    add_log_level_argument(ap)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     tok = build_tiny_tokenizer()
     tok.save(str(args.out))
     print(f"wrote {args.out} ({tok.get_vocab_size()} tokens)")
