@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.processes import ROOT, run_python  # noqa: F401 (tests import both from here too)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 
 
@@ -38,15 +38,6 @@ def tiny_checkpoint(tmp_path_factory, tiny_model, tiny_tokenizer):
     from train.checkpoint import save_checkpoint
 
     return save_checkpoint(tiny_model, tmp_path_factory.mktemp("ckpt") / "tiny", tiny_tokenizer)
-
-
-def run_python(*args, cwd=ROOT, timeout=300, env=None):
-    """Run `python ARGS` as a user would; returns CompletedProcess (text)."""
-    import subprocess
-
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=full_env)
 
 
 @pytest.fixture(scope="session")

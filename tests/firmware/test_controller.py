@@ -445,13 +445,11 @@ def test_fuzz_through_the_pty_then_the_driver_still_works(controller):
 # -- the whole robot side on the C controller ------------------------------------------------------
 
 def test_runtime_drive_on_the_tiny_bundle_drives_the_c_controller(tiny_bundle_dir, firmware_bin, tmp_path):
-    import sys
-
     import cv2
 
     from runtime.sample_frames import sample_frames
     from runtime.steplog import read_log
-    from tests.conftest import ROOT
+    from tests.helpers.processes import run_drive
 
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -459,10 +457,8 @@ def test_runtime_drive_on_the_tiny_bundle_drives_the_c_controller(tiny_bundle_di
         cv2.imwrite(str(frames / f"{i:04d}.png"), f)
     board = FirmwareController(firmware_bin / "pty_controller", link=tmp_path / "motor").start()
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--serial", board.port,
-             "--camera", str(frames), "--rate", "50", "--max-steps", "8", "--quiet", "--log", str(tmp_path / "log")],
-            cwd=ROOT, capture_output=True, text=True, timeout=120)
+        done = run_drive("--bundle", str(tiny_bundle_dir), "--serial", board.port, "--camera", str(frames), "--rate",
+                         "50", "--max-steps", "8", "--quiet", "--log", str(tmp_path / "log"))
         assert done.returncode == 0, done.stderr
         steps = [r for r in read_log(tmp_path / "log") if r.get("type") == "step"]
         assert steps  # a step is logged when a control tick first sends it (a faster policy skips some)

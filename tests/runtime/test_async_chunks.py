@@ -12,7 +12,7 @@ from runtime.async_chunks import AsyncChunks, AsyncConfig, ChunkSchedule
 from runtime.drive import DriveConfig, DriveLoop
 from runtime.hardware import Camera, Frame
 from runtime.safety import SafetyConfig, SafetyGate
-from tests.runtime.test_drive import RecordingDryRun
+from tests.helpers.drive_doubles import RecordingDryRun
 
 LIMITS = SafetyConfig(max_speed=(5.0, 5.0, 5.0), max_accel=(math.inf,) * 3, dead_zone=0.0)
 

@@ -2,8 +2,6 @@
 
 import math
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +17,8 @@ from runtime.motor import DryRunMotor, SerialMotorController
 from runtime.policy import Policy
 from runtime.safety import SafetyConfig, SafetyGate
 from runtime.steplog import StepLog, read_log, replay_commands
-from tests.conftest import ROOT
+from tests.helpers.drive_doubles import RecordingDryRun, ScriptedPolicy
+from tests.helpers.processes import drive_process, finish, run_drive
 
 RATE = 50.0
 PERIOD = 1 / RATE
@@ -143,7 +142,6 @@ def test_camera_stall_mid_run_gives_an_immediate_zero(bundle, episode_file, emul
     camera = StallingCamera(open_camera(str(episode_file)), at=3)
     # no max_steps: the loop keeps trying the camera; stop it from outside after the stall
     def stop_later(loop):
-        import threading
 
         threading.Timer(1.0, loop.stop_event.set).start()
 
@@ -182,7 +180,6 @@ def test_exception_in_inference_zeroes_and_fails(bundle, episode_file, emulator)
 
 
 def test_port_unplugged_and_replugged_mid_run_resumes(bundle, episode_file, emulator, tmp_path):
-    import threading
 
     frames = open_camera(str(episode_file))
 
@@ -225,22 +222,16 @@ def test_signals_to_the_drive_process_stop_the_motors(tiny_bundle_dir, episode_f
 
     for i, f in enumerate(sample_frames(300, height=48, width=64)):
         cv2.imwrite(str(frames / f"{i:04d}.png"), f)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--serial", emulator.port,
-         "--camera", str(frames), "--rate", "50", "--quiet", "--log", str(tmp_path / "log.jsonl")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with drive_process("--bundle", str(tiny_bundle_dir), "--serial", emulator.port, "--camera", str(frames),
+                       "--rate", "50", "--quiet", "--log", str(tmp_path / "log.jsonl")) as proc:
         deadline = time.monotonic() + 60
         while not [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]:
-            assert proc.poll() is None, proc.communicate()[1]
+            assert proc.poll() is None, finish(proc)[1]
             assert time.monotonic() < deadline, "drive never moved"
             time.sleep(0.05)
         sent = time.monotonic()
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = finish(proc, timeout=10)
     assert proc.returncode == 0, err
     assert "motors at zero" in err and signal.Signals(signum).name in err
     stop = next(r for r in emulator.commands() if r.time >= sent and r.velocity == (0.0, 0.0, 0.0))
@@ -255,7 +246,6 @@ def test_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(bundle, ep
     holding the event's lock; a handler that took that lock deadlocked a CI run. Here another thread
     holds the lock while the handler runs: it must return at once and the loop must still stop."""
     from runtime.drive import install_signal_handlers
-    from runtime.motor import DryRunMotor
 
     camera = open_camera(str(episode_file), 64, 48, 30)
     loop = DriveLoop(Policy(bundle, OnnxRuntimeBackend(bundle).activate()), camera, DryRunMotor().connect(),
@@ -282,9 +272,8 @@ def test_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(bundle, ep
 
 
 def test_dry_run_prints_commands(tiny_bundle_dir, episode_file):
-    proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run",
-                           "--camera", str(episode_file), "--mode", "step", "--step-duration", "0.02", "--quiet"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_drive("--bundle", str(tiny_bundle_dir), "--dry-run", "--camera", str(episode_file), "--mode", "step",
+                     "--step-duration", "0.02", "--quiet")
     assert proc.returncode == 0, proc.stderr
     cmds = [line for line in proc.stdout.splitlines() if line.startswith("cmd_vel")]
     assert len([c for c in cmds if c != "cmd_vel +0.000 +0.000 +0.000"]) >= 12
@@ -296,8 +285,7 @@ def test_dry_run_prints_commands(tiny_bundle_dir, episode_file):
     (["--dry-run", "--camera", "/dev/video9"], "/dev/video9 not found"),
 ])
 def test_clear_errors(tiny_bundle_dir, args, message):
-    proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_drive("--bundle", str(tiny_bundle_dir), *args)
     assert proc.returncode == 1 and message in proc.stderr
 
 
@@ -308,8 +296,7 @@ def test_bundle_failing_its_checks_is_refused(tiny_bundle_dir, tmp_path):
     shutil.copytree(tiny_bundle_dir, bad)
     with open(bad / "vision.onnx", "ab") as f:
         f.write(b"x")
-    proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(bad), "--dry-run"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_drive("--bundle", str(bad), "--dry-run")
     assert proc.returncode == 1 and "vision.onnx: sha256" in proc.stderr
 
 
@@ -323,54 +310,9 @@ def test_auto_backend_says_which_and_missing_providers_are_refused(tiny_bundle_d
     if "CUDAExecutionProvider" not in available_providers():
         with pytest.raises(BackendError, match="onnxruntime-gpu"):
             make_backend(bundle, "ort-cuda").activate()
-    proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run",
-                           "--camera", str(episode_file), "--max-steps", "2", "--quiet"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_drive("--bundle", str(tiny_bundle_dir), "--dry-run", "--camera", str(episode_file), "--max-steps", "2",
+                     "--quiet")
     assert proc.returncode == 0 and "driving with ort-cpu (fp32)" in proc.stderr
-
-
-class ScriptedPolicy:
-    """A policy whose step k returns a distinct action (0.05 (k + 1), 0), after `latency` seconds."""
-
-    def __init__(self, latency=0.0):
-        self.latency, self.calls, self.returned = latency, 0, threading.Condition()
-        self.resets = 0
-
-    def reset(self):  # a policy's other method (runtime.policy.Policy): the drive resets it after a fault
-        self.resets += 1
-
-    def infer(self, image):
-        from runtime.policy import PolicyStep
-
-        time.sleep(self.latency)
-        action = np.array([0.05 * (self.calls + 1), 0.0], np.float32)
-        with self.returned:
-            self.calls += 1
-            self.returned.notify_all()
-        return PolicyStep(action=action, chunk=action[None], normalized_chunk=action[None], timings={})
-
-
-class RecordingDryRun(DryRunMotor):
-    """The dry-run motor, recording when each command went out."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-        self.connect()
-
-    def send_velocity(self, vx, vy, wz=0.0):
-        result = super().send_velocity(vx, vy, wz)
-        self.times.append((time.monotonic(), (float(vx), float(vy), float(wz))))
-        return result
-
-    def moves(self):
-        """{velocity: (first time, last time)} of every non-zero command."""
-        spans = {}
-        for t, v in self.times:
-            if any(v):
-                first, _ = spans.get(v, (t, t))
-                spans[v] = (first, t)
-        return spans
 
 
 def test_step_mode_takes_the_next_frame_only_after_the_new_move_ran(episode_file):

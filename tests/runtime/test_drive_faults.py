@@ -6,8 +6,6 @@ bundle and the controller emulator on a pty where the wire matters."""
 import io
 import math
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -27,7 +25,8 @@ from runtime.protocol import Limits
 from runtime.safety import SafetyConfig, SafetyGate
 from runtime.status_line import StatusLine
 from tests.conftest import ROOT
-from tests.runtime.test_drive import RecordingDryRun, ScriptedPolicy
+from tests.helpers.drive_doubles import RecordingDryRun, ScriptedPolicy
+from tests.helpers.processes import drive_process, finish, run_drive
 
 RATE = 50.0
 PERIOD = 1 / RATE
@@ -333,34 +332,26 @@ def test_systemd_unit_starts_disarmed_so_a_crash_restart_comes_back_disarmed():
 
 
 def test_a_disarmed_drive_process_sends_zeros_only(tiny_bundle_dir, episode_file):
-    proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run",
-                           "--camera", str(episode_file), "--start-disarmed", "--quiet"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = run_drive("--bundle", str(tiny_bundle_dir), "--dry-run", "--camera", str(episode_file), "--start-disarmed",
+                     "--quiet")
     assert proc.returncode == 0, proc.stderr
     commands = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("cmd_vel")]
     assert commands and all(float(v) == 0.0 for c in commands for v in c)
     assert "disarmed: zeros until armed" in proc.stderr and "no way to arm is configured" in proc.stderr
 
 
-def test_sigterm_while_the_motor_side_opens_still_releases_everything(tiny_bundle_dir, episode_file, ros2_loopback):
+def test_sigterm_while_the_motor_side_opens_still_releases_everything(tiny_bundle_dir, episode_file, peer):
     """--motor ros2 with nobody on /cmd_vel waits 5 s at connect. A SIGTERM then used to kill the process
     (handlers came after); now it ends cleanly, exit 0, once the open returns."""
-    from tests.runtime.test_ros2 import Peer
-
     topic = f"/nobody_{time.time_ns()}"
-    peer = Peer()
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--motor",
-                                 "ros2", "--cmd-vel-topic", topic, "--camera", str(episode_file), "--quiet"],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with drive_process("--bundle", str(tiny_bundle_dir), "--motor", "ros2", "--cmd-vel-topic", topic, "--camera",
+                       str(episode_file), "--quiet") as proc:
         deadline = time.monotonic() + 60
         while peer.node.count_publishers(topic) == 0:  # the motor side is open and waits for a subscriber
             assert time.monotonic() < deadline and proc.poll() is None, "the drive never opened its motor side"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-    finally:
-        peer.close()
-    out, err = proc.communicate(timeout=30)
+        out, err = finish(proc, timeout=30)
     assert proc.returncode == 0, err
     assert "SIGTERM before driving: stopped; motors at zero" in err
 
@@ -372,9 +363,8 @@ def test_the_controllers_wheel_count_is_refused_by_the_drive_naming_both(tiny_bu
     board = FirmwareController(firmware_bin / "pty_controller", link=tmp_path / "motor",
                                args=["--base", "mecanum"]).start()
     try:
-        proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--serial",
-                               board.port, "--wheels", "omni3", "--camera", str(episode_file), "--quiet"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+        proc = run_drive("--bundle", str(tiny_bundle_dir), "--serial", board.port, "--wheels", "omni3", "--camera",
+                         str(episode_file), "--quiet")
     finally:
         board.stop()
     assert proc.returncode == 1

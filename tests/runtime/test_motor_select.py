@@ -4,7 +4,6 @@ the heading-and-throttle example of docs/motors.md runs as written; bad choices 
 import json
 import math
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -16,7 +15,7 @@ from runtime.camera import open_camera
 from runtime.motor import MotorError
 from runtime.motor_select import MotorSpec, load_motor_class, motor_kind
 from runtime.policy import Policy
-from tests.conftest import ROOT, run_python
+from tests.helpers.processes import ROOT, run_drive, run_python
 
 STEP_ARGS = ["--mode", "step", "--step-duration", "0.02", "--rate", "100", "--max-accel", "inf", "inf", "inf",
              "--quiet"]
@@ -33,12 +32,8 @@ def expected_moves(tiny_bundle_dir, episode_file):
                          for _ in range(12)], np.float32)
 
 
-def run_drive(tiny_bundle_dir, episode_file, *args, env=None):
-    import os
-
-    return subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir),
-                           "--camera", str(episode_file), *STEP_ARGS, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
+def drive_steps(tiny_bundle_dir, episode_file, *args, env=None):
+    return run_drive("--bundle", str(tiny_bundle_dir), "--camera", str(episode_file), *STEP_ARGS, *args, env=env)
 
 
 def distinct_moves(velocities):
@@ -62,7 +57,7 @@ def check_recording(calls, expected_moves):
 def test_a_class_named_module_colon_class_receives_the_commands(tiny_bundle_dir, episode_file, expected_moves,
                                                                 tmp_path):
     log = tmp_path / "calls.jsonl"
-    proc = run_drive(tiny_bundle_dir, episode_file, "--motor", "tests.runtime.vendor_motor:RecordingMotor",
+    proc = drive_steps(tiny_bundle_dir, episode_file, "--motor", "tests.runtime.vendor_motor:RecordingMotor",
                      "--log", str(tmp_path / "drive.jsonl"), env={"RECORDING_MOTOR_LOG": str(log)})
     assert proc.returncode == 0, proc.stderr
     assert "motor recording" in proc.stderr and "stopped after 12 steps" in proc.stderr
@@ -81,7 +76,7 @@ def test_an_entry_point_in_group_mobile_vla_motors_is_found_by_name(tiny_bundle_
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-base\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[mobile_vla.motors]\nacme = tests.runtime.vendor_motor:RecordingMotor\n")
     log = tmp_path / "calls.jsonl"
-    proc = run_drive(tiny_bundle_dir, episode_file, "--motor", "acme",
+    proc = drive_steps(tiny_bundle_dir, episode_file, "--motor", "acme",
                      env={"RECORDING_MOTOR_LOG": str(log), "PYTHONPATH": str(site)})
     assert proc.returncode == 0, proc.stderr
     check_recording(recorded_calls(log), expected_moves)
@@ -125,7 +120,7 @@ def test_the_heading_and_throttle_example_in_the_docs_drives(tiny_bundle_dir, ep
     (tmp_path / "heading_motor.py").write_text(docs_example())
     (tmp_path / "vendor_base.py").write_text(FAKE_VENDOR)
     log = tmp_path / "vendor.jsonl"
-    proc = run_drive(tiny_bundle_dir, episode_file, "--motor", "heading_motor:HeadingThrottleMotor",
+    proc = drive_steps(tiny_bundle_dir, episode_file, "--motor", "heading_motor:HeadingThrottleMotor",
                      env={"PYTHONPATH": str(tmp_path), "VENDOR_LOG": str(log), "MOBILE_VLA_BASE_PORT": "/dev/ttyACM7",
                           "MOBILE_VLA_BASE_MAX_SPEED": "0.5"})
     assert proc.returncode == 0, proc.stderr
@@ -189,7 +184,7 @@ def test_bad_motor_classes_are_named(spec, message):
 
 def test_a_class_that_fails_to_connect_ends_the_drive_before_anything_moves(tiny_bundle_dir, episode_file,
                                                                             tmp_path):
-    proc = run_drive(tiny_bundle_dir, episode_file, "--motor", "tests.runtime.vendor_motor:FailingMotor",
+    proc = drive_steps(tiny_bundle_dir, episode_file, "--motor", "tests.runtime.vendor_motor:FailingMotor",
                      env={"RECORDING_MOTOR_LOG": str(tmp_path / "calls.jsonl")})
     assert proc.returncode == 1
     assert "--motor tests.runtime.vendor_motor:FailingMotor: FailingMotor() failed to connect: OSError" in proc.stderr

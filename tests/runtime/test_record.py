@@ -5,8 +5,6 @@ subprocesses killed with real signals."""
 import math
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +17,7 @@ from runtime.record import RecordConfig, Recorder
 from runtime.safety import SafetyConfig, SafetyGate
 from runtime.teleop import JS_EVENT, JS_EVENT_AXIS, JS_EVENT_BUTTON, GamepadMap, JoystickTeleop, KeyboardTeleop
 from sim.world import SimWorld, random_layout
-from tests.conftest import ROOT
+from tests.helpers.processes import start_drive
 from train.data import DataOptions, find_episodes, load_episodes
 
 TOP = (0.5, 0.5, 1.0)
@@ -186,10 +184,9 @@ class Gamepad:
 
 def recorder_process(emulator, replay, tmp_path, *extra):
     pad = Gamepad(tmp_path / "js0")
-    cmd = [sys.executable, "-m", "runtime.record", "--out", str(tmp_path / "rec"), "--teleop", f"joystick:{pad.path}",
-           "--serial", emulator.port, "--camera", str(replay), "--mode", "continuous", "--rate", "10", "--quiet",
-           *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), pad
+    return start_drive("--out", str(tmp_path / "rec"), "--teleop", f"joystick:{pad.path}", "--serial", emulator.port,
+                       "--camera", str(replay), "--mode", "continuous", "--rate", "10", "--quiet", *extra,
+                       module="runtime.record"), pad
 
 
 def wait_for(predicate, timeout):

@@ -3,40 +3,16 @@
 from __future__ import annotations
 
 import logging
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.processes import run_drive
+from tests.helpers.server import free_port, start_server
 
 pytest.importorskip("websockets")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(bundle_dir, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(bundle_dir), "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"server did not start: {proc.stderr.read().decode()}") from None
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -218,11 +194,9 @@ def test_the_drive_cli_drives_from_the_server_and_logs_which_policy_drove(bundle
     engine = Engine(bundle, EngineConfig())
     try:
         with ServerThread(engine, ServerConfig(port=0)) as running:
-            proc = subprocess.run([sys.executable, "-m", "runtime.drive", "--policy", running.url,
-                                   "--fallback-bundle", str(tiny_bundle_dir), "--dry-run", "--camera",
-                                   str(episode_file), "--quiet", "--log", str(tmp_path / "drive.jsonl"),
-                                   "--policy-timeout", "2", *extra],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=120)
+            proc = run_drive("--policy", running.url, "--fallback-bundle", str(tiny_bundle_dir), "--dry-run",
+                             "--camera", str(episode_file), "--quiet", "--log", str(tmp_path / "drive.jsonl"),
+                             "--policy-timeout", "2", *extra)
     finally:
         engine.close()
     assert proc.returncode == 0, proc.stderr

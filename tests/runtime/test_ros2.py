@@ -2,8 +2,6 @@
 a test node publishes images, the drive process drives from them. Every wait is bounded."""
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,58 +15,12 @@ from runtime.bundle import load_bundle
 from runtime.camera import CameraStalled, FrameTooOld, open_camera
 from runtime.policy import Policy
 from runtime.steplog import read_log
-from tests.conftest import ROOT
+from tests.helpers.processes import ROOT, drive_process, finish, run_drive
 
 pytestmark = pytest.mark.usefixtures("ros2_loopback")
 
 SLACK = 0.15  # DDS delivery + thread scheduling on a loaded 2-core CI machine
 STARTUP = 60  # s: a drive process loads the bundle and joins the ROS graph
-
-
-class Peer:
-    """The other side of the wire, written with plain rclpy (not with runtime.ros2)."""
-
-    def __init__(self):
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
-
-        self.context = Context()
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = rclpy.create_node(f"test_peer_{uuid.uuid4().hex[:8]}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            while not self.stop.is_set() and self.context.ok():
-                self.executor.spin_once(timeout_sec=0.02)
-        except Exception:
-            pass
-
-    def listen(self, msg_type, topic):
-        """[(time.monotonic() on arrival, message)], filled as messages arrive."""
-        got = []
-        self.node.create_subscription(msg_type, topic, lambda m: got.append((time.monotonic(), m)), 100)
-        return got
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(timeout=2)  # out of the executor before it goes away
-        self.executor.shutdown(timeout_sec=1)
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
-
-@pytest.fixture
-def peer():
-    p = Peer()
-    yield p
-    p.close()
 
 
 @pytest.fixture
@@ -102,17 +54,8 @@ def image_message(peer, image, encoding="bgr8", stamp=None):
 
 
 def drive(tiny_bundle_dir, *args):
-    return subprocess.Popen([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--quiet",
-                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc, timeout=30):
-    try:
-        return proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    """The drive process, quiet, for a with-block (killed at its end if it still runs)."""
+    return drive_process("--bundle", str(tiny_bundle_dir), "--quiet", *args)
 
 
 def offline_actions(tiny_bundle_dir, episode_file, count):
@@ -132,9 +75,9 @@ def test_drive_publishes_the_policys_actions_after_limits_on_cmd_vel(tiny_bundle
 
     got = peer.listen(TwistStamped if stamped else Twist, topic)
     flags = ["--cmd-vel-stamped", "--cmd-vel-frame", "base_footprint"] if stamped else []
-    proc = drive(tiny_bundle_dir, "--motor", "ros2", "--cmd-vel-topic", topic, *flags, "--camera", str(episode_file),
-                 "--mode", "step", "--step-duration", "0.05", "--rate", "50", "--max-accel", "inf", "inf", "inf")
-    out, err = finish(proc, timeout=STARTUP)
+    with drive(tiny_bundle_dir, "--motor", "ros2", "--cmd-vel-topic", topic, *flags, "--camera", str(episode_file),
+               "--mode", "step", "--step-duration", "0.05", "--rate", "50", "--max-accel", "inf", "inf", "inf") as proc:
+        out, err = finish(proc, timeout=STARTUP)
     assert proc.returncode == 0, err
     assert "stopped after 12 steps (end of camera stream)" in err
     time.sleep(0.2)  # the last zero was acknowledged before exit; let the callback run
@@ -182,35 +125,33 @@ def test_a_camera_that_stops_gives_a_zero_within_cmd_timeout_and_sigterm_a_zero_
         frames = f["images"][()]
     got = peer.listen(Twist, f"{topic}/cmd_vel")
     cmd_timeout, rate = 0.3, 50.0
-    proc = drive(tiny_bundle_dir, "--motor", "ros2", "--cmd-vel-topic", f"{topic}/cmd_vel",
-                 "--camera", f"ros2:{topic}/image_raw", "--rate", str(rate), "--cmd-timeout", str(cmd_timeout),
-                 "--camera-timeout", "3", "--max-accel", "inf", "inf", "inf")
     stop = threading.Event()
-    try:
-        publisher, last = publish_frames(peer, f"{topic}/image_raw", frames, 0.05, stop)
-        wait_for(lambda: any(any(velocity(m)) for _, m in got) or proc.poll() is not None, STARTUP, "a move")
-        assert proc.poll() is None, finish(proc)[1]
-        time.sleep(0.5)  # drive a while
-        stop.set()
-        publisher.join(timeout=2)
-        last_frame = last[0]
-        wait_for(lambda: got and got[-1][0] > last_frame and velocity(got[-1][1]) == (0.0, 0.0, 0.0),
-                 cmd_timeout + 2, "a zero after the camera stopped")
-        last_move = max(t for t, m in got if any(velocity(m)))
-        zero_at = next(t for t, m in list(got) if t > max(last_move, last_frame) and not any(velocity(m)))
-        assert zero_at - last_frame <= cmd_timeout + 1 / rate + SLACK
-        # SIGTERM while stopped-but-running; then once more while moving
-        stop.clear()
-        publisher, last = publish_frames(peer, f"{topic}/image_raw", frames, 0.05, stop)
-        resumed = time.monotonic()
-        wait_for(lambda: any(t > resumed and any(velocity(m)) for t, m in got), 10, "moving again")
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, err = finish(proc, timeout=10)
-    finally:
-        stop.set()
-        if proc.poll() is None:
-            proc.kill()
+    with drive(tiny_bundle_dir, "--motor", "ros2", "--cmd-vel-topic", f"{topic}/cmd_vel",
+               "--camera", f"ros2:{topic}/image_raw", "--rate", str(rate), "--cmd-timeout", str(cmd_timeout),
+               "--camera-timeout", "3", "--max-accel", "inf", "inf", "inf") as proc:
+        try:
+            publisher, last = publish_frames(peer, f"{topic}/image_raw", frames, 0.05, stop)
+            wait_for(lambda: any(any(velocity(m)) for _, m in got) or proc.poll() is not None, STARTUP, "a move")
+            assert proc.poll() is None, finish(proc)[1]
+            time.sleep(0.5)  # drive a while
+            stop.set()
+            publisher.join(timeout=2)
+            last_frame = last[0]
+            wait_for(lambda: got and got[-1][0] > last_frame and velocity(got[-1][1]) == (0.0, 0.0, 0.0),
+                     cmd_timeout + 2, "a zero after the camera stopped")
+            last_move = max(t for t, m in got if any(velocity(m)))
+            zero_at = next(t for t, m in list(got) if t > max(last_move, last_frame) and not any(velocity(m)))
+            assert zero_at - last_frame <= cmd_timeout + 1 / rate + SLACK
+            # SIGTERM while stopped-but-running; then once more while moving
+            stop.clear()
+            publisher, last = publish_frames(peer, f"{topic}/image_raw", frames, 0.05, stop)
+            resumed = time.monotonic()
+            wait_for(lambda: any(t > resumed and any(velocity(m)) for t, m in got), 10, "moving again")
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, err = finish(proc, timeout=10)
+        finally:
+            stop.set()
     assert proc.returncode == 0, err
     assert "SIGTERM" in err and "motors at zero" in err
     wait_for(lambda: got[-1][0] >= sent, 1.0, "the last message")
@@ -230,21 +171,19 @@ def test_ros2_camera_drives_the_same_actions_as_the_same_frames_from_a_file(tiny
     # step mode: every step's command goes out (continuous mode may replace an action before a tick sends it)
     common = ["--dry-run", "--max-steps", str(len(frames)), "--max-accel", "inf", "inf", "inf",
               "--camera-timeout", "5", "--mode", "step", "--step-duration", "0.02", "--rate", "100"]
-    from_file = subprocess.run([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--quiet",
-                                *common, "--camera", str(episode_file), "--log", str(tmp_path / "file.jsonl")],
-                               cwd=ROOT, capture_output=True, text=True, timeout=STARTUP)
+    from_file = run_drive("--bundle", str(tiny_bundle_dir), "--quiet", *common, "--camera", str(episode_file),
+                          "--log", str(tmp_path / "file.jsonl"), timeout=STARTUP)
     assert from_file.returncode == 0, from_file.stderr
     log = tmp_path / "topic.jsonl"
     pub = peer.node.create_publisher(Image, f"{topic}/image_raw", 10)
-    proc = drive(tiny_bundle_dir, *common, "--camera", f"ros2:{topic}/image_raw", "--log", str(log))
     lines = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
 
     def steps_logged():
         return len([r for r in read_log(log) if r["type"] == "step"]) if log.exists() else 0
 
-    try:
+    with drive(tiny_bundle_dir, *common, "--camera", f"ros2:{topic}/image_raw", "--log", str(log)) as proc:
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+        reader.start()
         # "driving with" is printed once the camera is open, i.e. its subscription has matched our publisher
         wait_for(lambda: any(line.startswith("driving with") for line in lines) or proc.poll() is not None,
                  STARTUP, "the drive to open its camera")
@@ -254,9 +193,6 @@ def test_ros2_camera_drives_the_same_actions_as_the_same_frames_from_a_file(tiny
             wait_for(lambda i=i: steps_logged() > i or proc.poll() is not None, 20, f"step {i} in the log")
         proc.wait(timeout=20)
         reader.join(timeout=5)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, "".join(lines)
     file_steps = [r for r in read_log(tmp_path / "file.jsonl") if r["type"] == "step"]
     topic_steps = [r for r in read_log(log) if r["type"] == "step"]
@@ -698,34 +634,34 @@ def test_a_ros_drive_in_simulated_time_under_a_namespace_armed_by_service(tiny_b
             time.sleep(0.05)
 
     threading.Thread(target=world, daemon=True).start()
-    proc = drive(tiny_bundle_dir, "--motor", "ros2", "--camera", "ros2:camera/image_raw", "--start-disarmed",
-                 "--quiet-when-disarmed", "--ros-args", "-p", "use_sim_time:=true", "-r", f"__ns:={ns}",
-                 "-r", f"__node:={node}")
-    try:
-        client = peer.node.create_client(Trigger, f"{ns}/{node}/arm")
-        assert client.wait_for_service(timeout_sec=STARTUP), proc.stderr.read() if proc.poll() is not None else ""
-        wait_for(lambda: any(s.name == "mobile_vla_drive: drive" for _, m in diagnostics for s in m.status), 10,
-                 "the drive's diagnostics")
-        time.sleep(1.0)
-        assert all(velocity(m) == (0.0, 0.0, 0.0) for _, m in commands)  # disarmed: zeros only...
-        quiet_since = time.monotonic()
-        time.sleep(1.0)
-        assert not [t for t, _ in commands if t > quiet_since]  # ...and then silence for the mux
-        future = client.call_async(Trigger.Request())
-        wait_for(future.done, 10, "the arm service")
-        assert future.result().message == "armed"
-        wait_for(lambda: any(velocity(m) != (0.0, 0.0, 0.0) for _, m in commands), 10, "a move in simulated time")
-        time.sleep(1.2)
-        status = [s for _, m in diagnostics for s in m.status if s.name == "mobile_vla_drive: drive"][-1]
-        values = {kv.key: kv.value for kv in status.values}
-        assert status.hardware_id == f"{ns}/{node}" and status.message == "driving" and status.level == b"\x00"
-        assert values["armed"] == "True" and values["link"] == "up" and float(values["loop rate (Hz)"]) > 1
-        assert 0 < float(values["camera age (ms)"]) < 500  # aged on the simulated clock, not 55 years
-        assert float(values["inference (ms)"]) > 0 and "failed publishes" in values
-    finally:
-        running.set()
-        proc.send_signal(signal.SIGINT)
-        out, err = finish(proc)
+    with drive(tiny_bundle_dir, "--motor", "ros2", "--camera", "ros2:camera/image_raw", "--start-disarmed",
+               "--quiet-when-disarmed", "--ros-args", "-p", "use_sim_time:=true", "-r", f"__ns:={ns}",
+               "-r", f"__node:={node}") as proc:
+        try:
+            client = peer.node.create_client(Trigger, f"{ns}/{node}/arm")
+            assert client.wait_for_service(timeout_sec=STARTUP), proc.stderr.read() if proc.poll() is not None else ""
+            wait_for(lambda: any(s.name == "mobile_vla_drive: drive" for _, m in diagnostics for s in m.status), 10,
+                     "the drive's diagnostics")
+            time.sleep(1.0)
+            assert all(velocity(m) == (0.0, 0.0, 0.0) for _, m in commands)  # disarmed: zeros only...
+            quiet_since = time.monotonic()
+            time.sleep(1.0)
+            assert not [t for t, _ in commands if t > quiet_since]  # ...and then silence for the mux
+            future = client.call_async(Trigger.Request())
+            wait_for(future.done, 10, "the arm service")
+            assert future.result().message == "armed"
+            wait_for(lambda: any(velocity(m) != (0.0, 0.0, 0.0) for _, m in commands), 10, "a move in simulated time")
+            time.sleep(1.2)
+            status = [s for _, m in diagnostics for s in m.status if s.name == "mobile_vla_drive: drive"][-1]
+            values = {kv.key: kv.value for kv in status.values}
+            assert status.hardware_id == f"{ns}/{node}" and status.message == "driving" and status.level == b"\x00"
+            assert values["armed"] == "True" and values["link"] == "up" and float(values["loop rate (Hz)"]) > 1
+            assert 0 < float(values["camera age (ms)"]) < 500  # aged on the simulated clock, not 55 years
+            assert float(values["inference (ms)"]) > 0 and "failed publishes" in values
+        finally:
+            running.set()
+            proc.send_signal(signal.SIGINT)
+            out, err = finish(proc)
     assert proc.returncode == 0, err[-3000:]
 
 
@@ -787,8 +723,8 @@ def test_the_parameters_file_is_read_by_the_drives_node(ros_args, tmp_path):
 
 
 def test_a_bad_topic_name_ends_the_drive_with_a_message_not_a_traceback(tiny_bundle_dir):
-    proc = drive(tiny_bundle_dir, "--dry-run", "--camera", "ros2:bad topic!")
-    out, err = finish(proc, timeout=STARTUP)
+    with drive(tiny_bundle_dir, "--dry-run", "--camera", "ros2:bad topic!") as proc:
+        out, err = finish(proc, timeout=STARTUP)
     assert proc.returncode == 1, err
     assert "--camera ros2:bad topic!: not a valid ROS 2 topic name" in err and "Traceback" not in err
     assert "cmd_vel +0.000 +0.000 +0.000" in out  # the motor side opened first was zeroed as it was released

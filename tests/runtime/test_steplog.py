@@ -3,6 +3,7 @@
 import os
 
 from runtime.steplog import StepLog, read_log
+from tests.helpers.processes import run_drive
 
 
 def test_a_second_run_with_the_same_log_path_keeps_the_first(tmp_path):
@@ -24,12 +25,10 @@ def test_a_second_run_with_the_same_log_path_keeps_the_first(tmp_path):
 
 
 def test_drive_log_flag_keeps_the_previous_file(tiny_bundle_dir, episode_file, tmp_path):
-    from tests.conftest import run_python
-
     log = tmp_path / "drive.jsonl"
     log.write_text('{"type": "zero", "reason": "the failed run", "t": 0}\n')
-    proc = run_python("-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run", "--camera",
-                      str(episode_file), "--max-steps", "2", "--quiet", "--log", str(log), timeout=120)
+    proc = run_drive("--bundle", str(tiny_bundle_dir), "--dry-run", "--camera", str(episode_file), "--max-steps", "2",
+                     "--quiet", "--log", str(log))
     assert proc.returncode == 0, proc.stderr
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("drive.jsonl.")]
     assert len(kept) == 1 and "the failed run" in kept[0].read_text()

@@ -22,15 +22,6 @@ KEYS = b"waqt"
 GAP = 0.55  # s between moves: a 0.4 s move runs, then the next one starts
 
 
-@pytest.fixture
-def peer():
-    from tests.runtime.test_ros2 import Peer
-
-    p = Peer()
-    yield p
-    p.close()
-
-
 def record(source, tmp_path, send):
     """Record one episode while `send(move)` delivers each of MOVES; returns (actions, event types)."""
     import h5py

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 
+from tests.helpers.server import free_port
+
 ray = pytest.importorskip("ray", reason="Ray Serve is the fleet extra: pip install -e '.[serve,fleet]'")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

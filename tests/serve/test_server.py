@@ -231,27 +231,13 @@ def test_the_server_cli_refuses_a_missing_bundle(tmp_path):
 
 
 def test_the_server_cli_serves_health_on_the_port_it_was_given(tiny_bundle_dir):
-    import socket
-    import subprocess
-    import sys
+    from tests.helpers.server import free_port, start_server
 
-    from tests.conftest import ROOT
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(tiny_bundle_dir), "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    port = free_port()
+    proc = start_server(tiny_bundle_dir, port)  # returns once /healthz answers on that port
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert r.read() == b"OK\n"
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            assert r.read() == b"OK\n"
     finally:
         proc.terminate()
         proc.wait(10)

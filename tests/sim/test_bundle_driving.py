@@ -9,7 +9,7 @@ import pytest
 from runtime.bundle import load_bundle
 from runtime.driving import Driving, driving_settings
 from sim.evaluate import EvaluationSpec, evaluate
-from tests.conftest import run_python
+from tests.helpers.processes import run_drive
 
 RECORD = {"mode": "step", "discrete": True, "frame_spacing_s": 0.25, "source": "test: key presses, 0.25 s"}
 
@@ -44,8 +44,8 @@ def test_evaluation_and_the_simulated_drive_use_the_same_record_unless_told_othe
                                      "source": RECORD["source"]}
 
     log = tmp_path / "drive.jsonl"
-    proc = run_python("-m", "sim.drive", "--bundle", str(recorded_bundle), "--seed", "2", "--width", "128",
-                      "--height", "72", "--max-steps", "3", "--direct", "--quiet", "--log", str(log), timeout=120)
+    proc = run_drive("--bundle", str(recorded_bundle), "--seed", "2", "--width", "128", "--height", "72",
+                     "--max-steps", "3", "--direct", "--quiet", "--log", str(log), module="sim.drive")
     assert proc.returncode == 0, proc.stderr
     assert "mode step (bundle), discrete moves (bundle), 0.25 s per step-mode move (bundle)" in proc.stderr
     from runtime.steplog import read_log
@@ -53,9 +53,9 @@ def test_evaluation_and_the_simulated_drive_use_the_same_record_unless_told_othe
     actions = np.array([r["action"][:2] for r in read_log(log) if r["type"] == "step"])
     assert len(actions) and np.all(np.isclose(np.abs(actions), 1.15) | (actions == 0)), actions  # snapped
 
-    told = run_python("-m", "sim.drive", "--bundle", str(recorded_bundle), "--seed", "2", "--width", "128",
-                      "--height", "72", "--max-steps", "2", "--direct", "--quiet", "--mode", "continuous",
-                      "--no-discrete", timeout=120)
+    told = run_drive("--bundle", str(recorded_bundle), "--seed", "2", "--width", "128", "--height", "72",
+                     "--max-steps", "2", "--direct", "--quiet", "--mode", "continuous", "--no-discrete",
+                     module="sim.drive")
     assert told.returncode == 0, told.stderr
     assert "mode continuous (as asked), raw actions (as asked), 0.25 s per step-mode move (bundle)" in told.stderr
     raw = evaluate(EvaluationSpec(bundle=recorded_bundle, episodes=str(held_out), discrete=False,

@@ -1,12 +1,11 @@
 """sim.drive: the robot's drive loop, serial driver and emulator, moving the simulated robot."""
 
-from tests.conftest import run_python
+from tests.helpers.processes import run_drive
 
 
 def test_sim_drive_moves_the_simulated_robot_through_the_serial_driver(tiny_bundle_dir):
-    proc = run_python("-m", "sim.drive", "--bundle", str(tiny_bundle_dir), "--seed", "2", "--width", "128",
-                      "--height", "72", "--mode", "step", "--max-steps", "6",
-                      "--quiet", timeout=120)
+    proc = run_drive("--bundle", str(tiny_bundle_dir), "--seed", "2", "--width", "128", "--height", "72", "--mode",
+                     "step", "--max-steps", "6", "--quiet", module="sim.drive")
     assert proc.returncode == 0, proc.stderr
     assert "sim: room seed 2" in proc.stderr and "motors at zero" in proc.stderr
     assert "stopped after 6 steps" in proc.stderr
@@ -15,7 +14,7 @@ def test_sim_drive_moves_the_simulated_robot_through_the_serial_driver(tiny_bund
 
 
 def test_the_old_sim_flag_names_the_new_command(tiny_bundle_dir):
-    proc = run_python("-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--sim", "--sim-seed", "2")
+    proc = run_drive("--bundle", str(tiny_bundle_dir), "--sim", "--sim-seed", "2")
     assert proc.returncode == 2 and "python -m sim.drive" in proc.stderr
 
 
@@ -23,9 +22,8 @@ def test_direct_drives_the_simulated_motor_without_a_wire(tiny_bundle_dir, tmp_p
     from runtime.steplog import read_log
 
     log = tmp_path / "drive.jsonl"
-    proc = run_python("-m", "sim.drive", "--bundle", str(tiny_bundle_dir), "--seed", "2", "--width", "128",
-                      "--height", "72", "--mode", "step", "--max-steps", "4", "--direct", "--quiet", "--log", str(log),
-                      timeout=120)
+    proc = run_drive("--bundle", str(tiny_bundle_dir), "--seed", "2", "--width", "128", "--height", "72", "--mode",
+                     "step", "--max-steps", "4", "--direct", "--quiet", "--log", str(log), module="sim.drive")
     assert proc.returncode == 0, proc.stderr
     assert "motor sim" in proc.stderr and "motors at zero" in proc.stderr
     steps = [r for r in read_log(log) if r["type"] == "step"]

@@ -12,8 +12,8 @@ import pytest
 
 from runtime.backends.base import BackendError
 from runtime.bundle import load_bundle
-from tests.conftest import run_python
 from tests.fakes import gpu as fake_gpu
+from tests.helpers.processes import run_drive, run_python
 
 
 @pytest.fixture
@@ -141,13 +141,12 @@ def test_auto_on_a_jetson_without_a_gpu_backend_exits_with_the_error_and_the_fix
     for name, module in (("tensorrt", missing / "tensorrt.py"), ("pycuda", missing / "pycuda" / "__init__.py")):
         module.write_text(f'raise ModuleNotFoundError("No module named {name} (hidden by the test)")\n')
     env = {"TEGRA_RELEASE": str(release), "PYTHONPATH": str(missing)}
-    args = ["-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run", "--camera", str(episode_file),
-            "--max-steps", "1", "--quiet"]
-    proc = run_python(*args, env=env, timeout=120)
+    args = ["--bundle", str(tiny_bundle_dir), "--dry-run", "--camera", str(episode_file), "--max-steps", "1", "--quiet"]
+    proc = run_drive(*args, env=env)
     assert proc.returncode == 1
     assert "this is a Jetson" in proc.stderr and "No module named" in proc.stderr  # the import error itself
     assert "bash jetson/setup.sh" in proc.stderr and "--backend ort-cpu" in proc.stderr  # the fixes
-    by_name = run_python(*args, "--backend", "ort-cpu", env=env, timeout=120)
+    by_name = run_drive(*args, "--backend", "ort-cpu", env=env)
     assert by_name.returncode == 0 and "driving with ort-cpu" in by_name.stderr
 
 
@@ -179,8 +178,8 @@ def test_cuda_device_cli_without_pycuda_says_how_to_install_it():
 def test_drive_process_with_trt_against_the_fake(engines, episode_file):
     """The whole CLI in its own process (fake GPU modules on PYTHONPATH), as the systemd unit runs it."""
     env = {"PYTHONPATH": fake_gpu.subprocess_pythonpath()}
-    proc = run_python("-m", "runtime.drive", "--bundle", str(engines), "--backend", "trt",
-                      "--dry-run", "--camera", str(episode_file), "--max-steps", "3", "--quiet", env=env, timeout=120)
+    proc = run_drive("--bundle", str(engines), "--backend", "trt", "--dry-run", "--camera", str(episode_file),
+                     "--max-steps", "3", "--quiet", env=env)
     assert proc.returncode == 0, proc.stderr
     assert "driving with trt (fp16-engine)" in proc.stderr
 
