@@ -5,7 +5,7 @@ import pytest
 
 from runtime.episodes import EpisodeFileError, read_episode_arrays
 from sim.episodes import write_episode
-from tests.train.test_data import later_collector_episode
+from tests.fixtures.episodes import later_collector_episode
 
 
 def test_later_collector_frames_come_back_in_the_cameras_order(tmp_path):

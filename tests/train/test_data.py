@@ -7,6 +7,7 @@ import pytest
 from runtime.sample_frames import sample_frames
 from sim.episodes import write_episode
 from tests.conftest import run_python
+from tests.fixtures.episodes import later_collector_episode
 from train.data import (
     DataOptions,
     EpisodeDataset,
@@ -163,24 +164,6 @@ def test_split_is_by_episode_seeded_and_disjoint(tmp_path):
 
 
 # -- the author's later collector layout (issue 13) ------------------------------------------------------
-
-def later_collector_episode(path, frames=12, seed=3, attrs=True, also_images=False):
-    """Written here with h5py as the later collector lays files out: RGB frames under observations/images,
-    float64 actions with rotations of +-0.20, five stop frames at the end, scenario/pattern/distance."""
-    bgr = sample_frames(frames, seed=seed, height=60, width=80)
-    rng = np.random.default_rng(seed)
-    actions = np.zeros((frames, 3), np.float64)
-    actions[: frames - 5, :2] = rng.choice([-1.15, 0.0, 1.15], size=(frames - 5, 2))
-    actions[: frames - 5, 2] = rng.choice([-0.2, 0.0, 0.2], size=frames - 5)
-    with h5py.File(path, "w") as f:
-        f.create_group("observations").create_dataset("images", data=bgr[..., ::-1], compression="gzip")
-        f.create_dataset("actions", data=actions)
-        if also_images:
-            f.create_dataset("images", data=bgr)
-        if attrs:
-            f.attrs.update({"scenario": "1box_vert_left", "pattern": "core", "distance": "medium"})
-    return path, bgr, actions
-
 
 def test_later_collector_layout_reads_with_its_channel_order(tmp_path):
     path, bgr, actions = later_collector_episode(tmp_path / "later.h5")

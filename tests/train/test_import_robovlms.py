@@ -1,11 +1,7 @@
 """Importing what the original RoboVLMs / Mobile-VLA stack saved (issue 13).
 
-The fixture is built the way the original stack builds its model: a Kosmos-2 from transformers,
-wrapped by peft's own `get_peft_model` (LoRA on every Linear but lm_head) and registered twice
-(as `.backbone` and, peft's wrapper, as `.model`), the MobileVLALSTMDecoder's modules (an LSTM and
-`velocities.mlp` = Linear, ReLU, Linear, ReLU, Linear, ReLU, Linear, Tanh), an action token, inside
-a Lightning-like module whose attribute is `model`, saved with torch.save as a Lightning checkpoint
-dict. None of it is generated from the importer's rules.
+The checkpoint is built the way the original stack builds its model (tests/fixtures/robovlms.py says how);
+none of it is generated from the importer's rules.
 """
 
 from __future__ import annotations
@@ -20,106 +16,24 @@ import torch
 from torch import nn
 
 from tests.conftest import run_python
+from tests.fixtures.robovlms import (
+    AXES,
+    CHUNK,
+    HIDDEN,
+    LAYERS,
+    LORA_ALPHA,
+    WINDOW,
+    LightningLike,
+    OriginalPolicy,
+    configs,
+    lightning_checkpoint,
+    tiny_kosmos_config,
+)
 from train.checkpoint import load_checkpoint
 
 Q_TINY = 16
-HIDDEN, LAYERS, CHUNK, AXES, WINDOW = 48, 2, 10, 2, 8  # not the tiny preset's head: read from the file
-LORA_R, LORA_ALPHA = 4, 16
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
-
-
-def tiny_kosmos_config():
-    from transformers import Kosmos2Config
-
-    from train.config import preset_config
-
-    kcfg = Kosmos2Config(**preset_config("tiny").kosmos)
-    for c in (kcfg, kcfg.text_config, kcfg.vision_config):
-        c._attn_implementation = "eager"
-    return kcfg
-
-
-class OriginalLSTMDecoder(nn.Module):
-    """MobileVLALSTMDecoder's modules: LSTM over the window, then velocities.mlp with a tanh output."""
-
-    def __init__(self, in_dim: int, hidden: int, layers: int, chunk: int, axes: int):
-        super().__init__()
-        self.chunk, self.axes = chunk, axes
-        self.rnn = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True)
-        self.velocities = nn.Module()
-        self.velocities.mlp = nn.Sequential(
-            nn.Linear(hidden, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(),
-            nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, chunk * axes), nn.Tanh())
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, L, N, A), zero initial state
-        hidden, _ = self.rnn(features)
-        return self.velocities.mlp(hidden).view(features.shape[0], features.shape[1], self.chunk, self.axes)
-
-
-class OriginalPolicy(nn.Module):
-    def __init__(self, seed: int = 0, lora: bool = True):
-        super().__init__()
-        from peft import LoraConfig, get_peft_model
-        from transformers import Kosmos2ForConditionalGeneration
-
-        torch.manual_seed(seed)
-        backbone = Kosmos2ForConditionalGeneration(tiny_kosmos_config())
-        width = backbone.config.text_config.embed_dim
-        if lora:
-            targets = sorted({name.split(".")[-1] for name, m in backbone.named_modules()
-                              if isinstance(m, nn.Linear) and "lm_head" not in name})
-            wrapped = get_peft_model(backbone, LoraConfig(task_type="CAUSAL_LM", target_modules=targets, r=LORA_R,
-                                                          lora_alpha=LORA_ALPHA, lora_dropout=0.0))
-            with torch.no_grad():  # peft starts B at zero; a trained B is not, and merging must matter
-                for name, p in wrapped.named_parameters():
-                    if "lora_B" in name:
-                        p.normal_(0, 0.2)
-            self.backbone = backbone  # peft put its LoRA layers into it in place ...
-            self.model = wrapped  # ... and its wrapper was registered again: every tensor appears twice
-        else:
-            self.backbone = backbone
-        self.act_head = OriginalLSTMDecoder(width, HIDDEN, LAYERS, CHUNK, AXES)
-        with torch.no_grad():  # a trained head's actions span [-1, 1]; a fresh one's stay near 0.1
-            self.act_head.velocities.mlp[6].weight.mul_(12)
-        self.action_token = nn.Parameter(torch.randn(width) * 0.5)
-
-
-class LightningLike(nn.Module):
-    def __init__(self, policy: OriginalPolicy):
-        super().__init__()
-        self.model = policy
-
-
-def configs(window=WINDOW, lora=True) -> dict:
-    return {"window_size": window, "fwd_pred_next_n": CHUNK, "model": "kosmos",
-            "act_head": {"type": "MobileVLALSTMDecoder", "hidden_size": HIDDEN, "action_dim": AXES,
-                         "down_sample": "none", "latent": 1, "fwd_pred_next_n": CHUNK, "window_size": window},
-            "train_setup": {"lora_enable": lora, "lora_r": LORA_R, "lora_alpha": LORA_ALPHA, "lora_dropout": 0.1,
-                            "freeze_backbone": True}}
-
-
-def lightning_checkpoint(module: LightningLike, hyper: dict | None) -> dict:
-    """What Lightning's trainer.save_checkpoint writes, with one optimizer step of real state."""
-    head = module.model.act_head
-    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10)
-    head(torch.randn(1, 3, head.rnn.input_size)).sum().backward()
-    opt.step()
-    sched.step()
-    opt.zero_grad()
-    return {
-        "epoch": 9, "global_step": 1234, "pytorch-lightning_version": "2.0.9",
-        "state_dict": module.state_dict(),
-        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 10, "completed": 9}}}},
-        "callbacks": {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min'}": {
-            "monitor": "val_loss", "best_model_score": torch.tensor(0.0123), "best_model_path": "/runs/epoch=9.ckpt",
-            "current_score": torch.tensor(0.0123), "dirpath": "/runs", "best_k_models": {}, "kth_best_model_path": "",
-            "kth_value": torch.tensor(float("inf")), "last_model_path": ""}},
-        "optimizer_states": [opt.state_dict()],
-        "lr_schedulers": [sched.state_dict()],
-        **({"hyper_parameters": hyper} if hyper is not None else {}),
-    }
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import run_python
-from tests.train.test_import_robovlms import LightningLike, OriginalPolicy, configs, lightning_checkpoint
+from tests.fixtures.robovlms import LightningLike, OriginalPolicy, configs, lightning_checkpoint
 from train.checkpoint import CheckpointError, load_checkpoint
 
 
