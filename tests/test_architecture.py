@@ -6,13 +6,11 @@ is still a dependency: it fails on the robot the moment that code runs).
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("runtime", "train", "export", "sim", "benchmarks", "pipeline", "plotting", "serve")
+from tests.helpers.source import PACKAGES, ROOT, imports_of, module_name, source_files
 
 # package -> the project packages it must never import (docs/architecture.md, "Who may import whom")
 FORBIDDEN = {
@@ -26,42 +24,6 @@ FORBIDDEN = {
 }
 # third-party libraries the robot package must not load (docs/architecture.md: it starts fast, fits beside the engines)
 RUNTIME_HEAVY = {"torch", "transformers", "peft", "lightning", "matplotlib"}
-
-
-def module_name(path: Path, root: Path = ROOT) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def imports_of(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
-    """(line, absolute module) for every import in the file, relative ones resolved."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package = module_name(path, root).split(".")
-    if path.name != "__init__.py":
-        package = package[:-1]
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            found.append((node.lineno, mod))
-            # `from pkg import module` imports the submodule too
-            found += [(node.lineno, f"{mod}.{alias.name}") for alias in node.names]
-        elif (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", ""))
-              in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
-            found.append((node.lineno, str(node.args[0].value)))  # importlib.import_module("export.to_trt")
-    return found
-
-
-def source_files(root: Path = ROOT) -> list[Path]:
-    return sorted(p for pkg in PACKAGES for p in (root / pkg).rglob("*.py"))
 
 
 def project_graph(root: Path = ROOT) -> dict[str, dict[str, int]]:
@@ -162,6 +124,46 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path):
     assert "runtime.preflight imports export.to_trt (line 2)" in violations  # by name, through importlib
     assert all(v.startswith(("runtime.drive ", "runtime.preflight ", "train.fit ")) for v in violations)
     assert cycles(graph) == [("sim.task", "sim.world")]
+
+
+def imports_of_test_modules(root: Path = ROOT) -> list[str]:
+    """'tests/PATH:LINE imports tests.X.test_Y' for each file of tests/ that imports another test module
+    (or a name from one): builders and helpers shared between test modules live in tests/fixtures/ and
+    tests/helpers/, so that a test module can be moved, split or deleted on its own."""
+    found = []
+    for path in sorted((root / "tests").rglob("*.py")):
+        me = module_name(path, root)
+        for line, mod in imports_of(path, root):
+            parts = mod.split(".")
+            owner = ".".join(parts[: next((i + 1 for i, p in enumerate(parts) if p.startswith("test_")), 0)])
+            if parts[0] == "tests" and owner and owner != me:
+                found.append(f"{path.relative_to(root)}:{line} imports {owner}")
+    return sorted(set(found))
+
+
+def test_no_test_module_imports_another():
+    assert imports_of_test_modules() == []
+
+
+def test_the_test_import_checker_sees_each_way_of_importing_a_test_module(tmp_path):
+    """The checker itself: from-imports, plain and relative imports and imports inside functions of a test
+    module are caught; a module importing itself, helpers, fixtures and conftest are not."""
+    for folder in ("tests", "tests/runtime", "tests/helpers"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text("")
+    (tmp_path / "tests" / "runtime" / "test_a.py").write_text(
+        "from tests.runtime.test_b import Peer\nimport tests.runtime.test_a as me\n"
+        "def f():\n    from . import test_b\n")
+    (tmp_path / "tests" / "runtime" / "test_b.py").write_text(
+        "from tests.helpers.drive import run_drive\nfrom tests.conftest import ROOT\n")
+    (tmp_path / "tests" / "test_c.py").write_text("import tests.runtime.test_b\n")
+    (tmp_path / "tests" / "helpers" / "drive.py").write_text("from tests.runtime.test_a import f\n")
+    assert imports_of_test_modules(tmp_path) == [
+        "tests/helpers/drive.py:1 imports tests.runtime.test_a",
+        "tests/runtime/test_a.py:1 imports tests.runtime.test_b",
+        "tests/runtime/test_a.py:4 imports tests.runtime.test_b",
+        "tests/test_c.py:1 imports tests.runtime.test_b",
+    ]
 
 
 def test_documented_rules_match_the_checked_ones():

@@ -19,7 +19,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-from tests.test_architecture import ROOT, source_files
+from tests.helpers.source import ROOT, source_files
 
 # setting name -> why two literals of that name are two different settings
 DISTINCT = {
