@@ -9,12 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.bundle import load_bundle
-from runtime.camera import open_camera
 from runtime.motor import MotorError
 from runtime.motor_select import MotorSpec, load_motor_class, motor_kind
-from runtime.policy import Policy
+from tests.helpers.policy import offline_moves
 from tests.helpers.processes import ROOT, run_drive, run_python
 
 STEP_ARGS = ["--mode", "step", "--step-duration", "0.02", "--rate", "100", "--max-accel", "inf", "inf", "inf",
@@ -24,12 +21,7 @@ STEP_ARGS = ["--mode", "step", "--step-duration", "0.02", "--rate", "100", "--ma
 @pytest.fixture(scope="module")
 def expected_moves(tiny_bundle_dir, episode_file):
     """The policy's actions on the episode's frames, through the default speed limits (0.5, 0.5, 1.0)."""
-    bundle = load_bundle(tiny_bundle_dir)
-    with OnnxRuntimeBackend(bundle) as backend:
-        policy = Policy(bundle, backend)
-        cam = open_camera(str(episode_file))
-        return np.array([np.clip(np.pad(policy.infer(cam.read().image).action, (0, 1)), -0.5, 0.5)
-                         for _ in range(12)], np.float32)
+    return offline_moves(tiny_bundle_dir, episode_file, 12)
 
 
 def drive_steps(tiny_bundle_dir, episode_file, *args, env=None):

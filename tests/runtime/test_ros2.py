@@ -10,11 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.bundle import load_bundle
-from runtime.camera import CameraStalled, FrameTooOld, open_camera
-from runtime.policy import Policy
+from runtime.camera import CameraStalled, FrameTooOld
 from runtime.steplog import read_log
+from tests.helpers.policy import offline_moves
 from tests.helpers.processes import ROOT, drive_process, finish, run_drive
 
 pytestmark = pytest.mark.usefixtures("ros2_loopback")
@@ -58,16 +56,6 @@ def drive(tiny_bundle_dir, *args):
     return drive_process("--bundle", str(tiny_bundle_dir), "--quiet", *args)
 
 
-def offline_actions(tiny_bundle_dir, episode_file, count):
-    """What the policy produces on the episode's frames, through the speed limits (no acceleration limit)."""
-    bundle = load_bundle(tiny_bundle_dir)
-    with OnnxRuntimeBackend(bundle) as backend:
-        policy = Policy(bundle, backend)
-        cam = open_camera(str(episode_file))
-        return [tuple(np.clip(np.pad(policy.infer(cam.read().image).action, (0, 1)), -0.5, 0.5))
-                for _ in range(count)]
-
-
 @pytest.mark.parametrize("stamped", [False, True], ids=["Twist", "TwistStamped"])
 def test_drive_publishes_the_policys_actions_after_limits_on_cmd_vel(tiny_bundle_dir, episode_file, peer, topic,
                                                                     stamped):
@@ -83,9 +71,9 @@ def test_drive_publishes_the_policys_actions_after_limits_on_cmd_vel(tiny_bundle
     time.sleep(0.2)  # the last zero was acknowledged before exit; let the callback run
     moves = [velocity(m) for _, m in got if any(velocity(m))]
     distinct = [v for i, v in enumerate(moves) if i == 0 or v != moves[i - 1]]
-    expected = offline_actions(tiny_bundle_dir, episode_file, 12)
+    expected = offline_moves(tiny_bundle_dir, episode_file, 12)
     assert len(distinct) == 12, (len(got), [(round(t, 3), velocity(m)) for t, m in got][:8], err)
-    np.testing.assert_allclose(np.array(distinct), np.array(expected, dtype=np.float32), atol=1e-6)
+    np.testing.assert_allclose(np.array(distinct), expected, atol=1e-6)
     assert velocity(got[-1][1]) == (0.0, 0.0, 0.0)
     if stamped:
         assert {m.header.frame_id for _, m in got} == {"base_footprint"}
