@@ -25,7 +25,9 @@ Where the real stack fails, this fails the same way:
 
 No richer than the real packages: every public name the fakes give
 `tensorrt` and `pycuda.driver` exists in TensorRT 10.3 and 11.4 and in
-pycuda 2026.1 (tests/fakes/test_conformance.py reads the real packages;
+pycuda 2026.1, and every fake callable takes exactly the arguments the real
+one takes (names, defaults, positional-only where boost.python gives no
+name: `time_since(other, /)`) (tests/fakes/test_conformance.py reads the real packages;
 what each fake was checked against is in tests/fakes/README.md). What the
 tests control or inspect (the GPU's name, recorded builds, injected
 failures) lives on `MACHINE`, never on the fake modules.

@@ -366,3 +366,114 @@ def test_a_fake_with_wrong_call_shapes_is_reported():
     vars(bad_driver).update(memcpy_htod_async=lambda dst, src, stream=None: None, Context=type("Context", (), {}))
     assert [p.split(":")[0] for p in pycuda_problems(bad_driver, {}, pycuda_api())] == \
         ["pycuda.driver.memcpy_htod_async", "pycuda.driver.Context"]
+
+
+# ------------------------------------------------------------------------------ the project's own calls
+def accepts(signature, positional: int, keywords: list[str]) -> bool:
+    """Would a callable with these real parameters accept a call with `positional` arguments and these keywords?"""
+    slots = [p for p in signature if p.kind in ("positional_only", "positional_or_keyword")]
+    if positional > len(slots) and not any(p.kind == "var_positional" for p in signature):
+        return False
+    filled = {id(p) for p in slots[:positional]}
+    for word in keywords:
+        target = [p for p in signature if p.name == word and p.kind in ("positional_or_keyword", "keyword_only")]
+        if not target:
+            if not any(p.kind == "var_keyword" for p in signature):
+                return False
+            continue
+        if id(target[0]) in filled:
+            return False
+        filled.add(id(target[0]))
+    return all(p.optional or id(p) in filled for p in signature if p.kind not in ("var_positional", "var_keyword"))
+
+
+BUILTIN_METHODS = {n for t in (dict, list, set, str, bytes, tuple) for n in dir(t)}  # d.pop(k) is not Context.pop
+
+
+def call_problems(tree: ast.AST, where: str, apis: dict[str, dict[str, Member]], classes: dict[str, str]) -> list[str]:
+    """Calls in `tree` that no real overload accepts: module calls (trt.Runtime(logger), cuda.memcpy_htod_async(...))
+    by their binding, method calls (ctx.execute_async_v3(h)) by the name of a method of the classes the fakes
+    stand in for (every class that has it must accept the call's shape; names of built-in types' methods and of
+    the module's own functions are not checked)."""
+    problems = []
+    # the module's own methods of the same name (the backend's _Engine.set_shape) are not TensorRT's
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    bound = _bindings(tree)
+    for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))]:
+        bound |= _bindings(scope)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            continue
+        positional, keywords = len(node.args), [k.arg for k in node.keywords]
+        func = node.func
+        base = func.value
+        if isinstance(base, ast.Attribute) and base.attr == "driver":  # pycuda.driver.X
+            base = base.value
+        package = None
+        if isinstance(base, ast.Name) and base.id in bound:
+            package, dotted = bound[base.id], [func.attr]
+        elif isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id == "self" \
+                and base.attr.lstrip("_") in INJECTED:
+            package, dotted = INJECTED[base.attr.lstrip("_")], [func.attr]
+        elif (isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id in bound):
+            package, dotted = bound[base.value.id], [f"{base.attr}.{func.attr}"]  # trt.Logger.X(...)
+        if package:
+            for label, api in apis.items():
+                if label.startswith(package) and dotted[0] in api and api[dotted[0]].overloads and not any(
+                        accepts(o, positional, keywords) for o in api[dotted[0]].overloads):
+                    problems.append(f"{where}:{node.lineno} {dotted[0]}: no overload of {label}'s takes "
+                                    f"{positional} positional + {keywords}")
+            continue
+        if func.attr in BUILTIN_METHODS or func.attr in own:
+            continue
+        for label, api in apis.items():
+            for real_class in classes.get(label.split()[0], ()):
+                member = api.get(f"{real_class}.{func.attr}")
+                if member and member.overloads and not any(accepts(o, positional, keywords)
+                                                           for o in member.overloads):
+                    problems.append(f"{where}:{node.lineno} .{func.attr}: {label}'s {real_class}.{func.attr} does "
+                                    f"not take {positional} positional + {keywords}")
+    return problems
+
+
+def _apis() -> dict[str, dict[str, Member]]:
+    apis = {f"tensorrt {v}": tensorrt_api(v) for v in TENSORRT_VERSIONS}
+    apis[f"pycuda {pycuda_names().label.split()[-1]}"] = pycuda_api()
+    return apis
+
+
+CLASSES_BY_PACKAGE = {"tensorrt": [*TENSORRT_CLASSES.values(), "Logger"], "pycuda": list(PYCUDA_CLASSES.values())}
+
+
+def test_the_source_calls_the_gpu_packages_with_arguments_they_accept():
+    problems, checked = [], 0
+    for package in SOURCE_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            if "tensorrt" in text or "pycuda" in text:
+                checked += 1
+                problems += call_problems(ast.parse(text), str(path.relative_to(ROOT)), _apis(), CLASSES_BY_PACKAGE)
+    assert checked >= 3 and not problems, problems
+
+
+def test_a_wrong_call_in_the_source_is_reported():
+    source = '''
+import tensorrt as trt
+import pycuda.driver as cuda
+
+def build(path, logger):
+    builder = trt.Builder(logger, 1)                       # Builder(logger) only
+    network = builder.create_network(flag=0)               # the keyword is flags
+    config = builder.create_builder_config()
+    config.set_timing_cache(cache)                         # ignore_mismatch is required
+    cuda.memcpy_htod_async(dst=1, src=2)                   # the keyword is dest
+    ok = context.execute_async_v3(stream_handle=3)         # right
+    cuda.memcpy_dtoh_async(host, device, stream)           # right
+    values.pop(0)                                          # a list's, not Context.pop
+    return event.time_since(other=start)                   # positional-only in pycuda
+'''
+    problems = call_problems(ast.parse(source), "bad.py", _apis(), CLASSES_BY_PACKAGE)
+    lines = sorted({int(p.split(":")[1].split()[0]) for p in problems})
+    assert lines == [6, 7, 9, 10, 14], problems
