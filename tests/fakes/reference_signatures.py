@@ -251,7 +251,7 @@ def _python311() -> str:
     return found
 
 
-def _stand_in_libraries(directory: Path, major: str) -> list[str]:
+def stand_in_libraries(directory: Path, major: str) -> list[str]:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise MissingReference("reading TensorRT's signatures builds stand-ins for libnvinfer with a C compiler: "
@@ -276,7 +276,7 @@ def tensorrt_api(version: str) -> dict[str, Member]:
         with zipfile.ZipFile(_checked(CACHE / wheel, sha256)) as z:
             (directory / "tensorrt.so").write_bytes(z.read("tensorrt_bindings/tensorrt.so"))
             init = z.read("tensorrt_bindings/__init__.py").decode()
-        stubs = _stand_in_libraries(directory, version.split(".")[0])
+        stubs = stand_in_libraries(directory, version.split(".")[0])
         done = subprocess.run([_python311(), "-c", _DUMP, str(directory / "tensorrt.so"), *stubs],
                               capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
