@@ -43,8 +43,8 @@ test-realsize: install
 	$(BIN)/python -m pytest -q -m realsize
 
 # the install sequence `jetson/gpu_check.sh --dry-run` prints, run for real in a fresh venv (stand-ins only for
-# tensorrt-cu12-libs and pycuda, which need NVIDIA's own index or the CUDA toolkit; 2.3 min on an idle machine, ~2 GB of temp disk);
-# CI runs it after the suite (.ci/run)
+# tensorrt-cu12-libs and pycuda, which need NVIDIA's own index or the CUDA toolkit): 2.3 min on an idle machine,
+# ~2 GB of temp disk; CI runs it after the suite (.ci/run)
 test-gpu-install: install
 	$(BIN)/python -m pytest -q -m slow tests/jetson/test_gpu_check_install.py
 
