@@ -121,6 +121,7 @@ class Board:
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         self.velocity = (0.0, 0.0, 0.0)
         self.missed_watchdogs = 0  # the host wrote nothing for the watchdog's time while the robot moved
+        self.miss_times: list[float] = []  # board clock (time.monotonic()) of the first misses, to find their cause
         self.late_watchdogs = 0  # the watchdog fired although the host had written: the board process was late
         self.readies = 0
         self.events = 0
@@ -153,6 +154,10 @@ class Board:
                             self.late_watchdogs += 1
                         else:
                             self.missed_watchdogs += 1
+                            if len(self.miss_times) < 50:
+                                self.miss_times.append(t)
+                            log.warning("missed watchdog: the board stopped the wheels after %.2f s without a "
+                                        "command from the host", self.watchdog_s)
                     if not any(self.velocity):
                         for fault in self._pending:
                             if fault["zero_at"] is None and t + 0.001 >= fault["t0"]:  # a clock in whole ms
@@ -484,6 +489,7 @@ class Soak:
             "faults_injected": self.injected, "faults_by_kind": {k: v for k, v in self.by_kind.items() if v["n"]},
             "faults_not_zeroed": self.injected - self.zeroed,
             "missed_watchdogs": self.board.missed_watchdogs,
+            "missed_watchdogs_at_s": [round(t - start, 1) for t in self.board.miss_times],  # the first 50
             "late_board_watchdogs": self.board.late_watchdogs,
             "max_zero_latency_s": round(self.max_latency, 4),
             "zero_latency_limit_s": round(self.limit, 4),
