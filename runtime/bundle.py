@@ -263,7 +263,7 @@ def _read_record(path: Path) -> dict:
 
 
 def _write_record(path: Path, root: Path, files: dict) -> None:
-    from runtime.atomic import atomic_write_text
+    from runtime.atomic import atomic_write_text  # noqa: PLC0415  drive start-up; written after a full verify
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -243,7 +243,7 @@ def video_file(path: Path) -> ReplaySource:
 
 def hdf5_episode(path: Path) -> ReplaySource:
     """The collector's `images` dataset (T, H, W, 3) uint8, BGR as it was written."""
-    from runtime.episodes import EpisodeFileError, read_episode_arrays
+    from runtime.episodes import EpisodeFileError, read_episode_arrays  # noqa: PLC0415  replay only; drive start-up
 
     try:
         images, _, _ = read_episode_arrays(path, need_actions=False)
@@ -282,7 +282,7 @@ def open_camera(spec: str, width: int | None = None, height: int | None = None, 
     or `ros2:/topic` (a ROS 2 image topic; `.../compressed` for sensor_msgs/CompressedImage)."""
     spec = str(spec)
     if spec.startswith("ros2:"):
-        from runtime.ros2 import Ros2Camera
+        from runtime.ros2 import Ros2Camera  # noqa: PLC0415  ROS 2 only; start-up of robot commands
 
         return Ros2Camera(spec[len("ros2:"):], max_age=max_age).connect()
     path = Path(spec)

@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import queue
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -186,9 +188,6 @@ class BackgroundWriter:
     first. A SIGKILL loses what was still queued (at most `depth` frames) and keeps the rest."""
 
     def __init__(self, writer: EpisodeWriter, depth: int = 16):
-        import queue
-        import threading
-
         self.writer = writer
         self.path = writer.path
         self.frames = 0  # accepted (queued or written)

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, fields
 
 from runtime.hardware import MotorController
-from runtime.motor import MotorError
+from runtime.motor import DryRunMotor, MotorError, SerialMotorController
 
 BUILT_IN = ("serial", "dry-run", "ros2")
 ENTRY_POINT_GROUP = "mobile_vla.motors"
@@ -89,7 +89,7 @@ def motor_kind(spec: MotorSpec) -> str:
 
 
 def _entry_points() -> dict:
-    from importlib.metadata import entry_points
+    from importlib.metadata import entry_points  # noqa: PLC0415  ~20 ms of drive start-up; a vendor --motor only
 
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
@@ -129,12 +129,9 @@ def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed
     controller's limits must allow (checked at connect). Raises MotorError with what to check."""
     kind = motor_kind(spec)
     if kind == "dry-run":
-        from runtime.motor import DryRunMotor
-
         return DryRunMotor(printer=printer).connect()
     if kind == "serial":
-        from runtime.kinematics import make_base
-        from runtime.motor import SerialMotorController
+        from runtime.kinematics import make_base  # noqa: PLC0415  --wheels only; drive start-up
 
         wheels = make_base(spec.wheels) if spec.wheels else None
         motor = SerialMotorController(spec.serial, spec.baudrate, watchdog_ms=int(watchdog_s * 1000),
@@ -145,7 +142,7 @@ def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed
                         "be logged as unacknowledged", spec.serial, motor.ready_timeout_s, spec.baudrate)
         return motor
     if kind == "ros2":
-        from runtime.ros2 import Ros2Error, Ros2MotorController
+        from runtime.ros2 import Ros2Error, Ros2MotorController  # noqa: PLC0415  ROS 2 only; robot start-up
 
         try:
             return Ros2MotorController(topic=spec.cmd_vel_topic, stamped=spec.cmd_vel_stamped,

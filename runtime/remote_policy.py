@@ -43,7 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.bundle import Bundle
+from runtime.behaviours import with_behaviours
+from runtime.bundle import Bundle, load_bundle
 from runtime.policy import Policy
 from runtime.preprocess import resize_rgb
 from runtime.wire import PROTOCOL, PROTOCOL_VERSION, WireError, model_identity, packb, unpackb
@@ -273,9 +274,7 @@ def remote_config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
 def open_remote_policy(spec, remote: RemoteConfig):
     """runtime.policy_setup.open_policy's remote twin: a RemotePolicy on spec.bundle's engines, behaviours around
     it; the connection and the backend are released on leaving."""
-    from runtime.backends.registry import make_backend
-    from runtime.behaviours import with_behaviours
-    from runtime.bundle import load_bundle
+    from runtime.backends.registry import make_backend  # noqa: PLC0415  backends load with the bundle, not for --help
 
     bundle = load_bundle(spec.bundle, verify=spec.verify)
     encoder = RemoteEncoder(remote, expected_model=model_identity(bundle.manifest))

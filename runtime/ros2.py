@@ -59,6 +59,7 @@ times out and a lower-priority one (teleop) takes the base.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -110,8 +111,6 @@ def set_ros_args(args) -> None:
 
 def import_rclpy(*message_packages: str):
     """rclpy (and e.g. "geometry_msgs"), or a Ros2Error that says how to get them."""
-    import importlib
-
     try:
         import rclpy
         from rclpy.context import Context  # noqa: F401

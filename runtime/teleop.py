@@ -43,7 +43,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import struct
+import termios
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -129,8 +131,6 @@ class KeyboardTeleop(TeleopSource):
         self._pending = b""
 
     def open(self, top_speed=(0.5, 0.5, 1.0)) -> KeyboardTeleop:
-        import termios
-
         super().open(top_speed)
         try:
             fd = os.open(self.tty, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
@@ -151,8 +151,6 @@ class KeyboardTeleop(TeleopSource):
         return self
 
     def close(self) -> None:
-        import termios
-
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
@@ -208,9 +206,6 @@ class KeyboardTeleop(TeleopSource):
     def ask(self, prompt: str, stop=lambda: False) -> str:
         """A line typed on the same terminal (the instruction), echoed while typed; "" when `stop()` turns true
         or the terminal goes away."""
-        import select
-        import termios
-
         if self.fd is None:
             raise TeleopError("keyboard not open")
         mode = termios.tcgetattr(self.fd)

@@ -28,6 +28,7 @@ remapping of teleop_twist_keyboard's output).
 from __future__ import annotations
 
 import threading
+import time
 
 from runtime.ros2 import Ros2Error, RosNode
 from runtime.teleop import ZERO, GamepadMap, StickState, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
@@ -54,8 +55,6 @@ class _Ros2Teleop(TeleopSource):
         raise NotImplementedError
 
     def open(self, top_speed=(0.5, 0.5, 1.0)) -> _Ros2Teleop:
-        import time
-
         super().open(top_speed)
         try:
             self._ros = RosNode.acquire(self.message_package)

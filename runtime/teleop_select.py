@@ -49,7 +49,7 @@ def make_teleop(spec: str) -> TeleopSource:
             raise TeleopError("--teleop joystick needs a device: joystick:/dev/input/js0")
         return JoystickTeleop(rest)
     if kind in ("ros2-joy", "ros2-twist"):
-        from runtime.teleop_ros2 import Ros2JoyTeleop, Ros2TwistTeleop
+        from runtime.teleop_ros2 import Ros2JoyTeleop, Ros2TwistTeleop  # noqa: PLC0415  ROS 2 only; drive start-up
 
         if not rest.startswith("/"):
             example = "/joy" if kind == "ros2-joy" else "/cmd_vel"

@@ -11,6 +11,7 @@ install, instead of ORT's silent fallback to the CPU.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -60,8 +61,6 @@ class OnnxRuntimeBackend(Backend):
 
         parity = self.bundle.manifest["variants"].get(self.variant, {}).get("parity", {})
         if parity and not parity.get("passed", False):
-            import warnings
-
             warnings.warn(f"{self.bundle.root}: variant {self.variant!r} failed its parity check at export "
                           f"(see bundle.json); its actions may be wrong", stacklevel=2)
 
