@@ -208,7 +208,7 @@ class SoakCamera(Camera):
         self.restarts = 0
 
     def read(self, timeout: float = 0.5) -> Frame:
-        from sim.world import SimRobot, render
+        from sim.world import SimRobot, render  # noqa: PLC0415  none: to move up (issue 17)
 
         deadline = time.monotonic() + timeout
         while True:  # as a real camera: the next frame at the camera's rate, none while stalled
@@ -282,9 +282,9 @@ def open_files() -> int:
 def export_tiny(out: Path) -> Path:
     """The `tiny` preset (random weights) exported and verified into `out` (run in a child process: torch
     never enters the soak's own memory figures)."""
-    from export.to_onnx import export_bundle
-    from train.config import preset_config
-    from train.model import build_model, load_tokenizer
+    from export.to_onnx import export_bundle  # noqa: PLC0415  torch: child process only (memory figures)
+    from train.config import preset_config  # noqa: PLC0415  torch: child process only (memory figures)
+    from train.model import build_model, load_tokenizer  # noqa: PLC0415  torch: child process only (memory figures)
 
     cfg = preset_config("tiny")
     return export_bundle(build_model(cfg), load_tokenizer(cfg), Path(out), source="preset:tiny", overwrite=True,
@@ -305,13 +305,13 @@ def tiny_bundle(work: Path) -> Path:
 # -- the soak ------------------------------------------------------------------------------------------------
 class Soak:
     def __init__(self, config: SoakConfig, bundle_dir: Path, work: Path):
-        from runtime.backends.registry import make_backend
-        from runtime.behaviours import with_behaviours
-        from runtime.bundle import load_bundle
-        from runtime.motor import SerialMotorController
-        from runtime.policy import Policy
-        from runtime.protocol import Command
-        from sim.world import SimWorld, random_layout
+        from runtime.backends.registry import make_backend  # noqa: PLC0415  none: to move up (issue 17)
+        from runtime.behaviours import with_behaviours  # noqa: PLC0415  none: to move up (issue 17)
+        from runtime.bundle import load_bundle  # noqa: PLC0415  none: to move up (issue 17)
+        from runtime.motor import SerialMotorController  # noqa: PLC0415  none: to move up (issue 17)
+        from runtime.policy import Policy  # noqa: PLC0415  none: to move up (issue 17)
+        from runtime.protocol import Command  # noqa: PLC0415  none: to move up (issue 17)
+        from sim.world import SimWorld, random_layout  # noqa: PLC0415  none: to move up (issue 17)
 
         self.config = config
         self.world = SimWorld(random_layout(config.seed))
@@ -353,8 +353,8 @@ class Soak:
         self._over = threading.Event()
 
     def _new_loop(self):
-        from runtime.drive import DriveLoop, install_signal_handlers
-        from runtime.safety import SafetyConfig, SafetyGate
+        from runtime.drive import DriveLoop, install_signal_handlers  # noqa: PLC0415  none: to move up (issue 17)
+        from runtime.safety import SafetyConfig, SafetyGate  # noqa: PLC0415  none: to move up (issue 17)
 
         c = self.config
         gate = SafetyGate(SafetyConfig())
@@ -503,8 +503,8 @@ def steady_malloc(arenas: int) -> bool:
     buffer then comes from the heap and may stay resident: RSS wanders by a percent. mallopt caps the arenas
     (M_ARENA_MAX) and fixes the threshold (M_MMAP_THRESHOLD, 128 KiB: large buffers are mapped and returned).
     False where the C library has no mallopt."""
-    import ctypes
-    import ctypes.util
+    import ctypes  # noqa: PLC0415  none: to move up (issue 17)
+    import ctypes.util  # noqa: PLC0415  none: to move up (issue 17)
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"))

@@ -649,8 +649,8 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace) -> DriveSpec:
     """The DriveSpec a command line asks for. Mode, snapping and move duration not given on it (None) come from
     the bundle's driving record, so the robot drives the policy as it was validated; a log line says which."""
-    from runtime.bundle import read_driving
-    from runtime.driving import driving_settings
+    from runtime.bundle import read_driving  # noqa: PLC0415  none: to move up (issue 17)
+    from runtime.driving import driving_settings  # noqa: PLC0415  none: to move up (issue 17)
 
     settings = driving_settings(read_driving(args.bundle), args.mode, args.discrete, args.step_duration)
     log.info("driving settings: %s", settings.describe())
@@ -665,13 +665,13 @@ def main(argv=None) -> int:
         print("error: --sim moved to its own entry: python -m sim.drive --bundle B --seed S ... "
               "(same options, --sim-seed is --seed, --sim-layout is --layout)", file=sys.stderr)
         return 2
-    from runtime.ros2 import set_ros_args, split_ros_args
+    from runtime.ros2 import set_ros_args, split_ros_args  # noqa: PLC0415  none: to move up (issue 17)
 
     argv, ros_args = split_ros_args(argv)  # `--ros-args ...` as ROS tools take it (ros2 run, launch files)
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     set_ros_args(ros_args)
-    from runtime.bundle import BundleError
+    from runtime.bundle import BundleError  # noqa: PLC0415  none: to move up (issue 17)
 
     try:
         spec = spec_from_args(args)
@@ -692,17 +692,17 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     and `motor` (a MotorController, connected here if it is not yet); otherwise they come from spec.camera and
     spec.motor. Both are disconnected when the drive ends, and the backend is released. The signal handlers
     come first: a SIGTERM while the bundle, the motor or the camera opens still releases what was opened."""
-    from contextlib import ExitStack
+    from contextlib import ExitStack  # noqa: PLC0415  none: to move up (issue 17)
 
-    from runtime.arming import open_arm_sources
-    from runtime.async_chunks import open_chunks
-    from runtime.backends.base import BackendError
-    from runtime.bundle import BundleError
-    from runtime.motor_select import open_motor
-    from runtime.policy import bundle_frame_spacing, check_frame_spacing
-    from runtime.policy_setup import open_policy, retarget_policy
-    from runtime.prompt import PromptTooLongError
-    from runtime.remote_policy import open_remote_policy
+    from runtime.arming import open_arm_sources  # noqa: PLC0415  none: to move up (issue 17)
+    from runtime.async_chunks import open_chunks  # noqa: PLC0415  none: to move up (issue 17)
+    from runtime.backends.base import BackendError  # noqa: PLC0415  backends: with the bundle, not for --help
+    from runtime.bundle import BundleError  # noqa: PLC0415  none: to move up (issue 17)
+    from runtime.motor_select import open_motor  # noqa: PLC0415  none: to move up (issue 17)
+    from runtime.policy import bundle_frame_spacing, check_frame_spacing  # noqa: PLC0415  none: to move up (issue 17)
+    from runtime.policy_setup import open_policy, retarget_policy  # noqa: PLC0415  none: to move up (issue 17)
+    from runtime.prompt import PromptTooLongError  # noqa: PLC0415  none: to move up (issue 17)
+    from runtime.remote_policy import open_remote_policy  # noqa: PLC0415  none: to move up (issue 17)
 
     stop = StopRequest()
     install_signal_handlers(stop)
@@ -738,7 +738,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                 stack.callback(source.close)
             face = None
             if uses_ros(spec, camera, motor):
-                from runtime.ros2_drive import Ros2DriveInterface
+                from runtime.ros2_drive import Ros2DriveInterface  # noqa: PLC0415  ROS 2 only; drive start-up
 
                 face = Ros2DriveInterface(switch, on_instruction=lambda text: stop.loop and
                                           stop.loop.set_instruction(text)).open()
@@ -752,7 +752,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             log.warning("disarmed: zeros until armed (%s)", arm_hint(spec.arm, face))
         takeover = None
         if spec.takeover is not None:
-            from runtime.takeover import open_takeover
+            from runtime.takeover import open_takeover  # noqa: PLC0415  none: to move up (issue 17)
 
             try:
                 takeover = open_takeover(spec.takeover, spec.safety.max_speed, policy.instruction)

@@ -69,7 +69,7 @@ class EpisodeWriter:
     def __init__(self, path: Path, instruction: str | None = None, attrs: dict | None = None,
                  compression: int = 4, when: dt.datetime | None = None, layout: str = "recorded",
                  action_chunk_size: int = 8, flush_each_frame: bool = True):
-        import h5py
+        import h5py  # noqa: PLC0415  h5py: optional on the robot (recording only)
 
         self.path = Path(path)
         if self.path.exists():

@@ -101,7 +101,7 @@ class RemoteEncoder:
 
     # -- connection ----------------------------------------------------------------------
     def _connect_once(self) -> bool:
-        from websockets.sync.client import connect
+        from websockets.sync.client import connect  # noqa: PLC0415  websockets: ~200 ms; --policy ws:// only
 
         cfg = self.config
         headers = {"Authorization": f"Api-Key {cfg.api_key}"} if cfg.api_key else None
@@ -167,7 +167,7 @@ class RemoteEncoder:
         q = self.config.jpeg_quality
         if q is None:
             return {"image": rgb}
-        import cv2
+        import cv2  # noqa: PLC0415  cv2: JPEG frames only
 
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(q)])
         if not ok:

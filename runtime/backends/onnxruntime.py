@@ -26,7 +26,7 @@ PROVIDERS = {
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415  onnxruntime: ~60 ms; not for --help
 
     return list(ort.get_available_providers())
 
@@ -57,7 +57,7 @@ class OnnxRuntimeBackend(Backend):
         return [want]
 
     def _activate(self) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # noqa: PLC0415  onnxruntime: ~60 ms; not for --help
 
         parity = self.bundle.manifest["variants"].get(self.variant, {}).get("parity", {})
         if parity and not parity.get("passed", False):
