@@ -140,7 +140,13 @@ class RosNode:
             cls._shared.users += 1
             return cls._shared
 
-    def release(self) -> None:
+    def release(self, *subscriptions) -> None:
+        """Destroy the caller's `subscriptions` (None: skipped) while the node still lives, then give it up: the
+        last user's release closes it."""
+        if self.context is not None:
+            for subscription in subscriptions:
+                if subscription is not None:
+                    self.node.destroy_subscription(subscription)
         with RosNode._lock:
             self.users -= 1
             if self.users > 0:
@@ -532,7 +538,5 @@ class Ros2Camera(Camera):
     def disconnect(self) -> None:
         if self._ros is not None:
             ros, self._ros = self._ros, None
-            if self._subscription is not None and ros.context is not None:
-                ros.node.destroy_subscription(self._subscription)
-            self._subscription = None
-            ros.release()
+            subscription, self._subscription = self._subscription, None
+            ros.release(subscription)
