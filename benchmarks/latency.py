@@ -346,7 +346,6 @@ def open_paths(spec: BenchmarkSpec, bundle, model, tok, motor, stack) -> tuple[d
 def measure(spec: BenchmarkSpec) -> tuple[dict, dict, list, dict]:
     """Run the benchmark. Returns (result, paths, runtime entries, end-to-end seconds per path): the result
     is what --json writes; the rest feeds the plot."""
-
     info = describe()
     log.info("machine: %s (%s cores), GPU %s, power mode %s, %s", info["cpu"], info["cores"], info["gpu"] or "none",
              info["power_mode"] or "n/a", ", ".join(f"{k} {v}" for k, v in info["versions"].items()))

@@ -148,7 +148,6 @@ def _load_strict(model: torch.nn.Module, state: dict, file: Path, only_adapter: 
 
 def load_checkpoint(path: Path, merge: bool = False):
     """-> (model in eval mode, tokenizers.Tokenizer, config.json dict). `merge` folds an adapter's LoRA in."""
-
     path = Path(path)
     meta = read_checkpoint_config(path)
     config = MobileVLAConfig.from_dict(meta["model"], source=str(path / "config.json"))
@@ -162,7 +161,6 @@ def load_checkpoint(path: Path, merge: bool = False):
     state = _load_tensors(path / "model.safetensors")
     if meta["kind"] == "merged":
         # The merged file carries every weight: skip downloading/initialising pretrained ones.
-
         model = MobileVLA(replace(config, weights=None))
         model.config = config  # keep where the base came from, for the record
         _load_strict(model, state, path / "model.safetensors", only_adapter=False)

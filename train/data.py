@@ -440,7 +440,6 @@ class SplitOptions:
 def write_split(folder: Path, out: Path, val_fraction: float = SplitOptions.val_fraction,
                 seed: int = SplitOptions.seed) -> dict:
     """A deterministic train/val split by episode, written (atomically) as JSON with names relative to `folder`."""
-
     folder = Path(folder)
     train, val = split_episodes(find_episodes(folder), val_fraction, seed)
     split = {"folder": str(folder), "seed": seed, "val_fraction": val_fraction,

@@ -56,7 +56,6 @@ def init_config(path: Path, **overrides) -> MobileVLAConfig:
 
 def init_from_checkpoint(model, path: Path) -> list[str]:
     """Copy ACT and the head (with its input standardisation) from a checkpoint folder into `model`."""
-
     file = Path(path) / "model.safetensors"
     with safe_open(str(file), framework="pt") as f:  # ACT and the head only, not the 6.6 GB of Kosmos-2 again
         state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(INIT_KEYS)}
