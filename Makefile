@@ -13,7 +13,7 @@ EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2
 # (tests/fakes/test_conformance.py): ~4 MB, downloaded once from PyPI into a git-ignored cache.
 REF := .cache/reference-packages
 
-.PHONY: install demo test test-slow test-realsize openpi-venv clean reference-packages
+.PHONY: install demo test test-slow test-realsize test-gpu-install openpi-venv clean reference-packages
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,12 @@ test: install $(REF)/.complete
 # CI runs it after the suite (.ci/run)
 test-realsize: install
 	$(BIN)/python -m pytest -q -m realsize
+
+# the install sequence `jetson/gpu_check.sh --dry-run` prints, run for real in a fresh venv (stand-ins only for
+# tensorrt-cu12-libs and pycuda, which need NVIDIA's own index or the CUDA toolkit): 2.3 min on an idle machine,
+# ~2 GB of temp disk; CI runs it after the suite (.ci/run)
+test-gpu-install: install
+	$(BIN)/python -m pytest -q -m slow tests/jetson/test_gpu_check_install.py
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

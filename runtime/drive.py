@@ -66,36 +66,38 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.arming import ArmSpec, ArmSwitch, add_arm_arguments
-from runtime.async_chunks import AsyncConfig, add_async_arguments, async_config_from_args
+from runtime.arming import ArmSpec, ArmSwitch, add_arm_arguments, open_arm_sources
+from runtime.async_chunks import AsyncConfig, add_async_arguments, async_config_from_args, open_chunks
+from runtime.backends.base import BackendError
+from runtime.bundle import BundleError, read_driving
 from runtime.camera import CameraSpec, CameraStalled, EndOfStream, FrameTooOld, add_camera_arguments
 from runtime.cli import exits_on
+from runtime.driving import driving_settings
 from runtime.hardware import DeviceError, SentCommand
+from runtime.link_watch import LinkWatch, link_counter
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.motor_select import MotorSpec, add_motor_arguments
-from runtime.policy_setup import PolicySpec, add_policy_arguments
-from runtime.remote_policy import RemoteConfig, add_remote_arguments, remote_config_from_args
+from runtime.loop_health import LoopHealth, command_state, zero_state
+from runtime.motor_select import MotorSpec, add_motor_arguments, open_motor
+from runtime.policy import bundle_frame_spacing, check_frame_spacing
+from runtime.policy_setup import PolicySpec, add_policy_arguments, open_policy, retarget_policy
+from runtime.prompt import PromptTooLongError
+from runtime.remote_policy import RemoteConfig, add_remote_arguments, open_remote_policy, remote_config_from_args
+from runtime.ros2 import set_ros_args, split_ros_args
+from runtime.ros2_drive import Ros2DriveInterface
 from runtime.safety import CommandWatchdog, SafetyConfig, SafetyGate, add_safety_arguments
 from runtime.status_line import StatusLine
 from runtime.step_handshake import StepHandshake
 from runtime.steplog import StepLog
-from runtime.takeover import TakeoverSpec, add_takeover_arguments
+from runtime.takeover import TakeoverSpec, add_takeover_arguments, open_takeover
 
 log = logging.getLogger(__name__)
 MODES = ("continuous", "step")
-ZERO_EVENTS_KEPT = 1000  # the newest zero events kept in memory (all of them go to the step log)
-DIAGNOSTICS_S = 1.0  # s between two /diagnostics reports
-LINK_COUNTERS = {"missed_acks": "missed acks", "refused": "refused", "reconnects": "reconnects",
-                 "failed_publishes": "failed publishes"}  # a motor side's counters shown, where it has them
-
-
-class MotorLinkLost(DeviceError):
-    """The motor link stayed down past --give-up-after: the run ends instead of resuming by itself."""
 
 
 @dataclass(frozen=True)
@@ -207,20 +209,15 @@ class DriveLoop:
         self.ended_by = ""
         self.stop_requested = ""  # set by signal handlers: a plain attribute, never a lock (see request_stop)
         self.watchdog = CommandWatchdog(config.cmd_timeout)
-        self.zero_events: deque[tuple[float, str]] = deque(maxlen=ZERO_EVENTS_KEPT)  # the newest only
-        self.zero_count = 0  # every zero event, also those no longer in zero_events
+        self.health = LoopHealth(motor)  # the state, the zero events and the counters (runtime/loop_health.py)
+        self.link = LinkWatch(motor, config.give_up_after, config.auto_resume, self.health.counters_text)
         self._progress = StepProgress()
         self.last_logged_step = -1  # the newest step whose command went out (read by the drain at the end)
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)  # what the motor side really did last
-        self.state = "starting"  # what the robot is doing, as the status line and /diagnostics show it
-        self.resets = 0  # behaviours and ring reset after a fault
         self._reset_reason = ""  # control thread -> inference thread: reset before the next frame
         self._instruction: str | None = None  # a new instruction for the inference thread to apply
         self._stamps: deque[float] = deque(maxlen=256)  # capture times of the newest frames: a plan's age
-        self._link_down_since: float | None = None
-        self._reconnects = self._counter("reconnects")
         self._was_armed = self.switch.armed
-        self._last_diagnostics = -float("inf")
         self._camera_age = float("nan")
 
     # -- shared --------------------------------------------------------------------
@@ -232,14 +229,6 @@ class DriveLoop:
     def set_instruction(self, text: str) -> None:
         """A new instruction (the ROS topic ~/instruction): applied between two frames, as a new episode."""
         self._instruction = text
-
-    def _counter(self, name: str) -> int:
-        value = getattr(self.motor, name, 0)
-        return value if isinstance(value, int) else 0
-
-    def counters(self) -> dict:
-        found = {label: self._counter(attr) for attr, label in LINK_COUNTERS.items() if hasattr(self.motor, attr)}
-        return dict(found, zeros=self.zero_count, resets=self.resets)
 
     # -- inference thread ----------------------------------------------------------
     def _publish(self, action, record: dict, reason: str = "", captured: float = -float("inf")) -> None:
@@ -264,7 +253,7 @@ class DriveLoop:
         if reason:
             self.policy.reset()
             self._stamps.clear()
-            self.resets += 1
+            self.health.resets += 1
             log.info("behaviours and ring reset (%s)", reason)
 
     def _inference(self) -> None:
@@ -349,7 +338,9 @@ class DriveLoop:
         self.last_command = result
         if self.takeover is not None:
             self.takeover.sent(time.monotonic(), result, person)
-        self._watch_link(result, now)
+        reason = self.link.observe(result, now)
+        if reason:
+            self.request_reset(reason)
         return result
 
     def _person_drives(self, now: float) -> bool:
@@ -359,46 +350,14 @@ class DriveLoop:
         if velocity is None:
             return False
         self._send(self.gate.filter(velocity, now), now, person=True)
-        self._set_state("person driving")
+        self.health.set_state("person driving")
         return True
-
-    def _watch_link(self, result: SentCommand, now: float) -> None:
-        """A link that is down resets the plan; one down past --give-up-after ends the run."""
-        reconnects = self._counter("reconnects")
-        if reconnects != self._reconnects:
-            self._reconnects = reconnects
-            self.request_reset("motor link reconnected")
-        if not result.sent:
-            if self._link_down_since is None:
-                self._link_down_since = now
-                self.request_reset("motor link down")
-                log.warning("motor link %s down: nothing reaches the robot (%s)", self.motor.name,
-                            self._counters_text())
-            down = now - self._link_down_since
-            if not self.config.auto_resume and down > self.config.give_up_after:
-                raise MotorLinkLost(f"motor link {self.motor.name} down for {down:.1f} s (--give-up-after "
-                                    f"{self.config.give_up_after:g}): check the cable and the controller's power, "
-                                    f"then start again (--auto-resume keeps trying instead)")
-        elif self._link_down_since is not None:
-            log.warning("motor link %s back after %.1f s", self.motor.name, now - self._link_down_since)
-            self._link_down_since = None
-
-    def _counters_text(self) -> str:
-        return ", ".join(f"{k} {v}" for k, v in self.counters().items())
-
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            level = logging.INFO if state == "driving" else logging.WARNING
-            log.log(level, "state: %s (%s)", state, self._counters_text())
-            self.state = state
 
     def _send_zero(self, now: float, reason: str) -> None:
         was_moving = any(self.last_command.velocity)
         result = self._send(self.gate.zero(now), now)  # explicit zeros keep the controller's watchdog fed
-        self._set_state(zero_state(reason, result))
-        if was_moving or not self.zero_events or self.zero_events[-1][1] != reason:
-            self.zero_events.append((now, reason))
-            self.zero_count += 1
+        self.health.set_state(zero_state(reason, result))
+        if self.health.zeroed(now, reason, was_moving):
             self.log.write({"type": "zero", "reason": reason, "t": now, "sent": result.sent,
                             "acknowledged": result.acknowledged})
 
@@ -459,9 +418,9 @@ class DriveLoop:
             # demonstrations' 0.4 s key presses) instead of being cut at capture + --cmd-timeout; a stale
             # frame still never starts one, and the move stays bounded by its own clock and the timeout.
             self.watchdog.feed(now)
-        refused, lateral = self._counter("refused"), self.gate.refused_lateral
+        refused, lateral = link_counter(self.motor, "refused"), self.gate.refused_lateral
         result = self._send(self.gate.filter(current.action, now), now)
-        self._set_state(command_state(result, self._counter("refused") != refused,
+        self.health.set_state(command_state(result, link_counter(self.motor, "refused") != refused,
                                       self.gate.refused_lateral != lateral))
         if first_send:
             progress.logged = True
@@ -471,17 +430,14 @@ class DriveLoop:
 
     def _report(self, now: float) -> None:
         """The status line (every tick: it redraws when something changed) and /diagnostics (every second)."""
-        counters = self.counters()
-        self.status.update(now, self.state, self.last_command.velocity, self.steps, counters)
-        if self.ros is not None and now - self._last_diagnostics >= DIAGNOSTICS_S:
-            self._last_diagnostics = now
-            level = ("error" if self.state.startswith(("e-stop", "link down")) else
-                     "ok" if self.state == "driving" else "warn")
-            self.ros.publish_diagnostics(level, self.state, {
+        counters = self.health.counters()
+        self.status.update(now, self.health.state, self.last_command.velocity, self.steps, counters)
+        if self.ros is not None and self.health.diagnostics_due(now):
+            self.ros.publish_diagnostics(self.health.level(), self.health.state, {
                 "loop rate (Hz)": round(self.status.rate.hz, 2),
                 "inference (ms)": round(sum(self.status.stage_ms.values()), 1),
                 "camera age (ms)": round(self._camera_age * 1e3, 1),
-                "link": "down" if self._link_down_since is not None else "up",
+                "link": "up" if self.link.up else "down",
                 "armed": self.switch.armed, "arm state": self.switch.state, "steps": self.steps, **counters})
 
     def _tick_chunk(self, now: float, current: Published) -> None:
@@ -490,9 +446,9 @@ class DriveLoop:
         if action is None:
             self._send_zero(now, "no chunk covers the present")
             return
-        refused, lateral = self._counter("refused"), self.gate.refused_lateral
+        refused, lateral = link_counter(self.motor, "refused"), self.gate.refused_lateral
         result = self._send(self.gate.filter(action, now), now)
-        self._set_state(command_state(result, self._counter("refused") != refused,
+        self.health.set_state(command_state(result, link_counter(self.motor, "refused") != refused,
                                       self.gate.refused_lateral != lateral))
         if current.step != self.last_logged_step:
             self.last_logged_step = current.step
@@ -557,34 +513,8 @@ class DriveLoop:
             except Exception:
                 time.sleep(0.02)
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=confirmed)
-        self.zero_events.append((now, "shutdown"))
-        self.zero_count += 1
+        self.health.zeroed(now, "shutdown", was_moving=True)
         self.log.write({"type": "zero", "reason": "shutdown", "t": now, "confirmed": confirmed})
-
-
-def zero_state(reason: str, result: SentCommand) -> str:
-    """The status line's state for a zero sent for `reason`."""
-    if not result.sent:
-        return "link down"
-    if reason.startswith(("disarmed", "e-stop")):
-        return reason
-    if reason.startswith("camera"):
-        return "zero: camera stale"
-    return {"command timeout": "zero: inference stalled", "no action yet": "waiting for a frame",
-            "step done": "driving"}.get(reason, f"zero: {reason}")
-
-
-def command_state(result: SentCommand, refused: bool, lateral_refused: bool) -> str:
-    """The status line's state after a command went out (or did not)."""
-    if not result.sent:
-        return "link down"
-    if refused:
-        return "zero: refused by controller"
-    if result.acknowledged is False:
-        return "no acknowledgement"
-    if lateral_refused:
-        return "zero: lateral refused"
-    return "driving"
 
 
 def log_info(message: str) -> None:
@@ -649,9 +579,6 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace) -> DriveSpec:
     """The DriveSpec a command line asks for. Mode, snapping and move duration not given on it (None) come from
     the bundle's driving record, so the robot drives the policy as it was validated; a log line says which."""
-    from runtime.bundle import read_driving  # noqa: PLC0415  none: to move up (issue 17)
-    from runtime.driving import driving_settings  # noqa: PLC0415  none: to move up (issue 17)
-
     settings = driving_settings(read_driving(args.bundle), args.mode, args.discrete, args.step_duration)
     log.info("driving settings: %s", settings.describe())
     chosen = {"mode": settings.mode, "discrete": settings.discrete, "step_duration": settings.step_duration}
@@ -665,14 +592,10 @@ def main(argv=None) -> int:
         print("error: --sim moved to its own entry: python -m sim.drive --bundle B --seed S ... "
               "(same options, --sim-seed is --seed, --sim-layout is --layout)", file=sys.stderr)
         return 2
-    from runtime.ros2 import set_ros_args, split_ros_args  # noqa: PLC0415  none: to move up (issue 17)
-
     argv, ros_args = split_ros_args(argv)  # `--ros-args ...` as ROS tools take it (ros2 run, launch files)
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     set_ros_args(ros_args)
-    from runtime.bundle import BundleError  # noqa: PLC0415  none: to move up (issue 17)
-
     try:
         spec = spec_from_args(args)
     except BundleError as e:
@@ -692,18 +615,6 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
     and `motor` (a MotorController, connected here if it is not yet); otherwise they come from spec.camera and
     spec.motor. Both are disconnected when the drive ends, and the backend is released. The signal handlers
     come first: a SIGTERM while the bundle, the motor or the camera opens still releases what was opened."""
-    from contextlib import ExitStack  # noqa: PLC0415  none: to move up (issue 17)
-
-    from runtime.arming import open_arm_sources  # noqa: PLC0415  none: to move up (issue 17)
-    from runtime.async_chunks import open_chunks  # noqa: PLC0415  none: to move up (issue 17)
-    from runtime.backends.base import BackendError  # noqa: PLC0415  backends: with the bundle, not for --help
-    from runtime.bundle import BundleError  # noqa: PLC0415  none: to move up (issue 17)
-    from runtime.motor_select import open_motor  # noqa: PLC0415  none: to move up (issue 17)
-    from runtime.policy import bundle_frame_spacing, check_frame_spacing  # noqa: PLC0415  none: to move up (issue 17)
-    from runtime.policy_setup import open_policy, retarget_policy  # noqa: PLC0415  none: to move up (issue 17)
-    from runtime.prompt import PromptTooLongError  # noqa: PLC0415  none: to move up (issue 17)
-    from runtime.remote_policy import open_remote_policy  # noqa: PLC0415  none: to move up (issue 17)
-
     stop = StopRequest()
     install_signal_handlers(stop)
 
@@ -738,8 +649,6 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                 stack.callback(source.close)
             face = None
             if uses_ros(spec, camera, motor):
-                from runtime.ros2_drive import Ros2DriveInterface  # noqa: PLC0415  ROS 2 only; drive start-up
-
                 face = Ros2DriveInterface(switch, on_instruction=lambda text: stop.loop and
                                           stop.loop.set_instruction(text)).open()
                 stack.callback(face.close)
@@ -752,8 +661,6 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             log.warning("disarmed: zeros until armed (%s)", arm_hint(spec.arm, face))
         takeover = None
         if spec.takeover is not None:
-            from runtime.takeover import open_takeover  # noqa: PLC0415  none: to move up (issue 17)
-
             try:
                 takeover = open_takeover(spec.takeover, spec.safety.max_speed, policy.instruction)
             except DeviceError as e:

@@ -24,7 +24,8 @@ TensorBoard (`runs/<name>/tensorboard/`). The train/val split is by episode,
 seeded, saved to `runs/<name>/split.json`. Every checkpoint kept (the 3 best
 by val loss, and `last`) is a checkpoint folder (config.json,
 model.safetensors with the LoRA + ACT + head weights, tokenizer.json) plus
-`trainer.ckpt` with the optimizer state for `--resume`; `best` is a copy of
+`trainer.ckpt` with the optimizer state for `--resume` (not the frozen
+Kosmos-2 weights: a fingerprint of them, train/module.py); `best` is a copy of
 the best one. Multi-GPU / multi-node is Lightning's DDP (`--devices`,
 `--num-nodes`). Bad episode files are skipped with a warning and listed at
 the end, or stop the run with `--strict`. The accelerator it trains on is
@@ -74,7 +75,7 @@ from train.data import (
 from train.init import init_config, init_from_checkpoint
 from train.lora import LoraSettings
 from train.model import load_tokenizer
-from train.module import MobileVLAModule
+from train.module import MobileVLAModule, ResumeMismatch
 
 log = logging.getLogger("train.fit")  # not __main__ under python -m
 LORA_TARGETS = ("text", "projection", "vision")
@@ -295,8 +296,11 @@ def fit(options: FitOptions) -> FitResult:
         trainer.validate(module, val_dl, verbose=False)  # the epoch-0 reference for "val loss before training"
     first_val = float(trainer.callback_metrics.get("val/loss", float("nan")))
     # Resuming loads plain tensors and dicts only (weights_only=True): nothing in a run folder is unpickled.
-    trainer.fit(module, train_dl, val_dl, ckpt_path=str(resume) if resume else None,
-                weights_only=True if resume else None)
+    try:
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(resume) if resume else None,
+                    weights_only=True if resume else None)
+    except ResumeMismatch as e:
+        raise FitError(f"{resume}: {e}") from e
     backend = getattr(trainer.strategy, "process_group_backend", None)  # DDP's, set up by now: gloo on CPU
     log.info("trained with %s over %d process(es)%s", type(trainer.strategy).__name__, trainer.world_size,
              f", process group {backend}" if backend else "")

@@ -7,9 +7,19 @@ Huber loss on the normalised action chunk, masked past each episode's end;
 logged per step and epoch: loss, RMSE overall and per axis. The head, the
 ACT token and the LoRA weights have their own learning rates, with an
 optional linear warm-up.
+
+`trainer.ckpt` (for `--resume`) holds what training changes: the trainable
+weights, the buffers, the optimizer and the loops, not the frozen Kosmos-2
+weights (6.6 GB at the real size, and Lightning serialises a checkpoint in
+memory before writing it: every save doubled the process's memory). In their
+place a fingerprint of the frozen weights; resuming takes them from the model
+the run builds again (the same --preset/--weights/--init) and refuses to go
+on if they are not the weights the run was trained on.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import lightning as L
 import torch
@@ -19,6 +29,31 @@ from train.batches import batch_prompt
 from train.config import MobileVLAConfig
 from train.lora import LoraSettings, apply_lora
 from train.model import MobileVLA, build_kosmos
+
+FROZEN_ENTRY = "frozen_weights"  # trainer.ckpt: the frozen weights' names count and fingerprint, not the weights
+FINGERPRINT_SAMPLES = 64  # values sampled from each frozen tensor for the fingerprint
+
+
+class ResumeMismatch(ValueError):
+    """--resume on a model whose frozen weights are not those the run was trained on."""
+
+
+def frozen_weight_names(module: torch.nn.Module) -> list[str]:
+    """state_dict keys of the parameters that do not train (tied ones under every name they have)."""
+    return sorted(n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad)
+
+
+def weights_fingerprint(state: dict, names: list[str]) -> str:
+    """sha256 over each tensor's name, shape and FINGERPRINT_SAMPLES evenly spaced values: a change of base
+    weights (another hub revision, another --init, other random weights) changes it; cheap on a GPU."""
+    digest = hashlib.sha256()
+    for name in names:
+        t = state[name].detach()
+        flat = t.reshape(-1)
+        sample = flat[:: max(1, flat.numel() // FINGERPRINT_SAMPLES)][:FINGERPRINT_SAMPLES]
+        digest.update(f"{name}{tuple(t.shape)}".encode())
+        digest.update(sample.float().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class MobileVLAModule(L.LightningModule):
@@ -84,3 +119,25 @@ class MobileVLAModule(L.LightningModule):
             return opt
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / self.hparams.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Leave the frozen weights out of trainer.ckpt; keep their fingerprint (see the module docstring)."""
+        names = frozen_weight_names(self)
+        state = checkpoint["state_dict"]
+        checkpoint[FROZEN_ENTRY] = {"count": len(names), "fingerprint": weights_fingerprint(state, names)}
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in set(names)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """--resume: the frozen weights come from this run's own model, once it is known they are the same."""
+        saved = checkpoint.get(FROZEN_ENTRY)
+        if saved is None:  # a checkpoint written with every weight in it
+            return
+        names = frozen_weight_names(self)
+        own = self.state_dict()
+        found = {"count": len(names), "fingerprint": weights_fingerprint(own, names)}
+        if found != saved:
+            raise ResumeMismatch(f"--resume: the frozen Kosmos-2 weights differ from those the run was trained on "
+                             f"({saved['count']} tensors, fingerprint {saved['fingerprint'][:12]}; this run built "
+                             f"{found['count']}, {found['fingerprint'][:12]}): resume with the run's own --preset, "
+                             f"--weights and --init")
+        checkpoint["state_dict"].update({k: own[k] for k in names})

@@ -25,7 +25,9 @@ Where the real stack fails, this fails the same way:
 
 No richer than the real packages: every public name the fakes give
 `tensorrt` and `pycuda.driver` exists in TensorRT 10.3 and 11.4 and in
-pycuda 2026.1 (tests/fakes/test_conformance.py reads the real packages;
+pycuda 2026.1, and every fake callable takes exactly the arguments the real
+one takes (names, defaults, positional-only where boost.python gives no
+name: `time_since(other, /)`) (tests/fakes/test_conformance.py reads the real packages;
 what each fake was checked against is in tests/fakes/README.md). What the
 tests control or inspect (the GPU's name, recorded builds, injected
 failures) lives on `MACHINE`, never on the fake modules.
@@ -107,7 +109,7 @@ def _write(address: int, value: np.ndarray) -> None:
 
 
 class DeviceAllocation:
-    def __init__(self, nbytes: int):
+    def __init__(self, nbytes: int, /):  # pycuda.driver.mem_alloc(bytes): positional-only, as boost.python binds it
         DRIVER.require_context("cuMemAlloc")
         self._address = next(DRIVER.next_address)
         DRIVER.memory[self._address] = np.zeros(nbytes, np.uint8)
@@ -139,7 +141,7 @@ class Event:
         DRIVER.require_context("cuEventSynchronize")
         return self
 
-    def time_since(self, other) -> float:
+    def time_since(self, other, /) -> float:
         DRIVER.require_context("cuEventElapsedTime")
         if self._t is None or other._t is None:
             raise LogicError("cuEventElapsedTime failed: invalid resource handle (event never recorded)")
@@ -147,10 +149,14 @@ class Event:
 
 
 class _Context:
+    def __init__(self, *args, **kwargs):
+        raise TypeError("pycuda._driver.Context has no constructor: Device.retain_primary_context() makes one")
+
     def push(self):
         DRIVER.stack().append(self)
 
-    def pop(self=None):
+    @staticmethod
+    def pop():  # a static method in pycuda: Context.pop() and ctx.pop() both pop the calling thread's context
         stack = DRIVER.stack()
         if not stack:
             raise LogicError("cuCtxPopCurrent failed: invalid device context")
@@ -161,7 +167,7 @@ class _Context:
 
 
 class Device:
-    def __init__(self, index):
+    def __init__(self, index, /):
         if not DRIVER.initialised:
             raise LogicError("cuDeviceGet failed: initialization error (call cuda.init() first)")
         self._index = index
@@ -170,7 +176,7 @@ class Device:
         return MACHINE.gpu
 
     def retain_primary_context(self):
-        return _Context()
+        return object.__new__(_Context)
 
 
 def _init(flags: int = 0):
@@ -182,14 +188,14 @@ def _pagelocked_empty(shape, dtype, order="C", mem_flags=0):
     return np.zeros(shape, dtype)
 
 
-def _htod(dst, src, stream=None):
+def _htod(dest, src, stream=None):
     DRIVER.require_context("cuMemcpyHtoDAsync")
-    _write(int(dst), np.asarray(src))
+    _write(int(dest), np.asarray(src))
 
 
-def _dtoh(dst, src, stream=None):
+def _dtoh(dest, src, stream=None):
     DRIVER.require_context("cuMemcpyDtoHAsync")
-    dst[...] = _read(int(src), dst.shape, dst.dtype)
+    dest[...] = _read(int(src), dest.shape, dest.dtype)
 
 
 def make_pycuda_driver():
@@ -249,7 +255,7 @@ class FakeEngine:
     def get_tensor_shape(self, name):
         return self._shapes[name]
 
-    def create_execution_context(self):
+    def create_execution_context(self, strategy=None):  # TensorRT's default: STATIC; the fake allocates nothing
         if _failing("create_execution_context"):
             return None
         return FakeContext(self)
@@ -308,11 +314,12 @@ class _Runtime:
     def __init__(self, logger):
         pass
 
-    def deserialize_cuda_engine(self, data: bytes):
+    def deserialize_cuda_engine(self, serialized_engine):
         if _failing("deserialize_cuda_engine"):
             return None
         try:
-            spec = json.loads(bytes(data))  # any buffer, as TensorRT's binding takes (bytes, mmap, IHostMemory)
+            # any buffer, as TensorRT's binding takes (bytes, mmap, IHostMemory)
+            spec = json.loads(bytes(serialized_engine))
         except ValueError:
             return None
         return FakeEngine(spec, MACHINE.int32_ids)

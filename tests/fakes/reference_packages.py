@@ -16,6 +16,8 @@ docstrings, which still say "FP16" in 11.x) do not count. pycuda: the
 registers, as string literals or through its DEF_SIMPLE_* / DECLARE_EXC
 macros) and `pycuda/driver.py` (the Python-level ones). `make test` runs
 this module first (the `reference-packages` target), so CI has the files.
+The parameters each name takes are read from the same files by
+tests/fakes/reference_signatures.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Read against the published files of TensorRT 10.3 and 11.4 and pycuda 2026.1 (tests/fakes/reference_packages.py;
 make test downloads them first). Methods the project calls on TensorRT/pycuda objects (engine.get_tensor_name,
 stream.synchronize, ...) are covered in two steps: the suite runs that code against the fakes, so the fakes must
-offer them, and this test holds every name the fakes offer to the real packages.
+offer them with the real call shapes, and this test holds every name the fakes offer to the real packages, and
+every fake function, method and constructor to the real one's parameters (tests/fakes/reference_signatures.py).
 """
 
 import ast
@@ -14,6 +15,7 @@ import pytest
 
 from tests.fakes import gpu
 from tests.fakes.reference_packages import TENSORRT_VERSIONS, pycuda_names, tensorrt_names
+from tests.fakes.reference_signatures import Member, fake_signature, mismatch, pycuda_api, tensorrt_api
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_PACKAGES = ("runtime", "export", "benchmarks", "train", "sim", "pipeline", "plotting")
@@ -177,3 +179,301 @@ def test_no_weakly_typed_builds_calibrators_or_cuda_graphs_anywhere_in_the_sourc
                 words.append("--fp16")
             hits += [f"{path.relative_to(ROOT)}:{number}: {word}" for word in words]
     assert not hits, hits
+
+
+# ------------------------------------------------------------------------------------------ call shapes
+# the real class each fake class stands in for (the fake's own machinery and exceptions have none)
+REAL_CLASSES = {
+    "FakeEngine": "ICudaEngine", "FakeContext": "IExecutionContext", "_Runtime": "Runtime",
+    "_HostMemory": "IHostMemory", "_TimingCache": "ITimingCache", "_Profile": "IOptimizationProfile",
+    "_Config": "IBuilderConfig", "_Network": "INetworkDefinition", "_Parser": "OnnxParser", "_Builder": "Builder",
+    "Stream": "Stream", "Event": "Event", "_Context": "Context", "Device": "Device",
+    "DeviceAllocation": "DeviceAllocation",
+}
+
+
+def _fake_kind(value) -> str | None:
+    if isinstance(value, staticmethod):
+        return "static"
+    if isinstance(value, property):
+        return "property"
+    if inspect.isfunction(value):
+        return "method"
+    return None  # values: enum members, constants, nested classes (checked as classes)
+
+
+def member_problems(where: str, members: dict, real_prefix: str, api: dict[str, Member]) -> list[str]:
+    """What differs between the fake members {name: raw attribute} and the real ones named real_prefix + name."""
+    problems = []
+    for name, value in sorted(members.items()):
+        kind = _fake_kind(value)
+        if kind is None:
+            continue
+        real = api.get(real_prefix + name)
+        label = f"{where}.{name}"
+        if real is None:
+            problems.append(f"{label}: the real {real_prefix}{name} does not exist")
+            continue
+        real_kind = "static" if real.kind == "function" else real.kind
+        if kind != real_kind:
+            problems.append(f"{label}: the fake's is a {kind}, the real one a {real.kind}")
+        elif kind != "property":
+            function = value.__func__ if kind == "static" else value
+            found = mismatch(fake_signature(function, drop_self=kind == "method"), real)
+            if found:
+                problems.append(f"{label}: {found}")
+    return problems
+
+
+def constructor_problems(where: str, fake, real: Member | None) -> list[str]:
+    """A class (or function) the fake module offers against the real constructor (or function)."""
+    if real is None:
+        return [f"{where}: the real one does not exist"]
+    if real.kind == "none":  # the real class has no constructor: the fake's must refuse, as it does
+        try:
+            fake()
+        except TypeError:
+            return []
+        return [f"{where}: the real class has no constructor, the fake's accepts ()"]
+    if isinstance(fake, type):
+        found = mismatch(fake_signature(fake.__init__, drop_self=True), real) if "__init__" in vars(fake) \
+            else mismatch((), real)
+    else:
+        found = mismatch(fake_signature(fake, drop_self=False), real)
+    return [f"{where}: {found}"] if found else []
+
+
+def class_problems(cls, real_name: str, api: dict[str, Member]) -> list[str]:
+    members = {}
+    for klass in reversed(cls.__mro__):
+        if klass.__module__ == cls.__module__:
+            members.update({n: v for n, v in vars(klass).items() if not n.startswith("_")})
+    return member_problems(cls.__name__, members, f"{real_name}.", api)
+
+
+def tensorrt_problems(fake_module, classes: dict[str, str], api: dict[str, Member]) -> list[str]:
+    """Every fake TensorRT class's members, and the module's own functions and constructors."""
+    problems = []
+    for name, real_name in classes.items():
+        problems += class_problems(getattr(gpu, name), real_name, api)
+    for name, value in vars(fake_module).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, type):  # Runtime, Builder, OnnxParser, Logger: what users construct
+            problems += constructor_problems(f"tensorrt.{name}", value, api.get(name))
+            if not any(getattr(gpu, c, None) is value for c in classes):
+                problems += member_problems(f"tensorrt.{name}", {n: v for n, v in vars(value).items()
+                                                                 if not n.startswith("_")}, f"{name}.", api)
+    problems += member_problems("tensorrt", {n: v for n, v in vars(fake_module).items() if not n.startswith("_")},
+                                "", api)
+    return problems
+
+
+def pycuda_problems(driver, classes: dict[str, str], api: dict[str, Member]) -> list[str]:
+    problems = []
+    for name, real_name in classes.items():
+        problems += class_problems(getattr(gpu, name), real_name, api)
+    for name, value in vars(driver).items():
+        if isinstance(value, type) and issubclass(value, Exception):
+            continue
+        if isinstance(value, type) or callable(value):
+            problems += constructor_problems(f"pycuda.driver.{name}", value, api.get(name))
+    return problems
+
+
+TENSORRT_CLASSES = {k: v for k, v in REAL_CLASSES.items() if FAKE_CLASSES[k] == "tensorrt"}
+PYCUDA_CLASSES = {k: v for k, v in REAL_CLASSES.items() if FAKE_CLASSES[k] == "pycuda"}
+
+
+def test_every_fake_class_names_the_real_class_it_stands_in_for():
+    assert set(REAL_CLASSES) == {n for n, p in FAKE_CLASSES.items() if p and n not in ("FakeTensorRT", "LogicError")}
+
+
+@pytest.mark.parametrize("version", TENSORRT_VERSIONS)
+def test_the_fake_tensorrt_takes_exactly_the_arguments_the_real_one_takes(version):
+    problems = tensorrt_problems(gpu.FakeTensorRT, TENSORRT_CLASSES, tensorrt_api(version))
+    assert not problems, f"the fake tensorrt's call shapes differ from tensorrt {version}'s: {problems}"
+
+
+def test_the_fake_pycuda_takes_exactly_the_arguments_the_real_one_takes():
+    problems = pycuda_problems(gpu.make_pycuda_driver(), PYCUDA_CLASSES, pycuda_api())
+    assert not problems, f"the fake pycuda's call shapes differ from pycuda 2026.1's: {problems}"
+
+
+def test_the_real_signatures_are_read_as_published():
+    """The readers see what the packages' own sources and docstrings say (so the comparisons above can fail)."""
+    for version in TENSORRT_VERSIONS:
+        api = tensorrt_api(version)
+        assert str(api["IExecutionContext.execute_async_v3"].overloads) == str(((_p("stream_handle"),),))
+        assert [str(p) for p in api["IOptimizationProfile.set_shape"].overloads[0]] == ["input", "min", "opt", "max"]
+        assert [str(p) for p in api["Builder.create_network"].overloads[0]] == ["flags=..."]
+        assert api["ICudaEngine"].kind == "none" and api["ICudaEngine.num_io_tensors"].kind == "property"
+        assert api["nptype"].kind == "function"
+    cuda = pycuda_api()
+    assert [str(p) for p in cuda["memcpy_htod_async"].overloads[0]] == ["dest", "src", "stream=..."]
+    assert [str(p) for p in cuda["pagelocked_empty"].overloads[0]] == ["shape", "dtype", "order=...", "mem_flags=..."]
+    assert cuda["Event.time_since"].overloads == (((_p(None, kind="positional_only")),),)
+    assert cuda["Context.pop"].kind == "static" and cuda["Context.pop"].overloads == ((),)
+    assert cuda["Context"].kind == "none" and [str(p) for p in cuda["Stream"].overloads[0]] == ["flags=..."]
+    assert cuda["Stream.synchronize"].overloads == ((),) and cuda["mem_get_info"].overloads == ((),)
+
+
+def _p(name, optional=False, kind="positional_or_keyword"):
+    from tests.fakes.reference_signatures import Param
+
+    return Param(name, optional, kind)
+
+
+def test_a_fake_with_wrong_call_shapes_is_reported():
+    """A deliberately wrong fake: each kind of difference is named, and a right member is not."""
+
+    class BadContext:
+        def execute_async_v3(self, stream_handle, extra):  # one argument too many
+            return True
+
+        def set_input_shape(self, name):  # one too few
+            return True
+
+        def set_tensor_address(self, tensor, memory):  # the real first argument is `name`
+            return True
+
+        def get_tensor_shape(self, name, *args):  # accepts what the real one rejects
+            return ()
+
+        def infer_shapes(self):  # right
+            return []
+
+    class BadEngine:
+        def num_io_tensors(self):  # a property in the real one
+            return 0
+
+    class BadEvent:
+        def time_since(self, other):  # the real argument is positional-only (boost.python gives it no name)
+            return 0.0
+
+        def record(self, stream):  # the real one has a default
+            return self
+
+    api = tensorrt_api(TENSORRT_VERSIONS[-1])
+    problems = class_problems(BadContext, "IExecutionContext", api) + class_problems(BadEngine, "ICudaEngine", api)
+    problems += class_problems(BadEvent, "Event", pycuda_api())
+    reported = {p.split(":")[0] for p in problems}
+    assert reported == {"BadContext.execute_async_v3", "BadContext.set_input_shape", "BadContext.set_tensor_address",
+                        "BadContext.get_tensor_shape", "BadEngine.num_io_tensors", "BadEvent.time_since",
+                        "BadEvent.record"}, problems
+    # a fake module function and constructor: pycuda's memcpy takes `dest`; Context has no constructor
+    bad_driver = type("Driver", (), {})()
+    vars(bad_driver).update(memcpy_htod_async=lambda dst, src, stream=None: None, Context=type("Context", (), {}))
+    assert [p.split(":")[0] for p in pycuda_problems(bad_driver, {}, pycuda_api())] == \
+        ["pycuda.driver.memcpy_htod_async", "pycuda.driver.Context"]
+
+
+# ------------------------------------------------------------------------------ the project's own calls
+def accepts(signature, positional: int, keywords: list[str]) -> bool:
+    """Would a callable with these real parameters accept a call with `positional` arguments and these keywords?"""
+    slots = [p for p in signature if p.kind in ("positional_only", "positional_or_keyword")]
+    if positional > len(slots) and not any(p.kind == "var_positional" for p in signature):
+        return False
+    filled = {id(p) for p in slots[:positional]}
+    for word in keywords:
+        target = [p for p in signature if p.name == word and p.kind in ("positional_or_keyword", "keyword_only")]
+        if not target:
+            if not any(p.kind == "var_keyword" for p in signature):
+                return False
+            continue
+        if id(target[0]) in filled:
+            return False
+        filled.add(id(target[0]))
+    return all(p.optional or id(p) in filled for p in signature if p.kind not in ("var_positional", "var_keyword"))
+
+
+BUILTIN_METHODS = {n for t in (dict, list, set, str, bytes, tuple) for n in dir(t)}  # d.pop(k) is not Context.pop
+
+
+def call_problems(tree: ast.AST, where: str, apis: dict[str, dict[str, Member]], classes: dict[str, str]) -> list[str]:
+    """Calls in `tree` that no real overload accepts: module calls (trt.Runtime(logger), cuda.memcpy_htod_async(...))
+    by their binding, method calls (ctx.execute_async_v3(h)) by the name of a method of the classes the fakes
+    stand in for (every class that has it must accept the call's shape; names of built-in types' methods and of
+    the module's own functions are not checked)."""
+    problems = []
+    # the module's own methods of the same name (the backend's _Engine.set_shape) are not TensorRT's
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    bound = _bindings(tree)
+    for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))]:
+        bound |= _bindings(scope)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            continue
+        positional, keywords = len(node.args), [k.arg for k in node.keywords]
+        func = node.func
+        base = func.value
+        if isinstance(base, ast.Attribute) and base.attr == "driver":  # pycuda.driver.X
+            base = base.value
+        package = None
+        if isinstance(base, ast.Name) and base.id in bound:
+            package, dotted = bound[base.id], [func.attr]
+        elif isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id == "self" \
+                and base.attr.lstrip("_") in INJECTED:
+            package, dotted = INJECTED[base.attr.lstrip("_")], [func.attr]
+        elif (isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id in bound):
+            package, dotted = bound[base.value.id], [f"{base.attr}.{func.attr}"]  # trt.Logger.X(...)
+        if package:
+            for label, api in apis.items():
+                if label.startswith(package) and dotted[0] in api and api[dotted[0]].overloads and not any(
+                        accepts(o, positional, keywords) for o in api[dotted[0]].overloads):
+                    problems.append(f"{where}:{node.lineno} {dotted[0]}: no overload of {label}'s takes "
+                                    f"{positional} positional + {keywords}")
+            continue
+        if func.attr in BUILTIN_METHODS or func.attr in own:
+            continue
+        for label, api in apis.items():
+            for real_class in classes.get(label.split()[0], ()):
+                member = api.get(f"{real_class}.{func.attr}")
+                if member and member.overloads and not any(accepts(o, positional, keywords)
+                                                           for o in member.overloads):
+                    problems.append(f"{where}:{node.lineno} .{func.attr}: {label}'s {real_class}.{func.attr} does "
+                                    f"not take {positional} positional + {keywords}")
+    return problems
+
+
+def _apis() -> dict[str, dict[str, Member]]:
+    apis = {f"tensorrt {v}": tensorrt_api(v) for v in TENSORRT_VERSIONS}
+    apis[f"pycuda {pycuda_names().label.split()[-1]}"] = pycuda_api()
+    return apis
+
+
+CLASSES_BY_PACKAGE = {"tensorrt": [*TENSORRT_CLASSES.values(), "Logger"], "pycuda": list(PYCUDA_CLASSES.values())}
+
+
+def test_the_source_calls_the_gpu_packages_with_arguments_they_accept():
+    problems, checked = [], 0
+    for package in SOURCE_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            if "tensorrt" in text or "pycuda" in text:
+                checked += 1
+                problems += call_problems(ast.parse(text), str(path.relative_to(ROOT)), _apis(), CLASSES_BY_PACKAGE)
+    assert checked >= 3 and not problems, problems
+
+
+def test_a_wrong_call_in_the_source_is_reported():
+    source = '''
+import tensorrt as trt
+import pycuda.driver as cuda
+
+def build(path, logger):
+    builder = trt.Builder(logger, 1)                       # Builder(logger) only
+    network = builder.create_network(flag=0)               # the keyword is flags
+    config = builder.create_builder_config()
+    config.set_timing_cache(cache)                         # ignore_mismatch is required
+    cuda.memcpy_htod_async(dst=1, src=2)                   # the keyword is dest
+    ok = context.execute_async_v3(stream_handle=3)         # right
+    cuda.memcpy_dtoh_async(host, device, stream)           # right
+    values.pop(0)                                          # a list's, not Context.pop
+    return event.time_since(other=start)                   # positional-only in pycuda
+'''
+    problems = call_problems(ast.parse(source), "bad.py", _apis(), CLASSES_BY_PACKAGE)
+    lines = sorted({int(p.split(":")[1].split()[0]) for p in problems})
+    assert lines == [6, 7, 9, 10, 14], problems

@@ -110,7 +110,7 @@ def test_the_drive_plays_chunks_at_the_control_rate_while_inference_takes_longer
     camera = LiveCamera(frames=100)
     loop = DriveLoop(policy, camera, motor, SafetyGate(LIMITS), cfg, printer=lambda s: None, chunks=chunks)
     assert loop.run() == 0 and policy.calls == 6
-    zero_at = next(t for t, reason in loop.zero_events if reason == "no chunk covers the present")
+    zero_at = next(t for t, reason in loop.health.zero_events if reason == "no chunk covers the present")
     assert zero_at - camera.stamps[4] == pytest.approx(0.8, abs=0.05)  # the 5th frame's plan ran out
     moving = [(t, v) for t, v in motor.times if any(v)]
     start = moving[0][0]

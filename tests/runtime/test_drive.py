@@ -136,7 +136,7 @@ def test_inference_stall_zeroes_within_timeout(bundle, episode_file, emulator):
     stopped = zero_after(emulator, last_fresh)
     # the action was published just before its first send; zero must follow within timeout + a period
     assert stopped is not None and stopped - last_fresh <= TIMEOUT + PERIOD + SLACK
-    assert any(reason == "command timeout" for _, reason in loop.zero_events)
+    assert any(reason == "command timeout" for _, reason in loop.health.zero_events)
 
 
 def test_camera_stall_mid_run_gives_an_immediate_zero(bundle, episode_file, emulator):
@@ -151,7 +151,7 @@ def test_camera_stall_mid_run_gives_an_immediate_zero(bundle, episode_file, emul
                           config=DriveConfig(rate=RATE, cmd_timeout=5.0, camera_timeout=0.1, status=False),
                           during=stop_later)
     assert code == 0
-    reasons = [reason for _, reason in loop.zero_events]
+    reasons = [reason for _, reason in loop.health.zero_events]
     assert any(r.startswith("camera:") for r in reasons)
     moving = [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
     # cmd_timeout is 5 s here, so only the stall detection can have stopped it this fast
@@ -162,7 +162,7 @@ def test_nan_action_zeroes_at_once(bundle, episode_file, emulator):
     loop, code = run_loop(bundle, open_camera(str(episode_file)), emulator,
                           backend=lambda b: StallingBackend(b, at=0, sleep=0.1, nan_at=2),
                           config=DriveConfig(rate=RATE, cmd_timeout=5.0, max_steps=4, status=False))
-    assert any(reason == "non-finite action" for _, reason in loop.zero_events)
+    assert any(reason == "non-finite action" for _, reason in loop.health.zero_events)
     moving = [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
     assert zero_after(emulator, moving[-1].time) - moving[-1].time <= PERIOD + SLACK + 0.2
 
@@ -434,7 +434,7 @@ def test_an_action_from_a_frame_older_than_the_timeout_never_runs():
     assert loop.run() == 0 and loop.steps == 3
     assert motor.moves() == {}
     # refused when published (the plan is older than --cmd-timeout) or at the watchdog: never sent
-    assert any(reason in ("command timeout", "plan too old") for _, reason in loop.zero_events)
+    assert any(reason in ("command timeout", "plan too old") for _, reason in loop.health.zero_events)
 
 
 def test_a_fresh_enough_action_runs_until_its_frame_is_cmd_timeout_old():

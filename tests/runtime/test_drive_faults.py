@@ -19,8 +19,9 @@ from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.behaviours import with_behaviours
 from runtime.bundle import load_bundle
 from runtime.camera import open_camera
-from runtime.drive import DriveConfig, DriveLoop, MotorLinkLost
+from runtime.drive import DriveConfig, DriveLoop
 from runtime.hardware import Camera, CameraStalled, Frame
+from runtime.link_watch import MotorLinkLost
 from runtime.motor import SerialMotorController
 from runtime.policy import Policy
 from runtime.protocol import Limits
@@ -120,7 +121,7 @@ def test_no_action_planned_before_a_camera_stall_is_sent_after_it(tiny_bundle_di
     for r in sent_after:  # the controller got only post-stall plans
         assert tuple(np.round(np.clip(r.velocity, -0.5, 0.5), 5)) not in pre_stall_actions, r
     assert any(t > stall_end for t, _ in policy.chunks)  # a fresh chunk was planned after the stall
-    assert loop.resets >= 1
+    assert loop.health.resets >= 1
     # and the motors stood still during the stall, from capture + cmd_timeout on
     during = [r for r in emulator.commands() if stall_start + 0.5 + PERIOD + SLACK < r.time < stall_end]
     assert during and all(not any(r.velocity) for r in during)
@@ -157,7 +158,7 @@ def test_an_action_carries_its_plans_capture_time_and_an_old_plan_is_dropped():
     assert inner.plans >= 2  # planned again once the first plan aged out
     first_plan_tail = {round(0.01 + 0.001 * k, 4) for k in range(6, 8)}  # planned >= 0.6 s before it would run
     assert not sent & first_plan_tail, sorted(sent)
-    assert any(reason == "plan too old" for _, reason in loop.zero_events)
+    assert any(reason == "plan too old" for _, reason in loop.health.zero_events)
 
 
 class TimedStream(io.StringIO):
@@ -274,7 +275,7 @@ def test_a_link_back_within_the_limit_resumes_and_auto_resume_never_gives_up(emu
 
         threading.Thread(target=outage_then_stop, daemon=True).start()
         assert loop.run() == 0, loop.error
-        assert motor.reconnects >= 1 and loop.resets >= 1
+        assert motor.reconnects >= 1 and loop.health.resets >= 1
         assert emulator.commands("SET_VELOCITY")[-1].velocity != (0.0, 0.0, 0.0)  # it drove again
         motor.disconnect()
         emulator.history.clear()
@@ -307,7 +308,7 @@ def test_a_disarmed_start_sends_only_zeros_until_armed_and_an_estop_latches():
     assert moving and min(moving) >= marks["arm"]  # nothing moved before the arm
     assert not [t for t in moving if marks["estop"] + PERIOD + SLACK < t < marks["rearm"]]  # latched
     assert [t for t in moving if t > marks["rearm"]]  # moves again once re-armed
-    reasons = {reason for _, reason in loop.zero_events}
+    reasons = {reason for _, reason in loop.health.zero_events}
     assert {"disarmed", "e-stop (test button)"} <= reasons
 
 
@@ -418,9 +419,9 @@ def test_a_new_instruction_is_applied_between_frames_as_a_new_episode():
 
 
 def test_zero_events_are_bounded_and_counted(monkeypatch):
-    import runtime.drive as drive_module
+    import runtime.loop_health as loop_health
 
-    monkeypatch.setattr(drive_module, "ZERO_EVENTS_KEPT", 5)
+    monkeypatch.setattr(loop_health, "ZERO_EVENTS_KEPT", 5)
     switch = ArmSwitch(armed=False)
     loop = DriveLoop(ScriptedPolicy(), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), RecordingDryRun(),
                      SafetyGate(LIMITS), DriveConfig(rate=RATE, status=False), printer=lambda s: None, switch=switch)
@@ -436,7 +437,7 @@ def test_zero_events_are_bounded_and_counted(monkeypatch):
 
     threading.Thread(target=flip, daemon=True).start()
     assert loop.run() == 0
-    assert len(loop.zero_events) == 5 and loop.zero_count > 10
+    assert len(loop.health.zero_events) == 5 and loop.health.zero_count > 10
 
 
 def test_the_rate_column_is_the_rate_from_the_second_step():

@@ -1,6 +1,7 @@
 """Real Lightning training of the tiny preset on synthetic episodes, merge, resume, DDP, import."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -83,6 +84,36 @@ def test_resume_from_last(run, episodes):
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((run / "checkpoints" / "last" / "config.json").read_text())
     assert meta["epoch"] == 8  # 0-based: the 9th epoch ran after resuming from the 8th
+    # trainer.ckpt keeps what trains (and the buffers), not the frozen Kosmos-2 weights: their fingerprint instead
+    ckpt = torch.load(run / "checkpoints" / "last" / "trainer.ckpt", weights_only=True)
+    state, frozen = ckpt["state_dict"], ckpt["frozen_weights"]
+    assert frozen["count"] > 50 and len(frozen["fingerprint"]) == 64
+    assert not any(k.startswith("model.kosmos.") and "lora_" not in k for k in state), sorted(state)[:5]
+    assert "model.action_token" in state and any("lora_A" in k for k in state)
+
+
+def test_a_resume_with_other_frozen_weights_is_refused_and_the_same_ones_are_filled_in():
+    from train.config import preset_config
+    from train.lora import LoraSettings
+    from train.module import MobileVLAModule, ResumeMismatch
+
+    def module(seed):
+        cfg = replace(preset_config("tiny"), seed=seed)
+        return MobileVLAModule(cfg.to_dict(), LoraSettings().to_dict(), lr=1e-3)
+
+    trained = module(0)
+    checkpoint = {"state_dict": dict(trained.state_dict())}
+    trained.on_save_checkpoint(checkpoint)
+    every = trained.state_dict()
+    kept = checkpoint["state_dict"]
+    assert len(kept) + checkpoint["frozen_weights"]["count"] == len(every)
+    with pytest.raises(ResumeMismatch, match="frozen Kosmos-2 weights differ"):
+        module(1).on_load_checkpoint({"state_dict": dict(kept), "frozen_weights": checkpoint["frozen_weights"]})
+    again = module(0)
+    restored = {"state_dict": dict(kept), "frozen_weights": checkpoint["frozen_weights"]}
+    again.on_load_checkpoint(restored)
+    again.load_state_dict(restored["state_dict"], strict=True)
+    assert all(torch.equal(every[k], again.state_dict()[k]) for k in every)
 
 
 def test_strict_stops_on_a_bad_file_default_skips(tmp_path, episodes):
