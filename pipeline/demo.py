@@ -88,19 +88,19 @@ def main(argv=None) -> int:
     print(f"      val loss {result.first_val_loss:.3f} -> {result.best_val_loss:.3f} "
           f"in {time.perf_counter() - t:.0f} s on {result.accelerator}; curves {result.curves}")
 
-    from train.merge import merge_checkpoint  # noqa: PLC0415  torch, lightning: seconds; not for --help
+    from train.merge import merge_checkpoint  # noqa: PLC0415  torch: seconds; not for --help
 
     merged = out / "checkpoint"
     merge_checkpoint(result.best, merged, overwrite=True)
     step(3, total, f"merged LoRA into the base -> {merged}")
 
-    from export.to_onnx import ExportOptions, export_bundle  # noqa: PLC0415  torch, lightning: seconds; not for --help
-    from train.checkpoint import load_checkpoint  # noqa: PLC0415  torch, lightning: seconds; not for --help
+    from export.to_onnx import ExportOptions, export_bundle  # noqa: PLC0415  torch: seconds; not for --help
+    from train.checkpoint import load_checkpoint  # noqa: PLC0415  torch: seconds; not for --help
 
     model, tokenizer, meta = load_checkpoint(merged)
     options = ExportOptions(origin=str(merged), overwrite=True, fp16=True, int8=True, int8_scope="ffn")
     bundle_dir = export_bundle(model, tokenizer, out / "bundle", options, ckpt_meta=meta)
-    from export.verify import format_report  # noqa: PLC0415  torch, lightning: seconds; not for --help
+    from export.verify import format_report  # noqa: PLC0415  torch: seconds; not for --help
 
     variants = json.loads((bundle_dir / "bundle.json").read_text())["variants"]
     print("      " + format_report({v: r["parity"] for v, r in variants.items()}).replace("\n", "\n      "))
