@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.soak import FAULT_KINDS
+from benchmarks.soak import FAULT_KINDS, GlibcHeap, rss_bytes
 from tests.conftest import run_python
 
 
@@ -37,6 +37,20 @@ def test_soak_compressed_schedule(tiny_bundle_dir, tmp_path):
     proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "40", "--fault-every", "2.5")
     check(proc, r, min_per_kind=2)
     assert r["rss_growth_pct"] < 5.0  # baseline after 10 s; the hour's bound (1 %) is in docs/reliability.md
+    assert r["rss_kind"] == "RssAnon after malloc_trim" and abs(r["heap_in_use_growth_pct"]) < 5.0
+    assert 1 < r["heap_in_use_mb_baseline"] < r["rss_mb_baseline"]
+
+
+def test_the_heap_figures_count_what_the_program_holds_and_trim_hands_back_the_rest():
+    heap = GlibcHeap()
+    before = heap.in_use()
+    held = [bytearray(50_000) for _ in range(400)]  # 20 MB in heap chunks (below the mmap threshold)
+    assert heap.in_use() - before > 19e6
+    del held[:-1]  # freed, except the last one, which keeps glibc from trimming the heap's top by itself
+    assert heap.in_use() - before < 1e6
+    untrimmed = rss_bytes()
+    heap.trim()
+    assert untrimmed - rss_bytes() > 10e6  # the freed pages were still resident until trimmed
 
 
 @pytest.mark.slow
