@@ -63,9 +63,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtime.atomic import atomic_write_text
-from runtime.drive import DriveConfig
+from runtime.backends.registry import make_backend
+from runtime.behaviours import with_behaviours
+from runtime.bundle import load_bundle
+from runtime.drive import DriveConfig, DriveLoop, install_signal_handlers
 from runtime.hardware import Camera, CameraStalled, Frame
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.motor import SerialMotorController
+from runtime.policy import Policy
+from runtime.protocol import Command
+from runtime.safety import SafetyConfig, SafetyGate
+from sim.world import SimRobot, SimWorld, random_layout, render
 
 log = logging.getLogger("benchmarks.soak")
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,8 +226,6 @@ class SoakCamera(Camera):
         self.restarts = 0
 
     def read(self, timeout: float = 0.5) -> Frame:
-        from sim.world import SimRobot, render  # noqa: PLC0415  none: to move up (issue 17)
-
         deadline = time.monotonic() + timeout
         while True:  # as a real camera: the next frame at the camera's rate, none while stalled
             now = time.monotonic()
@@ -315,14 +321,6 @@ def tiny_bundle(work: Path) -> Path:
 # -- the soak ------------------------------------------------------------------------------------------------
 class Soak:
     def __init__(self, config: SoakConfig, bundle_dir: Path, work: Path):
-        from runtime.backends.registry import make_backend  # noqa: PLC0415  none: to move up (issue 17)
-        from runtime.behaviours import with_behaviours  # noqa: PLC0415  none: to move up (issue 17)
-        from runtime.bundle import load_bundle  # noqa: PLC0415  none: to move up (issue 17)
-        from runtime.motor import SerialMotorController  # noqa: PLC0415  none: to move up (issue 17)
-        from runtime.policy import Policy  # noqa: PLC0415  none: to move up (issue 17)
-        from runtime.protocol import Command  # noqa: PLC0415  none: to move up (issue 17)
-        from sim.world import SimWorld, random_layout  # noqa: PLC0415  none: to move up (issue 17)
-
         self.config = config
         self.world = SimWorld(random_layout(config.seed))
         self.board_binary = build_controller(work)
@@ -365,9 +363,6 @@ class Soak:
         self._over = threading.Event()
 
     def _new_loop(self):
-        from runtime.drive import DriveLoop, install_signal_handlers  # noqa: PLC0415  none: to move up (issue 17)
-        from runtime.safety import SafetyConfig, SafetyGate  # noqa: PLC0415  none: to move up (issue 17)
-
         c = self.config
         gate = SafetyGate(SafetyConfig())
         loop = DriveLoop(self.policy, self.camera, self.motor, gate,
