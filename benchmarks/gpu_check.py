@@ -43,8 +43,10 @@ import traceback
 from pathlib import Path
 
 from export.to_trt import DEFAULT_WORKSPACE_GB
+from runtime.backends.cuda_device import cuda_device_name
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.steplog import read_log
+from train.config import preset_config
 
 SIZES = ("tiny", "kosmos2")
 DRIVE = ["-m", "sim.drive"]  # the simulated robot behind runtime.drive's real loop
@@ -64,8 +66,6 @@ def versions() -> dict:
 
 
 def gpu() -> str:
-    from runtime.backends.cuda_device import cuda_device_name
-
     return cuda_device_name()
 
 
@@ -77,9 +77,8 @@ def run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 
 def step_export(size: str, work: Path, ctx: dict) -> dict:
-    from export.to_onnx import ExportOptions, export_bundle
-    from train.config import preset_config
-    from train.model import build_model, load_tokenizer
+    from export.to_onnx import ExportOptions, export_bundle  # noqa: PLC0415  torch: the export step only
+    from train.model import build_model, load_tokenizer  # noqa: PLC0415  torch: the export step only
 
     cfg = preset_config(size, random_weights=size != "tiny")
     ctx["model"], ctx["tokenizer"] = build_model(cfg), load_tokenizer(cfg)
@@ -102,7 +101,7 @@ def step_build(size: str, work: Path, ctx: dict, args) -> dict:
 
 
 def step_verify(size: str, work: Path, ctx: dict, args) -> dict:
-    from export.verify import verify_bundle
+    from export.verify import verify_bundle  # noqa: PLC0415  torch: the export step only
 
     report = verify_bundle(ctx["bundle"], ctx["model"], ctx["tokenizer"], backend="trt", seeds=(0,),
                            progress=lambda s: None)["fp16-engine"]

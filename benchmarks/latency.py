@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -41,10 +42,20 @@ import numpy as np
 
 from benchmarks.machine import describe, short_name
 from plotting import pyplot
-from runtime.behaviours import CHUNK_MODES
-from runtime.cli import exits_on
+from runtime.backends.registry import make_backend, resolve_backend_name
+from runtime.behaviours import CHUNK_MODES, with_behaviours
+from runtime.bundle import load_bundle
+from runtime.camera import open_camera
+from runtime.cli import CommandError, exits_on
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.motor import SerialMotorController
+from runtime.policy import Policy
 from runtime.policy_setup import BACKENDS, PolicySpec
+from runtime.preprocess import preprocess_with
+from runtime.prompt import prompt_length
+from runtime.safety import SafetyConfig, SafetyGate
+from runtime.sample_frames import sample_frame
+from train.config import preset_config
 
 log = logging.getLogger(__name__)
 STAGES = ("capture", "preprocess", "vision", "language", "head", "post", "serial", "overhead", "end_to_end")
@@ -105,10 +116,6 @@ class RuntimePath:
     """The product: bundle + backend + ACT ring + safety + serial write."""
 
     def __init__(self, bundle, backend, motor=None, chunk_mode: str = "first", discrete: bool = False):
-        from runtime.behaviours import with_behaviours
-        from runtime.policy import Policy
-        from runtime.safety import SafetyConfig, SafetyGate
-
         self.backend = backend
         self.policy = with_behaviours(Policy(bundle, backend), chunk_mode, discrete)  # as runtime.drive composes it
         self.gate = SafetyGate(SafetyConfig())
@@ -147,8 +154,6 @@ class NaiveWindowPath:
     """Our runtime, but every step re-encodes all W frames (W vision + language calls)."""
 
     def __init__(self, bundle, backend):
-        from runtime.preprocess import preprocess_with
-
         self.bundle, self.backend, self.pre = bundle, backend, bundle.preprocess
         self.preprocess = preprocess_with
         p = bundle.manifest["prompt"]
@@ -173,15 +178,12 @@ class EagerPath:
     """PyTorch eager: one frame per call through vision + language, a ring of features, the head."""
 
     def __init__(self, model, tokenizer, total_tokens: int):
-        import torch
+        import torch  # noqa: PLC0415  torch: the PyTorch baseline only
 
-        from runtime.preprocess import preprocess_with
-        from runtime.prompt import prompt_length
-        from train.model import PromptTensors, make_prompt
+        from train.model import PromptTensors, make_prompt  # noqa: PLC0415  torch: the PyTorch baseline only
 
         cfg = model.config
         max_text = total_tokens - prompt_length(cfg.latent_query_num, 0, cfg.prompt_layout)
-        from dataclasses import replace
 
         self.prompt = PromptTensors.from_prompt(make_prompt(replace(cfg, max_text_tokens=max_text), tokenizer))
         assert self.prompt.input_ids.shape[1] == total_tokens
@@ -207,8 +209,6 @@ class EagerPath:
 
 # ------------------------------------------------------------------------------ measuring
 def frames_for(spec: BenchmarkSpec, n: int):
-    from runtime.sample_frames import sample_frame
-
     if spec.camera:
         return None
     return [sample_frame(seed=i, height=720, width=1280) for i in range(n)]
@@ -249,8 +249,6 @@ def memory_probe(bundle_dir: Path, backend: str, variant: str) -> dict:
 
 def start_emulator():
     """The controller emulator in its own process (as real hardware would be: no shared GIL)."""
-    from runtime.motor import SerialMotorController
-
     link = Path(tempfile.mkdtemp(prefix="mvla-motor-")) / "motor"
     proc = subprocess.Popen([sys.executable, "-m", "sim.controller_emulator", "--link", str(link)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -264,20 +262,17 @@ def start_emulator():
 
 def prepare(spec: BenchmarkSpec):
     """-> (bundle_dir, torch model or None, tokenizer or None)."""
-    from runtime.cli import CommandError
-
     if spec.bundle:
         model = tok = None
         if spec.compare:
             if not spec.ckpt:
                 raise CommandError("--compare with --bundle needs --ckpt (the PyTorch weights for the eager paths)")
-            from train.checkpoint import load_checkpoint
+            from train.checkpoint import load_checkpoint  # noqa: PLC0415  torch: the PyTorch baseline only
 
             model, tok, _ = load_checkpoint(spec.ckpt, merge=True)
         return Path(spec.bundle), model, tok
-    from export.to_onnx import ExportOptions, export_bundle
-    from train.config import preset_config
-    from train.model import build_model, load_tokenizer
+    from export.to_onnx import ExportOptions, export_bundle  # noqa: PLC0415  torch: the PyTorch baseline only
+    from train.model import build_model, load_tokenizer  # noqa: PLC0415  torch: the PyTorch baseline only
 
     cfg = preset_config(spec.preset, random_weights=spec.random_weights)
     model, tok = build_model(cfg), load_tokenizer(cfg)
@@ -326,8 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
 def open_paths(spec: BenchmarkSpec, bundle, model, tok, motor, stack) -> tuple[dict, list]:
     """The paths to measure, side by side: one per backend and variant, and the alternatives with `compare`.
     Every backend activated is deactivated by `stack` (a contextlib.ExitStack)."""
-    from runtime.backends.registry import make_backend, resolve_backend_name
-
     paths, entries = {}, []
     for name in spec.backend:
         resolved = resolve_backend_name(bundle, name)
@@ -353,10 +346,6 @@ def open_paths(spec: BenchmarkSpec, bundle, model, tok, motor, stack) -> tuple[d
 def measure(spec: BenchmarkSpec) -> tuple[dict, dict, list, dict]:
     """Run the benchmark. Returns (result, paths, runtime entries, end-to-end seconds per path): the result
     is what --json writes; the rest feeds the plot."""
-    from contextlib import ExitStack
-
-    from runtime.bundle import load_bundle
-
     info = describe()
     log.info("machine: %s (%s cores), GPU %s, power mode %s, %s", info["cpu"], info["cores"], info["gpu"] or "none",
              info["power_mode"] or "n/a", ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
@@ -367,8 +356,6 @@ def measure(spec: BenchmarkSpec) -> tuple[dict, dict, list, dict]:
     with ExitStack() as stack:
         camera = None
         if spec.camera:
-            from runtime.camera import open_camera
-
             camera = open_camera(spec.camera)
             stack.callback(camera.disconnect)
         motor = None

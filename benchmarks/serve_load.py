@@ -25,7 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.backends.registry import make_backend
+from runtime.bundle import load_bundle
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
+from runtime.sample_frames import sample_frames
+from runtime.wire import model_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,10 +54,6 @@ def start_server(bundle: Path, workers: int) -> tuple[subprocess.Popen, str]:
 
 
 def robot(bundle, backend, url: str, index: int, rate: float, seconds: float, out: dict) -> None:
-    from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
-    from runtime.sample_frames import sample_frames
-    from runtime.wire import model_identity
-
     encoder = RemoteEncoder(RemoteConfig(url, timeout=5.0), expected_model=model_identity(bundle.manifest)).start()
     policy = RemotePolicy(bundle, backend, encoder, instruction=f"robot {index}")
     frames = sample_frames(8, seed=index, height=480, width=640)
@@ -78,9 +79,6 @@ def robot(bundle, backend, url: str, index: int, rate: float, seconds: float, ou
 
 
 def run(bundle_dir: Path, robots: int, rate: float, seconds: float, workers: int, url: str | None) -> dict:
-    from runtime.backends.registry import make_backend
-    from runtime.bundle import load_bundle
-
     bundle = load_bundle(bundle_dir)
     proc = None
     if url is None:

@@ -63,9 +63,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runtime.atomic import atomic_write_text
-from runtime.drive import DriveConfig
+from runtime.backends.registry import make_backend
+from runtime.behaviours import with_behaviours
+from runtime.bundle import load_bundle
+from runtime.drive import DriveConfig, DriveLoop, install_signal_handlers
 from runtime.hardware import Camera, CameraStalled, Frame
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.motor import SerialMotorController
+from runtime.policy import Policy
+from runtime.protocol import Command
+from runtime.safety import SafetyConfig, SafetyGate
+from sim.world import SimRobot, SimWorld, random_layout, render
 
 log = logging.getLogger("benchmarks.soak")
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,8 +226,6 @@ class SoakCamera(Camera):
         self.restarts = 0
 
     def read(self, timeout: float = 0.5) -> Frame:
-        from sim.world import SimRobot, render
-
         deadline = time.monotonic() + timeout
         while True:  # as a real camera: the next frame at the camera's rate, none while stalled
             now = time.monotonic()
@@ -292,9 +298,9 @@ def open_files() -> int:
 def export_tiny(out: Path) -> Path:
     """The `tiny` preset (random weights) exported and verified into `out` (run in a child process: torch
     never enters the soak's own memory figures)."""
-    from export.to_onnx import export_bundle
-    from train.config import preset_config
-    from train.model import build_model, load_tokenizer
+    from export.to_onnx import export_bundle  # noqa: PLC0415  torch: child process only (memory figures)
+    from train.config import preset_config  # noqa: PLC0415  torch: child process only (memory figures)
+    from train.model import build_model, load_tokenizer  # noqa: PLC0415  torch: child process only (memory figures)
 
     cfg = preset_config("tiny")
     return export_bundle(build_model(cfg), load_tokenizer(cfg), Path(out), source="preset:tiny", overwrite=True,
@@ -315,14 +321,6 @@ def tiny_bundle(work: Path) -> Path:
 # -- the soak ------------------------------------------------------------------------------------------------
 class Soak:
     def __init__(self, config: SoakConfig, bundle_dir: Path, work: Path):
-        from runtime.backends.registry import make_backend
-        from runtime.behaviours import with_behaviours
-        from runtime.bundle import load_bundle
-        from runtime.motor import SerialMotorController
-        from runtime.policy import Policy
-        from runtime.protocol import Command
-        from sim.world import SimWorld, random_layout
-
         self.config = config
         self.world = SimWorld(random_layout(config.seed))
         self.board_binary = build_controller(work)
@@ -365,9 +363,6 @@ class Soak:
         self._over = threading.Event()
 
     def _new_loop(self):
-        from runtime.drive import DriveLoop, install_signal_handlers
-        from runtime.safety import SafetyConfig, SafetyGate
-
         c = self.config
         gate = SafetyGate(SafetyConfig())
         loop = DriveLoop(self.policy, self.camera, self.motor, gate,

@@ -38,13 +38,13 @@ CHUNK_BYTES = 64 << 20  # converted 64 MiB at a time: a 530 MB embedding never n
 
 def tensor_nbytes(tensor) -> int:
     """Bytes of a tensor's data from its shape and type (nothing read)."""
-    from onnx.helper import tensor_dtype_to_np_dtype
+    from onnx.helper import tensor_dtype_to_np_dtype  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     return int(np.prod(tensor.dims, dtype=np.int64)) * np.dtype(tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
 
 
 def _uses_external(tensor) -> bool:
-    from onnx import TensorProto
+    from onnx import TensorProto  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     return tensor.HasField("data_location") and tensor.data_location == TensorProto.EXTERNAL
 
@@ -55,11 +55,11 @@ def _source_chunks(tensor, base: Path) -> Iterator[bytes]:
         if tensor.raw_data:
             yield tensor.raw_data
         else:
-            from onnx.numpy_helper import to_array
+            from onnx.numpy_helper import to_array  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
             yield to_array(tensor).tobytes()
         return
-    from onnx.external_data_helper import ExternalDataInfo
+    from onnx.external_data_helper import ExternalDataInfo  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     info = ExternalDataInfo(tensor)
     remaining = info.length or tensor_nbytes(tensor)
@@ -101,7 +101,7 @@ class ExternalDataFile:
         self.file = open(path, "wb")
 
     def append(self, tensor, chunks: Iterable[bytes]) -> None:
-        from onnx import TensorProto
+        from onnx import TensorProto  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
         self.file.write(b"\0" * (-self.file.tell() % ALIGN))
         offset = self.file.tell()
@@ -122,7 +122,7 @@ class ExternalDataFile:
 
 
 def _inline(tensor, chunks: Iterable[bytes]) -> None:
-    from onnx import TensorProto
+    from onnx import TensorProto  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     tensor.raw_data = b"".join(chunks)
     del tensor.external_data[:]
@@ -132,7 +132,7 @@ def _inline(tensor, chunks: Iterable[bytes]) -> None:
 def _inline_attribute_tensors(model, base: Path) -> None:
     """Constants (node attribute tensors, e.g. the sinusoidal position table) the exporter wrote outside: read
     back into the graph, where the converter handles them; they are small next to the weights."""
-    from onnx.external_data_helper import _get_attribute_tensors
+    from onnx.external_data_helper import _get_attribute_tensors  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     inline = 0
     for tensor in _get_attribute_tensors(model):
@@ -146,7 +146,7 @@ def _inline_attribute_tensors(model, base: Path) -> None:
 
 def _save_skeleton(model, dst: Path) -> None:
     """The graph (weights already placed) under a temporary name, then renamed: never half-written."""
-    import onnx
+    import onnx  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     os.close(fd)
@@ -162,16 +162,16 @@ def consolidate_external_data(path: Path) -> None:
     """A graph the exporter had to split (over 2 GB, one file per tensor) -> its weights in one GRAPH.onnx.data.
 
     Streamed tensor by tensor; the exporter's per-tensor files are deleted afterwards."""
-    import onnx
+    import onnx  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     path = Path(path)
-    from onnx.external_data_helper import _get_all_tensors
+    from onnx.external_data_helper import _get_all_tensors  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     model = onnx.load(str(path), load_external_data=False)
     external = [t for t in _get_all_tensors(model) if _uses_external(t)]
     if not external:
         return  # under 2 GB: the exporter inlined every weight
-    from onnx.external_data_helper import ExternalDataInfo
+    from onnx.external_data_helper import ExternalDataInfo  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     referenced = {ExternalDataInfo(t).location for t in external}
     data_name = path.name + ".data"
@@ -225,8 +225,8 @@ def _shapes_from_dims():
     """The converter reads a converted weight's whole data (numpy_helper.to_array) only to learn its shape,
     which for an external weight means loading it from disk relative to the working directory. Its shape is
     in the tensor's dims: the converter's helper is swapped for one that reads them, for the conversion only."""
-    from onnx import helper
-    from onnxruntime.transformers import float16
+    from onnx import helper  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
+    from onnxruntime.transformers import float16  # noqa: PLC0415  onnxruntime.transformers: ~1 s; fp16 only
 
     original = float16.make_value_info_from_tensor
     float16.make_value_info_from_tensor = lambda t: helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
@@ -241,10 +241,13 @@ def convert_to_fp16(src: Path, dst: Path, keep_fp32_ops: Iterable[str]) -> dict:
 
     Ops in keep_fp32_ops (and ONNX Runtime's default block list) stay fp32 behind Casts. Returns
     {"weights_bytes": of the output, "external_data": the data file's name or None}."""
-    import onnx
-    from onnx import TensorProto
-    from onnx.shape_inference import infer_shapes_path
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    import onnx  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
+    from onnx import TensorProto  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
+    from onnx.shape_inference import infer_shapes_path  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
+    from onnxruntime.transformers.float16 import (  # noqa: PLC0415  onnxruntime.transformers: ~1 s; fp16 only
+        DEFAULT_OP_BLOCK_LIST,
+        convert_float_to_float16,
+    )
 
     src, dst = Path(src), Path(dst)
     # Shape inference from the path: it reads the structure only, whatever the size of the weights. The
@@ -257,7 +260,7 @@ def convert_to_fp16(src: Path, dst: Path, keep_fp32_ops: Iterable[str]) -> dict:
     finally:
         os.unlink(inferred)
     _inline_attribute_tensors(model, src.parent)
-    from onnx.external_data_helper import _get_initializer_tensors
+    from onnx.external_data_helper import _get_initializer_tensors  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     top = sum(map(_uses_external, model.graph.initializer))
     nested = sum(map(_uses_external, _get_initializer_tensors(model))) - top

@@ -39,13 +39,16 @@ import torch
 
 from export.external_data import consolidate_external_data
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
-from export.verify import INPUT_SEEDS
+from export.variants import make_fp16, make_int8
+from export.verify import INPUT_SEEDS, verify_bundle
 from runtime.atomic import atomic_directory
 from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.prompt import PromptTooLongError, build_prompt, default_max_text_tokens, prompt_length
-from train.checkpoint import CheckpointError
+from train.checkpoint import CheckpointError, load_checkpoint
+from train.config import preset_config
+from train.model import build_model, load_tokenizer
 
 OPSET = 17
 log = logging.getLogger(__name__)
@@ -122,9 +125,9 @@ def export_fp32(model, workdir: Path, specs: dict, prompt) -> dict:
 
 
 def _versions() -> dict:
-    import onnx
-    import onnxruntime
-    import transformers
+    import onnx  # noqa: PLC0415  onnx: ~1 s; the version record only
+    import onnxruntime  # noqa: PLC0415  onnxruntime: the version record only
+    import transformers  # noqa: PLC0415  transformers: ~2 s; the version record only
 
     return {"torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "opset": OPSET}
@@ -176,12 +179,8 @@ def write_manifest(workdir: Path, manifest: dict) -> None:
 def load_model(args):
     """(model, tokenizer, checkpoint config.json dict, source) from CKPT or --preset."""
     if args.ckpt:
-        from train.checkpoint import load_checkpoint
-
         model, tokenizer, meta = load_checkpoint(args.ckpt, merge=True)
         return model, tokenizer, meta, str(args.ckpt)
-    from train.config import preset_config
-    from train.model import build_model, load_tokenizer
 
     cfg = preset_config(args.preset, random_weights=args.random_weights, seed=args.seed)
     return build_model(cfg), load_tokenizer(cfg), {"kind": "merged"}, f"preset:{args.preset}"
@@ -211,9 +210,6 @@ def export_bundle(model, tokenizer, out: Path, options: ExportOptions = ExportOp
     variant is kept with parity.passed = false (the benchmarks measure speed on presets where int8 is
     known to be inaccurate, e.g. tiny); the runtime warns before using such a variant.
     """
-    from export.variants import make_fp16, make_int8
-    from export.verify import verify_bundle
-
     cfg = model.config
     model = model.eval()
     max_text_tokens = options.max_text_tokens or default_max_text_tokens(tokenizer, cfg.prompt_template,

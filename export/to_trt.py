@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -112,8 +113,6 @@ def build_with_timeout(onnx_path: Path, engine_path: Path, profile, workspace_gb
                        timeout: float) -> None:
     """build_engine in a child process, killed after `timeout` seconds: a TensorRT build cannot be interrupted
     from Python, and a real-size build that hangs (swapping on a small board) must not hold the run forever."""
-    import multiprocessing
-
     child = multiprocessing.get_context("spawn").Process(
         target=_build_in_child, name=f"build-{onnx_path.stem}",
         args=(onnx_path, engine_path, profile, workspace_gb, timing_cache, logging.getLogger().level))

@@ -57,14 +57,14 @@ FFN_MATMULS = ("/mlp/fc1/", "/mlp/fc2/", "/ffn/fc1/", "/ffn/fc2/")  # vision MLP
 
 def attention_and_projection_matmuls(path: Path) -> list[str]:
     """MatMul/Gemm nodes outside the feed-forward blocks: what int8 leaves in fp32."""
-    import onnx
+    import onnx  # noqa: PLC0415  onnx: ~1 s; fp16/int8 variants only
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and not any(k in n.name for k in FFN_MATMULS)]
 
 
 def make_int8(workdir: Path, files: dict, scope: str = "all") -> dict:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415  onnxruntime: ~2 s; int8 only
 
     # scope "all": every weight MatMul of vision and language (the fastest; at real widths within the
     # fp16 bound). scope "ffn": the feed-forward MatMuls only (2/3 of a Kosmos-2 layer's weights, 8d^2

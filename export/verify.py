@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.backends.registry import make_backend
 from runtime.bundle import load_bundle
 from runtime.policy import Policy
+from train.checkpoint import load_checkpoint
+from train.examples import example_inputs
 
 INPUT_SEEDS = (0, 101, 202)
 
@@ -51,8 +54,6 @@ def reference_outputs(model, example) -> dict:
 
 def check_backend(bundle, backend, model, tokenizer, seeds=INPUT_SEEDS) -> dict:
     """Compare one activated backend against PyTorch; returns worst-case metrics per output."""
-    from train.examples import example_inputs
-
     cfg = model.config
     ids = np.asarray([bundle.manifest["prompt"]["default_input_ids"]], np.int64)
     mask = np.asarray([bundle.manifest["prompt"]["default_attention_mask"]], np.int64)
@@ -85,8 +86,6 @@ def judge(metrics: dict, tolerance: dict) -> bool:
 def verify_bundle(bundle_dir: Path, model, tokenizer, variants=None, backend: str = "ort-cpu",
                   progress=print, seeds=INPUT_SEEDS) -> dict:
     """-> {variant: {"backend", "metrics", "tolerance", "passed"}}; prints a table."""
-    from runtime.backends.registry import make_backend
-
     bundle = load_bundle(bundle_dir)
     model = model.eval()
     report = {}
@@ -125,7 +124,6 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="ort-cpu", choices=("ort-cpu", "ort-cuda", "ort-trt", "trt"))
     ap.add_argument("--variant", action="append", help="only these variants (default: all in the bundle)")
     args = ap.parse_args(argv)
-    from train.checkpoint import load_checkpoint
 
     model, tokenizer, _ = load_checkpoint(args.ckpt, merge=True)
     report = verify_bundle(args.bundle, model, tokenizer, args.variant, args.backend)

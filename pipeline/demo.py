@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 from runtime.logs import add_log_level_argument, setup_logging
+from sim.evaluate import EvaluationSpec, evaluate
+from sim.synth import write_sim_episodes
 
 log = logging.getLogger("pipeline.demo")
 
@@ -42,7 +44,7 @@ log = logging.getLogger("pipeline.demo")
 def fit_options(data: Path, epochs: int, out: Path, name: str = "sim", progress: bool = True):
     """The recipe `make demo` trains with (why each value: docs/evaluation.md): tiny, chunk 4, a batch of 2
     whole episodes (~20 windows), no LoRA dropout; the head's 1e-3 and LoRA's 2e-5 are train.fit's defaults."""
-    from train.fit import FitOptions
+    from train.fit import FitOptions  # noqa: PLC0415  torch, lightning: seconds; not for --help
 
     return FitOptions(data=data, preset="tiny", chunk=4, lora_dropout=0.0, batch_size=2, max_epochs=epochs,
                       out=out, name=name, progress=progress)
@@ -69,7 +71,6 @@ def main(argv=None) -> int:
     total = 7
     out = args.out
 
-    from sim.synth import write_sim_episodes
 
     episodes, held_out = out / "episodes", out / "held_out"
     write_sim_episodes(episodes, args.episodes, seed=0, workers=args.workers, progress=not args.no_progress)
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     step(1, total, f"{args.episodes} expert demonstrations -> {episodes}, {args.held_out} held out -> {held_out} "
                    f"({time.perf_counter() - t0:.0f} s)")
 
-    from train.fit import fit
+    from train.fit import fit  # noqa: PLC0415  torch, lightning: seconds; not for --help
 
     runs = out / "runs"
     step(2, total, f"fine-tuning tiny with LoRA for {args.epochs} epochs (Lightning) ...")
@@ -87,25 +88,24 @@ def main(argv=None) -> int:
     print(f"      val loss {result.first_val_loss:.3f} -> {result.best_val_loss:.3f} "
           f"in {time.perf_counter() - t:.0f} s on {result.accelerator}; curves {result.curves}")
 
-    from train.merge import merge_checkpoint
+    from train.merge import merge_checkpoint  # noqa: PLC0415  torch: seconds; not for --help
 
     merged = out / "checkpoint"
     merge_checkpoint(result.best, merged, overwrite=True)
     step(3, total, f"merged LoRA into the base -> {merged}")
 
-    from export.to_onnx import ExportOptions, export_bundle
-    from train.checkpoint import load_checkpoint
+    from export.to_onnx import ExportOptions, export_bundle  # noqa: PLC0415  torch: seconds; not for --help
+    from train.checkpoint import load_checkpoint  # noqa: PLC0415  torch: seconds; not for --help
 
     model, tokenizer, meta = load_checkpoint(merged)
     options = ExportOptions(origin=str(merged), overwrite=True, fp16=True, int8=True, int8_scope="ffn")
     bundle_dir = export_bundle(model, tokenizer, out / "bundle", options, ckpt_meta=meta)
-    from export.verify import format_report
+    from export.verify import format_report  # noqa: PLC0415  torch: seconds; not for --help
 
     variants = json.loads((bundle_dir / "bundle.json").read_text())["variants"]
     print("      " + format_report({v: r["parity"] for v, r in variants.items()}).replace("\n", "\n      "))
     step(4, total, f"bundle exported and verified -> {bundle_dir}")
 
-    from sim.evaluate import EvaluationSpec, evaluate
 
     step(5, total, "offline: the bundle on the held-out recordings, frame by frame")
     report = evaluate(EvaluationSpec(bundle=bundle_dir, episodes=str(held_out), json=out / "offline.json"))

@@ -13,10 +13,10 @@ from __future__ import annotations
 def pyplot():
     """matplotlib.pyplot on the Agg backend, or None without matplotlib."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: PLC0415  matplotlib: optional (bench, dev extras); None without it
     except ImportError:
         return None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  after matplotlib.use("Agg")
 
     return plt

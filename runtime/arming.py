@@ -35,9 +35,13 @@ import os
 import select
 import struct
 import sys
+import termios
 import threading
 import time
+import tty
 from dataclasses import dataclass, fields
+
+from runtime.hardware import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +194,6 @@ class KeySource(_Source):
         self.keys = {arm_key: "arm", estop_key: "estop", disarm_key: "disarm"}
         self._saved = None
         if os.isatty(self.fd):  # one key at a time, no echo; restored at close
-            import termios
-            import tty
-
             self._saved = termios.tcgetattr(self.fd)
             tty.setcbreak(self.fd)
 
@@ -212,8 +213,6 @@ class KeySource(_Source):
     def close(self) -> None:
         super().close()
         if self._saved is not None:
-            import termios
-
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
             self._saved = None
 
@@ -234,8 +233,6 @@ class JoystickSource(_Source):
         try:
             self.fd = os.open(device, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as e:
-            from runtime.hardware import DeviceError
-
             raise DeviceError(f"--gamepad {device}: cannot open it ({e.strerror}): is the gamepad connected "
                               f"(ls /dev/input/js*), and is this user in the input group?") from None
 
@@ -285,8 +282,6 @@ class GpioSource(_Source):
             with open(self.path) as f:
                 value = f.read().strip() == "1"
         except OSError as e:
-            from runtime.hardware import DeviceError
-
             raise DeviceError(f"--{self.role}-gpio {self.path}: cannot read it ({e.strerror}); export the line "
                               f"(echo N > /sys/class/gpio/export) or give a file that holds 0 or 1") from None
         return value != self.active_low

@@ -176,7 +176,7 @@ class LiveCamera(Camera):
 
 
 def cv2_pos_msec() -> int:
-    import cv2
+    import cv2  # noqa: PLC0415  cv2: only the sources that decode images
 
     return cv2.CAP_PROP_POS_MSEC
 
@@ -204,7 +204,7 @@ class ReplaySource(Camera):
 
 
 def image_folder(path: Path) -> ReplaySource:
-    import cv2
+    import cv2  # noqa: PLC0415  cv2: only the sources that decode images
 
     files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -224,7 +224,7 @@ def image_folder(path: Path) -> ReplaySource:
 
 
 def video_file(path: Path) -> ReplaySource:
-    import cv2
+    import cv2  # noqa: PLC0415  cv2: only the sources that decode images
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
@@ -243,7 +243,7 @@ def video_file(path: Path) -> ReplaySource:
 
 def hdf5_episode(path: Path) -> ReplaySource:
     """The collector's `images` dataset (T, H, W, 3) uint8, BGR as it was written."""
-    from runtime.episodes import EpisodeFileError, read_episode_arrays
+    from runtime.episodes import EpisodeFileError, read_episode_arrays  # noqa: PLC0415  replay only; drive start-up
 
     try:
         images, _, _ = read_episode_arrays(path, need_actions=False)
@@ -253,7 +253,7 @@ def hdf5_episode(path: Path) -> ReplaySource:
 
 
 def live_capture(spec: str, width: int | None, height: int | None, fps: int | None):
-    import cv2
+    import cv2  # noqa: PLC0415  cv2: only the sources that decode images
 
     if spec == "csi":
         spec = csi_pipeline(width or 1280, height or 720, fps or 30)
@@ -282,7 +282,7 @@ def open_camera(spec: str, width: int | None = None, height: int | None = None, 
     or `ros2:/topic` (a ROS 2 image topic; `.../compressed` for sensor_msgs/CompressedImage)."""
     spec = str(spec)
     if spec.startswith("ros2:"):
-        from runtime.ros2 import Ros2Camera
+        from runtime.ros2 import Ros2Camera  # noqa: PLC0415  ROS 2 only; start-up of robot commands
 
         return Ros2Camera(spec[len("ros2:"):], max_age=max_age).connect()
     path = Path(spec)

@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import queue
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +69,7 @@ class EpisodeWriter:
     def __init__(self, path: Path, instruction: str | None = None, attrs: dict | None = None,
                  compression: int = 4, when: dt.datetime | None = None, layout: str = "recorded",
                  action_chunk_size: int = 8, flush_each_frame: bool = True):
-        import h5py
+        import h5py  # noqa: PLC0415  h5py: optional on the robot (recording only)
 
         self.path = Path(path)
         if self.path.exists():
@@ -186,9 +188,6 @@ class BackgroundWriter:
     first. A SIGKILL loses what was still queued (at most `depth` frames) and keeps the rest."""
 
     def __init__(self, writer: EpisodeWriter, depth: int = 16):
-        import queue
-        import threading
-
         self.writer = writer
         self.path = writer.path
         self.frames = 0  # accepted (queued or written)

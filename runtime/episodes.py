@@ -64,7 +64,7 @@ def read_episode_arrays(path: Path, need_actions: bool = True) -> tuple[np.ndarr
     """(images (T, H, W, 3) uint8 BGR as a camera gives them, actions (T, 3) float32 or None, instruction or None).
     Either collector's layout (`episode_layout`); the later collector's RGB frames are returned as BGR."""
     try:
-        import h5py
+        import h5py  # noqa: PLC0415  h5py: optional on the robot; a clear error without it
     except ImportError as e:
         raise EpisodeFileError("reading .h5 episodes needs h5py (pip install h5py)") from e
     path = Path(path)

@@ -88,7 +88,7 @@ def explain_open_error(port: str, err: Exception) -> str:
 def open_serial_port(port: str, baudrate: int):
     """Open without driving DTR or RTS: set both off before open() (pyserial's default asserts them,
     and the auto-reset circuit of Arduino/CH340/FTDI boards turns that edge into a reset)."""
-    import serial
+    import serial  # noqa: PLC0415  pyserial: the serial link only (not dry-run, ROS 2)
 
     ser = serial.Serial()
     ser.port = port
@@ -135,7 +135,7 @@ class SerialMotorController(MotorController):
         return self.serial is not None
 
     def _open(self) -> None:
-        import serial
+        import serial  # noqa: PLC0415  pyserial: the serial link only (not dry-run, ROS 2)
 
         self._last_attempt = time.monotonic()
         try:

@@ -18,16 +18,17 @@ as with any Python import.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 from dataclasses import dataclass, fields
 
 from runtime.hardware import MotorController
-from runtime.motor import MotorError
+from runtime.motor import DryRunMotor, MotorError, SerialMotorController
+from runtime.user_class import check_user_class, load_user_class
 
 BUILT_IN = ("serial", "dry-run", "ros2")
 ENTRY_POINT_GROUP = "mobile_vla.motors"
 WHEELS = ("mecanum", "omni3", "differential")
+MOTOR_NEEDS = "connect, disconnect, is_connected, send_velocity -> SentCommand, stop"  # a vendor class's methods
 log = logging.getLogger(__name__)
 
 
@@ -89,7 +90,7 @@ def motor_kind(spec: MotorSpec) -> str:
 
 
 def _entry_points() -> dict:
-    from importlib.metadata import entry_points
+    from importlib.metadata import entry_points  # noqa: PLC0415  ~20 ms of drive start-up; a vendor --motor only
 
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
@@ -97,30 +98,18 @@ def _entry_points() -> dict:
 def load_motor_class(spec: str) -> type:
     """`package.module:ClassName` or the name of an entry point in group mobile_vla.motors -> the class."""
     if ":" in spec:
-        module_name, _, class_name = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise MotorError(f"--motor {spec}: cannot import {module_name} ({type(e).__name__}: {e}); "
-                             f"is its package installed, or its folder on PYTHONPATH?") from e
-        cls = getattr(module, class_name, None)
-        if cls is None:
-            raise MotorError(f"--motor {spec}: module {module_name} ({module.__file__}) has no {class_name}")
-    else:
-        points = _entry_points()
-        if spec not in points:
-            names = ", ".join(sorted(points)) or "none installed"
-            raise MotorError(f"--motor {spec}: not one of {', '.join(BUILT_IN)}, not package.module:ClassName, "
-                             f"and no entry point of that name in group {ENTRY_POINT_GROUP} ({names})")
-        try:
-            cls = points[spec].load()
-        except Exception as e:
-            raise MotorError(f"--motor {spec}: entry point {points[spec].value} failed to load: "
-                             f"{type(e).__name__}: {e}") from e
-    if not (isinstance(cls, type) and issubclass(cls, MotorController)):
-        raise MotorError(f"--motor {spec}: {cls!r} is not a subclass of runtime.hardware.MotorController "
-                         f"(connect, disconnect, is_connected, send_velocity -> SentCommand, stop)")
-    return cls
+        return load_user_class(spec, "--motor", MotorController, MotorError, MOTOR_NEEDS)
+    points = _entry_points()
+    if spec not in points:
+        names = ", ".join(sorted(points)) or "none installed"
+        raise MotorError(f"--motor {spec}: not one of {', '.join(BUILT_IN)}, not package.module:ClassName, "
+                         f"and no entry point of that name in group {ENTRY_POINT_GROUP} ({names})")
+    try:
+        cls = points[spec].load()
+    except Exception as e:
+        raise MotorError(f"--motor {spec}: entry point {points[spec].value} failed to load: "
+                         f"{type(e).__name__}: {e}") from e
+    return check_user_class(cls, spec, "--motor", MotorController, MotorError, MOTOR_NEEDS)
 
 
 def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed=None) -> MotorController:
@@ -129,12 +118,9 @@ def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed
     controller's limits must allow (checked at connect). Raises MotorError with what to check."""
     kind = motor_kind(spec)
     if kind == "dry-run":
-        from runtime.motor import DryRunMotor
-
         return DryRunMotor(printer=printer).connect()
     if kind == "serial":
-        from runtime.kinematics import make_base
-        from runtime.motor import SerialMotorController
+        from runtime.kinematics import make_base  # noqa: PLC0415  --wheels only; drive start-up
 
         wheels = make_base(spec.wheels) if spec.wheels else None
         motor = SerialMotorController(spec.serial, spec.baudrate, watchdog_ms=int(watchdog_s * 1000),
@@ -145,7 +131,7 @@ def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed
                         "be logged as unacknowledged", spec.serial, motor.ready_timeout_s, spec.baudrate)
         return motor
     if kind == "ros2":
-        from runtime.ros2 import Ros2Error, Ros2MotorController
+        from runtime.ros2 import Ros2Error, Ros2MotorController  # noqa: PLC0415  ROS 2 only; robot start-up
 
         try:
             return Ros2MotorController(topic=spec.cmd_vel_topic, stamped=spec.cmd_vel_stamped,

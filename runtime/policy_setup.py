@@ -17,6 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from runtime.behaviours import CHUNK_MODES, with_behaviours
+from runtime.bundle import load_bundle
+from runtime.policy import Policy
+
 BACKENDS = ("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu")
 
 
@@ -36,8 +40,6 @@ class PolicySpec:
 
 
 def add_policy_arguments(ap: argparse.ArgumentParser) -> None:
-    from runtime.behaviours import CHUNK_MODES
-
     d = PolicySpec
     ap.add_argument("--bundle", "--fallback-bundle", dest="bundle", type=Path, required=True,
                     help="bundle folder from export.to_onnx (with --policy ws://...: the onboard fallback)")
@@ -59,10 +61,7 @@ def add_policy_arguments(ap: argparse.ArgumentParser) -> None:
 def open_policy(spec: PolicySpec):
     """The spec's policy, its backend active; the backend is released on leaving (a TensorRT backend holds a
     CUDA context on its own thread). Raises BundleError, BackendError or PromptTooLongError with what to do."""
-    from runtime.backends.registry import make_backend
-    from runtime.behaviours import with_behaviours
-    from runtime.bundle import load_bundle
-    from runtime.policy import Policy
+    from runtime.backends.registry import make_backend  # noqa: PLC0415  backends load with the bundle, not for --help
 
     bundle = load_bundle(spec.bundle, verify=spec.verify)
     backend = make_backend(bundle, spec.backend, variant=spec.variant).activate()
@@ -75,8 +74,5 @@ def open_policy(spec: PolicySpec):
 def retarget_policy(policy, spec: PolicySpec, instruction: str):
     """The same bundle and active backend with another instruction, behind the spec's behaviours (a new
     episode: empty ring, no plan). Raises PromptTooLongError or BundleError as Policy does."""
-    from runtime.behaviours import with_behaviours
-    from runtime.policy import Policy
-
     return with_behaviours(Policy(policy.bundle, policy.backend, instruction=instruction), spec.chunk_mode,
                            spec.discrete)

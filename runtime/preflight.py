@@ -22,14 +22,21 @@ import argparse
 import sys
 import time
 
+from runtime.backends.base import BackendError
+from runtime.backends.cuda_device import cuda_device_name
+from runtime.backends.tensorrt import check_engine
+from runtime.bundle import BundleError, load_bundle
+from runtime.camera import CameraError, open_camera
+from runtime.hardware import DeviceError
+from runtime.jetpack import check_l4t_tensorrt, check_opencv
+from runtime.kinematics import make_base
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.motor_select import MotorSpec, add_motor_arguments
+from runtime.motor import MotorError, SerialMotorController
+from runtime.motor_select import MotorSpec, add_motor_arguments, open_motor
 from runtime.safety import SafetyConfig
 
 
 def check_bundle(path, verify: str = "full"):
-    from runtime.bundle import BundleError, load_bundle
-
     try:
         b = load_bundle(path, verify=verify)
     except BundleError as e:
@@ -46,9 +53,6 @@ def check_engines(bundle):
         import tensorrt
     except ImportError:
         return "FAIL", "the bundle has engines but tensorrt is not importable here (JetPack's python3-libnvinfer)"
-    from runtime.backends.base import BackendError
-    from runtime.backends.cuda_device import cuda_device_name
-    from runtime.backends.tensorrt import check_engine
 
     try:
         gpu = cuda_device_name()
@@ -60,8 +64,6 @@ def check_engines(bundle):
 
 
 def check_camera(spec, fps: float, seconds: float = 2.0):
-    from runtime.camera import CameraError, open_camera
-
     try:
         cam = open_camera(spec, max_age=1.0)
     except CameraError as e:
@@ -93,9 +95,6 @@ def describe_info(info: dict | None) -> str:
 
 
 def check_controller(port, baudrate: int = 115200, wheels: str | None = None, max_speed=None):
-    from runtime.kinematics import make_base
-    from runtime.motor import MotorError, SerialMotorController
-
     try:
         motor = SerialMotorController(port, baudrate, ack_timeout_s=0.2, wheels=make_base(wheels) if wheels else None,
                                       max_speed=max_speed).connect()
@@ -118,9 +117,6 @@ def check_motor(spec):
     a zero goes out, with what the link says about it. `spec`: a runtime.motor_select.MotorSpec. For ROS 2
     also: somebody subscribes to the velocity topic (else WARN, naming the Twist/TwistStamped mismatch when
     that is it), and whether the subscribing base exposes a command timeout (docs/motors.md)."""
-    from runtime.hardware import DeviceError
-    from runtime.motor_select import open_motor
-
     try:
         motor = open_motor(spec)
     except DeviceError as e:
@@ -162,7 +158,6 @@ def main(argv=None) -> int:
     add_log_level_argument(ap)
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
-    from runtime.jetpack import check_l4t_tensorrt, check_opencv
 
     results = []
     status, msg, bundle = check_bundle(args.bundle, args.verify)

@@ -42,20 +42,21 @@ import signal
 import sys
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.camera import CameraSpec, add_camera_arguments
 from runtime.cli import CommandError, exits_on
 from runtime.drive import HANDLED_SIGNALS, DriveConfig, log_info
-from runtime.episode_writer import EPISODE_NAME, existing_episodes
+from runtime.episode_writer import EPISODE_NAME, BackgroundWriter, EpisodeWriter, existing_episodes
 from runtime.hardware import CameraError, CameraStalled, DeviceError, EndOfStream, FrameTooOld, SentCommand
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.motor_select import MotorSpec, add_motor_arguments
+from runtime.motor_select import MotorSpec, add_motor_arguments, open_motor
 from runtime.prompt import DEFAULT_INSTRUCTION
 from runtime.safety import SafetyConfig, SafetyGate, add_safety_arguments
 from runtime.teleop import TeleopError
-from runtime.teleop_select import SOURCES
+from runtime.teleop_select import SOURCES, open_teleop
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,6 @@ class Recorder:
         return self._typed
 
     def _begin(self, now: float) -> None:
-        from runtime.episode_writer import BackgroundWriter, EpisodeWriter
-
         k = len(self.saved)
         instruction = self.instruction(k)
         path = self.config.out / EPISODE_NAME.format(self.index)
@@ -470,11 +469,6 @@ def config_from(args, motor: MotorSpec, camera: CameraSpec) -> RecordConfig:
 def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
     """Record as `spec` says. A caller (the simulator, a test) may hand in its own camera, motor or opened
     teleop source; otherwise they come from the spec. All are released at the end, the motors at zero."""
-    from contextlib import ExitStack
-
-    from runtime.motor_select import open_motor
-    from runtime.teleop_select import open_teleop
-
     with ExitStack() as stack:
         try:
             if teleop is None:

@@ -43,7 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.bundle import Bundle
+from runtime.behaviours import with_behaviours
+from runtime.bundle import Bundle, load_bundle
 from runtime.policy import Policy
 from runtime.preprocess import resize_rgb
 from runtime.wire import PROTOCOL, PROTOCOL_VERSION, WireError, model_identity, packb, unpackb
@@ -100,7 +101,7 @@ class RemoteEncoder:
 
     # -- connection ----------------------------------------------------------------------
     def _connect_once(self) -> bool:
-        from websockets.sync.client import connect
+        from websockets.sync.client import connect  # noqa: PLC0415  websockets: ~200 ms; --policy ws:// only
 
         cfg = self.config
         headers = {"Authorization": f"Api-Key {cfg.api_key}"} if cfg.api_key else None
@@ -166,7 +167,7 @@ class RemoteEncoder:
         q = self.config.jpeg_quality
         if q is None:
             return {"image": rgb}
-        import cv2
+        import cv2  # noqa: PLC0415  cv2: JPEG frames only
 
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(q)])
         if not ok:
@@ -273,9 +274,7 @@ def remote_config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
 def open_remote_policy(spec, remote: RemoteConfig):
     """runtime.policy_setup.open_policy's remote twin: a RemotePolicy on spec.bundle's engines, behaviours around
     it; the connection and the backend are released on leaving."""
-    from runtime.backends.registry import make_backend
-    from runtime.behaviours import with_behaviours
-    from runtime.bundle import load_bundle
+    from runtime.backends.registry import make_backend  # noqa: PLC0415  backends load with the bundle, not for --help
 
     bundle = load_bundle(spec.bundle, verify=spec.verify)
     encoder = RemoteEncoder(remote, expected_model=model_identity(bundle.manifest))

@@ -59,6 +59,7 @@ times out and a lower-priority one (teleop) takes the base.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -110,8 +111,6 @@ def set_ros_args(args) -> None:
 
 def import_rclpy(*message_packages: str):
     """rclpy (and e.g. "geometry_msgs"), or a Ros2Error that says how to get them."""
-    import importlib
-
     try:
         import rclpy
         from rclpy.context import Context  # noqa: F401
@@ -141,7 +140,13 @@ class RosNode:
             cls._shared.users += 1
             return cls._shared
 
-    def release(self) -> None:
+    def release(self, *subscriptions) -> None:
+        """Destroy the caller's `subscriptions` (None: skipped) while the node still lives, then give it up: the
+        last user's release closes it."""
+        if self.context is not None:
+            for subscription in subscriptions:
+                if subscription is not None:
+                    self.node.destroy_subscription(subscription)
         with RosNode._lock:
             self.users -= 1
             if self.users > 0:
@@ -533,7 +538,5 @@ class Ros2Camera(Camera):
     def disconnect(self) -> None:
         if self._ros is not None:
             ros, self._ros = self._ros, None
-            if self._subscription is not None and ros.context is not None:
-                ros.node.destroy_subscription(self._subscription)
-            self._subscription = None
-            ros.release()
+            subscription, self._subscription = self._subscription, None
+            ros.release(subscription)

@@ -44,7 +44,7 @@ def _pixels(msg, topic: str, encoding: str) -> np.ndarray:
 
 def image_to_bgr(msg, topic: str) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 BGR; encodings not in IMAGE_ENCODINGS raise UnsupportedImage."""
-    import cv2
+    import cv2  # noqa: PLC0415  cv2: encodings that need conversion only
 
     encoding = msg.encoding
     if encoding not in IMAGE_ENCODINGS:
@@ -69,7 +69,7 @@ def image_to_bgr(msg, topic: str) -> np.ndarray:
 
 def compressed_to_bgr(msg, topic: str) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG, PNG, ...) -> (H, W, 3) uint8 BGR."""
-    import cv2
+    import cv2  # noqa: PLC0415  cv2: CompressedImage only
 
     image = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:

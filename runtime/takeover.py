@@ -30,12 +30,12 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime.cli import CommandError
 from runtime.hardware import SentCommand
-from runtime.teleop_select import SOURCES
+from runtime.teleop_select import SOURCES, open_teleop
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,12 @@ class Takeover:
             self.writer.append(frame.image, action, frame.stamp, None, person)
 
     def _open(self) -> None:
-        from runtime.episode_writer import EPISODE_NAME, BackgroundWriter, EpisodeWriter, existing_episodes
+        from runtime.episode_writer import (  # noqa: PLC0415  --record only; drive start-up
+            EPISODE_NAME,
+            BackgroundWriter,
+            EpisodeWriter,
+            existing_episodes,
+        )
 
         folder = Path(self.spec.record)
         folder.mkdir(parents=True, exist_ok=True)
@@ -165,8 +170,4 @@ class Takeover:
 
 
 def open_takeover(spec: TakeoverSpec, top_speed, instruction: str = "") -> Takeover:
-    from dataclasses import replace
-
-    from runtime.teleop_select import open_teleop
-
     return Takeover(open_teleop(spec.teleop, top_speed), replace(spec, instruction=instruction))

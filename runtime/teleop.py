@@ -43,7 +43,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import struct
+import termios
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -99,6 +101,10 @@ class TeleopSource(ABC):
         """Per-axis fraction of the top speed (-1..1) -> body velocity."""
         return tuple(float(f) * s for f, s in zip(fraction, self.top_speed))
 
+    def moves(self, fraction, now: float) -> list[TeleopEvent]:
+        """One `move` at `fraction` of the top speed, or none when `fraction` is None (nothing deflected)."""
+        return [] if fraction is None else [TeleopEvent("move", self.scale(fraction), now)]
+
     def __enter__(self):
         return self
 
@@ -129,8 +135,6 @@ class KeyboardTeleop(TeleopSource):
         self._pending = b""
 
     def open(self, top_speed=(0.5, 0.5, 1.0)) -> KeyboardTeleop:
-        import termios
-
         super().open(top_speed)
         try:
             fd = os.open(self.tty, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
@@ -151,8 +155,6 @@ class KeyboardTeleop(TeleopSource):
         return self
 
     def close(self) -> None:
-        import termios
-
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
@@ -208,9 +210,6 @@ class KeyboardTeleop(TeleopSource):
     def ask(self, prompt: str, stop=lambda: False) -> str:
         """A line typed on the same terminal (the instruction), echoed while typed; "" when `stop()` turns true
         or the terminal goes away."""
-        import select
-        import termios
-
         if self.fd is None:
             raise TeleopError("keyboard not open")
         mode = termios.tcgetattr(self.fd)
@@ -263,6 +262,22 @@ class StickState:
     @property
     def deadman(self) -> bool:
         return self.mapping.deadman < 0 or self.buttons.get(self.mapping.deadman, False)
+
+    @property
+    def held(self) -> bool:
+        """The person is driving: the dead-man button is pressed (never, for a map without one)."""
+        return self.deadman and self.mapping.deadman >= 0
+
+    def press(self, button: int, pressed: bool) -> str | None:
+        """Record a button's state; the episode control it gives when it was just pressed, else None."""
+        was = self.buttons.get(button, False)
+        self.buttons[button] = pressed
+        return self.control_for(button) if pressed and not was else None
+
+    def deflection(self) -> tuple[float, float, float] | None:
+        """`fraction()` while a stick is deflected (dead-man held): a move; None otherwise."""
+        fraction = self.fraction()
+        return fraction if any(fraction) else None
 
     def fraction(self) -> tuple[float, float, float]:
         if not self.deadman:
@@ -336,21 +351,11 @@ class JoystickTeleop(TeleopSource):
             if kind == JS_EVENT_AXIS:
                 self.state.axes[number] = value / AXIS_MAX
             elif kind == JS_EVENT_BUTTON:
-                pressed = value != 0
-                was = self.state.buttons.get(number, False)
-                self.state.buttons[number] = pressed
-                control = self.state.control_for(number)
-                if control and pressed and not was and not initial:
+                control = self.state.press(number, value != 0)
+                if control and not initial:
                     events.append(TeleopEvent(control, ZERO, now))
-            fraction = self.state.fraction()
-            if any(fraction):
-                moved = fraction  # a deflection between two polls is still one move
-        fraction = self.state.fraction()
-        if any(fraction):
-            moved = fraction
-        if moved is not None:
-            events.append(TeleopEvent("move", self.scale(moved), now))
-        return events
+            moved = self.state.deflection() or moved  # a deflection between two polls is still one move
+        return events + self.moves(self.state.deflection() or moved, now)
 
     def command(self, now: float) -> TeleopCommand:
-        return TeleopCommand(self.scale(self.state.fraction()), self.state.deadman and self.mapping.deadman >= 0)
+        return TeleopCommand(self.scale(self.state.fraction()), self.state.held)

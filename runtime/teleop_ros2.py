@@ -28,6 +28,7 @@ remapping of teleop_twist_keyboard's output).
 from __future__ import annotations
 
 import threading
+import time
 
 from runtime.ros2 import Ros2Error, RosNode
 from runtime.teleop import ZERO, GamepadMap, StickState, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
@@ -54,8 +55,6 @@ class _Ros2Teleop(TeleopSource):
         raise NotImplementedError
 
     def open(self, top_speed=(0.5, 0.5, 1.0)) -> _Ros2Teleop:
-        import time
-
         super().open(top_speed)
         try:
             self._ros = RosNode.acquire(self.message_package)
@@ -73,10 +72,8 @@ class _Ros2Teleop(TeleopSource):
     def close(self) -> None:
         if self._ros is not None:
             ros, self._ros = self._ros, None
-            if self._subscription is not None and ros.context is not None:
-                ros.node.destroy_subscription(self._subscription)
-            self._subscription = None
-            ros.release()
+            subscription, self._subscription = self._subscription, None
+            ros.release(subscription)
 
     def _take(self) -> list:
         with self._lock:
@@ -111,24 +108,18 @@ class Ros2JoyTeleop(_Ros2Teleop):
     def poll(self, now: float) -> list[TeleopEvent]:
         events, moved = [], None
         for _arrival, msg in self._take():
-            previous = dict(self.state.buttons)
             self.state.axes = {i: float(v) for i, v in enumerate(msg.axes)}
-            self.state.buttons = {i: bool(v) for i, v in enumerate(msg.buttons)}
-            for button, pressed in self.state.buttons.items():
-                control = self.state.control_for(button)
-                if control and pressed and not previous.get(button, False):
+            for button, pressed in enumerate(msg.buttons):
+                control = self.state.press(button, bool(pressed))
+                if control:
                     events.append(TeleopEvent(control, ZERO, now))
-            fraction = self.state.fraction()
-            if any(fraction):
-                moved = fraction
-        if moved is not None:
-            events.append(TeleopEvent("move", self.scale(moved), now))
-        return events
+            moved = self.state.deflection() or moved
+        return events + self.moves(moved, now)
 
     def command(self, now: float) -> TeleopCommand:
         if not self.fresh(now):
             return TeleopCommand(ZERO, False)
-        return TeleopCommand(self.scale(self.state.fraction()), self.state.deadman and self.mapping.deadman >= 0)
+        return TeleopCommand(self.scale(self.state.fraction()), self.state.held)
 
 
 class Ros2TwistTeleop(_Ros2Teleop):

@@ -15,24 +15,14 @@ trust.
 
 from __future__ import annotations
 
-import importlib
-
 from runtime.teleop import JoystickTeleop, KeyboardTeleop, TeleopError, TeleopSource
+from runtime.user_class import load_user_class
 
 
 def load_teleop_class(spec: str) -> type:
-    module_name, _, class_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise TeleopError(f"--teleop {spec}: cannot import {module_name} ({type(e).__name__}: {e}); is its package "
-                          f"installed, or its folder on PYTHONPATH?") from e
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, TeleopSource)):
-        raise TeleopError(f"--teleop {spec}: {module_name}.{class_name} is "
-                          f"{'missing' if cls is None else repr(cls)}, not a subclass of runtime.teleop.TeleopSource "
-                          f"(open, close, poll -> [TeleopEvent], command -> TeleopCommand)")
-    return cls
+    """`package.module:ClassName` -> the class, a TeleopSource subclass; TeleopError naming what is wrong."""
+    return load_user_class(spec, "--teleop", TeleopSource, TeleopError,
+                           "open, close, poll -> [TeleopEvent], command -> TeleopCommand")
 
 
 SOURCES = ("keyboard, keyboard:/dev/pts/N, joystick:/dev/input/jsN, ros2-joy:/joy, ros2-twist:/cmd_vel, "
@@ -49,7 +39,7 @@ def make_teleop(spec: str) -> TeleopSource:
             raise TeleopError("--teleop joystick needs a device: joystick:/dev/input/js0")
         return JoystickTeleop(rest)
     if kind in ("ros2-joy", "ros2-twist"):
-        from runtime.teleop_ros2 import Ros2JoyTeleop, Ros2TwistTeleop
+        from runtime.teleop_ros2 import Ros2JoyTeleop, Ros2TwistTeleop  # noqa: PLC0415  ROS 2 only; drive start-up
 
         if not rest.startswith("/"):
             example = "/joy" if kind == "ros2-joy" else "/cmd_vel"

@@ -107,7 +107,7 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 
 
 def decode_jpeg(data) -> np.ndarray:
-    import cv2
+    import cv2  # noqa: PLC0415  cv2: JPEG frames only
 
     if not isinstance(data, bytes):
         raise ProtocolError(f"field 'jpeg' must be bytes, found {type(data).__name__}")

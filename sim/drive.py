@@ -23,6 +23,7 @@ line logged at start says which values are used and where they came from.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import tempfile
@@ -36,6 +37,22 @@ from sim.controller_emulator import ControllerEmulator
 from sim.task import in_goal, instruction_for
 from sim.world import Layout, SimMotor, SimRobot, SimWorld, load_layout, random_layout
 
+CAMERA_SIZE = (256, 144)  # the simulated camera's (width, height) unless --width / --height are given
+
+
+def parse_room_args(ap: argparse.ArgumentParser, argv=None) -> tuple[argparse.Namespace, Layout, tuple[int, int]]:
+    """The start sim.drive and sim.record share: the room options (--seed, --layout, --direct) added to the
+    robot command's parser, `argv` parsed, logging set up. Returns the arguments, the room they name and the
+    camera's (width, height)."""
+    ap.add_argument("--seed", type=int, default=0, help="the room (sim.world.random_layout(seed))")
+    ap.add_argument("--layout", type=Path, help="a room saved as JSON (sim.world.save_layout)")
+    ap.add_argument("--direct", action="store_true",
+                    help="no wire: the simulated motor (sim.world.SimMotor) sets the robot's velocity itself")
+    args = ap.parse_args(argv)
+    setup_logging(args.log_level)
+    layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
+    return args, layout, (args.width or CAMERA_SIZE[0], args.height or CAMERA_SIZE[1])
+
 
 class SimSession:
     """Everything `sim.drive` needs: a room, the controller emulator on a pseudo-terminal
@@ -45,7 +62,7 @@ class SimSession:
             ... SerialMotorController(sim.port) ..., camera = sim.camera
     """
 
-    def __init__(self, layout: Layout, width: int = 256, height: int = 144, seed: int = 0):
+    def __init__(self, layout: Layout, width: int = CAMERA_SIZE[0], height: int = CAMERA_SIZE[1], seed: int = 0):
         self.layout = layout
         self._dir = tempfile.TemporaryDirectory(prefix="mvla-sim-")
         self.emulator = ControllerEmulator(link=f"{self._dir.name}/motor")
@@ -78,18 +95,10 @@ def outcome(layout: Layout, robot: SimRobot) -> str:
 
 @exits_on(ValueError)
 def main(argv=None) -> int:
-    ap = build_parser(description=__doc__)
-    ap.add_argument("--seed", type=int, default=0, help="the room (sim.world.random_layout(seed))")
-    ap.add_argument("--layout", type=Path, help="a room saved as JSON (sim.world.save_layout)")
-    ap.add_argument("--direct", action="store_true",
-                    help="no wire: the simulated motor (sim.world.SimMotor) sets the robot's velocity itself")
-    args = ap.parse_args(argv)
-    setup_logging(args.log_level)
-    layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
+    args, layout, (width, height) = parse_room_args(build_parser(description=__doc__), argv)
     spec = spec_from_args(args)  # mode, snapping, move duration: the bundle's record unless given
     instruction = spec.policy.instruction or instruction_for(layout.side)
     spec = replace(spec, policy=replace(spec.policy, instruction=instruction))
-    width, height = args.width or 256, args.height or 144
     if args.direct:
         world = SimWorld(layout)
         code = drive(spec, camera=world.camera(width, height, args.seed), motor=SimMotor(world))

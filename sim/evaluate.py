@@ -51,10 +51,14 @@ import numpy as np
 
 from plotting import pyplot
 from runtime.backends.base import BackendError
+from runtime.backends.registry import make_backend
+from runtime.behaviours import with_behaviours
 from runtime.bundle import BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
 from runtime.driving import driving_settings
+from runtime.episodes import read_episode_arrays
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy import Policy
 from sim.latency import add_latency_arguments, evaluate_latency, latency_requested, latency_spec_from_args
 from sim.task import (
     MOVE,
@@ -150,7 +154,7 @@ def plot_trajectories(summaries: list[ClosedLoopSummary], out: Path, max_rooms: 
     plt = pyplot()
     if plt is None:
         return None
-    from matplotlib.patches import Circle, Rectangle
+    from matplotlib.patches import Circle, Rectangle  # noqa: PLC0415  matplotlib: optional; plots only
 
     by_name = {s.name: s for s in summaries}
     policy = by_name["policy"]
@@ -219,8 +223,6 @@ def agreement(pred: np.ndarray, recorded: np.ndarray, dead_zone: float) -> dict:
 def offline(folder: Path, make_policies: dict, dead_zone: float = 0.1, seed: int = 0,
             default_instruction: str | None = None) -> dict:
     """{variant: {"episodes": [...], "overall": {...}}, "random": ..., "cross": {...}} over the folder."""
-    from runtime.episodes import read_episode_arrays
-
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix in (".h5", ".hdf5"))
     if not paths:
         raise FileNotFoundError(f"{folder}: no .h5 episodes")
@@ -298,10 +300,6 @@ def plot_offline(report: dict, out: Path, max_frames: int = 300) -> Path | None:
 def policy_factories(bundle, backend: str, variants: list[str], discrete: bool, stack: contextlib.ExitStack) -> dict:
     """{name: make_policy(instruction)} for each variant. Each activated backend is deactivated when `stack`
     closes (a TensorRT backend holds a CUDA context on its own thread until then)."""
-    from runtime.backends.registry import make_backend
-    from runtime.behaviours import with_behaviours
-    from runtime.policy import Policy
-
     def factory(variant):
         backend_obj = make_backend(bundle, backend, variant=variant).activate()
         stack.callback(backend_obj.deactivate)

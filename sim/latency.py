@@ -30,14 +30,21 @@ the same latency added on simulated time.
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from runtime.async_chunks import AsyncConfig, ChunkSchedule
+from runtime.backends.registry import make_backend
+from runtime.behaviours import with_behaviours
+from runtime.policy import Policy
+from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
 from runtime.safety import SafetyConfig, SafetyGate
-from sim.task import SIM_SAFETY, Rollout, ScriptedExpert, StepTiming, execute, in_goal
-from sim.world import Layout, SimRobot, render
+from runtime.wire import model_identity
+from sim.task import SIM_SAFETY, Rollout, ScriptedExpert, StepTiming, execute, in_goal, instruction_for
+from sim.world import Layout, SimRobot, random_layout, render
 
 
 @dataclass(frozen=True)
@@ -245,16 +252,10 @@ class _Closing:
 
 def latency_policy_factory(bundle, backend: str, variant: str, discrete: bool, url: str | None, opened: list):
     """make_policy(instruction): onboard, or a RemotePolicy on `url` with this bundle's engines as its head."""
-    from runtime.backends.registry import make_backend
-    from runtime.behaviours import with_behaviours
-    from runtime.policy import Policy
-
     engines = make_backend(bundle, backend, variant=variant).activate()
     opened.append(engines)
     if url is None:
         return lambda instruction: with_behaviours(Policy(bundle, engines, instruction=instruction), discrete=discrete)
-    from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
-    from runtime.wire import model_identity
 
     encoder = RemoteEncoder(RemoteConfig(url, timeout=5.0), expected_model=model_identity(bundle.manifest)).start()
     opened.append(_Closing(encoder.close))
@@ -271,12 +272,6 @@ def latency_policy_factory(bundle, backend: str, variant: str, discrete: bool, u
 def evaluate_latency(bundle, spec: LatencySpec, seeds: list[int], max_steps: int, width: int, height: int,
                      backend: str, variant: str, discrete: bool, url: str | None, opened: list, json_out=None) -> int:
     """sim.evaluate's closed loop under injected latency: prints one line, writes the figures to `json_out`."""
-    import json
-    import sys
-
-    from sim.task import instruction_for
-    from sim.world import random_layout
-
     make = latency_policy_factory(bundle, backend, variant, discrete, url, opened)
     planners: dict = {}
 

@@ -19,19 +19,17 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from runtime.cli import exits_on
 from runtime.hardware import DeviceError
-from runtime.logs import setup_logging
 from runtime.motor_select import MotorSpec
 from runtime.record import RecordSpec, build_parser, record
 from runtime.teleop import ZERO, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
-from sim.drive import SimSession
+from sim.drive import SimSession, parse_room_args
 from sim.task import ScriptedExpert, in_goal, instruction_for
-from sim.world import SimMotor, SimWorld, load_layout, random_layout
+from sim.world import SimMotor, SimWorld
 
 log = logging.getLogger("sim.record")
 
@@ -71,18 +69,10 @@ class ExpertTeleop(TeleopSource):
 
 @exits_on(ValueError, TeleopError, DeviceError)
 def main(argv=None) -> int:
-    ap = build_parser(description=__doc__)
-    ap.add_argument("--seed", type=int, default=0, help="the room (sim.world.random_layout(seed))")
-    ap.add_argument("--layout", type=Path, help="a room saved as JSON (sim.world.save_layout)")
-    ap.add_argument("--direct", action="store_true",
-                    help="no wire: the simulated motor (sim.world.SimMotor) sets the robot's velocity itself")
-    args = ap.parse_args(argv)
-    setup_logging(args.log_level)
-    layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
+    args, layout, (width, height) = parse_room_args(build_parser(description=__doc__), argv)
     args.instruction = args.instruction or [instruction_for(layout.side)]
     args.camera = "sim"  # stored on each episode
     spec = RecordSpec.from_args(args)
-    width, height = args.width or 256, args.height or 144
 
     def run(world: SimWorld, camera, spec: RecordSpec, motor=None) -> int:
         teleop = ExpertTeleop(world).open(spec.safety.max_speed) if spec.teleop == "expert" else None

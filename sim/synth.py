@@ -30,6 +30,7 @@ of *where* things are; a pretrained Kosmos-2 has no such limit.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 from pathlib import Path
 
 import cv2
@@ -37,7 +38,8 @@ import numpy as np
 
 from runtime.logs import add_log_level_argument, setup_logging
 from sim.episodes import write_episode
-from sim.task import MOVE
+from sim.task import MOVE, ScriptedExpert, instruction_for, random_decider, rollout
+from sim.world import random_layout, render
 
 BLOCK_INSTRUCTION = "move as the block colour says"
 
@@ -81,9 +83,6 @@ def write_blocks_episodes(out: Path, episodes: int, seed: int = 0, frames: int =
 def sim_episode(layout_seed: int, noise: float = 0.0, stop_frames: int = 2, width: int = 256, height: int = 144,
                 max_steps: int = 40):
     """(images, actions, instruction, success) of one expert demonstration in a random room."""
-    from sim.task import ScriptedExpert, instruction_for, random_decider, rollout
-    from sim.world import random_layout, render
-
     layout = random_layout(layout_seed)
     expert = ScriptedExpert(layout)
     noisy = random_decider(layout_seed)
@@ -129,8 +128,6 @@ def write_sim_episodes(out: Path, episodes: int, seed: int = 0, noise: float = 0
     bar = _progress(episodes, "demonstrations") if progress else None
     pool = None
     if workers > 1:
-        import multiprocessing
-
         pool = multiprocessing.get_context("spawn").Pool(workers)
     next_seed = 0
     try:
@@ -157,7 +154,7 @@ def write_sim_episodes(out: Path, episodes: int, seed: int = 0, noise: float = 0
 
 def _progress(total: int, unit: str):
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # noqa: PLC0415  tqdm: optional (train extra); the progress bar only
     except ImportError:
         return None
     return tqdm(total=total, unit=" " + unit, leave=False)

@@ -21,10 +21,12 @@ drives the simulated robot through the real serial driver.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -296,17 +298,10 @@ class SimMotor(LinklessMotorController):
 
 def save_layout(layout: Layout, path) -> None:
     """A layout as JSON, for `sim.drive --layout FILE` (replay one room exactly)."""
-    import json
-    from dataclasses import asdict
-    from pathlib import Path
-
     Path(path).write_text(json.dumps(asdict(layout), indent=2) + "\n")
 
 
 def load_layout(path) -> Layout:
-    import json
-    from pathlib import Path
-
     try:
         d = json.loads(Path(path).read_text())
         boxes = tuple(Box(**{**b, "color": tuple(b["color"])}) for b in d.pop("boxes"))

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
 
 from runtime.atomic import atomic_directory
 from train.config import MobileVLAConfig
+from train.lora import LoraSettings, apply_lora, has_lora, merge_lora
 from train.model import MobileVLA
 
 FORMAT = "mobile-vla-checkpoint"
@@ -58,8 +61,6 @@ def base_fingerprint(model: MobileVLA) -> str:
 def write_checkpoint_files(model: MobileVLA, folder: Path, tokenizer, kind: str = "merged",
                            extra: dict | None = None) -> None:
     """Write config.json, model.safetensors and tokenizer.json into an existing folder (not atomic)."""
-    from train.lora import has_lora
-
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     lora = has_lora(model)
@@ -147,10 +148,6 @@ def _load_strict(model: torch.nn.Module, state: dict, file: Path, only_adapter: 
 
 def load_checkpoint(path: Path, merge: bool = False):
     """-> (model in eval mode, tokenizers.Tokenizer, config.json dict). `merge` folds an adapter's LoRA in."""
-    from tokenizers import Tokenizer
-
-    from train.lora import LoraSettings, apply_lora, merge_lora
-
     path = Path(path)
     meta = read_checkpoint_config(path)
     config = MobileVLAConfig.from_dict(meta["model"], source=str(path / "config.json"))
@@ -164,8 +161,6 @@ def load_checkpoint(path: Path, merge: bool = False):
     state = _load_tensors(path / "model.safetensors")
     if meta["kind"] == "merged":
         # The merged file carries every weight: skip downloading/initialising pretrained ones.
-        from dataclasses import replace
-
         model = MobileVLA(replace(config, weights=None))
         model.config = config  # keep where the base came from, for the record
         _load_strict(model, state, path / "model.safetensors", only_adapter=False)

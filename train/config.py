@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from runtime.preprocess import PreprocessConfig
 from runtime.prompt import DEFAULT_INSTRUCTION, DEFAULT_TEMPLATE, LAYOUTS
+from train.tokenizer import KOSMOS2_HUB_ID, tiny_vocab
 
 PRESETS = ("tiny", "small", "kosmos2")
 CONFIG_VERSION = 1
@@ -178,8 +179,6 @@ def _real_kosmos(text_layers: int = 24, vision_layers: int = 24, vocab_size: int
 
 def preset_config(name: str, random_weights: bool = False, weights: str | None = None, **overrides) -> MobileVLAConfig:
     """The config of a preset; `overrides` replace fields (window=4, action_axes=3, ...)."""
-    from train.tokenizer import KOSMOS2_HUB_ID, tiny_vocab
-
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     local_vocab = len(tiny_vocab())

@@ -36,14 +36,21 @@ the loss (through the mask), 0 leaving a kind out.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 
+from runtime.atomic import atomic_write_text
 from runtime.cli import CommandError, exits_on
 from runtime.driving import Driving
+from runtime.episode_writer import EPISODE_NAME, existing_episodes
 from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
 from runtime.logs import add_log_level_argument
 from runtime.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
@@ -149,8 +156,6 @@ def frame_weights(intervention: np.ndarray | None, attrs: dict, options: DataOpt
 
 def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
     """Read and validate one file; raise EpisodeError naming the file and the problem."""
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise EpisodeError(path, "file not found")
@@ -236,8 +241,6 @@ def find_episodes(folder: Path) -> list[Path]:
 
 def mirror_instruction(text: str) -> str:
     """Swap left and right (whole words, keeping case)."""
-    import re
-
     swap = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
     return re.sub(r"\b(left|right|Left|Right|LEFT|RIGHT)\b", lambda m: swap[m.group(0)], text)
 
@@ -282,7 +285,7 @@ class EpisodeDataset:
 
     def prompt(self, instruction: str) -> dict:
         if instruction not in self._prompts:
-            from train.model import make_prompt
+            from train.model import make_prompt  # noqa: PLC0415  torch: train.data checks recordings without it
 
             p = make_prompt(self.config, self.tokenizer, instruction)
             self._prompts[instruction] = {"input_ids": p.input_ids[0], "attention_mask": p.attention_mask[0],
@@ -437,10 +440,6 @@ class SplitOptions:
 def write_split(folder: Path, out: Path, val_fraction: float = SplitOptions.val_fraction,
                 seed: int = SplitOptions.seed) -> dict:
     """A deterministic train/val split by episode, written (atomically) as JSON with names relative to `folder`."""
-    import json
-
-    from runtime.atomic import atomic_write_text
-
     folder = Path(folder)
     train, val = split_episodes(find_episodes(folder), val_fraction, seed)
     split = {"folder": str(folder), "seed": seed, "val_fraction": val_fraction,
@@ -451,8 +450,6 @@ def write_split(folder: Path, out: Path, val_fraction: float = SplitOptions.val_
 
 def read_split(path: Path, folder: Path) -> tuple[list[Path], list[Path]]:
     """(train, val) paths of a split file written by `write_split`, checked against `folder`."""
-    import json
-
     try:
         split = json.loads(Path(path).read_text())
         train, val = split["train"], split["val"]
@@ -469,11 +466,6 @@ def read_split(path: Path, folder: Path) -> tuple[list[Path], list[Path]]:
 def merge_folders(sources: list[Path], out: Path) -> list[tuple[Path, Path]]:
     """Copy the episodes of several folders into `out`, numbered on after what `out` holds; never overwrites.
     Each copy is written under a hidden name and renamed when complete. Returns [(source, copy)]."""
-    import os
-    import shutil
-
-    from runtime.episode_writer import EPISODE_NAME, existing_episodes
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     numbers = existing_episodes(out)
@@ -523,11 +515,6 @@ def drop_episodes(paths: list[Path]) -> list[Path]:
 def relabel_episodes(paths: list[Path], instruction: str) -> None:
     """Replace each episode's instruction; the frames are not touched. Each file is edited as a copy that
     replaces it when complete, so an interrupted relabel leaves the old file as it was."""
-    import os
-    import shutil
-
-    import h5py
-
     encoded = instruction.encode()
     if len(encoded) > 256:
         raise CommandError(f"--instruction: {len(encoded)} bytes; the episode format stores at most 256 (S256)")

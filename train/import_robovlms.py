@@ -64,8 +64,10 @@ from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.preprocess import PIXEL_NORMS, PreprocessConfig
 from runtime.prompt import DEFAULT_INSTRUCTION, build_prompt, default_max_text_tokens
+from train.checkpoint import write_checkpoint_files
 from train.config import PRESETS, MobileVLAConfig, preset_config
 from train.model import ActionHead, MobileVLA, is_checkpoint_folder, load_kosmos, load_tokenizer
+from train.tokenizer import KOSMOS2_HUB_ID
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "import_report.json"
@@ -506,8 +508,6 @@ def imported_config(preset: str, dims: dict, vintage: dict, options: ImportOptio
     cfg = preset_config(preset, random_weights=True)
     hub_tok = None
     if preset == "kosmos2":
-        from train.tokenizer import KOSMOS2_HUB_ID
-
         base = options.base
         hub_tok = options.tokenizer or (base if base and not is_checkpoint_folder(base) else KOSMOS2_HUB_ID)
     mean, std = PIXEL_NORMS[vintage["pixel_norm"]["value"]]
@@ -549,8 +549,6 @@ def assemble(original: Original, model: MobileVLA, backbone: dict) -> MobileVLA:
 
 def write_import(model: MobileVLA, original: Original, out: Path, overwrite: bool) -> dict:
     """Step 5: the checkpoint folder and import_report.json, all or nothing."""
-    from train.checkpoint import write_checkpoint_files
-
     result = original.report.to_dict()
     tok = load_tokenizer(model.config)
     with atomic_directory(out, overwrite=overwrite) as tmp:

@@ -23,7 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
+from train.checkpoint import CheckpointError, read_checkpoint_config
 from train.config import MobileVLAConfig
 
 INIT_KEYS = ("action_token", "head.")  # what --init carries over besides the frozen base
@@ -31,8 +33,6 @@ INIT_KEYS = ("action_token", "head.")  # what --init carries over besides the fr
 
 def init_config(path: Path, **overrides) -> MobileVLAConfig:
     """The run's config: the checkpoint's model (sizes, head), its Kosmos-2 as the base, our layout."""
-    from train.checkpoint import CheckpointError, read_checkpoint_config
-
     path = Path(path)
     meta = read_checkpoint_config(path)
     if meta["kind"] != "merged":
@@ -56,10 +56,6 @@ def init_config(path: Path, **overrides) -> MobileVLAConfig:
 
 def init_from_checkpoint(model, path: Path) -> list[str]:
     """Copy ACT and the head (with its input standardisation) from a checkpoint folder into `model`."""
-    from safetensors import safe_open
-
-    from train.checkpoint import CheckpointError
-
     file = Path(path) / "model.safetensors"
     with safe_open(str(file), framework="pt") as f:  # ACT and the head only, not the 6.6 GB of Kosmos-2 again
         state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(INIT_KEYS)}

@@ -44,14 +44,14 @@ class LoraSettings:
 
 
 def has_lora(model) -> bool:
-    from peft import PeftModel
+    from peft import PeftModel  # noqa: PLC0415  peft: the LoRA paths only
 
     return isinstance(model.kosmos, PeftModel)
 
 
 def apply_lora(model, settings: LoraSettings):
     """Wrap model.kosmos with LoRA layers; ACT and the head stay trainable. Returns the model."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415  peft: the LoRA paths only
 
     if has_lora(model):
         raise ValueError("this model already has LoRA layers")

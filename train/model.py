@@ -19,16 +19,18 @@ keep the last W in a ring and run only the head over the ring
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from runtime.prompt import Prompt, build_prompt
 from train.config import MobileVLAConfig
+from train.tokenizer import build_tiny_tokenizer, load_hub_tokenizer
 
 
 @dataclass(frozen=True)
@@ -105,14 +107,11 @@ def is_checkpoint_folder(path) -> bool:
 def _kosmos_from_checkpoint(folder: Path, attn_implementation: str):
     """The Kosmos-2 weights (`kosmos.*`) of a merged checkpoint folder: `--base` for the importer, and the
     base of adapters re-fitted from an imported checkpoint (`train.fit --init`)."""
-    from safetensors.torch import load_file
-
     meta = json.loads((folder / "config.json").read_text())
     if meta.get("kind") != "merged":
         raise ValueError(f"{folder}: a base must be a merged checkpoint (kind 'merged'), this is {meta.get('kind')!r}; "
                          f"merge it first (python -m train.merge {folder} --out DIR)")
     base_cfg = MobileVLAConfig.from_dict(meta["model"], source=str(folder / "config.json"))
-    from dataclasses import replace
 
     model = build_kosmos(replace(base_cfg, weights=None), attn_implementation)
     state = {k[len("kosmos."):]: v for k, v in load_file(str(folder / "model.safetensors")).items()
@@ -128,7 +127,7 @@ def load_kosmos(weights: str, attn_implementation: str = "eager"):
     """A pretrained Kosmos-2 from one of our merged checkpoint folders, a transformers folder or a hub id."""
     if is_checkpoint_folder(weights):
         return _kosmos_from_checkpoint(Path(weights), attn_implementation)
-    from transformers import Kosmos2Model
+    from transformers import Kosmos2Model  # noqa: PLC0415  transformers: ~2 s; a Kosmos-2 backbone only
 
     return Kosmos2Model.from_pretrained(weights, attn_implementation=attn_implementation)
 
@@ -136,7 +135,7 @@ def load_kosmos(weights: str, attn_implementation: str = "eager"):
 def build_kosmos(config: MobileVLAConfig, attn_implementation: str = "eager"):
     """The Kosmos-2 backbone: pretrained from `config.weights` (hub id, transformers folder, or one of our
     merged checkpoint folders), or random from `config.seed`."""
-    from transformers import Kosmos2Config, Kosmos2Model
+    from transformers import Kosmos2Config, Kosmos2Model  # noqa: PLC0415  transformers: ~2 s; a Kosmos-2 backbone only
 
     if config.weights:
         model = load_kosmos(config.weights, attn_implementation)
@@ -244,8 +243,6 @@ class MobileVLA(nn.Module):
 
 
 def load_tokenizer(config: MobileVLAConfig):
-    from train.tokenizer import build_tiny_tokenizer, load_hub_tokenizer
-
     return build_tiny_tokenizer() if config.tokenizer == "local" else load_hub_tokenizer(config.tokenizer)
 
 

@@ -69,7 +69,7 @@ def build_tiny_tokenizer() -> Tokenizer:
 
 def load_hub_tokenizer(name_or_path: str = KOSMOS2_HUB_ID) -> Tokenizer:
     """The real Kosmos-2 tokenizer (downloads on first use unless a local folder is given)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # noqa: PLC0415  transformers: ~2 s; the hub tokenizer only
 
     hf = AutoTokenizer.from_pretrained(name_or_path)
     backend = getattr(hf, "backend_tokenizer", None) or getattr(hf, "_tokenizer", None)

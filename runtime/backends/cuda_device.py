@@ -14,6 +14,7 @@ match what the runtime reads from pycuda).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from runtime.backends.base import BackendError
@@ -27,8 +28,6 @@ GPU_STACK_FIX = ("on a Jetson: bash jetson/setup.sh (JetPack ships tensorrt for 
 
 def gpu_stack_problem(modules=("tensorrt", "pycuda.driver")) -> str | None:
     """Why `import tensorrt` / `import pycuda.driver` fails here, with the fix; None when both import."""
-    import importlib
-
     for name in modules:
         try:
             importlib.import_module(name)

@@ -11,6 +11,7 @@ install, instead of ORT's silent fallback to the CPU.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -25,7 +26,7 @@ PROVIDERS = {
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415  onnxruntime: ~60 ms; not for --help
 
     return list(ort.get_available_providers())
 
@@ -56,12 +57,10 @@ class OnnxRuntimeBackend(Backend):
         return [want]
 
     def _activate(self) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # noqa: PLC0415  onnxruntime: ~60 ms; not for --help
 
         parity = self.bundle.manifest["variants"].get(self.variant, {}).get("parity", {})
         if parity and not parity.get("passed", False):
-            import warnings
-
             warnings.warn(f"{self.bundle.root}: variant {self.variant!r} failed its parity check at export "
                           f"(see bundle.json); its actions may be wrong", stacklevel=2)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from runtime.backends.base import Backend, BackendError
 from runtime.backends.cuda_device import cuda_device_name, gpu_stack_problem
+from runtime.backends.onnxruntime import OnnxRuntimeBackend, available_providers
+from runtime.backends.tensorrt import TensorRTBackend
 from runtime.jetpack import tegra_release
 
 BACKENDS = ("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu")
@@ -48,7 +50,6 @@ def resolve_backend_name(bundle, name: str) -> str:
     problem = trt_problem(bundle)
     if problem is None:
         return "trt"
-    from runtime.backends.onnxruntime import available_providers
 
     have = available_providers()
     if "TensorrtExecutionProvider" in have:
@@ -65,10 +66,7 @@ def resolve_backend_name(bundle, name: str) -> str:
 def make_backend(bundle, name: str = "auto", variant: str = "fp32", threads: int | None = None) -> Backend:
     resolved = resolve_backend_name(bundle, name)
     if resolved == "trt":
-        from runtime.backends.tensorrt import TensorRTBackend
-
         return TensorRTBackend(bundle)
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
     provider = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[resolved]
     return OnnxRuntimeBackend(bundle, provider=provider, variant=variant, threads=threads)
