@@ -95,6 +95,7 @@ class SoakConfig:
     width: int = 160  # rendered camera frame (the bundle's preprocessing resizes it)
     height: int = 120
     seed: int = 0  # the simulated room
+    faults: tuple[str, ...] = FAULT_KINDS  # the kinds injected, in turn (one kind alone: where memory is kept)
 
 
 class InjectedFault(RuntimeError):
@@ -435,7 +436,7 @@ class Soak:
                          rss_bytes() / 1e6)
             if now < next_at:
                 continue
-            kind = FAULT_KINDS[i % len(FAULT_KINDS)]
+            kind = self.config.faults[i % len(self.config.faults)]
             loop = self.loop
             if kind == "sighup" and (loop is None or loop.stop_event.is_set()):
                 next_at += 0.2  # between two runs nobody would catch it: a moment later
@@ -594,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cmd-timeout", type=float, default=d.cmd_timeout)
     ap.add_argument("--chunk-mode", default=d.behaviour, choices=("first", "chunk", "ensemble"))
     ap.add_argument("--seed", type=int, default=d.seed, help="the simulated room")
+    ap.add_argument("--faults", default=",".join(d.faults),
+                    help=f"comma-separated fault kinds injected in turn (default: all: {', '.join(FAULT_KINDS)})")
     ap.add_argument("--bundle", type=Path, help="bundle to drive (default: the tiny preset exported into --work)")
     ap.add_argument("--work", type=Path, help="where the tiny bundle and the controller are built "
                                               "(default: $TMPDIR/mvla-soak)")
@@ -609,8 +612,14 @@ def main(argv=None) -> int:
         print(f"error: need --seconds > 0 and --fault-every > --fault-s + 0.5 (one fault over before the next), "
               f"found {args.seconds} and {args.fault_every}, {args.fault_s}", file=sys.stderr)
         return 2
+    unknown = sorted(set(args.faults.split(",")) - set(FAULT_KINDS))
+    if unknown:
+        print(f"error: --faults: unknown {', '.join(unknown)}; expected some of {', '.join(FAULT_KINDS)}",
+              file=sys.stderr)
+        return 2
     config = SoakConfig(seconds=args.seconds, fault_every=args.fault_every, fault_s=args.fault_s, rate=args.rate,
-                        cmd_timeout=args.cmd_timeout, behaviour=args.chunk_mode, seed=args.seed)
+                        cmd_timeout=args.cmd_timeout, behaviour=args.chunk_mode, seed=args.seed,
+                        faults=tuple(args.faults.split(",")))
     result = run_soak(config, args.bundle, args.work)
     text = json.dumps(result, indent=2) + "\n"
     if args.json:

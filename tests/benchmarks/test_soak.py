@@ -58,3 +58,12 @@ def test_soak_two_minutes(tiny_bundle_dir, tmp_path):
     proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "120", "--fault-every", "5")
     check(proc, r, min_per_kind=3)
     assert r["rss_growth_pct"] < 2.0
+
+
+def test_one_fault_kind_alone_and_an_unknown_kind_refused(tiny_bundle_dir, tmp_path):
+    """--faults: one kind at a time, to find which fault's path keeps memory (docs/reliability.md)."""
+    proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "8", "--fault-every", "2", "--faults", "serial_unplug")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert set(r["faults_by_kind"]) == {"serial_unplug"} and r["faults_injected"] >= 3
+    bad = run_python("-m", "benchmarks.soak", "--faults", "sighup,unplug", "--seconds", "5")
+    assert bad.returncode == 2 and "--faults: unknown unplug; expected some of camera_stall" in bad.stderr
