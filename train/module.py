@@ -124,8 +124,11 @@ class MobileVLAModule(L.LightningModule):
         """Leave the frozen weights out of trainer.ckpt; keep their fingerprint (see the module docstring)."""
         names = frozen_weight_names(self)
         state = checkpoint["state_dict"]
+        if not all(name in state for name in names):  # a sharded strategy (FSDP) fills it on rank 0 only: as is
+            return
         checkpoint[FROZEN_ENTRY] = {"count": len(names), "fingerprint": weights_fingerprint(state, names)}
-        checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in set(names)}
+        frozen = set(names)
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """--resume: the frozen weights come from this run's own model, once it is known they are the same."""

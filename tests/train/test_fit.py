@@ -114,6 +114,9 @@ def test_a_resume_with_other_frozen_weights_is_refused_and_the_same_ones_are_fil
     again.on_load_checkpoint(restored)
     again.load_state_dict(restored["state_dict"], strict=True)
     assert all(torch.equal(every[k], again.state_dict()[k]) for k in every)
+    sharded = {"state_dict": {}}  # FSDP's other ranks: nothing to slim, nothing to fingerprint
+    trained.on_save_checkpoint(sharded)
+    assert sharded == {"state_dict": {}}
 
 
 def test_strict_stops_on_a_bad_file_default_skips(tmp_path, episodes):
