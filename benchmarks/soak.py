@@ -34,7 +34,7 @@ The JSON holds `steps`, `faults_injected`, `faults_by_kind`,
 from the baseline, the median over the 30 s after the first minute (after
 the first quarter of a shorter run, over an eighth of it), to the median
 over the last 30 s; glibc's
-allocator is made steady first and its free pages handed back before each
+allocator is made steady first (`GlibcHeap.steady`) and its free pages handed back before each
 sample, see `GlibcHeap`), `heap_in_use_growth_pct` (what the program holds
 from malloc, glibc's mallinfo2, over the same windows: the cross-check that
 a growth is kept memory, not the allocator's free space),
@@ -77,7 +77,7 @@ from sim.world import SimRobot, SimWorld, random_layout, render
 
 log = logging.getLogger("benchmarks.soak")
 ROOT = Path(__file__).resolve().parents[1]
-MALLOC_ARENAS = 2  # glibc malloc arenas (steady_malloc): the loop's restarts must not fan them out
+MALLOC_ARENAS = 2  # glibc malloc arenas (GlibcHeap.steady): the loop's restarts must not fan them out
 RSS_WINDOW_S = 30  # RSS figures are medians over this many seconds of 1-s samples (transients do not count)
 FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup")
 
@@ -538,6 +538,19 @@ class GlibcHeap:
         except (OSError, AttributeError, TypeError):
             self.libc = None
 
+    def steady(self, arenas: int) -> bool:
+        """Make RSS a measure of what the program keeps, not of glibc's moods. glibc gives each new thread its
+        own malloc arena (up to 8 per core); the soak restarts the drive loop, and with it a new inference
+        thread, hundreds of times in one process (a real restart is a new process), so RSS climbed for minutes
+        as arenas were added, then stayed flat. And glibc raises its mmap threshold after a large free, so a
+        frame-sized buffer then comes from the heap and may stay resident: RSS wanders by a percent. mallopt
+        caps the arenas (M_ARENA_MAX) and fixes the threshold (M_MMAP_THRESHOLD, 128 KiB: large buffers are
+        mapped and returned). False where the C library has no mallopt."""
+        try:
+            return bool(self.libc.mallopt(-8, arenas)) and bool(self.libc.mallopt(-3, 128 * 1024))
+        except (AttributeError, TypeError):  # no glibc (self.libc None), or no mallopt
+            return False
+
     def trim(self) -> None:
         if self.libc is not None:
             self.libc.malloc_trim(0)
@@ -549,24 +562,9 @@ class GlibcHeap:
         return info.uordblks + info.hblkhd
 
 
-def steady_malloc(arenas: int) -> bool:
-    """Make RSS a measure of what the program keeps, not of glibc's moods. glibc gives each new thread its own
-    malloc arena (up to 8 per core); the soak restarts the drive loop, and with it a new inference thread,
-    hundreds of times in one process (a real restart is a new process), so RSS climbed for minutes as arenas
-    were added, then stayed flat. And glibc raises its mmap threshold after a large free, so a frame-sized
-    buffer then comes from the heap and may stay resident: RSS wanders by a percent. mallopt caps the arenas
-    (M_ARENA_MAX) and fixes the threshold (M_MMAP_THRESHOLD, 128 KiB: large buffers are mapped and returned).
-    False where the C library has no mallopt."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        return bool(libc.mallopt(-8, arenas)) and bool(libc.mallopt(-3, 128 * 1024))  # M_ARENA_MAX, M_MMAP_THRESHOLD
-    except (OSError, AttributeError, TypeError):
-        return False
-
-
 def run_soak(config: SoakConfig, bundle_dir: Path | None = None, work: Path | None = None) -> dict:
     """Drive for config.seconds with faults injected; returns the figures (see the module docstring)."""
-    arenas_capped = steady_malloc(MALLOC_ARENAS)
+    arenas_capped = GlibcHeap().steady(MALLOC_ARENAS)
     work_dir = Path(work) if work else Path(tempfile.gettempdir()) / "mvla-soak"
     work_dir.mkdir(parents=True, exist_ok=True)
     bundle_dir = Path(bundle_dir) if bundle_dir else tiny_bundle(work_dir)

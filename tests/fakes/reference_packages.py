@@ -106,14 +106,23 @@ def tensorrt_names(version: str) -> NameSet:
     return NameSet(strings, _python_names(init), f"tensorrt {version}")
 
 
+PYCUDA_SOURCES = ("src/wrapper/wrap_cudadrv.cpp", "src/cpp/cuda.hpp", "pycuda/driver.py", "pycuda/__init__.py")
+
+
 @cache
-def pycuda_names() -> NameSet:
+def pycuda_sources() -> dict[str, str]:
+    """The pycuda sdist's files the checks read (PYCUDA_SOURCES), by their path inside the package folder."""
     name, sha256, _ = PYCUDA_SDIST
     root = f"pycuda-{PYCUDA_VERSION}"
     with tarfile.open(_checked(CACHE / name, sha256)) as tar:
-        wrapper = tar.extractfile(f"{root}/src/wrapper/wrap_cudadrv.cpp").read().decode()
-        driver = tar.extractfile(f"{root}/pycuda/driver.py").read().decode()
-        init = tar.extractfile(f"{root}/pycuda/__init__.py").read().decode()
+        return {path: tar.extractfile(f"{root}/{path}").read().decode() for path in PYCUDA_SOURCES}
+
+
+@cache
+def pycuda_names() -> NameSet:
+    sources = pycuda_sources()
+    wrapper, driver, init = (sources[p] for p in ("src/wrapper/wrap_cudadrv.cpp", "pycuda/driver.py",
+                                                   "pycuda/__init__.py"))
     registered = set(re.findall(r'"([A-Za-z_][A-Za-z0-9_]*)"', wrapper))
     registered |= set(re.findall(r"\b(?:DEF_SIMPLE_\w+|DECLARE_EXC)\(\s*(\w+)", wrapper))
     return NameSet({n.encode() for n in registered}, _python_names(driver) | _python_names(init),

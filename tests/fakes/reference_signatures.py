@@ -38,7 +38,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -47,11 +46,10 @@ from pathlib import Path
 
 from tests.fakes.reference_packages import (
     CACHE,
-    PYCUDA_SDIST,
-    PYCUDA_VERSION,
     TENSORRT_WHEELS,
     MissingReference,
     _checked,
+    pycuda_sources,
 )
 
 # the libraries tensorrt.so links against and the entry points it imports from them (nm -D --undefined-only)
@@ -385,12 +383,9 @@ def _constructor(init: str) -> Signature:
 @cache
 def pycuda_api() -> dict[str, Member]:
     """{"Event.record": Member, "Stream": Member (its constructor), "memcpy_htod_async": Member, ...}."""
-    name, sha256, _ = PYCUDA_SDIST
-    root = f"pycuda-{PYCUDA_VERSION}"
-    with tarfile.open(_checked(CACHE / name, sha256)) as tar:
-        wrapper = tar.extractfile(f"{root}/src/wrapper/wrap_cudadrv.cpp").read().decode()
-        cpp = tar.extractfile(f"{root}/src/cpp/cuda.hpp").read().decode()
-        driver = tar.extractfile(f"{root}/pycuda/driver.py").read().decode()
+    sources = pycuda_sources()
+    wrapper, cpp, driver = (sources[p] for p in ("src/wrapper/wrap_cudadrv.cpp", "src/cpp/cuda.hpp",
+                                                 "pycuda/driver.py"))
     wrapper = re.sub(r"^\s*#.*$", "", wrapper, flags=re.M)  # every #if branch counts (the newest CUDA)
     wrapper = re.sub(r"//[^\n]*", "", wrapper)
     arities = _cpp_arities(cpp + wrapper)
