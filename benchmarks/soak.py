@@ -31,15 +31,24 @@ real microcontroller is never descheduled.)
 The JSON holds `steps`, `faults_injected`, `faults_by_kind`,
 `missed_watchdogs`, `max_zero_latency_s`, `zero_latency_limit_s`,
 `faults_over_limit`, `rss_growth_pct` (anonymous RSS, see `rss_bytes`:
-from the baseline, the median over the 30 s after the first minute (after
-the first quarter of a shorter run, over an eighth of it), to the median
-over the last 30 s; glibc's
-allocator is made steady first (`GlibcHeap.steady`) and its free pages handed back before each
-sample, see `GlibcHeap`), `heap_in_use_growth_pct` (what the program holds
-from malloc, glibc's mallinfo2, over the same windows: the cross-check that
-a growth is kept memory, not the allocator's free space),
+from the baseline, the floor (lowest 1-s sample) of the 30 s after the first
+minute (after the first quarter of a shorter run, over an eighth of it), to
+the floor of the last 30 s; glibc's allocator is made steady first
+(`GlibcHeap.steady`) and its free pages handed back before each sample, see
+`GlibcHeap`), `heap_in_use_growth_pct` (what the program holds from malloc,
+glibc's mallinfo2, over the same windows: the cross-check that a growth is
+kept memory, not the allocator's free space), the same two figures from
+medians (`*_median_growth_pct`), `memory_timeline` (each minute's floors)
+with its least-squares slope (`heap_in_use_mb_per_hour`),
 `open_files_growth`, `threads_end`, the restarts and the motor link's
-counters.
+counters. `--plot PNG` draws the timeline.
+
+Why floors: the loop allocates per frame (the camera image, the 600 kB
+preprocessed input, the graphs' outputs) and frees it a step later, so a
+sample taken while a frame is in flight is up to a megabyte above one taken
+between two frames, and the share of such samples in a window moves with
+the machine's load, which moved a 30-sample median by 2-3 % either way. What
+the program keeps is under every sample; memory it leaks raises the floor.
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from plotting import pyplot
 from runtime.atomic import atomic_write_text
 from runtime.backends.registry import make_backend
 from runtime.behaviours import with_behaviours
@@ -78,7 +88,8 @@ from sim.world import SimRobot, SimWorld, random_layout, render
 log = logging.getLogger("benchmarks.soak")
 ROOT = Path(__file__).resolve().parents[1]
 MALLOC_ARENAS = 2  # glibc malloc arenas (GlibcHeap.steady): the loop's restarts must not fan them out
-RSS_WINDOW_S = 30  # RSS figures are medians over this many seconds of 1-s samples (transients do not count)
+RSS_WINDOW_S = 30  # RSS figures are floors (and medians) over this many seconds of 1-s samples
+TIMELINE_S = 60  # one memory_timeline point (its floors) a minute; a shorter run: 20 points in all
 FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup")
 
 
@@ -352,10 +363,13 @@ class Soak:
         self.loop = None
         self.baseline = None  # (RSS bytes, open files) after the first minute
         self.window_s = max(1, int(min(RSS_WINDOW_S, config.seconds / 8)))  # s of 1-s samples behind an RSS figure
+        self.timeline_s = max(1, int(min(TIMELINE_S, config.seconds / 20)))  # s of 1-s samples a timeline point
         self.heap = GlibcHeap()
         # (RssAnon, heap in use) each second: the newest window is the end figure
         self.rss_samples: deque[tuple[int, int]] = deque(maxlen=self.window_s)
         self._baseline_samples: list[tuple[int, int]] = []  # the window after the first minute: the baseline
+        self._minute_samples: list[tuple[int, int]] = []  # the current timeline point's samples
+        self.timeline: list[tuple[float, int, int]] = []  # (s, RSS floor, heap floor): 60 points an hour
         self.rss_max = 0
         self.runs = 0
         self.steps = 0
@@ -424,11 +438,15 @@ class Soak:
                 sample = (rss_bytes(), self.heap.in_use())
                 self.rss_samples.append(sample)
                 self.rss_max = max(self.rss_max, sample[0])
+                self._minute_samples.append(sample)
+                if len(self._minute_samples) >= self.timeline_s:
+                    self.timeline.append((round(now - start, 1), *floors(self._minute_samples)))
+                    self._minute_samples.clear()
                 if baseline_at <= now < baseline_at + self.window_s:
                     self._baseline_samples.append(sample)
             if self.baseline is None and now >= baseline_at + self.window_s:
-                self.baseline = (medians(self._baseline_samples or [(rss_bytes(), self.heap.in_use())]),
-                                 open_files())
+                samples = self._baseline_samples or [(rss_bytes(), self.heap.in_use())]
+                self.baseline = (floors(samples), medians(samples), open_files())
             if now >= next_report:
                 next_report += 60
                 log.info("%.0f s: %d steps, %d faults, %d runs, rss %.1f MB", now - start,
@@ -476,9 +494,13 @@ class Soak:
 
     def _result(self, start: float, baseline, threads_start: int) -> dict:
         c = self.config
-        end, files_end = medians(self.rss_samples or [(rss_bytes(), self.heap.in_use())]), open_files()
-        (rss_base, heap_base), files_base = baseline or (end, files_end)
-        rss_end, heap_end = end
+        samples = self.rss_samples or [(rss_bytes(), self.heap.in_use())]
+        files_end = open_files()
+        (rss_base, heap_base), (rss_base_median, heap_base_median), files_base = \
+            baseline or (floors(samples), medians(samples), files_end)
+        rss_end, heap_end = floors(samples)
+        rss_end_median, heap_end_median = medians(samples)
+        after_baseline = [p for p in self.timeline if p[0] > min(c.baseline_s, c.seconds / 4)]
         return {
             "seconds": round(time.monotonic() - start, 1), "config": asdict(c),
             "steps": self.steps, "runs": self.runs, "ends": self.ends, "unexpected_errors": self.unexpected,
@@ -490,14 +512,20 @@ class Soak:
             "max_zero_latency_s": round(self.max_latency, 4),
             "zero_latency_limit_s": round(self.limit, 4),
             "faults_over_limit": self.over_limit,
-            "rss_mb_baseline": round(rss_base / 1e6, 2), "rss_mb_end": round(rss_end / 1e6, 2),
-            "rss_mb_max": round(self.rss_max / 1e6, 2), "rss_window_s": self.window_s,
+            "rss_mb_baseline": mb(rss_base), "rss_mb_end": mb(rss_end),
+            "rss_mb_max": mb(self.rss_max), "rss_window_s": self.window_s, "rss_figure": "floor of the window",
             "rss_kind": "RssAnon after malloc_trim" if self.heap.libc else "RssAnon",
-            "vm_rss_mb_end": round(rss_bytes("VmRSS:") / 1e6, 2),
-            "rss_growth_pct": round(100.0 * (rss_end - rss_base) / rss_base, 3),
-            "heap_in_use_mb_baseline": round(heap_base / 1e6, 2) if heap_base else None,
-            "heap_in_use_mb_end": round(heap_end / 1e6, 2) if heap_end else None,
-            "heap_in_use_growth_pct": round(100.0 * (heap_end - heap_base) / heap_base, 3) if heap_base else None,
+            "vm_rss_mb_end": mb(rss_bytes("VmRSS:")),
+            "rss_growth_pct": growth_pct(rss_base, rss_end),
+            "heap_in_use_mb_baseline": mb(heap_base) if heap_base else None,
+            "heap_in_use_mb_end": mb(heap_end) if heap_end else None,
+            "heap_in_use_growth_pct": growth_pct(heap_base, heap_end),
+            "rss_median_growth_pct": growth_pct(rss_base_median, rss_end_median),
+            "heap_in_use_median_growth_pct": growth_pct(heap_base_median, heap_end_median),
+            "memory_timeline": [[t, mb(r), mb(h)] for t, r, h in self.timeline],  # s, RSS MB, heap MB
+            "timeline_s": self.timeline_s,
+            "heap_in_use_mb_per_hour": slope_per_hour([(t, h) for t, _, h in after_baseline]),
+            "rss_mb_per_hour": slope_per_hour([(t, r) for t, r, _ in after_baseline]),
             "open_files_baseline": files_base, "open_files_end": files_end,
             "open_files_growth": files_end - files_base,
             "threads_start": threads_start, "threads_end": threading.active_count(),
@@ -515,6 +543,53 @@ class Soak:
 def medians(samples) -> tuple:
     """Per-column medians of (RssAnon, heap in use) samples; a column without figures (no mallinfo2) is 0."""
     return tuple(statistics.median(column) for column in zip(*samples))
+
+
+def floors(samples) -> tuple:
+    """Per-column lowest of (RssAnon, heap in use) samples: what the program holds with the fewest frames in
+    flight (the module docstring says why the figures are floors)."""
+    return tuple(min(column) for column in zip(*samples))
+
+
+def mb(n: float) -> float:
+    return round(n / 1e6, 2)
+
+
+def growth_pct(base: float, end: float) -> float | None:
+    return round(100.0 * (end - base) / base, 3) if base else None
+
+
+def slope_per_hour(points) -> float | None:
+    """Least-squares slope of (seconds, bytes) points in MB per hour; None under 3 points. A leak is a slope
+    that the end-to-end figure could hide in the noise of its two windows, or invent from it."""
+    if len(points) < 3:
+        return None
+    return round(statistics.linear_regression([t for t, _ in points], [v for _, v in points]).slope * 3600 / 1e6,
+                 3)
+
+
+def plot_timeline(result: dict, out: Path) -> bool:
+    """memory_timeline as a PNG (RSS and heap in use a minute, the baseline marked); False without
+    matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    points = result["memory_timeline"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    minutes = [t / 60 for t, _, _ in points]
+    ax.plot(minutes, [r for _, r, _ in points], marker=".", label="RSS (anonymous, trimmed)")
+    ax.plot(minutes, [h for _, _, h in points], marker=".", label="heap in use (mallinfo2)")
+    ax.axvline(result["config"]["baseline_s"] / 60, color="grey", linestyle=":", label="baseline")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel(f"MB, lowest 1-s sample of each {result['timeline_s']} s")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"soak: {result['faults_injected']} faults, {result['steps']} steps; "
+                 f"RSS {result['rss_growth_pct']:+.2f} %, heap {result['heap_in_use_growth_pct']:+.2f} %")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
 
 
 class _MallInfo2(ctypes.Structure):  # glibc's struct mallinfo2 (malloc.h, glibc >= 2.33)
@@ -599,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--work", type=Path, help="where the tiny bundle and the controller are built "
                                               "(default: $TMPDIR/mvla-soak)")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--plot", type=Path, help="draw memory_timeline (RSS and heap in use each minute) as a PNG")
     add_log_level_argument(ap)
     return ap
 
@@ -622,6 +698,8 @@ def main(argv=None) -> int:
     text = json.dumps(result, indent=2) + "\n"
     if args.json:
         atomic_write_text(args.json, text)
+    if args.plot and not plot_timeline(result, args.plot):
+        log.warning("--plot: matplotlib is not installed (pip install -e .[bench]); no plot written")
     print(text, end="")
     ok = result["missed_watchdogs"] == 0 and result["faults_over_limit"] == 0 and not result["faults_not_zeroed"]
     return 0 if ok else 1
