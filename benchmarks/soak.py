@@ -95,6 +95,7 @@ log = logging.getLogger("benchmarks.soak")
 ROOT = Path(__file__).resolve().parents[1]
 MALLOC_ARENAS = 2  # glibc malloc arenas (GlibcHeap.steady): the loop's restarts must not fan them out
 RSS_WINDOW_S = 30  # RSS figures are floors (and medians) over this many seconds of 1-s samples
+TCACHE_OFF = "glibc.malloc.tcache_count=0"  # the tunable without_tcache sets
 TIMELINE_S = 60  # one memory_timeline point (its floors) a minute; a shorter run: 20 points in all
 FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup")
 
@@ -374,7 +375,7 @@ class Soak:
         # (RssAnon, heap in use) each second: the newest window is the end figure
         self.rss_samples: deque[tuple[int, int]] = deque(maxlen=self.window_s)
         self._baseline_samples: list[tuple[int, int]] = []  # the window after the first minute: the baseline
-        self._minute_samples: list[tuple[int, int]] = []  # the current timeline point's samples
+        self._point_samples: list[tuple[int, int]] = []  # the current timeline point's samples
         self.timeline: list[tuple[float, int, int]] = []  # (s, RSS floor, heap floor): 60 points an hour
         self.rss_max = 0
         self.runs = 0
@@ -444,10 +445,10 @@ class Soak:
                 sample = (rss_bytes(), self.heap.in_use())
                 self.rss_samples.append(sample)
                 self.rss_max = max(self.rss_max, sample[0])
-                self._minute_samples.append(sample)
-                if len(self._minute_samples) >= self.timeline_s:
-                    self.timeline.append((round(now - start, 1), *floors(self._minute_samples)))
-                    self._minute_samples.clear()
+                self._point_samples.append(sample)
+                if len(self._point_samples) >= self.timeline_s:
+                    self.timeline.append((round(now - start, 1), *floors(self._point_samples)))
+                    self._point_samples.clear()
                 if baseline_at <= now < baseline_at + self.window_s:
                     self._baseline_samples.append(sample)
             if self.baseline is None and now >= baseline_at + self.window_s:
@@ -667,7 +668,7 @@ def run_soak(config: SoakConfig, bundle_dir: Path | None = None, work: Path | No
         shutil.rmtree(board_dir, ignore_errors=True)
     result["bundle"] = str(bundle_dir)
     result["malloc_arena_max"] = MALLOC_ARENAS if arenas_capped else None
-    result["malloc_tcache"] = "off" if "tcache_count=0" in os.environ.get("GLIBC_TUNABLES", "") else "on"
+    result["malloc_tcache"] = "off" if tcache_off() else "on"
     return result
 
 
@@ -753,11 +754,15 @@ def without_tcache() -> dict | None:
     nothing is kept (measured, fault-free, 300 s: +0.05 MB with the cache, 25.44 -> 25.44 MB without). The
     creep is bounded, so it is no leak, but it is the size of the 1 % bound. GLIBC_TUNABLES is read only at
     process start, hence a new process."""
-    tunable = "glibc.malloc.tcache_count=0"
-    current = os.environ.get("GLIBC_TUNABLES", "")
-    if GlibcHeap().libc is None or tunable in current or not hasattr(os, "execve"):
+    if tcache_off() or GlibcHeap().libc is None or not hasattr(os, "execve"):
         return None
-    return {**os.environ, "GLIBC_TUNABLES": f"{current}:{tunable}" if current else tunable}
+    current = os.environ.get("GLIBC_TUNABLES", "")
+    return {**os.environ, "GLIBC_TUNABLES": f"{current}:{TCACHE_OFF}" if current else TCACHE_OFF}
+
+
+def tcache_off() -> bool:
+    """Is this process running with glibc's per-thread cache off (without_tcache)?"""
+    return TCACHE_OFF in os.environ.get("GLIBC_TUNABLES", "")
 
 
 if __name__ == "__main__":
