@@ -317,13 +317,14 @@ def open_files() -> int:
 def export_tiny(out: Path) -> Path:
     """The `tiny` preset (random weights) exported and verified into `out` (run in a child process: torch
     never enters the soak's own memory figures)."""
-    from export.to_onnx import export_bundle  # noqa: PLC0415  torch: child process only (memory figures)
+    from export.to_onnx import ExportOptions, export_bundle  # noqa: PLC0415  torch: child process only
     from train.config import preset_config  # noqa: PLC0415  torch: child process only (memory figures)
     from train.model import build_model, load_tokenizer  # noqa: PLC0415  torch: child process only (memory figures)
 
     cfg = preset_config("tiny")
-    return export_bundle(build_model(cfg), load_tokenizer(cfg), Path(out), source="preset:tiny", overwrite=True,
-                         verify_seeds=(0,), progress=lambda s: None)
+    # CPU ONNX Runtime only: no TensorRT build inputs.
+    options = ExportOptions(origin="preset:tiny", overwrite=True, verify_seeds=(0,), engine_input=False)
+    return export_bundle(build_model(cfg), load_tokenizer(cfg), Path(out), options)
 
 
 def tiny_bundle(work: Path) -> Path:

@@ -92,6 +92,18 @@ def test_soak_two_minutes(tiny_bundle_dir, tmp_path):
     assert r["rss_growth_pct"] < 2.0
 
 
+def test_without_a_bundle_the_soak_exports_the_tiny_preset_once_and_drives_it(tmp_path):
+    """The documented command has no --bundle: the soak exports the tiny preset into --work itself (once)."""
+    out, work = tmp_path / "soak.json", tmp_path / "work"
+    proc = run_python("-m", "benchmarks.soak", "--work", str(work), "--seconds", "6", "--fault-every", "3",
+                      "--json", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((work / "tiny-bundle" / "bundle.json").read_text())
+    assert manifest["source"]["checkpoint"] == "preset:tiny"
+    r = json.loads(out.read_text())
+    assert r["bundle"] == str(work / "tiny-bundle") and r["steps"] > 20 and r["missed_watchdogs"] == 0
+
+
 def test_one_fault_kind_alone_and_an_unknown_kind_refused(tiny_bundle_dir, tmp_path):
     """--faults: one kind at a time, to find which fault's path keeps memory (docs/reliability.md)."""
     proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "8", "--fault-every", "2", "--faults", "serial_unplug")
