@@ -89,6 +89,18 @@ def frames(episode_file):
     return [cam.read().image for _ in range(12)]
 
 
+def key(velocity) -> tuple[float, ...]:
+    """A velocity as the controller logged it (each float32 exactly, `%.9g`), rounded to compare."""
+    return tuple(round(float(v), 5) for v in velocity)
+
+
+def as_sent(action) -> tuple[float, ...]:
+    """A planned action as the controller receives it: the gate's per-axis clip, then float32 on the wire."""
+    a = np.clip(np.pad(np.asarray(action, dtype=np.float64), (0, 1))[:3], -np.array(LIMITS.max_speed),
+                np.array(LIMITS.max_speed))
+    return key(np.float32(a).tolist())
+
+
 def test_no_action_planned_before_a_camera_stall_is_sent_after_it(tiny_bundle_dir, frames, emulator, tmp_path):
     """Chunk mode (open loop): a stall in the middle of a chunk, then frames again. The old loop played the rest
     of the pre-stall chunk, each action stamped with a new frame's capture time so the watchdog passed it."""
@@ -114,11 +126,15 @@ def test_no_action_planned_before_a_camera_stall_is_sent_after_it(tiny_bundle_di
         motor.disconnect()
     stall_start, stall_end = camera.stall_from, camera.stall_until
     before = [(t, c) for t, c in policy.chunks if t < stall_start]
-    pre_stall_actions = {tuple(np.round(np.pad(a, (0, 1))[:3], 5)) for _, c in before for a in c}
-    sent_after = [r for r in emulator.commands("SET_VELOCITY") if r.time > stall_end and any(r.velocity)]
+    pre_stall_actions = {as_sent(a) for _, c in before for a in c}
+    moving = [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
+    # The comparison matches what it should: the moves sent before the stall are pre-stall plans.
+    sent_before = [r for r in moving if r.time < stall_start]
+    assert sent_before and all(key(r.velocity) in pre_stall_actions for r in sent_before)
+    sent_after = [r for r in moving if r.time > stall_end]
     assert sent_after, "the robot moved again after the stall"
     for r in sent_after:  # the controller got only post-stall plans
-        assert tuple(np.round(np.clip(r.velocity, -0.5, 0.5), 5)) not in pre_stall_actions, r
+        assert key(r.velocity) not in pre_stall_actions, r
     assert any(t > stall_end for t, _ in policy.chunks)  # a fresh chunk was planned after the stall
     assert loop.health.resets >= 1
     # and the motors stood still during the stall, from capture + cmd_timeout on
