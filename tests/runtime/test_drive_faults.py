@@ -327,8 +327,11 @@ def test_a_disarmed_start_sends_only_zeros_until_armed_and_an_estop_latches():
     assert {"disarmed", "e-stop (test button)"} <= reasons
 
 
-def test_systemd_unit_starts_disarmed_so_a_crash_restart_comes_back_disarmed():
-    """The unit's ExecStart passes --start-disarmed, and Restart= re-runs that same line."""
+@pytest.mark.parametrize("user_settings", [{}, {"ARMING": "--gamepad /dev/input/js0 --arm-button 7"}],
+                         ids=["defaults", "arm-sources-set"])
+def test_systemd_unit_starts_disarmed_so_a_crash_restart_comes_back_disarmed(user_settings):
+    """The unit's ExecStart passes --start-disarmed, and Restart= re-runs that same line; a user who sets the
+    arm sources in /etc/default/mobile-vla (ARMING) still starts disarmed."""
     import shlex
 
     from runtime.drive import DriveSpec, build_parser
@@ -338,7 +341,8 @@ def test_systemd_unit_starts_disarmed_so_a_crash_restart_comes_back_disarmed():
     exec_start = next(line for line in lines if line.startswith("ExecStart="))
     defaults = dict(kv.split("=", 1) for line in lines if line.startswith("Environment=")
                     for kv in shlex.split(line[len("Environment="):]))
-    assert "Restart=on-failure" in unit and defaults["ARMING"] == "--start-disarmed"
+    assert "Restart=on-failure" in unit and defaults["START"] == "--start-disarmed"
+    defaults.update(user_settings)
     # the line systemd runs on every (re)start, with the unit's defaults
     drive_args = exec_start.split("-m runtime.drive", 1)[1].split("'")[0]
     drive_args = drive_args.replace("$${MOTOR_ARGS:---serial $PORT}", "--dry-run").replace("$EXTRA_ARGS", "")
@@ -346,6 +350,8 @@ def test_systemd_unit_starts_disarmed_so_a_crash_restart_comes_back_disarmed():
         drive_args = drive_args.replace(f'"${name}"', value).replace(f"${name}", value)
     spec = DriveSpec.from_args(build_parser().parse_args(shlex.split(drive_args)))
     assert spec.arm.start_disarmed and spec.loop.status is False
+    if user_settings:
+        assert spec.arm.gamepad == "/dev/input/js0"  # the user's arm source reached the drive
 
 
 def test_a_disarmed_drive_process_sends_zeros_only(tiny_bundle_dir, episode_file):
