@@ -51,7 +51,7 @@ The image encodings camera drivers commonly send are converted to BGR
 topic named. A topic ending in `/compressed` is read as
 sensor_msgs/CompressedImage and decoded with OpenCV (JPEG, PNG).
 
-With `quiet_when_idle` (`--cmd-vel-quiet-when-disarmed` on the drive),
+With `--quiet-when-disarmed` on the drive (`DriveConfig.quiet_when_disarmed`),
 `Ros2MotorController.set_quiet(True)` stops publishing after the zero went
 out `zero_repeats` times: behind twist_mux (docs/motors.md) a silent input
 times out and a lower-priority one (teleop) takes the base.
