@@ -17,8 +17,9 @@ Faults, one every `--fault-every` seconds, in turn: a camera stall, an
 inference stall, an exception inside inference, the serial cable pulled and
 re-plugged, the controller rebooting (its auto-reset), a SIGHUP to this
 process. A run that a fault ends (the exception, the signal) is started again
-at once, as systemd's `Restart=` would, in the same process so that leaks add
-up. For each fault the controller's own event log says when its wheels
+at once in the same process, so that leaks add up (systemd's
+`Restart=on-failure` restarts the exception's exit 1 as a new process; a
+SIGHUP ends the drive cleanly with exit 0, which it leaves stopped). For each fault the controller's own event log says when its wheels
 reached zero; that delay is the fault's zero latency, which must stay within
 `--cmd-timeout` plus one control period. A trip of the controller's watchdog
 while moving means the host failed to command in time: a missed watchdog,
