@@ -1,6 +1,6 @@
 """The soak: the simulated robot through the real loop, the serial driver and the C controller, faults on a
 schedule. The suite runs a compressed schedule (40 s, a fault every 2.5 s: each of the six kinds at least
-twice); the 2-minute version with the default spacing is marked slow."""
+twice); the 2-minute version (a fault every 5 s) is marked slow and CI runs it after the suite (make test-soak)."""
 
 import json
 
