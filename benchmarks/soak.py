@@ -19,9 +19,12 @@ re-plugged, the controller rebooting (its auto-reset), a SIGHUP to this
 process. A run that a fault ends (the exception, the signal) is started again
 at once in the same process, so that leaks add up (systemd's
 `Restart=on-failure` restarts the exception's exit 1 as a new process; a
-SIGHUP ends the drive cleanly with exit 0, which it leaves stopped). For each fault the controller's own event log says when its wheels
-reached zero; that delay is the fault's zero latency, which must stay within
-`--cmd-timeout` plus one control period. A trip of the controller's watchdog
+SIGHUP ends the drive cleanly with exit 0, which it leaves stopped). For
+each fault the controller's own event log says when its wheels reached zero;
+that delay is the fault's zero latency, which must stay within
+`--cmd-timeout` plus one control period, and a fault that lasts (a stall, an
+unplugged cable, a deaf board) must hold that zero until it is over
+(`moved_during_fault`). A trip of the controller's watchdog
 while moving means the host failed to command in time: a missed watchdog,
 which must never happen. (The board here is a process, which a loaded
 machine can deschedule: it then ticks its watchdog before reading the
@@ -31,7 +34,7 @@ real microcontroller is never descheduled.)
 
 The JSON holds `steps`, `faults_injected`, `faults_by_kind`,
 `missed_watchdogs`, `max_zero_latency_s`, `zero_latency_limit_s`,
-`faults_over_limit`, `rss_growth_pct` (anonymous RSS, see `rss_bytes`:
+`faults_over_limit`, `moved_during_fault`, `rss_growth_pct` (anonymous RSS, see `rss_bytes`:
 from the baseline, the floor (lowest 1-s sample) of the 30 s after the first
 minute (after the first quarter of a shorter run, over an eighth of it), to
 the floor of the last 30 s; glibc's allocator is made steady first
@@ -95,6 +98,7 @@ from sim.world import SimRobot, SimWorld, random_layout, render
 log = logging.getLogger("benchmarks.soak")
 ROOT = Path(__file__).resolve().parents[1]
 MALLOC_ARENAS = 2  # glibc malloc arenas (GlibcHeap.steady): the loop's restarts must not fan them out
+HOLD_MARGIN_S = 0.005  # a fault's end on the host clock against the board's whole milliseconds
 RSS_WINDOW_S = 30  # RSS figures are floors (and medians) over this many seconds of 1-s samples
 TCACHE_OFF = "glibc.malloc.tcache_count=0"  # the tunable without_tcache sets
 TIMELINE_S = 60  # one memory_timeline point (its floors) a minute; a shorter run: 20 points in all
@@ -141,8 +145,10 @@ class Board:
     the controller's own CLOCK_MONOTONIC milliseconds, the clock of time.monotonic()) moves the world and
     is checked: the first zero after a fault ends that fault's latency; a WATCHDOG while moving is a miss."""
 
-    def __init__(self, binary: Path, link: Path, on_velocity, on_zero, host_wrote=lambda start, end: False):
+    def __init__(self, binary: Path, link: Path, on_velocity, on_zero, host_wrote=lambda start, end: False,
+                 on_moved=lambda fault: None):
         self.on_velocity = on_velocity
+        self.on_moved = on_moved  # callback(fault) when the wheels moved before a zeroed fault was over
         self.host_wrote = host_wrote  # callable(start, end): did the host write a motion command in between?
         self.on_zero = on_zero  # callback(fault) once a watched fault's wheels are at zero
         self.proc = subprocess.Popen([str(binary), "--link", str(link)], stdin=subprocess.PIPE,
@@ -154,6 +160,7 @@ class Board:
         self.readies = 0
         self.events = 0
         self._pending: list[dict] = []  # faults waiting for their zero
+        self._holding: list[dict] = []  # zeroed faults that last on (a stall, an unplug): zero must hold
         self.watchdog_s = 0.5  # the timeout the host's commands carry (set by the soak)
         self._done = 0
         self._cond = threading.Condition()
@@ -191,7 +198,10 @@ class Board:
                             if fault["zero_at"] is None and t + 0.001 >= fault["t0"]:  # a clock in whole ms
                                 fault["zero_at"] = max(t, fault["t0"])
                                 self.on_zero(fault)
+                                self._hold(fault)
                         self._pending = [f for f in self._pending if f["zero_at"] is None]
+                    else:
+                        self._moved(t)
                     self.on_velocity(*self.velocity)
                 elif parts[0] == "ready":
                     self.readies += 1
@@ -200,13 +210,27 @@ class Board:
                 self._cond.notify_all()
 
     def watch(self, fault: dict) -> None:
-        """From fault["t0"] on, set fault["zero_at"] when the wheels are at zero (at once if they are)."""
+        """From fault["t0"] on, set fault["zero_at"] when the wheels are at zero (at once if they are); from
+        then until fault["until"] (the fault's end) any motion sets fault["moved_at"]."""
         with self._cond:
             if not any(self.velocity):
                 fault["zero_at"] = fault["t0"]
                 self.on_zero(fault)
+                self._hold(fault)
             else:
                 self._pending.append(fault)
+
+    def _hold(self, fault: dict) -> None:
+        if fault.get("until", 0.0) > fault["zero_at"]:
+            self._holding.append(fault)
+
+    def _moved(self, t: float) -> None:
+        """The wheels moved at board time t (whole ms): a fault still on whose zero came before breaks."""
+        for fault in self._holding:
+            if fault["zero_at"] < t < fault["until"] - HOLD_MARGIN_S and fault.get("moved_at") is None:
+                fault["moved_at"] = t
+                self.on_moved(fault)
+        self._holding = [f for f in self._holding if f["until"] > t and f.get("moved_at") is None]
 
     def command(self, line: str) -> None:
         """One line to the board's stdin (unplug, replug, reboot MS, quit); returns when it was done."""
@@ -348,7 +372,8 @@ class Soak:
         self.link = Path(work) / "motor"
         self.writes: deque[float] = deque(maxlen=64)  # when the host last wrote motion commands
         self.board = Board(self.board_binary, self.link, self.world.set_velocity, self._zeroed,
-                           lambda start, end: any(start <= w <= end for w in list(self.writes)))
+                           lambda start, end: any(start <= w <= end for w in list(self.writes)),
+                           on_moved=self._moved_during)
         self.board.watchdog_s = config.cmd_timeout
         bundle = load_bundle(bundle_dir)
         self.backend = make_backend(bundle, "ort-cpu", variant="fp32").activate()
@@ -365,9 +390,10 @@ class Soak:
 
         self.motor._write = recorded
         # figures per fault kind, kept as totals (a list of every fault would itself grow for an hour)
-        self.by_kind = {k: {"n": 0, "zeroed": 0, "max_zero_latency_s": 0.0} for k in FAULT_KINDS}
+        self.by_kind = {k: {"n": 0, "zeroed": 0, "max_zero_latency_s": 0.0, "moved_during_fault": 0}
+                        for k in FAULT_KINDS}
         self.limit = config.cmd_timeout + 1.0 / config.rate
-        self.injected = self.zeroed = self.over_limit = 0
+        self.injected = self.zeroed = self.over_limit = self.moved_during = 0
         self.max_latency = 0.0
         self.loop = None
         self.baseline = None  # (RSS bytes, open files) after the first minute
@@ -406,9 +432,20 @@ class Soak:
         self.max_latency = max(self.max_latency, latency)
         self.over_limit += latency > self.limit
 
+    def _moved_during(self, fault: dict) -> None:
+        """The board's thread: the wheels moved after a fault's zero and before the fault was over."""
+        self.by_kind[fault["kind"]]["moved_during_fault"] += 1
+        self.moved_during += 1
+        log.warning("%s: the wheels moved %.3f s after the zero, before the fault was over", fault["kind"],
+                    fault["moved_at"] - fault["zero_at"])
+
     def _inject(self, kind: str) -> None:
         c = self.config
-        fault = {"kind": kind, "t0": time.monotonic(), "zero_at": None}
+        t0 = time.monotonic()
+        # Faults that last (a stall, an unplugged cable, a deaf board) must hold zero until they are over; the
+        # ones that end a run (the exception, SIGHUP) are over at once, and the restarted run may drive.
+        lasts = kind in ("camera_stall", "inference_stall", "serial_unplug", "controller_reboot")
+        fault = {"kind": kind, "t0": t0, "zero_at": None, "until": t0 + (c.fault_s if lasts else 0.0)}
         self.board.watch(fault)
         if kind == "camera_stall":
             self.camera.stall_until = fault["t0"] + c.fault_s
@@ -527,6 +564,7 @@ class Soak:
             "max_zero_latency_s": round(self.max_latency, 4),
             "zero_latency_limit_s": round(self.limit, 4),
             "faults_over_limit": self.over_limit,
+            "moved_during_fault": self.moved_during,
             "rss_mb_baseline": mb(rss_base), "rss_mb_end": mb(rss_end),
             "rss_mb_max": mb(self.rss_max), "rss_window_s": self.window_s, "rss_figure": "floor of the window",
             "rss_kind": "RssAnon after malloc_trim" if self.heap.libc else "RssAnon",
@@ -739,6 +777,8 @@ def verdict(result: dict, max_growth_pct: float | None = None) -> list[str]:
                         f"expected 0")
     if result["faults_not_zeroed"]:
         failures.append(f"{result['faults_not_zeroed']} of {result['faults_injected']} faults never zeroed")
+    if result.get("moved_during_fault"):
+        failures.append(f"the wheels moved during {result['moved_during_fault']} faults after their zero")
     if result["faults_over_limit"]:
         failures.append(f"{result['faults_over_limit']} faults zeroed later than {result['zero_latency_limit_s']} s "
                         f"(max {result['max_zero_latency_s']} s)")

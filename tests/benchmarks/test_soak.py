@@ -3,10 +3,11 @@ schedule. The suite runs a compressed schedule (40 s, a fault every 2.5 s: each 
 twice); the 2-minute version (a fault every 5 s) is marked slow and CI runs it after the suite (make test-soak)."""
 
 import json
+import time
 
 import pytest
 
-from benchmarks.soak import FAULT_KINDS, GlibcHeap, floors, medians, rss_bytes, slope_per_hour, verdict
+from benchmarks.soak import FAULT_KINDS, Board, GlibcHeap, floors, medians, rss_bytes, slope_per_hour, verdict
 from tests.conftest import run_python
 
 
@@ -25,7 +26,7 @@ def check(proc, r, min_per_kind):
     for kind, k in r["faults_by_kind"].items():
         assert k["n"] >= min_per_kind and k["zeroed"] == k["n"], (kind, k)
     assert r["missed_watchdogs"] == 0
-    assert r["faults_not_zeroed"] == 0 and r["faults_over_limit"] == 0
+    assert r["faults_not_zeroed"] == 0 and r["faults_over_limit"] == 0 and r["moved_during_fault"] == 0
     assert 0 <= r["max_zero_latency_s"] <= r["zero_latency_limit_s"] == pytest.approx(0.55)
     assert r["unexpected_errors"] == []
     assert r["open_files_growth"] <= 0 and r["threads_end"] <= r["threads_start"]
@@ -71,6 +72,41 @@ def test_the_verdict_names_each_broken_bound():
     r.update(missed_watchdogs=2, missed_watchdogs_at_s=[61.2, 1800.4], faults_over_limit=1, max_zero_latency_s=0.6)
     assert verdict(r) == ["2 missed watchdogs (at [61.2, 1800.4] s), expected 0",
                           "1 faults zeroed later than 0.55 s (max 0.6 s)"]
+
+
+def test_a_fault_that_lasts_must_hold_its_zero_until_it_is_over(tmp_path):
+    """The board's event log (`apply <ms> EVENT vx vy wz`, as firmware/host/pty_controller prints it) replayed
+    by a stand-in board: the wheels move, stop, and move again at 1.5 s. A camera stall lasting to 2.1 s broke
+    its zero; one over at 1.4 s and a SIGHUP (over at once, its run restarted) did not."""
+    script = tmp_path / "board.sh"
+    script.write_text("#!/bin/sh\necho ready\necho 'apply 1000 SET_VELOCITY 0.1 0 0'\nread go\n"
+                      "echo 'apply 1200 SET_VELOCITY 0 0 0'\necho 'apply 1500 SET_VELOCITY 0.2 0 0'\necho done\n"
+                      "read quit\n")
+    script.chmod(0o755)
+    zeroed, moved = [], []
+    board = Board(script, tmp_path / "link", lambda *v: None, zeroed.append, on_moved=moved.append)
+    try:
+        deadline = time.monotonic() + 5
+        while not any(board.velocity) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert board.velocity == (0.1, 0.0, 0.0)
+        stall = {"kind": "camera_stall", "t0": 1.1, "zero_at": None, "until": 2.1}
+        short = {"kind": "serial_unplug", "t0": 1.1, "zero_at": None, "until": 1.4}
+        sighup = {"kind": "sighup", "t0": 1.1, "zero_at": None, "until": 1.1}
+        for fault in (stall, short, sighup):
+            board.watch(fault)
+        board.command("go")
+    finally:
+        board.stop()
+    assert [f["zero_at"] for f in zeroed] == [1.2, 1.2, 1.2]
+    assert moved == [stall] and stall["moved_at"] == 1.5
+    assert "moved_at" not in short and "moved_at" not in sighup
+
+
+def test_the_verdict_names_motion_during_a_fault():
+    r = {"missed_watchdogs": 0, "faults_not_zeroed": 0, "faults_injected": 12, "faults_over_limit": 0,
+         "moved_during_fault": 2}
+    assert verdict(r) == ["the wheels moved during 2 faults after their zero"]
 
 
 def test_the_heap_figures_count_what_the_program_holds_and_trim_hands_back_the_rest():
