@@ -101,12 +101,14 @@ def as_sent(action) -> tuple[float, ...]:
     return key(np.float32(a).tolist())
 
 
-def test_no_action_planned_before_a_camera_stall_is_sent_after_it(tiny_bundle_dir, frames, emulator, tmp_path):
-    """Chunk mode (open loop): a stall in the middle of a chunk, then frames again. The old loop played the rest
-    of the pre-stall chunk, each action stamped with a new frame's capture time so the watchdog passed it."""
+def drive_chunk_mode_through(tiny_bundle_dir, frames, emulator, fault):
+    """The tiny policy in chunk mode (open loop) on the emulated controller; once two actions of the first
+    chunk are out, `fault(camera)` runs and returns when the fault is over, then 1 s more of driving.
+    Returns (policy, loop, fault start, fault end)."""
     bundle = load_bundle(tiny_bundle_dir)
     assert bundle.chunk >= 4  # a chunk long enough to be cut in the middle
     camera = PacedCamera(frames, fps=10.0)
+    marks = []
     with OnnxRuntimeBackend(bundle) as backend:
         policy = ChunkRecorder(with_behaviours(Policy(bundle, backend), "chunk"))
         motor = SerialMotorController(emulator.port, reconnect_s=0.05).connect()
@@ -114,32 +116,61 @@ def test_no_action_planned_before_a_camera_stall_is_sent_after_it(tiny_bundle_di
                          DriveConfig(rate=RATE, cmd_timeout=0.5, camera_timeout=0.3, status=False),
                          printer=lambda s: None)
 
-        def stall_mid_chunk():
+        def fault_mid_chunk():
             while len(policy.chunks) < 1 or loop.steps < 2:  # two actions of the first chunk out
                 time.sleep(0.005)
-            camera.stall(1.0)
-            time.sleep(2.0)
+            marks.append(time.monotonic())
+            fault(camera)
+            marks.append(time.monotonic())
+            time.sleep(1.0)
             loop.request_stop("test over")
 
-        threading.Thread(target=stall_mid_chunk, daemon=True).start()
-        assert loop.run() == 0
+        threading.Thread(target=fault_mid_chunk, daemon=True).start()
+        assert loop.run() == 0, loop.error
         motor.disconnect()
-    stall_start, stall_end = camera.stall_from, camera.stall_until
-    before = [(t, c) for t, c in policy.chunks if t < stall_start]
-    pre_stall_actions = {as_sent(a) for _, c in before for a in c}
+    return policy, loop, *marks
+
+
+def assert_no_plan_from_before_sent_after(policy, emulator, fault_start, fault_end):
+    before = [(t, c) for t, c in policy.chunks if t < fault_start]
+    pre_fault_actions = {as_sent(a) for _, c in before for a in c}
     moving = [r for r in emulator.commands("SET_VELOCITY") if any(r.velocity)]
-    # The comparison matches what it should: the moves sent before the stall are pre-stall plans.
-    sent_before = [r for r in moving if r.time < stall_start]
-    assert sent_before and all(key(r.velocity) in pre_stall_actions for r in sent_before)
-    sent_after = [r for r in moving if r.time > stall_end]
-    assert sent_after, "the robot moved again after the stall"
-    for r in sent_after:  # the controller got only post-stall plans
-        assert key(r.velocity) not in pre_stall_actions, r
-    assert any(t > stall_end for t, _ in policy.chunks)  # a fresh chunk was planned after the stall
+    # The comparison matches what it should: the moves sent before the fault are pre-fault plans.
+    sent_before = [r for r in moving if r.time < fault_start]
+    assert sent_before and all(key(r.velocity) in pre_fault_actions for r in sent_before)
+    sent_after = [r for r in moving if r.time > fault_end]
+    assert sent_after, "the robot moved again after the fault"
+    for r in sent_after:  # the controller got only post-fault plans
+        assert key(r.velocity) not in pre_fault_actions, r
+    assert any(t > fault_end for t, _ in policy.chunks)  # a fresh chunk was planned after the fault
+
+
+def test_no_action_planned_before_a_camera_stall_is_sent_after_it(tiny_bundle_dir, frames, emulator, tmp_path):
+    """Chunk mode (open loop): a stall in the middle of a chunk, then frames again. The old loop played the rest
+    of the pre-stall chunk, each action stamped with a new frame's capture time so the watchdog passed it."""
+    def stall(camera):
+        camera.stall(1.0)
+        time.sleep(1.0)
+
+    policy, loop, stall_start, stall_end = drive_chunk_mode_through(tiny_bundle_dir, frames, emulator, stall)
+    assert_no_plan_from_before_sent_after(policy, emulator, stall_start, stall_end)
     assert loop.health.resets >= 1
     # and the motors stood still during the stall, from capture + cmd_timeout on
     during = [r for r in emulator.commands() if stall_start + 0.5 + PERIOD + SLACK < r.time < stall_end]
     assert during and all(not any(r.velocity) for r in during)
+
+
+def test_no_action_planned_before_a_link_loss_is_sent_after_the_reconnect(tiny_bundle_dir, frames, emulator):
+    """The cable out for 0.2 s mid-chunk, less than --cmd-timeout: without the reset at the reconnect, the
+    rest of the chunk would still be fresh enough for the watchdog and would play on."""
+    def unplug(camera):
+        emulator.unplug()
+        time.sleep(0.2)
+        emulator.replug()
+
+    policy, loop, out, back = drive_chunk_mode_through(tiny_bundle_dir, frames, emulator, unplug)
+    assert loop.motor.reconnects >= 1 and loop.health.resets >= 1
+    assert_no_plan_from_before_sent_after(policy, emulator, out, back)
 
 
 def test_an_action_carries_its_plans_capture_time_and_an_old_plan_is_dropped():
