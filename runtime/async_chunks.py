@@ -18,8 +18,13 @@ A new inference starts when at most `threshold` actions of the current plan
 are left ahead of now, at most one at a time and never twice within one
 action period (so the policy's ring holds one frame per recorded step, as
 in training). Nothing covers the present once the newest plan has run out:
-then `action_at` returns None and the drive loop zeroes the motors, which is
-the command watchdog of this mode (docs/serving.md, "Asynchronous chunks").
+then `action_at` returns None and the drive loop zeroes the motors. The
+drive also never plays a plan whose frame is older than `--cmd-timeout`
+(`planned_at(now, oldest)`: an older plan is neither played nor blended in,
+and counts as spent, so the next frame is taken), and every reset of the
+loop (a stall, an error, a reconnect) forgets the plans at once: a chunk
+from a frame captured before the reset is dropped when it lands
+(`reset(fence)`), so no plan made before a fault is played after it.
 
 `discrete_move`: each axis of the blended action snapped to -m, 0, +m (the
 `--discrete` behaviour applied to the action actually played).
@@ -73,21 +78,29 @@ class ChunkSchedule:
         self._old: tuple[float, np.ndarray] | None = None  # the plan before it, for the cross-fade
         self._landed = -float("inf")
         self._last_capture = -float("inf")
+        self._fence = -float("inf")  # a chunk from a frame captured before this (the last reset) never lands
         self.in_flight = False
         self.skipped = 0  # actions skipped at landing because their time had passed (all chunks)
         self.landings = 0
+        self.dropped = 0  # chunks dropped at landing: planned from a frame captured before a reset
 
-    def reset(self) -> None:
+    def reset(self, fence: float = -float("inf")) -> None:
+        """Forget every plan: nothing planned so far is played or blended in after this. A chunk from a frame
+        captured before `fence` (the drive loop: the time of the fault) is dropped when it lands."""
         with self._lock:
             self._plan = self._old = None
             self._last_capture = self._landed = -float("inf")
+            self._fence = max(self._fence, fence)
             self.in_flight = False
 
     # -- inference side ---------------------------------------------------------------
-    def needs_inference(self, now: float) -> bool:
+    def needs_inference(self, now: float, max_age: float = math.inf) -> bool:
+        """Whether to take the next frame now; a plan whose frame is older than `max_age` counts as spent."""
         with self._lock:
             if self.in_flight or now < self._last_capture + self.config.action_period:
                 return False
+            if self._plan is not None and now - self._plan[0] > max_age:
+                return True
             return self._left(now) <= self.threshold
 
     def started(self, captured: float) -> None:
@@ -101,6 +114,10 @@ class ChunkSchedule:
         chunk = np.asarray(chunk, np.float32)
         skipped = min(self._slot(max(now - captured, 0.0)), len(chunk))
         with self._lock:
+            if captured < self._fence:  # planned before a reset: never played
+                self.in_flight = False
+                self.dropped += 1
+                return len(chunk)
             self._old = self._plan
             self._plan = (captured, chunk)
             self._landed = now
@@ -139,6 +156,13 @@ class ChunkSchedule:
             return self._plan[0] + len(self._plan[1]) * self.config.action_period
 
     def action_at(self, now: float) -> np.ndarray | None:
+        planned = self.planned_at(now)
+        return None if planned is None else planned[0]
+
+    def planned_at(self, now: float, oldest: float = -math.inf) -> tuple[np.ndarray | None, float] | None:
+        """(action for `now`, capture time of the frame it was planned from: the older plan's in a blend); None
+        when no plan covers now. A plan from a frame captured before `oldest` is never played: it is not blended
+        in, and when it is the newest the action is None (too old) with its capture time."""
         with self._lock:
             plan, old, landed = self._plan, self._old, self._landed
         if plan is None:
@@ -146,16 +170,20 @@ class ChunkSchedule:
         k = self._index(plan, now)
         if k is None:
             return None
+        captured = plan[0]
+        if captured < oldest:
+            return None, captured
         action = plan[1][k]
-        if old is not None and self.config.blend > 0 and now - landed < self.config.blend:
+        if old is not None and old[0] >= oldest and self.config.blend > 0 and now - landed < self.config.blend:
             j = self._index(old, now)
             if j is not None:
                 w = (now - landed) / self.config.blend
                 action = w * action + (1 - w) * old[1][j]
+                captured = min(captured, old[0])
         if self.discrete_move is not None:
             m = self.discrete_move
             action = np.clip(np.round(action / m), -1, 1) * m
-        return np.asarray(action, np.float32)
+        return np.asarray(action, np.float32), captured
 
 
 class AsyncChunks:
@@ -164,13 +192,18 @@ class AsyncChunks:
     def __init__(self, schedule: ChunkSchedule, poll: float = 0.005):
         self.schedule, self.poll = schedule, poll
 
-    def wait_needed(self, stop_event, clock) -> bool:
-        """Block until the schedule wants the next frame; False when the loop is stopping."""
+    def wait_needed(self, stop_event, clock, max_age: float = math.inf) -> bool:
+        """Block until the schedule wants the next frame (a plan older than `max_age` is spent); False when the
+        loop is stopping."""
         while not stop_event.is_set():
-            if self.schedule.needs_inference(clock()):
+            if self.schedule.needs_inference(clock(), max_age):
                 return True
             stop_event.wait(self.poll)
         return False
+
+    def reset(self, fence: float) -> None:
+        """The loop reset (a fault): no plan made so far plays, nor one from a frame captured before `fence`."""
+        self.schedule.reset(fence)
 
     def inferred(self, step, captured: float, now: float) -> dict:
         """A step came back from the policy: its chunk goes on the time axis; returns fields for the step log."""
@@ -181,6 +214,9 @@ class AsyncChunks:
 
     def action_at(self, now: float):
         return self.schedule.action_at(now)
+
+    def planned_at(self, now: float, oldest: float = -math.inf):
+        return self.schedule.planned_at(now, oldest)
 
 
 def open_chunks(config: AsyncConfig | None, policy, discrete: bool, mode: str) -> AsyncChunks | None:

@@ -27,6 +27,11 @@ episode) before the next frame, and an action carries the capture time of
 the frame it was planned from (an open-loop chunk's tail is as old as the
 chunk's frame), so the watchdog judges the plan, not the newest frame. A
 plan that would be older than `--cmd-timeout` is dropped and made again.
+`--async` (runtime/async_chunks.py) is held to the same: a reset forgets
+the chunks at once (one from a frame captured before it is dropped when it
+lands, none is blended into a new one), a chunk is played only while its
+frame is younger than `--cmd-timeout`, and an inference whose frame is
+older than that zeroes as a stalled one does.
 
 What the robot is doing and why is on the status line from the first tick
 (`driving`, `zero: camera stale`, `link down`, `disarmed`, ...) with the
@@ -217,12 +222,16 @@ class DriveLoop:
         self._reset_reason = ""  # control thread -> inference thread: reset before the next frame
         self._instruction: str | None = None  # a new instruction for the inference thread to apply
         self._stamps: deque[float] = deque(maxlen=256)  # capture times of the newest frames: a plan's age
+        self._inferring: float | None = None  # capture time of the frame being inferred (--async: a stall)
         self._was_armed = self.switch.armed
         self._camera_age = float("nan")
 
     # -- shared --------------------------------------------------------------------
     def request_reset(self, reason: str) -> None:
-        """Before the next frame the inference thread resets the behaviours and the ring (a new episode)."""
+        """Before the next frame the inference thread resets the behaviours and the ring (a new episode); --async
+        forgets its chunks now, and drops one planned from a frame captured before now when it lands."""
+        if self.chunks is not None:
+            self.chunks.reset(time.monotonic())
         if not self._reset_reason:
             self._reset_reason = reason
 
@@ -265,7 +274,8 @@ class DriveLoop:
                     return
                 if self.config.mode == "step" and not self.handshake.wait_done(self.stop_event):
                     return
-                if self.chunks is not None and not self.chunks.wait_needed(self.stop_event, time.monotonic):
+                if self.chunks is not None and not self.chunks.wait_needed(self.stop_event, time.monotonic,
+                                                                           self.config.cmd_timeout):
                     return
                 self._start_over()
                 try:
@@ -284,8 +294,10 @@ class DriveLoop:
                 self._camera_age = t0 - frame.stamp
                 # Continuous: the Frame, with its capture time, so the ring keeps the spacing the model was
                 # trained at (runtime/policy.py); step mode: one frame per move is one recorded frame.
+                self._inferring = frame.stamp
                 out = self.policy.infer(frame if self.config.mode == "continuous" else frame.image)
                 t1 = time.monotonic()
+                self._inferring = None
                 self._stamps.append(frame.stamp)
                 back = int(getattr(out, "planned_steps_ago", 0))
                 planned = self._stamps[-1 - back] if back < len(self._stamps) else -float("inf")
@@ -441,10 +453,22 @@ class DriveLoop:
                 "armed": self.switch.armed, "arm state": self.switch.state, "steps": self.steps, **counters})
 
     def _tick_chunk(self, now: float, current: Published) -> None:
-        """--async: play what the chunks plan for now; zero when no chunk covers the present (the watchdog here)."""
-        action = self.chunks.action_at(now)
-        if action is None:
+        """--async: play what the chunks plan for now; zero when the frame being inferred is --cmd-timeout old
+        (inference stalled: reset, as on the normal path), when no chunk covers the present, or when the plan's
+        frame is older than --cmd-timeout (never sent; the next frame is taken)."""
+        inferring = self._inferring
+        if inferring is not None and now - inferring > self.config.cmd_timeout:
+            self.request_reset("command timeout")
+            self._send_zero(now, "command timeout")
+            return
+        planned = self.chunks.planned_at(now, oldest=now - self.config.cmd_timeout)
+        if planned is None:
             self._send_zero(now, "no chunk covers the present")
+            return
+        action, captured = planned
+        self.watchdog.feed(captured)  # the loop also wakes when this plan turns --cmd-timeout old
+        if action is None:  # planned from a frame older than --cmd-timeout: never sent
+            self._send_zero(now, "plan too old")
             return
         refused, lateral = link_counter(self.motor, "refused"), self.gate.refused_lateral
         result = self._send(self.gate.filter(action, now), now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import numpy as np
@@ -10,11 +11,12 @@ import pytest
 
 from runtime.async_chunks import AsyncChunks, AsyncConfig, ChunkSchedule
 from runtime.drive import DriveConfig, DriveLoop
-from runtime.hardware import Camera, Frame
+from runtime.hardware import Camera, CameraStalled, Frame
 from runtime.safety import SafetyConfig, SafetyGate
 from tests.helpers.drive_doubles import RecordingDryRun
 
 LIMITS = SafetyConfig(max_speed=(5.0, 5.0, 5.0), max_accel=(math.inf,) * 3, dead_zone=0.0)
+SLACK = 0.08  # thread scheduling on a loaded CI machine (as tests/runtime/test_drive_faults.py)
 
 
 def ramp(n: int, base: float = 0.0) -> np.ndarray:
@@ -66,14 +68,25 @@ def test_a_threshold_outside_the_chunk_is_refused(threshold):
 
 
 class LiveCamera(Camera):
-    """Frames stamped when they are read (a live camera), `frames` of them, then the stream ends."""
+    """Frames stamped when they are read (a live camera), `frames` of them, then the stream ends; `stall(seconds)`
+    makes it deliver nothing for that long (a read waits `timeout`, then CameraStalled)."""
 
     def __init__(self, frames: int):
         self.frames, self.count, self.stamps = frames, 0, []
+        self.stall_from = self.stall_until = math.inf
+
+    def stall(self, seconds):
+        self.stall_from = time.monotonic()
+        self.stall_until = self.stall_from + seconds
 
     def read(self, timeout=0.5):
         from runtime.camera import EndOfStream
 
+        now = time.monotonic()
+        if self.stall_from <= now < self.stall_until:
+            time.sleep(max(min(self.stall_until, now + timeout) - now, 0.0))
+            if time.monotonic() < self.stall_until:
+                raise CameraStalled(f"no frame for {timeout} s")
         if self.count >= self.frames:
             time.sleep(0.05)
             raise EndOfStream("done")
@@ -90,6 +103,10 @@ class SlowChunkPolicy:
 
     def __init__(self, latency: float, n: int = 8, hang_at: int = 0, hang: float = 0.0):
         self.latency, self.n, self.hang_at, self.hang, self.calls = latency, n, hang_at, hang, 0
+        self.resets = 0
+
+    def reset(self):  # the drive resets the behaviours after a fault
+        self.resets += 1
 
     def infer(self, image):
         from runtime.policy import PolicyStep
@@ -103,10 +120,11 @@ class SlowChunkPolicy:
 def test_the_drive_plays_chunks_at_the_control_rate_while_inference_takes_longer_than_a_period():
     """Inference takes 0.15 s, actions last 0.1 s, the loop ticks at 50 Hz: once the first chunk landed, every tick
     sends a moving command (no wait for inference) and the actions already past at landing are skipped. Then one
-    inference hangs for 1.5 s: the motors go to zero when the last chunk runs out (8 x 0.1 s after its frame)."""
+    inference hangs for 1.5 s: with a --cmd-timeout longer than a chunk, the motors go to zero when the last chunk
+    runs out (8 x 0.1 s after its frame)."""
     policy, motor = SlowChunkPolicy(latency=0.15, hang_at=6, hang=1.5), RecordingDryRun()
     chunks = AsyncChunks(ChunkSchedule(AsyncConfig(action_period=0.1, blend=0.0), chunk_len=8))
-    cfg = DriveConfig(rate=50.0, cmd_timeout=0.5, max_steps=6, status=False)
+    cfg = DriveConfig(rate=50.0, cmd_timeout=1.0, max_steps=6, status=False)
     camera = LiveCamera(frames=100)
     loop = DriveLoop(policy, camera, motor, SafetyGate(LIMITS), cfg, printer=lambda s: None, chunks=chunks)
     assert loop.run() == 0 and policy.calls == 6
@@ -119,3 +137,113 @@ def test_the_drive_plays_chunks_at_the_control_rate_while_inference_takes_longer
     assert np.max(np.diff([t for t, _ in playing])) < 0.045, "the control rate dropped while inferring"
     assert chunks.schedule.skipped >= 5  # each landed 0.15 s after its frame: action 0's time had passed
     assert all(abs(v[1] - 0.001) > 1e-4 for _, v in moving)  # so no chunk's action 0 ever played
+
+
+def test_an_inference_hang_zeroes_at_the_plans_capture_plus_cmd_timeout_not_at_the_chunks_end():
+    """--async with chunks of 8 x 0.1 s and --cmd-timeout 0.5 s: the 6th inference hangs for 1.5 s. The plan in
+    force (the 5th frame's) is never played once its frame is 0.5 s old, though it covers 0.8 s: zero within
+    --cmd-timeout plus one control period ("plan too old"), then "command timeout" (inference stalled) once the hung
+    frame itself is 0.5 s old; the hung chunk, 1.5 s old when it lands, is never played."""
+    rate, timeout = 50.0, 0.5
+    policy, motor = SlowChunkPolicy(latency=0.15, hang_at=6, hang=1.5), RecordingDryRun()
+    chunks = AsyncChunks(ChunkSchedule(AsyncConfig(action_period=0.1, blend=0.0), chunk_len=8))
+    camera = LiveCamera(frames=100)
+    loop = DriveLoop(policy, camera, motor, SafetyGate(LIMITS),
+                     DriveConfig(rate=rate, cmd_timeout=timeout, max_steps=6, status=False), printer=lambda s: None,
+                     chunks=chunks)
+    assert loop.run() == 0 and policy.calls == 6
+    planned, hung = camera.stamps[4], camera.stamps[5]  # the plan in force when inference hung, the hung frame
+    assert any(any(v) for t, v in motor.times if planned < t < hung)  # the 5th frame's plan was playing
+    zero_at = next(t for t, v in motor.times if t > hung and not any(v))
+    assert zero_at - planned <= timeout + 1 / rate + SLACK, "the plan played past --cmd-timeout"
+    assert zero_at - planned < 0.8 - 0.1  # not when the chunk ran out
+    assert not any(any(v) for t, v in motor.times if t >= zero_at), "a move after the zero: a stale plan played"
+    reasons = [(t, r) for t, r in loop.health.zero_events if t >= zero_at - 1e-3]
+    assert reasons[0][1] == "plan too old"
+    stalled_at = next(t for t, r in reasons if r == "command timeout")
+    assert stalled_at - hung <= timeout + 1 / rate + SLACK
+
+
+class IdChunkPolicy:
+    """Chunk k (the k-th inference, from 1) has actions (k, i + 1) for i = 0..n-1: integers, exact in float32 and
+    through the gate, so a sent command names its chunk, and a cross-fade of two chunks falls between their ids.
+    `frames` holds (capture time, k) of every inference."""
+
+    def __init__(self, latency: float = 0.03, n: int = 20):
+        self.latency, self.n, self.calls, self.frames, self.resets = latency, n, 0, [], 0
+
+    def reset(self):
+        self.resets += 1
+
+    def infer(self, frame):
+        from runtime.policy import PolicyStep
+
+        self.calls += 1
+        self.frames.append((frame.stamp, self.calls))
+        time.sleep(self.latency)
+        chunk = np.array([[self.calls, i + 1] for i in range(self.n)], np.float32)
+        return PolicyStep(action=chunk[0], chunk=chunk, normalized_chunk=chunk, timings={})
+
+
+class PluggableDryRun(RecordingDryRun):
+    """The dry-run motor with a cable: unplugged, nothing goes out (sent=False); plugged back, one reconnect."""
+
+    def unplug(self):
+        self._connected = False
+
+    def replug(self):
+        self._connected = True
+        self.reconnects += 1
+
+
+@pytest.mark.parametrize("fault, threshold", [("camera stall", 19), ("link down", 2)])
+def test_no_chunk_planned_before_a_fault_is_played_or_blended_after_it(fault, threshold):
+    """--async, chunks of 20 x 0.1 s (each covers 2 s), a 0.3 s cross-fade and a --cmd-timeout (3 s) too long to
+    hide anything: a camera stall (1 s; a frame asked every 0.1 s, so the stall is seen) or an unplugged motor link
+    (0.3 s; replanned only when 2 actions are left, so one plan lives 1.7 s) while a chunk plays. The loop's reset
+    forgets the chunks: after the fault every move comes from a chunk planned from a frame captured after the
+    fault began, alone or cross-faded with another such chunk. The old loop kept the pre-fault plan: after a
+    stall it was cross-faded into the new chunk, after a reconnect it played on."""
+    policy = IdChunkPolicy(latency=0.03, n=20)
+    motor = PluggableDryRun()
+    camera = LiveCamera(frames=10**6)
+    chunks = AsyncChunks(ChunkSchedule(AsyncConfig(action_period=0.1, threshold=threshold, blend=0.3), chunk_len=20))
+    limits = SafetyConfig(max_speed=(1000.0,) * 3, max_accel=(math.inf,) * 3, dead_zone=0.0)
+    loop = DriveLoop(policy, camera, motor, SafetyGate(limits),
+                     DriveConfig(rate=50.0, cmd_timeout=3.0, camera_timeout=0.3, status=False),
+                     printer=lambda s: None, chunks=chunks)
+    window = {}
+
+    def inject():
+        while not any(any(v) for _, v in list(motor.times)):
+            time.sleep(0.005)
+        time.sleep(0.3)  # the first chunk is playing
+        window["start"] = time.monotonic()
+        if fault == "camera stall":
+            camera.stall(1.0)
+            time.sleep(1.0)
+        else:
+            motor.unplug()
+            time.sleep(0.3)
+            motor.replug()
+        window["end"] = time.monotonic()
+        time.sleep(2.5)
+        loop.request_stop("test over")
+
+    threading.Thread(target=inject, daemon=True).start()
+    assert loop.run() == 0
+    start, end = window["start"], window["end"]
+    pre = {k for stamp, k in policy.frames if stamp < start}
+    post = {k for stamp, k in policy.frames if stamp >= start}
+    assert pre and post and max(pre) < min(post)
+    moving = [(t, v) for t, v in motor.times if any(v)]
+    # the comparison is not vacuous: commands before the fault lie within the pre-fault chunks' ids, and name one
+    # exactly where no cross-fade is under way
+    before = [v for t, v in moving if t < start]
+    assert before and all(min(pre) <= v[0] <= max(pre) for v in before) and any(v[0] in pre for v in before)
+    after = [(t, v) for t, v in moving if t > end]
+    assert after, "the robot moved again after the fault"
+    for t, v in after:  # a pre-fault chunk, alone or cross-faded, puts vx below the first post-fault chunk's id
+        assert v[0] >= min(post), (t - end, v, sorted(pre), sorted(post))
+    assert any(v[0] in post for _, v in after)
+    assert policy.resets >= 1 and loop.health.resets >= 1
