@@ -19,9 +19,11 @@ are left ahead of now, at most one at a time and never twice within one
 action period (so the policy's ring holds one frame per recorded step, as
 in training). Nothing covers the present once the newest plan has run out:
 then `action_at` returns None and the drive loop zeroes the motors. The
-drive also never plays a plan whose frame is older than `--cmd-timeout`
-(`planned_at(now, oldest)`: an older plan is neither played nor blended in,
-and counts as spent, so the next frame is taken), and every reset of the
+drive also never plays a plan whose frame is older than the schedule's
+replan age plus `--cmd-timeout` (`AsyncChunks.max_plan_age`;
+`planned_at(now, oldest)`: an older plan is neither played nor blended in,
+and counts as spent, so the next frame is taken), zeroes once the frame in
+inference is `--cmd-timeout` old (a hung inference), and every reset of the
 loop (a stall, an error, a reconnect) forgets the plans at once: a chunk
 from a frame captured before the reset is dropped when it lands
 (`reset(fence)`), so no plan made before a fault is played after it.
@@ -83,6 +85,13 @@ class ChunkSchedule:
         self.skipped = 0  # actions skipped at landing because their time had passed (all chunks)
         self.landings = 0
         self.dropped = 0  # chunks dropped at landing: planned from a frame captured before a reset
+
+    @property
+    def replan_age(self) -> float:
+        """How old the plan in force is when the schedule takes the next frame: when `threshold` actions are left,
+        and never sooner than one action period after the last frame. A healthy plan is replaced within this plus
+        the inference's time, which --cmd-timeout bounds."""
+        return max(1, self.chunk_len - 1 - self.threshold) * self.config.action_period
 
     def reset(self, fence: float = -float("inf")) -> None:
         """Forget every plan: nothing planned so far is played or blended in after this. A chunk from a frame
@@ -204,6 +213,13 @@ class AsyncChunks:
     def reset(self, fence: float) -> None:
         """The loop reset (a fault): no plan made so far plays, nor one from a frame captured before `fence`."""
         self.schedule.reset(fence)
+
+    def max_plan_age(self, cmd_timeout: float) -> float:
+        """The oldest a plan's frame may be and the plan still play: the schedule's replan age plus --cmd-timeout
+        (the most a healthy inference takes). A plan is meant to run ahead of its frame, so its age is not held
+        to --cmd-timeout alone, which would zero the motors on every replan of a healthy 0.2 s remote inference
+        at the default 0.4 s action period; a hung inference is caught by its own frame's age."""
+        return self.schedule.replan_age + cmd_timeout
 
     def inferred(self, step, captured: float, now: float) -> dict:
         """A step came back from the policy: its chunk goes on the time axis; returns fields for the step log."""

@@ -29,9 +29,11 @@ chunk's frame), so the watchdog judges the plan, not the newest frame. A
 plan that would be older than `--cmd-timeout` is dropped and made again.
 `--async` (runtime/async_chunks.py) is held to the same: a reset forgets
 the chunks at once (one from a frame captured before it is dropped when it
-lands, none is blended into a new one), a chunk is played only while its
-frame is younger than `--cmd-timeout`, and an inference whose frame is
-older than that zeroes as a stalled one does.
+lands, none is blended into a new one), an inference whose frame is older
+than `--cmd-timeout` zeroes as a stalled one does, and a chunk, a plan
+meant to run ahead of its frame, is played only while its frame is younger
+than the schedule's replan age (one action period by default) plus
+`--cmd-timeout`.
 
 What the robot is doing and why is on the status line from the first tick
 (`driving`, `zero: camera stale`, `link down`, `disarmed`, ...) with the
@@ -274,8 +276,8 @@ class DriveLoop:
                     return
                 if self.config.mode == "step" and not self.handshake.wait_done(self.stop_event):
                     return
-                if self.chunks is not None and not self.chunks.wait_needed(self.stop_event, time.monotonic,
-                                                                           self.config.cmd_timeout):
+                if self.chunks is not None and not self.chunks.wait_needed(
+                        self.stop_event, time.monotonic, self.chunks.max_plan_age(self.config.cmd_timeout)):
                     return
                 self._start_over()
                 try:
@@ -455,19 +457,21 @@ class DriveLoop:
     def _tick_chunk(self, now: float, current: Published) -> None:
         """--async: play what the chunks plan for now; zero when the frame being inferred is --cmd-timeout old
         (inference stalled: reset, as on the normal path), when no chunk covers the present, or when the plan's
-        frame is older than --cmd-timeout (never sent; the next frame is taken)."""
+        frame is older than the schedule's replan age plus --cmd-timeout (never sent; the next frame is taken)."""
         inferring = self._inferring
         if inferring is not None and now - inferring > self.config.cmd_timeout:
             self.request_reset("command timeout")
             self._send_zero(now, "command timeout")
             return
-        planned = self.chunks.planned_at(now, oldest=now - self.config.cmd_timeout)
+        max_age = self.chunks.max_plan_age(self.config.cmd_timeout)
+        planned = self.chunks.planned_at(now, oldest=now - max_age)
         if planned is None:
             self._send_zero(now, "no chunk covers the present")
             return
         action, captured = planned
-        self.watchdog.feed(captured)  # the loop also wakes when this plan turns --cmd-timeout old
-        if action is None:  # planned from a frame older than --cmd-timeout: never sent
+        # the loop also wakes when this plan turns too old (the watchdog's deadline is stamp + --cmd-timeout)
+        self.watchdog.feed(captured + max_age - self.config.cmd_timeout)
+        if action is None:  # planned from a frame older than max_age: never sent
             self._send_zero(now, "plan too old")
             return
         refused, lateral = link_counter(self.motor, "refused"), self.gate.refused_lateral

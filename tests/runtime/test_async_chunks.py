@@ -141,9 +141,10 @@ def test_the_drive_plays_chunks_at_the_control_rate_while_inference_takes_longer
 
 def test_an_inference_hang_zeroes_at_the_plans_capture_plus_cmd_timeout_not_at_the_chunks_end():
     """--async with chunks of 8 x 0.1 s and --cmd-timeout 0.5 s: the 6th inference hangs for 1.5 s. The plan in
-    force (the 5th frame's) is never played once its frame is 0.5 s old, though it covers 0.8 s: zero within
-    --cmd-timeout plus one control period ("plan too old"), then "command timeout" (inference stalled) once the hung
-    frame itself is 0.5 s old; the hung chunk, 1.5 s old when it lands, is never played."""
+    force (the 5th frame's) is never played once its frame is older than the replan age (one action period) plus
+    --cmd-timeout, though it covers 0.8 s: zero within that plus one control period ("plan too old"), then
+    "command timeout" (inference stalled) once the hung frame itself is 0.5 s old; the hung chunk, 1.5 s old when
+    it lands, is never played."""
     rate, timeout = 50.0, 0.5
     policy, motor = SlowChunkPolicy(latency=0.15, hang_at=6, hang=1.5), RecordingDryRun()
     chunks = AsyncChunks(ChunkSchedule(AsyncConfig(action_period=0.1, blend=0.0), chunk_len=8))
@@ -155,13 +156,32 @@ def test_an_inference_hang_zeroes_at_the_plans_capture_plus_cmd_timeout_not_at_t
     planned, hung = camera.stamps[4], camera.stamps[5]  # the plan in force when inference hung, the hung frame
     assert any(any(v) for t, v in motor.times if planned < t < hung)  # the 5th frame's plan was playing
     zero_at = next(t for t, v in motor.times if t > hung and not any(v))
-    assert zero_at - planned <= timeout + 1 / rate + SLACK, "the plan played past --cmd-timeout"
+    assert chunks.max_plan_age(timeout) == pytest.approx(0.1 + timeout)
+    assert zero_at - planned <= 0.1 + timeout + 1 / rate + SLACK, "the plan played past its age limit"
     assert zero_at - planned < 0.8 - 0.1  # not when the chunk ran out
     assert not any(any(v) for t, v in motor.times if t >= zero_at), "a move after the zero: a stale plan played"
     reasons = [(t, r) for t, r in loop.health.zero_events if t >= zero_at - 1e-3]
     assert reasons[0][1] == "plan too old"
     stalled_at = next(t for t, r in reasons if r == "command timeout")
     assert stalled_at - hung <= timeout + 1 / rate + SLACK
+
+
+def test_a_healthy_slow_inference_never_zeroes_between_chunks_at_the_defaults():
+    """A remote policy taking 0.2 s, the default 0.4 s action period and 0.5 s --cmd-timeout: the plan in force
+    is up to 0.6 s old when the next lands, by design (a chunk runs ahead of its frame). No zero between the first
+    landing and the last chunk's end: an age limit of --cmd-timeout alone zeroed 0.1 s of every 0.4 s here."""
+    policy, motor = SlowChunkPolicy(latency=0.2, n=10), RecordingDryRun()
+    chunks = AsyncChunks(ChunkSchedule(AsyncConfig(), chunk_len=10))
+    assert chunks.schedule.config.action_period == 0.4 and DriveConfig().cmd_timeout == 0.5  # the defaults
+    camera = LiveCamera(frames=8)
+    loop = DriveLoop(policy, camera, motor, SafetyGate(LIMITS),
+                     DriveConfig(rate=20.0, max_steps=8, status=False), printer=lambda s: None, chunks=chunks)
+    assert loop.run() == 0 and policy.calls == 8
+    start = next(t for t, v in motor.times if any(v))
+    last_landing = camera.stamps[-1] + 0.2
+    between = [v for t, v in motor.times if start <= t <= last_landing]
+    assert len(between) > 40 and all(any(v) for v in between), "a zero while a healthy plan covered the present"
+    assert not [r for _, r in loop.health.zero_events if r in ("plan too old", "command timeout")]
 
 
 class IdChunkPolicy:
