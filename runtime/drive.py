@@ -105,6 +105,7 @@ from runtime.takeover import TakeoverSpec, add_takeover_arguments, open_takeover
 
 log = logging.getLogger(__name__)
 MODES = ("continuous", "step")
+CAMERA_LATE_S = 0.1  # s of waiting for a frame that makes a stale action the camera's fault (3 frames at 30 fps)
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,7 @@ class DriveLoop:
         self._instruction: str | None = None  # a new instruction for the inference thread to apply
         self._stamps: deque[float] = deque(maxlen=256)  # capture times of the newest frames: a plan's age
         self._inferring: float | None = None  # capture time of the frame being inferred (--async: a stall)
+        self._reading_since: float | None = None  # when the inference thread began waiting for a frame
         self._was_armed = self.switch.armed
         self._camera_age = float("nan")
 
@@ -280,6 +282,7 @@ class DriveLoop:
                         self.stop_event, time.monotonic, self.chunks.max_plan_age(self.config.cmd_timeout)):
                     return
                 self._start_over()
+                self._reading_since = time.monotonic()
                 try:
                     frame = self.camera.read(timeout=self.config.camera_timeout)
                 except EndOfStream:
@@ -290,6 +293,8 @@ class DriveLoop:
                     self.request_reset("camera stall")
                     self._publish(None, {}, f"camera: {e}")
                     continue
+                finally:
+                    self._reading_since = None
                 if self.takeover is not None:
                     self.takeover.captured(frame)  # recorded with the command in force, tagged by who drove
                 t0 = time.monotonic()
@@ -424,8 +429,9 @@ class DriveLoop:
             self._signal_done(current)  # the inference thread may take the next frame
             return
         if not self.watchdog.fresh(now):
-            self.request_reset("command timeout")
-            self._send_zero(now, "command timeout")
+            reason = self._stale_reason(now)
+            self.request_reset(reason)
+            self._send_zero(now, reason)
             return
         if first_send and self.config.mode == "step":
             # A move whose frame was fresh when it started runs its recorded --step-duration (the
@@ -453,6 +459,14 @@ class DriveLoop:
                 "camera age (ms)": round(self._camera_age * 1e3, 1),
                 "link": "up" if self.link.up else "down",
                 "armed": self.switch.armed, "arm state": self.switch.state, "steps": self.steps, **counters})
+
+    def _stale_reason(self, now: float) -> str:
+        """Why the action in force is too old: the camera when the inference thread has been waiting for a frame
+        longer than CAMERA_LATE_S (it raises CameraStalled only after --camera-timeout), else the inference."""
+        reading = self._reading_since
+        if reading is not None and now - reading > CAMERA_LATE_S:
+            return "camera: no new frame"
+        return "command timeout"
 
     def _tick_chunk(self, now: float, current: Published) -> None:
         """--async: play what the chunks plan for now; zero when the frame being inferred is --cmd-timeout old

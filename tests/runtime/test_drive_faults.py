@@ -260,7 +260,9 @@ def test_a_stale_camera_is_on_the_status_line_within_one_period(emulator):
     stale_by = camera.stall_from + 0.3  # the last frame before the stall is at most this old then
     t, line = first_line(loop.status.stream, "zero: ", after=camera.stall_from)
     assert t is not None and t <= stale_by + PERIOD + SLACK, (t - camera.stall_from, line)
-    assert "zero: camera stale" in "".join(x for _, x in loop.status.stream.lines)
+    assert "zero: camera stale" in line  # named for its cause from the first zero: not "inference stalled"
+    assert "zero: inference stalled" not in "".join(x for t, x in loop.status.stream.lines
+                                                    if camera.stall_from <= t <= camera.stall_until)
     t, _ = first_line(loop.status.stream, "driving", after=camera.stall_until)
     assert t is not None  # back to driving after the stall
 
