@@ -103,6 +103,8 @@ RSS_WINDOW_S = 30  # RSS figures are floors (and medians) over this many seconds
 TCACHE_OFF = "glibc.malloc.tcache_count=0"  # the tunable without_tcache sets
 TIMELINE_S = 60  # one memory_timeline point (its floors) a minute; a shorter run: 20 points in all
 FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup")
+# Faults that last --fault-s and must hold their zero until over; the others end a run, which restarts at once
+LASTING_FAULTS = ("camera_stall", "inference_stall", "serial_unplug", "controller_reboot")
 
 
 @dataclass(frozen=True)
@@ -442,10 +444,7 @@ class Soak:
     def _inject(self, kind: str) -> None:
         c = self.config
         t0 = time.monotonic()
-        # Faults that last (a stall, an unplugged cable, a deaf board) must hold zero until they are over; the
-        # ones that end a run (the exception, SIGHUP) are over at once, and the restarted run may drive.
-        lasts = kind in ("camera_stall", "inference_stall", "serial_unplug", "controller_reboot")
-        fault = {"kind": kind, "t0": t0, "zero_at": None, "until": t0 + (c.fault_s if lasts else 0.0)}
+        fault = {"kind": kind, "t0": t0, "zero_at": None, "until": t0 + (c.fault_s if kind in LASTING_FAULTS else 0.0)}
         self.board.watch(fault)
         if kind == "camera_stall":
             self.camera.stall_until = fault["t0"] + c.fault_s

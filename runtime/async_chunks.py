@@ -84,7 +84,6 @@ class ChunkSchedule:
         self.in_flight = False
         self.skipped = 0  # actions skipped at landing because their time had passed (all chunks)
         self.landings = 0
-        self.dropped = 0  # chunks dropped at landing: planned from a frame captured before a reset
 
     @property
     def replan_age(self) -> float:
@@ -125,7 +124,6 @@ class ChunkSchedule:
         with self._lock:
             if captured < self._fence:  # planned before a reset: never played
                 self.in_flight = False
-                self.dropped += 1
                 return len(chunk)
             self._old = self._plan
             self._plan = (captured, chunk)
@@ -227,9 +225,6 @@ class AsyncChunks:
             self.schedule.failed()
             return {}
         return {"skipped": self.schedule.land(step.chunk, captured, now)}
-
-    def action_at(self, now: float):
-        return self.schedule.action_at(now)
 
     def planned_at(self, now: float, oldest: float = -math.inf):
         return self.schedule.planned_at(now, oldest)

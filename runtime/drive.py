@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 import threading
@@ -202,6 +203,8 @@ class DriveLoop:
         self.policy, self.camera, self.motor, self.gate, self.config = policy, camera, motor, gate, config
         self.takeover = takeover  # runtime.takeover.Takeover: a person may replace the policy's action
         self.chunks = chunks  # runtime.async_chunks.AsyncChunks in --async (continuous mode); None: one action a frame
+        # --async: the oldest a plan's frame may be and the plan still play (AsyncChunks.max_plan_age)
+        self._plan_age_limit = chunks.max_plan_age(config.cmd_timeout) if chunks is not None else math.inf
         self.log = log or StepLog(None)
         self.printer = printer or log_info
         self.switch = switch or ArmSwitch(armed=True)  # runtime.arming: zeros while not armed
@@ -278,8 +281,8 @@ class DriveLoop:
                     return
                 if self.config.mode == "step" and not self.handshake.wait_done(self.stop_event):
                     return
-                if self.chunks is not None and not self.chunks.wait_needed(
-                        self.stop_event, time.monotonic, self.chunks.max_plan_age(self.config.cmd_timeout)):
+                if self.chunks is not None and not self.chunks.wait_needed(self.stop_event, time.monotonic,
+                                                                           self._plan_age_limit):
                     return
                 self._start_over()
                 self._reading_since = time.monotonic()
@@ -477,15 +480,15 @@ class DriveLoop:
             self.request_reset("command timeout")
             self._send_zero(now, "command timeout")
             return
-        max_age = self.chunks.max_plan_age(self.config.cmd_timeout)
-        planned = self.chunks.planned_at(now, oldest=now - max_age)
+        planned = self.chunks.planned_at(now, oldest=now - self._plan_age_limit)
         if planned is None:
             self._send_zero(now, "no chunk covers the present")
             return
         action, captured = planned
-        # the loop also wakes when this plan turns too old (the watchdog's deadline is stamp + --cmd-timeout)
-        self.watchdog.feed(captured + max_age - self.config.cmd_timeout)
-        if action is None:  # planned from a frame older than max_age: never sent
+        # The loop wakes at the watchdog's deadline (stamp + --cmd-timeout): fed the stamp that puts that deadline
+        # where this plan turns too old (capture + replan age + --cmd-timeout).
+        self.watchdog.feed(captured + self._plan_age_limit - self.config.cmd_timeout)
+        if action is None:  # planned from a frame older than the limit: never sent
             self._send_zero(now, "plan too old")
             return
         refused, lateral = link_counter(self.motor, "refused"), self.gate.refused_lateral
