@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.prompt import build_prompt
+from runtime.policy.prompt import build_prompt
 from train.config import preset_config
 
 
@@ -63,7 +63,7 @@ def measure(preset: str, batch: int, repeats: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="mvla-batch-") as tmp:
         vision_path, language_path, prompt = export_batched(preset, Path(tmp))
-        opts = ort.SessionOptions()  # as runtime.backends.onnxruntime sets them: full optimisation, no spinning
+        opts = ort.SessionOptions()  # as runtime.policy.backends.onnxruntime sets them: full optimisation, no spinning
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")

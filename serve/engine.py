@@ -11,7 +11,7 @@ the `workers` threads takes a backend of its own from the pool for one call
 (ONNX Runtime sessions and TensorRT contexts are not shared between threads),
 so the same frame gives the same numbers whichever worker runs it.
 
-A robot's state is a `runtime.policy.Policy` of its own (its ring of ACT
+A robot's state is a `runtime.policy.onboard.Policy` of its own (its ring of ACT
 features and its tokenized instruction), the same class the robot runs
 onboard: handed a backend from the pool for the length of one call, it
 computes exactly what the onboard policy computes (tests/serve). A new
@@ -31,15 +31,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from runtime.backends.registry import make_backend
-from runtime.bundle import Bundle
-from runtime.policy import Policy
-from runtime.preprocess import normalize_rgb, resize_rgb
+from runtime.policy.backends.registry import make_backend
+from runtime.policy.bundle import Bundle
+from runtime.policy.onboard import Policy
+from runtime.policy.preprocess import normalize_rgb, resize_rgb
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    backend: str = "ort-cpu"  # runtime.backends name: ort-cpu, ort-cuda, ort-trt, trt, auto
+    backend: str = "ort-cpu"  # runtime.policy.backends name: ort-cpu, ort-cuda, ort-trt, trt, auto
     variant: str = "fp32"  # ONNX variant for the ONNX Runtime backends
     workers: int = 1  # inference threads, each with its own backend (one per GPU stream / CPU share)
     max_sessions: int = 1024  # robots whose rings are kept; the least recently used idle one goes first

@@ -17,13 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.wire import (
-    MAX_IMAGE_SIDE,
-    MAX_PROMPT_CHARS,
-    PROTOCOL,
-    PROTOCOL_VERSION,
-    model_identity,
-)
+from runtime.policy.wire import MAX_IMAGE_SIDE, MAX_PROMPT_CHARS, PROTOCOL, PROTOCOL_VERSION, model_identity
 
 
 class ProtocolError(ValueError):

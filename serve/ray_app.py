@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from runtime.bundle import BundleError, load_bundle
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy.bundle import BundleError, load_bundle
 from serve.engine import Engine, EngineConfig
 from serve.protocol import ProtocolError
 from serve.server import PolicyServer, ServerConfig

@@ -1,6 +1,6 @@
 """sensor_msgs/Image and CompressedImage -> the (H, W, 3) uint8 BGR frame the policy takes.
 
-    from runtime.ros2_images import image_to_bgr, IMAGE_ENCODINGS
+    from runtime.cameras.ros2_images import image_to_bgr, IMAGE_ENCODINGS
     bgr = image_to_bgr(msg, "/camera/image_raw")        # UnsupportedImage names the encoding and the topic
 
 What camera drivers commonly send is converted: `bgr8`, `rgb8`, `bgra8`,

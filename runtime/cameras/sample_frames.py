@@ -1,6 +1,6 @@
 """Camera-like frames made from a seed: texture, edges, lighting, no files.
 
-    from runtime.sample_frames import sample_frame
+    from runtime.cameras.sample_frames import sample_frame
     bgr = sample_frame(seed=0, height=720, width=1280)      # (720, 1280, 3) uint8, BGR
 
 Used wherever a real camera is missing but a realistic frame matters: the

@@ -20,7 +20,7 @@ import logging
 
 from runtime.hardware import DeviceError, SentCommand
 
-log = logging.getLogger("runtime.drive")
+log = logging.getLogger(__name__)
 
 
 class MotorLinkLost(DeviceError):

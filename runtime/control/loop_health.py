@@ -10,7 +10,7 @@ The state is one short phrase: `driving`, or why the robot stands still
 `e-stop (SOURCE)`, ...). Every change of it is a logged event (info when
 driving again, a warning otherwise) carrying the counters, so the journal
 says why the robot stopped without the step log. The status line
-(runtime/status_line.py) and /diagnostics (runtime/ros2_drive.py) show the
+(runtime/control/status_line.py) and /diagnostics (runtime/control/ros2.py) show the
 same state and counters.
 
 Zero events are counted forever and the newest ZERO_EVENTS_KEPT kept in
@@ -23,10 +23,10 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+from runtime.control.link_watch import link_counter
 from runtime.hardware import SentCommand
-from runtime.link_watch import link_counter
 
-log = logging.getLogger("runtime.drive")
+log = logging.getLogger(__name__)
 ZERO_EVENTS_KEPT = 1000  # the newest zero events kept in memory (all of them go to the step log)
 DIAGNOSTICS_S = 1.0  # s between two /diagnostics reports
 LINK_COUNTERS = {"missed_acks": "missed acks", "refused": "refused", "reconnects": "reconnects",

@@ -6,7 +6,7 @@
     ros2 topic pub --once /mobile_vla_drive_<pid>/instruction std_msgs/msg/String "{data: 'go to the bottle'}"
     ros2 topic echo /diagnostics
 
-On the process's shared node (runtime/ros2.py, so `-r __node:=vla` gives
+On the process's shared node (runtime/ros2/node.py, so `-r __node:=vla` gives
 `/vla/arm`): `/diagnostics` (diagnostic_msgs/DiagnosticArray, the topic the
 diagnostic aggregator and rqt_robot_monitor read, absolute as every ROS
 driver publishes it) carries one status named `mobile_vla_drive: drive`
@@ -15,7 +15,7 @@ state, the armed state and the counters the status line shows; its level is
 OK while driving, WARN while zeroed for a reason, ERROR on an e-stop or a
 link that is down. The services `~/arm`, `~/disarm`, `~/estop`
 (std_srvs/Trigger) and the topic `~/estop` (std_msgs/Bool, true = e-stop)
-act on the drive's `runtime.arming.ArmSwitch`; `~/instruction`
+act on the drive's `runtime.control.arming.ArmSwitch`; `~/instruction`
 (std_msgs/String) hands a new instruction to the drive, which applies it
 between two frames and starts a new episode (behaviours and ring reset).
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 
-from runtime.ros2 import RosNode
+from runtime.ros2.node import RosNode
 
 log = logging.getLogger(__name__)
 DIAGNOSTIC_NAME = "mobile_vla_drive: drive"
@@ -33,7 +33,7 @@ LEVELS = {"ok": b"\x00", "warn": b"\x01", "error": b"\x02", "stale": b"\x03"}  #
 
 class Ros2DriveInterface:
     def __init__(self, switch=None, on_instruction=None):
-        self.switch = switch  # runtime.arming.ArmSwitch, or None: no arm/e-stop services
+        self.switch = switch  # runtime.control.arming.ArmSwitch, or None: no arm/e-stop services
         self.on_instruction = on_instruction  # callback(str), called on the ROS spin thread
         self._ros: RosNode | None = None
         self._diagnostics = None

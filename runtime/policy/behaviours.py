@@ -1,6 +1,6 @@
 """How a predicted chunk becomes the action sent: wrappers around a policy's `infer` (openpi's pattern).
 
-    from runtime.behaviours import with_behaviours
+    from runtime.policy.behaviours import with_behaviours
     policy = with_behaviours(Policy(bundle, backend), chunk_mode="ensemble", discrete=True)
     step = policy.infer(frame)        # step.action: what to send now; step.timings: per stage, seconds
     policy.reset()                    # new episode: every layer forgets

@@ -4,7 +4,7 @@
     bundle = load_bundle("bundle/")                 # checks fields and files (quick: see below)
     bundle = load_bundle("bundle/", verify="full")  # sha256 of every file, whatever was verified before
     bundle.graph_file("vision", "fp32")             # Path to vision.onnx
-    python -m runtime.bundle bundle/ [--verify full]   # print a summary, exit 1 if the checks fail
+    python -m runtime.bundle bundle/ [--verify full]   # a summary, exit 1 if the checks fail (runtime/bundle.py)
 
 `bundle.json` (written by `export.to_onnx`, format in docs/bundle-format.md)
 records every graph's input/output names, shapes and dtypes, the
@@ -31,21 +31,17 @@ then hashed again. `verify="full"` hashes everything regardless.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.cli import exits_on
-from runtime.driving import Driving
-from runtime.logs import add_log_level_argument, setup_logging
-from runtime.preprocess import PreprocessConfig
+from runtime.policy.driving import Driving
+from runtime.policy.preprocess import PreprocessConfig
 
 FORMAT = "mobile-vla-bundle"
 FORMAT_VERSION = 1
@@ -298,36 +294,3 @@ def load_bundle(root, verify: str = "quick") -> Bundle:
     bundle.check_fields()
     bundle.verified = bundle.check_files(verify)
     return bundle
-
-
-@exits_on(BundleError)
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bundle", type=Path)
-    ap.add_argument("--verify", choices=("quick", "full"), default="quick",
-                    help="full: sha256 of every file; quick: big files checked against the last full verification")
-    add_log_level_argument(ap)
-    args = ap.parse_args(argv)
-    setup_logging(args.log_level)
-    b = load_bundle(args.bundle, verify=args.verify)
-    m = b.manifest
-    print(f"bundle    {b.root}  (ok: fields; sha256 of {len(b.verified['hashed'])} files, "
-          f"{len(b.verified['trusted'])} unchanged since their last verification)")
-    print(f"model     {m.get('model', {}).get('preset', '?')}  W={b.window} N={b.chunk} axes={b.action_axes}")
-    d = b.driving
-    print(f"driving   mode {d.mode}, {'discrete moves' if d.discrete else 'raw actions'}, frames "
-          f"{d.frame_spacing_s:g} s apart ({d.source})")
-    for g in GRAPHS:
-        ins = ", ".join(f"{s.name}{list(s.shape)}" for s in b.inputs(g))
-        outs = ", ".join(f"{s.name}{list(s.shape)}" for s in b.outputs(g))
-        print(f"{g:<12}{ins} -> {outs}")
-    for v, info in m["variants"].items():
-        parity = info.get("parity", {})
-        print(f"variant   {v:<5} parity {'passed' if parity.get('passed') else 'not checked'}")
-    for e in m.get("engines", []):
-        print(f"engine    {e['graph']} {e['file']} (TensorRT {e['tensorrt_version']}, {e['gpu']})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """How a policy was validated and should be driven: the `driving` record of a checkpoint and a bundle.
 
-    from runtime.driving import Driving, driving_settings
+    from runtime.policy.driving import Driving, driving_settings
     bundle.driving                                   # Driving(mode="step", discrete=True, frame_spacing_s=0.4, ...)
     settings = driving_settings(bundle.driving, mode=args.mode, discrete=args.discrete)  # None = the bundle's
     log.info(settings.describe())                    # "mode step (bundle), discrete moves (--discrete), ..."

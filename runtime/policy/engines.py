@@ -7,7 +7,7 @@
 Engines are built on the robot (they only run on the TensorRT version and
 GPU that built them), by `jetson/build_engines.sh` (trtexec) or `python -m
 export.to_trt` (TensorRT's Python API); both record them here, with the
-version, the GPU (`runtime.backends.cuda_device`) and the sha256, in one
+version, the GPU (`runtime.policy.backends.cuda_device`) and the sha256, in one
 atomic rewrite of bundle.json. Lives in runtime/ so a robot install (which
 has no export/ or train/) can build and record its engines.
 
@@ -20,15 +20,11 @@ Bundles exported before that field existed fall back to the fp32 graphs.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from runtime.atomic import atomic_write_text
-from runtime.bundle import GRAPHS, BundleError, load_bundle, sha256_file
-from runtime.cli import exits_on
-from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy.bundle import GRAPHS, load_bundle, sha256_file
 
 ENGINE_SUFFIX = ".fp16.engine"
 
@@ -71,35 +67,3 @@ def record_engines(bundle_dir: Path, engines: dict[str, str], trt_version: str, 
     atomic_write_text(Path(bundle_dir) / "bundle.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
-
-@exits_on(BundleError, FileNotFoundError, ValueError)
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bundle", type=Path)
-    what = ap.add_mutually_exclusive_group(required=True)
-    what.add_argument("--head-shape", action="store_true", help="print 'INPUT_NAME HIDDEN WINDOW' of the action head")
-    what.add_argument("--build-inputs", action="store_true", help="print 'GRAPH ONNX_FILE' per graph")
-    what.add_argument("--record", nargs="+", metavar="GRAPH=FILE", help="record engines built elsewhere")
-    ap.add_argument("--trt-version", help="with --record: TensorRT version the engines were built with")
-    ap.add_argument("--gpu", help="with --record: CUDA device name they were built on")
-    add_log_level_argument(ap)
-    args = ap.parse_args(argv)
-    setup_logging(args.log_level)
-    bundle = load_bundle(args.bundle, verify="none")
-    if args.head_shape:
-        spec = bundle.inputs("action_head")[0]
-        print(spec.name, spec.shape[2], bundle.window)
-    elif args.build_inputs:
-        for graph, file in build_inputs(bundle).items():
-            print(graph, file)
-    else:
-        if not (args.trt_version and args.gpu):
-            ap.error("--record needs --trt-version and --gpu")
-        engines = dict(item.split("=", 1) for item in args.record)
-        record_engines(args.bundle, engines, args.trt_version, args.gpu, "trtexec")
-        print(f"recorded {', '.join(engines.values())} in {args.bundle / 'bundle.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """The policy the robot runs: camera frame in, velocities in robot units out.
 
     from runtime.bundle import load_bundle
-    from runtime.backends.registry import make_backend
-    from runtime.policy import Policy
+    from runtime.policy.backends.registry import make_backend
+    from runtime.policy.onboard import Policy
 
     bundle = load_bundle("bundle/")
     with make_backend(bundle, "auto") as backend:
@@ -17,7 +17,7 @@ instruction is tokenized once, at construction.
 
 How a chunk becomes the action sent (first action, open-loop chunk,
 temporal ensemble, discrete moves) is not decided here: wrappers around
-`infer` do it (runtime/behaviours.py). A bare Policy returns the chunk's first
+`infer` do it (runtime/policy/behaviours.py). A bare Policy returns the chunk's first
 action.
 
 Frame spacing: the head learnt windows of W frames spaced as recorded (the
@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.bundle import Bundle, BundleError
 from runtime.hardware import Frame
-from runtime.preprocess import preprocess_with
-from runtime.prompt import build_prompt, manifest_layout
+from runtime.policy.bundle import Bundle, BundleError
+from runtime.policy.preprocess import preprocess_with
+from runtime.policy.prompt import build_prompt, manifest_layout
 
 
 class ActionRing:
@@ -193,7 +193,7 @@ class Policy:
         return feature, timings
 
     def feature(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
-        """BGR image -> ACT feature (1, D) and the stages' seconds; the ring is untouched (runtime.remote_policy
+        """BGR image -> ACT feature (1, D) and the stages' seconds; the ring is untouched (runtime.policy.remote
         computes it on a server instead)."""
         t0 = time.perf_counter()
         pixels = preprocess_with(self.preprocess_config, image)[None]

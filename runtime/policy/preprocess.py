@@ -1,6 +1,6 @@
 """One image preprocessing for training and serving (numpy + OpenCV only).
 
-    from runtime.preprocess import preprocess_frame
+    from runtime.policy.preprocess import preprocess_frame
     chw = preprocess_frame(frame_bgr, channel_order="bgr")   # (3, 224, 224) float32
 
 Training (`train.data`) and the robot (`runtime.policy`) both call

@@ -1,6 +1,6 @@
 """The one prompt layout, shared by training, export and the robot.
 
-    from runtime.prompt import build_prompt
+    from runtime.policy.prompt import build_prompt
     prompt = build_prompt(tokenizer, "go to the bottle", latent_query_num=64, max_text_tokens=48)
     prompt.input_ids, prompt.attention_mask, prompt.image_slot_mask, prompt.position_ids
 

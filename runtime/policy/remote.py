@@ -1,9 +1,9 @@
 """The robot's policy with vision and language on a policy server, and its own engines as the fallback.
 
-    from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.policy.remote import RemoteConfig, RemoteEncoder, RemotePolicy
     encoder = RemoteEncoder(RemoteConfig("ws://10.0.0.5:8000", timeout=0.2)).start()
     policy = RemotePolicy(bundle, local_backend, encoder, instruction="reach the bottle on the left")
-    step = policy.infer(frame_bgr)      # same PolicyStep as runtime.policy.Policy; policy.source: "remote"/"onboard"
+    step = policy.infer(frame_bgr)      # the same PolicyStep as the onboard Policy; policy.source: "remote"/"onboard"
     encoder.close()
 
     python -m runtime.drive --policy ws://10.0.0.5:8000 --fallback-bundle bundle/ ...
@@ -43,11 +43,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.behaviours import with_behaviours
-from runtime.bundle import Bundle, load_bundle
-from runtime.policy import Policy
-from runtime.preprocess import resize_rgb
-from runtime.wire import PROTOCOL, PROTOCOL_VERSION, WireError, model_identity, packb, unpackb
+from runtime.policy.behaviours import with_behaviours
+from runtime.policy.bundle import Bundle, load_bundle
+from runtime.policy.onboard import Policy
+from runtime.policy.preprocess import resize_rgb
+from runtime.policy.wire import PROTOCOL, PROTOCOL_VERSION, WireError, model_identity, packb, unpackb
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +272,11 @@ def remote_config_from_args(args: argparse.Namespace) -> RemoteConfig | None:
 
 @contextlib.contextmanager
 def open_remote_policy(spec, remote: RemoteConfig):
-    """runtime.policy_setup.open_policy's remote twin: a RemotePolicy on spec.bundle's engines, behaviours around
+    """runtime.policy.select.open_policy's remote twin: a RemotePolicy on spec.bundle's engines, behaviours around
     it; the connection and the backend are released on leaving."""
-    from runtime.backends.registry import make_backend  # noqa: PLC0415  backends load with the bundle, not for --help
+    from runtime.policy.backends.registry import (  # noqa: PLC0415  backends load with the bundle, not for --help
+        make_backend,
+    )
 
     bundle = load_bundle(spec.bundle, verify=spec.verify)
     encoder = RemoteEncoder(remote, expected_model=model_identity(bundle.manifest))

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from runtime.behaviours import CHUNK_MODES, with_behaviours
-from runtime.bundle import load_bundle
-from runtime.policy import Policy
+from runtime.policy.behaviours import CHUNK_MODES, with_behaviours
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
 
 BACKENDS = ("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu")
 
@@ -31,7 +31,7 @@ class PolicySpec:
     variant: str = "fp32"  # ONNX variant for ONNX Runtime backends (fp32, fp16, int8)
     verify: str = "quick"  # bundle check at start: quick (sizes/times since the last full hash) or full
     instruction: str | None = None  # what to do; None: the bundle's default instruction
-    chunk_mode: str = "first"  # runtime.behaviours.CHUNK_MODES: first, chunk (open loop) or ensemble
+    chunk_mode: str = "first"  # runtime.policy.behaviours.CHUNK_MODES: first, chunk (open loop) or ensemble
     discrete: bool = False  # snap each axis to the nearest demonstrated move
 
     @classmethod
@@ -61,7 +61,9 @@ def add_policy_arguments(ap: argparse.ArgumentParser) -> None:
 def open_policy(spec: PolicySpec):
     """The spec's policy, its backend active; the backend is released on leaving (a TensorRT backend holds a
     CUDA context on its own thread). Raises BundleError, BackendError or PromptTooLongError with what to do."""
-    from runtime.backends.registry import make_backend  # noqa: PLC0415  backends load with the bundle, not for --help
+    from runtime.policy.backends.registry import (  # noqa: PLC0415  backends load with the bundle, not for --help
+        make_backend,
+    )
 
     bundle = load_bundle(spec.bundle, verify=spec.verify)
     backend = make_backend(bundle, spec.backend, variant=spec.variant).activate()

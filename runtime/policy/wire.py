@@ -1,6 +1,6 @@
 """The policy server's wire format: msgpack maps with numpy arrays in openpi's encoding (docs/serving.md).
 
-    from runtime.wire import packb, unpackb, WireError
+    from runtime.policy.wire import packb, unpackb, WireError
     data = packb({"image": rgb_uint8, "prompt": "reach the bottle"})
     message = unpackb(data)          # arrays come back as read-only numpy arrays; WireError on anything odd
 

@@ -4,7 +4,7 @@
 
 h5py is imported when a file is read, so `import runtime.drive` never loads it.
 The writer (the recorder, synthetic demonstrations, tests) is
-runtime/episode_writer.py; the training reader with every check is train/data.py.
+runtime/recording/episode_writer.py; the training reader with every check is train/data.py.
 
 The author's later collector wrote another layout, recognised by the readers
 (`episode_layout`): images under `observations/images` in RGB, actions float64

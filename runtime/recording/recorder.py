@@ -1,65 +1,49 @@
-"""Record demonstrations on the robot: a person drives by teleoperation, one HDF5 episode per demonstration.
+"""The recording loop: a person drives by teleoperation, one HDF5 episode per demonstration.
 
-    python -m runtime.record --out rec/ --teleop keyboard --serial /dev/ttyUSB0 --camera csi \\
-        --instruction "Navigate around obstacles and reach the front of the beverage bottle on the left"
-    python -m runtime.record --out rec/ --teleop joystick:/dev/input/js0 --mode continuous --rate 10 ...
-    python -m runtime.record --out rec/ --teleop ros2-twist:/cmd_vel_teleop --motor ros2 --episode-seconds 20
-    python -m runtime.record --out rec/ --resume ...          # continue the folder's numbering
-    python -m sim.record --out rec/ --teleop keyboard --seed 3 # the simulated robot, same options
+    recorder = Recorder(camera, motor, teleop, SafetyGate(SafetyConfig()), RecordConfig(out=Path("rec")))
+    code = recorder.run()        # until quit, --episodes, end of the camera stream, a signal; motors end at zero
+    python -m runtime.record --out rec/ --teleop keyboard --serial /dev/ttyUSB0 --camera csi   # runtime/record.py
 
-The camera and motor side are the drive's (`--camera`, `--serial`, `--motor`,
-`--dry-run`, `--wheels`), and every command goes through the drive's safety
-gate (`--max-speed`, `--max-accel`, `--dead-zone`): the person's top speed is
-`--max-speed`. Motors end at zero on every exit, signal and error.
-
-Modes (docs/recording.md, docs/episode-format.md):
+One thread: the device is read and the motors commanded at the control rate,
+every command through the drive's safety gate. Modes (docs/recording.md,
+docs/episode-format.md):
 - `step` (the original collector's): each move (a key press, a stick push)
-  captures one frame, runs the move for `--step-duration` (0.4 s), then
-  zero; the action stored is the command the motor side confirmed during the
-  move (its last, after the safety gate's ramp).
-- `continuous`: a frame every 1/`--rate` s while the person drives at the
+  captures one frame, runs the move for `step_duration` (0.4 s), then zero;
+  the action stored is the command the motor side confirmed during the move
+  (its last, after the safety gate's ramp).
+- `continuous`: a frame every 1/`rate` s while the person drives at the
   control rate; the action stored is the command in force at the frame's
   capture time.
 
 Episodes: the start control or the first move starts one; the end control or
-`--episode-seconds` ends it (saved); discard drops it and records that number
-again; quit saves it and stops; `--episodes N` stops after N. Between episodes
-a reset period (`--reset-seconds`, or until the start control) keeps the
-motors at zero while the scene is reset. The instruction of episode k is
-`--instruction` number k modulo their count (repeat the option for a list,
-or `--instruction-file` one per line), or typed on the keyboard's terminal
-after the start key (`--ask-instruction`). Each episode is written to a hidden
-`.NAME.partial` file and renamed when it ends (runtime/episode_writer.py): a
-crash or a kill leaves every finished episode and the partial one.
+`episode_seconds` ends it (saved); discard drops it and records that number
+again; quit saves it and stops; `episodes` stops after N. Between episodes a
+reset period keeps the motors at zero while the scene is reset. Each episode
+is written to a hidden `.NAME.partial` file and renamed when it ends
+(runtime/recording/episode_writer.py): a crash or a kill leaves every
+finished episode and the partial one.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
-import signal
 import sys
 import time
 from collections import deque
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.camera import CameraSpec, add_camera_arguments
-from runtime.cli import CommandError, exits_on
-from runtime.drive import HANDLED_SIGNALS, DriveConfig, log_info
-from runtime.episode_writer import EPISODE_NAME, BackgroundWriter, EpisodeWriter, existing_episodes
-from runtime.hardware import CameraError, CameraStalled, DeviceError, EndOfStream, FrameTooOld, SentCommand
-from runtime.logs import add_log_level_argument, setup_logging
-from runtime.motor_select import MotorSpec, add_motor_arguments, open_motor
-from runtime.prompt import DEFAULT_INSTRUCTION
-from runtime.safety import SafetyConfig, SafetyGate, add_safety_arguments
-from runtime.teleop import TeleopError
-from runtime.teleop_select import SOURCES, open_teleop
+from runtime.cli import CommandError
+from runtime.control.config import DriveConfig
+from runtime.control.safety import SafetyGate
+from runtime.hardware import CameraStalled, DeviceError, EndOfStream, FrameTooOld, SentCommand
+from runtime.logs import log_info
+from runtime.policy.prompt import DEFAULT_INSTRUCTION
+from runtime.recording.command_history import CommandHistory
+from runtime.recording.episode_writer import EPISODE_NAME, BackgroundWriter, EpisodeWriter, existing_episodes
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -113,7 +97,7 @@ class Recorder:
         self.move = None  # step mode: (event, started, frame) of the running move
         self.move_last = SentCommand((0.0, 0.0, 0.0), sent=False)
         self.next_frame = 0.0
-        self.sent_history: deque = deque(maxlen=256)  # (time sent, SentCommand): the command in force at a time
+        self.history = CommandHistory()  # what went out and when: a continuous frame's label
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)
         self._typed = ""  # the instruction typed last (--ask-instruction)
         self.ended_by = "stopped"  # why recording ended: quit, N episodes, end of the camera stream, a signal
@@ -127,7 +111,7 @@ class Recorder:
             raise TypeError(f"{type(self.motor).__name__}.send_velocity returned {type(result).__name__}, not "
                             f"runtime.hardware.SentCommand (see docs/motors.md)")
         self.last_command = result
-        self.sent_history.append((time.monotonic(), result))
+        self.history.add(time.monotonic(), result)
         return result
 
     def _send(self, velocity, now: float) -> SentCommand:
@@ -135,15 +119,6 @@ class Recorder:
 
     def _zero(self, now: float) -> SentCommand:
         return self._send_command(self.gate.zero(now))  # explicit zeros keep the controller's watchdog fed
-
-    def in_force(self, t: float) -> tuple[float, float, float]:
-        """The velocity that went out last at or before time `t` (zeros before the first)."""
-        velocity = (0.0, 0.0, 0.0)
-        for sent_at, result in self.sent_history:
-            if sent_at > t:
-                break
-            velocity = result.velocity if result.sent else (0.0, 0.0, 0.0)
-        return velocity
 
     def shutdown(self) -> bool:
         """Zero the motors: tried several times, this is the one command that must arrive."""
@@ -252,7 +227,7 @@ class Recorder:
             self.next_frame = now + 1.0 / self.config.rate
         frame = self._read_frame()
         if frame is not None:
-            self._append(frame, self.in_force(frame.stamp))
+            self._append(frame, self.history.in_force(frame.stamp)[0])
 
     # -- the loop ----------------------------------------------------------------------
     def tick(self, now: float) -> bool:
@@ -363,140 +338,3 @@ class Recorder:
                      f"motors at zero")
         return 0
 
-
-def install_signal_handlers(recorder: Recorder) -> None:
-    def handler(signum, frame):
-        recorder.request_stop(signal.Signals(signum).name)
-
-    for sig in HANDLED_SIGNALS:
-        signal.signal(sig, handler)
-
-
-# -- command line ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RecordSpec:
-    """What `record()` needs: the person's device, the recording, and the drive's own camera, motor and safety."""
-
-    teleop: str  # --teleop SOURCE (runtime.teleop.SOURCES)
-    config: RecordConfig  # mode, rates, episodes, instructions, folder
-    motor: MotorSpec = MotorSpec()  # the drive's motor side (ignored when record() is handed a motor)
-    camera: CameraSpec = CameraSpec()  # the drive's camera (ignored when record() is handed a camera)
-    safety: SafetyConfig = SafetyConfig()  # the drive's gate: --max-speed is the person's top speed
-    cmd_timeout: float = DriveConfig.cmd_timeout  # s: the serial controller's own watchdog (the drive's)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RecordSpec:
-        motor, camera = MotorSpec.from_args(args), CameraSpec.from_args(args)
-        return cls(args.teleop, config_from(args, motor, camera), motor, camera, SafetyConfig.from_args(args),
-                   args.cmd_timeout)
-
-
-def add_record_arguments(ap: argparse.ArgumentParser) -> None:
-    d = RecordConfig(out=Path("."))
-    ap.add_argument("--out", type=Path, required=True, help="folder of episodes (episode_0000.h5, ...)")
-    ap.add_argument("--teleop", required=True, help=f"the person's device: {SOURCES}")
-    ap.add_argument("--mode", choices=("step", "continuous"), default=d.mode)
-    ap.add_argument("--instruction", action="append",
-                    help="the episode's instruction; repeat for a list (episode k gets number k modulo the count)")
-    ap.add_argument("--instruction-file", type=Path, help="instructions, one per line (with or instead of "
-                                                          "--instruction)")
-    ap.add_argument("--ask-instruction", action="store_true",
-                    help="--teleop keyboard: type each episode's instruction after the start key (n); Enter keeps "
-                         "the proposed one")
-    ap.add_argument("--episodes", type=int, help="stop after this many saved episodes")
-    ap.add_argument("--episode-seconds", type=float, help="end (and save) each episode after this many seconds")
-    ap.add_argument("--reset-seconds", type=float, default=d.reset_seconds,
-                    help="pause between episodes with the motors at zero (the start control ends it early)")
-    ap.add_argument("--rate", type=float, default=d.rate, help="frames per second (continuous mode)")
-    ap.add_argument("--control-rate", type=float, default=d.control_rate,
-                    help="Hz the device is read and the motors commanded (runtime.drive's --rate)")
-    ap.add_argument("--step-duration", type=float, default=d.step_duration, help="s per move (step mode)")
-    ap.add_argument("--resume", action="store_true", help="continue the numbering of a folder with episodes")
-    ap.add_argument("--compression", type=int, default=d.compression, choices=range(10), metavar="0-9",
-                    help="gzip level of the frames")
-    ap.add_argument("--cmd-timeout", type=float, default=RecordSpec.cmd_timeout,
-                    help="s: the serial controller stops on its own this long after the last command")
-    ap.add_argument("--camera-timeout", type=float, default=d.camera_timeout,
-                    help="s a camera read may wait, and the oldest frame taken")
-    ap.add_argument("--quiet", action="store_true", help="no live status line")
-    add_log_level_argument(ap)
-
-
-def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
-    """The recorder's options plus the drive's own camera, motor and safety options (one definition each)."""
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_record_arguments(ap)
-    add_motor_arguments(ap)
-    add_camera_arguments(ap)
-    add_safety_arguments(ap)
-    return ap
-
-
-def instructions_from(args) -> tuple[str, ...]:
-    texts = list(args.instruction or [])
-    if args.instruction_file is not None:
-        try:
-            texts += [line.strip() for line in args.instruction_file.read_text().splitlines() if line.strip()]
-        except OSError as e:
-            raise CommandError(f"--instruction-file {args.instruction_file}: {e.strerror}") from e
-    too_long = [t for t in texts if len(t.encode()) > 256]
-    if too_long:
-        raise CommandError(f"--instruction: {too_long[0][:40]!r}... is {len(too_long[0].encode())} bytes; the "
-                           f"episode format stores at most 256 (language_instruction is S256)")
-    return tuple(texts) or (DEFAULT_INSTRUCTION,)
-
-
-def config_from(args, motor: MotorSpec, camera: CameraSpec) -> RecordConfig:
-    for name in ("rate", "control_rate", "step_duration"):
-        if getattr(args, name) <= 0:
-            raise CommandError(f"--{name.replace('_', '-')}: must be > 0, got {getattr(args, name)}")
-    if args.ask_instruction and not args.teleop.startswith("keyboard"):
-        raise CommandError(f"--ask-instruction types on the keyboard's terminal; --teleop {args.teleop} has none "
-                           f"(give --instruction or --instruction-file)")
-    if args.mode == "continuous" and args.rate > args.control_rate:
-        raise CommandError(f"--rate {args.rate:g} is above --control-rate {args.control_rate:g}: frames are taken "
-                           f"on control ticks, so raise --control-rate")
-    attrs = {"teleop": args.teleop, "camera": camera.source, "max_speed": [float(v) for v in args.max_speed],
-             "motor": motor.motor or ("serial" if motor.serial else "dry-run" if motor.dry_run else "")}
-    return RecordConfig(out=args.out, mode=args.mode, rate=args.rate, control_rate=args.control_rate,
-                        step_duration=args.step_duration, episodes=args.episodes, episode_seconds=args.episode_seconds,
-                        reset_seconds=args.reset_seconds, instructions=instructions_from(args),
-                        ask_instruction=args.ask_instruction, resume=args.resume,
-                        camera_timeout=args.camera_timeout, compression=args.compression, status=not args.quiet,
-                        attrs=attrs)
-
-
-def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
-    """Record as `spec` says. A caller (the simulator, a test) may hand in its own camera, motor or opened
-    teleop source; otherwise they come from the spec. All are released at the end, the motors at zero."""
-    with ExitStack() as stack:
-        try:
-            if teleop is None:
-                teleop = open_teleop(spec.teleop, spec.safety.max_speed)
-            stack.callback(teleop.close)
-            if motor is None:
-                motor = open_motor(spec.motor, watchdog_s=spec.cmd_timeout, printer=lambda s: None)
-            elif not motor.is_connected:
-                motor.connect()
-            stack.callback(motor.disconnect)
-            if camera is None:
-                camera = spec.camera.open(max_age=spec.config.camera_timeout)
-            stack.callback(camera.disconnect)
-        except (DeviceError, CameraError, TeleopError) as e:
-            raise CommandError(str(e)) from e
-        recorder = Recorder(camera, motor, teleop, SafetyGate(spec.safety), spec.config)
-        install_signal_handlers(recorder)
-        log.info("recording %s episodes into %s with %s (motor %s); Ctrl-C stops (motors go to zero)",
-                 spec.config.mode, spec.config.out, spec.teleop, motor.name)
-        return recorder.run()
-
-
-@exits_on(TeleopError, DeviceError)
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    return record(RecordSpec.from_args(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

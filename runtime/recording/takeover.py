@@ -8,7 +8,7 @@ button held, fresh ROS 2 messages: `runtime.teleop`'s `held`), the person's
 command replaces the policy's action on every control tick, through the same
 safety gate; letting go returns control to the policy at the next tick.
 
-`--record DIR` writes the whole run as one episode (runtime/episode_writer.py,
+`--record DIR` writes the whole run as one episode (runtime/recording/episode_writer.py,
 numbered on after what DIR holds) of the frames the policy saw: attribute
 `policy_driven` True, dataset `intervention` 1 where the person drove. The
 action stored for a frame: in continuous mode the command in force at its
@@ -27,22 +27,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime.cli import CommandError
 from runtime.hardware import SentCommand
-from runtime.teleop_select import SOURCES, open_teleop
+from runtime.recording.command_history import CommandHistory
+from runtime.teleop.select import SOURCES, open_teleop
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TakeoverSpec:
-    teleop: str  # --teleop SOURCE: the person's device (runtime.teleop_select.SOURCES)
+    teleop: str  # --teleop SOURCE: the person's device (runtime.teleop.select.SOURCES)
     mode: str  # the drive's mode (continuous, step): which command a frame's action is (see the module's doc)
     record: Path | None = None  # --record DIR: the run as one episode there; None: not recorded
     instruction: str = ""  # stored with the episode (the policy's instruction)
@@ -69,8 +68,7 @@ class Takeover:
 
     def __init__(self, teleop, spec: TakeoverSpec):
         self.teleop, self.spec = teleop, spec
-        self._lock = threading.Lock()
-        self._sent: deque = deque(maxlen=512)  # (time, velocity, by the person)
+        self.history = CommandHistory()  # what went out, by whom: each frame's label
         self._pending = None  # step mode: the frame waiting for the move that follows it
         self.writer = None
         self.holding = False
@@ -89,29 +87,7 @@ class Takeover:
         return cmd.velocity
 
     def sent(self, now: float, result: SentCommand, person: bool) -> None:
-        with self._lock:
-            self._sent.append((time.monotonic(), result.velocity if result.sent else (0.0, 0.0, 0.0), person))
-
-    def _in_force(self, t: float):
-        velocity, person = (0.0, 0.0, 0.0), False
-        with self._lock:
-            for at, v, p in self._sent:
-                if at > t:
-                    break
-                velocity, person = v, p
-        return velocity, person
-
-    def _move_after(self, start: float, end: float):
-        """Step mode: the move sent between two captures (its last non-zero command), and whether the person
-        drove any of it."""
-        velocity, person = (0.0, 0.0, 0.0), False
-        with self._lock:
-            for at, v, p in self._sent:
-                if start < at <= end:
-                    person = person or p
-                    if any(v):
-                        velocity = v
-        return velocity, person
+        self.history.add(time.monotonic(), result, person)
 
     def captured(self, frame) -> None:
         """A frame the policy saw: recorded (continuous: now; step: when the next frame shows its move)."""
@@ -122,15 +98,15 @@ class Takeover:
         if self.spec.mode == "step":
             if self._pending is not None:
                 previous = self._pending
-                action, person = self._move_after(previous.stamp, frame.stamp)
+                action, person = self.history.move_between(previous.stamp, frame.stamp)
                 self.writer.append(previous.image, action, previous.stamp, None, person)
             self._pending = frame
         else:
-            action, person = self._in_force(frame.stamp)
+            action, person = self.history.in_force(frame.stamp)
             self.writer.append(frame.image, action, frame.stamp, None, person)
 
     def _open(self) -> None:
-        from runtime.episode_writer import (  # noqa: PLC0415  --record only; drive start-up
+        from runtime.recording.episode_writer import (  # noqa: PLC0415  --record only; drive start-up
             EPISODE_NAME,
             BackgroundWriter,
             EpisodeWriter,
@@ -153,7 +129,7 @@ class Takeover:
         try:
             if self.writer is not None:
                 if self._pending is not None:
-                    action, person = self._move_after(self._pending.stamp, float("inf"))
+                    action, person = self.history.move_between(self._pending.stamp, float("inf"))
                     self.writer.append(self._pending.image, action, self._pending.stamp, None, person)
                     self._pending = None
                 if self.writer.frames:

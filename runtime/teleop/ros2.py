@@ -3,7 +3,7 @@
     python -m runtime.record --out rec/ --teleop ros2-joy:/joy --serial /dev/ttyUSB0 --camera csi
     python -m runtime.record --out rec/ --teleop ros2-twist:/cmd_vel_teleop --mode continuous --episode-seconds 30
 
-rclpy comes from runtime/ros2.py's `RosNode` (the process's one node, shared
+rclpy comes from runtime/ros2/node.py's `RosNode` (the process's one node, shared
 with the camera and the motor side, with the run's --ros-args and no rclpy
 signal handlers: the recorder's handlers zero the motors). Messages are
 received on the node's spinning thread and handed over under a lock.
@@ -30,8 +30,9 @@ from __future__ import annotations
 import threading
 import time
 
-from runtime.ros2 import Ros2Error, RosNode
-from runtime.teleop import ZERO, GamepadMap, StickState, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
+from runtime.hardware import ZERO, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
+from runtime.ros2.node import Ros2Error, RosNode
+from runtime.teleop.joystick import GamepadMap, StickState
 
 JOY_MAP = GamepadMap(axes=(1, 0, 3), signs=(1, 1, 1))  # joy_node reports stick up and stick left as +1
 

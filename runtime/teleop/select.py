@@ -3,11 +3,11 @@
     source = open_teleop("keyboard", top_speed=(0.5, 0.5, 1.0))          # the terminal (works over ssh -t)
     source = open_teleop("keyboard:/dev/pts/3", top_speed)               # another terminal
     source = open_teleop("joystick:/dev/input/js0", top_speed)           # a gamepad (Linux joystick API)
-    source = open_teleop("ros2-joy:/joy", top_speed)                     # sensor_msgs/Joy (runtime/teleop_ros2.py)
+    source = open_teleop("ros2-joy:/joy", top_speed)                     # sensor_msgs/Joy (runtime/teleop/ros2.py)
     source = open_teleop("ros2-twist:/cmd_vel_teleop", top_speed)        # any teleop node's Twist
     source = open_teleop("mypackage.pad:MyPad", top_speed)               # your own device, one class
 
-A user's class must subclass `runtime.teleop.TeleopSource`; it is constructed
+A user's class must subclass `runtime.hardware.TeleopSource`; it is constructed
 with no arguments and then `open(top_speed)`ed, as a vendor motor class is
 (docs/recording.md). Importing it runs its module's code: name only code you
 trust.
@@ -15,8 +15,9 @@ trust.
 
 from __future__ import annotations
 
-from runtime.teleop import JoystickTeleop, KeyboardTeleop, TeleopError, TeleopSource
-from runtime.user_class import load_user_class
+from runtime.hardware import TeleopError, TeleopSource, load_user_class
+from runtime.teleop.joystick import JoystickTeleop
+from runtime.teleop.keyboard import KeyboardTeleop
 
 
 def load_teleop_class(spec: str) -> type:
@@ -39,7 +40,7 @@ def make_teleop(spec: str) -> TeleopSource:
             raise TeleopError("--teleop joystick needs a device: joystick:/dev/input/js0")
         return JoystickTeleop(rest)
     if kind in ("ros2-joy", "ros2-twist"):
-        from runtime.teleop_ros2 import Ros2JoyTeleop, Ros2TwistTeleop  # noqa: PLC0415  ROS 2 only; drive start-up
+        from runtime.teleop.ros2 import Ros2JoyTeleop, Ros2TwistTeleop  # noqa: PLC0415  ROS 2 only; drive start-up
 
         if not rest.startswith("/"):
             example = "/joy" if kind == "ros2-joy" else "/cmd_vel"

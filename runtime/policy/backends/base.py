@@ -22,7 +22,7 @@ from collections import Counter
 
 import numpy as np
 
-from runtime.bundle import Bundle
+from runtime.policy.bundle import Bundle
 
 
 class BackendError(RuntimeError):

@@ -1,7 +1,7 @@
 """The name of the CUDA device, the one string that ties an engine to the GPU it was built on.
 
-    python -m runtime.backends.cuda_device          # prints e.g. "Orin" (exit 1 and the fix if no CUDA here)
-    from runtime.backends.cuda_device import cuda_device_name
+    python -m runtime.policy.backends.cuda_device          # prints e.g. "Orin" (exit 1 and the fix if no CUDA here)
+    from runtime.policy.backends.cuda_device import cuda_device_name
 
 Engine builds record it (`python -m export.to_trt`, `jetson/build_engines.sh`)
 and the runtime compares it with what it finds (`TensorRTBackend`,
@@ -17,8 +17,8 @@ import argparse
 import importlib
 import sys
 
-from runtime.backends.base import BackendError
 from runtime.cli import exits_on
+from runtime.policy.backends.base import BackendError
 
 # How to get the GPU stack, said once for every command that needs it.
 GPU_STACK_FIX = ("on a Jetson: bash jetson/setup.sh (JetPack ships tensorrt for the system Python; setup.sh builds "

@@ -17,13 +17,9 @@ and in a venv with system site-packages they shadow JetPack's.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 from pathlib import Path
-
-from runtime.logs import add_log_level_argument, setup_logging
 
 TENSORRT_FOR_L4T = {(36, 3): "8.6", (36, 4): "10.3"}
 JETPACK_FOR_L4T = {(36, 3): "6.0", (36, 4): "6.1/6.2"}
@@ -115,21 +111,3 @@ def check_imports() -> tuple[str, str]:
         return "FAIL", "; ".join(problems) + " (bash jetson/setup.sh builds pycuda; JetPack ships tensorrt)"
     return "OK", "import pycuda.driver; import tensorrt"
 
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--venv", action="store_true", help="also check pycuda/tensorrt imports and cv2's GStreamer")
-    ap.add_argument("--camera", default="csi", help="with --venv: the camera the robot will use")
-    add_log_level_argument(ap)
-    args = ap.parse_args(argv)
-    setup_logging(args.log_level)
-    results = [("l4t", *check_l4t_tensorrt())]
-    if args.venv:
-        results += [("imports", *check_imports()), ("opencv", *check_opencv(args.camera))]
-    for name, status, msg in results:
-        print(f"{status:<4} {name:<8} {msg}")
-    return 1 if any(s == "FAIL" for _, s, _ in results) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

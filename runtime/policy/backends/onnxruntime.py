@@ -1,6 +1,6 @@
 """ONNX Runtime backend: CPU, CUDA or TensorRT execution provider.
 
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
     with OnnxRuntimeBackend(bundle, provider="cpu", variant="int8") as b: ...
 
 `provider` is "cpu", "cuda" or "tensorrt" (`--backend ort-cpu|ort-cuda|ort-trt`).
@@ -15,8 +15,8 @@ import warnings
 
 import numpy as np
 
-from runtime.backends.base import Backend, BackendError
-from runtime.bundle import GRAPHS
+from runtime.policy.backends.base import Backend, BackendError
+from runtime.policy.bundle import GRAPHS
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",

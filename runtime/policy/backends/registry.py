@@ -14,11 +14,11 @@ for by name, `--backend ort-cpu` still runs there.
 
 from __future__ import annotations
 
-from runtime.backends.base import Backend, BackendError
-from runtime.backends.cuda_device import cuda_device_name, gpu_stack_problem
-from runtime.backends.onnxruntime import OnnxRuntimeBackend, available_providers
-from runtime.backends.tensorrt import TensorRTBackend
-from runtime.jetpack import tegra_release
+from runtime.policy.backends.base import Backend, BackendError
+from runtime.policy.backends.cuda_device import cuda_device_name, gpu_stack_problem
+from runtime.policy.backends.jetpack import tegra_release
+from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend, available_providers
+from runtime.policy.backends.tensorrt import TensorRTBackend
 
 BACKENDS = ("auto", "trt", "ort-trt", "ort-cuda", "ort-cpu")
 

@@ -1,6 +1,6 @@
 """Native TensorRT backend: the bundle's engines, device buffers allocated once, vision -> language on the GPU.
 
-    from runtime.backends.tensorrt import TensorRTBackend
+    from runtime.policy.backends.tensorrt import TensorRTBackend
     with TensorRTBackend(bundle) as b:                       # python -m runtime.drive ... --backend trt
         feature = b.encode_frame(pixels, input_ids, attention_mask)   # from any thread
         chunk = b.predict_chunk(ring)
@@ -45,9 +45,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from runtime.backends.base import Backend, BackendError
-from runtime.backends.cuda_device import cuda_device_name, gpu_stack_problem
-from runtime.bundle import GRAPHS
+from runtime.policy.backends.base import Backend, BackendError
+from runtime.policy.backends.cuda_device import cuda_device_name, gpu_stack_problem
+from runtime.policy.bundle import GRAPHS
 
 REBUILD = "rebuild the engines here: bash jetson/build_engines.sh BUNDLE"
 

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from runtime.camera import CameraError, LiveCamera, ReplaySource, open_camera
-from runtime.hardware import Camera, DeviceError, MotorController, SentCommand
-from runtime.motor import DryRunMotor
+from runtime.cameras.live import LiveCamera
+from runtime.cameras.replay import ReplaySource
+from runtime.cameras.select import open_camera
+from runtime.hardware import Camera, CameraError, DeviceError, MotorController, SentCommand
+from runtime.motors.dry_run import DryRunMotor
 
 
 def test_sources_are_cameras_and_their_errors_are_device_errors(episode_file, tmp_path):
@@ -25,7 +27,8 @@ def test_ros2_classes_implement_the_seams_without_importing_rclpy():
 
     from tests.conftest import ROOT
 
-    code = ("import sys; from runtime.ros2 import Ros2Camera, Ros2MotorController; "
+    code = ("import sys; from runtime.cameras.ros2 import Ros2Camera; "
+            "from runtime.motors.ros2 import Ros2MotorController; "
             "from runtime.hardware import Camera, MotorController; "
             "assert issubclass(Ros2Camera, Camera) and issubclass(Ros2MotorController, MotorController); "
             "assert 'rclpy' not in sys.modules, 'rclpy imported eagerly'")

@@ -5,16 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.camera import (
-    CameraError,
-    CameraStalled,
-    EndOfStream,
-    FrameTooOld,
-    LiveCamera,
-    csi_pipeline,
-    open_camera,
-)
-from runtime.sample_frames import sample_frames
+from runtime.cameras.live import LiveCamera, csi_pipeline
+from runtime.cameras.sample_frames import sample_frames
+from runtime.cameras.select import open_camera
+from runtime.hardware import CameraError, CameraStalled, EndOfStream, FrameTooOld
 
 
 def test_hdf5_episode_replays_every_frame_in_order(episode_file):

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from runtime.arming import JS_BUTTON, JS_EVENT, JS_INIT, ArmSwitch, GpioSource, JoystickSource, KeySource
+from runtime.control.arm_sources import JS_BUTTON, JS_EVENT, JS_INIT, GpioSource, JoystickSource, KeySource
+from runtime.control.arming import ArmSwitch
 from runtime.hardware import DeviceError
 
 

@@ -1,13 +1,13 @@
 """The drive loop's view of the motor link and of its own health, piece by piece (the loop tests drive them
-end to end: tests/runtime/test_drive_faults.py)."""
+end to end: tests/runtime/control/test_loop_faults.py)."""
 
 import logging
 
 import pytest
 
+from runtime.control.link_watch import LinkWatch, MotorLinkLost
+from runtime.control.loop_health import LoopHealth, command_state, zero_state
 from runtime.hardware import SentCommand
-from runtime.link_watch import LinkWatch, MotorLinkLost
-from runtime.loop_health import LoopHealth, command_state, zero_state
 
 SENT = SentCommand((0.1, 0.0, 0.0), sent=True, acknowledged=True)
 LOST = SentCommand((0.1, 0.0, 0.0), sent=False)

@@ -8,15 +8,17 @@ import time
 import numpy as np
 import pytest
 
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.bundle import load_bundle
-from runtime.camera import CameraStalled, open_camera
-from runtime.drive import DriveConfig, DriveLoop
-from runtime.hardware import Camera, SentCommand
-from runtime.motor import DryRunMotor, SerialMotorController
-from runtime.policy import Policy
-from runtime.safety import SafetyConfig, SafetyGate
-from runtime.steplog import StepLog, read_log, replay_commands
+from runtime.cameras.select import open_camera
+from runtime.control.config import DriveConfig
+from runtime.control.loop import DriveLoop
+from runtime.control.safety import SafetyConfig, SafetyGate
+from runtime.control.steplog import StepLog, read_log, replay_commands
+from runtime.hardware import Camera, CameraStalled, SentCommand
+from runtime.motors.dry_run import DryRunMotor
+from runtime.motors.serial_controller import SerialMotorController
+from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
 from tests.helpers.drive_doubles import RecordingDryRun, ScriptedPolicy
 from tests.helpers.processes import drive_process, finish, run_drive
 
@@ -218,7 +220,7 @@ def test_signals_to_the_drive_process_stop_the_motors(tiny_bundle_dir, episode_f
     frames.mkdir()
     import cv2
 
-    from runtime.sample_frames import sample_frames
+    from runtime.cameras.sample_frames import sample_frames
 
     for i, f in enumerate(sample_frames(300, height=48, width=64)):
         cv2.imwrite(str(frames / f"{i:04d}.png"), f)
@@ -245,7 +247,7 @@ def test_signal_handler_takes_no_lock_the_interrupted_thread_may_hold(bundle, ep
     """A handler runs between two bytecodes of the main thread, which may be inside stop_event.wait()
     holding the event's lock; a handler that took that lock deadlocked a CI run. Here another thread
     holds the lock while the handler runs: it must return at once and the loop must still stop."""
-    from runtime.drive import install_signal_handlers
+    from runtime.control.signals import install_signal_handlers
 
     camera = open_camera(str(episode_file), 64, 48, 30)
     loop = DriveLoop(Policy(bundle, OnnxRuntimeBackend(bundle).activate()), camera, DryRunMotor().connect(),
@@ -301,9 +303,9 @@ def test_bundle_failing_its_checks_is_refused(tiny_bundle_dir, tmp_path):
 
 
 def test_auto_backend_says_which_and_missing_providers_are_refused(tiny_bundle_dir, episode_file):
-    from runtime.backends.base import BackendError
-    from runtime.backends.onnxruntime import available_providers
-    from runtime.backends.registry import make_backend, resolve_backend_name
+    from runtime.policy.backends.base import BackendError
+    from runtime.policy.backends.onnxruntime import available_providers
+    from runtime.policy.backends.registry import make_backend, resolve_backend_name
 
     bundle = load_bundle(tiny_bundle_dir)
     assert resolve_backend_name(bundle, "auto") == "ort-cpu"  # no engines, no GPU providers here
@@ -352,8 +354,7 @@ class OldFrameCamera(Camera):
         self.stamps = []
 
     def read(self, timeout=0.5):
-        from runtime.camera import EndOfStream
-        from runtime.hardware import Frame
+        from runtime.hardware import EndOfStream, Frame
 
         self.count += 1
         if self.count > self.frames:
@@ -444,7 +445,7 @@ def test_the_log_says_what_the_motor_side_really_did(episode_file, tmp_path):
 def test_a_camera_that_cannot_be_used_ends_the_drive_with_its_message():
     """Stalled or old frames are waited out (zero, keep trying); any other camera error (an image encoding
     the camera refuses, an unreadable file) used to be retried forever, too. Now it ends the run, zeroed."""
-    from runtime.camera import CameraError
+    from runtime.hardware import CameraError
 
     class Refusing(Camera):
         def read(self, timeout=0.5):

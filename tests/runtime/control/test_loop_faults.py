@@ -12,19 +12,20 @@ import time
 import numpy as np
 import pytest
 
-from runtime.arming import ArmSwitch
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.behaviours import with_behaviours
-from runtime.bundle import load_bundle
-from runtime.camera import open_camera
-from runtime.drive import DriveConfig, DriveLoop
+from runtime.cameras.select import open_camera
+from runtime.control.arming import ArmSwitch
+from runtime.control.config import DriveConfig
+from runtime.control.link_watch import MotorLinkLost
+from runtime.control.loop import DriveLoop
+from runtime.control.safety import SafetyConfig, SafetyGate
+from runtime.control.status_line import StatusLine
 from runtime.hardware import Camera, CameraStalled, Frame
-from runtime.link_watch import MotorLinkLost
-from runtime.motor import SerialMotorController
-from runtime.policy import Policy
-from runtime.protocol import Limits
-from runtime.safety import SafetyConfig, SafetyGate
-from runtime.status_line import StatusLine
+from runtime.motors.protocol import Limits
+from runtime.motors.serial_controller import SerialMotorController
+from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.policy.behaviours import with_behaviours
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
 from tests.conftest import ROOT
 from tests.helpers.drive_doubles import RecordingDryRun, ScriptedPolicy
 from tests.helpers.processes import drive_process, finish, run_drive
@@ -176,8 +177,8 @@ def test_no_action_planned_before_a_link_loss_is_sent_after_the_reconnect(tiny_b
 def test_an_action_carries_its_plans_capture_time_and_an_old_plan_is_dropped():
     """A chunk of 8 at 0.1 s per step: from the 6th step on, the plan is older than --cmd-timeout (0.5 s):
     those actions are never sent, and the plan is made again from the newest frame."""
-    from runtime.behaviours import OpenLoopChunk
-    from runtime.policy import PolicyStep
+    from runtime.policy.behaviours import OpenLoopChunk
+    from runtime.policy.onboard import PolicyStep
 
     class ChunkPolicy:
         def __init__(self):
@@ -367,7 +368,7 @@ def test_systemd_unit_starts_disarmed_so_a_crash_restart_comes_back_disarmed(use
     arm sources in /etc/default/mobile-vla (ARMING) still starts disarmed."""
     import shlex
 
-    from runtime.drive import DriveSpec, build_parser
+    from runtime.control.session import DriveSpec, build_parser
 
     unit = (ROOT / "jetson" / "mobile-vla-drive.service").read_text()
     lines = unit.splitlines()
@@ -464,7 +465,7 @@ def test_a_new_instruction_is_applied_between_frames_as_a_new_episode():
 
 
 def test_zero_events_are_bounded_and_counted(monkeypatch):
-    import runtime.loop_health as loop_health
+    import runtime.control.loop_health as loop_health
 
     monkeypatch.setattr(loop_health, "ZERO_EVENTS_KEPT", 5)
     switch = ArmSwitch(armed=False)
@@ -486,7 +487,7 @@ def test_zero_events_are_bounded_and_counted(monkeypatch):
 
 
 def test_the_rate_column_is_the_rate_from_the_second_step():
-    from runtime.status_line import RateEstimate
+    from runtime.control.status_line import RateEstimate
 
     rate = RateEstimate()
     assert rate.tick(0.0) == 0.0  # one step: no rate yet (not a seeded 100 Hz that decays)

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from runtime.safety import CommandWatchdog, SafetyConfig, SafetyGate
+from runtime.control.safety import CommandWatchdog, SafetyConfig, SafetyGate
 
 NO_ACCEL = (math.inf, math.inf, math.inf)
 

@@ -2,7 +2,7 @@
 
 import os
 
-from runtime.steplog import StepLog, read_log
+from runtime.control.steplog import StepLog, read_log
 from tests.helpers.processes import run_drive
 
 

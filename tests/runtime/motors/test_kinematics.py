@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from runtime.kinematics import make_base
+from runtime.motors.kinematics import make_base
 
 
 @pytest.mark.parametrize("name", ["mecanum", "omni3"])

@@ -6,7 +6,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.protocol import (
+from runtime.motors.protocol import (
     SYNC,
     Command,
     FrameParser,

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from runtime.motor import MotorError
-from runtime.motor_select import MotorSpec, load_motor_class, motor_kind
+from runtime.motors.select import MotorSpec, load_motor_class, motor_kind
+from runtime.motors.serial_link import MotorError
 from tests.helpers.policy import offline_moves
 from tests.helpers.processes import ROOT, run_drive, run_python
 
@@ -49,7 +49,7 @@ def check_recording(calls, expected_moves):
 def test_a_class_named_module_colon_class_receives_the_commands(tiny_bundle_dir, episode_file, expected_moves,
                                                                 tmp_path):
     log = tmp_path / "calls.jsonl"
-    proc = drive_steps(tiny_bundle_dir, episode_file, "--motor", "tests.runtime.vendor_motor:RecordingMotor",
+    proc = drive_steps(tiny_bundle_dir, episode_file, "--motor", "tests.runtime.motors.vendor_motor:RecordingMotor",
                      "--log", str(tmp_path / "drive.jsonl"), env={"RECORDING_MOTOR_LOG": str(log)})
     assert proc.returncode == 0, proc.stderr
     assert "motor recording" in proc.stderr and "stopped after 12 steps" in proc.stderr
@@ -66,7 +66,8 @@ def test_an_entry_point_in_group_mobile_vla_motors_is_found_by_name(tiny_bundle_
     dist = site / "acme_base-1.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-base\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[mobile_vla.motors]\nacme = tests.runtime.vendor_motor:RecordingMotor\n")
+    (dist / "entry_points.txt").write_text(
+        "[mobile_vla.motors]\nacme = tests.runtime.motors.vendor_motor:RecordingMotor\n")
     log = tmp_path / "calls.jsonl"
     proc = drive_steps(tiny_bundle_dir, episode_file, "--motor", "acme",
                      env={"RECORDING_MOTOR_LOG": str(log), "PYTHONPATH": str(site)})
@@ -165,8 +166,8 @@ def test_the_docs_example_never_reports_zero_while_its_base_moves(tmp_path, monk
 
 @pytest.mark.parametrize("spec, message", [
     ("tests.runtime.no_such_module:Motor", r"cannot import tests\.runtime\.no_such_module"),
-    ("tests.runtime.vendor_motor:Missing", r"vendor_motor \(.*vendor_motor\.py\) has no Missing"),
-    ("tests.runtime.vendor_motor:NotAMotor", r"is not a subclass of runtime\.hardware\.MotorController"),
+    ("tests.runtime.motors.vendor_motor:Missing", r"vendor_motor \(.*vendor_motor\.py\) has no Missing"),
+    ("tests.runtime.motors.vendor_motor:NotAMotor", r"is not a subclass of runtime\.hardware\.MotorController"),
     ("nonesuch", r"not one of serial, dry-run, ros2.*no entry point of that name in group mobile_vla\.motors"),
 ])
 def test_bad_motor_classes_are_named(spec, message):
@@ -176,10 +177,11 @@ def test_bad_motor_classes_are_named(spec, message):
 
 def test_a_class_that_fails_to_connect_ends_the_drive_before_anything_moves(tiny_bundle_dir, episode_file,
                                                                             tmp_path):
-    proc = drive_steps(tiny_bundle_dir, episode_file, "--motor", "tests.runtime.vendor_motor:FailingMotor",
+    proc = drive_steps(tiny_bundle_dir, episode_file, "--motor", "tests.runtime.motors.vendor_motor:FailingMotor",
                      env={"RECORDING_MOTOR_LOG": str(tmp_path / "calls.jsonl")})
     assert proc.returncode == 1
-    assert "--motor tests.runtime.vendor_motor:FailingMotor: FailingMotor() failed to connect: OSError" in proc.stderr
+    assert ("--motor tests.runtime.motors.vendor_motor:FailingMotor: FailingMotor() failed to connect: OSError"
+            in proc.stderr)
 
 
 @pytest.mark.parametrize("args, kind", [
@@ -210,7 +212,7 @@ def test_a_controller_that_never_answers_is_reported(tmp_path, caplog):
     import logging
     import os
 
-    from runtime.motor_select import open_motor
+    from runtime.motors.select import open_motor
 
     master, slave = os.openpty()
     port = os.ttyname(slave)
@@ -233,12 +235,12 @@ def test_a_controller_that_never_answers_is_reported(tmp_path, caplog):
 def test_preflight_checks_a_vendor_motor_side_as_the_drive_would_open_it(tiny_bundle_dir, tmp_path):
     log = tmp_path / "calls.jsonl"
     proc = run_python("-m", "runtime.preflight", "--bundle", str(tiny_bundle_dir), "--verify", "quick",
-                      "--motor", "tests.runtime.vendor_motor:RecordingMotor", env={"RECORDING_MOTOR_LOG": str(log)},
-                      timeout=120)
+                      "--motor", "tests.runtime.motors.vendor_motor:RecordingMotor",
+                      env={"RECORDING_MOTOR_LOG": str(log)}, timeout=120)
     line = next(ln for ln in proc.stdout.splitlines() if " controller " in ln)
     assert line.startswith("OK") and "a zero went out" in line, proc.stdout + proc.stderr
     calls = [json.loads(ln)["call"] for ln in log.read_text().splitlines()]
     assert calls[0] == "connect" and "send_velocity" in calls and calls[-1] == "disconnect"
     bad = run_python("-m", "runtime.preflight", "--bundle", str(tiny_bundle_dir), "--verify", "quick",
-                     "--motor", "tests.runtime.vendor_motor:NoSuchClass", timeout=120)
+                     "--motor", "tests.runtime.motors.vendor_motor:NoSuchClass", timeout=120)
     assert bad.returncode == 1 and any(ln.startswith("FAIL controller") for ln in bad.stdout.splitlines())

@@ -12,9 +12,11 @@ import pytest
 import serial
 
 from runtime.hardware import MotorController, SentCommand
-from runtime.kinematics import make_base
-from runtime.motor import ControllerMismatch, DryRunMotor, MotorError, SerialMotorController
-from runtime.protocol import Command, Limits, encode_frame, wheels_payload
+from runtime.motors.dry_run import DryRunMotor
+from runtime.motors.kinematics import make_base
+from runtime.motors.protocol import Command, Limits, encode_frame, wheels_payload
+from runtime.motors.serial_controller import ControllerMismatch, SerialMotorController
+from runtime.motors.serial_link import MotorError
 
 
 def wait_for(predicate, timeout=1.0):
@@ -57,7 +59,7 @@ def test_controller_watchdog_stops_the_motors_on_its_own(controller):
     assert controller.commands()[-1].command == "WATCHDOG"
     assert controller.commands()[-1].time - sent < 0.2
     assert motor.query_status()["watchdog_tripped"]
-    motor._close()
+    motor.link.close()
 
 
 def test_heartbeat_rearms_the_watchdog_with_the_last_timeout(controller):
@@ -72,7 +74,7 @@ def test_heartbeat_rearms_the_watchdog_with_the_last_timeout(controller):
     assert wait_for(lambda: controller.velocity == (0.0, 0.0, 0.0), timeout=1.0)
     assert controller.commands()[-1].command == "WATCHDOG"
     assert controller.commands()[-1].time - last < 0.3
-    motor._close()
+    motor.link.close()
 
 
 def test_garbage_from_the_controller_never_crashes_the_driver(controller):
@@ -99,7 +101,7 @@ def test_hung_controller_costs_a_timeout_not_a_crash(controller):
     assert time.monotonic() - start < 0.2
     assert sent == SentCommand((0.1, 0.0, 0.0), sent=True, acknowledged=False) and not sent.delivered
     assert motor.missed_acks == 1 and motor.last_sent == (0.1, 0.0, 0.0)  # it did go out on the wire
-    motor._close()
+    motor.link.close()
 
 
 def test_reconnects_when_the_port_comes_back(controller):
@@ -185,7 +187,7 @@ def test_opening_the_port_drives_neither_dtr_nor_rts(auto_reset, controller):
     assert auto_reset.opens == [{"dtr": False, "rts": False}]
     assert not controller.commands("REBOOT")
     assert motor.send_velocity(0.2, 0.0, 0.0).acknowledged  # no reboot swallowed the first command
-    assert motor.serial.dsrdtr is False and motor.serial.rtscts is False
+    assert motor.link.serial.dsrdtr is False and motor.link.serial.rtscts is False
     motor.disconnect()
 
 
@@ -216,7 +218,7 @@ def test_ack_wait_blocks_instead_of_polling(controller, monkeypatch):
     motor = SerialMotorController(controller.port, ack_timeout_s=0.05).connect()
     controller.respond = False
     calls = {"select": 0, "read": 0, "sleep": 0}
-    real_select, real_read, real_sleep = select.select, motor.serial.read, time.sleep
+    real_select, real_read, real_sleep = select.select, motor.link.serial.read, time.sleep
 
     me = threading.get_ident()  # the emulator's own thread selects too: count only the driver's calls
 
@@ -227,7 +229,7 @@ def test_ack_wait_blocks_instead_of_polling(controller, monkeypatch):
         return wrapper
 
     monkeypatch.setattr(select, "select", counting("select", real_select))  # pyserial's own selects count too
-    monkeypatch.setattr(motor.serial, "read", counting("read", real_read))
+    monkeypatch.setattr(motor.link.serial, "read", counting("read", real_read))
     monkeypatch.setattr(time, "sleep", counting("sleep", real_sleep))
     start = time.monotonic()
     result = motor.send_velocity(0.1, 0.0, 0.0)
@@ -237,7 +239,7 @@ def test_ack_wait_blocks_instead_of_polling(controller, monkeypatch):
     assert sum(calls.values()) <= 5, calls  # ...in a blocking call, not ~100 polls of 0.5 ms
     print(f"ack wait of a silent controller: {calls} in {waited * 1000:.0f} ms")
     assert result.sent and not result.acknowledged
-    motor._close()
+    motor.link.close()
 
 
 def test_dry_run_is_a_motor_controller_that_says_what_it_did():
@@ -265,7 +267,7 @@ def test_missing_port_and_permission_errors_say_what_to_do(tmp_path):
 
 
 def test_permission_message_names_the_fix():
-    from runtime.motor import explain_open_error
+    from runtime.motors.serial_link import explain_open_error
 
     msg = explain_open_error("/dev/ttyUSB0", PermissionError(13, "Permission denied"))
     assert "dialout" in msg and "udev" in msg
@@ -351,7 +353,7 @@ def test_motor_stop_stops_our_controller_and_any_motor_side(controller, tmp_path
         assert done.returncode == 0 and "stopped" in done.stdout, done.stderr
         assert controller.velocity == (0.0, 0.0, 0.0)
     calls = tmp_path / "calls.jsonl"
-    vendor = run_python("-m", "runtime.motor_stop", "--motor", "tests.runtime.vendor_motor:RecordingMotor",
+    vendor = run_python("-m", "runtime.motor_stop", "--motor", "tests.runtime.motors.vendor_motor:RecordingMotor",
                         timeout=60, env={"RECORDING_MOTOR_LOG": str(calls)})
     assert vendor.returncode == 0 and "stopped" in vendor.stdout, vendor.stderr
     import json

@@ -1,4 +1,4 @@
-"""A user's motor class as `--motor tests.runtime.vendor_motor:RecordingMotor` loads it: built with no
+"""A user's motor class as `--motor tests.runtime.motors.vendor_motor:RecordingMotor` loads it: built with no
 arguments, configured by the environment (RECORDING_MOTOR_LOG: a JSON-lines file of every call)."""
 
 import json

@@ -9,14 +9,15 @@ import time
 import numpy as np
 import pytest
 
-from runtime.async_chunks import AsyncChunks, AsyncConfig, ChunkSchedule
-from runtime.drive import DriveConfig, DriveLoop
+from runtime.control.config import DriveConfig
+from runtime.control.loop import DriveLoop
+from runtime.control.safety import SafetyConfig, SafetyGate
 from runtime.hardware import Camera, CameraStalled, Frame
-from runtime.safety import SafetyConfig, SafetyGate
+from runtime.policy.async_chunks import AsyncChunks, AsyncConfig, ChunkSchedule
 from tests.helpers.drive_doubles import RecordingDryRun
 
 LIMITS = SafetyConfig(max_speed=(5.0, 5.0, 5.0), max_accel=(math.inf,) * 3, dead_zone=0.0)
-SLACK = 0.08  # thread scheduling on a loaded CI machine (as tests/runtime/test_drive_faults.py)
+SLACK = 0.08  # thread scheduling on a loaded CI machine (as tests/runtime/control/test_loop_faults.py)
 
 
 def ramp(n: int, base: float = 0.0) -> np.ndarray:
@@ -80,7 +81,7 @@ class LiveCamera(Camera):
         self.stall_until = self.stall_from + seconds
 
     def read(self, timeout=0.5):
-        from runtime.camera import EndOfStream
+        from runtime.hardware import EndOfStream
 
         now = time.monotonic()
         if self.stall_from <= now < self.stall_until:
@@ -109,7 +110,7 @@ class SlowChunkPolicy:
         self.resets += 1
 
     def infer(self, image):
-        from runtime.policy import PolicyStep
+        from runtime.policy.onboard import PolicyStep
 
         self.calls += 1
         time.sleep(self.hang if self.calls == self.hang_at else self.latency)
@@ -196,7 +197,7 @@ class IdChunkPolicy:
         self.resets += 1
 
     def infer(self, frame):
-        from runtime.policy import PolicyStep
+        from runtime.policy.onboard import PolicyStep
 
         self.calls += 1
         self.frames.append((frame.stamp, self.calls))

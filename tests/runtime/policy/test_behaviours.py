@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.behaviours import DiscreteMoves, FirstAction, OpenLoopChunk, TemporalEnsemble, with_behaviours
-from runtime.bundle import load_bundle
-from runtime.policy import Policy
-from runtime.sample_frames import sample_frames
+from runtime.cameras.sample_frames import sample_frames
+from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.policy.behaviours import DiscreteMoves, FirstAction, OpenLoopChunk, TemporalEnsemble, with_behaviours
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
 
 
 class CountingBackend:

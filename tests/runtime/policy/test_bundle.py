@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-import runtime.bundle as bundle_mod
-from runtime.bundle import BundleError, load_bundle, verification_record_path
+import runtime.policy.bundle as bundle_mod
+from runtime.policy.bundle import BundleError, load_bundle, verification_record_path
 from tests.conftest import run_python
 
 LARGE = 300_000  # bytes: makes the tiny bundle's bigger graphs count as "large" (the real ones are GBs)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.bundle import load_bundle
+from runtime.policy.bundle import load_bundle
 from tests.conftest import ROOT
 
 
 def test_a_too_long_instruction_is_refused_naming_the_limit(tiny_bundle_dir):
-    from runtime.backends.registry import make_backend
-    from runtime.policy import Policy
-    from runtime.prompt import PromptTooLongError
+    from runtime.policy.backends.registry import make_backend
+    from runtime.policy.onboard import Policy
+    from runtime.policy.prompt import PromptTooLongError
 
     bundle = load_bundle(tiny_bundle_dir)
     with make_backend(bundle, "ort-cpu") as backend, pytest.raises(PromptTooLongError, match="at most"):
@@ -39,8 +39,8 @@ def test_runtime_without_torch_gives_pytorch_actions(tiny_bundle_dir, tiny_check
         sys.meta_path.insert(0, Block())
         import numpy as np
         from runtime.bundle import load_bundle
-        from runtime.backends.registry import make_backend
-        from runtime.policy import Policy
+        from runtime.policy.backends.registry import make_backend
+        from runtime.policy.onboard import Policy
         bundle = load_bundle({str(tiny_bundle_dir)!r})
         frames = np.load({str(tmp_path / 'frames.npy')!r})
         with make_backend(bundle, 'auto') as backend:

@@ -1,11 +1,11 @@
-"""runtime.preprocess against the Hugging Face CLIP processor configured like Kosmos-2's."""
+"""runtime.policy.preprocess against the Hugging Face CLIP processor configured like Kosmos-2's."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.preprocess import CLIP_MEAN, CLIP_STD, preprocess_frame, resize_rgb
-from runtime.sample_frames import sample_frame
+from runtime.cameras.sample_frames import sample_frame
+from runtime.policy.preprocess import CLIP_MEAN, CLIP_STD, preprocess_frame, resize_rgb
 
 
 @pytest.fixture(scope="module")

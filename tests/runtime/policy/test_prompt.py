@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from runtime.prompt import PADDING_IDX, PromptTooLongError, build_prompt, position_ids_from_mask, prompt_length
+from runtime.policy.prompt import PADDING_IDX, PromptTooLongError, build_prompt, position_ids_from_mask, prompt_length
 
 
 def test_layout_order_and_masks(tiny_tokenizer):
@@ -92,7 +92,7 @@ def test_fallback_layout_refuses_what_does_not_fit(tiny_tokenizer):
 
 
 def test_layout_names_in_bundles():
-    from runtime.prompt import manifest_layout
+    from runtime.policy.prompt import manifest_layout
 
     assert manifest_layout({"layout": "robovlms-fallback"}) == "robovlms-fallback"
     # bundles exported before layouts had names described the one layout there was

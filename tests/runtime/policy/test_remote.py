@@ -17,14 +17,14 @@ pytest.importorskip("websockets")
 
 @pytest.fixture(scope="module")
 def bundle(tiny_bundle_dir):
-    from runtime.bundle import load_bundle
+    from runtime.policy.bundle import load_bundle
 
     return load_bundle(tiny_bundle_dir)
 
 
 @pytest.fixture(scope="module")
 def local_backend(bundle):
-    from runtime.backends.registry import make_backend
+    from runtime.policy.backends.registry import make_backend
 
     backend = make_backend(bundle, "ort-cpu").activate()
     yield backend
@@ -32,22 +32,22 @@ def local_backend(bundle):
 
 
 def frames(n: int, seed: int = 0):
-    from runtime.sample_frames import sample_frames
+    from runtime.cameras.sample_frames import sample_frames
 
     return list(sample_frames(n, seed=seed, height=360, width=640))
 
 
 def make_remote(bundle, backend, url, **kw):
-    from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
-    from runtime.wire import model_identity
+    from runtime.policy.remote import RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.policy.wire import model_identity
 
     encoder = RemoteEncoder(RemoteConfig(url, **kw), expected_model=model_identity(bundle.manifest)).start()
     return RemotePolicy(bundle, backend, encoder, instruction="reach the bottle on the left"), encoder
 
 
 def test_remote_steps_equal_onboard_steps_and_say_where_they_ran(bundle, local_backend, tiny_bundle_dir):
-    from runtime.behaviours import with_behaviours
-    from runtime.policy import Policy
+    from runtime.policy.behaviours import with_behaviours
+    from runtime.policy.onboard import Policy
 
     port = free_port()
     proc = start_server(tiny_bundle_dir, port)
@@ -72,9 +72,9 @@ def test_a_killed_server_hands_over_within_one_control_period_and_comes_back(bun
     """The robot's inference loop at 20 Hz; the server process is killed mid-run (SIGKILL), then started again on
     the same port. The step after the kill runs onboard, late by less than one control period; every chunk equals
     the onboard policy's throughout (the ring survives both switches); the robot returns to the server."""
-    from runtime.policy import Policy
+    from runtime.policy.onboard import Policy
 
-    caplog.set_level(logging.INFO, logger="runtime.remote_policy")
+    caplog.set_level(logging.INFO, logger="runtime.policy.remote")
     period = 0.05
     port = free_port()
     proc = start_server(tiny_bundle_dir, port)
@@ -148,7 +148,7 @@ def test_a_busy_server_counts_as_lost_after_the_timeout(bundle, local_backend, t
 
 
 def test_a_server_with_another_model_is_refused(bundle, local_backend, tiny_bundle_dir):
-    from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemoteUnavailable
+    from runtime.policy.remote import RemoteConfig, RemoteEncoder, RemoteUnavailable
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
 
@@ -165,7 +165,7 @@ def test_a_server_with_another_model_is_refused(bundle, local_backend, tiny_bund
 
 
 def test_jpeg_frames_are_decoded_by_the_server(bundle, local_backend, tiny_bundle_dir):
-    from runtime.policy import Policy
+    from runtime.policy.onboard import Policy
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
 
@@ -187,7 +187,7 @@ def test_jpeg_frames_are_decoded_by_the_server(bundle, local_backend, tiny_bundl
                                    ["--async", "--mode", "continuous", "--action-period", "0.05", "--rate", "50"]])
 def test_the_drive_cli_drives_from_the_server_and_logs_which_policy_drove(bundle, tiny_bundle_dir, episode_file,
                                                                           tmp_path, extra):
-    from runtime.steplog import read_log
+    from runtime.control.steplog import read_log
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
 

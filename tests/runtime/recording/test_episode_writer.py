@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from runtime.episode_writer import BackgroundWriter, EpisodeWriter, partial_path
-from runtime.sample_frames import sample_frames
+from runtime.cameras.sample_frames import sample_frames
+from runtime.recording.episode_writer import BackgroundWriter, EpisodeWriter, partial_path
 
 
 def test_frames_go_to_a_hidden_partial_file_until_finish(tmp_path):

@@ -1,9 +1,9 @@
-"""runtime.episodes reads both collectors' layouts and hands out camera-order (BGR) frames."""
+"""runtime.recording.episodes reads both collectors' layouts and hands out camera-order (BGR) frames."""
 
 import numpy as np
 import pytest
 
-from runtime.episodes import EpisodeFileError, read_episode_arrays
+from runtime.recording.episodes import EpisodeFileError, read_episode_arrays
 from sim.episodes import write_episode
 from tests.fixtures.episodes import later_collector_episode
 

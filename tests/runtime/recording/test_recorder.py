@@ -12,10 +12,11 @@ import h5py
 import numpy as np
 import pytest
 
-from runtime.motor import SerialMotorController
-from runtime.record import RecordConfig, Recorder
-from runtime.safety import SafetyConfig, SafetyGate
-from runtime.teleop import JS_EVENT, JS_EVENT_AXIS, JS_EVENT_BUTTON, GamepadMap, JoystickTeleop, KeyboardTeleop
+from runtime.control.safety import SafetyConfig, SafetyGate
+from runtime.motors.serial_controller import SerialMotorController
+from runtime.recording.recorder import RecordConfig, Recorder
+from runtime.teleop.joystick import JS_EVENT, JS_EVENT_AXIS, JS_EVENT_BUTTON, GamepadMap, JoystickTeleop
+from runtime.teleop.keyboard import KeyboardTeleop
 from sim.world import SimWorld, random_layout
 from tests.helpers.processes import start_drive
 from train.data import DataOptions, find_episodes, load_episodes
@@ -150,7 +151,7 @@ def test_gamepad_fifo_at_50_hz_recorded_continuously_at_10_hz_stores_the_command
 @pytest.fixture
 def replay(tmp_path):
     """A long replay camera (30 s at 10 Hz) so the recording, not the camera, decides when it ends."""
-    from runtime.episode_writer import write_episode
+    from runtime.recording.episode_writer import write_episode
 
     frames = np.random.default_rng(0).integers(0, 255, (300, 36, 64, 3), dtype=np.uint8)
     return write_episode(tmp_path / "camera.h5", frames, np.zeros((300, 3), np.float32))
@@ -220,7 +221,7 @@ def test_sigkill_in_episode_3_keeps_episodes_1_and_2_and_nothing_half_written(em
     # the process is gone without a word: the controller's own watchdog (--cmd-timeout 0.5 s) stops the motors
     assert wait_for(lambda: emulator.velocity == (0.0, 0.0, 0.0), 2.0)
     # --resume continues the numbering after the two finished ones
-    from runtime.record import first_index
+    from runtime.recording.recorder import first_index
 
     assert first_index(out, resume=True) == 2
 

@@ -9,9 +9,9 @@ import uuid
 import numpy as np
 import pytest
 
-from runtime.record import RecordConfig, Recorder
-from runtime.safety import SafetyConfig, SafetyGate
-from runtime.teleop import KeyboardTeleop
+from runtime.control.safety import SafetyConfig, SafetyGate
+from runtime.recording.recorder import RecordConfig, Recorder
+from runtime.teleop.keyboard import KeyboardTeleop
 from sim.world import SimMotor, SimWorld, random_layout
 
 pytestmark = pytest.mark.usefixtures("ros2_loopback")
@@ -56,7 +56,7 @@ def test_joy_and_twist_record_the_same_episode_as_the_keyboard(peer, tmp_path):
     from geometry_msgs.msg import Twist
     from sensor_msgs.msg import Joy
 
-    from runtime.teleop_ros2 import JOY_MAP, Ros2JoyTeleop, Ros2TwistTeleop
+    from runtime.teleop.ros2 import JOY_MAP, Ros2JoyTeleop, Ros2TwistTeleop
 
     master, slave = os.openpty()
     try:

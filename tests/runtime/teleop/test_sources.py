@@ -7,17 +7,10 @@ import time
 
 import pytest
 
-from runtime.teleop import (
-    JS_EVENT,
-    JS_EVENT_AXIS,
-    JS_EVENT_BUTTON,
-    JS_EVENT_INIT,
-    GamepadMap,
-    JoystickTeleop,
-    KeyboardTeleop,
-    TeleopError,
-)
-from runtime.teleop_select import make_teleop, open_teleop
+from runtime.hardware import TeleopError
+from runtime.teleop.joystick import JS_EVENT, JS_EVENT_AXIS, JS_EVENT_BUTTON, JS_EVENT_INIT, GamepadMap, JoystickTeleop
+from runtime.teleop.keyboard import KeyboardTeleop
+from runtime.teleop.select import make_teleop, open_teleop
 
 TOP = (0.5, 0.4, 1.0)
 
@@ -116,7 +109,7 @@ def test_joystick_fifo_sticks_scaled_to_the_top_speed_only_with_the_dead_man(tmp
 
 def test_sources_by_name_and_a_users_class(tmp_path, monkeypatch):
     (tmp_path / "mypad.py").write_text(
-        "from runtime.teleop import TeleopSource, TeleopCommand\n"
+        "from runtime.hardware import TeleopSource, TeleopCommand\n"
         "class Pad(TeleopSource):\n"
         "    def poll(self, now): return []\n"
         "    def command(self, now): return TeleopCommand(self.scale((1, 0, 0)), True)\n"
@@ -124,7 +117,7 @@ def test_sources_by_name_and_a_users_class(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     pad = open_teleop("mypad:Pad", TOP)
     assert pad.command(0.0).velocity == (0.5, 0.0, 0.0)
-    with pytest.raises(TeleopError, match="not a subclass of runtime.teleop.TeleopSource"):
+    with pytest.raises(TeleopError, match="not a subclass of runtime.hardware.TeleopSource"):
         make_teleop("mypad:NotOne")
     with pytest.raises(TeleopError, match="cannot import nosuchmodule"):
         make_teleop("nosuchmodule:Pad")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from runtime.jetpack import check_l4t_tensorrt, check_opencv, gstreamer_status, read_l4t
+from runtime.policy.backends.jetpack import check_l4t_tensorrt, check_opencv, gstreamer_status, read_l4t
 
 R36_3 = ("# R36 (release), REVISION: 3.0, GCID: 36106755, BOARD: generic, EABI: aarch64, "
          "DATE: Thu Apr 25 03:14:05 UTC 2024\n")

@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from runtime.backends.base import BackendError
-from runtime.bundle import load_bundle
+from runtime.policy.backends.base import BackendError
+from runtime.policy.bundle import load_bundle
 from tests.fakes import gpu as fake_gpu
 from tests.helpers.processes import run_drive, run_python
 
@@ -57,12 +57,13 @@ def test_fake_driver_refuses_a_call_from_a_thread_without_a_current_context(monk
 # ------------------------------------------------------------------ the drive loop, both threads, trt backend
 def run_drive_loop(bundle_dir, episode_file, emulator, max_steps=None):
     """As runtime.drive does: the backend activated on this (main) thread, inference on the loop's thread."""
-    from runtime.backends.tensorrt import TensorRTBackend
-    from runtime.camera import open_camera
-    from runtime.drive import DriveConfig, DriveLoop
-    from runtime.motor import SerialMotorController
-    from runtime.policy import Policy
-    from runtime.safety import SafetyConfig, SafetyGate
+    from runtime.cameras.select import open_camera
+    from runtime.control.config import DriveConfig
+    from runtime.control.loop import DriveLoop
+    from runtime.control.safety import SafetyConfig, SafetyGate
+    from runtime.motors.serial_controller import SerialMotorController
+    from runtime.policy.backends.tensorrt import TensorRTBackend
+    from runtime.policy.onboard import Policy
 
     bundle = load_bundle(bundle_dir)
     backend = TensorRTBackend(bundle).activate()
@@ -118,7 +119,7 @@ def test_a_failing_tensorrt_call_at_start_refuses_to_drive(engines, episode_file
 
 
 def test_enqueue_failure_never_returns_the_previous_output(engines):
-    from runtime.backends.tensorrt import TensorRTBackend
+    from runtime.policy.backends.tensorrt import TensorRTBackend
 
     bundle = load_bundle(engines)
     d = bundle.outputs("language")[0].shape[-1]
@@ -151,7 +152,7 @@ def test_auto_on_a_jetson_without_a_gpu_backend_exits_with_the_error_and_the_fix
 
 
 def test_auto_on_a_jetson_with_engines_and_a_cuda_device_picks_trt(engines, tmp_path, monkeypatch):
-    from runtime.backends.registry import resolve_backend_name
+    from runtime.policy.backends.registry import resolve_backend_name
 
     release = tmp_path / "nv_tegra_release"
     release.write_text("# R36 (release), REVISION: 4.0\n")
@@ -161,14 +162,14 @@ def test_auto_on_a_jetson_with_engines_and_a_cuda_device_picks_trt(engines, tmp_
 
 # ------------------------------------------------------------------ one GPU name, runtime side
 def test_gpu_name_recorded_at_build_is_the_cuda_device_name_the_runtime_checks(engines):
-    from runtime.backends.cuda_device import cuda_device_name
+    from runtime.policy.backends.cuda_device import cuda_device_name
 
     names = {e["gpu"] for e in load_bundle(engines).manifest["engines"]}
     assert names == {cuda_device_name()} == {fake_gpu.MACHINE.gpu}
 
 
 def test_cuda_device_cli_without_pycuda_says_how_to_install_it():
-    proc = run_python("-m", "runtime.backends.cuda_device", timeout=60)
+    proc = run_python("-m", "runtime.policy.backends.cuda_device", timeout=60)
     if proc.returncode == 0:
         pytest.skip("pycuda and a GPU are present here")
     assert proc.returncode == 1 and "jetson/setup.sh" in proc.stderr
@@ -187,10 +188,10 @@ def test_drive_process_with_trt_against_the_fake(engines, episode_file):
 @pytest.mark.parametrize("int32_ids", [False, True], ids=["trt10-int64", "trt8-int32"])
 def test_native_backend_chains_buffers_and_matches_onnxruntime(bundle_copy, monkeypatch, int32_ids):
     from export.to_trt import build_all
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
-    from runtime.backends.registry import make_backend, resolve_backend_name
-    from runtime.policy import Policy
-    from runtime.sample_frames import sample_frames
+    from runtime.cameras.sample_frames import sample_frames
+    from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.policy.backends.registry import make_backend, resolve_backend_name
+    from runtime.policy.onboard import Policy
 
     fake_gpu.install(monkeypatch, int32_ids=int32_ids)
     build_all(bundle_copy)
@@ -218,8 +219,8 @@ def test_native_backend_chains_buffers_and_matches_onnxruntime(bundle_copy, monk
 ])
 def test_engine_for_another_tensorrt_or_gpu_is_refused(bundle_copy, monkeypatch, field, value, message):
     from export.to_trt import build_all
-    from runtime.backends.base import BackendError
-    from runtime.backends.tensorrt import TensorRTBackend
+    from runtime.policy.backends.base import BackendError
+    from runtime.policy.backends.tensorrt import TensorRTBackend
 
     fake_gpu.install(monkeypatch)
     manifest = build_all(bundle_copy)
@@ -253,7 +254,7 @@ def test_real_tensorrt_engines_pass_fp16_parity(bundle_copy, tiny_checkpoint):
 def test_device_memory_is_asked_on_the_gpu_thread(engines):
     """pycuda's mem_get_info needs a current context: from the caller's thread it fails, as on the device;
     the backend asks on its own CUDA thread."""
-    from runtime.backends.tensorrt import TensorRTBackend
+    from runtime.policy.backends.tensorrt import TensorRTBackend
 
     with TensorRTBackend(load_bundle(engines)) as backend:
         assert backend.device_memory_used_mb() == 2048.0  # the fake device: 8 GiB, 6 GiB free
