@@ -201,7 +201,10 @@ class TeleopSource(ABC):
       gives back-to-back moves, never a backlog) and the episode controls `start`, `end`, `discard` (drop the
       episode and record it again) and `quit`;
     - `command(now)`: the velocity in force now (continuous mode, take-over), and `held`: whether the person is
-      driving (a key's move still running, the dead-man button pressed, a fresh message).
+      driving (a key's move still running, the dead-man button pressed, a fresh message). A device that is lost
+      (unplugged, closed) or stale (silent too long) reads as let go: zeros, `held` False;
+    - `problem(now)`: why the device reads as let go, for the screen ("" when it works);
+    - `legend()`: its controls, for the screen (the keys, the buttons).
     """
 
     name: str = "teleop"
@@ -221,6 +224,14 @@ class TeleopSource(ABC):
     @abstractmethod
     def command(self, now: float) -> TeleopCommand:
         """The velocity in force now and whether the person is driving."""
+
+    def problem(self, now: float) -> str:
+        """Why the device reads as let go now (lost, stale), shown to the person; "" when it works."""
+        return ""
+
+    def legend(self) -> str:
+        """The controls on one line, shown when recording starts ("" when the device has none to show)."""
+        return ""
 
     def scale(self, fraction) -> tuple[float, float, float]:
         """Per-axis fraction of the top speed (-1..1) -> body velocity."""

@@ -13,6 +13,15 @@ systemd (JOURNAL_STREAM is set) the line carries the syslog priority prefix
 (`<3>` for an error) that journald reads, so `journalctl -p warning` filters
 the robot's events; journald adds the time itself. The live status line of
 `runtime.drive` is not an event: it is written to the terminal only.
+
+A status line redrawn in place (`LiveLine`, `runtime.record`'s) and events on
+the same terminal: while a LiveLine is shown, each event first blanks it and
+starts at column 0, and the line is drawn again under it, so an event never
+glues onto the status line and the status line never overwrites an event.
+
+    with LiveLine() as line:          # stderr
+        line.show("recording | episode 3 | 42 frames")   # redrawn in place
+        log.warning("...")            # on its own line; the status line comes back below it
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LEVEL = "info"
@@ -56,7 +66,79 @@ def under_journal() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM"))
 
 
-class _StderrHandler(logging.StreamHandler):
+class LiveLine:
+    """One line redrawn in place on a terminal (a status line), which the events of `setup_logging` step around."""
+
+    _active: LiveLine | None = None  # the line shown now; the log handler clears and redraws it around an event
+    _lock = threading.RLock()  # one writer at a time: the line's owner and any thread that logs
+
+    def __init__(self, stream=None, enabled: bool = True):
+        self.stream = stream
+        self.enabled = enabled
+        self.text = ""
+        self._width = 0
+
+    def _out(self):
+        return self.stream or sys.stderr
+
+    def show(self, text: str) -> None:
+        if not self.enabled:
+            return
+        with LiveLine._lock:
+            self.text = text
+            self._out().write("\r" + text + " " * max(0, self._width - len(text)))  # no tail of a longer line
+            self._out().flush()
+            self._width = len(text)
+            LiveLine._active = self
+
+    def clear(self) -> None:
+        """Blank the line and return to its start (an event is written there next)."""
+        with LiveLine._lock:
+            if self._width:
+                self._out().write("\r" + " " * self._width + "\r")
+                self._out().flush()
+                self._width = 0
+
+    def redraw(self) -> None:
+        if self.text:
+            self.show(self.text)
+
+    def end(self) -> None:
+        """Leave the last state on the screen and move below it."""
+        with LiveLine._lock:
+            if self._width:
+                self._out().write("\n")
+                self._out().flush()
+            self._width = 0
+            self.text = ""
+            if LiveLine._active is self:
+                LiveLine._active = None
+
+    def __enter__(self) -> LiveLine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.end()
+
+
+class _LineAwareHandler(logging.StreamHandler):
+    """Events step around a LiveLine on the same terminal: blank it, write the event, draw it again."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = LiveLine._active
+        if line is None or not self._same_terminal(line):
+            super().emit(record)
+            return
+        with LiveLine._lock:
+            line.clear()
+            super().emit(record)
+            line.redraw()
+
+    def _same_terminal(self, line: LiveLine) -> bool:
+        return line._out() is self.stream
+
+
+class _StderrHandler(_LineAwareHandler):
     """Writes to whatever sys.stderr is when the event happens (a test harness or the pipeline may have swapped
     it since setup), so no event goes to a stream that was closed in between."""
 
@@ -69,7 +151,7 @@ def setup_logging(level: str = DEFAULT_LEVEL, stream=None) -> None:
     """Send the project's events to stderr (or `stream`) at `level`; called once by each command's main."""
     if level not in LEVELS:
         raise ValueError(f"--log-level: expected one of {', '.join(LEVELS)}, found {level!r}")
-    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler(sys.stderr)
+    handler = _LineAwareHandler(stream) if stream is not None else _StderrHandler(sys.stderr)
     if under_journal():
         handler.setFormatter(_JournalFormatter())
     else:

@@ -55,12 +55,13 @@ class ExpertTeleop(TeleopSource):
             self._ended = False
             return [TeleopEvent("start", ZERO, now)]
         fraction = self._fraction()
-        if not any(fraction) or self.world.robot.collided:
+        if (not any(fraction) and not any(self.world.velocity)) or self.world.robot.collided:
+            # at the bottle and standing still (a move still running ends first, as a person waits for it)
             self._ended = True
             self.episodes += 1
             self.reached += in_goal(self.world.robot.layout, self.world.robot.pose) and not self.world.robot.collided
             return [TeleopEvent("end", ZERO, now)]
-        return [TeleopEvent("move", self.scale(fraction), now)]
+        return [TeleopEvent("move", self.scale(fraction), now)] if any(fraction) else []
 
     def command(self, now: float) -> TeleopCommand:
         return TeleopCommand(self.scale(self._fraction()), True)
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     args.instruction = args.instruction or [instruction_for(layout.side)]
     args.camera = "sim"  # stored on each episode
     spec = RecordSpec.from_args(args)
+    motor = "sim (sim.world.SimMotor)" if args.direct else "serial: sim.controller_emulator on a pty"
+    spec = replace(spec, config=replace(spec.config, attrs={**spec.config.attrs, "motor": motor}))
 
     def run(world: SimWorld, camera, spec: RecordSpec, motor=None) -> int:
         teleop = ExpertTeleop(world).open(spec.safety.max_speed) if spec.teleop == "expert" else None

@@ -7,6 +7,7 @@
     python -m train.data merge rec-monday/ rec-tuesday/ --out all/                 # copied, renumbered
     python -m train.data drop rec/ 3 episode_0007        # set aside as NAME.dropped (rename back to undo)
     python -m train.data relabel rec/ 4 5 --instruction "reach the bottle on the right"
+    python -m train.data recover rec/ .episode_0007.h5.partial     # keep a crashed episode's frames (checked)
 
     from train.data import EpisodeDataset, load_episodes
     episodes, rejected = load_episodes(paths, DataOptions(window=8, chunk=10))
@@ -31,6 +32,14 @@ Recordings of take-overs (`runtime.drive --teleop --record`) carry an
 `intervention` tag per frame: `intervention_weight` and `policy_weight`
 (train.fit --intervention-weight / --policy-weight) weigh those actions in
 the loss (through the mask), 0 leaving a kind out.
+
+A recorder file whose `complete` attribute is False (an episode stopped
+before its end, its partial file renamed by hand) is refused unless
+`allow_incomplete` (`--allow-incomplete`); `recover` checks such a file and
+keeps it under the next free name. Frame spacings agree within
+`runtime.policy.driving.SPACING_TOLERANCE` (10 %): training refuses files
+that differ by more and names them; `merge` says which files differ and by
+how much.
 """
 
 from __future__ import annotations
@@ -50,9 +59,9 @@ import numpy as np
 from runtime.atomic import atomic_write_text
 from runtime.cli import CommandError, exits_on
 from runtime.logs import add_log_level_argument
-from runtime.policy.driving import Driving
+from runtime.policy.driving import SPACING_TOLERANCE, Driving, same_spacing
 from runtime.policy.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
-from runtime.recording.episode_writer import EPISODE_NAME, existing_episodes
+from runtime.recording.episode_writer import DROPPED_SUFFIX, EPISODE_NAME, next_episode_number, partial_path
 from runtime.recording.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
 from train.config import MobileVLAConfig
 
@@ -84,6 +93,7 @@ class DataOptions:
     intervention_weight: float = 1.0  # loss weight of actions a person took over with (`intervention` = 1)
     policy_weight: float = 1.0  # loss weight of the policy's own actions in runs recorded by runtime.drive --record;
     #                             0 trains on the corrections only (HG-DAgger); demonstrations always weigh 1
+    allow_incomplete: bool = False  # read recorder files whose `complete` is False (stopped before their end)
 
     @classmethod
     def for_model(cls, config: MobileVLAConfig, **data) -> DataOptions:
@@ -200,6 +210,10 @@ def read_episode(path: Path, options: DataOptions = DataOptions()) -> Episode:
                 instruction = text.strip("\0 ")
                 had = bool(instruction)
                 instruction = instruction or options.default_instruction
+            if "complete" in f.attrs and not bool(f.attrs["complete"]) and not options.allow_incomplete:
+                raise EpisodeError(path, "recorded but never finished (attribute complete=False: the recording "
+                                         "stopped before the episode's end); check it and keep it with `python -m "
+                                         "train.data recover`, or read it anyway with --allow-incomplete")
             intervention = read_intervention(f, path, t)
             images = images_ds[()]
             attrs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.attrs.items()}  # arrays too
@@ -364,6 +378,17 @@ def split_episodes(paths: list[Path], val_fraction: float = 0.2, seed: int = 0) 
     return train, val
 
 
+HISTOGRAM = ("< -0.5", "-0.5..0", "~0", "0..0.5", "> 0.5")  # the columns of `summary`'s action histogram
+
+
+def histogram(values: np.ndarray) -> list[int]:
+    """Counts per HISTOGRAM column. -0.5 and +0.5 (the default top speed, a full key press) count in the columns
+    that name them (-0.5..0, 0..0.5), |v| <= 0.05 is ~0; only faster than 0.5 counts as > 0.5."""
+    v = np.asarray(values)
+    masks = (v < -0.5, (v >= -0.5) & (v < -0.05), np.abs(v) <= 0.05, (v > 0.05) & (v <= 0.5), v > 0.5)
+    return [int(np.count_nonzero(m)) for m in masks]
+
+
 def summary(episodes: list[Episode], rejected: list, options: DataOptions) -> str:
     lines = []
     frames = sum(e.frames for e in episodes)
@@ -376,13 +401,10 @@ def summary(episodes: list[Episode], rejected: list, options: DataOptions) -> st
         lines.append(f"             {sum(e.instruction == text for e in episodes):>4} x {text!r}")
     if episodes:
         raw = np.concatenate([e.raw_actions for e in episodes])
-        edges = np.array([-np.inf, -0.5, -0.05, 0.05, 0.5, np.inf])
-        lines.append(f"actions      {'axis':<10}{'< -0.5':>8}{'-0.5..0':>9}{'~0':>7}{'0..0.5':>8}{'> 0.5':>7}"
-                     f"   range")
+        lines.append(f"actions      {'axis':<10}" + "".join(f"{label:>8}" for label in HISTOGRAM) + "   range")
         for axis in range(3):
-            counts, _ = np.histogram(raw[:, axis], edges)
             used = " (trained)" if axis < options.action_axes else " (ignored)"
-            lines.append(f"             {AXES[axis]:<10}" + "".join(f"{c:>8}" for c in counts)
+            lines.append(f"             {AXES[axis]:<10}" + "".join(f"{c:>8}" for c in histogram(raw[:, axis]))
                          + f"   [{raw[:, axis].min():+.2f}, {raw[:, axis].max():+.2f}]{used}")
     if rejected:
         lines.append("rejected")
@@ -392,18 +414,23 @@ def summary(episodes: list[Episode], rejected: list, options: DataOptions) -> st
 
 
 def recording_summary(episodes: list[Episode]) -> str:
-    """What the recorder adds: modes, frame spacing, duration, intervention share (empty for collector files)."""
+    """What the recorder adds: modes, frame spacing, duration, dropped frames, intervention share (empty for
+    collector files)."""
     recorded = [e for e in episodes if "recording_mode" in e.attrs]
     lines = []
     if recorded:
+        groups = spacing_groups([(e.path, float(e.attrs.get("frame_spacing_s", 0.4))) for e in recorded])
         modes = {}
-        for e in recorded:
-            key = (e.attrs["recording_mode"], round(float(e.attrs.get("frame_spacing_s", 0)), 4))
-            modes[key] = modes.get(key, 0) + 1
-        lines.append("recorded     " + ", ".join(f"{n} {mode} (one frame per {spacing:g} s)"
+        for spacing, members in groups:
+            for path in members:
+                mode = next(e.attrs["recording_mode"] for e in recorded if e.path == path)
+                modes[(mode, spacing)] = modes.get((mode, spacing), 0) + 1
+        lines.append("recorded     " + ", ".join(f"{n} {mode} (one frame per {spacing:.3g} s)"
                                                 for (mode, spacing), n in sorted(modes.items())))
         seconds = sum(float(e.attrs.get("total_duration", 0)) for e in recorded)
-        lines.append(f"duration     {seconds:.0f} s recorded")
+        dropped = sum(int(e.attrs.get("dropped_frames", 0)) for e in recorded)
+        lines.append(f"duration     {seconds:.0f} s recorded" + (f"; {dropped} frame(s) dropped while recording (the "
+                                                                 f"disk was too slow)" if dropped else ""))
     tagged = [e for e in episodes if e.intervention is not None]
     if tagged:
         frames = sum(len(e.intervention) for e in tagged)
@@ -414,19 +441,46 @@ def recording_summary(episodes: list[Episode]) -> str:
     return "\n".join(lines)
 
 
+def spacing_groups(spacings: list[tuple[Path, float]]) -> list[tuple[float, list[Path]]]:
+    """Files grouped by frame spacing: spacings within SPACING_TOLERANCE of a group's (its most common file's)
+    join it. Largest group first; each group's spacing is the median of its files'."""
+    groups: list[list[tuple[Path, float]]] = []
+    for path, spacing in sorted(spacings, key=lambda ps: ps[1]):
+        if groups and same_spacing(float(np.median([v for _, v in groups[-1]])), spacing):
+            groups[-1].append((path, spacing))
+        else:
+            groups.append([(path, spacing)])
+    groups.sort(key=len, reverse=True)
+    return [(float(np.median([v for _, v in g])), [p for p, _ in g]) for g in groups]
+
+
+def spacing_report(groups: list[tuple[float, list[Path]]], limit: int = 3) -> str:
+    """Which files differ from the largest group's spacing, and by how much."""
+    main, _ = groups[0]
+    lines = []
+    for spacing, paths in groups:
+        names = ", ".join(str(p) for p in paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit
+                                                            else "")
+        ratio = "" if spacing == main else f" ({spacing / main:.2g}x the {main:.3g} s of the most files)"
+        lines.append(f"  {len(paths)} file(s) one frame per {spacing:.3g} s{ratio}: {names}")
+    return "\n".join(lines)
+
+
 def driving_from_episodes(episodes: list[Episode]) -> dict:
     """The frame spacing the model learns from, for the checkpoint's top-level "driving" key (the bundle carries
     it to runtime.drive). Recorder files say it (`frame_spacing_s`, `recording_mode`); the collector's files are
-    one frame per 0.4 s move. Mixed spacings are refused: the window would mean different times."""
-    spacings = {round(float(e.attrs.get("frame_spacing_s", 0.4)), 4) for e in episodes}
+    one frame per 0.4 s move. Spacings that differ by more than SPACING_TOLERANCE are refused, naming the files:
+    the window would mean different times."""
+    spacings = [(e.path, float(e.attrs.get("frame_spacing_s", 0.4))) for e in episodes]
     modes = {str(e.attrs.get("recording_mode", "step")) for e in episodes}
-    if len(spacings) > 1:
-        listed = ", ".join(f"{v:g} s" for v in sorted(spacings))
+    groups = spacing_groups(spacings) if spacings else [(0.4, [])]
+    if len(groups) > 1:
         raise EpisodeError(Path(episodes[0].path).parent,
-                           f"episodes recorded at different frame spacings ({listed}): "
-                           f"the head's window would span different times; train on one spacing "
-                           f"(python -m train.data summary shows which files have which)")
-    spacing = spacings.pop() if spacings else 0.4
+                           f"episodes recorded at different frame spacings (more than {SPACING_TOLERANCE:.0%} "
+                           f"apart): the head's window would span different times; train on one spacing "
+                           f"(python -m train.data summary shows which files have which):\n"
+                           + spacing_report(groups))
+    spacing = round(groups[0][0], 4)
     return {"mode": modes.pop() if len(modes) == 1 else "step", "frame_spacing_s": spacing, "source": "recordings"}
 
 
@@ -464,24 +518,30 @@ def read_split(path: Path, folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def merge_folders(sources: list[Path], out: Path) -> list[tuple[Path, Path]]:
-    """Copy the episodes of several folders into `out`, numbered on after what `out` holds; never overwrites.
-    Each copy is written under a hidden name and renamed when complete. Returns [(source, copy)]."""
+    """Copy the episodes of several folders into `out`, numbered on after everything `out` holds (finished,
+    partial and set-aside episodes); never overwrites. Each copy is written under a hidden name and renamed when
+    complete. Returns [(source, copy)]."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    numbers = existing_episodes(out)
-    k = numbers[-1] + 1 if numbers else 0
+    k = next_episode_number(out)
     copies = []
     for folder in sources:
         if Path(folder).resolve() == out.resolve():
             raise CommandError(f"merge: {folder} is the output folder itself")
         for path in find_episodes(folder):
             target = out / EPISODE_NAME.format(k)
-            tmp = out / f".{target.name}.partial"
+            tmp = out / f".{target.name}.merging"
             shutil.copy2(path, tmp)
             os.replace(tmp, target)
             copies.append((path, target))
             k += 1
     return copies
+
+
+def file_spacing(path: Path) -> float:
+    """An episode file's frame spacing from its attributes alone (the collector's files: 0.4 s)."""
+    with h5py.File(path, "r") as f:
+        return float(f.attrs.get("frame_spacing_s", 0.4))
 
 
 def episode_paths(folder: Path, names: list[str]) -> list[Path]:
@@ -497,9 +557,6 @@ def episode_paths(folder: Path, names: list[str]) -> list[Path]:
             raise CommandError(f"{folder}: no episode {name!r} (tried {', '.join(p.name for p in candidates)})")
         paths.append(found)
     return paths
-
-
-DROPPED_SUFFIX = ".dropped"
 
 
 def drop_episodes(paths: list[Path]) -> list[Path]:
@@ -532,13 +589,41 @@ def relabel_episodes(paths: list[Path], instruction: str) -> None:
             raise
 
 
+def recover_partial(folder: Path, name: str) -> Path:
+    """Keep the frames of an episode stopped before its end: its partial file (`.episode_0007.h5.partial`, or
+    its number) is checked readable, marked complete with `recovered` True, and renamed to the next free name."""
+    folder = Path(folder)
+    candidates = [folder / name]
+    if name.isdigit():
+        candidates.append(partial_path(folder / EPISODE_NAME.format(int(name))))
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise CommandError(f"{folder}: no partial episode {name!r} (tried {', '.join(p.name for p in candidates)})")
+    try:
+        episode = read_episode(path, DataOptions(image_size=32, allow_incomplete=True))
+    except EpisodeError as e:
+        raise CommandError(f"recover: {e}; the file is left as it is") from e
+    target = folder / EPISODE_NAME.format(next_episode_number(folder))
+    tmp = folder / f".{target.name}.recovering"
+    shutil.copy2(path, tmp)
+    try:
+        with h5py.File(tmp, "r+") as f:
+            f.attrs.update(complete=True, recovered=True, num_frames=episode.frames)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    path.unlink()
+    return target
+
+
 def _add_read_options(ap) -> None:
     ap.add_argument("--channel-order", choices=("bgr", "rgb"), default=DataOptions.channel_order)
     ap.add_argument("--action-axes", type=int, choices=(2, 3), default=DataOptions.action_axes)
     ap.add_argument("--action-range", type=float, default=DataOptions.action_range)
 
 
-SUBCOMMANDS = ("summary", "split", "merge", "drop", "relabel")
+SUBCOMMANDS = ("summary", "split", "merge", "drop", "relabel", "recover")
 
 
 def tools_main(argv: list[str]) -> int:
@@ -549,6 +634,8 @@ def tools_main(argv: list[str]) -> int:
     p = sub.add_parser("summary", help="episodes, frames, instructions, action histogram, intervention share")
     p.add_argument("folder", type=Path)
     p.add_argument("--strict", action="store_true", help="exit 1 when any file is bad")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="read files whose recording stopped before its end (complete=False) too")
     _add_read_options(p)
     p = sub.add_parser("split", help="a deterministic train/val split by episode, written to a JSON file")
     p.add_argument("folder", type=Path)
@@ -565,9 +652,17 @@ def tools_main(argv: list[str]) -> int:
     p.add_argument("folder", type=Path)
     p.add_argument("episodes", nargs="*", help="file names, stems or numbers; none: every episode of the folder")
     p.add_argument("--instruction", required=True)
+    p = sub.add_parser("recover", help="keep a partial episode (checked, marked complete, renamed)")
+    p.add_argument("folder", type=Path)
+    p.add_argument("episode", help="the partial file's name (.episode_0007.h5.partial) or its number (7)")
     args = ap.parse_args(argv)
     if args.command == "summary":
-        return validate(args.folder, args.channel_order, args.action_axes, args.action_range, args.strict)
+        return validate(args.folder, args.channel_order, args.action_axes, args.action_range, args.strict,
+                        args.allow_incomplete)
+    if args.command == "recover":
+        target = recover_partial(args.folder, args.episode)
+        print(f"recovered {args.episode} as {target.name} (marked complete, recovered=True)")
+        return 0
     if args.command == "split":
         if not 0 < args.val_fraction < 1:
             raise CommandError(f"--val-fraction: expected between 0 and 1, got {args.val_fraction}")
@@ -577,6 +672,11 @@ def tools_main(argv: list[str]) -> int:
     if args.command == "merge":
         copies = merge_folders(args.folders, args.out)
         print(f"{args.out}: {len(copies)} episode(s) copied from {len(args.folders)} folder(s)")
+        groups = spacing_groups([(path, file_spacing(path)) for path in find_episodes(args.out)])
+        if len(groups) > 1:
+            print(f"warning: {args.out} now holds episodes at different frame spacings (more than "
+                  f"{SPACING_TOLERANCE:.0%} apart); train.fit refuses them together:\n" + spacing_report(groups),
+                  file=sys.stderr)
         return 0
     if args.command == "drop":
         for path in drop_episodes(episode_paths(args.folder, args.episodes)):
@@ -589,9 +689,9 @@ def tools_main(argv: list[str]) -> int:
 
 
 def validate(folder: Path, channel_order: str = "bgr", action_axes: int = 2, action_range: float = 1.15,
-             strict: bool = False) -> int:
+             strict: bool = False, allow_incomplete: bool = False) -> int:
     options = DataOptions(action_axes=action_axes, action_range=action_range, channel_order=channel_order,
-                          image_size=64)  # small: validation only
+                          image_size=64, allow_incomplete=allow_incomplete)  # small: validation only
     paths = find_episodes(folder)
     episodes, rejected = load_episodes(paths, options, strict=strict)
     if not paths:

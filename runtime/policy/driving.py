@@ -17,7 +17,9 @@ runs. Keys (docs/bundle-format.md):
   control rate);
 - `discrete`: snap each axis to the demonstrated moves (-range, 0, +range);
 - `frame_spacing_s`: seconds between the frames of a training window (step
-  recordings: the move's duration, 0.4 s; continuous recordings: 1 / rate);
+  recordings: the move's duration, 0.4 s; continuous recordings: their
+  measured spacing, about 1 / rate); two spacings are the same within
+  `SPACING_TOLERANCE` (10 %) of the smaller one (`same_spacing`);
 - `source`: where these values came from.
 
 A bundle without the record (exported before it existed) gets the defaults
@@ -29,6 +31,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 MODES = ("step", "continuous")
+# Two frame spacings are the same when they differ by at most this share of the smaller one: a measured spacing
+# (a continuous recording's mean, a take-over's frames) wanders by a few per cent around the one it aimed at, while a
+# different recording rule differs by 2x or more (0.1 s vs 0.4 s). train.data and train.fit compare with it.
+SPACING_TOLERANCE = 0.1
+
+
+def same_spacing(a: float, b: float, tolerance: float = SPACING_TOLERANCE) -> bool:
+    """Whether two frame spacings (s) agree within `tolerance` of the smaller one."""
+    return abs(a - b) <= tolerance * min(a, b)
 
 
 @dataclass(frozen=True)

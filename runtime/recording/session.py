@@ -28,8 +28,9 @@ from runtime.hardware import CameraError, DeviceError, TeleopError
 from runtime.logs import add_log_level_argument
 from runtime.motors.select import MotorSpec, add_motor_arguments, open_motor
 from runtime.policy.prompt import DEFAULT_INSTRUCTION
+from runtime.recording.episode_writer import frame_compression
 from runtime.recording.recorder import RecordConfig, Recorder
-from runtime.teleop.select import SOURCES, open_teleop
+from runtime.teleop.select import GAMEPAD_MAPS, SOURCES, open_teleop
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,13 @@ class RecordSpec:
     camera: CameraSpec = CameraSpec()  # the drive's camera (ignored when record() is handed a camera)
     safety: SafetyConfig = SafetyConfig()  # the drive's gate: --max-speed is the person's top speed
     cmd_timeout: float = DriveConfig.cmd_timeout  # s: the serial controller's own watchdog (the drive's)
+    joy_map: str | None = None  # --joy-map: a gamepad's layout (runtime.teleop.select.GAMEPAD_MAPS or a JSON file)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RecordSpec:
         motor, camera = MotorSpec.from_args(args), CameraSpec.from_args(args)
         return cls(args.teleop, config_from(args, motor, camera), motor, camera, SafetyConfig.from_args(args),
-                   args.cmd_timeout)
+                   args.cmd_timeout, args.joy_map)
 
 
 def add_record_arguments(ap: argparse.ArgumentParser) -> None:
@@ -73,14 +75,27 @@ def add_record_arguments(ap: argparse.ArgumentParser) -> None:
                     help="Hz the device is read and the motors commanded (runtime.drive's --rate)")
     ap.add_argument("--step-duration", type=float, default=d.step_duration, help="s per move (step mode)")
     ap.add_argument("--resume", action="store_true", help="continue the numbering of a folder with episodes")
-    ap.add_argument("--compression", type=int, default=d.compression, choices=range(10), metavar="0-9",
-                    help="gzip level of the frames")
+    ap.add_argument("--compression", type=compression_choice, default=d.compression, metavar="gzip|gzip:N|lzf|none",
+                    help="of the frames (default: gzip in step mode, lzf at 10 Hz: what the rate affords on 2 cores, "
+                         "docs/recording.md)")
+    ap.add_argument("--min-free-gb", type=float, default=d.min_free_gb,
+                    help="stop recording (the episode kept) before the disk holds less than this")
+    ap.add_argument("--joy-map", help=f"--teleop joystick / ros2-joy: the gamepad's layout, {', '.join(GAMEPAD_MAPS)} "
+                                      f"or a JSON file of runtime.teleop.GamepadMap fields (default: the source's)")
     ap.add_argument("--cmd-timeout", type=float, default=RecordSpec.cmd_timeout,
                     help="s: the serial controller stops on its own this long after the last command")
     ap.add_argument("--camera-timeout", type=float, default=d.camera_timeout,
                     help="s a camera read may wait, and the oldest frame taken")
     ap.add_argument("--quiet", action="store_true", help="no live status line")
     add_log_level_argument(ap)
+
+
+def compression_choice(value: str) -> str:
+    try:
+        frame_compression(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from e
+    return value
 
 
 def build_parser(description: str = "Record demonstrations (python -m runtime.record --help)."
@@ -124,8 +139,8 @@ def config_from(args, motor: MotorSpec, camera: CameraSpec) -> RecordConfig:
                         step_duration=args.step_duration, episodes=args.episodes, episode_seconds=args.episode_seconds,
                         reset_seconds=args.reset_seconds, instructions=instructions_from(args),
                         ask_instruction=args.ask_instruction, resume=args.resume,
-                        camera_timeout=args.camera_timeout, compression=args.compression, status=not args.quiet,
-                        attrs=attrs)
+                        camera_timeout=args.camera_timeout, compression=args.compression,
+                        min_free_gb=args.min_free_gb, status=not args.quiet, attrs=attrs)
 
 
 def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
@@ -134,7 +149,7 @@ def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
     with ExitStack() as stack:
         try:
             if teleop is None:
-                teleop = open_teleop(spec.teleop, spec.safety.max_speed)
+                teleop = open_teleop(spec.teleop, spec.safety.max_speed, joy_map=spec.joy_map)
             stack.callback(teleop.close)
             if motor is None:
                 motor = open_motor(spec.motor, watchdog_s=spec.cmd_timeout, printer=lambda s: None)

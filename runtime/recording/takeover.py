@@ -1,7 +1,8 @@
-"""A person takes over while the policy drives, and the run is recorded with each frame tagged (DAgger).
+"""A person takes over while the policy drives, and the run is recorded with each frame tagged (HG-DAgger).
 
     python -m runtime.drive --bundle b/ --serial /dev/ttyUSB0 --camera csi --teleop keyboard --record runs/
     python -m sim.drive --bundle b/ --seed 3 --teleop joystick:/dev/input/js0 --record runs/
+    python -m sim.drive --bundle b/ --seed 3 --teleop expert --record runs/     # the scripted person (sim/)
 
 While the person holds control (a key's move running, the gamepad's dead-man
 button held, fresh ROS 2 messages: `runtime.teleop`'s `held`), the person's
@@ -9,18 +10,37 @@ command replaces the policy's action on every control tick, through the same
 safety gate; letting go returns control to the policy at the next tick.
 
 `--record DIR` writes the whole run as one episode (runtime/recording/episode_writer.py,
-numbered on after what DIR holds) of the frames the policy saw: attribute
-`policy_driven` True, dataset `intervention` 1 where the person drove. The
-action stored for a frame: in continuous mode the command in force at its
-capture; in step mode the move that followed it (the last command sent before
-the next frame). `train.fit --intervention-weight/--policy-weight` weigh them
-(docs/recording.md). Ended by a signal or the end of the run, the episode is
-saved; a kill leaves it as a hidden partial file.
+numbered after everything DIR holds, partial files included) at the frame
+spacing the policy was trained on, so a correction trains the next policy
+(docs/recording.md section 6):
+- continuous mode: of the frames the inference thread takes, those one
+  trained spacing apart (the bundle's `driving.frame_spacing_s`, kept by
+  runtime/recording/frame_sampler.py, the ring's rule); the action stored is
+  the command in force at the frame's capture; `frame_spacing_s` is the
+  measured mean spacing (and `frame_spacing_spread_s` its spread), warned
+  about when it is not the trained one (inference slower than the spacing);
+- step mode: every frame the policy took, and while the person drives a frame
+  every step spacing (`frame_due`, below); the action stored is the move
+  that followed the frame (the last non-zero command sent before the next
+  frame), as a step-mode recording stores it; `frame_spacing_s` is the step
+  duration.
+Attributes: `policy_driven` True, `takeovers` (how often the person took
+over); dataset `intervention` 1 where the person drove. `train.fit
+--intervention-weight/--policy-weight` weigh them. Ended by a signal or the
+end of the run, the episode is saved; a kill leaves it as a hidden partial file.
 
-The drive loop calls three things (DriveLoop's hook): `command(now)` on each
-control tick (the person's velocity, or None to let the policy drive),
-`sent(now, result, person)` after each send, and `captured(frame)` on each
-frame the inference thread takes.
+What the drive loop calls (runtime/control/), and when:
+- `command(now)`: control thread, every tick, before the policy's plan: the
+  person's velocity (the loop sends it through the gate, as a mode of
+  armed), or None (the policy drives);
+- `sent(now, result, person)`: control thread, after every send;
+- `captured(frame)`: inference thread, on every frame it takes;
+- `frame_due(now)`: inference thread, step mode, while it waits for the
+  step's move to end: True when the person drives and a step spacing has
+  passed since the last frame: the thread then takes a frame (and calls
+  `captured`) without waiting for the move; it may run the policy on it so
+  the ring stays at the step spacing, but a plan from a frame the person drove
+  over is never sent.
 """
 
 from __future__ import annotations
@@ -28,13 +48,16 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from runtime.cli import CommandError
-from runtime.hardware import SentCommand
+from runtime.hardware import SentCommand, TeleopSource
+from runtime.policy.bundle import read_driving
+from runtime.policy.driving import same_spacing
 from runtime.recording.command_history import CommandHistory
-from runtime.teleop.select import SOURCES, open_teleop
+from runtime.recording.frame_sampler import FrameSampler
+from runtime.teleop.select import GAMEPAD_MAPS, SOURCES, open_teleop
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +65,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TakeoverSpec:
     teleop: str  # --teleop SOURCE: the person's device (runtime.teleop.select.SOURCES)
-    mode: str  # the drive's mode (continuous, step): which command a frame's action is (see the module's doc)
+    mode: str  # the drive's mode (continuous, step): which frames are kept and which command a frame's action is
     record: Path | None = None  # --record DIR: the run as one episode there; None: not recorded
     instruction: str = ""  # stored with the episode (the policy's instruction)
-    frame_spacing_s: float = 0.0  # stored as the episode's frame spacing (0: measured from the frames)
+    frame_spacing_s: float = 0.0  # continuous: the trained spacing (the bundle's); step: the step duration. Needed
+    #                               to record; from_args reads it from the bundle
+    joy_map: str | None = None  # --joy-map: a gamepad's layout (runtime.teleop.select.GAMEPAD_MAPS or a JSON file)
+    source: TeleopSource | None = field(default=None, compare=False)  # a caller's own device (the simulator's
+    #                                                                    scripted person), opened here; else --teleop
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TakeoverSpec | None:
@@ -53,27 +80,43 @@ class TakeoverSpec:
             if getattr(args, "record", None) is not None:
                 raise CommandError("--record DIR records a run with take-over: it needs --teleop SOURCE")
             return None
-        return cls(args.teleop, args.mode, args.record,
-                   frame_spacing_s=args.step_duration if args.mode == "step" else 0.0)
+        if args.mode == "step":
+            spacing = float(args.step_duration)
+        else:
+            spacing = read_driving(args.bundle).frame_spacing_s if getattr(args, "bundle", None) else 0.0
+        return cls(args.teleop, args.mode, args.record, frame_spacing_s=spacing, joy_map=getattr(args, "joy_map", None))
 
 
 def add_takeover_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--teleop", help=f"a person may take over with this device while it is held: {SOURCES}")
     ap.add_argument("--record", type=Path, help="with --teleop: record the run as an episode in this folder, each "
-                                                "frame tagged policy or intervention")
+                                                "frame tagged policy or intervention, at the bundle's frame spacing")
+    ap.add_argument("--joy-map", help=f"--teleop joystick / ros2-joy: the gamepad's layout, {', '.join(GAMEPAD_MAPS)} "
+                                      f"or a JSON file of runtime.teleop.GamepadMap fields (default: the source's)")
 
 
 class Takeover:
     """The person's override and the run's recording, for one drive."""
 
     def __init__(self, teleop, spec: TakeoverSpec):
+        if spec.mode not in ("step", "continuous"):
+            raise ValueError(f"take-over: mode {spec.mode!r}: expected step or continuous")
+        if spec.record is not None and not spec.frame_spacing_s > 0:
+            raise ValueError("take-over recording: TakeoverSpec.frame_spacing_s must be the policy's trained frame "
+                             "spacing (continuous) or the step duration (step), > 0 s; TakeoverSpec.from_args reads "
+                             "it from the bundle")
         self.teleop, self.spec = teleop, spec
         self.history = CommandHistory()  # what went out, by whom: each frame's label
+        self.sampler = FrameSampler(spec.frame_spacing_s) if spec.mode == "continuous" and spec.record else None
         self._pending = None  # step mode: the frame waiting for the move that follows it
+        self._last_stamp: float | None = None  # capture time of the newest frame seen (step mode: frame_due)
         self.writer = None
         self.holding = False
         self.interventions = 0  # control ticks the person drove
+        self.takeovers = 0  # times the person took control
+        self.frames_seen = 0  # frames the inference thread took
 
+    # -- control thread ----------------------------------------------------------------------------
     def command(self, now: float):
         """The person's velocity when they hold control now, else None (the policy drives)."""
         self.teleop.poll(now)  # controls are not used while driving; moves are read as the command in force
@@ -81,6 +124,7 @@ class Takeover:
         if cmd.held != self.holding:
             log.info("%s", "the person took over" if cmd.held else "control back to the policy")
             self.holding = cmd.held
+            self.takeovers += cmd.held
         if not cmd.held:
             return None
         self.interventions += 1
@@ -89,8 +133,18 @@ class Takeover:
     def sent(self, now: float, result: SentCommand, person: bool) -> None:
         self.history.add(time.monotonic(), result, person)
 
+    # -- inference thread --------------------------------------------------------------------------
+    def frame_due(self, now: float) -> bool:
+        """Step mode: the person drives and a step spacing has passed since the last frame, so a frame is due
+        although the policy's move has not ended (see the module's doc: what the drive loop calls)."""
+        return (self.spec.mode == "step" and self.holding
+                and (self._last_stamp is None or now - self._last_stamp >= self.spec.frame_spacing_s))
+
     def captured(self, frame) -> None:
-        """A frame the policy saw: recorded (continuous: now; step: when the next frame shows its move)."""
+        """A frame the policy saw: recorded (continuous: at the trained spacing, now; step: when the next frame
+        shows the move that followed it)."""
+        self.frames_seen += 1
+        self._last_stamp = frame.stamp
         if self.spec.record is None:
             return
         if self.writer is None:
@@ -99,30 +153,45 @@ class Takeover:
             if self._pending is not None:
                 previous = self._pending
                 action, person = self.history.move_between(previous.stamp, frame.stamp)
-                self.writer.append(previous.image, action, previous.stamp, None, person)
+                self._append(previous, action, person)
             self._pending = frame
-        else:
+        elif self.sampler.take(frame.stamp):
             action, person = self.history.in_force(frame.stamp)
-            self.writer.append(frame.image, action, frame.stamp, None, person)
+            self._append(frame, action, person)
+
+    def _append(self, frame, action, person: bool) -> None:
+        event = "episode_start" if self.writer.frames == 0 else "start_action" if any(action) else "stop_action"
+        self.writer.append(frame.image, action, frame.stamp, event, person)
 
     def _open(self) -> None:
+        from runtime.recording.background_writer import BackgroundWriter  # noqa: PLC0415  --record only; start-up
         from runtime.recording.episode_writer import (  # noqa: PLC0415  --record only; drive start-up
             EPISODE_NAME,
-            BackgroundWriter,
             EpisodeWriter,
-            existing_episodes,
+            default_compression,
+            next_episode_number,
         )
 
         folder = Path(self.spec.record)
         folder.mkdir(parents=True, exist_ok=True)
-        numbers = existing_episodes(folder)
-        path = folder / EPISODE_NAME.format(numbers[-1] + 1 if numbers else 0)
+        path = folder / EPISODE_NAME.format(next_episode_number(folder))
         attrs = {"recorder": "runtime.drive", "policy_driven": True, "recording_mode": self.spec.mode,
-                 "teleop": self.spec.teleop}
-        if self.spec.frame_spacing_s:
-            attrs["frame_spacing_s"] = self.spec.frame_spacing_s
-        self.writer = BackgroundWriter(EpisodeWriter(path, self.spec.instruction or None, attrs=attrs))
-        log.info("recording the run into %s", path)
+                 "teleop": self.spec.teleop, "frame_spacing_s": self.spec.frame_spacing_s}
+        compression = default_compression(self.spec.frame_spacing_s)
+        self.writer = BackgroundWriter(EpisodeWriter(path, self.spec.instruction or None, attrs=attrs,
+                                                     compression=compression))
+        log.info("recording the run into %s (frames %g s apart, %s)", path, self.spec.frame_spacing_s, compression)
+
+    def _spacing_attrs(self) -> dict:
+        """Continuous: the measured spacing and its spread (warned about when it is not the trained one)."""
+        if self.spec.mode == "step" or self.writer.frames < 2:
+            return {}
+        mean, spread = self.writer.spacing()
+        if not same_spacing(mean, self.spec.frame_spacing_s):
+            log.warning("the run's frames are %.3f s apart on average, the policy was trained on %g s: the frames "
+                        "came slower than the spacing (inference or camera); training refuses to mix them",
+                        mean, self.spec.frame_spacing_s)
+        return {"frame_spacing_s": mean, "frame_spacing_spread_s": spread}
 
     def close(self) -> None:
         """Save the run's episode (the last step-mode frame with the move sent after it) and release the device."""
@@ -130,14 +199,16 @@ class Takeover:
             if self.writer is not None:
                 if self._pending is not None:
                     action, person = self.history.move_between(self._pending.stamp, float("inf"))
-                    self.writer.append(self._pending.image, action, self._pending.stamp, None, person)
+                    self._append(self._pending, action, person)
                     self._pending = None
                 if self.writer.frames:
-                    if not self.writer.has_attr("frame_spacing_s") and self.writer.frames > 1:
-                        spacing = (self.writer.last_capture - self.writer.first_capture) / (self.writer.frames - 1)
-                        self.writer.set_attrs(frame_spacing_s=spacing)
-                    path = self.writer.finish()
-                    log.info("saved the run: %s, %d frames", path, self.writer.frames)
+                    try:
+                        path = self.writer.finish(takeovers=self.takeovers, **self._spacing_attrs())
+                        log.info("saved the run: %s, %d frames, %d take-over(s)", path, self.writer.frames,
+                                 self.takeovers)
+                    except OSError as e:
+                        kept = self.writer.abandon(keep=True)
+                        log.error("the run's episode could not be saved: %s (kept: %s)", e, kept)
                 else:
                     self.writer.abandon(keep=False)
                 self.writer = None
@@ -146,4 +217,9 @@ class Takeover:
 
 
 def open_takeover(spec: TakeoverSpec, top_speed, instruction: str = "") -> Takeover:
-    return Takeover(open_teleop(spec.teleop, top_speed), replace(spec, instruction=instruction))
+    """The person's device opened (the spec's own source, or --teleop's) and the take-over around it."""
+    if spec.source is not None:
+        teleop = spec.source.open(top_speed) or spec.source
+    else:
+        teleop = open_teleop(spec.teleop, top_speed, joy_map=spec.joy_map)
+    return Takeover(teleop, replace(spec, instruction=instruction))

@@ -8,6 +8,14 @@ w/s forward/back, a/d left/right, q/e/z/c the diagonals, r/t turn left/right,
 space stop; n start, m end, u discard, Esc quit; Ctrl-C stops as in
 `runtime.drive`. The terminal is put in non-canonical mode without echo
 (signals stay on) and restored on close.
+
+A terminal sends no key release, only the auto-repeat of a held key: the first
+repeat after a delay (X11's default 660 ms, the longest of the common
+defaults, docs/recording.md), then one every 33-92 ms. So a key's move stays in
+force (`command`, continuous mode and take-over) for `repeat_delay_s` (0.75 s)
+after it is pressed and `repeat_gap_s` (0.2 s) after each repeat: a held key
+drives without a gap, and letting go of a repeating key stops within 0.2 s
+(space, a move of zero, replaces a running move at once). A terminal that goes away (SSH dropped) reads as let go.
 """
 
 from __future__ import annotations
@@ -32,13 +40,16 @@ class KeyboardTeleop(TeleopSource):
 
     name = "keyboard"
 
-    def __init__(self, tty: str | None = None, hold_s: float = 0.5):
+    def __init__(self, tty: str | None = None, repeat_delay_s: float = 0.75, repeat_gap_s: float = 0.2):
         self.tty = tty or "/dev/tty"
-        self.hold_s = hold_s  # s a key's move stays in force (continuous mode, take-over); the 0.4 s move + slack
+        self.repeat_delay_s = repeat_delay_s  # s a pressed key's move stays in force: past the first auto-repeat
+        self.repeat_gap_s = repeat_gap_s  # s it stays in force after each repeat: past the slowest repeat rate
         self.fd: int | None = None
         self._saved = None
         self._last: TeleopEvent | None = None
+        self._until = -float("inf")  # time.monotonic() when the newest key's move ends
         self._pending = b""
+        self.lost = ""  # the terminal went away
 
     def open(self, top_speed=(0.5, 0.5, 1.0)) -> KeyboardTeleop:
         super().open(top_speed)
@@ -79,6 +90,7 @@ class KeyboardTeleop(TeleopSource):
                 break
             except OSError as e:
                 if e.errno in (errno.EIO, errno.ENXIO):  # the terminal went away (SSH dropped): nobody drives
+                    self.lost = "the terminal closed"
                     break
                 raise
             if not data:
@@ -101,17 +113,27 @@ class KeyboardTeleop(TeleopSource):
                 continue
             key = ch.lower()
             if key in KEY_MOVES:
-                self._last = TeleopEvent("move", self.scale(KEY_MOVES[key]), now)
-                events.append(self._last)
+                move = TeleopEvent("move", self.scale(KEY_MOVES[key]), now)
+                repeat = self._last is not None and move.velocity == self._last.velocity and now <= self._until
+                self._until = max(self._until, now + self.repeat_gap_s) if repeat else now + self.repeat_delay_s
+                self._last = move
+                events.append(move)
             elif ch in KEY_CONTROLS:
                 events.append(TeleopEvent(KEY_CONTROLS[ch], ZERO, now))
             i += 1
         return events
 
     def command(self, now: float) -> TeleopCommand:
-        if self._last is None or now - self._last.time > self.hold_s:
+        if self._last is None or now > self._until or self.lost:
             return TeleopCommand(ZERO, False)
         return TeleopCommand(self._last.velocity, True)
+
+    def problem(self, now: float) -> str:
+        return f"keyboard lost: {self.lost}" if self.lost else ""
+
+    def legend(self) -> str:
+        return ("keys: w/s fwd/back  a/d left/right  q/e/z/c diagonals  r/t turn  space stop | "
+                "n start  m end (save)  u discard  Esc quit  Ctrl-C stop")
 
     def ask(self, prompt: str, stop=lambda: False) -> str:
         """A line typed on the same terminal (the instruction), echoed while typed; "" when `stop()` turns true

@@ -9,17 +9,22 @@ signal handlers: the recorder's handlers zero the motors). Messages are
 received on the node's spinning thread and handed over under a lock.
 
 - `ros2-joy:/joy`: `Joy.axes` (-1..1) and `Joy.buttons` through a
-  `runtime.teleop.GamepadMap` (joy_node's layout: left stick up is +1 on
-  axis 1; the dead-man is button 4; A/B/X/Start are start/end/discard/quit).
+  `runtime.teleop.GamepadMap`: `--joy-map joy_node` (the default: left stick
+  up is +1 on axis 1; the dead-man is button 4, LB; A/B/X/Start, buttons
+  0/1/2/7, are start/end/discard/quit) or `--joy-map game_controller_node`
+  (SDL's one layout for every known pad: sticks on axes 1/0/2, the dead-man
+  LEFTSHOULDER 9, A/B/X/START 0/1/2/6), or a JSON file of GamepadMap fields.
   Each message with a deflected stick (dead-man held) is one move in step
-  mode; joy_node's autorepeat (20 Hz by default) keeps a held stick fresh.
+  mode; both nodes' autorepeat (20 Hz by default) keeps a held stick fresh.
 - `ros2-twist:/topic`: each Twist (linear.x, linear.y, angular.z in m/s and
   rad/s, clipped by the safety gate to `--max-speed`) is one move in step
   mode. Twist carries no episode controls: end episodes with
   `--episode-seconds`, or drive with the keyboard or a gamepad instead.
 
 A message older than `timeout_s` (0.5 s) no longer counts: the command in
-force falls to zero, as the drive's command timeout does. Do not point
+force falls to zero, as the drive's command timeout does, and `problem` says
+so (a publisher that died, a pad the node lost: game_controller_node stops
+publishing when its pad goes). Do not point
 `ros2-twist` at the topic the robot's own `--motor ros2` publishes on: the
 recorder would read its own commands back (use e.g. /cmd_vel_teleop, a
 remapping of teleop_twist_keyboard's output).
@@ -32,9 +37,9 @@ import time
 
 from runtime.hardware import ZERO, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
 from runtime.ros2.node import Ros2Error, RosNode
-from runtime.teleop.joystick import GamepadMap, StickState
+from runtime.teleop.joystick import JOY_NODE, GamepadMap, StickState
 
-JOY_MAP = GamepadMap(axes=(1, 0, 3), signs=(1, 1, 1))  # joy_node reports stick up and stick left as +1
+JOY_MAP = JOY_NODE  # the default layout: joy_node's (runtime.teleop.joystick.GAMEPAD_MAPS has the others)
 
 
 class _Ros2Teleop(TeleopSource):
@@ -86,6 +91,11 @@ class _Ros2Teleop(TeleopSource):
     def fresh(self, now: float) -> bool:
         return now - self._last_arrival <= self.timeout_s
 
+    def problem(self, now: float) -> str:
+        if self._last_arrival == -float("inf"):
+            return f"no message on {self.topic} yet"
+        return "" if self.fresh(now) else f"{self.topic} silent for {now - self._last_arrival:.1f} s: stopped"
+
     @property
     def publishers(self) -> int:
         return 0 if self._ros is None else self._ros.node.count_publishers(self.topic)
@@ -122,6 +132,9 @@ class Ros2JoyTeleop(_Ros2Teleop):
             return TeleopCommand(ZERO, False)
         return TeleopCommand(self.scale(self.state.fraction()), self.state.held)
 
+    def legend(self) -> str:
+        return self.mapping.legend() + f" ({self.topic})"
+
 
 class Ros2TwistTeleop(_Ros2Teleop):
     """geometry_msgs/Twist from any teleop node: one message is one move; fresh messages are the command."""
@@ -150,3 +163,6 @@ class Ros2TwistTeleop(_Ros2Teleop):
         if not self.fresh(now):
             return TeleopCommand(ZERO, False)
         return TeleopCommand(self._velocity, True)
+
+    def legend(self) -> str:
+        return f"Twist on {self.topic}: each message drives; no episode controls (--episode-seconds ends them)"

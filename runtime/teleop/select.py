@@ -6,6 +6,7 @@
     source = open_teleop("ros2-joy:/joy", top_speed)                     # sensor_msgs/Joy (runtime/teleop/ros2.py)
     source = open_teleop("ros2-twist:/cmd_vel_teleop", top_speed)        # any teleop node's Twist
     source = open_teleop("mypackage.pad:MyPad", top_speed)               # your own device, one class
+    source = open_teleop("ros2-joy:/joy", top_speed, joy_map="game_controller_node")   # another gamepad layout
 
 A user's class must subclass `runtime.hardware.TeleopSource`; it is constructed
 with no arguments and then `open(top_speed)`ed, as a vendor motor class is
@@ -16,7 +17,7 @@ trust.
 from __future__ import annotations
 
 from runtime.hardware import TeleopError, TeleopSource, load_user_class
-from runtime.teleop.joystick import JoystickTeleop
+from runtime.teleop.joystick import GAMEPAD_MAPS, JOY_NODE, XPAD, JoystickTeleop, gamepad_map
 from runtime.teleop.keyboard import KeyboardTeleop
 
 
@@ -26,26 +27,30 @@ def load_teleop_class(spec: str) -> type:
                            "open, close, poll -> [TeleopEvent], command -> TeleopCommand")
 
 
+__all__ = ["GAMEPAD_MAPS", "SOURCES", "load_teleop_class", "make_teleop", "open_teleop"]
 SOURCES = ("keyboard, keyboard:/dev/pts/N, joystick:/dev/input/jsN, ros2-joy:/joy, ros2-twist:/cmd_vel, "
            "package.module:Class")
 
 
-def make_teleop(spec: str) -> TeleopSource:
-    """The source named by `--teleop SPEC`, not opened yet."""
+def make_teleop(spec: str, joy_map: str | None = None) -> TeleopSource:
+    """The source named by `--teleop SPEC`, not opened yet; `joy_map` (--joy-map) is a gamepad's layout: a name in
+    GAMEPAD_MAPS or a JSON file (the joystick's default is xpad, ros2-joy's joy_node)."""
     kind, _, rest = spec.partition(":")
+    if joy_map is not None and kind not in ("joystick", "ros2-joy"):
+        raise TeleopError(f"--joy-map {joy_map}: only for --teleop joystick:... or ros2-joy:..., not {spec}")
     if kind == "keyboard":
         return KeyboardTeleop(rest or None)
     if kind == "joystick":
         if not rest:
             raise TeleopError("--teleop joystick needs a device: joystick:/dev/input/js0")
-        return JoystickTeleop(rest)
+        return JoystickTeleop(rest, gamepad_map(joy_map, XPAD))
     if kind in ("ros2-joy", "ros2-twist"):
         from runtime.teleop.ros2 import Ros2JoyTeleop, Ros2TwistTeleop  # noqa: PLC0415  ROS 2 only; drive start-up
 
         if not rest.startswith("/"):
             example = "/joy" if kind == "ros2-joy" else "/cmd_vel"
             raise TeleopError(f"--teleop {spec}: expected a topic, e.g. {kind}:{example}")
-        return Ros2JoyTeleop(rest) if kind == "ros2-joy" else Ros2TwistTeleop(rest)
+        return Ros2JoyTeleop(rest, gamepad_map(joy_map, JOY_NODE)) if kind == "ros2-joy" else Ros2TwistTeleop(rest)
     if rest and "." in kind or (rest and rest.isidentifier()):
         cls = load_teleop_class(spec)
         try:
@@ -55,9 +60,9 @@ def make_teleop(spec: str) -> TeleopSource:
     raise TeleopError(f"--teleop {spec}: expected one of {SOURCES}")
 
 
-def open_teleop(spec: str, top_speed=(0.5, 0.5, 1.0)) -> TeleopSource:
-    """`make_teleop(spec)`, opened with the top speed per axis (m/s, m/s, rad/s)."""
-    source = make_teleop(spec)
+def open_teleop(spec: str, top_speed=(0.5, 0.5, 1.0), joy_map: str | None = None) -> TeleopSource:
+    """`make_teleop(spec, joy_map)`, opened with the top speed per axis (m/s, m/s, rad/s)."""
+    source = make_teleop(spec, joy_map)
     try:
         return source.open(top_speed) or source
     except TeleopError:

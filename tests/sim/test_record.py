@@ -31,8 +31,11 @@ def test_scripted_operator_drives_to_the_bottle_and_the_episodes_pass_train_data
         with h5py.File(path, "r") as f:
             actions = f["actions"][()]
             assert f.attrs["recording_mode"] == "step" and f.attrs["frame_spacing_s"] == 0.25
+            assert f.attrs["motor"] == "serial: sim.controller_emulator on a pty" and f.attrs["camera"] == "sim"
+            assert actions[0].tolist() == [0, 0, 0] and f["action_event_types"][0] == b"episode_start"
             assert f["images"].shape[1:] == (54, 96, 3) and len(actions) >= 5
-            assert set(np.unique(actions)) <= {0.0, 0.5, -0.5}  # the operator's top speed, through the gate
+            # every move whole, at the operator's top speed through the gate (the last one is not cut by the end)
+            assert set(np.unique(actions)) <= {0.0, 0.5, -0.5}
             assert actions[:, 0].max() == 0.5  # it drove forward
     summary = run_python("-m", "train.data", "summary", str(rec))
     assert summary.returncode == 0 and "3 valid, 0 rejected" in summary.stdout

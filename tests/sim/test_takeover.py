@@ -15,6 +15,7 @@ from runtime.control.config import DriveConfig
 from runtime.control.safety import SafetyConfig
 from runtime.control.session import DriveSpec, drive
 from runtime.motors.select import MotorSpec
+from runtime.policy.bundle import read_driving
 from runtime.policy.select import PolicySpec
 from runtime.recording.takeover import TakeoverSpec
 from sim.world import SimWorld, random_layout
@@ -32,7 +33,8 @@ def test_holding_the_key_takes_over_and_releasing_returns_control(tiny_bundle_di
     spec = DriveSpec(policy=PolicySpec(tiny_bundle_dir, backend="ort-cpu"), motor=MotorSpec(serial=emulator.port),
                      loop=DriveConfig(mode="continuous", rate=RATE, status=False),
                      safety=SafetyConfig(max_speed=TOP, max_accel=(1e9, 1e9, 1e9)),
-                     takeover=TakeoverSpec(f"keyboard:{os.ttyname(slave)}", "continuous", record=tmp_path / "runs"))
+                     takeover=TakeoverSpec(f"keyboard:{os.ttyname(slave)}", "continuous", record=tmp_path / "runs",
+                                           frame_spacing_s=read_driving(tiny_bundle_dir).frame_spacing_s))
     keys = []  # time of each key press
     over = threading.Event()
 

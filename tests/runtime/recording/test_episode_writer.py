@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from runtime.cameras.sample_frames import sample_frames
-from runtime.recording.episode_writer import BackgroundWriter, EpisodeWriter, partial_path
+from runtime.recording.background_writer import BackgroundWriter
+from runtime.recording.episode_writer import EpisodeWriter, partial_path
 
 
 def test_frames_go_to_a_hidden_partial_file_until_finish(tmp_path):

@@ -2,6 +2,7 @@
 driver and the C controller (or the Python emulator) on a pty, the simulator's camera, real HDF5, real
 subprocesses killed with real signals."""
 
+import hashlib
 import math
 import os
 import signal
@@ -68,8 +69,10 @@ def test_keyboard_on_a_pty_drives_the_sim_through_the_c_controller_one_frame_per
     data, attrs = read(tmp_path / "rec" / "episode_0000.h5")
     applied = board.commands()
     board.stop()
-    assert len(data["images"]) == len(keys) and attrs["complete"] and attrs["recording_mode"] == "step"
-    expected = np.array([(0.5, 0, 0), (0, 0.5, 0), (0.5, 0.5, 0), (0, 0, 0), (0, 0, -1.0), (-0.5, 0.5, 0)], np.float32)
+    # the collector's zero-action episode_start frame (the scene before any move), then one frame per move
+    assert len(data["images"]) == len(keys) + 1 and attrs["complete"] and attrs["recording_mode"] == "step"
+    expected = np.array([(0, 0, 0), (0.5, 0, 0), (0, 0.5, 0), (0.5, 0.5, 0), (0, 0, 0), (0, 0, -1.0), (-0.5, 0.5, 0)],
+                        np.float32)
     np.testing.assert_array_equal(data["actions"], expected)
     # Bit-equal to what the controller applied: the velocity each move settled at on the board (after the
     # safety gate's ramp), read back from the C firmware's own log (%.9g: exact for float32).
@@ -83,9 +86,9 @@ def test_keyboard_on_a_pty_drives_the_sim_through_the_c_controller_one_frame_per
     stored_moves = data["actions"][np.abs(data["actions"]).sum(1) > 0]
     assert stored_moves.tobytes() == np.array(settled, np.float32).tobytes()
     assert data["language_instruction"][0] == b"go left"
-    assert [e.decode() for e in data["action_event_types"]] == ["episode_start"] + ["start_action"] * 2 + [
+    assert [e.decode() for e in data["action_event_types"]] == ["episode_start"] + ["start_action"] * 3 + [
         "stop_action"] + ["start_action"] * 2
-    assert np.all(np.diff(data["capture_time"]) >= 0.4)  # one frame per move, a move lasts 0.4 s
+    assert np.all(np.diff(data["capture_time"][1:]) >= 0.4)  # one frame per move, a move lasts 0.4 s
     assert world.robot.pose != world.robot.layout.start  # the simulated robot followed the board
     assert applied[-1].velocity == (0.0, 0.0, 0.0)  # motors end at zero
     episodes, rejected = load_episodes(find_episodes(tmp_path / "rec"), DataOptions(image_size=32))
@@ -133,12 +136,16 @@ def test_gamepad_fifo_at_50_hz_recorded_continuously_at_10_hz_stores_the_command
         motor.disconnect()
     data, attrs = read(tmp_path / "rec" / "episode_0000.h5")
     frames = len(data["actions"])
-    assert 17 <= frames <= 21 and attrs["frame_spacing_s"] == pytest.approx(0.1)
     spacing = np.diff(data["capture_time"])
+    # the stored spacing is the measured one, with its spread, and it is the asked 0.1 s within the tolerance
+    assert 17 <= frames <= 22 and attrs["frame_spacing_s"] == pytest.approx(spacing.mean())
+    assert attrs["frame_spacing_spread_s"] == pytest.approx(spacing.std()) and attrs["dropped_frames"] == 0
+    assert attrs["frame_spacing_s"] == pytest.approx(0.1, rel=0.1) and attrs["recording_mode"] == "continuous"
     assert np.median(spacing) == pytest.approx(0.1, abs=0.01)
     period = 1 / config.control_rate
     applied = [(r.time, r.velocity) for r in emulator.commands() if r.command == "SET_VELOCITY"]
-    for t, action in zip(data["capture_time"], data["actions"]):
+    assert data["actions"][0].tolist() == [0, 0, 0] and data["action_event_types"][0] == b"episode_start"
+    for t, action in zip(data["capture_time"][1:], data["actions"][1:]):
         # the board's velocity in force at the capture (the driver waits for its ACK before the frame is read)...
         board = [v for at, v in applied if at <= t][-1]
         assert np.float32(board[0]) == action[0] and action[1] == action[2] == 0, (t, action, board)
@@ -183,8 +190,8 @@ class Gamepad:
         os.close(self.fd)
 
 
-def recorder_process(emulator, replay, tmp_path, *extra):
-    pad = Gamepad(tmp_path / "js0")
+def recorder_process(emulator, replay, tmp_path, *extra, pad_name="js0"):
+    pad = Gamepad(tmp_path / pad_name)
     return start_drive("--out", str(tmp_path / "rec"), "--teleop", f"joystick:{pad.path}", "--serial", emulator.port,
                        "--camera", str(replay), "--mode", "continuous", "--rate", "10", "--quiet", *extra,
                        module="runtime.record"), pad
@@ -220,10 +227,19 @@ def test_sigkill_in_episode_3_keeps_episodes_1_and_2_and_nothing_half_written(em
     assert partial.exists()  # the frames of episode 3, under a name no reader takes for an episode
     # the process is gone without a word: the controller's own watchdog (--cmd-timeout 0.5 s) stops the motors
     assert wait_for(lambda: emulator.velocity == (0.0, 0.0, 0.0), 2.0)
-    # --resume continues the numbering after the two finished ones
-    from runtime.recording.recorder import first_index
-
-    assert first_index(out, resume=True) == 2
+    # --resume numbers on after every episode, the partial one included: the partial file stays byte for byte
+    kept = hashlib.sha256(partial.read_bytes()).hexdigest()
+    again, pad = recorder_process(emulator, replay, tmp_path, "--episode-seconds", "0.5", "--episodes", "1",
+                                  "--resume", pad_name="js1")
+    try:
+        again.wait(timeout=60)
+    finally:
+        pad.close()
+    err = again.stderr.read()
+    assert again.returncode == 0, err
+    assert ".episode_0002.h5.partial" in err and "kept as they are" in err  # warned about, left alone
+    assert hashlib.sha256(partial.read_bytes()).hexdigest() == kept
+    assert sorted(p.name for p in out.glob("*.h5")) == ["episode_0000.h5", "episode_0001.h5", "episode_0003.h5"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -279,6 +295,8 @@ def test_instruction_typed_on_the_keyboard_after_the_start_key(tmp_path):
         os.close(master)
         os.close(slave)
     assert "instruction for episode 1 [the proposed one]:" in prompt
-    data, _ = read(tmp_path / "rec" / "episode_0000.h5")
+    data, attrs = read(tmp_path / "rec" / "episode_0000.h5")
     assert data["language_instruction"][0] == b"reach the red box, then stop"
-    assert data["actions"].tolist() == [[0.5, 0.0, 0.0]]  # only the move after the start key
+    assert data["actions"].tolist() == [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]]  # episode_start, the move after the key
+    # the time spent typing the instruction is not the episode's: it starts once the instruction is entered
+    assert attrs["total_duration"] < 1.4

@@ -35,8 +35,9 @@ def record(source, tmp_path, send):
     thread = threading.Thread(target=lambda: result.setdefault("code", recorder.run()), daemon=True)
     thread.start()
     for move in MOVES:
+        sent = time.monotonic()
         send(move)
-        time.sleep(GAP)
+        time.sleep(max(0.0, GAP - (time.monotonic() - sent)))
     thread.join(timeout=10)
     source.close()
     assert result.get("code") == 0
@@ -66,7 +67,7 @@ def test_joy_and_twist_record_the_same_episode_as_the_keyboard(peer, tmp_path):
     finally:
         os.close(master)
         os.close(slave)
-    assert expected[0].tolist() == [[0.5, 0, 0], [0, 0.5, 0], [0.5, 0.5, 0], [0, 0, -1.0]]
+    assert expected[0].tolist() == [[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0.5, 0.5, 0], [0, 0, -1.0]]
 
     twist_topic = f"/teleop_{uuid.uuid4().hex[:8]}"
     twist = Ros2TwistTeleop(twist_topic).open(TOP)
@@ -97,8 +98,9 @@ def test_joy_and_twist_record_the_same_episode_as_the_keyboard(peer, tmp_path):
         return msg
 
     def send_joy(move):
-        joy_publisher.publish(joy_message(move, True))  # pushed with the dead-man held...
-        time.sleep(0.1)
+        for _ in range(8):  # pushed with the dead-man held through the move (joy_node repeats at 20 Hz)...
+            joy_publisher.publish(joy_message(move, True))
+            time.sleep(0.05)
         joy_publisher.publish(joy_message((0, 0, 0), False))  # ...and let go
 
     got = record(joy, tmp_path, send_joy)
