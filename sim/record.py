@@ -10,8 +10,9 @@ and the motor side is the controller emulator on a pseudo-terminal behind the
 real serial driver (`--direct`: the simulated motor without the wire). The
 instruction defaults to the room's. `--teleop expert` is a scripted operator
 (sim.task.ScriptedExpert, deciding from the true pose): one move per step to
-the bottle, then it ends the episode, carries the robot back to the start
-(the reset) and starts the next one.
+the bottle, two stops there (frames of a zero action: where to stop is part of
+the demonstration, as in sim.synth's), then it ends the episode, carries the
+robot back to the start (the reset) and starts the next one.
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ class ExpertTeleop(TeleopSource):
 
     name = "expert"
 
-    def __init__(self, world: SimWorld):
+    def __init__(self, world: SimWorld, stop_frames: int = 2, stop_every_s: float = 0.45):
         self.world = world
         self.expert = ScriptedExpert(world.robot.layout)
+        self.stop_frames = stop_frames  # at the bottle it presses "stop" this often (frames of a zero action, as
+        #                                 sim.synth's demonstrations end), so a policy learns where to stop
+        self.stop_every_s = stop_every_s  # s between two stops: one step-mode move (0.4 s) and a little
+        self._stops: list[float] = []  # when it pressed stop, this episode
         self._ended = False
         self.episodes = 0
         self.reached = 0  # episodes that ended in front of the bottle
@@ -55,9 +60,15 @@ class ExpertTeleop(TeleopSource):
             self._ended = False
             return [TeleopEvent("start", ZERO, now)]
         fraction = self._fraction()
-        if (not any(fraction) and not any(self.world.velocity)) or self.world.robot.collided:
-            # at the bottle and standing still (a move still running ends first, as a person waits for it)
+        at_rest = not any(fraction) and not any(self.world.velocity)  # a move still running ends first
+        if at_rest and not self.world.robot.collided and len(self._stops) < self.stop_frames:
+            if self._stops and now - self._stops[-1] < self.stop_every_s:
+                return []
+            self._stops.append(now)
+            return [TeleopEvent("move", ZERO, now)]  # "stop" (the keyboard's space): a frame with a zero action
+        if (at_rest and (not self._stops or now - self._stops[-1] >= self.stop_every_s)) or self.world.robot.collided:
             self._ended = True
+            self._stops = []
             self.episodes += 1
             self.reached += in_goal(self.world.robot.layout, self.world.robot.pose) and not self.world.robot.collided
             return [TeleopEvent("end", ZERO, now)]

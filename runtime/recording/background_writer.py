@@ -5,6 +5,7 @@
         ...                                                           # dropped: the disk is too slow (counted)
     mean, spread = writer.spacing()                                   # of the frames accepted, s
     writer.finish(duration_s=12.3, frame_spacing_s=mean)              # what is queued first, then renamed
+    future = writer.finish_later(duration_s=12.3)                     # the same behind the loop: a Future
 
 The control loop hands a frame over and goes on: HDF5 compresses and writes
 without holding Python's lock, so the loop keeps its rate (measured: a control
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,10 @@ class BackgroundWriter:
         self._queue.put(None)
         self._thread.join()
 
+    def wait_written(self) -> None:
+        """Block until every queued frame is written (tests, and callers about to read the partial file)."""
+        self._queue.join()
+
     def set_attrs(self, **attrs) -> None:
         self._queue.join()
         self.writer.set_attrs(**attrs)
@@ -119,6 +125,20 @@ class BackgroundWriter:
         self._drain()
         self._raise()
         return self.writer.finish(duration_s, dropped_frames=self.dropped, **attrs)
+
+    def finish_later(self, duration_s: float | None = None, **attrs) -> Future:
+        """`finish` on a thread of its own: the control loop goes on while the queue is written and the file
+        renamed (up to `depth` frames: half a second at 1280x720). The future holds the path or the error."""
+        future: Future = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self.finish(duration_s, **attrs))
+            except BaseException as e:  # the caller keeps the partial file (abandon) and says why
+                future.set_exception(e)
+
+        threading.Thread(target=run, name=f"finish:{self.path.name}", daemon=True).start()
+        return future
 
     def abandon(self, keep: bool = True, **attrs) -> Path | None:
         self._drain()

@@ -223,12 +223,12 @@ class EpisodeWriter:
         event = event or ("episode_start" if self.frames == 0 else "start_action")
         if event not in EVENT_TYPES:
             raise ValueError(f"event {event!r}: expected one of {', '.join(EVENT_TYPES)}")
+        i = self.frames
         try:
             if self._images is None:
                 h, w, _ = image.shape
                 self._images = self._file.create_dataset("images", (0, h, w, 3), np.uint8, maxshape=(None, h, w, 3),
                                                          chunks=(1, h, w, 3), **self._storage)
-            i = self.frames
             for ds in (self._images, self._actions, self._events, self._captured, self._intervention):
                 ds.resize(i + 1, axis=0)
             self._images[i] = image
@@ -243,9 +243,10 @@ class EpisodeWriter:
                 self._write_attrs()
                 self._file.flush()  # a SIGKILL after this keeps the frame in the partial file
         except (OSError, RuntimeError) as e:
+            self.frames = i  # the frames before it are the episode's
             self.error = EpisodeWriteError(
-                f"{self.tmp}: frame {self.frames} could not be written: {_reason(e)}; the frames before it stay "
-                f"in that partial file")
+                f"{self.tmp}: frame {i} could not be written: {_reason(e)}; the {i} frames before it stay in that "
+                f"partial file")
             raise self.error from e
 
     def set_attrs(self, **attrs) -> None:
@@ -264,14 +265,26 @@ class EpisodeWriter:
             self._release_spare()
         try:
             self._file.close()
-            return True
         except (OSError, RuntimeError):
             self._release_spare()
             try:
                 self._file.close()
-                return True
             except (OSError, RuntimeError):
                 return False
+        if self.error is not None:
+            self._drop_failed_row()
+        return True
+
+    def _drop_failed_row(self) -> None:
+        """After a failed write: the row made for the failed frame goes, so the partial file holds exactly the
+        frames written (HDF5 refuses to shrink the dataset whose chunk failed until the file is opened again)."""
+        import h5py  # noqa: PLC0415  h5py: optional on the robot (recording only)
+
+        with contextlib.suppress(OSError, RuntimeError, KeyError), h5py.File(self.tmp, "r+") as f:
+            for key in ("images", "actions", "action_event_types", "capture_time", "intervention"):
+                if key in f and f[key].shape[0] > self.frames:
+                    f[key].resize(self.frames, axis=0)
+            f.attrs["num_frames"] = self.frames
 
     def finish(self, duration_s: float | None = None, **attrs) -> Path:
         """Close and rename to the final name (after storing `attrs`). An episode without frames is refused (and left

@@ -60,9 +60,11 @@ def episode_layout(f, path: Path) -> EpisodeLayout:
                            f"(keys: {', '.join(sorted(f.keys()))})")
 
 
-def read_episode_arrays(path: Path, need_actions: bool = True) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+def read_episode_arrays(path: Path, need_actions: bool = True, allow_incomplete: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray | None, str | None]:
     """(images (T, H, W, 3) uint8 BGR as a camera gives them, actions (T, 3) float32 or None, instruction or None).
-    Either collector's layout (`episode_layout`); the later collector's RGB frames are returned as BGR."""
+    Either collector's layout (`episode_layout`); the later collector's RGB frames are returned as BGR. A recorder
+    file whose `complete` is False (stopped before its end) is refused unless `allow_incomplete`."""
     try:
         import h5py  # noqa: PLC0415  h5py: optional on the robot; a clear error without it
     except ImportError as e:
@@ -71,6 +73,9 @@ def read_episode_arrays(path: Path, need_actions: bool = True) -> tuple[np.ndarr
     try:
         with h5py.File(path, "r") as f:
             layout = episode_layout(f, path)
+            if "complete" in f.attrs and not bool(f.attrs["complete"]) and not allow_incomplete:
+                raise EpisodeFileError(f"{path}: recorded but never finished (complete=False); check it and keep it "
+                                       f"with `python -m train.data recover` first")
             if need_actions and "actions" not in f:
                 raise EpisodeFileError(f"{path}: no 'actions' dataset (keys: {', '.join(f.keys())})")
             images = f[layout.images_key][()]

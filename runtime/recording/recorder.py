@@ -113,6 +113,7 @@ class Recorder:
         self.printer = printer or log_info
         self.stop_requested = ""  # set by signal handlers (a plain attribute: see runtime.drive's request_stop)
         self.saved: list[Path] = []
+        self._closing: list = []  # (writer, future, duration, why) of episodes being written out
         self.discarded = 0
         self.dropped = 0  # frames the writer could not take, over the whole run
         self.index = 0
@@ -183,7 +184,7 @@ class Recorder:
         return self._typed
 
     def _begin(self, now: float) -> None:
-        k = len(self.saved)
+        k = self.ended
         instruction = self.instruction(k)
         path = self.config.out / EPISODE_NAME.format(self.index)
         attrs = dict(self.config.attrs, recording_mode=self.config.mode, frame_spacing_s=self.config.frame_spacing_s,
@@ -209,13 +210,38 @@ class Recorder:
             log.info("episode %s ended (%s) with no frames: nothing saved", writer.path.name, why)
         else:
             duration = now - self.episode_started
-            path = writer.finish(duration_s=duration, **self._spacing_attrs(writer))  # a write error: stays partial
+            # written out and renamed behind the loop (the queue may hold half a second of frames)
+            future = writer.finish_later(duration_s=duration, **self._spacing_attrs(writer))
+            self._closing.append((writer, future, duration, why))
             self.writer = None
-            self.saved.append(path)
             self.index = next_episode_number(self.config.out)
+        self.state, self.reset_until = "reset", now + self.config.reset_seconds
+
+    def _reap(self, wait: bool = False) -> None:
+        """Episodes whose writing finished: saved, or (a write error) kept partial and the error raised."""
+        failed = None
+        for item in list(self._closing):
+            writer, future, duration, why = item
+            if not (wait or future.done()):
+                continue
+            self._closing.remove(item)
+            try:
+                path = future.result()
+            except BaseException as e:
+                kept = writer.abandon(keep=True)
+                log.error("%s could not be saved (%s): its frames stay in %s", writer.path.name, e, kept)
+                failed = failed or e
+                continue
+            self.saved.append(path)
             dropped = f", {writer.dropped} frame(s) dropped (the disk was too slow)" if writer.dropped else ""
             log.info("saved %s: %d frames, %.1f s (%s)%s", path.name, writer.frames, duration, why, dropped)
-        self.state, self.reset_until = "reset", now + self.config.reset_seconds
+        if failed is not None:
+            raise failed
+
+    @property
+    def ended(self) -> int:
+        """Episodes ended and kept: saved, or being written out."""
+        return len(self.saved) + len(self._closing)
 
     def _discard(self, now: float) -> None:
         writer, self.writer = self.writer, None
@@ -290,6 +316,7 @@ class Recorder:
         moves = [e for e in events if e.kind == "move"]
         if self.writer is not None and self.writer.error is not None:
             raise self.writer.error  # the disk filled up under the writer: stop, the frame is named
+        self._reap()
         if "quit" in controls:
             if self.writer is not None:
                 self._save(now, "quit")
@@ -312,7 +339,7 @@ class Recorder:
                 self._continuous_tick(now)
             if self.state != "recording":
                 self._zero(now)
-                if self.config.episodes is not None and len(self.saved) >= self.config.episodes:
+                if self.config.episodes is not None and self.ended >= self.config.episodes:
                     self.ended_by = f"{self.config.episodes} episodes"  # no reset period after the last one
                     return False
         else:
@@ -337,7 +364,7 @@ class Recorder:
         v = self.last_command.velocity
         hint = {"idle": " (start: the start control or a move)", "reset": " (start: the start control)"}
         device = self.teleop.problem(now)
-        return (f"{self.state}{hint.get(self.state, '')} | episode {len(self.saved) + 1}{f' of {n}' if n else ''} | "
+        return (f"{self.state}{hint.get(self.state, '')} | episode {self.ended + 1}{f' of {n}' if n else ''} | "
                 f"{frames:4d} frames {seconds:5.1f} s {rate:4.1f} Hz"
                 + (f" | DROPPED {self.dropped}" if self.dropped else "")
                 + f" | cmd {v[0]:+.2f} {v[1]:+.2f} {v[2]:+.2f} | {self.free_gb:.1f} GB free"
@@ -407,6 +434,10 @@ class Recorder:
             confirmed = self.shutdown()
             if self.writer is not None:
                 self._keep_partial()
+            try:
+                self._reap(wait=True)  # the episodes still being written out, motors already at zero
+            except BaseException as e:
+                error = error or e
             self.line.end()
         if self.stop_requested:
             self.ended_by = self.stop_requested

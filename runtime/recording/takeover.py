@@ -60,6 +60,7 @@ from runtime.recording.frame_sampler import FrameSampler
 from runtime.teleop.select import GAMEPAD_MAPS, SOURCES, open_teleop
 
 log = logging.getLogger(__name__)
+DUE_SLACK_S = 1e-3  # s: a frame due at a control tick that lands on the spacing (0.4 s = 8 ticks at 20 Hz) is on time
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class Takeover:
         """Step mode: the person drives and a step spacing has passed since the last frame, so a frame is due
         although the policy's move has not ended (see the module's doc: what the drive loop calls)."""
         return (self.spec.mode == "step" and self.holding
-                and (self._last_stamp is None or now - self._last_stamp >= self.spec.frame_spacing_s))
+                and (self._last_stamp is None or now - self._last_stamp >= self.spec.frame_spacing_s - DUE_SLACK_S))
 
     def captured(self, frame) -> None:
         """A frame the policy saw: recorded (continuous: at the trained spacing, now; step: when the next frame

@@ -93,10 +93,17 @@ class KeyboardTeleop(TeleopSource):
                     self.lost = "the terminal closed"
                     break
                 raise
-            if not data:
+            if not data:  # nothing typed (VMIN 0 reads return empty), or the terminal hung up
+                if self._hung_up():
+                    self.lost = "the terminal closed"
                 break
             chunks.append(data)
         return b"".join(chunks)
+
+    def _hung_up(self) -> bool:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        return any(flags & (select.POLLHUP | select.POLLERR) for _, flags in poller.poll(0))
 
     def poll(self, now: float) -> list[TeleopEvent]:
         if self.fd is None:

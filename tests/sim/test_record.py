@@ -37,6 +37,8 @@ def test_scripted_operator_drives_to_the_bottle_and_the_episodes_pass_train_data
             # every move whole, at the operator's top speed through the gate (the last one is not cut by the end)
             assert set(np.unique(actions)) <= {0.0, 0.5, -0.5}
             assert actions[:, 0].max() == 0.5  # it drove forward
+            events = [e.decode() for e in f["action_event_types"][()]]
+            assert events[-2:] == ["stop_action"] * 2 and not actions[-2:].any()  # and showed where to stop
     summary = run_python("-m", "train.data", "summary", str(rec))
     assert summary.returncode == 0 and "3 valid, 0 rejected" in summary.stdout
     assert "3 step (one frame per 0.25 s)" in summary.stdout

@@ -5,7 +5,10 @@ subprocesses killed with real signals."""
 import hashlib
 import math
 import os
+import re
+import shlex
 import signal
+import sys
 import threading
 import time
 
@@ -20,6 +23,7 @@ from runtime.teleop.joystick import JS_EVENT, JS_EVENT_AXIS, JS_EVENT_BUTTON, Ga
 from runtime.teleop.keyboard import KeyboardTeleop
 from sim.world import SimWorld, random_layout
 from tests.helpers.processes import start_drive
+from tests.helpers.small_disk import run_on_small_disk, small_disk_unavailable
 from train.data import DataOptions, find_episodes, load_episodes
 
 TOP = (0.5, 0.5, 1.0)
@@ -300,3 +304,84 @@ def test_instruction_typed_on_the_keyboard_after_the_start_key(tmp_path):
     assert data["actions"].tolist() == [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0]]  # episode_start, the move after the key
     # the time spent typing the instruction is not the episode's: it starts once the instruction is entered
     assert attrs["total_duration"] < 1.4
+
+
+# -- a disk that fills up: a small tmpfs of its own (tests/helpers/small_disk.py) ---------------------------------
+@pytest.fixture
+def big_replay(tmp_path):
+    """60 incompressible 640x360 frames (690 kB each: a 40 MB disk holds about 30)."""
+    from runtime.recording.episode_writer import write_episode
+
+    frames = np.random.default_rng(1).integers(1, 255, (60, 360, 640, 3), dtype=np.uint8)
+    return write_episode(tmp_path / "camera.h5", frames, np.zeros((60, 3), np.float32), compression="none")
+
+
+@pytest.mark.parametrize("reserve_gb", [0.0, 0.012], ids=["disk-full", "reserve"])
+def test_a_filling_disk_stops_recording_with_the_motors_at_zero_and_the_finished_episodes_intact(
+        emulator, big_replay, tmp_path, reserve_gb):
+    reason = small_disk_unavailable(tmp_path)
+    if reason:
+        pytest.skip(reason)
+    pad = Gamepad(tmp_path / "js0")
+    disk = tmp_path / "disk"
+    record = shlex.join([
+        sys.executable, "-m", "runtime.record", "--out", str(disk / "rec"), "--teleop", f"joystick:{pad.path}",
+        "--serial", emulator.port, "--camera", str(big_replay), "--mode", "continuous", "--rate", "10", "--quiet",
+        "--compression", "none", "--episode-seconds", "0.6", "--episodes", "20", "--min-free-gb", str(reserve_gb)])
+    # disk-full: after 1.5 s (an episode or two saved) another program writes until the disk is full
+    fill = "" if reserve_gb else f"(sleep 1.5; dd if=/dev/zero of={disk}/filler bs=64k 2>/dev/null) & "
+    try:
+        proc = run_on_small_disk(disk, 40, ["sh", "-c", fill + record], tmp_path / "after", timeout=120)
+    finally:
+        pad.close()
+    assert proc.returncode == 1, proc.stderr[-3000:]  # an error, said as one: not a traceback, not a crash (139)
+    assert "Traceback" not in proc.stderr and "motors at zero" in proc.stderr
+    if reserve_gb:  # stopped before the disk was full, by the reserve
+        assert "under --min-free-gb 0.012: recording stopped before the disk is full" in proc.stderr
+        assert "No space left" not in proc.stderr
+    else:  # the disk filled: the error names the file and the frame (or the next episode that found no room)
+        assert re.search(r"(\.episode_\d{4}\.h5\.partial: frame \d+ could not be written|\.episode_\d{4}\.h5\.spare: "
+                         r"cannot hold 16 MiB for the episode): the disk is full \(No space left on device\)",
+                         proc.stderr), proc.stderr[-2000:]
+    assert emulator.velocity == (0.0, 0.0, 0.0) and "STOP" in [r.command for r in emulator.commands()]
+    rec = tmp_path / "after" / "rec"
+    finished = sorted(rec.glob("episode_*.h5"))
+    episodes, rejected = load_episodes(finished, DataOptions(image_size=32))
+    assert len(finished) >= 1 and len(episodes) == len(finished) and not rejected  # intact, readable, complete
+    partial = sorted(rec.glob(".episode_*.h5.partial"))
+    with h5py.File(partial[-1], "r") as f:  # the stopped episode: its frames up to the stop, marked partial
+        assert not f.attrs["complete"] and len(f["images"]) == len(f["actions"]) == f.attrs["num_frames"]
+    assert not list(rec.glob("*.spare"))
+
+
+def test_letting_go_of_the_dead_man_stops_a_step_move_at_once(emulator, tmp_path):
+    world = SimWorld(random_layout(1))
+    emulator.on_velocity = world.set_velocity
+    motor = SerialMotorController(emulator.port).connect()
+    fifo = tmp_path / "js0"
+    os.mkfifo(fifo)
+    pad = JoystickTeleop(str(fifo)).open((0.3, 0.3, 1.0))
+    writer = os.open(fifo, os.O_WRONLY)
+    m = GamepadMap()
+    config = RecordConfig(out=tmp_path / "rec", mode="step", step_duration=1.0, episodes=1, episode_seconds=2.0,
+                          status=False)
+    fast = (1e9, 1e9, 1e9)  # no ramp: the move's command is the stick's
+    recorder = Recorder(world.camera(64, 36), motor, pad, SafetyGate(SafetyConfig(max_accel=fast)), config)
+    try:
+        thread, result = start(recorder)
+        os.write(writer, js(1, JS_EVENT_BUTTON, m.deadman) + js(-32767, JS_EVENT_AXIS, m.axes[0]))  # push, hold
+        assert wait_for(lambda: emulator.velocity[0] > 0, 5)
+        time.sleep(0.2)  # 0.2 s into a 1 s move
+        os.write(writer, js(0, JS_EVENT_BUTTON, m.deadman))  # let go of the dead-man, the stick still pushed
+        released = time.monotonic()
+        assert wait_for(lambda: emulator.velocity == (0.0, 0.0, 0.0), 1.0)
+        stopped = time.monotonic() - released
+        thread.join(timeout=10)
+        assert result.get("code") == 0
+    finally:
+        os.close(writer)
+        pad.close()
+        motor.disconnect()
+    assert stopped <= 1 / config.control_rate + 0.1, stopped  # within a control period, not at the move's end
+    data, _ = read(tmp_path / "rec" / "episode_0000.h5")
+    assert data["actions"].tolist() == [[0, 0, 0], [np.float32(0.3), 0, 0]]  # episode_start, the move that ran
