@@ -2,6 +2,7 @@
 
     python -m benchmarks.recording --seconds 60 --json rec.json               # docs/recording.md's figure
     python -m benchmarks.recording --seconds 60 --compression gzip --json gz.json   # the collector's gzip, for contrast
+    python -m benchmarks.recording --seconds 60 --busy-cores 1 --json busy.json   # one core taken by something else
     python -m benchmarks.recording --seconds 3 --width 320 --height 180 --idle-seconds 2   # a smoke run
 
 What runs is the robot's recorder (`runtime.recording.Recorder`, continuous
@@ -14,8 +15,10 @@ badly as a real sensor's) at `--fps`, 1280x720 by default; a scripted person
 drives all the time and ends an episode every `--episode-seconds`.
 
 First `--idle-seconds` with the recorder idle (the loop ticks, nothing is
-recorded: the baseline), then `--seconds` recording. Reported (stdout and
-`--json`): frames stored per second of recording, frames dropped (counted by
+recorded: the baseline), then `--seconds` recording; `--busy-cores N` keeps N
+processes spinning through both (another program, or a drive's inference, on
+the same cores: the margin a compression leaves). Reported (stdout and
+`--json`): frames stored and the rate they were stored at, frames dropped (counted by
 the writer, stored in each episode's `dropped_frames`) and frames lost
 without a count (offered minus stored minus dropped: must be 0), the stored
 spacing (mean, spread, largest gap), and the control loop with and without
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -66,6 +70,7 @@ class RecordingBenchSpec:
     episode_seconds: float = 20.0  # an episode ends (saved, renamed) every this many seconds
     compression: str | None = None  # runtime.record --compression; None: the recorder's default for the rate
     pool: int = 12  # distinct frames cycled by the camera
+    busy_cores: int = 0  # processes spinning all along: cores taken by something else
 
 
 class FrameRateCamera(Camera):
@@ -175,13 +180,25 @@ def stored(out: Path) -> dict:
             "largest_gap_s": round(float(gaps.max()), 4) if len(gaps) else None}
 
 
+def spin(stop) -> None:
+    while not stop.is_set():
+        sum(range(10_000))
+
+
 def bench(spec: RecordingBenchSpec, work: Path) -> dict:
     frames = sample_frames(spec.pool, seed=7, height=spec.height, width=spec.width)
     emulator = ControllerEmulator(link=str(work / "motor")).start()
+    stop = multiprocessing.Event()
+    busy = [multiprocessing.Process(target=spin, args=(stop,), daemon=True) for _ in range(spec.busy_cores)]
+    for process in busy:
+        process.start()
     try:
         _, idle, idle_intervals = run_phase(spec, frames, emulator.port, work / "idle", spec.idle_seconds, idle=True)
         code, rec, intervals = run_phase(spec, frames, emulator.port, work / "rec", spec.seconds, idle=False)
     finally:
+        stop.set()
+        for process in busy:
+            process.join(timeout=5)
         emulator.stop()
     files = stored(work / "rec")
     offered = files["frames"] + rec.dropped
@@ -192,7 +209,7 @@ def bench(spec: RecordingBenchSpec, work: Path) -> dict:
         "compression": spec.compression or default_compression(1.0 / spec.rate),
         "exit_code": code, "error": repr(rec.error) if rec.error else None,
         "stored": files,
-        "frames_per_second": round(files["frames"] / spec.seconds, 2),
+        "rate_hz": round(1.0 / files["spacing_mean_s"], 2) if files["spacing_mean_s"] else 0.0,
         "frames_offered": offered, "frames_dropped_counted": rec.dropped,
         "frames_lost_uncounted": offered - files["frames"] - rec.dropped,
         "control_period_ms": round(period * 1e3, 1),
@@ -210,8 +227,8 @@ def report(r: dict) -> str:
     s, loop, tick = r["spec"], r["control_interval_ms"], r["tick_ms"]
     return "\n".join([
         f"recording {s['width']}x{s['height']} at {s['rate']:g} Hz for {s['seconds']:g} s "
-        f"(compression {r['compression']}, control loop {s['control_rate']:g} Hz)",
-        f"  stored {r['stored']['frames']} frames: {r['frames_per_second']:.2f} per second; dropped (counted) "
+        f"(compression {r['compression']}, control loop {s['control_rate']:g} Hz, {s['busy_cores']} core(s) kept busy)",
+        f"  stored {r['stored']['frames']} frames at {r['rate_hz']:.2f} Hz; dropped (counted) "
         f"{r['frames_dropped_counted']}, lost uncounted {r['frames_lost_uncounted']}",
         f"  spacing {r['stored']['spacing_mean_s']} s (spread {r['stored']['spacing_spread_s']}, largest gap "
         f"{r['stored']['largest_gap_s']})",
@@ -236,6 +253,7 @@ def main(argv=None) -> int:
     ap.add_argument("--control-rate", type=float, default=d.control_rate)
     ap.add_argument("--episode-seconds", type=float, default=d.episode_seconds)
     ap.add_argument("--compression", help="runtime.record --compression (default: the recorder's for the rate)")
+    ap.add_argument("--busy-cores", type=int, default=d.busy_cores, help="processes spinning all along")
     ap.add_argument("--work", type=Path, help="where the episodes go (default: a temporary folder, removed)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     add_log_level_argument(ap)
@@ -243,7 +261,8 @@ def main(argv=None) -> int:
     setup_logging(args.log_level)
     spec = RecordingBenchSpec(seconds=args.seconds, idle_seconds=args.idle_seconds, width=args.width,
                               height=args.height, fps=args.fps, rate=args.rate, control_rate=args.control_rate,
-                              episode_seconds=args.episode_seconds, compression=args.compression)
+                              episode_seconds=args.episode_seconds, compression=args.compression,
+                              busy_cores=args.busy_cores)
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
         result = bench(spec, args.work)

@@ -62,6 +62,7 @@ class DaggerSpec:
     policy_weight: float = 0.0  # train.fit --policy-weight: 0 is HG-DAgger (corrections only)
     mode: str = "continuous"  # sim.drive --mode of the correction drives (step needs the loop's take-over hook)
     time_limit: float = 30.0  # s per correction drive (sim.drive --time-limit)
+    control: bool = True  # also fit on as many extra demonstrations instead of the corrections (the control)
     action_range: float = 0.5  # train.fit --action-range: the recorder's top speed
     fit_args: tuple[str, ...] = ("--preset", "tiny", "--chunk", "4", "--lora-dropout", "0", "--batch-size", "2")
 
@@ -175,7 +176,7 @@ class Seed:
             bundle = self.bundle(f"r{k}", self.merged(f"r{k}", demos, *corrections), weights=True)
             rounds.append(self._scored(Round(f"r{k}"), bundle))
         rounds[-1].drives = self.drives(s.rounds + 1, bundle)  # the last policy's interventions (not trained on)
-        for k in range(1, s.rounds + 1):  # the control: as many extra demonstrations instead of corrections
+        for k in range(1, s.rounds + 1 if s.control else 1):  # the control: as many extra demonstrations instead
             extra = self.demonstrations(self.dir / "extra", s.demos, s.runs * k)
             picked = self.dir / "data" / f"extra-{k}"  # the first k rounds' worth of them
             if not picked.exists():
@@ -220,6 +221,8 @@ def plot(results: dict[int, list[Round]], spec: DaggerSpec, out: Path) -> Path |
     extra = [0] + [k * spec.runs for k in range(1, spec.rounds + 1)]
     for prefix, label, color in (("r", "corrections (HG-DAgger)", "tab:blue"), ("c", "extra demonstrations",
                                                                                "tab:orange")):
+        if prefix == "c" and not spec.control:
+            continue
         per_seed = [[r.success for r in rounds if r.name == "r0" or r.name[0] == prefix] for rounds in
                     results.values()]
         values = np.array(per_seed)
@@ -273,13 +276,14 @@ def main(argv=None) -> int:
     ap.add_argument("--policy-weight", type=float, default=d.policy_weight)
     ap.add_argument("--mode", choices=("continuous", "step"), default=d.mode, help="of the correction drives")
     ap.add_argument("--time-limit", type=float, default=d.time_limit, help="s per correction drive")
+    ap.add_argument("--no-control", action="store_true", help="skip the control (extra demonstrations instead)")
     add_log_level_argument(ap)
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
     spec = DaggerSpec(out=args.out, seeds=tuple(args.seeds), demos=args.demos, runs=args.runs, rounds=args.rounds,
                       eval_episodes=args.eval_episodes, epochs=args.epochs,
                       intervention_weight=args.intervention_weight, policy_weight=args.policy_weight,
-                      mode=args.mode, time_limit=args.time_limit)
+                      mode=args.mode, time_limit=args.time_limit, control=not args.no_control)
     report = run_experiment(spec)
     print(report["table"])
     print(f"{spec.out / 'dagger.json'}, {report['plot']} ({report['minutes']} min)")

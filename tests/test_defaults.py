@@ -43,7 +43,13 @@ DISTINCT = {
                "benchmarks name one (ort-cpu) so that their figures reproduce on any machine",
     "fps": "a camera's requested rate (int) and pre-flight's expected rate (0 = one frame): two settings",
     "frame_spacing_s": "the driving record's when a bundle has none (the collector's 0.4 s moves) and a take-over "
-                       "recording's (0: measured from the frames)",
+                       "spec's (0: not given; TakeoverSpec.from_args reads the bundle's)",
+    "action_range": "the model's (the collector's +-1.15 moves) and sim.dagger's recordings' top speed (0.5 m/s)",
+    "epochs": "each experiment's recipe: the demo's 8 epochs on 200 demonstrations, sim.dagger's 30 on 40",
+    "eval_episodes": "each experiment's own evaluation size (pipeline's closed loop, sim.dagger's rounds)",
+    "intervention_weight": "train.data's default weighs every frame alike (1); sim.dagger runs HG-DAgger (3, "
+                           "docs/recording.md section 6)",
+    "policy_weight": "train.data's default keeps the policy's own frames (1); sim.dagger runs HG-DAgger (0)",
     "source": "a camera's source (csi, /dev/video0, ...) and the driving record's provenance text",
     "mode": "runtime.drive takes the bundle's driving record (spec_from_args; DriveConfig's continuous for a library "
             "caller that builds a DriveSpec itself); runtime.record records the original collector's step moves by "

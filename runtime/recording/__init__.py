@@ -2,10 +2,12 @@
 
 What lives here
     episodes.py (the episode reader: both collectors' layouts), episode_writer.py (a hidden partial file renamed
-    when the episode ends; a background writer so the loop never waits on the disk), recorder.py (`Recorder`:
-    the teleoperation recording loop), session.py (`RecordSpec`, the recorder's options, `record()`: one
-    recording assembled), takeover.py (a person takes over while the policy drives; the run recorded, frames
-    tagged).
+    when the episode ends, never reopened; the numbering; frame compression; a full disk as an error),
+    background_writer.py (a writer thread so the loop never waits on the disk: frames it cannot take are
+    dropped and counted), frame_sampler.py (frames kept one spacing apart), command_history.py (the label a
+    frame gets), recorder.py (`Recorder`: the teleoperation recording loop), session.py (`RecordSpec`, the
+    recorder's options, `record()`: one recording assembled), takeover.py (a person takes over while the policy
+    drives; the run recorded at the trained spacing, frames tagged; what the drive loop calls).
 
 What it may import
     numpy, h5py (lazily on the robot), policy/ (the default instruction), control/ (the safety gate, signals,

@@ -1,6 +1,6 @@
 """An episode written behind the control loop: a thread compresses and writes the frames; the loop never waits.
 
-    writer = BackgroundWriter(EpisodeWriter(path, instruction, compression="lzf"))
+    writer = BackgroundWriter(partial(EpisodeWriter, path, instruction, compression="lzf"), path=path)  # made there
     if not writer.append(frame.image, action, frame.stamp, event):   # never blocks
         ...                                                           # dropped: the disk is too slow (counted)
     mean, spread = writer.spacing()                                   # of the frames accepted, s
@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -35,18 +36,25 @@ log = logging.getLogger(__name__)
 
 
 class BackgroundWriter:
-    """An EpisodeWriter fed through a bounded queue by the control loop, written by its own thread."""
+    """An EpisodeWriter fed through a bounded queue by the control loop, written by its own thread.
 
-    def __init__(self, writer: EpisodeWriter, depth: int = 16):
-        self.writer = writer
-        self.path = writer.path
+    `writer` is an EpisodeWriter, or a function that makes one (`functools.partial(EpisodeWriter, path, ...)`), with
+    `path`: it is then made on the writer's thread too, so the loop never calls h5py, whose one global lock a
+    writer thread holds for a whole frame's compression (a new episode's file, made on the loop while the last
+    one's frames were still written, cost a tick 145 ms at 1280x720 with gzip). A failure to make it (a file of
+    that name, a full disk) is handed to the caller at its next `append` or at `finish`."""
+
+    def __init__(self, writer: EpisodeWriter | Callable[[], EpisodeWriter], depth: int = 16, path: Path | None = None):
+        self._make = None if isinstance(writer, EpisodeWriter) else writer
+        self.writer = writer if self._make is None else None
+        self.path = Path(path) if path is not None else writer.path
         self.depth = depth  # frames queued at most (16 frames of 1280x720: 44 MB)
         self.frames = 0  # accepted (queued or written)
         self.dropped = 0  # refused because the queue was full
         self.captures: list[float] = []  # capture times of the accepted frames: the measured spacing
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"writer:{writer.path.name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"writer:{self.path.name}", daemon=True)
         self._thread.start()
 
     @property
@@ -58,6 +66,11 @@ class BackgroundWriter:
         return self.captures[-1] if self.captures else None
 
     def _run(self) -> None:
+        if self._make is not None:
+            try:
+                self.writer = self._make()
+            except BaseException as e:  # handed to the caller at its next append / finish
+                self._error = e
         while True:
             item = self._queue.get()
             try:
@@ -115,10 +128,12 @@ class BackgroundWriter:
 
     def set_attrs(self, **attrs) -> None:
         self._queue.join()
+        self._raise()
         self.writer.set_attrs(**attrs)
 
     def has_attr(self, name: str) -> bool:
         self._queue.join()
+        self._raise()
         return self.writer.has_attr(name)
 
     def finish(self, duration_s: float | None = None, **attrs) -> Path:
@@ -142,4 +157,6 @@ class BackgroundWriter:
 
     def abandon(self, keep: bool = True, **attrs) -> Path | None:
         self._drain()
+        if self.writer is None:  # it could not even be made: nothing to keep
+            return None
         return self.writer.abandon(keep, dropped_frames=self.dropped, **attrs)

@@ -38,6 +38,7 @@ import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from runtime.cli import CommandError
@@ -190,7 +191,9 @@ class Recorder:
         attrs = dict(self.config.attrs, recording_mode=self.config.mode, frame_spacing_s=self.config.frame_spacing_s,
                      control_rate_hz=self.config.control_rate, recorder="runtime.record")
         compression = self.config.compression or default_compression(self.config.frame_spacing_s)
-        self.writer = BackgroundWriter(EpisodeWriter(path, instruction, attrs=attrs, compression=compression))
+        # the file is made on the writer's thread: the loop never waits for h5py (recording/background_writer.py)
+        self.writer = BackgroundWriter(partial(EpisodeWriter, path, instruction, attrs=attrs, compression=compression),
+                                       path=path)
         now = time.monotonic()  # the episode starts once its instruction is typed
         self.state, self.episode_started = "recording", now
         self.move = None
@@ -382,6 +385,8 @@ class Recorder:
         self.stop_requested = reason
 
     def _start(self) -> None:
+        import h5py  # noqa: F401, PLC0415  loaded before the loop: imported at the first episode, it took a tick 50 ms
+
         self.config.out.mkdir(parents=True, exist_ok=True)
         self.index = first_index(self.config.out, self.config.resume)
         if self._disk_low(time.monotonic()):

@@ -273,3 +273,64 @@ def test_merge_drop_and_relabel_keep_frames_and_never_overwrite(tmp_path):
     missing = run_python("-m", "train.data", "drop", str(tmp_path / "all"), "7")
     assert missing.returncode == 1 and "no episode '7'" in missing.stderr
     assert not [p for p in (tmp_path / "all").iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_spacings_agree_within_the_tolerance_and_those_that_do_not_are_named_with_how_far(tmp_path):
+    from train.data import driving_from_episodes
+
+    trained = [read_episode(recorded_episode(tmp_path / f"demo{i}.h5", spacing=0.4), DataOptions()) for i in range(3)]
+    measured = read_episode(recorded_episode(tmp_path / "run.h5", spacing=0.4113), DataOptions())  # a take-over's
+    record = driving_from_episodes(trained + [measured])  # 2.8 % apart: the same spacing
+    assert record["frame_spacing_s"] == 0.4
+    every_frame = read_episode(recorded_episode(tmp_path / "old_run.h5", spacing=0.0141), DataOptions())
+    with pytest.raises(EpisodeError, match="more than 10% apart") as refused:
+        driving_from_episodes(trained + [every_frame])
+    assert "1 file(s) one frame per 0.0141 s (0.035x the 0.4 s of the most files)" in str(refused.value)
+    assert str(tmp_path / "old_run.h5") in str(refused.value)
+
+
+def test_merge_says_which_files_differ_in_spacing_and_by_how_much(tmp_path):
+    for folder in ("rec", "runs"):
+        (tmp_path / folder).mkdir()
+    recorded_episode(tmp_path / "rec" / "episode_0000.h5", spacing=0.4)
+    recorded_episode(tmp_path / "rec" / "episode_0001.h5", spacing=0.4)
+    recorded_episode(tmp_path / "runs" / "episode_0000.h5", spacing=0.1)
+    proc = run_python("-m", "train.data", "merge", str(tmp_path / "rec"), str(tmp_path / "runs"), "--out",
+                      str(tmp_path / "all"))
+    assert proc.returncode == 0, proc.stderr
+    assert "holds episodes at different frame spacings" in proc.stderr
+    assert "2 file(s) one frame per 0.4 s: " in proc.stderr
+    assert f"1 file(s) one frame per 0.1 s (0.25x the 0.4 s of the most files): {tmp_path / 'all'}" in proc.stderr
+
+
+def test_summary_histogram_counts_the_top_speed_where_its_column_says(tmp_path):
+    from train.data import HISTOGRAM, histogram
+
+    values = np.array([-1.15, -0.5, -0.2, -0.05, 0.0, 0.05, 0.2, 0.5, 0.5, 1.15])
+    assert dict(zip(HISTOGRAM, histogram(values))) == {"< -0.5": 1, "-0.5..0": 2, "~0": 3, "0..0.5": 3, "> 0.5": 1}
+    recorded_episode(tmp_path / "episode_0000.h5")  # every action 0.5 m/s forward, the default top speed
+    proc = run_python("-m", "train.data", "summary", str(tmp_path))
+    row = next(line for line in proc.stdout.splitlines() if "linear_x" in line)
+    assert row.split()[1:6] == ["0", "0", "0", "6", "0"]  # 0..0.5, not > 0.5
+
+
+def test_an_unfinished_recording_is_refused_unless_asked_and_recover_keeps_it(tmp_path):
+    from runtime.recording.episode_writer import EpisodeWriter
+
+    recorded_episode(tmp_path / "episode_0000.h5")
+    writer = EpisodeWriter(tmp_path / "episode_0001.h5", "go")
+    for i in range(3):
+        writer.append(sample_frames(1, seed=i, height=20, width=24)[0], (0.5, 0, 0), float(i))
+    writer.abandon(keep=True)  # the recording stopped: .episode_0001.h5.partial
+    renamed = tmp_path / "renamed.h5"
+    renamed.write_bytes((tmp_path / ".episode_0001.h5.partial").read_bytes())  # renamed by hand, as docs once said
+    with pytest.raises(EpisodeError, match="never finished .*complete=False.*train.data recover"):
+        read_episode(renamed, DataOptions())
+    assert read_episode(renamed, DataOptions(allow_incomplete=True)).frames == 3
+    renamed.unlink()
+    proc = run_python("-m", "train.data", "recover", str(tmp_path), ".episode_0001.h5.partial")
+    assert proc.returncode == 0, proc.stderr
+    assert "recovered .episode_0001.h5.partial as episode_0002.h5" in proc.stdout  # after every number in use
+    assert not (tmp_path / ".episode_0001.h5.partial").exists()
+    with h5py.File(tmp_path / "episode_0002.h5", "r") as f:
+        assert f.attrs["complete"] and f.attrs["recovered"] and len(f["images"]) == 3

@@ -328,8 +328,9 @@ def test_a_filling_disk_stops_recording_with_the_motors_at_zero_and_the_finished
         sys.executable, "-m", "runtime.record", "--out", str(disk / "rec"), "--teleop", f"joystick:{pad.path}",
         "--serial", emulator.port, "--camera", str(big_replay), "--mode", "continuous", "--rate", "10", "--quiet",
         "--compression", "none", "--episode-seconds", "0.6", "--episodes", "20", "--min-free-gb", str(reserve_gb)])
-    # disk-full: after 1.5 s (an episode or two saved) another program writes until the disk is full
-    fill = "" if reserve_gb else f"(sleep 1.5; dd if=/dev/zero of={disk}/filler bs=64k 2>/dev/null) & "
+    # disk-full: once an episode is saved, another program writes until the disk is full
+    fill = "" if reserve_gb else (f"(while [ ! -e {disk}/rec/episode_0000.h5 ]; do sleep 0.05; done; sleep 0.3; "
+                                  f"dd if=/dev/zero of={disk}/filler bs=64k 2>/dev/null) & ")
     try:
         proc = run_on_small_disk(disk, 40, ["sh", "-c", fill + record], tmp_path / "after", timeout=120)
     finally:
@@ -340,17 +341,19 @@ def test_a_filling_disk_stops_recording_with_the_motors_at_zero_and_the_finished
         assert "under --min-free-gb 0.012: recording stopped before the disk is full" in proc.stderr
         assert "No space left" not in proc.stderr
     else:  # the disk filled: the error names the file and the frame (or the next episode that found no room)
-        assert re.search(r"(\.episode_\d{4}\.h5\.partial: frame \d+ could not be written|\.episode_\d{4}\.h5\.spare: "
-                         r"cannot hold 16 MiB for the episode): the disk is full \(No space left on device\)",
-                         proc.stderr), proc.stderr[-2000:]
+        assert re.search(r"EpisodeWriteError: \S+/rec/\.episode_\d{4}\.h5\.(partial: frame \d+ could not be written|"
+                         r"spare: cannot hold 16 MiB for the episode|partial: cannot create the episode): the disk is "
+                         r"full \(No space left on device\)", proc.stderr), proc.stderr[-2000:]
     assert emulator.velocity == (0.0, 0.0, 0.0) and "STOP" in [r.command for r in emulator.commands()]
     rec = tmp_path / "after" / "rec"
     finished = sorted(rec.glob("episode_*.h5"))
     episodes, rejected = load_episodes(finished, DataOptions(image_size=32))
     assert len(finished) >= 1 and len(episodes) == len(finished) and not rejected  # intact, readable, complete
     partial = sorted(rec.glob(".episode_*.h5.partial"))
-    with h5py.File(partial[-1], "r") as f:  # the stopped episode: its frames up to the stop, marked partial
-        assert not f.attrs["complete"] and len(f["images"]) == len(f["actions"]) == f.attrs["num_frames"]
+    assert partial or "spare: cannot hold" in proc.stderr or "cannot create" in proc.stderr  # none begun
+    for path in partial:
+        with h5py.File(path, "r") as f:  # the stopped episode: its frames up to the stop, marked partial
+            assert not f.attrs["complete"] and len(f["images"]) == len(f["actions"]) == f.attrs["num_frames"]
     assert not list(rec.glob("*.spare"))
 
 
