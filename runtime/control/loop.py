@@ -148,7 +148,7 @@ class DriveLoop:
                 return f"{self.motor.name} not connected"
             if getattr(self.motor, "config_error", ""):
                 return self.motor.config_error
-            if getattr(self.motor, "verified", True) is False:
+            if getattr(self.motor, "verified", True) is False and not getattr(self.motor, "allow_unverified", False):
                 return "the controller's configuration is not verified yet (QUERY_INFO)"
             return "" if self.link.up else "down"
 

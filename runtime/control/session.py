@@ -125,6 +125,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                 return 0
             if motor is None:
                 motor = open_motor(spec.motor, watchdog_s=spec.loop.cmd_timeout, max_speed=spec.safety.max_speed,
+                                   base=spec.safety.base,
                                    printer=(lambda s: print(s, flush=True)))
             elif not motor.is_connected:
                 motor.connect()

@@ -137,7 +137,8 @@ def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
                 teleop = open_teleop(spec.teleop, spec.safety.max_speed)
             stack.callback(teleop.close)
             if motor is None:
-                motor = open_motor(spec.motor, watchdog_s=spec.cmd_timeout, printer=lambda s: None)
+                motor = open_motor(spec.motor, watchdog_s=spec.cmd_timeout, printer=lambda s: None,
+                                   max_speed=spec.safety.max_speed, base=spec.safety.base)
             elif not motor.is_connected:
                 motor.connect()
             stack.callback(motor.disconnect)
