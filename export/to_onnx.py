@@ -18,7 +18,9 @@ are converted file to file (`export.external_data`), so the real 5.4 GB
 language graph never has to fit in one protobuf message; graphs over 1 GiB
 of weights keep them in GRAPH.onnx.data. `--fp16` registers
 those files as an ONNX Runtime variant too (onnxruntime-gpu users), and
-`--int8` adds a dynamically quantized ONNX for CPUs. Every export ends
+`--int8` adds a dynamically quantized ONNX for CPUs; `--serve-batch B`
+adds vision and language with a batch axis for a policy server that
+batches robots' frames (export.batch_graphs). Every export ends
 with the parity check of `export.verify`; a bundle that fails it is not
 written. The bundle folder appears complete or not at all.
 """
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from export.batch_graphs import check_batch_parity, export_batch_graphs
 from export.external_data import consolidate_external_data
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
 from export.variants import make_fp16, make_int8
@@ -200,6 +203,7 @@ class ExportOptions:
     verify_seeds: tuple[int, ...] = INPUT_SEEDS  # input windows of the parity check
     strict_variants: bool = True  # False: a failing fp16/int8 variant is kept, marked parity.passed = false
     overwrite: bool = False  # replace an existing output folder
+    serve_batch: int = 0  # >= 2: add vision/language batch graphs (B in [1, serve_batch]) for a batching server
 
 
 def export_bundle(model, tokenizer, out: Path, options: ExportOptions = ExportOptions(),
@@ -235,6 +239,16 @@ def export_bundle(model, tokenizer, out: Path, options: ExportOptions = ExportOp
                             "LayerNorm/Softmax/ReduceL2 and the head in fp32; runtime.engines.build_inputs"}
         if options.int8:
             manifest["variants"]["int8"] = make_int8(tmp, files, scope=options.int8_scope)
+        if options.serve_batch:
+            batch = export_batch_graphs(model, tmp, specs, prompt, options.serve_batch, export_graph)
+            manifest["graphs"].update(batch["graphs"])
+            manifest["serving_batch"] = batch["serving_batch"]
+            parity = check_batch_parity(tmp, files, batch["serving_batch"], prompt, cfg.image_size)
+            manifest["serving_batch"]["parity"] = parity
+            if not parity["passed"]:
+                raise ParityError(f"batch graphs differ from the batch-1 graphs by "
+                                  f"{parity['vs_batch1_graphs_max_abs']:.1e} (tolerance {parity['tolerance']:.0e}); "
+                                  f"no bundle written to {out}")
         write_manifest(tmp, manifest)
         if options.verify:
             report = verify_bundle(tmp, model, tokenizer, progress=log.info, seeds=options.verify_seeds)
@@ -270,6 +284,8 @@ def main(argv=None) -> int:
                     help="skip the fp16-weights ONNX that TensorRT engine builds parse (CPU-only bundles)")
     ap.add_argument("--int8-scope", choices=("all", "ffn"), default=ExportOptions.int8_scope,
                     help="int8 on every weight MatMul (fastest), or on the feed-forward ones only (narrow models)")
+    ap.add_argument("--serve-batch", type=int, default=ExportOptions.serve_batch, metavar="B",
+                    help="add vision/language graphs with a batch axis up to B, for python -m serve --max-batch B")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     ap.add_argument("--no-verify", action="store_true", help="skip the parity check (not recommended)")
     add_log_level_argument(ap)
@@ -282,7 +298,7 @@ def main(argv=None) -> int:
     model, tokenizer, meta, source = load_model(args)
     options = ExportOptions(origin=source, max_text_tokens=args.max_text_tokens, fp16=args.fp16, int8=args.int8,
                             int8_scope=args.int8_scope, engine_input=not args.no_engine_input,
-                            verify=not args.no_verify, overwrite=args.overwrite)
+                            verify=not args.no_verify, overwrite=args.overwrite, serve_batch=args.serve_batch)
     export_bundle(model, tokenizer, args.out, options, ckpt_meta=meta)
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(args.out.glob("*.onnx*")))
     print(f"bundle written to {args.out} in {time.perf_counter() - start:.1f} s ({sizes})")

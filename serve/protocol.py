@@ -1,8 +1,8 @@
 """The server's side of the protocol: what a request must hold, and the metadata sent on connect.
 
     from serve.protocol import parse_request, metadata, ProtocolError
-    request = parse_request(message, image_size=224)     # a FeatureRequest, ActionsRequest or ResetRequest
-    first_message = metadata(bundle, backend_description)
+    request = parse_request(message)     # a FeatureRequest, ActionsRequest, ResetRequest or MetadataRequest
+    first_message = metadata(bundle, backend_description, compute_identity, ["actions", "feature"], limits)
 
 docs/serving.md is the specification (message types, fields, units,
 versions); this module checks an incoming message against it and raises
@@ -24,6 +24,9 @@ from runtime.wire import (
     PROTOCOL_VERSION,
     model_identity,
 )
+from serve.rings import ROBOT_ID_CHARS
+
+MAX_DEADLINE_MS = 3_600_000.0  # a deadline_ms beyond an hour is a mistake, not a deadline
 
 
 class ProtocolError(ValueError):
@@ -35,6 +38,7 @@ class FeatureRequest:
     image: np.ndarray  # (H, W, 3) uint8 RGB, usually already at the bundle's image size (the robot resized it)
     prompt: str | None  # None: the bundle's default instruction
     id: int | None  # echoed in the reply
+    deadline_ms: float | None = None  # ms the sender still waits, counted from when it sent this; None: no limit
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,15 @@ class ActionsRequest:
     robot_id: str | None  # whose ring; None: this connection's own
     reset: bool  # empty the robot's ring before this frame (a new episode)
     id: int | None
+    deadline_ms: float | None = None
+    robot_token: str | None = None  # proves the robot when it resumes its ring on a new connection
 
 
 @dataclass(frozen=True)
 class ResetRequest:
     robot_id: str | None
     id: int | None
+    robot_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +144,19 @@ def request_id_of(message) -> int | None:
         return None
 
 
+def _deadline_ms(message: dict) -> float | None:
+    value = message.get("deadline_ms")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
+            not 0 <= float(value) <= MAX_DEADLINE_MS:
+        raise ProtocolError(f"field 'deadline_ms' must be a number of milliseconds in [0, {MAX_DEADLINE_MS:.0f}], "
+                            f"found {value!r}")
+    return float(value)
+
+
 def parse_request(message) -> FeatureRequest | ActionsRequest | ResetRequest | MetadataRequest:
+    """Check a decoded message against the protocol; a JPEG is decoded here (call it off the event loop)."""
     if not isinstance(message, dict):
         raise ProtocolError(f"a request must be a msgpack map, found {type(message).__name__}")
     kind = message.get("type", "actions")  # openpi's clients send no type: an observation asks for actions
@@ -146,19 +165,25 @@ def parse_request(message) -> FeatureRequest | ActionsRequest | ResetRequest | M
         reset = message.get("reset", False)
         if not isinstance(reset, bool):
             raise ProtocolError(f"field 'reset' must be true or false, found {type(reset).__name__}")
-        return ActionsRequest(_image(message), _optional_str(message, "prompt", MAX_PROMPT_CHARS),
-                              _optional_str(message, "robot_id", 128), reset, rid)
+        robot_id = _optional_str(message, "robot_id", ROBOT_ID_CHARS)
+        token = _optional_str(message, "robot_token", ROBOT_ID_CHARS)
+        deadline = _deadline_ms(message)
+        return ActionsRequest(_image(message), _optional_str(message, "prompt", MAX_PROMPT_CHARS), robot_id, reset,
+                              rid, deadline, token)
     if kind == "feature":
-        return FeatureRequest(_image(message), _optional_str(message, "prompt", MAX_PROMPT_CHARS), rid)
+        deadline = _deadline_ms(message)
+        return FeatureRequest(_image(message), _optional_str(message, "prompt", MAX_PROMPT_CHARS), rid, deadline)
     if kind == "reset":
-        return ResetRequest(_optional_str(message, "robot_id", 128), rid)
+        return ResetRequest(_optional_str(message, "robot_id", ROBOT_ID_CHARS), rid,
+                            _optional_str(message, "robot_token", ROBOT_ID_CHARS))
     if kind == "metadata":
         return MetadataRequest(rid)
     raise ProtocolError(f"field 'type' must be one of actions, feature, reset, metadata; found {kind!r}")
 
 
-def metadata(bundle, backend: str, variant: str, max_message_bytes: int) -> dict:
-    """The first message on every connection."""
+def metadata(bundle, backend: str, compute: dict, modes: list[str], limits: dict) -> dict:
+    """The first message on every connection. `compute`: the backend's identity() (what the features are
+    computed with); `modes`: the request types served; `limits`: max_message_bytes, ring_ttl_s, ..."""
     manifest = bundle.manifest
     return {
         "protocol": PROTOCOL,
@@ -166,7 +191,8 @@ def metadata(bundle, backend: str, variant: str, max_message_bytes: int) -> dict
         "model_sha256": model_identity(manifest),
         "bundle_json_sha256": hashlib.sha256((bundle.root / "bundle.json").read_bytes()).hexdigest(),
         "backend": backend,
-        "variant": variant,
+        "variant": compute["variant"],
+        "compute": compute,
         "window": bundle.window,
         "chunk": bundle.chunk,
         "action_axes": list(manifest["policy"].get("axis_names", [])) or bundle.action_axes,
@@ -176,6 +202,7 @@ def metadata(bundle, backend: str, variant: str, max_message_bytes: int) -> dict
         "image_channel_order": "rgb",
         "feature_dim": int(bundle.outputs("language")[0].shape[-1]),
         "default_instruction": manifest["prompt"]["default_instruction"],
-        "modes": ["actions", "feature"],
-        "max_message_bytes": max_message_bytes,
+        "modes": list(modes),
+        "deadlines": True,  # requests' deadline_ms is honoured: an expired one is answered, not computed
+        **limits,
     }

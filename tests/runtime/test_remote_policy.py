@@ -38,10 +38,14 @@ def frames(n: int, seed: int = 0):
 
 
 def make_remote(bundle, backend, url, **kw):
-    from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
+    """A RemotePolicy as runtime.drive opens one; max_slowdown inf unless given: tiny's onboard graphs (~4 ms) are
+    not slower than a loopback round trip, so by the default rule the robot would rightly drive onboard."""
+    from runtime.remote_policy import OnboardReference, RemoteConfig, RemoteEncoder, RemotePolicy
     from runtime.wire import model_identity
 
-    encoder = RemoteEncoder(RemoteConfig(url, **kw), expected_model=model_identity(bundle.manifest)).start()
+    kw.setdefault("max_slowdown", float("inf"))
+    encoder = RemoteEncoder(RemoteConfig(url, **kw), model_identity(bundle.manifest),
+                            OnboardReference(bundle, backend)).start()
     return RemotePolicy(bundle, backend, encoder, instruction="reach the bottle on the left"), encoder
 
 
@@ -196,7 +200,7 @@ def test_the_drive_cli_drives_from_the_server_and_logs_which_policy_drove(bundle
         with ServerThread(engine, ServerConfig(port=0)) as running:
             proc = run_drive("--policy", running.url, "--fallback-bundle", str(tiny_bundle_dir), "--dry-run",
                              "--camera", str(episode_file), "--quiet", "--log", str(tmp_path / "drive.jsonl"),
-                             "--policy-timeout", "2", *extra)
+                             "--policy-timeout", "2", "--policy-max-slowdown", "inf", *extra)
     finally:
         engine.close()
     assert proc.returncode == 0, proc.stderr
