@@ -161,6 +161,7 @@ class RemoteEncoder:
         self.metadata: dict | None = None
         self.refused: str | None = None  # why the server may never be used (set once, then no more retries)
         self.difference: tuple[float, float] | None = None  # measured on the test frame at connect (feature, chunk)
+        self._checked: str | None = None  # the server computation already measured (its fingerprint)
         self.why = "not connected yet"  # why the onboard engines drive (when not ready)
         self._ws = None  # the connection steps may use: set only while the server is trusted
         self._idle = None  # (stack, ws) connected but on probation: the background thread's alone
@@ -348,15 +349,19 @@ class RemoteEncoder:
             raise RemoteRefused(f"the server does not serve feature requests (its modes: {meta.get('modes')})")
 
     def _check_compute(self, ws, meta: dict) -> None:
-        """The server's computation against this robot's: measured on the test frame, warned or refused."""
-        if self.reference is None:
+        """The server's computation against this robot's: measured on the test frame (once per server
+        computation, not at every reconnect), warned or refused."""
+        server = meta.get("compute")
+        key = server.get("fingerprint") if isinstance(server, dict) else None
+        if self.reference is None or (key is not None and key == self._checked):
             return
         reply, _ = self._ask(ws, self.reference.rgb, None, time.monotonic() + self.config.connect_timeout)
         self.difference = self.reference.difference(reply["feature"])
-        server, own = meta.get("compute"), self.reference.identity
-        same = isinstance(server, dict) and server.get("fingerprint") == own["fingerprint"]
+        own = self.reference.identity
+        same = key == own["fingerprint"]
         measured = (f"on a test frame the ACT features differ by max |d| {self.difference[0]:.1e}, the chunks by "
                     f"{self.difference[1]:.1e} (robot units)")
+        self._checked = key
         if same and self.difference == (0.0, 0.0):
             return
         text = (f"the server computes {_describe(server)}, this robot {_describe(own)}: {measured}" if not same else

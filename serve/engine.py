@@ -32,6 +32,7 @@ worker has finished an inference within its period.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -50,6 +51,7 @@ from runtime.preprocess import normalize_rgb, resize_rgb
 from serve.rings import Ring, RingConfig, RingTable
 
 log = logging.getLogger(__name__)
+STOP = 1 << 30  # a worker's stop sorts after every job: what was queued before close() still runs
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Job:
     reset: bool = False  # empty the ring before this frame
     deadline: float | None = None  # time.monotonic() after which the result is of no use: not computed then
     canary: bool = False  # the readiness probe's own job (not counted as served)
+    priority: int = 0  # lower first: a large image's job (1) waits while robots' frames (0) are queued
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -93,7 +96,8 @@ class Engine:
             raise ValueError(f"max_batch must be at least 1, found {config.max_batch}")
         self.bundle, self.config = bundle, config
         self.backends = []
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()  # (priority, arrival, job); None jobs stop workers
+        self._arrivals = itertools.count()
         self._threads: list[threading.Thread] = []
         self._closed = False
         if backends is not None:
@@ -118,7 +122,7 @@ class Engine:
         self.expired = 0  # jobs whose deadline passed before a worker took them (never computed)
         self.computed = 0  # frames run through vision + language
         self.batches: list[int] = []  # sizes of the newest batches (the last 1000)
-        self.last_done = time.monotonic()  # when a worker last finished a job (readiness)
+        self.last_done = float("-inf")  # time.monotonic() when a worker last finished a job (readiness): never yet
         self._canary_pending = False
         s = self.preprocess.size
         self._canary_pixels = self.pixels(np.full((s, s, 3), 128, np.uint8))
@@ -139,7 +143,7 @@ class Engine:
         if not self._closed:
             self._closed = True
             for _ in self._threads:
-                self._queue.put(None)
+                self._queue.put((STOP, next(self._arrivals), None))
             for t in self._threads:
                 t.join(timeout=30)
         for backend in self.backends:
@@ -180,7 +184,7 @@ class Engine:
         """Queue a job; its future gives (feature (1, D) or chunk (N, A) in robot units, timings in s)."""
         if self._closed:
             raise RuntimeError("the engine is closed")
-        self._queue.put(job)
+        self._queue.put((job.priority, next(self._arrivals), job))
         return job.future
 
     def canary(self, deadline_s: float) -> Future | None:
@@ -194,7 +198,8 @@ class Engine:
     def _work(self, backend) -> None:
         window = self.config.batch_window_ms / 1e3
         while True:
-            job = self._queue.get()
+            item = self._queue.get()
+            job = item[2]
             if job is None:
                 return
             jobs = [job]
@@ -205,10 +210,10 @@ class Engine:
                         more = self._queue.get(timeout=max(until - time.perf_counter(), 1e-6))
                     except queue.Empty:
                         break
-                    if more is None:
-                        self._queue.put(None)  # the stop is for whichever worker takes it next
+                    if more[2] is None:
+                        self._queue.put(more)  # the stop is for whichever worker takes it next
                         break
-                    jobs.append(more)
+                    jobs.append(more[2])
             self._run(backend, jobs)
 
     def _run(self, backend, jobs: list[Job]) -> None:

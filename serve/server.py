@@ -10,10 +10,14 @@
 The event loop only moves bytes: each message is unpacked, checked, its
 JPEG decoded and its image resized by a thread of the prepare pool, and
 computed by the engine's workers (serve/engine.py), so one robot sending
-4096 x 4096 JPEGs cannot hold up another robot's replies. A connection's
-messages are taken one at a time, so one client occupies at most one
-prepare thread, and the websocket layer reads at most `max_queue` messages
-ahead of it.
+4096 x 4096 JPEGs cannot hold up another robot's replies. An image over
+BULK_PIXELS (a JPEG is sized from its header) is decoded and resized by
+the one bulk thread instead, at the lowest CPU priority (SCHED_IDLE on
+Linux), and its inference queues behind the robots' frames: on a busy
+machine the robots' own frames go first, and large images wait for each
+other. A connection's messages are taken
+one at a time, so one client occupies at most one thread, and the
+websocket layer reads at most MAX_QUEUE messages ahead of it.
 
 Limits (docs/serving.md, "Limits"): at most `max_connections` at once (more
 get HTTP 503 at the handshake); a message over `max_message_bytes` closes
@@ -40,6 +44,7 @@ import hmac
 import http
 import json
 import logging
+import os
 import signal
 import ssl
 import threading
@@ -59,6 +64,8 @@ from serve.protocol import (
     MetadataRequest,
     ProtocolError,
     ResetRequest,
+    decode_image,
+    image_pixels,
     metadata,
     parse_request,
     request_id_of,
@@ -67,6 +74,20 @@ from serve.rings import RingRefused
 
 log = logging.getLogger(__name__)
 MAX_QUEUE = 2  # messages the websocket layer reads ahead of a connection's handler (memory: 3 x max_message_bytes)
+BULK_PIXELS = 1 << 20  # images over a megapixel are decoded and resized by the low-priority bulk thread
+
+
+def _lowest_priority() -> None:
+    """Make the calling thread the machine's last in line for a core: Linux's SCHED_IDLE (it runs only when no
+    other thread wants the core, and yields at once when one does), else nice 19; elsewhere unchanged."""
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, 19)
+        except (AttributeError, OSError):  # not Linux: the thread keeps the process's priority
+            pass
 
 
 @dataclass(frozen=True)
@@ -83,13 +104,15 @@ class ServerConfig:
 
 
 class _Prepared:
-    """What the prepare pool made of one message: a reply at once, or a job for the workers."""
+    """What the prepare pool made of one message: a reply at once, or a job for the workers (its pixels made
+    here, or by the bulk thread from `image` when it is large)."""
 
     def __init__(self, rid=None, reply: dict | None = None, job: Job | None = None, request=None,
-                 extra: dict | None = None, preprocess_s: float = 0.0):
+                 extra: dict | None = None, preprocess_s: float = 0.0, image=None, job_fields: dict | None = None):
         self.rid, self.reply, self.job, self.request = rid, reply, job, request
         self.extra = extra or {}
         self.preprocess_s = preprocess_s
+        self.image, self.job_fields = image, job_fields
 
 
 class PolicyServer:
@@ -102,6 +125,7 @@ class PolicyServer:
                   "max_batch": engine.config.max_batch, "batch_window_ms": engine.config.batch_window_ms}
         self.metadata = metadata(engine.bundle, engine.describe(), engine.identity(), list(self.modes), limits)
         self._prepare_pool = ThreadPoolExecutor(engine.config.prepare_workers, thread_name_prefix="serve-prepare")
+        self._bulk_pool = ThreadPoolExecutor(1, thread_name_prefix="serve-bulk", initializer=_lowest_priority)
         self.connections = 0  # open websocket connections
         self.served = 0  # replies sent (not errors)
         self.errors = 0  # error replies sent
@@ -113,8 +137,9 @@ class PolicyServer:
         age = time.monotonic() - self.engine.last_done
         if age <= self.config.ready_period_s:
             return True, f"ready: last inference {age:.1f} s ago\n"
-        return False, (f"not ready: no inference finished in the last {age:.1f} s (period "
-                       f"{self.config.ready_period_s:g} s): every worker is busy or stuck\n")
+        since = "since the start" if age == float("inf") else f"for {age:.1f} s"
+        return False, (f"not ready: no inference finished {since} (period {self.config.ready_period_s:g} s): the "
+                       f"workers are still loading, busy or stuck\n")
 
     def process_request(self, connection, request):
         path = request.path.split("?")[0]
@@ -152,6 +177,8 @@ class PolicyServer:
                         raise ProtocolError("send binary msgpack messages, not text")
                     prepared = await loop.run_in_executor(self._prepare_pool, self._prepare, raw, websocket, received)
                     rid = prepared.rid
+                    if prepared.image is not None:  # a large image: decoded and resized by the bulk thread
+                        prepared = await loop.run_in_executor(self._bulk_pool, self._make_pixels, prepared)
                     reply = prepared.reply if prepared.reply is not None else await self._compute(prepared)
                 except Exception as e:  # an error reply; the connection and the server go on
                     rid, error = (e.rid, e.error) if isinstance(e, _WithId) else (rid, e)
@@ -189,7 +216,7 @@ class PolicyServer:
         """On a prepare thread: unpack, check, decode, resize; metadata and reset are answered here."""
         message = unpackb(raw, self.config.max_message_bytes)
         try:
-            request = parse_request(message)
+            request = parse_request(message, decode=False)
         except ProtocolError as e:
             raise _WithId(request_id_of(message), e) from None
         rid = request.id
@@ -207,22 +234,36 @@ class PolicyServer:
             raise _WithId(rid, ProtocolError(f"this server does not serve {kind!r} requests (its metadata's modes: "
                                              f"{list(self.modes)})"))
         deadline = None if request.deadline_ms is None else received + request.deadline_ms / 1e3
-        t0 = time.perf_counter()
         try:
-            pixels = self.engine.pixels(request.image)
             if isinstance(request, ActionsRequest):
                 ring, status = self.engine.rings.open(conn, request.robot_id, request.robot_token, request.prompt,
                                                       self.engine.instruction(request.prompt))
-                job = Job(pixels, ring.policy.input_ids, ring.policy.attention_mask, ring=ring, reset=request.reset,
-                          deadline=deadline)
+                fields = dict(input_ids=ring.policy.input_ids, attention_mask=ring.policy.attention_mask, ring=ring,
+                              reset=request.reset, deadline=deadline)
                 extra = {"robot_id": ring.key, "robot_token": ring.token,
                          "ring": "reset" if request.reset and status == "kept" else status}
             else:
                 ids, mask = self.engine.prompt_ids(request.prompt)
-                job, extra = Job(pixels, ids, mask, deadline=deadline), {}
+                fields, extra = dict(input_ids=ids, attention_mask=mask, deadline=deadline), {}
         except (RingRefused, PromptTooLongError) as e:
             raise _WithId(rid, e) from None
-        return _Prepared(rid, job=job, request=request, extra=extra, preprocess_s=time.perf_counter() - t0)
+        prepared = _Prepared(rid, request=request, extra=extra, image=request.image, job_fields=fields)
+        if image_pixels(request.image) > BULK_PIXELS:
+            fields["priority"] = 1  # its inference waits while robots' frames are queued, too
+            return prepared
+        return self._make_pixels(prepared)
+
+    def _make_pixels(self, prepared: _Prepared) -> _Prepared:
+        """Decode (a JPEG) and resize + normalise the request's image: the job for the workers."""
+        t0 = time.perf_counter()
+        try:
+            pixels = self.engine.pixels(decode_image(prepared.image, self.engine.preprocess.size))
+        except ProtocolError as e:
+            raise _WithId(prepared.rid, e) from None
+        prepared.job = Job(pixels, **prepared.job_fields)
+        prepared.image = None
+        prepared.preprocess_s = time.perf_counter() - t0
+        return prepared
 
     async def _compute(self, prepared: _Prepared) -> dict:
         job = prepared.job
@@ -279,6 +320,7 @@ class PolicyServer:
             finally:
                 keeper.cancel()
                 self._prepare_pool.shutdown(wait=False, cancel_futures=True)
+                self._bulk_pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _WithId(Exception):
