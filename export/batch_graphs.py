@@ -1,7 +1,7 @@
 """Vision and language with a dynamic batch axis, for a policy server that batches robots' frames.
 
     python -m export.to_onnx CKPT --out bundle/ --serve-batch 8      # adds vision.batch.onnx, language.batch.onnx
-    add_batch_graphs(model, "bundle/", max_batch=8)                  # the same, to a bundle exported before
+    export.to_onnx.add_batch_graphs(model, "bundle/", max_batch=8)   # the same, to a bundle exported before
 
 The bundle's graphs are batch 1 with static shapes (what a robot runs and
 TensorRT builds). A server that batches concurrent robots' frames
@@ -25,19 +25,10 @@ checked here on ONNX Runtime's CPU, B different frames:
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from types import SimpleNamespace
-
 import numpy as np
 import torch
 
 from export.graphs import LanguageGraph, VisionGraph
-from runtime.atomic import atomic_write_text
-from runtime.bundle import sha256_file
 
 BATCH_AXIS = "B"
 TOLERANCE = 1e-5  # max |difference| of an ACT feature, batched vs one by one (fp32); measured: 0 on the CPU
@@ -105,37 +96,3 @@ def check_batch_parity(workdir, fp32_files: dict, serving: dict, prompt, image_s
             "vs_batch1_graphs_max_abs": vs_static, "tolerance": TOLERANCE, "passed": vs_static <= TOLERANCE,
             "device": "onnxruntime CPU"}
 
-
-def add_batch_graphs(model, bundle_dir, max_batch: int) -> dict:
-    """Add the batch graphs to an existing bundle exported from `model` (the parity check against the bundle's
-    own batch-1 graphs refuses another model): files first, then bundle.json, each replaced atomically.
-    Returns the `serving_batch` record."""
-    from export.to_onnx import ParityError, export_graph  # noqa: PLC0415  to_onnx imports this module
-
-    bundle_dir = Path(bundle_dir)
-    manifest = json.loads((bundle_dir / "bundle.json").read_text())
-    p = manifest["prompt"]
-    prompt = SimpleNamespace(input_ids=np.asarray([p["default_input_ids"]], np.int64),
-                             attention_mask=np.asarray([p["default_attention_mask"]], np.int64))
-    specs = {g: manifest["graphs"][g] for g in ("vision", "language")}
-    work = Path(tempfile.mkdtemp(prefix=".batch-graphs-", dir=bundle_dir))
-    try:
-        batch = export_batch_graphs(model.eval(), work, specs, prompt, max_batch, export_graph)
-        fp32 = manifest["variants"]["fp32"]["files"]
-        for graph in ("vision", "language"):  # the parity check reads the bundle's batch-1 graphs beside them
-            os.link(bundle_dir / fp32[graph], work / fp32[graph])
-        parity = check_batch_parity(work, fp32, batch["serving_batch"], prompt, model.config.image_size)
-        if not parity["passed"]:
-            raise ParityError(f"{bundle_dir}: the batch graphs differ from the bundle's batch-1 graphs by "
-                              f"{parity['vs_batch1_graphs_max_abs']:.1e}: was the bundle exported from this model?")
-        batch["serving_batch"]["parity"] = parity
-        for file in batch["serving_batch"]["files"].values():
-            os.replace(work / file, bundle_dir / file)
-            manifest["files"][file] = {"sha256": sha256_file(bundle_dir / file),
-                                       "bytes": (bundle_dir / file).stat().st_size}
-        manifest["graphs"].update(batch["graphs"])
-        manifest["serving_batch"] = batch["serving_batch"]
-        atomic_write_text(bundle_dir / "bundle.json", json.dumps(manifest, indent=2) + "\n")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return manifest["serving_batch"]

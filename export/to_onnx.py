@@ -31,12 +31,17 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from export.batch_graphs import check_batch_parity, export_batch_graphs
@@ -44,7 +49,7 @@ from export.external_data import consolidate_external_data
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
 from export.variants import make_fp16, make_int8
 from export.verify import INPUT_SEEDS, verify_bundle
-from runtime.atomic import atomic_directory
+from runtime.atomic import atomic_directory, atomic_write_text
 from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
@@ -267,6 +272,40 @@ def export_bundle(model, tokenizer, out: Path, options: ExportOptions = ExportOp
 
 class ParityError(RuntimeError):
     pass
+
+
+def add_batch_graphs(model, bundle_dir, max_batch: int) -> dict:
+    """Add the batch graphs to an existing bundle exported from `model` (the parity check against the bundle's
+    own batch-1 graphs refuses another model): files first, then bundle.json, each replaced atomically.
+    Returns the `serving_batch` record."""
+
+    bundle_dir = Path(bundle_dir)
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    p = manifest["prompt"]
+    prompt = SimpleNamespace(input_ids=np.asarray([p["default_input_ids"]], np.int64),
+                             attention_mask=np.asarray([p["default_attention_mask"]], np.int64))
+    specs = {g: manifest["graphs"][g] for g in ("vision", "language")}
+    work = Path(tempfile.mkdtemp(prefix=".batch-graphs-", dir=bundle_dir))
+    try:
+        batch = export_batch_graphs(model.eval(), work, specs, prompt, max_batch, export_graph)
+        fp32 = manifest["variants"]["fp32"]["files"]
+        for graph in ("vision", "language"):  # the parity check reads the bundle's batch-1 graphs beside them
+            os.link(bundle_dir / fp32[graph], work / fp32[graph])
+        parity = check_batch_parity(work, fp32, batch["serving_batch"], prompt, model.config.image_size)
+        if not parity["passed"]:
+            raise ParityError(f"{bundle_dir}: the batch graphs differ from the bundle's batch-1 graphs by "
+                              f"{parity['vs_batch1_graphs_max_abs']:.1e}: was the bundle exported from this model?")
+        batch["serving_batch"]["parity"] = parity
+        for file in batch["serving_batch"]["files"].values():
+            os.replace(work / file, bundle_dir / file)
+            manifest["files"][file] = {"sha256": sha256_file(bundle_dir / file),
+                                       "bytes": (bundle_dir / file).stat().st_size}
+        manifest["graphs"].update(batch["graphs"])
+        manifest["serving_batch"] = batch["serving_batch"]
+        atomic_write_text(bundle_dir / "bundle.json", json.dumps(manifest, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest["serving_batch"]
 
 
 @exits_on(CheckpointError, PromptTooLongError, FileExistsError, ParityError)

@@ -101,7 +101,7 @@ class RemoteConfig:
     api_key: str | None = None  # sent as 'Authorization: Api-Key KEY'
     jpeg_quality: int | None = None  # None: raw RGB pixels; 1..100: JPEG at this quality (lossy: not bit-identical)
     max_slowdown: float = 1.2  # leave a server whose median step is over this x the onboard median (inf: never)
-    window: int = 10  # steps the medians are taken over
+    compare_steps: int = 10  # steps the remote and onboard medians are taken over
     probes: int = 3  # probes in a row answered within budget before the robot goes back to the server
     mismatch: str = "warn"  # the server computes otherwise than this robot (metadata's compute): warn or refuse
     ca_file: str | None = None  # wss://: a CA certificate (PEM) to trust, e.g. the server's self-signed one
@@ -169,8 +169,8 @@ class RemoteEncoder:
         self._lock = threading.Lock()
         self._next_id = 0
         self._hold_until = 0.0
-        self._remote = collections.deque(maxlen=config.window)  # s per remote step (resize + round trip)
-        self._onboard = collections.deque(maxlen=config.window)  # s per onboard step (preprocess + graphs)
+        self._remote = collections.deque(maxlen=config.compare_steps)  # s per remote step (resize + round trip)
+        self._onboard = collections.deque(maxlen=config.compare_steps)  # s per onboard step (preprocess + graphs)
         if reference is not None:
             self._onboard.append(reference.seconds)
         self._probe_frame = None  # (image, channel order, prompt) of the newest step, for probes
@@ -212,7 +212,7 @@ class RemoteEncoder:
         """A remote step's round trip; leave the server when its median over `window` steps is over budget."""
         self._remote.append(seconds)
         onboard = self.onboard_median()
-        if onboard is None or len(self._remote) < self.config.window:
+        if onboard is None or len(self._remote) < self.config.compare_steps:
             return
         median = statistics.median(self._remote)
         if median > self.config.max_slowdown * onboard:

@@ -16,7 +16,7 @@ def batch_bundle(tmp_path_factory, tiny_model, tiny_bundle_dir):
     """The tiny bundle with its batch graphs (B up to 8) added, as `export.to_onnx --serve-batch 8` writes them."""
     import shutil
 
-    from export.batch_graphs import add_batch_graphs
+    from export.to_onnx import add_batch_graphs
     from runtime.bundle import load_bundle
 
     out = tmp_path_factory.mktemp("batch") / "bundle"
