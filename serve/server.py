@@ -127,6 +127,7 @@ class PolicyServer:
         self._prepare_pool = ThreadPoolExecutor(engine.config.prepare_workers, thread_name_prefix="serve-prepare")
         self._bulk_pool = ThreadPoolExecutor(1, thread_name_prefix="serve-bulk", initializer=_lowest_priority)
         self.connections = 0  # open websocket connections
+        self.received = 0  # messages taken from the connections
         self.served = 0  # replies sent (not errors)
         self.errors = 0  # error replies sent
         self.dropped = 0  # connections dropped for not taking their replies
@@ -171,6 +172,7 @@ class PolicyServer:
             await self._send(websocket, packb(self.metadata))
             async for raw in websocket:
                 received = time.monotonic()
+                self.received += 1
                 rid = None
                 try:
                     if isinstance(raw, str):
