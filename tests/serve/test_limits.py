@@ -136,15 +136,18 @@ def test_a_client_that_never_reads_is_dropped_after_the_send_timeout(engine):
         sock.connect(("127.0.0.1", running.server.port))
         greedy = connect(running.url, sock=sock, compression=None, max_size=None, max_queue=1).__enter__()
         request = packb({"type": "metadata"})
-        t0 = time.monotonic()
-        try:
-            while running.server.dropped == 0 and time.monotonic() - t0 < 20:
-                greedy.send(request)
-        except Exception:  # the server dropped it mid-send
-            pass
-        deadline = time.monotonic() + 5
+
+        def flood():  # blocks in send once neither side reads: on its own thread, so the test never hangs
+            try:
+                while running.server.dropped == 0:
+                    greedy.send(request)
+            except Exception:  # the server dropped it mid-send
+                pass
+
+        threading.Thread(target=flood, daemon=True).start()
+        deadline = time.monotonic() + 15
         while running.server.dropped == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
+            time.sleep(0.05)
         assert running.server.dropped == 1
         other, meta = open_client(running.url)
         assert other.send(packb({"type": "metadata", "id": 5})) is None and unpackb(other.recv(timeout=5))["id"] == 5
