@@ -169,8 +169,8 @@ class RemoteEncoder:
         self._lock = threading.Lock()
         self._next_id = 0
         self._hold_until = 0.0
-        self._remote = collections.deque(maxlen=config.compare_steps)  # s per remote step (resize + round trip)
-        self._onboard = collections.deque(maxlen=config.compare_steps)  # s per onboard step (preprocess + graphs)
+        self._remote = collections.deque(maxlen=config.compare_steps)  # s: remote steps' round trips
+        self._onboard = collections.deque(maxlen=config.compare_steps)  # s: onboard steps' vision + language
         if reference is not None:
             self._onboard.append(reference.seconds)
         self._probe_frame = None  # (image, channel order, prompt) of the newest step, for probes
@@ -192,8 +192,6 @@ class RemoteEncoder:
         """The steps go to the server now (connected and trusted)."""
         return self._ws is not None
 
-    ready = connected
-
     # -- what the steps tell it --------------------------------------------------------------
     def onboard_median(self) -> float | None:
         return statistics.median(self._onboard) if self._onboard else None
@@ -209,7 +207,8 @@ class RemoteEncoder:
         self._onboard.append(seconds)
 
     def record_remote(self, seconds: float) -> None:
-        """A remote step's round trip; leave the server when its median over `window` steps is over budget."""
+        """A remote step's round trip; leave the server when its median over `compare_steps` steps is over
+        max_slowdown x the onboard median."""
         self._remote.append(seconds)
         onboard = self.onboard_median()
         if onboard is None or len(self._remote) < self.config.compare_steps:

@@ -119,7 +119,7 @@ class Engine:
         self._prompts: OrderedDict[str | None, Policy] = OrderedDict()
         self._prompt_lock = threading.Lock()
         self.rings = RingTable(config.rings, self._new_ring_policy)
-        self.expired = 0  # jobs whose deadline passed before a worker took them (never computed)
+        self.expired = 0  # robots' jobs whose deadline passed before a worker took them (never computed)
         self.computed = 0  # frames run through vision + language
         self.batches: list[int] = []  # sizes of the newest batches (the last 1000)
         self.last_done = float("-inf")  # time.monotonic() when a worker last finished a job (readiness): never yet
@@ -223,7 +223,7 @@ class Engine:
             if job.canary:
                 self._canary_pending = False
             if job.deadline is not None and now > job.deadline:
-                self.expired += 1
+                self.expired += not job.canary
                 job.future.set_exception(DeadlineExceeded(
                     f"deadline passed {(now - job.deadline) * 1e3:.0f} ms before a worker was free: not computed"))
             else:
