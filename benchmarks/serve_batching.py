@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.registry import make_backend
-from runtime.bundle import load_bundle
+from runtime.cameras.sample_frames import sample_frames
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.sample_frames import sample_frames
+from runtime.policy.backends.registry import make_backend
+from runtime.policy.bundle import load_bundle
 from serve.engine import Engine, EngineConfig, Job
 
 

@@ -7,7 +7,7 @@
 What runs is the robot's own path: `runtime.drive`'s loop (inference thread,
 control thread, safety gate, watchdog, signal handlers), the real policy on
 ONNX Runtime (the `tiny` preset exported once into `--work`, or `--bundle`),
-the serial driver (`runtime.motor.SerialMotorController`) and the C
+the serial driver (`runtime.motors.SerialMotorController`) and the C
 controller (`firmware/`, compiled here with `cc`) on a pseudo-terminal. Only
 the world is simulated: the controller's wheel commands move the simulated
 robot (`sim.world`), whose camera renders what it sees; a robot that hits
@@ -83,16 +83,18 @@ from pathlib import Path
 
 from plotting import pyplot
 from runtime.atomic import atomic_write_text
-from runtime.backends.registry import make_backend
-from runtime.behaviours import with_behaviours
-from runtime.bundle import load_bundle
-from runtime.drive import DriveConfig, DriveLoop, install_signal_handlers
+from runtime.control.config import DriveConfig
+from runtime.control.loop import DriveLoop
+from runtime.control.safety import SafetyConfig, SafetyGate
+from runtime.control.signals import install_signal_handlers
 from runtime.hardware import Camera, CameraStalled, Frame
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.motor import SerialMotorController
-from runtime.policy import Policy
-from runtime.protocol import Command
-from runtime.safety import SafetyConfig, SafetyGate
+from runtime.motors.protocol import Command
+from runtime.motors.serial_controller import SerialMotorController
+from runtime.policy.backends.registry import make_backend
+from runtime.policy.behaviours import with_behaviours
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
 from sim.world import SimRobot, SimWorld, random_layout, render
 
 log = logging.getLogger("benchmarks.soak")

@@ -50,10 +50,10 @@ from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
 from export.variants import make_fp16, make_int8
 from export.verify import INPUT_SEEDS, verify_bundle
 from runtime.atomic import atomic_directory, atomic_write_text
-from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.prompt import PromptTooLongError, build_prompt, default_max_text_tokens, prompt_length
+from runtime.policy.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
+from runtime.policy.prompt import PromptTooLongError, build_prompt, default_max_text_tokens, prompt_length
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import preset_config
 from train.model import build_model, load_tokenizer

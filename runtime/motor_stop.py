@@ -4,7 +4,7 @@
     python -m runtime.motor_stop --motor ros2 --cmd-vel-stamped          # zeros on cmd_vel
     python -m runtime.motor_stop --motor mypackage.base:MyBase           # a vendor class's stop()
 
-Takes the drive's motor options (runtime.motor_select), so whatever `--motor`
+Takes the drive's motor options (runtime.motors.select), so whatever `--motor`
 the drive used, the same flags stop it. Exit 0 when the stop is known to
 have gone out (acknowledged by our serial controller; published on ROS 2),
 1 otherwise (port missing or busy, a link that refused).
@@ -17,8 +17,8 @@ import sys
 
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.motor import MotorError
-from runtime.motor_select import MotorSpec, add_motor_arguments, open_motor
+from runtime.motors.select import MotorSpec, add_motor_arguments, open_motor
+from runtime.motors.serial_link import MotorError
 
 
 @exits_on(MotorError)

@@ -22,18 +22,19 @@ import argparse
 import sys
 import time
 
-from runtime.backends.base import BackendError
-from runtime.backends.cuda_device import cuda_device_name
-from runtime.backends.tensorrt import check_engine
-from runtime.bundle import BundleError, load_bundle
-from runtime.camera import CameraError, open_camera
-from runtime.hardware import DeviceError
-from runtime.jetpack import check_l4t_tensorrt, check_opencv
-from runtime.kinematics import make_base
+from runtime.cameras.select import open_camera
+from runtime.control.safety import SafetyConfig
+from runtime.hardware import CameraError, DeviceError
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.motor import MotorError, SerialMotorController
-from runtime.motor_select import MotorSpec, add_motor_arguments, open_motor
-from runtime.safety import SafetyConfig
+from runtime.motors.kinematics import make_base
+from runtime.motors.select import MotorSpec, add_motor_arguments, open_motor
+from runtime.motors.serial_controller import SerialMotorController
+from runtime.motors.serial_link import MotorError
+from runtime.policy.backends.base import BackendError
+from runtime.policy.backends.cuda_device import cuda_device_name
+from runtime.policy.backends.jetpack import check_l4t_tensorrt, check_opencv
+from runtime.policy.backends.tensorrt import check_engine
+from runtime.policy.bundle import BundleError, load_bundle
 
 
 def check_bundle(path, verify: str = "full"):
@@ -114,7 +115,7 @@ def check_controller(port, baudrate: int = 115200, wheels: str | None = None, ma
 
 def check_motor(spec):
     """A motor side other than our serial controller (--motor ros2, a vendor class, dry-run): it connects and
-    a zero goes out, with what the link says about it. `spec`: a runtime.motor_select.MotorSpec. For ROS 2
+    a zero goes out, with what the link says about it. `spec`: a runtime.motors.select.MotorSpec. For ROS 2
     also: somebody subscribes to the velocity topic (else WARN, naming the Twist/TwistStamped mismatch when
     that is it), and whether the subscribing base exposes a command timeout (docs/motors.md)."""
     try:

@@ -19,11 +19,11 @@ import logging
 import sys
 from pathlib import Path
 
-from runtime.backends.base import BackendError
-from runtime.backends.registry import BACKENDS
-from runtime.bundle import BundleError, load_bundle
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy.backends.base import BackendError
+from runtime.policy.backends.registry import BACKENDS
+from runtime.policy.bundle import BundleError, load_bundle
 from serve.engine import Engine, EngineConfig
 from serve.options import add_server_arguments, ring_config_from_args, server_config_from_args
 from serve.server import PolicyServer

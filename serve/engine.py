@@ -44,10 +44,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from runtime.backends.registry import make_backend
-from runtime.bundle import Bundle
-from runtime.policy import Policy
-from runtime.preprocess import normalize_rgb, resize_rgb
+from runtime.policy.backends.registry import make_backend
+from runtime.policy.bundle import Bundle
+from runtime.policy.onboard import Policy
+from runtime.policy.preprocess import normalize_rgb, resize_rgb
 from serve.rings import Ring, RingConfig, RingTable
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ STOP = 1 << 30  # a worker's stop sorts after every job: what was queued before 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    backend: str = "ort-cpu"  # runtime.backends name: ort-cpu, ort-cuda, ort-trt, trt, auto
+    backend: str = "ort-cpu"  # runtime.policy.backends name: ort-cpu, ort-cuda, ort-trt, trt, auto
     variant: str = "fp32"  # ONNX variant for the ONNX Runtime backends
     workers: int = 1  # inference threads, each with its own backend (one per GPU stream / CPU share)
     max_batch: int = 1  # frames run through vision + language in one call (> 1: the bundle's batch graphs)

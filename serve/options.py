@@ -19,7 +19,7 @@ import ipaddress
 import logging
 
 from runtime.cli import CommandError
-from runtime.wire import API_KEY_ENV, read_api_key
+from runtime.policy.wire import API_KEY_ENV, read_api_key
 from serve.rings import RingConfig
 from serve.server import ServerConfig
 

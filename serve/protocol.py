@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.wire import (
+from runtime.policy.wire import (
     MAX_IMAGE_SIDE,
     MAX_PROMPT_CHARS,
     PROTOCOL,

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import Backend, BackendError
-from runtime.backends.registry import BACKENDS, make_backend
-from runtime.bundle import BundleError, load_bundle
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy.backends.base import Backend, BackendError
+from runtime.policy.backends.registry import BACKENDS, make_backend
+from runtime.policy.bundle import BundleError, load_bundle
 from serve.engine import Engine, EngineConfig
 from serve.options import add_server_arguments, ring_config_from_args, server_config_from_args
 from serve.server import PolicyServer

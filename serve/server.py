@@ -55,8 +55,8 @@ from dataclasses import dataclass
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
-from runtime.prompt import PromptTooLongError
-from runtime.wire import WireError, packb, unpackb
+from runtime.policy.prompt import PromptTooLongError
+from runtime.policy.wire import WireError, packb, unpackb
 from serve.engine import DeadlineExceeded, Engine, Job
 from serve.protocol import (
     ActionsRequest,

@@ -31,7 +31,7 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.protocol import (
+from runtime.motors.protocol import (
     VERSION,
     Command,
     ErrorCode,

@@ -1,9 +1,9 @@
 """The C controller firmware (firmware/), compiled here with the host compiler.
 
-The driver tests in tests/runtime/test_motor.py run against it on a pty (the `controller` fixture);
-these are the firmware's own: no OS calls in the core, the same kinematics as runtime/kinematics.py,
+The driver tests in tests/runtime/motors/test_serial_controller.py run against it on a pty (the `controller` fixture);
+these are the firmware's own: no OS calls in the core, the same kinematics as runtime/motors/kinematics.py,
 READY on boot, and fuzzing through a pipe harness (10^5 garbage, truncated and corrupted frames
-must not crash it or move its motors, and it must parse exactly what runtime.protocol parses).
+must not crash it or move its motors, and it must parse exactly what runtime.motors.protocol parses).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from runtime.kinematics import make_base
-from runtime.motor import ControllerMismatch, SerialMotorController
-from runtime.protocol import (
+from runtime.motors.kinematics import make_base
+from runtime.motors.serial_controller import ControllerMismatch, SerialMotorController
+from runtime.motors.protocol import (
     Command,
     ErrorCode,
     FrameParser,
@@ -350,7 +350,7 @@ class Fuzzer:
         got = self.harness.replies[start:start + len(reference)]
         assert self.harness.alive(), f"the controller died: {self.harness.close()}"
         assert len(got) == len(reference), f"{len(got)} replies to {len(reference)} frames"
-        for frame, reply in zip(reference, got):  # it parses exactly what runtime.protocol parses
+        for frame, reply in zip(reference, got):  # it parses exactly what runtime.motors.protocol parses
             kind, code = expected_reply(frame)
             assert (reply.type, reply.seq) == (kind, frame.seq), (frame, reply)
             if kind not in (Command.STATUS, Command.INFO):
@@ -432,9 +432,9 @@ def test_fuzz_through_the_pty_then_the_driver_still_works(controller):
     reference = FrameParser().feed(stream + IDLE)
     assert not any(moves(f) for f in reference)
     for i in range(0, len(stream), 4096):
-        motor.serial.write(stream[i:i + 4096])
+        motor.link.serial.write(stream[i:i + 4096])
         time.sleep(0.002)  # a UART's pace, so the pty's 4 kB buffer is never the limit
-    motor.serial.write(IDLE)
+    motor.link.serial.write(IDLE)
     assert any(motor.heartbeat() for _ in range(3))  # answered after every fuzz byte was handled
     assert controller.commands() and all(r.velocity == (0.0, 0.0, 0.0) for r in controller.commands())
     assert motor.send_velocity(0.2, 0.0, 0.0).acknowledged
@@ -447,8 +447,8 @@ def test_fuzz_through_the_pty_then_the_driver_still_works(controller):
 def test_runtime_drive_on_the_tiny_bundle_drives_the_c_controller(tiny_bundle_dir, firmware_bin, tmp_path):
     import cv2
 
-    from runtime.sample_frames import sample_frames
-    from runtime.steplog import read_log
+    from runtime.cameras.sample_frames import sample_frames
+    from runtime.control.steplog import read_log
     from tests.helpers.processes import run_drive
 
     frames = tmp_path / "frames"

@@ -4,7 +4,7 @@
     loop = DriveLoop(ScriptedPolicy(latency=0.02), camera, RecordingDryRun(), gate, config)
     loop.run(); spans = loop.motor.moves()  # {velocity: (first, last time sent)}
 
-ScriptedPolicy offers what the loop calls on runtime.policy.Policy (infer, reset); RecordingDryRun is the
+ScriptedPolicy offers what the loop calls on runtime.policy.onboard.Policy (infer, reset); RecordingDryRun is the
 real dry-run motor that also notes when each command went out.
 """
 
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from runtime.motor import DryRunMotor
+from runtime.motors.dry_run import DryRunMotor
 
 
 class ScriptedPolicy:
@@ -23,11 +23,11 @@ class ScriptedPolicy:
         self.latency, self.calls, self.returned = latency, 0, threading.Condition()
         self.resets = 0
 
-    def reset(self):  # a policy's other method (runtime.policy.Policy): the drive resets it after a fault
+    def reset(self):  # a policy's other method (runtime.policy.onboard.Policy): the drive resets it after a fault
         self.resets += 1
 
     def infer(self, image):
-        from runtime.policy import PolicyStep
+        from runtime.policy.onboard import PolicyStep
 
         time.sleep(self.latency)
         action = np.array([0.05 * (self.calls + 1), 0.0], np.float32)

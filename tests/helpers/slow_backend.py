@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
 
 
 class DelayedBackend(OnnxRuntimeBackend):

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_bundle_dir):
-    from runtime.bundle import load_bundle
+    from runtime.policy.bundle import load_bundle
 
     return load_bundle(tiny_bundle_dir)
 
@@ -33,8 +33,8 @@ def server(engine):
 @pytest.fixture(scope="session")
 def onboard(tiny_bundle):
     """make(instruction) -> a fresh onboard Policy on ONNX Runtime CPU (the reference the server must equal)."""
-    from runtime.backends.registry import make_backend
-    from runtime.policy import Policy
+    from runtime.policy.backends.registry import make_backend
+    from runtime.policy.onboard import Policy
 
     backend = make_backend(tiny_bundle, "ort-cpu").activate()
     yield lambda instruction=None: Policy(tiny_bundle, backend, instruction=instruction)
@@ -43,6 +43,6 @@ def onboard(tiny_bundle):
 
 def robot_frames(seed: int, n: int, height: int = 144, width: int = 256) -> list[np.ndarray]:
     """n camera-like BGR frames of one simulated robot."""
-    from runtime.sample_frames import sample_frames
+    from runtime.cameras.sample_frames import sample_frames
 
     return list(sample_frames(n, seed=seed, height=height, width=width))

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from runtime.wire import packb, unpackb
+from runtime.policy.wire import packb, unpackb
 
 
 def big_jpeg() -> bytes:

@@ -17,7 +17,7 @@ def batch_bundle(tmp_path_factory, tiny_model, tiny_bundle_dir):
     import shutil
 
     from export.to_onnx import add_batch_graphs
-    from runtime.bundle import load_bundle
+    from runtime.policy.bundle import load_bundle
 
     out = tmp_path_factory.mktemp("batch") / "bundle"
     shutil.copytree(tiny_bundle_dir, out)
@@ -30,7 +30,7 @@ def test_frames_batched_across_robots_are_bit_identical_to_each_frame_alone(batc
     """8 robots' frames (two instructions) submitted at once to a server batching up to 8 within 50 ms: they
     run as batches, and every feature equals the one the same batch graphs give that frame alone, bit for bit;
     within the fp32 tolerance of the robot's batch-1 graphs."""
-    from runtime.backends.registry import make_backend
+    from runtime.policy.backends.registry import make_backend
     from serve.engine import Engine, EngineConfig, Job
 
     engine = Engine(batch_bundle, EngineConfig(workers=1, max_batch=8, batch_window_ms=50))
@@ -67,8 +67,8 @@ def test_actions_over_the_wire_are_the_same_batched_or_not(batch_bundle):
     on the same batch graphs one frame at a time: every chunk equal."""
     from websockets.sync.client import connect
 
-    from runtime.backends.registry import make_backend
-    from runtime.wire import packb, unpackb
+    from runtime.policy.backends.registry import make_backend
+    from runtime.policy.wire import packb, unpackb
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
 
@@ -109,13 +109,13 @@ def test_a_robot_measures_a_server_that_computes_otherwise_and_warns_or_refuses(
     """A server on the batch graphs computes other graphs than the robot's batch-1 fp32 engines (its metadata's
     `compute` says so): the robot measures the difference on its test frame and, per --policy-mismatch, drives
     on with a warning naming both and the difference, or refuses the server."""
-    from runtime.backends.registry import make_backend
-    from runtime.remote_policy import OnboardReference, RemoteConfig, RemoteEncoder
-    from runtime.wire import model_identity
+    from runtime.policy.backends.registry import make_backend
+    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder
+    from runtime.policy.wire import model_identity
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
 
-    caplog.set_level(logging.WARNING, logger="runtime.remote_policy")
+    caplog.set_level(logging.WARNING, logger="runtime.policy.remote")
     engine = Engine(batch_bundle, EngineConfig(workers=1, max_batch=4, batch_window_ms=1))
     try:
         with ServerThread(engine, ServerConfig(port=0)) as running, make_backend(batch_bundle, "ort-cpu") as local:
@@ -136,13 +136,13 @@ def test_a_robot_measures_a_server_that_computes_otherwise_and_warns_or_refuses(
 
 
 def test_a_server_on_the_robots_own_computation_is_accepted_silently(tiny_bundle, caplog):
-    from runtime.backends.registry import make_backend
-    from runtime.remote_policy import OnboardReference, RemoteConfig, RemoteEncoder
-    from runtime.wire import model_identity
+    from runtime.policy.backends.registry import make_backend
+    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder
+    from runtime.policy.wire import model_identity
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
 
-    caplog.set_level(logging.WARNING, logger="runtime.remote_policy")
+    caplog.set_level(logging.WARNING, logger="runtime.policy.remote")
     engine = Engine(tiny_bundle, EngineConfig(workers=1))
     try:
         with ServerThread(engine, ServerConfig(port=0)) as running, make_backend(tiny_bundle, "ort-cpu") as local:

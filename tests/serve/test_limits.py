@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from runtime.wire import packb, unpackb
+from runtime.policy.wire import packb, unpackb
 
 
 def open_client(url, **kw):
@@ -78,11 +78,14 @@ def test_readyz_goes_unready_within_its_period_when_the_workers_are_stuck_and_he
 
     engine, device = slow_device
     device.delay = 0.0
+    device.hang.set()  # the device is stuck from the start: the first grey frame never finishes
     with ServerThread(engine, ServerConfig(port=0, ready_period_s=0.4)) as running:
         base = running.url.replace("ws://", "http://")
-        assert http_get(base + "/readyz")[0] == 503  # no inference yet: not ready
+        status, text = http_get(base + "/readyz")
+        assert status == 503 and "since the start" in text  # no inference yet: not ready
+        device.release.set()
         wait_ready(running)
-        device.hang.set()
+        device.release.clear()  # stuck again: the next frame a worker takes never finishes
         ws, _ = open_client(running.url)
         ws.send(packb({"type": "feature", "image": np.zeros((8, 8, 3), np.uint8)}))  # the worker takes it, sticks
         stuck = time.monotonic()

@@ -16,16 +16,16 @@ ray = pytest.importorskip("ray", reason="Ray Serve is the fleet extra: pip insta
 
 @pytest.mark.slow  # ~40 s: a local Ray and two replicas on 2 cores
 def test_ray_serve_replicas_serve_simulated_robots_bit_identical_to_onboard(tiny_bundle_dir, tiny_bundle, onboard):
-    """Two Ray Serve replicas behind the websocket front; 4 robots' clients (runtime.remote_policy) drive 8 frames
+    """Two Ray Serve replicas behind the websocket front; 4 robots' clients (runtime.policy.remote) drive 8 frames
     each: every step from the server, every chunk equal to the onboard policy's; both replicas running; Ray's own
     HTTP proxy not started."""
     import threading
 
     from ray import serve
 
-    from runtime.backends.registry import make_backend
-    from runtime.remote_policy import OnboardReference, RemoteConfig, RemoteEncoder, RemotePolicy
-    from runtime.wire import model_identity
+    from runtime.policy.backends.registry import make_backend
+    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.policy.wire import model_identity
     from serve.ray_app import front_engine, start
     from serve.server import ServerConfig, ServerThread
     from tests.serve.conftest import robot_frames

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.wire import packb, unpackb
+from runtime.policy.wire import packb, unpackb
 from tests.serve.conftest import robot_frames
 
 
@@ -73,7 +73,7 @@ def test_an_idle_ring_is_resumed_only_with_its_token(server, onboard):
 def test_1024_new_ids_evict_no_ring_in_use(tiny_bundle):
     """The table (max 64 rings, 16 per connection): 64 connections each name 16 new robots and close (1024 new
     ids); a robot whose connection is open keeps its ring throughout; the idle rings are the ones evicted."""
-    from runtime.policy import Policy
+    from runtime.policy.onboard import Policy
     from serve.rings import RingConfig, RingRefused, RingTable
 
     table = RingTable(RingConfig(ttl_s=600, max_rings=64, per_connection=16),

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from runtime.wire import API_KEY_ENV
+from runtime.policy.wire import API_KEY_ENV
 
 
 def server_args(*argv: str) -> argparse.Namespace:
@@ -52,7 +52,7 @@ def test_an_exposed_server_takes_its_key_from_a_file_or_the_environment_or_runs_
 
 
 def test_the_robot_reads_the_key_from_a_file_or_the_environment(tmp_path, monkeypatch):
-    from runtime.remote_policy import add_remote_arguments, remote_config_from_args
+    from runtime.policy.remote import add_remote_arguments, remote_config_from_args
 
     ap = argparse.ArgumentParser()
     add_remote_arguments(ap)
@@ -82,8 +82,8 @@ def test_tls_is_served_directly_and_the_robot_drives_over_wss(engine, tiny_bundl
     import ssl
     import urllib.request
 
-    from runtime.remote_policy import OnboardReference, RemoteConfig, RemoteEncoder, RemotePolicy
-    from runtime.wire import model_identity
+    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.policy.wire import model_identity
     from serve.server import ServerConfig, ServerThread
     from tests.serve.conftest import robot_frames
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from runtime.wire import PROTOCOL_VERSION, model_identity, packb, unpackb
+from runtime.policy.wire import PROTOCOL_VERSION, model_identity, packb, unpackb
 from tests.serve.conftest import robot_frames
 
 
@@ -30,7 +30,7 @@ def ask(ws, message: dict):
 
 
 def engine_identity(bundle):
-    from runtime.backends.registry import make_backend
+    from runtime.policy.backends.registry import make_backend
 
     return make_backend(bundle, "ort-cpu").identity()
 
@@ -75,7 +75,7 @@ def test_actions_equal_the_onboard_policy_frame_by_frame(server, onboard):
 
 
 def test_feature_requests_are_stateless_and_equal_the_onboard_encoder(server, onboard, tiny_bundle):
-    from runtime.preprocess import resize_rgb
+    from runtime.policy.preprocess import resize_rgb
 
     policy = onboard()
     ws, _ = open_client(server.url)
