@@ -62,6 +62,7 @@ def test_frames_batched_across_robots_are_bit_identical_to_each_frame_alone(batc
             assert np.abs(feature - static).max() <= 1e-5
 
 
+@pytest.mark.slow  # ~2 s: two servers, 4 robots each (2-core machine)
 def test_actions_over_the_wire_are_the_same_batched_or_not(batch_bundle):
     """4 robots drive 6 frames each over websockets against a batching server, all at once, and against a server
     on the same batch graphs one frame at a time: every chunk equal."""
