@@ -13,7 +13,7 @@ EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2
 # (tests/fakes/test_conformance.py): ~4 MB, downloaded once from PyPI into a git-ignored cache.
 REF := .cache/reference-packages
 
-.PHONY: install demo test test-soak test-slow test-realsize test-gpu-install openpi-venv clean reference-packages
+.PHONY: install demo test test-soak test-property test-slow test-realsize test-gpu-install openpi-venv clean reference-packages
 
 install: $(VENV)/.installed
 
@@ -48,10 +48,16 @@ test-realsize: install
 test-gpu-install: install
 	$(BIN)/python -m pytest -q -m slow tests/jetson/test_gpu_check_install.py
 
-# issue 21's two-minute soak (the real loop, serial driver and C controller, faults every 5 s; ~2.5 min); the
-# suite runs the 40 s compressed schedule, CI runs this after it (.ci/run)
+# the soak's slow run (the real loop, serial driver and C controller, ten fault kinds every 5 s; ~3 min); the
+# suite runs the 50 s compressed schedule, CI runs this after it (.ci/run)
 test-soak: install
 	$(BIN)/python -m pytest -q -m slow tests/benchmarks/test_soak.py::test_soak_two_minutes
+
+# issue 29's stateful property test at CI's size: 2,000 random event sequences against the real drive loop
+# (~10 min on 2 cores); the suite runs a dozen (tests/runtime/control/test_motion_property.py)
+test-property: install
+	MVLA_PROPERTY_EXAMPLES=2000 $(BIN)/python -m pytest -q -s -m slow \
+		tests/runtime/control/test_motion_property.py::test_the_robot_moves_only_when_it_should_ci
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
