@@ -14,7 +14,8 @@ An explicit state machine (docs/reliability.md has its table, checked against
   input present, fresh and released; the motor link up with the board's
   configuration verified; the camera fresh; the policy warmed) and says which
   failed; a drive started without `--start-disarmed` arms itself the same way
-  as soon as they pass.
+  as soon as they pass (that one arm keeps the first epoch: nothing happened
+  since the start that a plan could be from before).
 - `armed`: the robot may move, from a plan of the current epoch, or by a
   person holding a take-over device (a mode of armed, never a way around it).
 - `e-stop`: latched zeros, for everyone, the person too. An e-stop input that
@@ -204,7 +205,8 @@ class MotionAuthority:
                 refusal = self._refusal(now)
                 if not refusal:
                     self.auto_arm = False
-                    self._apply("arm", "start-up (pre-arm checks passed)")
+                    # the first epoch goes on: nothing happened since the start that a plan could be from before
+                    self._apply("arm", "start-up (pre-arm checks passed)", new_epoch=False)
                 elif refusal != self._waiting:
                     self._waiting = refusal
                     log.info("waiting to arm: %s", refusal)
@@ -320,7 +322,7 @@ class MotionAuthority:
                 problems.append(f"{check.name}: {failure}")
         return "; ".join(problems)
 
-    def _apply(self, event: str, cause: str) -> None:
+    def _apply(self, event: str, cause: str, new_epoch: bool = True) -> None:
         before = self._state
         after = TRANSITIONS[event][before]
         if after in (SAME, REFUSED):
@@ -328,12 +330,13 @@ class MotionAuthority:
         if after not in (ARMED, FAULT):
             self.person = False
         self._state = after
-        self._new_epoch(event, cause, before)
+        self._new_epoch(event, cause, before, new_epoch)
 
-    def _new_epoch(self, event: str, cause: str, before: str) -> None:
+    def _new_epoch(self, event: str, cause: str, before: str, new_epoch: bool = True) -> None:
         now = self.clock()
-        self._epoch += 1
-        self._starts.append((now, self._epoch))
+        if new_epoch:
+            self._epoch += 1
+            self._starts.append((now, self._epoch))
         after = self._state
         self.history.append(Transition(now, event, before, after, self._epoch, cause))
         if after != before:

@@ -313,7 +313,10 @@ class DriveLoop:
             return
         if not self.watchdog.fresh(now):
             reason = self._stale_reason(now)
-            self.request_reset(reason)
+            if reason.startswith("camera"):
+                # The robot went blind: no plan from before it moves the robot again. A plan merely aged out
+                # (slow inference) is a zero, not a fence: the next plan, if fresh, is a fresh view of the world.
+                self.request_reset(reason)
             self._send_zero(now, reason)
             return
         if first_send and self.config.mode == "step":

@@ -262,11 +262,20 @@ class MotionMachine(RuleBasedStateMachine):
         self.pressed = True
         self._latched("e-stop pressed")
 
+    def _seen(self, pressed):
+        """Wait until the e-stop source has read the line as it now is (it polls every GPIO_PERIOD)."""
+        deadline = time.monotonic() + 1.0
+        inp = self.authority.inputs[0]
+        while inp.pressed != pressed or not inp.healthy:
+            assert time.monotonic() < deadline, "the e-stop source did not read the line within 1 s"
+            time.sleep(0.002)
+
     @rule()
     def estop_release(self):
+        self.pressed = False
         if not self.lost:
             self.write_line("1")
-        self.pressed = False
+            self._seen(False)
 
     @rule()
     def estop_reset(self):
@@ -283,6 +292,7 @@ class MotionMachine(RuleBasedStateMachine):
     def estop_line_back(self):
         self.write_line("0" if self.pressed else "1")
         self.lost = False
+        self._seen(self.pressed)
 
     @rule(hold=st.booleans())
     def person_takes_over(self, hold):
@@ -389,3 +399,34 @@ def test_the_robot_moves_only_when_it_should_ci():
     run_state_machine_as_test(MotionMachine, settings=settings(
         max_examples=examples, stateful_step_count=STEPS, deadline=None, suppress_health_check=list(HealthCheck)))
     print(f"property test: {examples} examples of up to {STEPS} steps in {time.monotonic() - started:.0f} s")
+
+
+# -- the findings that random search found on the loop before the authority, as fixed sequences ------------------
+FINDINGS = {
+    "finding 1: an arm clears an e-stop that is still pressed": [
+        ("arm", {}), ("wait", {"seconds": 0.1}), ("estop_press", {}), ("arm", {}), ("wait", {"seconds": 0.1})],
+    "finding 2: a person's take-over moves a disarmed robot": [
+        ("person_takes_over", {"hold": True}), ("wait", {"seconds": 0.1})],
+    "finding 5: a plan from before an e-stop moves the robot after the re-arm (0.15 s inference)": [
+        ("inference_latency", {"latency": 0.15}), ("arm", {}), ("wait", {"seconds": 0.25}), ("estop_press", {}),
+        ("estop_release", {}), ("reset_and_arm", {}), ("wait", {"seconds": 0.5})],
+}
+
+
+@pytest.mark.parametrize("steps", FINDINGS.values(), ids=list(FINDINGS))
+def test_the_sequences_that_broke_the_old_loop(steps):
+    """The state machine driven by hand through each sequence; on the loop before issue 29 each of these failed
+    (the arm accepted while pressed; a person's command sent while disarmed; a frame from before the e-stop
+    sent after the re-arm), as the random search had found them."""
+    machine = MotionMachine()
+    try:
+        machine.start()
+        for name, kwargs in steps:
+            getattr(machine, name)(**kwargs)
+            machine.moved_only_when_it_should()
+        moves = [t for t, v, _, _ in machine.board.sent if any(v)]
+        arms = [tr.time for tr in machine.authority.history if tr.event == "arm" and tr.after == ARMED]
+        if arms:  # a sequence that armed: the robot drove, and drove again after its last arm
+            assert moves and moves[-1] > arms[-1], "the robot never moved after the arm"
+    finally:
+        machine.teardown()
