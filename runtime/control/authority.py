@@ -27,7 +27,7 @@ An explicit state machine (docs/reliability.md has its table, checked against
 
 The epoch counts every accepted event (arm, disarm, e-stop, reset, fault,
 its clearing, a take-over and its end, and every fence: a camera stall, a
-non-finite action, an inference stall, a reconnect, a new instruction). A plan
+non-finite action, an --async inference stall, a reconnect, a new instruction). A plan
 carries the epoch in force when its frame was captured (`epoch_at`), so a plan
 from a frame captured before any of those never moves the robot after it: a
 fence, not a race between threads. `motion()` holds the authority's lock while

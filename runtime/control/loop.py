@@ -22,8 +22,8 @@ command leaves only while it is armed and, for a policy's plan, while the
 plan's epoch is the current one; its lock is held while such a command is
 sent, so no e-stop, disarm or fault can interleave. No plan outlives an
 event: every arm, disarm, e-stop, fault, take-over, camera stall, non-finite
-action, command timeout (inference stalled), motor link loss or reconnect
-and new instruction starts a new epoch, a plan carries the epoch in force
+action, motor link loss or reconnect and new instruction starts a new epoch
+(a plan that merely aged out, a slow inference, is a zero, not an event), a plan carries the epoch in force
 when its frame was captured, the inference thread resets the behaviours and
 the ring before its next frame (a new episode), and a frame captured before
 the new epoch never enters it. An action carries the capture time of the
