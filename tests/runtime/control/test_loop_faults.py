@@ -503,3 +503,42 @@ def test_the_rate_column_is_the_rate_from_the_second_step():
     for k in range(2, 20):
         rate.tick(k * 0.1)
     assert rate.hz == pytest.approx(10.0)
+
+
+def test_closing_the_ssh_terminal_zeroes_disarms_and_exits_cleanly(tiny_bundle_dir, episode_file):
+    """Finding 3: closing the SSH terminal zeroed the motors but exited 1 with a termios.error traceback (the
+    arm keys' terminal could not be restored). The drive runs on a pseudo-terminal as its controlling terminal,
+    as under ssh -t; the terminal's other side closes (the session ended): SIGHUP, the terminal's keys lost
+    (disarmed), motors at zero, exit 0, no traceback."""
+    import fcntl
+    import os
+    import pty
+    import subprocess
+    import sys
+    import termios
+
+    from tests.helpers.processes import ROOT
+
+    leader, follower = pty.openpty()
+
+    def controlling_terminal():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run",
+                             "--camera", str(episode_file), "--quiet", "--fps", "30"], cwd=ROOT, stdin=follower,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=controlling_terminal)
+    os.close(follower)
+    try:
+        first = proc.stdout.readline()  # the first command: the drive runs (12 frames, 0.4 s moves: ~5 s)
+        assert first.startswith("cmd_vel"), first
+        os.close(leader)  # the SSH session ended
+        out, err = finish(proc, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err and "termios.error" not in err
+    assert "SIGHUP" in err
+    commands = [line for line in out.splitlines() if line.startswith("cmd_vel")]
+    assert commands and commands[-1] == "cmd_vel +0.000 +0.000 +0.000"
