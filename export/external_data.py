@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.atomic import make_shareable
+
 # Protobuf's hard limit is 2 GiB for the whole message; the graph's own structure and the inline small
 # tensors come on top of the weights, so a graph whose weights exceed 1 GiB keeps them outside.
 INLINE_LIMIT = 1 << 30
@@ -149,6 +151,7 @@ def _save_skeleton(model, dst: Path) -> None:
     import onnx  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    make_shareable(fd)  # mkstemp's 0600 would keep the boot service's account out of the bundle
     os.close(fd)
     try:
         onnx.save_model(model, tmp)  # tensors without raw_data keep their external reference as it is
