@@ -60,7 +60,7 @@ REAL_SIZE_MEMORY = 20e9  # bytes a machine needs for the real size: the export's
 
 
 def default_sizes(meminfo: Path = Path("/proc/meminfo")) -> list[str]:
-    """Both sizes where memory holds the real size's export (REAL_SIZE_MEMORY), else tiny alone (an 8 or 16 GB board)."""
+    """Both sizes where memory holds the real size's export (REAL_SIZE_MEMORY), else tiny (an 8 or 16 GB board)."""
     try:
         total = memory_bytes(meminfo)[0]
     except OSError:

@@ -66,7 +66,8 @@ def build_inputs(bundle) -> dict[str, str]:
 def engine_precisions(bundle) -> dict[str, str]:
     """The precision each graph's strongly typed engine has: its build input's (fp16 for export's mixed-precision
     files, fp32 for a plain fp32 graph such as the head's)."""
-    return {graph: "fp16" if file.endswith(FP16_INPUT_SUFFIX) else "fp32" for graph, file in build_inputs(bundle).items()}
+    return {graph: "fp16" if file.endswith(FP16_INPUT_SUFFIX) else "fp32"
+            for graph, file in build_inputs(bundle).items()}
 
 
 def engine_files(bundle) -> dict[str, str]:

@@ -23,7 +23,8 @@ NEW_IN_311 = {"tomllib", "wsgiref.types", "typing.Self", "typing.LiteralString",
               "typing.reveal_type", "typing.Required", "typing.NotRequired", "typing.TypeVarTuple", "typing.Unpack",
               "typing.assert_type", "typing.dataclass_transform", "enum.StrEnum", "enum.verify", "enum.ReprEnum",
               "datetime.UTC", "asyncio.TaskGroup", "asyncio.timeout", "asyncio.Runner", "hashlib.file_digest",
-              "contextlib.chdir", "operator.call", "ExceptionGroup", "BaseExceptionGroup", "logging.getLevelNamesMapping"}
+              "contextlib.chdir", "operator.call", "ExceptionGroup", "BaseExceptionGroup",
+              "logging.getLevelNamesMapping"}
 
 
 def problems_in(source: str, where: str) -> list[str]:

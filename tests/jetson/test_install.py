@@ -2,10 +2,10 @@
 runtime extra's metadata as pip evaluates it on aarch64, the container's L4T argument."""
 
 import os
-from pathlib import Path
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
