@@ -292,7 +292,7 @@ def check(all_commands: list[Command], parses: dict) -> list[str]:
         elif c.kind == "script":
             own, jobs = script_jobs(c)
             problems += [f"{where}: {p}" for p in own]
-            for key, module, argv in jobs:
+            for key, module, _ in jobs:
                 problems += [f"{where}: {p}" for p in parse_problems(parses, c, key, module)]
         elif c.kind == "make":
             problems += [f"{where}: {p}" for p in make_problems(c)]
