@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.camera import CameraSpec, add_camera_arguments
-from runtime.cli import CommandError, exits_on
+from runtime.cli import CommandError, exits_on, show_defaults
 from runtime.drive import HANDLED_SIGNALS, DriveConfig, log_info
 from runtime.episode_writer import EPISODE_NAME, BackgroundWriter, EpisodeWriter, existing_episodes
 from runtime.hardware import CameraError, CameraStalled, DeviceError, EndOfStream, FrameTooOld, SentCommand
@@ -429,7 +429,7 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     add_motor_arguments(ap)
     add_camera_arguments(ap)
     add_safety_arguments(ap)
-    return ap
+    return show_defaults(ap)
 
 
 def instructions_from(args) -> tuple[str, ...]:
