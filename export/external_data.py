@@ -66,7 +66,7 @@ def _source_chunks(tensor, base: Path) -> Iterator[bytes]:
     info = ExternalDataInfo(tensor)
     remaining = info.length or tensor_nbytes(tensor)
     with open(base / info.location, "rb") as f:
-        f.seek(info.offset or 0)
+        f.seek(_offset(info))
         while remaining > 0:
             chunk = f.read(min(CHUNK_BYTES, remaining))
             if not chunk:
@@ -74,6 +74,11 @@ def _source_chunks(tensor, base: Path) -> Iterator[bytes]:
                                  f"({remaining} bytes missing); re-export the graph")
             remaining -= len(chunk)
             yield chunk
+
+
+def _offset(info) -> int:
+    """Where an external tensor's bytes start in its file (no offset recorded: the start)."""
+    return info.offset or 0
 
 
 def half(values: np.ndarray) -> np.ndarray:
@@ -273,9 +278,9 @@ def check_fp16_build_input(path: Path, fp32_ops: Iterable[str]) -> dict:
             continue
         info = ExternalDataInfo(tensor)
         data = path.parent / info.location
-        need = (info.offset or 0) + (info.length or tensor_nbytes(tensor))
+        need = _offset(info) + (info.length or tensor_nbytes(tensor))
         if not data.is_file() or data.stat().st_size < need:
-            raise ValueError(f"{path}: weight {tensor.name!r} points at {info.location} bytes {info.offset or 0}.."
+            raise ValueError(f"{path}: weight {tensor.name!r} points at {info.location} bytes {_offset(info)}.."
                              f"{need}, which {'is missing' if not data.is_file() else 'is shorter'}")
         external += 1
     fd, inferred = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check.onnx", dir=path.parent)

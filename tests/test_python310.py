@@ -90,10 +90,8 @@ def test_the_runtime_extra_resolves_for_cpython_310_on_aarch64(tmp_path):
     """pip's resolver for what jetson/setup.sh installs on JetPack 6 (CPython 3.10, aarch64), from the registry's
     metadata (a dry run; ~30 s with the registry reachable). The robot then runs onnxruntime 1.23 (its last
     release for 3.10), not CI's; docs say so."""
-    from tests.test_docs import optional_dependencies
-
     project = __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = on_a_jetson(project["dependencies"] + optional_dependencies()["runtime"])
+    wanted = on_a_jetson(project["dependencies"] + project["optional-dependencies"]["runtime"])
     report = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
                            "--only-binary=:all:", "--python-version", "3.10", "--implementation", "cp", "--abi",
