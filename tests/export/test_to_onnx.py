@@ -109,7 +109,8 @@ def test_fp16_and_int8_variants_pass_their_looser_parity(small_variants_bundle):
 def test_real_size_kosmos2_exports_by_default_within_16_gb(tmp_path):
     """As a new user would: the real Kosmos-2 architecture (random weights, no download) saved as a checkpoint,
     exported by the CLI with its defaults (fp32 graphs, the fp16 build inputs, the parity check), accepted by
-    runtime.bundle; the export's peak resident memory stays under 16 GB (~7 GB of disk; docs/performance.md)."""
+    runtime.bundle, and the fp16 build inputs checked; the export's peak resident memory stays under 16 GB (time and
+    disk: docs/performance.md, "The real-size test")."""
     import resource
 
     ckpt, out = tmp_path / "ckpt", tmp_path / "bundle"
