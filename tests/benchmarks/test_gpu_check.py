@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, run_python
 from tests.fakes import gpu as fake_gpu
 
@@ -70,8 +72,9 @@ def test_gpu_check_arguments_are_checked():
     assert missing.returncode == 2 and "--out" in missing.stderr
 
 
+@pytest.mark.slow
 def test_gpu_check_on_a_bundle_exported_elsewhere_builds_drives_and_times_it_without_torch(tiny_bundle_dir, tmp_path):
-    """A Jetson's check: no export and no PyTorch comparison (skipped, said so), the rest on the fake GPU."""
+    """A Jetson's check: no export and no PyTorch comparison (skipped, said so), the rest on the fake GPU (~10 s)."""
     out = tmp_path / "jetson.json"
     proc = run_python("-m", "benchmarks.gpu_check", "--out", str(out), "--bundle", str(tiny_bundle_dir), "--steps",
                       "3", "--work", str(tmp_path / "work"), "--build-timeout", "120", env=FAKE, timeout=600)
