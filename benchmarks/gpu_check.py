@@ -49,10 +49,10 @@ import traceback
 from pathlib import Path
 
 from export.to_trt import default_workspace_gb
-from runtime.backends.cuda_device import cuda_device_name
-from runtime.engines import memory_bytes
+from runtime.control.steplog import read_log
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.steplog import read_log
+from runtime.policy.backends.cuda_device import cuda_device_name
+from runtime.policy.engines import memory_bytes
 from train.config import preset_config
 
 SIZES = ("tiny", "kosmos2")
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=50, help="drive and latency steps per run")
     ap.add_argument("--work", type=Path, help="where bundles and logs go (default: a temp folder)")
     ap.add_argument("--workspace-gb", type=float, default=default_workspace_gb(),
-                    help="TensorRT builder memory pool in GiB (default: this board's rule, runtime.engines)")
+                    help="TensorRT builder memory pool in GiB (default: this board's rule, runtime.policy.engines)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per subprocess step (drive, latency)")
     ap.add_argument("--build-timeout", type=float, default=1800,
                     help="seconds per engine build (the real language engine takes minutes on a desktop GPU)")

@@ -5,23 +5,23 @@
     python -m export.to_trt bundle/ --build-timeout 1800  # each engine in a child process, stopped after 30 min
 
 Engines are specific to the TensorRT version and the GPU they were built on:
-each is recorded with both (the GPU as `runtime.backends.cuda_device` names
+each is recorded with both (the GPU as `runtime.policy.backends.cuda_device` names
 it, the same function the runtime checks with), and the runtime refuses an
-engine built for another (`runtime.backends.tensorrt.check_engine`).
+engine built for another (`runtime.policy.backends.tensorrt.check_engine`).
 
 Precision is the graph's own: the network is strongly typed
 (`NetworkDefinitionCreationFlag.STRONGLY_TYPED`, `trtexec --stronglyTyped`
 in jetson/build_engines.sh), so every layer runs in the type the ONNX gives
 it. The parser reads the bundle's fp16 build inputs
-(`runtime.engines.build_inputs`, written by `export.to_onnx`): fp16 weights
+(`runtime.policy.engines.build_inputs`, written by `export.to_onnx`): fp16 weights
 and activations, with LayerNorm, Softmax and the L2 norm kept in fp32 behind
 Casts; the head stays fp32. One path for TensorRT 10.3 (JetPack 6.1/6.2) and
 11.x, where strong typing is the only mode (the weakly typed builder flags
 are gone). Each engine is named and recorded with its real precision
-(`runtime.engines.engine_files`: `vision.fp16.engine`, `language.fp16.engine`,
+(`runtime.policy.engines.engine_files`: `vision.fp16.engine`, `language.fp16.engine`,
 `action_head.fp32.engine`; all fp32, with a warning, for a bundle exported
 with `--no-engine-input`). The builder pool defaults to this board's rule
-(`runtime.engines.WORKSPACE_RULES`: 1 GiB on an 8 GB Orin, 2 on a 16 GB Orin
+(`runtime.policy.engines.WORKSPACE_RULES`: 1 GiB on an 8 GB Orin, 2 on a 16 GB Orin
 NX, 4 on an AGX Orin or a desktop). The head's optimisation profile spans
 L = 1..W with W as the optimum. A timing cache next to the bundle makes
 rebuilds fast; one TensorRT will not use (from another GPU or TensorRT
@@ -52,11 +52,12 @@ import time
 from pathlib import Path
 
 from runtime.atomic import make_shareable
-from runtime.backends.base import BackendError
-from runtime.backends.cuda_device import cuda_device_name, gpu_stack_problem
-from runtime.bundle import GRAPHS, BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
-from runtime.engines import (
+from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy.backends.base import BackendError
+from runtime.policy.backends.cuda_device import cuda_device_name, gpu_stack_problem
+from runtime.policy.bundle import GRAPHS, BundleError, load_bundle
+from runtime.policy.engines import (
     build_inputs,
     engine_files,
     head_profile,
@@ -66,14 +67,14 @@ from runtime.engines import (
     swap_warning,
     workspace_rule,
 )
-from runtime.logs import add_log_level_argument, setup_logging
 
 TIMING_CACHE = "timing.cache"
 log = logging.getLogger(__name__)
 
 
 def default_workspace_gb() -> float:
-    """This machine's builder pool (GiB) by runtime.engines.WORKSPACE_RULES (4 where /proc/meminfo is unreadable)."""
+    """This machine's builder pool (GiB) by runtime.policy.engines.WORKSPACE_RULES (4 where /proc/meminfo is
+    unreadable)."""
     try:
         total, _ = memory_bytes()
     except OSError:
@@ -219,8 +220,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--workspace-gb", type=float,
-                    help="builder memory pool in GiB (default: this board's rule, runtime.engines.WORKSPACE_RULES: "
-                         f"{default_workspace_gb():g} here)")
+                    help="builder memory pool in GiB (default: this board's rule, "
+                         f"runtime.policy.engines.WORKSPACE_RULES: {default_workspace_gb():g} here)")
     ap.add_argument("--build-timeout", type=float,
                     help="seconds per engine build, each in a child process stopped after it (default: no limit)")
     add_log_level_argument(ap)

@@ -31,10 +31,10 @@ its keys. Backbone weights the file lacks come from the pretrained Kosmos-2 (`--
 a hub id, a transformers folder or one of our merged checkpoint folders) and the report
 says so; without `--base` such a file is refused: nothing is ever left random.
 
-The imported checkpoint carries a driving record (runtime.driving) saying how the original robot drove:
+The imported checkpoint carries a driving record (runtime.policy.driving) saying how the original robot drove:
 step mode, discrete moves, 0.4 s per move; the exported bundle drives so unless told otherwise.
 The imported checkpoint records the original's feature path as its prompt layout
-(`robovlms-fallback`, runtime/prompt.py) and its channel-order quirk (the stored BGR
+(`robovlms-fallback`, runtime/policy/prompt.py) and its channel-order quirk (the stored BGR
 bytes went into the model unconverted: `model_channel_order: "bgr"`), so the exported
 bundle drives exactly as the checkpoint was trained. docs/migrating.md explains how to
 re-fit it onto our layout instead.
@@ -63,10 +63,10 @@ import torch
 
 from runtime.atomic import atomic_directory
 from runtime.cli import exits_on
-from runtime.driving import Driving
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.preprocess import PIXEL_NORMS, PreprocessConfig
-from runtime.prompt import DEFAULT_INSTRUCTION, build_prompt, default_max_text_tokens
+from runtime.policy.driving import Driving
+from runtime.policy.preprocess import PIXEL_NORMS, PreprocessConfig
+from runtime.policy.prompt import DEFAULT_INSTRUCTION, build_prompt, default_max_text_tokens
 from train.checkpoint import write_checkpoint_files
 from train.config import PRESETS, MobileVLAConfig, preset_config
 from train.model import ActionHead, MobileVLA, is_checkpoint_folder, load_kosmos, load_tokenizer

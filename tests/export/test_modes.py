@@ -45,7 +45,7 @@ def export_and_build(tiny_model, tiny_tokenizer, where: Path, monkeypatch) -> Pa
     jetson/build_engines.sh records trtexec's engines (python -m runtime.engines --record: a bundle.json rewrite)."""
     from export.to_onnx import ExportOptions, export_bundle
     from export.to_trt import build_all
-    from runtime.engines import record_engines
+    from runtime.policy.engines import record_engines
 
     bundle = export_bundle(tiny_model, tiny_tokenizer, where / "bundle", ExportOptions(verify=False))
     fake_gpu.install(monkeypatch)

@@ -2,7 +2,7 @@
 
 import os
 
-from runtime.bundle import load_bundle
+from runtime.policy.bundle import load_bundle
 from tests.conftest import run_python, snapshot
 from tests.fakes import gpu as fake_gpu
 
@@ -95,7 +95,7 @@ def test_a_bundle_without_the_fp16_input_builds_fp32_engines_named_and_recorded_
 
 
 def test_the_builder_pool_follows_one_rule_per_board(tmp_path):
-    from runtime.engines import WORKSPACE_RULES, swap_warning, workspace_rule
+    from runtime.policy.engines import WORKSPACE_RULES, swap_warning, workspace_rule
 
     gib = 1 << 30
     # MemTotal as the boards report it (the GPU's carve-out and the kernel's reserve come off the nominal size)

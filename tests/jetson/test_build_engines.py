@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from runtime.bundle import load_bundle
+from runtime.policy.bundle import load_bundle
 from tests.conftest import ROOT, find_tool, snapshot
 from tests.fakes import gpu as fake_gpu
 
@@ -55,7 +55,7 @@ def test_build_engines_script_with_trtexec_failing_after_a_good_build_changes_no
 
 
 def test_build_engines_script_records_under_the_cuda_device_name(bundle_copy, tmp_path):
-    """Without GPU_NAME the script asks runtime.backends.cuda_device (here: the fake, via PYTHONPATH)."""
+    """Without GPU_NAME the script asks runtime.policy.backends.cuda_device (here: the fake, via PYTHONPATH)."""
     env = {**os.environ, "PATH": f"{stand_in_trtexec(tmp_path).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHON": sys.executable, "PYTHONPATH": fake_gpu.subprocess_pythonpath()}
     for var in ("TRTEXEC", "GPU_NAME", "TRT_VERSION"):
@@ -148,7 +148,7 @@ def test_the_readme_memory_table_states_the_scripts_rule_per_board():
     """jetson/README.md's per-board table says the WORKSPACE_MB and swap each board builds with: the rule itself."""
     import re
 
-    from runtime.engines import WORKSPACE_RULES
+    from runtime.policy.engines import WORKSPACE_RULES
 
     text = (ROOT / "jetson" / "README.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and re.search(r"`WORKSPACE_MB=(\d+)`", line)]
