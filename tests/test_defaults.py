@@ -39,6 +39,8 @@ DISTINCT = {
     "preset": "each command's model preset choice",
     "verify": "runtime.drive checks quickly at every start, runtime.preflight fully: two choices on purpose",
     "seconds": "each benchmark's own duration: a load test's seconds per robot, the soak's run",
+    "robots": "each serving benchmark's own number of simulated robots",
+    "frames": "frames per episode (sim.synth) and frames per robot (benchmarks.serve_batching): different counts",
     "backend": "runtime.drive takes the fastest backend that loads here (auto); evaluation, verification and "
                "benchmarks name one (ort-cpu) so that their figures reproduce on any machine",
     "fps": "a camera's requested rate (int) and pre-flight's expected rate (0 = one frame): two settings",
@@ -54,6 +56,8 @@ DISTINCT = {
     "mode": "runtime.drive takes the bundle's driving record (spec_from_args; DriveConfig's continuous for a library "
             "caller that builds a DriveSpec itself); runtime.record records the original collector's step moves by "
             "default; Driving.mode is what a bundle without a record was made for (step): each its own choice",
+    "give_up_after": "the drive's --give-up-after (5 s) and the soak's (1 s, so that its outage past it fits "
+                     "between two faults of the compressed schedule)",
     "rate": "runtime.drive's control loop Hz, runtime.record's frames per second (its control loop Hz is "
             "--control-rate, read from DriveConfig.rate)",
 }

@@ -16,13 +16,20 @@ runs its `--step-duration`, as the demonstrations' moves did. So a hung
 model or camera can never leave the motors running, and the controller's own
 watchdog covers a hung host.
 
-No plan outlives a fault: every camera stall, non-finite action, command
-timeout (inference stalled), motor link loss or reconnect, disarm and new
-instruction resets the behaviours and the ring of features (a new episode)
-before the next frame, and an action carries the capture time of the frame
-it was planned from (an open-loop chunk's tail is as old as the chunk's
-frame), so the watchdog judges the plan, not the newest frame. A plan that
-would be older than `--cmd-timeout` is dropped and made again. `--async`
+One motion authority decides what may move the robot (runtime/control/
+authority.py): on every tick the control thread asks it, and a non-zero
+command leaves only while it is armed and, for a policy's plan, while the
+plan's epoch is the current one; its lock is held while such a command is
+sent, so no e-stop, disarm or fault can interleave. No plan outlives an
+event: every arm, disarm, e-stop, fault, take-over, camera stall, non-finite
+action, motor link loss or reconnect and new instruction starts a new epoch
+(a plan that merely aged out, a slow inference, is a zero, not an event), a plan carries the epoch in force
+when its frame was captured, the inference thread resets the behaviours and
+the ring before its next frame (a new episode), and a frame captured before
+the new epoch never enters it. An action carries the capture time of the
+frame it was planned from (an open-loop chunk's tail is as old as the
+chunk's frame), so the watchdog judges the plan, not the newest frame. A
+plan that would be older than `--cmd-timeout` is dropped and made again. `--async`
 (runtime/policy/async_chunks.py) is held to the same: a reset forgets the
 chunks at once (one from a frame captured before it is dropped when it
 lands, none is blended into a new one), an inference whose frame is older
@@ -31,10 +38,20 @@ to run ahead of its frame, is played only while its frame is younger than
 the schedule's replan age (one action period by default) plus
 `--cmd-timeout`.
 
+A person's take-over (runtime/recording/takeover.py) is a mode of armed: the
+person's command goes out only while the authority is armed, through the same
+gate and the same lock. The motor link is watched: a command not sent, or
+sent and left unanswered (a deaf controller), counts toward `--give-up-after`
+and holds the authority in `fault` while it lasts; a controller that restarts
+(its READY after the link was up) disarms.
+
 What the robot is doing and why is on the status line from the first tick
 (runtime/control/status_line.py), every change of state is a logged event
-(runtime/control/loop_health.py), and a motor link down for longer than
-`--give-up-after` ends the run (runtime/control/link_watch.py).
+(runtime/control/loop_health.py, runtime/control/authority.py), and a motor
+link down for longer than `--give-up-after` ends the run
+(runtime/control/link_watch.py). Under systemd the loop feeds the service's
+watchdog on every tick (runtime/control/sd_notify.py): a hung loop is
+restarted.
 """
 
 from __future__ import annotations
@@ -45,12 +62,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-from runtime.control.arming import ArmSwitch
+from runtime.control.authority import ARMED, MotionAuthority, PreArmCheck
 from runtime.control.config import DriveConfig
 from runtime.control.inference import InferenceWorker, Published
 from runtime.control.link_watch import LinkWatch, link_counter
 from runtime.control.loop_health import LoopHealth, command_state, zero_state
 from runtime.control.safety import CommandWatchdog, SafetyGate
+from runtime.control.sd_notify import ServiceNotifier
 from runtime.control.status_line import StatusLine
 from runtime.control.step_handshake import StepHandshake
 from runtime.control.steplog import StepLog
@@ -59,6 +77,8 @@ from runtime.logs import log_info
 
 log = logging.getLogger(__name__)
 CAMERA_LATE_S = 0.1  # s of waiting for a frame that makes a stale action the camera's fault (3 frames at 30 fps)
+LINK_DOWN = "motor link down"
+
 
 @dataclass
 class StepProgress:
@@ -77,7 +97,7 @@ class DriveLoop:
 
     def __init__(self, policy, camera, motor, gate: SafetyGate, config: DriveConfig = DriveConfig(),
                  log: StepLog | None = None, printer=None, takeover=None, chunks=None,
-                 switch: ArmSwitch | None = None, ros=None, retarget=None):
+                 authority: MotionAuthority | None = None, ros=None, retarget=None, notifier=None):
         self.camera, self.motor, self.gate, self.config = camera, motor, gate, config
         self.takeover = takeover  # runtime.recording.takeover.Takeover: a person may replace the policy's action
         self.chunks = chunks  # runtime.policy.async_chunks.AsyncChunks in --async; None: one action a frame
@@ -85,8 +105,10 @@ class DriveLoop:
         self._plan_age_limit = chunks.max_plan_age(config.cmd_timeout) if chunks is not None else math.inf
         self.log = log or StepLog(None)
         self.printer = printer or log_info
-        self.switch = switch or ArmSwitch(armed=True)  # runtime.control.arming: zeros while not armed
+        # runtime.control.authority: what may move the robot; a library caller's loop starts armed (no checks)
+        self.authority = authority or MotionAuthority(armed=True)
         self.ros = ros  # runtime.control.ros2.Ros2DriveInterface or None: /diagnostics
+        self.notifier = notifier or ServiceNotifier()  # systemd's watchdog, fed on every tick (when under it)
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self.handshake = StepHandshake(self._lock)
@@ -101,11 +123,15 @@ class DriveLoop:
         self._progress = StepProgress()
         self.last_logged_step = -1  # the newest step whose command went out (read by the drain at the end)
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)  # what the motor side really did last
-        self._was_armed = self.switch.armed
+        self._restarts = link_counter(motor, "controller_starts")  # READYs seen: a later one is a restart
+        self._quiet: bool | None = None  # --quiet-when-disarmed: the ROS motor side's setting now
         self.inference = InferenceWorker(
-            policy, camera, config, publish=self._publish, request_reset=self.request_reset, stop=self.stop_event,
+            policy, camera, config, self.authority, publish=self._publish, stop=self.stop_event,
             wait_done=self.handshake.wait_done, drained=self._executed, health=self.health, chunks=chunks,
             takeover=takeover, retarget=retarget, status=self.status, plan_age_limit=self._plan_age_limit)
+        if chunks is not None:  # a new epoch forgets the chunks at once, and drops one from before it when it lands
+            self.authority.listeners.append(lambda epoch, started: chunks.reset(started))
+        self.authority.checks += self.pre_arm_checks()
 
     @property
     def policy(self):
@@ -115,23 +141,43 @@ class DriveLoop:
     def steps(self) -> int:
         return self.inference.steps
 
+    def pre_arm_checks(self) -> list[PreArmCheck]:
+        """What must hold before the robot may be armed, besides the e-stop inputs (docs/reliability.md)."""
+        def motor_link() -> str:
+            if not self.motor.is_connected:
+                return f"{self.motor.name} not connected"
+            if getattr(self.motor, "config_error", ""):
+                return self.motor.config_error
+            if getattr(self.motor, "verified", True) is False and not getattr(self.motor, "allow_unverified", False):
+                return "the controller's configuration is not verified yet (QUERY_INFO)"
+            return "" if self.link.up else "down"
+
+        def camera_fresh() -> str:
+            age = time.monotonic() - self.inference.last_capture
+            return "" if age <= self.config.camera_timeout else (
+                "no frame yet" if math.isinf(age) else f"newest frame {age:.2f} s old")
+
+        def policy_warmed() -> str:
+            return "" if self.inference.inferences else "no inference done yet"
+
+        return [PreArmCheck("motor link", motor_link), PreArmCheck("camera", camera_fresh),
+                PreArmCheck("policy", policy_warmed)]
+
     # -- shared --------------------------------------------------------------------
     def request_reset(self, reason: str) -> None:
-        """Before the next frame the inference thread resets the behaviours and the ring (a new episode); --async
-        forgets its chunks now, and drops one planned from a frame captured before now when it lands."""
-        if self.chunks is not None:
-            self.chunks.reset(time.monotonic())
-        self.inference.reset_before_next_frame(reason)
+        """A new epoch: no plan from a frame captured before now moves the robot; the inference thread resets
+        the behaviours and the ring before its next frame, and --async forgets its chunks now."""
+        self.authority.fence(reason)
 
     def set_instruction(self, text: str) -> None:
         """A new instruction (the ROS topic ~/instruction): applied between two frames, as a new episode."""
         self.inference.set_instruction(text)
 
-    def _publish(self, action, step: int, record: dict, reason: str = "", captured: float = -float("inf")) -> None:
+    def _publish(self, plan: Published) -> None:
         """The inference thread hands over a plan (or a "zero now" with its reason)."""
         with self._lock:
-            seq = self.handshake.published()
-            self._published = Published(action, step, record, reason, captured, seq)
+            plan.seq = self.handshake.published()
+            self._published = plan
 
     def _signal_done(self, current: Published) -> None:
         self.handshake.done(current.seq)
@@ -153,20 +199,32 @@ class DriveLoop:
         self.last_command = result
         if self.takeover is not None:
             self.takeover.sent(time.monotonic(), result, person)
-        reason = self.link.observe(result, now)
-        if reason:
-            self.request_reset(reason)
+        self._watch_link(result, now)
         return result
 
-    def _person_drives(self, now: float) -> bool:
-        """Take-over hook (runtime/recording/takeover.py): while the person holds control, their command goes out
-        through the same gate instead of the policy's; the policy's steps wait."""
-        velocity = self.takeover.command(now)
-        if velocity is None:
-            return False
-        self._send(self.gate.filter(velocity, now), now, person=True)
-        self.health.set_state("person driving")
-        return True
+    def _send_moving(self, command, now: float, plan_epoch: int | None, person: bool = False):
+        """A non-zero command, sent only if the authority allows it now, under its lock; None when it did not
+        (the caller sends a zero and says why)."""
+        with self.authority.motion(plan_epoch, person) as allowed:
+            if allowed:
+                return self._send(command, now, person)
+        return None
+
+    def _watch_link(self, result: SentCommand, now: float) -> None:
+        """The link after a command: down or silent (a fault while it lasts, the run ends after --give-up-after),
+        reconnected (a new epoch), its controller restarted (disarmed)."""
+        event = self.link.observe(result, now)
+        if event == "down":
+            self.authority.fault(LINK_DOWN)
+        elif event == "up":
+            self.authority.clear_fault(LINK_DOWN)
+        if self.link.reconnected():
+            self.authority.fence("motor link reconnected")
+        restarts = link_counter(self.motor, "controller_starts")
+        if restarts != self._restarts:
+            self._restarts = restarts
+            self.authority.controller_restarted(f"the motor controller restarted (READY after the link was up, "
+                                                f"{restarts} so far)")
 
     def _send_zero(self, now: float, reason: str) -> None:
         was_moving = any(self.last_command.velocity)
@@ -176,30 +234,55 @@ class DriveLoop:
             self.log.write({"type": "zero", "reason": reason, "t": now, "sent": result.sent,
                             "acknowledged": result.acknowledged})
 
-    def _zero_disarmed(self, now: float, current: Published | None) -> None:
-        self._send_zero(now, self.switch.state)
-        if current is not None:  # step mode: a move not made is over, so the policy keeps seeing frames
-            self._signal_done(current)
+    def _zero_held(self, now: float, current: Published | None, reason: str) -> None:
+        """Zero while the authority holds the robot (or the plan is from an earlier epoch); the plan's step is
+        logged once with what really went out and why; step mode: a move not made is over, so the policy keeps
+        seeing frames (and stays warm for the pre-arm check)."""
+        self._send_zero(now, reason)
+        if current is None:
+            return
+        if current.record and current.step != self.last_logged_step:
+            self.last_logged_step = current.step
+            self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(self.last_command.velocity),
+                                sent=self.last_command.sent, acknowledged=self.last_command.acknowledged,
+                                held=reason))
+        self._signal_done(current)
 
-    def _arming(self) -> bool:
-        """The switch's state this tick; a change of it resets the plan and, if asked, quiets a ROS motor."""
-        armed = self.switch.armed
-        if armed != self._was_armed:
-            self._was_armed = armed
-            self.request_reset("armed" if armed else self.switch.state)
-            if self.config.quiet_when_disarmed and hasattr(self.motor, "set_quiet"):
-                self.motor.set_quiet(not armed)
-        return armed
+    def _quiet_when_disarmed(self) -> None:
+        """--quiet-when-disarmed: a ROS motor side publishes nothing while the robot may not move."""
+        quiet = self.authority.state != ARMED
+        if self.config.quiet_when_disarmed and quiet != self._quiet and hasattr(self.motor, "set_quiet"):
+            self.motor.set_quiet(quiet)
+        self._quiet = quiet
+
+    def _person_drives(self, now: float, current: Published | None) -> bool:
+        """Take-over hook (runtime/recording/takeover.py): while the person holds control, their command goes out
+        through the same gate and the same authority instead of the policy's, only while armed."""
+        velocity = self.takeover.command(now)
+        self.authority.take_over(velocity is not None, "the person took over" if velocity is not None
+                                 else "the person let go")
+        if velocity is None:
+            return False
+        command = self.gate.filter(velocity, now)
+        if not any(command):
+            self._zero_held(now, current, "person driving: at rest")
+            self.health.set_state("person driving")
+            return True
+        if self._send_moving(command, now, None, person=True) is None:
+            self._zero_held(now, current, self.authority.describe())
+            return True
+        self.health.set_state("person driving")
+        if current is not None:
+            self._signal_done(current)  # step mode: the policy's move is not made; the next frame may come
+        return True
 
     def _tick(self, now: float, current: Published | None) -> None:
-        armed = self._arming()
-        if not armed and self.switch.state.startswith("e-stop"):  # an e-stop holds everyone, a person too
-            self._zero_disarmed(now, current)
+        self.authority.check_inputs(now)
+        self._quiet_when_disarmed()
+        if self.takeover is not None and self._person_drives(now, current):
             return
-        if self.takeover is not None and self._person_drives(now):
-            return
-        if not armed:
-            self._zero_disarmed(now, current)
+        if self.authority.state != ARMED:
+            self._zero_held(now, current, self.authority.describe())
             return
         if self.chunks is not None and current is not None and current.action is not None:
             self._tick_chunk(now, current)
@@ -210,6 +293,10 @@ class DriveLoop:
         if current.action is None:
             self._send_zero(now, current.reason)
             self._signal_done(current)
+            return
+        if current.epoch != self.authority.epoch:
+            self._zero_held(now, current, "plan from before " + self.authority.history[-1].cause
+                            if self.authority.history else "plan from an earlier epoch")
             return
         progress = self._progress = self._progress.follow(current.step)
         first_send = not progress.logged
@@ -226,7 +313,10 @@ class DriveLoop:
             return
         if not self.watchdog.fresh(now):
             reason = self._stale_reason(now)
-            self.request_reset(reason)
+            if reason.startswith("camera"):
+                # The robot went blind: no plan from before it moves the robot again. A plan merely aged out
+                # (slow inference) is a zero, not a fence: the next plan, if fresh, is a fresh view of the world.
+                self.request_reset(reason)
             self._send_zero(now, reason)
             return
         if first_send and self.config.mode == "step":
@@ -234,12 +324,23 @@ class DriveLoop:
             # demonstrations' 0.4 s key presses) instead of being cut at capture + --cmd-timeout; a stale
             # frame still never starts one, and the move stays bounded by its own clock and the timeout.
             self.watchdog.feed(now)
-        refused, lateral = link_counter(self.motor, "refused"), self.gate.refused_lateral
-        result = self._send(self.gate.filter(current.action, now), now)
-        self.health.set_state(command_state(result, link_counter(self.motor, "refused") != refused,
-                                      self.gate.refused_lateral != lateral))
+        self._execute(now, current, self.gate.filter(current.action, now), current.epoch, first_send)
         if first_send:
             progress.logged = True
+
+    def _execute(self, now: float, current: Published, command, plan_epoch: int, log_step: bool) -> None:
+        """Send a policy's command under the authority, with the state it leaves and the step's log line."""
+        refused, lateral = link_counter(self.motor, "refused"), self.gate.refused_lateral
+        if any(command):
+            result = self._send_moving(command, now, plan_epoch)
+            if result is None:  # the authority changed its mind between the tick's check and the send
+                self._zero_held(now, current, self.authority.describe())
+                return
+        else:
+            result = self._send(command, now)
+        self.health.set_state(command_state(result, link_counter(self.motor, "refused") != refused,
+                                            self.gate.refused_lateral != lateral))
+        if log_step:
             self.last_logged_step = current.step
             self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
                                 sent=result.sent, acknowledged=result.acknowledged))
@@ -249,12 +350,15 @@ class DriveLoop:
         counters = self.health.counters()
         self.status.update(now, self.health.state, self.last_command.velocity, self.steps, counters)
         if self.ros is not None and self.health.diagnostics_due(now):
+            last = self.authority.history[-1] if self.authority.history else None
             self.ros.publish_diagnostics(self.health.level(), self.health.state, {
                 "loop rate (Hz)": round(self.status.rate.hz, 2),
                 "inference (ms)": round(sum(self.status.stage_ms.values()), 1),
                 "camera age (ms)": round(self.inference.camera_age * 1e3, 1),
                 "link": "up" if self.link.up else "down",
-                "armed": self.switch.armed, "arm state": self.switch.state, "steps": self.steps, **counters})
+                "armed": self.authority.armed, "arm state": self.authority.describe(),
+                "last transition": f"{last.event} by {last.cause}" if last else "",
+                "epoch": self.authority.epoch, "steps": self.steps, **counters})
 
     def _stale_reason(self, now: float) -> str:
         """Why the action in force is too old: the camera when the inference thread has been waiting for a frame
@@ -284,22 +388,16 @@ class DriveLoop:
         if action is None:  # planned from a frame older than the limit: never sent
             self._send_zero(now, "plan too old")
             return
-        refused, lateral = link_counter(self.motor, "refused"), self.gate.refused_lateral
-        result = self._send(self.gate.filter(action, now), now)
-        self.health.set_state(command_state(result, link_counter(self.motor, "refused") != refused,
-                                      self.gate.refused_lateral != lateral))
-        if current.step != self.last_logged_step:
-            self.last_logged_step = current.step
-            self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
-                                sent=result.sent, acknowledged=result.acknowledged))
+        self._execute(now, current, self.gate.filter(action, now), self.authority.epoch_at(captured),
+                      current.step != self.last_logged_step)
 
     def run(self) -> int:
         """Drive until max steps, end of stream, a signal or an error. Motors end at zero. Returns an exit code."""
         worker = threading.Thread(target=self.inference.run, name="inference", daemon=True)
         period = 1.0 / self.config.rate
-        if self.config.quiet_when_disarmed and not self.switch.armed and hasattr(self.motor, "set_quiet"):
-            self.motor.set_quiet(True)  # a disarmed start leaves the base to the other inputs from the first tick
+        self._quiet_when_disarmed()  # a disarmed start leaves the base to the other inputs from the first tick
         worker.start()
+        self.notifier.ready()
         try:
             next_tick = time.monotonic() + period  # the first tick is now
             while not self.stop_event.is_set() and not self.stop_requested:
@@ -308,6 +406,7 @@ class DriveLoop:
                     current = self._published
                 self._tick(now, current)
                 self._report(now)
+                self.notifier.alive()  # only a loop that ticks feeds systemd's watchdog
                 if now >= next_tick - 1e-3:  # a regular tick (not a deadline wake-up): schedule the next one
                     next_tick = max(next_tick + period, now)
                 # also wake at the command's own deadline: the zero goes out when the action turns stale,
@@ -320,6 +419,7 @@ class DriveLoop:
         except BaseException as e:
             self.error = self.error or e
         finally:
+            self.notifier.stopping()
             self.stop_event.set()
             self.shutdown()
             worker.join(timeout=5)
@@ -353,4 +453,3 @@ class DriveLoop:
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=confirmed)
         self.health.zeroed(now, "shutdown", was_moving=True)
         self.log.write({"type": "zero", "reason": "shutdown", "t": now, "confirmed": confirmed})
-

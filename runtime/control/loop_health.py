@@ -37,7 +37,7 @@ def zero_state(reason: str, result: SentCommand) -> str:
     """The state for a zero sent for `reason`."""
     if not result.sent:
         return "link down"
-    if reason.startswith(("disarmed", "e-stop")):
+    if reason.startswith(("disarmed", "e-stop", "fault", "armed")):  # the motion authority's own words
         return reason
     if reason.startswith("camera"):
         return "zero: camera stale"
@@ -98,6 +98,6 @@ class LoopHealth:
 
     def level(self) -> str:
         """/diagnostics level of the state: error for an e-stop or a lost link, ok while driving, else warn."""
-        if self.state.startswith(("e-stop", "link down")):
+        if self.state.startswith(("e-stop", "link down", "fault")):
             return "error"
         return "ok" if self.state == "driving" else "warn"

@@ -1,8 +1,9 @@
 """The drive's own ROS 2 interface: diagnostics out, instruction, arm and e-stop in.
 
     python -m runtime.drive --bundle b/ --motor ros2 --camera ros2:camera/image_raw --start-disarmed
-    ros2 service call /mobile_vla_drive_<pid>/arm std_srvs/srv/Trigger          # or ~/disarm, ~/estop
+    ros2 service call /mobile_vla_drive_<pid>/arm std_srvs/srv/Trigger    # or ~/disarm, ~/estop, ~/reset_estop
     ros2 topic pub --once /mobile_vla_drive_<pid>/estop std_msgs/msg/Bool "{data: true}"
+    ros2 topic pub -r 10 /mobile_vla_drive_<pid>/estop std_msgs/msg/Bool "{data: false}"   # --ros-estop-period 0.5
     ros2 topic pub --once /mobile_vla_drive_<pid>/instruction std_msgs/msg/String "{data: 'go to the bottle'}"
     ros2 topic echo /diagnostics
 
@@ -13,9 +14,13 @@ driver publishes it) carries one status named `mobile_vla_drive: drive`
 whose values are the loop rate, the inference time, the camera age, the link
 state, the armed state and the counters the status line shows; its level is
 OK while driving, WARN while zeroed for a reason, ERROR on an e-stop or a
-link that is down. The services `~/arm`, `~/disarm`, `~/estop`
-(std_srvs/Trigger) and the topic `~/estop` (std_msgs/Bool, true = e-stop)
-act on the drive's `runtime.control.arming.ArmSwitch`; `~/instruction`
+link that is down. The services `~/arm`, `~/disarm`, `~/estop`,
+`~/reset_estop` (std_srvs/Trigger; `success` false with the refusal, such as
+the pre-arm check that failed) and the topic `~/estop` (std_msgs/Bool, true =
+pressed) act on the drive's motion authority (runtime/control/authority.py).
+With `--ros-estop-period S` the topic is an e-stop input with a heartbeat: a
+message must arrive at least every S seconds (false = released), or the
+e-stop latches, and an arm is refused until it does; `~/instruction`
 (std_msgs/String) hands a new instruction to the drive, which applies it
 between two frames and starts a new episode (behaviours and ring reset).
 """
@@ -32,9 +37,11 @@ LEVELS = {"ok": b"\x00", "warn": b"\x01", "error": b"\x02", "stale": b"\x03"}  #
 
 
 class Ros2DriveInterface:
-    def __init__(self, switch=None, on_instruction=None):
-        self.switch = switch  # runtime.control.arming.ArmSwitch, or None: no arm/e-stop services
+    def __init__(self, authority=None, on_instruction=None, estop_period: float | None = None):
+        self.authority = authority  # runtime.control.authority.MotionAuthority, or None: no arm/e-stop services
         self.on_instruction = on_instruction  # callback(str), called on the ROS spin thread
+        self.estop_period = estop_period  # s: ~/estop is a heartbeat input (None: an event on true only)
+        self.estop_input = None
         self._ros: RosNode | None = None
         self._diagnostics = None
         self._entities = []
@@ -56,18 +63,26 @@ class Ros2DriveInterface:
         if self.on_instruction is not None:
             self._entities.append(node.create_subscription(
                 String, "~/instruction", self._ros.guarded(lambda m: self.on_instruction(m.data)), 10))
-        if self.switch is not None:
-            for verb in ("arm", "disarm", "estop"):
+        if self.authority is not None:
+            for verb in ("arm", "disarm", "estop", "reset_estop"):
                 self._entities.append(node.create_service(Trigger, f"~/{verb}", self._trigger(verb)))
-            self._entities.append(node.create_subscription(
-                Bool, "~/estop", self._ros.guarded(lambda m: m.data and self.switch.estop("ROS topic ~/estop")), 10))
+            if self.estop_period is not None:
+                self.estop_input = self.authority.add_input(f"ROS topic {self._ros.name}/estop", "estop",
+                                                            max_age=self.estop_period)
+            self._entities.append(node.create_subscription(Bool, "~/estop", self._ros.guarded(self._estop), 10))
         return self
+
+    def _estop(self, msg) -> None:
+        if self.estop_input is not None:
+            self.authority.report(self.estop_input, pressed=bool(msg.data))
+        elif msg.data:
+            self.authority.estop("ROS topic ~/estop")
 
     def _trigger(self, verb: str):
         def serve(request, response):
-            getattr(self.switch, verb)(f"ROS service ~/{verb}")
-            response.success = True
-            response.message = self.switch.state
+            refusal = getattr(self.authority, verb)(f"ROS service ~/{verb}") or ""
+            response.success = not refusal
+            response.message = refusal or self.authority.describe()
             return response
         return serve
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from runtime.cameras.select import CameraSpec, add_camera_arguments
 from runtime.control.arm_sources import open_arm_sources
-from runtime.control.arming import ArmSpec, ArmSwitch, add_arm_arguments
+from runtime.control.arming import ArmSpec, add_arm_arguments
+from runtime.control.authority import MotionAuthority
 from runtime.control.config import DriveConfig, add_loop_arguments
 from runtime.control.loop import DriveLoop
 from runtime.control.ros2 import Ros2DriveInterface
@@ -124,6 +125,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                 return 0
             if motor is None:
                 motor = open_motor(spec.motor, watchdog_s=spec.loop.cmd_timeout, max_speed=spec.safety.max_speed,
+                                   base=spec.safety.base,
                                    printer=(lambda s: print(s, flush=True)))
             elif not motor.is_connected:
                 motor.connect()
@@ -135,21 +137,26 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             stack.callback(camera.disconnect)
             if stopped():
                 return 0
-            switch = ArmSwitch(armed=not spec.arm.start_disarmed)
-            for source in open_arm_sources(spec.arm, switch):
+            # disarmed until armed: by a source (--start-disarmed), or by itself once the pre-arm checks pass
+            authority = MotionAuthority(armed=False, auto_arm=not spec.arm.start_disarmed)
+            for source in open_arm_sources(spec.arm, authority):
                 stack.callback(source.close)
             face = None
             if uses_ros(spec, camera, motor):
-                face = Ros2DriveInterface(switch, on_instruction=lambda text: stop.loop and
-                                          stop.loop.set_instruction(text)).open()
+                face = Ros2DriveInterface(authority, on_instruction=lambda text: stop.loop and
+                                          stop.loop.set_instruction(text),
+                                          estop_period=spec.arm.ros_estop_period).open()
                 stack.callback(face.close)
         except (BundleError, BackendError, DeviceError, PromptTooLongError, ValueError) as e:
             log.error("%s", e)
             return 1
-        log.info("driving with %s, instruction %r, mode %s, motor %s, %s; Ctrl-C stops (motors go to zero)",
-                 policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name, switch.state)
-        if not switch.armed:
+        log.info("driving with %s, instruction %r, mode %s, motor %s; Ctrl-C stops (motors go to zero)",
+                 policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name)
+        if spec.arm.start_disarmed:
             log.warning("disarmed: zeros until armed (%s)", arm_hint(spec.arm, face))
+        else:
+            log.info("arms itself once the pre-arm checks pass (camera fresh, policy warmed, motor link verified, "
+                     "e-stop inputs released): docs/reliability.md")
         takeover = None
         if spec.takeover is not None:
             try:
@@ -160,23 +167,29 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             stack.callback(takeover.close)  # after the loop: the run's episode saved, the device released
         steplog = stack.enter_context(StepLog(spec.log))
         loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, takeover=takeover,
-                         chunks=chunks, switch=switch, ros=face,
+                         chunks=chunks, authority=authority, ros=face,
                          retarget=lambda text: retarget_policy(policy, spec.policy, text))
         stop.attach(loop)
         return loop.run()
 
 
 def arm_hint(spec: ArmSpec, face) -> str:
-    ways = []
+    ways, resets = [], []
     if sys.stdin is not None and sys.stdin.isatty():
         ways.append(f"key {spec.arm_key!r}")
+        resets.append(f"key {spec.reset_key!r}")
     if spec.gamepad and spec.arm_button is not None:
         ways.append(f"gamepad button {spec.arm_button}")
+    if spec.gamepad and spec.reset_button is not None:
+        resets.append(f"gamepad button {spec.reset_button}")
     if spec.arm_gpio:
         ways.append(f"GPIO {spec.arm_gpio}")
     if face is not None:
         ways.append(f"ros2 service call {face.node_name}/arm std_srvs/srv/Trigger")
-    return "arm with " + " or ".join(ways) if ways else "no way to arm is configured: give --gamepad and " \
-        "--arm-button, --arm-gpio, or a ROS 2 part (the ~/arm service)"
+        resets.append(f"ros2 service call {face.node_name}/reset_estop std_srvs/srv/Trigger")
+    if not ways:
+        return ("no way to arm is configured: give --gamepad and --arm-button, --arm-gpio, or a ROS 2 part (the "
+                "~/arm service)")
+    return "arm with " + " or ".join(ways) + ("; reset an e-stop with " + " or ".join(resets) if resets else "")
 
 

@@ -29,7 +29,7 @@ CRC_BYTES = 2
 class Command(IntEnum):
     SET_VELOCITY = 0x01  # float32 vx (m/s), vy (m/s), wz (rad/s); uint16 watchdog timeout (ms)
     STOP = 0x02  # no payload: zero now
-    HEARTBEAT = 0x03  # no payload: keeps the watchdog fed without changing the command
+    HEARTBEAT = 0x03  # no payload: answered (the link is alive); never extends a motion past its own timeout
     QUERY_STATUS = 0x04  # no payload: the controller answers STATUS
     SET_WHEELS = 0x05  # uint8 count, count x float32 wheel speeds (rad/s); uint16 watchdog timeout (ms)
     QUERY_INFO = 0x06  # no payload: the controller answers INFO (what it is configured as); older ones NACK 2
@@ -37,7 +37,8 @@ class Command(IntEnum):
     ACK = 0x81  # uint8 acknowledged seq, uint8 0
     NACK = 0x82  # uint8 refused seq, uint8 error code (see ErrorCode)
     STATUS = 0x84  # uint8 flags, float32 vx, vy, wz, uint32 uptime (ms), uint16 frames with bad CRC
-    INFO = 0x85  # READY's four bytes, then float32 max_linear, max_angular, max_wheel (its Limits)
+    INFO = 0x85  # READY's four bytes, float32 max_linear, max_angular, max_wheel (its Limits), uint8 base kind,
+    #              uint16 watchdog cap (ms); a controller older than the last two sends the first 16 bytes only
 
 
 class ErrorCode(IntEnum):
@@ -45,6 +46,19 @@ class ErrorCode(IntEnum):
     UNKNOWN_COMMAND = 2
     BAD_VERSION = 3
     OUT_OF_RANGE = 4  # a NaN, an infinity or a speed beyond the controller's limits: refused, and the motors stop
+    UNVERIFIED = 5  # a motion command before any QUERY_INFO since the controller started: refused, motors at zero
+
+
+class BaseKind(IntEnum):
+    """INFO's base kind byte: what the controller's wheels can do (0 is never sent: a 16-byte INFO has no kind)."""
+
+    UNKNOWN = 0  # an INFO without the field (a controller older than it)
+    HOLONOMIC = 1  # mecanum, omni wheels: vx, vy and wz (the drive's --base omni)
+    DIFFERENTIAL = 2  # two driven sides: vx and wz only, vy is dropped (the drive's --base diff)
+
+
+INFO_V1_BYTES = 16  # version, wheels, default watchdog, three limits: what controllers before the base kind send
+INFO_BYTES = 19  # ... + uint8 base kind + uint16 watchdog cap (ms)
 
 
 @dataclass(frozen=True)
@@ -122,17 +136,25 @@ def parse_ready(payload: bytes) -> dict:
     return {"version": version, "wheels": wheels, "default_watchdog_ms": watchdog}
 
 
-def info_payload(wheels: int, default_watchdog_ms: int, limits: Limits) -> bytes:
+def info_payload(wheels: int, default_watchdog_ms: int, limits: Limits, base: int = BaseKind.HOLONOMIC,
+                 max_watchdog_ms: int = 1000) -> bytes:
     return ready_payload(wheels, default_watchdog_ms) + struct.pack(
-        "<fff", limits.max_linear, limits.max_angular, limits.max_wheel)
+        "<fffBH", limits.max_linear, limits.max_angular, limits.max_wheel, base, max_watchdog_ms)
 
 
 def parse_info(payload: bytes) -> dict:
-    """INFO -> {"version", "wheels", "default_watchdog_ms", "limits": Limits}."""
-    if len(payload) != 16:
-        raise ValueError(f"INFO payload must be 16 bytes, got {len(payload)}")
+    """INFO -> {"version", "wheels", "default_watchdog_ms", "limits": Limits, "base": "holonomic" | "differential"
+    | "unknown", "max_watchdog_ms": int | None}. A 16-byte INFO (a controller older than the base kind) parses
+    with base "unknown" and max_watchdog_ms None; bytes past the 19 known are a later addition and ignored."""
+    if len(payload) != INFO_V1_BYTES and len(payload) < INFO_BYTES:
+        raise ValueError(f"INFO payload must be {INFO_V1_BYTES} or at least {INFO_BYTES} bytes, got {len(payload)}")
     info = parse_ready(payload[:4])
-    info["limits"] = Limits(*struct.unpack("<fff", payload[4:]))
+    info["limits"] = Limits(*struct.unpack("<fff", payload[4:INFO_V1_BYTES]))
+    info["base"], info["max_watchdog_ms"] = "unknown", None
+    if len(payload) >= INFO_BYTES:
+        kind, cap = struct.unpack("<BH", payload[INFO_V1_BYTES:INFO_BYTES])
+        info["base"] = BaseKind(kind).name.lower() if kind in BaseKind._value2member_map_ else "unknown"
+        info["max_watchdog_ms"] = cap
     return info
 
 

@@ -43,6 +43,8 @@ class MotorSpec:
     cmd_vel_stamped: bool = False  # --motor ros2: TwistStamped (Jazzy's base controllers) instead of Twist
     cmd_vel_frame: str = "base_link"  # --motor ros2 --cmd-vel-stamped: header.frame_id
     wheels: str | None = None  # serial: send wheel speeds for this base (WHEELS) instead of a body velocity
+    # serial: drive a controller whose configuration cannot be checked (no QUERY_INFO answer, too old to say)
+    allow_unverified_controller: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MotorSpec:
@@ -69,6 +71,9 @@ def add_motor_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cmd-vel-frame", default=d.cmd_vel_frame,
                     help="--motor ros2 --cmd-vel-stamped: header.frame_id")
     ap.add_argument("--wheels", choices=WHEELS, help="send wheel speeds for this base instead of a body velocity")
+    ap.add_argument("--allow-unverified-controller", action="store_true",
+                    help="--serial: drive a controller that does not answer QUERY_INFO (or is too old to report its "
+                         "base kind), unchecked; without it such a controller is refused (docs/motors.md: the risk)")
 
 
 def motor_kind(spec: MotorSpec) -> str:
@@ -113,10 +118,13 @@ def load_motor_class(spec: str) -> type:
     return check_user_class(cls, spec, "--motor", MotorController, MotorError, MOTOR_NEEDS)
 
 
-def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed=None) -> MotorController:
+def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed=None,
+               base: str | None = None) -> MotorController:
     """The spec's motor side, connected. `watchdog_s`: our serial controller zeroes by itself when no command
-    arrived for this long (the drive's --cmd-timeout). `max_speed`: the drive's --max-speed, which our serial
-    controller's limits must allow (checked at connect). Raises MotorError with what to check."""
+    arrived for this long (the drive's --cmd-timeout; the board caps it at 1 s). `max_speed`: the drive's
+    --max-speed, which our serial controller's limits must allow; `base`: the drive's --base (omni, diff), which
+    must be the board's base kind (both checked at every connect; None: not compared). Raises MotorError with
+    what to check."""
     kind = motor_kind(spec)
     if kind == "dry-run":
         return DryRunMotor(printer=printer).connect()
@@ -125,8 +133,9 @@ def open_motor(spec: MotorSpec, watchdog_s: float = 0.5, printer=None, max_speed
 
         wheels = make_base(spec.wheels) if spec.wheels else None
         motor = SerialMotorController(spec.serial, spec.baudrate, watchdog_ms=int(watchdog_s * 1000),
-                                      wheels=wheels, max_speed=max_speed).connect()
-        if not motor.ready:  # still driven (a one-way link may work), but nobody should think it is fine
+                                      wheels=wheels, max_speed=max_speed, base=base,
+                                      allow_unverified=spec.allow_unverified_controller).connect()
+        if not motor.ready:  # --allow-unverified-controller: still driven (a one-way link may work), but say so
             log.warning("%s: the motor controller did not answer within %.1f s (wrong port or --baudrate %d, no "
                         "firmware on the board, or a board that needs DTR: docs/firmware.md); every command will "
                         "be logged as unacknowledged", spec.serial, motor.ready_timeout_s, spec.baudrate)

@@ -1,7 +1,8 @@
 """The serial port under our motor controller protocol: opened without resetting the board, framed writes with
 a sequence number, blocking waits for a reply, and a port that comes back after an unplug.
 
-    link = SerialLink("/dev/ttyUSB0", reconnect_s=0.2).open()     # MotorError with what to check
+    link = SerialLink("/dev/ttyUSB0", reconnect_s=0.2).open()     # MotorError with what to check (or who holds it)
+    link.drain(on_ready=...)                                      # READY frames already waiting (the board restarted)
     if link.write(Command.SET_VELOCITY, payload):                 # False (and closed) when the port went away
         reply = link.await_reply(Command.ACK, 0.05, on_ready=...) # the frame answering link.seq, or None
     link.close()
@@ -12,7 +13,16 @@ runtime/motors/serial_controller.py; the frames are runtime/motors/protocol.py.
 
 Opening the port drives neither DTR nor RTS (pyserial asserts both by
 default, which resets Arduino, CH340 and FTDI boards through their
-auto-reset capacitor and holds ESP32 boards in reset). When the port goes
+auto-reset capacitor and holds ESP32 boards in reset). It is opened
+exclusively, twice over: pyserial's `exclusive=True` takes a `flock` on it
+(for every opener that asks, root included; the kernel drops it when the
+holder exits, even on SIGKILL, and /proc/locks names the holder), and
+TIOCEXCL makes the kernel refuse any other open() of the tty (EBUSY) before
+it raises DTR, so a second program cannot even reset an auto-reset board
+(root bypasses TIOCEXCL: the drive runs as a user, jetson/). TIOCEXCL stays
+on a tty while anyone holds it open (a pty's other side does), so `close`
+clears it first. A second opener gets a MotorError naming the port and the
+process that holds it. When the port goes
 away (cable pulled, USB reset) a write or a read closes it, and
 `ensure_open` reopens the same path at most every `reconnect_s`
 (`reconnects` counts). The reply wait blocks in select() on the port, so a
@@ -23,8 +33,12 @@ silent controller costs one system call per command, not a poll every
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import select
+import termios
 import time
+from pathlib import Path
 
 from runtime.hardware import DeviceError, DeviceNotConnectedError
 from runtime.motors.protocol import Command, FrameParser, encode_frame
@@ -38,9 +52,35 @@ class NotConnectedError(MotorError, DeviceNotConnectedError):
     pass
 
 
+def port_holder(port: str, locks: Path = Path("/proc/locks")) -> str | None:
+    """Who holds the flock on `port` ("pid 1234 (python -m runtime.drive ...)"), from /proc/locks; None when
+    nobody visible does (another mount namespace, no /proc)."""
+    try:
+        st = os.stat(port)
+        wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in locks.read_text().splitlines():
+            fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 00:1a:3 0 EOF" ("->" marks a waiter)
+            if "FLOCK" in fields and wanted in fields and "->" not in fields:
+                pid = fields[fields.index(wanted) - 1]
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    cmd = ""
+                return f"pid {pid}" + (f" ({cmd.strip()})" if cmd.strip() else "")
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def explain_open_error(port: str, err: Exception) -> str:
     code = getattr(err, "errno", None)
     text = str(err)
+    if code in (errno.EBUSY, errno.EAGAIN) or "exclusively lock" in text or "resource busy" in text:
+        holder = port_holder(port) or "another process (fuser -v " + port + " names it)"
+        return (f"serial port {port} is in use by {holder}: it is opened exclusively because two programs "
+                f"commanding one board fight each other, and an e-stop in one does not stop the other. Stop that "
+                f"program first (a drive zeroes the motors when it exits; a pre-flight or runtime.motor_stop "
+                f"needs the port free)")
     if code == errno.ENOENT or "No such file" in text or "could not open port" in text and "No such" in text:
         return (f"serial port {port} not found: is the motor controller plugged in and powered? "
                 f"(ls /dev/ttyUSB* /dev/ttyACM*; with jetson/99-mobile-vla.rules it is /dev/mobile-vla-motor)")
@@ -65,8 +105,25 @@ def open_serial_port(port: str, baudrate: int):
     ser.rtscts = False
     ser.dtr = False
     ser.rts = False
+    ser.exclusive = True  # flock(LOCK_EX | LOCK_NB) right after the open, before pyserial touches the lines
     ser.open()
+    try:  # the kernel now refuses other opens (EBUSY) before they raise DTR; not a tty (a test's pipe): no-op
+        fcntl.ioctl(ser.fileno(), termios.TIOCEXCL)
+    except OSError as e:
+        if e.errno not in (errno.ENOTTY, errno.EINVAL):
+            ser.close()
+            raise
     return ser
+
+
+def close_serial_port(ser) -> None:
+    """Clear TIOCEXCL, then close: a tty that someone else keeps open (a pty's other side) keeps the flag after
+    our close, and would refuse our own reopen."""
+    try:
+        fcntl.ioctl(ser.fileno(), termios.TIOCNXCL)
+    except Exception:  # already gone (EIO after an unplug), closed, or not a tty
+        pass
+    ser.close()
 
 
 class SerialLink:
@@ -100,7 +157,7 @@ class SerialLink:
     def close(self) -> None:
         if self.serial is not None:
             try:
-                self.serial.close()
+                close_serial_port(self.serial)
             except Exception:
                 pass
             self.serial = None
@@ -131,6 +188,25 @@ class SerialLink:
                 return False
             raise
         return True
+
+    def drain(self, on_ready=None) -> None:
+        """Read what already waits on the port, without blocking: each READY (the board restarted while nobody
+        was reading) goes to `on_ready(frame)`; late replies to earlier commands are dropped. Called before a
+        motion command, so a board that restarted is seen before it is told to move. A port that went away
+        closes the link."""
+        if self.serial is None:
+            return
+        try:
+            waiting = self.serial.in_waiting
+            frames = self.parser.feed(self.serial.read(waiting)) if waiting else []
+        except Exception as e:
+            if isinstance(e, (OSError, ValueError)) or type(e).__name__ == "SerialException":
+                self.close()
+                return
+            raise
+        for frame in frames:
+            if frame.type == Command.READY and on_ready is not None:
+                on_ready(frame)
 
     def await_reply(self, want: int, timeout_s: float, on_ready=None, accept_ready: bool = False):
         """Block until the reply to `seq` arrives (the frame: `want` or a NACK), or the timeout (None). Every

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -34,6 +36,7 @@ MAX_IMAGE_SIDE = 4096  # pixels: a larger image is refused before it is decoded 
 MAX_PROMPT_CHARS = 1024  # characters of an instruction
 MAX_DIMS = 8
 ALLOWED_KINDS = ("b", "i", "u", "f")  # bool, signed, unsigned, float
+API_KEY_ENV = "MOBILE_VLA_API_KEY"  # where the server and the robot read the key when no key file is given
 
 
 class WireError(ValueError):
@@ -94,6 +97,21 @@ def model_identity(manifest: dict) -> str:
     names = sorted(set(manifest["variants"]["fp32"]["files"].values()) | {"tokenizer.json"})
     text = "\n".join(f"{name} {files[name]['sha256']}" for name in names if name in files)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_api_key(path: str | Path | None, env: str = API_KEY_ENV) -> str | None:
+    """The shared key from a file (its first line, whitespace stripped) or else the environment variable `env`;
+    None when neither gives one. A key on the command line is visible to every user of the machine (ps)."""
+    if path is not None:
+        path = Path(path)
+        try:
+            key = path.read_text().strip().splitlines()
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read the key file: {e.strerror}") from None
+        if not key or not key[0].strip():
+            raise ValueError(f"{path}: the key file is empty; write the key on its first line")
+        return key[0].strip()
+    return os.environ.get(env) or None
 
 
 def packb(message) -> bytes:

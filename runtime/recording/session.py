@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.cameras.select import CameraSpec, add_camera_arguments
-from runtime.cli import CommandError
+from runtime.cli import CommandError, show_defaults
 from runtime.control.config import DriveConfig
 from runtime.control.safety import SafetyConfig, SafetyGate, add_safety_arguments
 from runtime.control.signals import install_signal_handlers
@@ -106,7 +106,7 @@ def build_parser(description: str = "Record demonstrations (python -m runtime.re
     add_motor_arguments(ap)
     add_camera_arguments(ap)
     add_safety_arguments(ap)
-    return ap
+    return show_defaults(ap)
 
 
 def instructions_from(args) -> tuple[str, ...]:
@@ -152,7 +152,8 @@ def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
                 teleop = open_teleop(spec.teleop, spec.safety.max_speed, joy_map=spec.joy_map)
             stack.callback(teleop.close)
             if motor is None:
-                motor = open_motor(spec.motor, watchdog_s=spec.cmd_timeout, printer=lambda s: None)
+                motor = open_motor(spec.motor, watchdog_s=spec.cmd_timeout, printer=lambda s: None,
+                                   max_speed=spec.safety.max_speed, base=spec.safety.base)
             elif not motor.is_connected:
                 motor.connect()
             stack.callback(motor.disconnect)

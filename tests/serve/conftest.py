@@ -26,8 +26,7 @@ def engine(tiny_bundle):
 def server(engine):
     from serve.server import ServerConfig, ServerThread
 
-    with ServerThread(engine, ServerConfig(host="127.0.0.1", port=0, max_message_bytes=1 << 20,
-                                           hard_limit_bytes=4 << 20)) as running:
+    with ServerThread(engine, ServerConfig(host="127.0.0.1", port=0, max_message_bytes=1 << 20)) as running:
         yield running
 
 

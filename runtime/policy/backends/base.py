@@ -5,17 +5,23 @@
         chunk = backend.predict_chunk(features)                              # action head
         backend.timings   # {"vision": s, "language": s, "head": s} of the last calls
         backend.calls     # Counter of graph runs since activation: {"vision": n, "language": n, "action_head": n}
+        features = backend.encode_frames(pixels_b, ids_b, mask_b)           # B frames (a server's batch)
+        backend.identity()  # what it computes: backend, variant, precision, the sha256 of the files it runs
 
 Backends are runners in the Polygraphy sense: `activate()` loads what they
 need (sessions, engines, device buffers), `deactivate()` frees it, heavy
 imports happen inside `activate`, and every call checks its inputs against the
 bundle's recorded names, shapes and dtypes before touching the accelerator.
 `encode_frame` is one call so a GPU backend can keep the image embeddings on
-the device between vision and language.
+the device between vision and language. `encode_frames` runs B frames: one
+call per frame on the bundle's batch-1 graphs, one call in all on the batch
+graphs a policy server loads (`batched`, docs/serving.md "Batching").
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -84,6 +90,39 @@ class Backend(ABC):
         out = self.run_graph("language", {"input_ids": input_ids, "attention_mask": attention_mask,
                                           "image_embeds": embeds})
         return out["act_feature"]
+
+    def encode_frames(self, pixels: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """(B, 3, S, S) pixels + their prompts (B, T) -> ACT features (B, D). Here one batch-1 call per frame;
+        a backend with batch graphs runs them in one call (vision and language timings: the whole batch)."""
+        out, seconds = [], {"vision": 0.0, "language": 0.0}
+        for i in range(len(pixels)):
+            out.append(self.encode_frame(pixels[i:i + 1], input_ids[i:i + 1], attention_mask[i:i + 1]))
+            for k in seconds:
+                seconds[k] += self.timings.get(k, 0.0)
+        self.timings.update(seconds)
+        return np.concatenate(out)
+
+    @property
+    def max_batch(self) -> int:
+        """Frames one encode_frames call runs together (1: the batch-1 graphs, one call per frame)."""
+        return 1
+
+    def graph_files(self) -> dict[str, str]:
+        """The bundle files this backend computes with, by graph (what identity() fingerprints)."""
+        return dict(self.bundle.manifest["variants"][self.variant]["files"])
+
+    def precision(self) -> str:
+        return self.variant
+
+    def identity(self) -> dict:
+        """What this backend computes: two backends with the same fingerprint give the same numbers (same kernels
+        on the same files); a different one may differ in the last bits (fp32 on another device) or more (fp16).
+        Sent in a policy server's metadata and compared by the robot (docs/serving.md)."""
+        shas = self.bundle.manifest.get("files", {})
+        files = {g: shas.get(f, {}).get("sha256", "unrecorded") for g, f in sorted(self.graph_files().items())}
+        record = {"backend": self.name, "variant": self.variant, "precision": self.precision(), "graphs": files}
+        fingerprint = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+        return {**record, "fingerprint": fingerprint}
 
     def predict_chunk(self, features: np.ndarray) -> np.ndarray:
         """ACT features (1, L, D), oldest first -> normalised chunk (1, N, A) for the newest frame."""

@@ -6,6 +6,11 @@
 `provider` is "cpu", "cuda" or "tensorrt" (`--backend ort-cpu|ort-cuda|ort-trt`).
 A provider that this onnxruntime build lacks is refused with the package to
 install, instead of ORT's silent fallback to the CPU.
+
+`batched=True` (a policy server batching robots' frames, docs/serving.md)
+loads the bundle's batch graphs of vision and language (`serving_batch` in
+bundle.json: a dynamic batch axis, exported with `--serve-batch B`) in place
+of the batch-1 ones, and runs B frames in one call.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ def available_providers() -> list[str]:
 
 
 class OnnxRuntimeBackend(Backend):
-    def __init__(self, bundle, provider: str = "cpu", variant: str = "fp32", threads: int | None = None):
+    def __init__(self, bundle, provider: str = "cpu", variant: str = "fp32", threads: int | None = None,
+                 batched: bool = False):
         super().__init__(bundle, variant)
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
@@ -40,6 +46,34 @@ class OnnxRuntimeBackend(Backend):
         self.name = f"ort-{'trt' if provider == 'tensorrt' else provider}"
         self.threads = threads
         self.sessions = {}
+        self.batched = batched
+        self._batch = bundle.manifest.get("serving_batch") if batched else None
+        if batched and not self._batch:
+            raise BackendError(f"{bundle.root}: no batch graphs in this bundle (bundle.json has no 'serving_batch'); "
+                               f"export it with --serve-batch B (python -m export.to_onnx CKPT --out DIR "
+                               f"--serve-batch 8), or serve without --max-batch")
+        if batched and variant != "fp32":
+            raise BackendError(f"the batch graphs are fp32; serve --variant fp32 with --max-batch (found {variant!r})")
+
+    @property
+    def max_batch(self) -> int:
+        return int(self._batch["max_batch"]) if self._batch else 1
+
+    def graph_files(self) -> dict[str, str]:
+        files = super().graph_files()
+        if self._batch:
+            files.update(self._batch["files"])
+        return files
+
+    def precision(self) -> str:
+        return "fp16 (TensorRT EP)" if self.provider == "tensorrt" else self.variant
+
+    def _graph_names(self) -> dict[str, str]:
+        """graph -> the manifest's graph entry this backend runs for it (the batch graphs when batched)."""
+        names = {g: g for g in GRAPHS}
+        if self._batch:
+            names.update(self._batch["graphs"])
+        return names
 
     def _provider_list(self) -> list:
         want = PROVIDERS[self.provider]
@@ -75,16 +109,32 @@ class OnnxRuntimeBackend(Backend):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         providers = self._provider_list()
-        for graph in GRAPHS:
-            path = self.bundle.graph_file(graph, self.variant)
+        for graph, entry in self._graph_names().items():
+            path = self.bundle.root / self.graph_files()[graph] if self._batch else \
+                self.bundle.graph_file(graph, self.variant)
             try:
-                self.sessions[graph] = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+                self.sessions[entry] = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
             except Exception as e:  # ORT raises its own exception types
                 self.sessions.clear()
                 raise BackendError(f"{path}: onnxruntime could not load it: {e}") from e
 
     def _deactivate(self) -> None:
         self.sessions.clear()
+
+    def encode_frame(self, pixels: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self._batch:
+            return self.encode_frames(pixels, input_ids, attention_mask)
+        return super().encode_frame(pixels, input_ids, attention_mask)
+
+    def encode_frames(self, pixels: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if not self._batch:
+            return super().encode_frames(pixels, input_ids, attention_mask)
+        vision, language = self._batch["graphs"]["vision"], self._batch["graphs"]["language"]
+        embeds = self.run_graph(vision, {"pixel_values": pixels})["image_embeds"]
+        out = self.run_graph(language, {"input_ids": input_ids, "attention_mask": attention_mask,
+                                        "image_embeds": embeds})
+        self.timings["vision"], self.timings["language"] = self.timings.pop(vision), self.timings.pop(language)
+        return out["act_feature"]
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.sessions[graph]

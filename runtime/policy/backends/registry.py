@@ -63,13 +63,18 @@ def resolve_backend_name(bundle, name: str) -> str:
     return "ort-cpu"
 
 
-def make_backend(bundle, name: str = "auto", variant: str = "fp32", threads: int | None = None) -> Backend:
+def make_backend(bundle, name: str = "auto", variant: str = "fp32", threads: int | None = None,
+                 batched: bool = False) -> Backend:
+    """`batched`: the bundle's batch graphs of vision and language (a policy server's --max-batch)."""
     resolved = resolve_backend_name(bundle, name)
     if resolved == "trt":
+        if batched:
+            raise BackendError("--max-batch: the native TensorRT backend runs the batch-1 engines; batch the ONNX "
+                               "batch graphs on the GPU with --backend ort-cuda (or ort-trt) instead")
         return TensorRTBackend(bundle)
 
     provider = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[resolved]
-    return OnnxRuntimeBackend(bundle, provider=provider, variant=variant, threads=threads)
+    return OnnxRuntimeBackend(bundle, provider=provider, variant=variant, threads=threads, batched=batched)
 
 
 __all__ = ["BACKENDS", "Backend", "BackendError", "is_jetson", "make_backend", "resolve_backend_name", "trt_problem"]

@@ -126,6 +126,12 @@ class TensorRTBackend(Backend):
         self._context = None
         self._prompt_key = None
 
+    def graph_files(self) -> dict[str, str]:
+        return {e["graph"]: e["file"] for e in self.bundle.manifest.get("engines", [])}
+
+    def precision(self) -> str:
+        return "+".join(sorted({e.get("precision", "?") for e in self.bundle.manifest.get("engines", [])})) or "?"
+
     # -- the GPU thread ----------------------------------------------------------
     def _on_gpu(self, fn, *args):
         """Run fn on the thread that holds the CUDA context; its exceptions are raised here."""

@@ -26,12 +26,32 @@ def test_a_link_goes_down_comes_back_and_a_reconnect_starts_the_plan_over(caplog
     motor = Motor()
     watch = LinkWatch(motor, give_up_after=5.0, auto_resume=False)
     caplog.set_level(logging.WARNING)
-    assert watch.observe(SENT, 0.0) is None and watch.up
-    assert watch.observe(LOST, 1.0) == "motor link down" and not watch.up
-    assert watch.observe(LOST, 2.0) is None  # still down: one reset per outage
+    assert watch.observe(SENT, 0.0) is None and watch.up and not watch.reconnected()
+    assert watch.observe(LOST, 1.0) == "down" and not watch.up
+    assert watch.observe(LOST, 2.0) is None  # still down: one event per outage
     motor.reconnects = 1
-    assert watch.observe(SENT, 3.0) == "motor link reconnected" and watch.up
+    assert watch.observe(SENT, 3.0) == "up" and watch.up
+    assert watch.reconnected() and not watch.reconnected()  # once per reconnect
     assert "down: nothing reaches the robot" in caplog.text and "back after 2.0 s" in caplog.text
+
+
+def test_a_controller_that_answers_nothing_is_a_link_down_and_counts_toward_give_up(caplog):
+    """Issue 29 finding 4: a board deaf for longer than --give-up-after was never given up on, because only
+    commands that were not sent counted. Unanswered ones count now; a refusal is an answer."""
+    motor = Motor()
+    watch = LinkWatch(motor, give_up_after=0.5, auto_resume=False)
+    silent = SentCommand((0.1, 0.0, 0.0), sent=True, acknowledged=False)
+    assert watch.observe(silent, 0.0) is None and watch.observe(silent, 0.05) is None and watch.up  # a missed ack
+    assert watch.observe(silent, 0.1) == "down" and not watch.up
+    assert "answered none of the last 3 commands" in caplog.text
+    watch.observe(silent, 0.6)
+    with pytest.raises(MotorLinkLost, match=r"down for 0\.7 s"):
+        watch.observe(silent, 0.8)
+    refusing = LinkWatch(motor, give_up_after=0.5, auto_resume=False)
+    for i in range(10):  # NACKs: a controller that answers (and stops), not a silent one
+        motor.refused += 1
+        assert refusing.observe(SentCommand((0.0, 0.0, 0.0), sent=True, acknowledged=False), i * 0.1) is None
+    assert refusing.up
 
 
 def test_a_link_down_past_give_up_after_ends_the_run_unless_auto_resume():
@@ -45,11 +65,11 @@ def test_a_link_down_past_give_up_after_ends_the_run_unless_auto_resume():
     assert patient.observe(LOST, 3600.0) is None and not patient.up
 
 
-def test_a_reconnect_while_still_down_names_the_reconnect_first():
+def test_a_reconnect_while_still_down_is_seen():
     motor = Motor()
     watch = LinkWatch(motor, give_up_after=5.0, auto_resume=False)
     motor.reconnects = 2
-    assert watch.observe(LOST, 0.0) == "motor link reconnected" and not watch.up
+    assert watch.observe(LOST, 0.0) == "down" and not watch.up and watch.reconnected()
 
 
 def test_health_counts_zero_events_once_per_reason_and_shows_the_link_counters(caplog):

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 
 from runtime.cameras.select import open_camera
-from runtime.control.arming import ArmSwitch
+from runtime.control.authority import MotionAuthority
 from runtime.control.config import DriveConfig
 from runtime.control.link_watch import MotorLinkLost
 from runtime.control.loop import DriveLoop
 from runtime.control.safety import SafetyConfig, SafetyGate
 from runtime.control.status_line import StatusLine
-from runtime.hardware import Camera, CameraStalled, Frame
 from runtime.motors.protocol import Limits
 from runtime.motors.serial_controller import SerialMotorController
 from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
@@ -27,45 +26,13 @@ from runtime.policy.behaviours import with_behaviours
 from runtime.policy.bundle import load_bundle
 from runtime.policy.onboard import Policy
 from tests.conftest import ROOT
-from tests.helpers.drive_doubles import RecordingDryRun, ScriptedPolicy
+from tests.helpers.drive_doubles import PacedCamera, RecordingDryRun, ScriptedPolicy
 from tests.helpers.processes import drive_process, finish, run_drive
 
 RATE = 50.0
 PERIOD = 1 / RATE
 SLACK = 0.08  # serial round trip + thread scheduling on a loaded 2-core CI machine
 LIMITS = SafetyConfig(max_speed=(0.5, 0.5, 1.0), max_accel=(math.inf,) * 3, dead_zone=0.0)
-
-
-class PacedCamera(Camera):
-    """Frames of a replay at `fps`, stamped when handed out; `stall(seconds)` makes it deliver nothing."""
-
-    def __init__(self, source, fps=20.0):
-        self.source, self.period = source, 1.0 / fps
-        self.next_at = 0.0
-        self.stall_from = self.stall_until = math.inf
-        self.index = 0
-
-    def stall(self, seconds):
-        self.stall_from = time.monotonic()
-        self.stall_until = self.stall_from + seconds
-
-    def read(self, timeout=0.5):
-        deadline = time.monotonic() + timeout
-        while True:
-            now = time.monotonic()
-            due = max(self.next_at, self.stall_until if now >= self.stall_from else 0.0)
-            if now >= due:
-                break
-            if now >= deadline:
-                raise CameraStalled(f"no frame for {timeout} s")
-            time.sleep(min(due, deadline) - now)
-        self.next_at = time.monotonic() + self.period
-        image = self.source[self.index % len(self.source)]
-        self.index += 1
-        return Frame(image, time.monotonic(), self.index)
-
-    def disconnect(self):
-        pass
 
 
 class ChunkRecorder:
@@ -330,23 +297,64 @@ def test_a_link_back_within_the_limit_resumes_and_auto_resume_never_gives_up(emu
         emulator.history.clear()
 
 
+def test_a_board_that_reboots_mid_run_disarms_the_robot_and_a_deaf_one_is_given_up_on(controller):
+    """Finding 4, on the C firmware and the emulator: a board deaf for longer than --give-up-after was never given
+    up on (only unsent commands counted), and one that rebooted took motion commands again 4 ms after its READY.
+    Now a silent board is a fault (zeros only) counting toward the give-up, and its READY disarms: nothing moves
+    after it until a person arms."""
+    cfg = DriveConfig(rate=RATE, cmd_timeout=0.5, give_up_after=0.6, status=False)
+    motor = SerialMotorController(controller.port, reconnect_s=0.05).connect()
+    authority = MotionAuthority(armed=True)
+    loop = DriveLoop(ScriptedPolicy(latency=0.02), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), motor,
+                     SafetyGate(LIMITS), cfg, printer=lambda s: None, authority=authority)
+    marks = {}
+
+    def reboot():
+        time.sleep(0.5)
+        marks["reboot"] = time.monotonic()
+        controller.reboot(0.3)  # deaf 0.3 s (< 0.6 s give-up), then READY
+        time.sleep(1.0)
+        loop.request_stop("test over")
+
+    threading.Thread(target=reboot, daemon=True).start()
+    assert loop.run() == 0, loop.error
+    motor.disconnect()
+    ready = marks["reboot"] + 0.3
+    moving = [r for r in controller.commands("SET_VELOCITY") if any(r.velocity)]
+    assert [r for r in moving if r.time < marks["reboot"]], "it drove before the reboot"
+    assert not [r for r in moving if r.time > ready], "motion reached the board after its READY, without an arm"
+    assert authority.state == "disarmed" and "restarted" in authority.cause
+
+    deaf = SerialMotorController(controller.port, reconnect_s=0.05).connect()
+    loop = DriveLoop(ScriptedPolicy(latency=0.02), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), deaf,
+                     SafetyGate(LIMITS), cfg, printer=lambda s: None, authority=MotionAuthority(armed=True))
+    threading.Timer(0.3, lambda: controller.reboot(3.0)).start()  # deaf far past the give-up
+    started = time.monotonic()
+    assert loop.run() == 1 and "down for" in str(loop.error) and "give-up-after" in str(loop.error)
+    assert time.monotonic() - started < 0.3 + 0.6 + 1.0  # given up on, not waited out
+    deaf.disconnect()
+
+
 def test_a_disarmed_start_sends_only_zeros_until_armed_and_an_estop_latches():
     motor = RecordingDryRun()
-    switch = ArmSwitch(armed=False)
+    authority = MotionAuthority(armed=False)
     loop = DriveLoop(ScriptedPolicy(latency=0.02), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), motor,
-                     SafetyGate(LIMITS), DriveConfig(rate=RATE, status=False), printer=lambda s: None, switch=switch)
+                     SafetyGate(LIMITS), DriveConfig(rate=RATE, status=False), printer=lambda s: None,
+                     authority=authority)
     marks = {}
 
     def operator():
         time.sleep(0.5)
         marks["arm"] = time.monotonic()
-        switch.arm("test")
+        assert authority.arm("test") == ""
         time.sleep(0.4)
         marks["estop"] = time.monotonic()
-        switch.estop("test button")
-        time.sleep(0.6)
+        authority.estop("test button")
+        time.sleep(0.3)
+        assert authority.arm("test") != ""  # refused: the latch holds until a reset
+        time.sleep(0.3)
         marks["rearm"] = time.monotonic()
-        switch.arm("test")
+        assert authority.reset_estop("test") == "" and authority.arm("test") == ""
         time.sleep(0.3)
         loop.request_stop("test over")
 
@@ -355,8 +363,8 @@ def test_a_disarmed_start_sends_only_zeros_until_armed_and_an_estop_latches():
     moving = [t for t, v in motor.times if any(v)]
     assert loop.steps > 5  # inference ran all along
     assert moving and min(moving) >= marks["arm"]  # nothing moved before the arm
-    assert not [t for t in moving if marks["estop"] + PERIOD + SLACK < t < marks["rearm"]]  # latched
-    assert [t for t in moving if t > marks["rearm"]]  # moves again once re-armed
+    assert not [t for t in moving if marks["estop"] <= t < marks["rearm"]]  # latched, from the e-stop call on
+    assert [t for t in moving if t > marks["rearm"]]  # moves again once reset and re-armed
     reasons = {reason for _, reason in loop.health.zero_events}
     assert {"disarmed", "e-stop (test button)"} <= reasons
 
@@ -468,16 +476,16 @@ def test_zero_events_are_bounded_and_counted(monkeypatch):
     import runtime.control.loop_health as loop_health
 
     monkeypatch.setattr(loop_health, "ZERO_EVENTS_KEPT", 5)
-    switch = ArmSwitch(armed=False)
+    authority = MotionAuthority(armed=False)
     loop = DriveLoop(ScriptedPolicy(), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), RecordingDryRun(),
-                     SafetyGate(LIMITS), DriveConfig(rate=RATE, status=False), printer=lambda s: None, switch=switch)
+                     SafetyGate(LIMITS), DriveConfig(rate=RATE, status=False), printer=lambda s: None,
+                     authority=authority)
 
     def flip():
         for _ in range(8):  # each flip is a new zero reason: disarmed, e-stop, disarmed, ...
-            switch.estop("flip")
+            authority.estop("flip")
             time.sleep(0.05)
-            switch.arm("flip")
-            switch.disarm("flip")
+            authority.reset_estop("flip")
             time.sleep(0.05)
         loop.request_stop("test over")
 
@@ -495,3 +503,42 @@ def test_the_rate_column_is_the_rate_from_the_second_step():
     for k in range(2, 20):
         rate.tick(k * 0.1)
     assert rate.hz == pytest.approx(10.0)
+
+
+def test_closing_the_ssh_terminal_zeroes_disarms_and_exits_cleanly(tiny_bundle_dir, episode_file):
+    """Finding 3: closing the SSH terminal zeroed the motors but exited 1 with a termios.error traceback (the
+    arm keys' terminal could not be restored). The drive runs on a pseudo-terminal as its controlling terminal,
+    as under ssh -t; the terminal's other side closes (the session ended): SIGHUP, the terminal's keys lost
+    (disarmed), motors at zero, exit 0, no traceback."""
+    import fcntl
+    import os
+    import pty
+    import subprocess
+    import sys
+    import termios
+
+    from tests.helpers.processes import ROOT
+
+    leader, follower = pty.openpty()
+
+    def controlling_terminal():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.drive", "--bundle", str(tiny_bundle_dir), "--dry-run",
+                             "--camera", str(episode_file), "--quiet", "--fps", "30"], cwd=ROOT, stdin=follower,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=controlling_terminal)
+    os.close(follower)
+    try:
+        first = proc.stdout.readline()  # the first command: the drive runs (12 frames, 0.4 s moves: ~5 s)
+        assert first.startswith("cmd_vel"), first
+        os.close(leader)  # the SSH session ended
+        out, err = finish(proc, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err and "termios.error" not in err
+    assert "SIGHUP" in err
+    commands = [line for line in out.splitlines() if line.startswith("cmd_vel")]
+    assert commands and commands[-1] == "cmd_vel +0.000 +0.000 +0.000"

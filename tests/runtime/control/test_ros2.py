@@ -23,12 +23,12 @@ def test_the_drives_ros_interface_arms_estops_takes_instructions_and_reports(ros
     from std_msgs.msg import Bool, String
     from std_srvs.srv import Trigger
 
-    from runtime.control.arming import ArmSwitch
+    from runtime.control.authority import MotionAuthority
     from runtime.control.ros2 import DIAGNOSTIC_NAME, Ros2DriveInterface
 
     ros_args(["--ros-args", "-r", f"__node:=vla_{uuid.uuid4().hex[:6]}"])
-    switch, instructions = ArmSwitch(armed=False), []
-    face = Ros2DriveInterface(switch, on_instruction=instructions.append).open()
+    authority, instructions = MotionAuthority(armed=False), []
+    face = Ros2DriveInterface(authority, on_instruction=instructions.append).open()
     name = face.node_name
     diagnostics = peer.listen(DiagnosticArray, "/diagnostics")
     try:
@@ -39,13 +39,16 @@ def test_the_drives_ros_interface_arms_estops_takes_instructions_and_reports(ros
             wait_for(future.done, 10, f"{verb} answered")
             return future.result()
 
-        assert call("arm").message == "armed" and switch.armed
+        assert call("arm").message == "armed" and authority.armed
         estop = peer.node.create_publisher(Bool, f"{name}/estop", 10)
         wait_for(lambda: estop.get_subscription_count() > 0, 10, "the e-stop topic")
         estop.publish(Bool(data=True))
-        wait_for(lambda: not switch.armed, 5, "the e-stop")
-        assert switch.state == "e-stop (ROS topic ~/estop)"
-        assert call("arm").success and switch.armed
+        wait_for(lambda: not authority.armed, 5, "the e-stop")
+        assert authority.describe() == "e-stop (ROS topic ~/estop)"
+        refused = call("arm")  # finding 1: an arm never clears a latched e-stop
+        assert not refused.success and "reset the e-stop first" in refused.message and not authority.armed
+        assert call("reset_estop").success and authority.state == "disarmed"
+        assert call("arm").success and authority.armed
         assert call("estop").message == "e-stop (ROS service ~/estop)"
         text = peer.node.create_publisher(String, f"{name}/instruction", 10)
         wait_for(lambda: text.get_subscription_count() > 0, 10, "the instruction topic")
@@ -57,6 +60,44 @@ def test_the_drives_ros_interface_arms_estops_takes_instructions_and_reports(ros
         status = next(s for _, m in diagnostics for s in m.status if s.name == DIAGNOSTIC_NAME)
         assert status.level == b"\x01" and status.message == "zero: camera stale" and status.hardware_id == name
         assert {kv.key: kv.value for kv in status.values} == {"armed": "False", "rate_hz": "19.8"}
+    finally:
+        face.close()
+
+
+def test_a_ros_estop_with_a_heartbeat_latches_when_its_messages_stop(ros_args, peer):
+    """Finding 3: the ROS ~/estop had no liveness. With --ros-estop-period the topic is an e-stop input: released
+    only while 'false' keeps arriving; silent longer than the period, the e-stop latches and arming is refused."""
+    from std_msgs.msg import Bool
+
+    from runtime.control.authority import MotionAuthority
+    from runtime.control.ros2 import Ros2DriveInterface
+
+    ros_args(["--ros-args", "-r", f"__node:=vla_{uuid.uuid4().hex[:6]}"])
+    authority = MotionAuthority(armed=False)
+    face = Ros2DriveInterface(authority, estop_period=0.3).open()
+    try:
+        estop = peer.node.create_publisher(Bool, f"{face.node_name}/estop", 10)
+        wait_for(lambda: estop.get_subscription_count() > 0, 10, "the e-stop topic")
+        stop = threading.Event()
+
+        def heartbeat():
+            while not stop.is_set():
+                estop.publish(Bool(data=False))
+                time.sleep(0.05)
+
+        beating = threading.Thread(target=heartbeat, daemon=True)
+        beating.start()
+        wait_for(lambda: authority.inputs[0].updated > time.monotonic() - 0.1, 5, "the heartbeat")
+        assert authority.arm("test") == "" and authority.armed
+        for _ in range(10):  # heartbeats keep it armed
+            authority.check_inputs()
+            time.sleep(0.05)
+        assert authority.armed
+        stop.set()
+        beating.join()
+        wait_for(lambda: (authority.check_inputs() or authority.state) == "e-stop", 2, "the silent e-stop topic")
+        assert "silent for" in authority.describe()
+        assert "silent for" in authority.reset_estop("test")
     finally:
         face.close()
 

@@ -110,8 +110,30 @@ def test_preflight_warns_without_a_subscriber_and_reports_the_base_side_timeout(
     assert status == "WARN" and "run with --cmd-vel-stamped" in msg, msg
     peer.listen(Twist, topic)  # a base without a command timeout
     status, msg = check_motor(MotorSpec(motor="ros2", cmd_vel_topic=topic))
-    assert status == "WARN" and "none exposing a command timeout" in msg and "nothing stops the base" in msg, msg
+    assert status == "WARN" and "none exposing a base-side command timeout" in msg, msg
+    assert "nothing stops the base" in msg
     peer.node.declare_parameter("cmd_vel_timeout", 0.5)  # diff_drive_controller's
     status, msg = check_motor(MotorSpec(motor="ros2", cmd_vel_topic=topic))
     assert status == "OK", msg
     assert f"base-side command timeout: {peer.node.get_fully_qualified_name()} cmd_vel_timeout=0.5 s" in msg
+
+
+def test_preflight_does_not_count_a_twist_mux_input_timeout_as_a_base_side_one(ros_args, peer, topic):
+    # Issue 29, item 7: twist_mux's topics.NAME.timeout stops forwarding a silent input; the base behind it keeps
+    # the last command. Until issue 29 pre-flight reported it as the base-side timeout (OK).
+    from geometry_msgs.msg import Twist
+
+    from runtime.motors.select import MotorSpec
+    from runtime.preflight import check_motor
+
+    peer.listen(Twist, topic)  # twist_mux's input for the drive (--cmd-vel-topic cmd_vel_vla in docs/motors.md)
+    peer.node.declare_parameter("topics.autonomy.timeout", 0.5)
+    peer.node.declare_parameter("topics.autonomy.priority", 10)
+    status, msg = check_motor(MotorSpec(motor="ros2", cmd_vel_topic=topic))
+    name = peer.node.get_fully_qualified_name()
+    assert status == "WARN" and "none exposing a base-side command timeout" in msg, msg
+    assert (f"{name} topics.autonomy.timeout=0.5 s: twist_mux's input timeout stops forwarding a silent input, it "
+            f"does not zero the base") in msg and "nothing stops the base" in msg
+    peer.node.declare_parameter("cmd_vel_timeout", 0.5)  # the base's own (a mux and a controller in one node here)
+    status, msg = check_motor(MotorSpec(motor="ros2", cmd_vel_topic=topic))
+    assert status == "OK" and f"base-side command timeout: {name} cmd_vel_timeout=0.5 s;" in msg, msg

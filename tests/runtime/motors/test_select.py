@@ -206,22 +206,35 @@ def test_contradicting_motor_options_are_refused(args, message):
         motor_kind(MotorSpec(**args))
 
 
-def test_a_controller_that_never_answers_is_reported(tmp_path, caplog):
-    """A pty nobody serves (wrong port, no firmware): the drive still gets a motor, and a warning says why
-    every command will be unacknowledged."""
+def test_a_controller_that_never_answers_is_refused_unless_allowed(tmp_path, caplog, monkeypatch):
+    """A pty nobody serves (wrong port, no firmware): refused, naming the port and the flag (issue 29, item 6;
+    until then the drive got a motor anyway). With --allow-unverified-controller it is driven, and a warning says
+    why every command will be unacknowledged."""
+    import argparse
+    import functools
     import logging
     import os
 
-    from runtime.motors.select import open_motor
+    from runtime.motors import select
+    from runtime.motors.select import add_motor_arguments, open_motor
+    from runtime.motors.serial_controller import ControllerUnverified, SerialMotorController
 
+    # the drive waits 2.5 s for an answer that never comes; 0.3 s here, twice
+    monkeypatch.setattr(select, "SerialMotorController", functools.partial(SerialMotorController, ready_timeout_s=0.3))
     master, slave = os.openpty()
     port = os.ttyname(slave)
+    ap = argparse.ArgumentParser()
+    add_motor_arguments(ap)
     try:
+        with pytest.raises(ControllerUnverified, match=rf"{port}: refused: .*did not answer within 0.3 s.*"
+                                                       r"--allow-unverified-controller drives it unchecked"):
+            open_motor(MotorSpec.from_args(ap.parse_args(["--serial", port])), watchdog_s=0.5)
+        spec = MotorSpec.from_args(ap.parse_args(["--serial", port, "--allow-unverified-controller"]))
+        assert spec.allow_unverified_controller
         with caplog.at_level(logging.WARNING):
-            # waits ready_timeout_s (2.5 s) for an answer that never comes
-            motor = open_motor(MotorSpec(serial=port), watchdog_s=0.5)
+            motor = open_motor(spec, watchdog_s=0.5)
         try:
-            assert motor.is_connected and not motor.ready
+            assert motor.is_connected and not motor.ready and not motor.verified
         finally:
             motor.disconnect()
     finally:
@@ -230,6 +243,19 @@ def test_a_controller_that_never_answers_is_reported(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(w.startswith(f"{port}: the motor controller did not answer") and "docs/firmware.md" in w
                for w in warnings), warnings
+
+
+def test_open_motor_checks_the_drives_base_against_the_board(make_controller):
+    from runtime.motors.kinematics import make_base
+    from runtime.motors.select import open_motor
+    from runtime.motors.serial_controller import ControllerMismatch
+
+    board = make_controller(base=make_base("differential"))
+    with pytest.raises(ControllerMismatch, match="differential base .* but --base omni"):
+        open_motor(MotorSpec(serial=board.port), base="omni")
+    motor = open_motor(MotorSpec(serial=board.port), base="diff")
+    assert motor.verified
+    motor.disconnect()
 
 
 def test_preflight_checks_a_vendor_motor_side_as_the_drive_would_open_it(tiny_bundle_dir, tmp_path):
