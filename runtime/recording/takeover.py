@@ -19,11 +19,12 @@ spacing the policy was trained on, so a correction trains the next policy
   the command in force at the frame's capture; `frame_spacing_s` is the
   measured mean spacing (and `frame_spacing_spread_s` its spread), warned
   about when it is not the trained one (inference slower than the spacing);
-- step mode: every frame the policy took, and while the person drives a frame
-  every step spacing (`frame_due`, below); the action stored is the move
-  that followed the frame (the last non-zero command sent before the next
-  frame), as a step-mode recording stores it; `frame_spacing_s` is the step
-  duration.
+- step mode: every frame the policy took for a move, and while the person
+  drives one frame every step spacing (the loop hands over frames as fast as
+  it takes them then: those in between are not recorded); the action stored
+  is the move that followed the frame
+  (the last non-zero command sent before the next frame), as a step-mode
+  recording stores it; `frame_spacing_s` is the step duration.
 Attributes: `policy_driven` True, `takeovers` (how often the person took
 over); dataset `intervention` 1 where the person drove. `train.fit
 --intervention-weight/--policy-weight` weigh them. Ended by a signal or the
@@ -34,13 +35,12 @@ What the drive loop calls (runtime/control/), and when:
   person's velocity (the loop sends it through the gate, as a mode of
   armed), or None (the policy drives);
 - `sent(now, result, person)`: control thread, after every send;
-- `captured(frame)`: inference thread, on every frame it takes;
-- `frame_due(now)`: inference thread, step mode, while it waits for the
-  step's move to end: True when the person drives and a step spacing has
-  passed since the last frame: the thread then takes a frame (and calls
-  `captured`) without waiting for the move; it may run the policy on it so
-  the ring stays at the step spacing, but a plan from a frame the person drove
-  over is never sent.
+- `captured(frame)`: inference thread, on every frame it takes. In step mode
+  the loop keeps frames coming while the person drives (runtime/control/loop.py
+  signals the policy's move done on each tick the person drives, so its
+  inference thread never waits for a move that is not made), and the take-over
+  keeps one every step spacing. A plan from a frame the person drove over is
+  never sent: the authority's epoch changes at the take-over and the hand-back.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from runtime.recording.frame_sampler import FrameSampler
 from runtime.teleop.select import GAMEPAD_MAPS, SOURCES, open_teleop
 
 log = logging.getLogger(__name__)
-DUE_SLACK_S = 1e-3  # s: a frame due at a control tick that lands on the spacing (0.4 s = 8 ticks at 20 Hz) is on time
+DUE_SLACK_S = 1e-3  # s: a frame that lands on the spacing (0.4 s = 8 ticks at 20 Hz) counts as on time
 
 
 @dataclass(frozen=True)
@@ -135,16 +135,13 @@ class Takeover:
         self.history.add(time.monotonic(), result, person)
 
     # -- inference thread --------------------------------------------------------------------------
-    def frame_due(self, now: float) -> bool:
-        """Step mode: the person drives and a step spacing has passed since the last frame, so a frame is due
-        although the policy's move has not ended (see the module's doc: what the drive loop calls)."""
-        return (self.spec.mode == "step" and self.holding
-                and (self._last_stamp is None or now - self._last_stamp >= self.spec.frame_spacing_s - DUE_SLACK_S))
-
     def captured(self, frame) -> None:
         """A frame the policy saw: recorded (continuous: at the trained spacing, now; step: when the next frame
         shows the move that followed it)."""
         self.frames_seen += 1
+        if (self.spec.mode == "step" and self.holding and self._last_stamp is not None
+                and frame.stamp - self._last_stamp < self.spec.frame_spacing_s - DUE_SLACK_S):
+            return  # the person drives: one frame per step spacing, as a step-mode recording takes one per move
         self._last_stamp = frame.stamp
         if self.spec.record is None:
             return

@@ -13,8 +13,8 @@ A terminal sends no key release, only the auto-repeat of a held key: the first
 repeat after a delay (X11's default 660 ms, the longest of the common
 defaults, docs/recording.md), then one every 33-92 ms. So a key's move stays in
 force (`command`, continuous mode and take-over) for `repeat_delay_s` (0.75 s)
-after it is pressed and `repeat_gap_s` (0.2 s) after each repeat: a held key
-drives without a gap, and letting go of a repeating key stops within 0.2 s
+after it is pressed and `repeat_gap_s` (0.25 s) after each repeat: a held key
+drives without a gap, and letting go of a repeating key stops within 0.25 s
 (space, a move of zero, replaces a running move at once). A terminal that goes away (SSH dropped) reads as let go.
 """
 
@@ -40,7 +40,7 @@ class KeyboardTeleop(TeleopSource):
 
     name = "keyboard"
 
-    def __init__(self, tty: str | None = None, repeat_delay_s: float = 0.75, repeat_gap_s: float = 0.2):
+    def __init__(self, tty: str | None = None, repeat_delay_s: float = 0.75, repeat_gap_s: float = 0.25):
         self.tty = tty or "/dev/tty"
         self.repeat_delay_s = repeat_delay_s  # s a pressed key's move stays in force: past the first auto-repeat
         self.repeat_gap_s = repeat_gap_s  # s it stays in force after each repeat: past the slowest repeat rate

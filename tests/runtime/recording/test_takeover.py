@@ -34,8 +34,8 @@ class Hand(TeleopSource):
 
 def drive(takeover: Takeover, hand: Hand, seconds: float, frame_every: float, held: tuple[float, float],
           step: float | None = None, monkeypatch=None):
-    """A loop at 20 Hz on a simulated clock; the inference thread takes a frame every `frame_every` s (step mode: only
-    when its move is over, every `step` s, or when `frame_due` says so)."""
+    """A loop at 20 Hz on a simulated clock; the inference thread takes a frame every `frame_every` s (step mode: when
+    its move is over, every `step` s, and on every tick while the person drives, as runtime/control/loop.py does)."""
     clock = {"t": 0.0}
     monkeypatch.setattr(takeover_module, "time", SimpleNamespace(monotonic=lambda: clock["t"]))  # its clock only
     every, k, last = round((frame_every if step is None else step) * 20), 0, -10**9
@@ -44,7 +44,7 @@ def drive(takeover: Takeover, hand: Hand, seconds: float, frame_every: float, he
         hand.holding = held[0] <= now < held[1]
         velocity = takeover.command(now)
         takeover.sent(now, SentCommand(velocity if velocity is not None else POLICY, sent=True), velocity is not None)
-        if tick - last >= every or (step is not None and takeover.frame_due(now)):
+        if tick - last >= every or (step is not None and takeover.holding):
             takeover.captured(Frame(IMAGE, now, k))
             if takeover.writer is not None:
                 takeover.writer.wait_written()  # the simulated clock outruns the disk: no frame dropped
@@ -77,8 +77,8 @@ def test_step_mode_takes_a_frame_every_step_while_the_person_drives(tmp_path, mo
     hand = Hand()
     spec = TakeoverSpec("hand", "step", record=tmp_path / "runs", frame_spacing_s=0.4)
     takeover = Takeover(hand, spec)
-    # The policy's step never ends while the person drives (its inference thread waits for the move): frames come
-    # only from frame_due, one every 0.4 s, as a step-mode recording takes one per 0.4 s move.
+    # While the person drives, the loop hands over a frame on every tick (20 Hz): one every 0.4 s is kept, as a
+    # step-mode recording takes one per 0.4 s move.
     drive(takeover, hand, seconds=6, frame_every=0.5, held=(2.0, 4.0), step=999, monkeypatch=monkeypatch)
     ep = episode(tmp_path / "runs")
     during = ep["t"][(ep["t"] >= 2.0) & (ep["t"] < 4.0)]
