@@ -47,7 +47,7 @@ DISTINCT = {
     "frame_spacing_s": "the driving record's when a bundle has none (the collector's 0.4 s moves) and a take-over "
                        "spec's (0: not given; TakeoverSpec.from_args reads the bundle's)",
     "action_range": "the model's (the collector's +-1.15 moves) and sim.dagger's recordings' top speed (0.5 m/s)",
-    "epochs": "each experiment's recipe: the demo's 8 epochs on 200 demonstrations, sim.dagger's 30 on 40",
+    "epochs": "each experiment's recipe: the demo's 8 epochs on 200 demonstrations, sim.dagger's 20 on 40",
     "eval_episodes": "each experiment's own evaluation size (pipeline's closed loop, sim.dagger's rounds)",
     "intervention_weight": "train.data's default weighs every frame alike (1); sim.dagger runs HG-DAgger (3, "
                            "docs/recording.md section 6)",
