@@ -289,33 +289,34 @@ def test_spacings_agree_within_the_tolerance_and_those_that_do_not_are_named_wit
     assert str(tmp_path / "old_run.h5") in str(refused.value)
 
 
-def test_merge_says_which_files_differ_in_spacing_and_by_how_much(tmp_path):
+def test_merge_says_which_files_differ_in_spacing_and_by_how_much(tmp_path, capsys):
+    from train.data import main
+
     for folder in ("rec", "runs"):
         (tmp_path / folder).mkdir()
     recorded_episode(tmp_path / "rec" / "episode_0000.h5", spacing=0.4)
     recorded_episode(tmp_path / "rec" / "episode_0001.h5", spacing=0.4)
     recorded_episode(tmp_path / "runs" / "episode_0000.h5", spacing=0.1)
-    proc = run_python("-m", "train.data", "merge", str(tmp_path / "rec"), str(tmp_path / "runs"), "--out",
-                      str(tmp_path / "all"))
-    assert proc.returncode == 0, proc.stderr
-    assert "holds episodes at different frame spacings" in proc.stderr
-    assert "2 file(s) one frame per 0.4 s: " in proc.stderr
-    assert f"1 file(s) one frame per 0.1 s (0.25x the 0.4 s of the most files): {tmp_path / 'all'}" in proc.stderr
+    assert main(["merge", str(tmp_path / "rec"), str(tmp_path / "runs"), "--out", str(tmp_path / "all")]) == 0
+    err = capsys.readouterr().err
+    assert "holds episodes at different frame spacings" in err and "2 file(s) one frame per 0.4 s: " in err
+    assert f"1 file(s) one frame per 0.1 s (0.25x the 0.4 s of the most files): {tmp_path / 'all'}" in err
 
 
-def test_summary_histogram_counts_the_top_speed_where_its_column_says(tmp_path):
-    from train.data import HISTOGRAM, histogram
+def test_summary_histogram_counts_the_top_speed_where_its_column_says(tmp_path, capsys):
+    from train.data import HISTOGRAM, histogram, main
 
     values = np.array([-1.15, -0.5, -0.2, -0.05, 0.0, 0.05, 0.2, 0.5, 0.5, 1.15])
     assert dict(zip(HISTOGRAM, histogram(values))) == {"< -0.5": 1, "-0.5..0": 2, "~0": 3, "0..0.5": 3, "> 0.5": 1}
     recorded_episode(tmp_path / "episode_0000.h5")  # every action 0.5 m/s forward, the default top speed
-    proc = run_python("-m", "train.data", "summary", str(tmp_path))
-    row = next(line for line in proc.stdout.splitlines() if "linear_x" in line)
+    assert main(["summary", str(tmp_path)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "linear_x" in line)
     assert row.split()[1:6] == ["0", "0", "0", "6", "0"]  # 0..0.5, not > 0.5
 
 
-def test_an_unfinished_recording_is_refused_unless_asked_and_recover_keeps_it(tmp_path):
+def test_an_unfinished_recording_is_refused_unless_asked_and_recover_keeps_it(tmp_path, capsys):
     from runtime.recording.episode_writer import EpisodeWriter
+    from train.data import main
 
     recorded_episode(tmp_path / "episode_0000.h5")
     writer = EpisodeWriter(tmp_path / "episode_0001.h5", "go")
@@ -328,9 +329,8 @@ def test_an_unfinished_recording_is_refused_unless_asked_and_recover_keeps_it(tm
         read_episode(renamed, DataOptions())
     assert read_episode(renamed, DataOptions(allow_incomplete=True)).frames == 3
     renamed.unlink()
-    proc = run_python("-m", "train.data", "recover", str(tmp_path), ".episode_0001.h5.partial")
-    assert proc.returncode == 0, proc.stderr
-    assert "recovered .episode_0001.h5.partial as episode_0002.h5" in proc.stdout  # after every number in use
+    assert main(["recover", str(tmp_path), ".episode_0001.h5.partial"]) == 0
+    assert "recovered .episode_0001.h5.partial as episode_0002.h5" in capsys.readouterr().out  # after all in use
     assert not (tmp_path / ".episode_0001.h5.partial").exists()
     with h5py.File(tmp_path / "episode_0002.h5", "r") as f:
         assert f.attrs["complete"] and f.attrs["recovered"] and len(f["images"]) == 3

@@ -316,6 +316,7 @@ def big_replay(tmp_path):
     return write_episode(tmp_path / "camera.h5", frames, np.zeros((60, 3), np.float32), compression="none")
 
 
+@pytest.mark.slow  # 2-4 s each: a recorder process per case (the writer's own full disk: test_episode_writer.py)
 @pytest.mark.parametrize("reserve_gb", [0.0, 0.012], ids=["disk-full", "reserve"])
 def test_a_filling_disk_stops_recording_with_the_motors_at_zero_and_the_finished_episodes_intact(
         emulator, big_replay, tmp_path, reserve_gb):
