@@ -49,6 +49,7 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from runtime.cli import CommandError
@@ -110,12 +111,11 @@ class Takeover:
         self.history = CommandHistory()  # what went out, by whom: each frame's label
         self.sampler = FrameSampler(spec.frame_spacing_s) if spec.mode == "continuous" and spec.record else None
         self._pending = None  # step mode: the frame waiting for the move that follows it
-        self._last_stamp: float | None = None  # capture time of the newest frame seen (step mode: frame_due)
+        self._last_stamp: float | None = None  # capture time of the newest frame kept
         self.writer = None
         self.holding = False
         self.interventions = 0  # control ticks the person drove
         self.takeovers = 0  # times the person took control
-        self.frames_seen = 0  # frames the inference thread took
 
     # -- control thread ----------------------------------------------------------------------------
     def command(self, now: float):
@@ -138,7 +138,6 @@ class Takeover:
     def captured(self, frame) -> None:
         """A frame the policy saw: recorded (continuous: at the trained spacing, now; step: when the next frame
         shows the move that followed it)."""
-        self.frames_seen += 1
         if (self.spec.mode == "step" and self.holding and self._last_stamp is not None
                 and frame.stamp - self._last_stamp < self.spec.frame_spacing_s - DUE_SLACK_S):
             return  # the person drives: one frame per step spacing, as a step-mode recording takes one per move
@@ -176,8 +175,8 @@ class Takeover:
         attrs = {"recorder": "runtime.drive", "policy_driven": True, "recording_mode": self.spec.mode,
                  "teleop": self.spec.teleop, "frame_spacing_s": self.spec.frame_spacing_s}
         compression = default_compression(self.spec.frame_spacing_s)
-        self.writer = BackgroundWriter(EpisodeWriter(path, self.spec.instruction or None, attrs=attrs,
-                                                     compression=compression))
+        self.writer = BackgroundWriter(partial(EpisodeWriter, path, self.spec.instruction or None, attrs=attrs,
+                                               compression=compression), path=path)  # the file made on its thread
         log.info("recording the run into %s (frames %g s apart, %s)", path, self.spec.frame_spacing_s, compression)
 
     def _spacing_attrs(self) -> dict:
