@@ -14,7 +14,8 @@ What it may import
 
 How to add one more (say, a SpaceMouse)
     spacemouse.py: a `runtime.hardware.TeleopSource` subclass (`open(top_speed)`, `close`, `poll`, `command`;
-    `held` True only while the person actively drives, so letting go hands control back and a lost device reads
-    as let go); a branch in `select.make_teleop` and its name in `select.SOURCES`; copy
+    `held` True only while the person actively drives, so letting go hands control back and stops a step-mode
+    move, and a lost, closed or silent device reads as let go; `problem(now)` says why for the status line,
+    `legend()` shows its controls); a branch in `select.make_teleop` and its name in `select.SOURCES`; copy
     tests/runtime/teleop/test_sources.py. Or, without touching this package, `--teleop mypackage.pad:MyPad`.
 """
