@@ -53,7 +53,7 @@ class DaggerSpec:
     out: Path  # everything goes here, one folder per seed
     seeds: tuple[int, ...] = (0, 1, 2)  # repeats of the whole experiment (rooms, splits, initialisation)
     demos: int = 40  # expert demonstrations to start from
-    runs: int = 20  # drives with take-over per round (and extra demonstrations per round for the control)
+    runs: int = 15  # drives with take-over per round (and extra demonstrations per round for the control)
     rounds: int = 2  # correction rounds
     eval_episodes: int = 50  # unseen rooms per evaluation (sim.evaluate --episodes)
     eval_seed: int = 0  # which unseen rooms (sim.evaluate --seed): the same for every round and seed
@@ -61,7 +61,7 @@ class DaggerSpec:
     intervention_weight: float = 3.0  # train.fit --intervention-weight (docs/recording.md section 6)
     policy_weight: float = 0.0  # train.fit --policy-weight: 0 is HG-DAgger (corrections only)
     mode: str = "step"  # sim.drive --mode of the correction drives: the bundle's and sim.evaluate's (step moves)
-    time_limit: float = 30.0  # s per correction drive (sim.drive --time-limit)
+    time_limit: float = 25.0  # s per correction drive (sim.drive --time-limit; the expert needs 5-10 s)
     control: bool = True  # also fit on as many extra demonstrations instead of the corrections (the control)
     action_range: float = 0.5  # train.fit --action-range: the recorder's top speed
     fit_args: tuple[str, ...] = ("--preset", "tiny", "--chunk", "4", "--lora-dropout", "0", "--batch-size", "2")
