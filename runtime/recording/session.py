@@ -30,7 +30,7 @@ from runtime.motors.select import MotorSpec, add_motor_arguments, open_motor
 from runtime.policy.prompt import DEFAULT_INSTRUCTION
 from runtime.recording.episode_writer import frame_compression
 from runtime.recording.recorder import RecordConfig, Recorder
-from runtime.teleop.select import GAMEPAD_MAPS, SOURCES, open_teleop
+from runtime.teleop.select import SOURCES, add_joy_map_argument, open_teleop
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ def add_record_arguments(ap: argparse.ArgumentParser) -> None:
                          "docs/recording.md)")
     ap.add_argument("--min-free-gb", type=float, default=d.min_free_gb,
                     help="stop recording (the episode kept) before the disk holds less than this")
-    ap.add_argument("--joy-map", help=f"--teleop joystick / ros2-joy: the gamepad's layout, {', '.join(GAMEPAD_MAPS)} "
-                                      f"or a JSON file of runtime.teleop.GamepadMap fields (default: the source's)")
+    add_joy_map_argument(ap)
     ap.add_argument("--cmd-timeout", type=float, default=RecordSpec.cmd_timeout,
                     help="s: the serial controller stops on its own this long after the last command")
     ap.add_argument("--camera-timeout", type=float, default=d.camera_timeout,

@@ -58,7 +58,7 @@ from runtime.policy.bundle import read_driving
 from runtime.policy.driving import same_spacing
 from runtime.recording.command_history import CommandHistory
 from runtime.recording.frame_sampler import FrameSampler
-from runtime.teleop.select import GAMEPAD_MAPS, SOURCES, open_teleop
+from runtime.teleop.select import SOURCES, add_joy_map_argument, open_teleop
 
 log = logging.getLogger(__name__)
 DUE_SLACK_S = 1e-3  # s: a frame that lands on the spacing (0.4 s = 8 ticks at 20 Hz) counts as on time
@@ -93,8 +93,7 @@ def add_takeover_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--teleop", help=f"a person may take over with this device while it is held: {SOURCES}")
     ap.add_argument("--record", type=Path, help="with --teleop: record the run as an episode in this folder, each "
                                                 "frame tagged policy or intervention, at the bundle's frame spacing")
-    ap.add_argument("--joy-map", help=f"--teleop joystick / ros2-joy: the gamepad's layout, {', '.join(GAMEPAD_MAPS)} "
-                                      f"or a JSON file of runtime.teleop.GamepadMap fields (default: the source's)")
+    add_joy_map_argument(ap)
 
 
 class Takeover:

@@ -27,7 +27,7 @@ def load_teleop_class(spec: str) -> type:
                            "open, close, poll -> [TeleopEvent], command -> TeleopCommand")
 
 
-__all__ = ["GAMEPAD_MAPS", "SOURCES", "load_teleop_class", "make_teleop", "open_teleop"]
+__all__ = ["GAMEPAD_MAPS", "SOURCES", "add_joy_map_argument", "load_teleop_class", "make_teleop", "open_teleop"]
 SOURCES = ("keyboard, keyboard:/dev/pts/N, joystick:/dev/input/jsN, ros2-joy:/joy, ros2-twist:/cmd_vel, "
            "package.module:Class")
 
@@ -69,3 +69,9 @@ def open_teleop(spec: str, top_speed=(0.5, 0.5, 1.0), joy_map: str | None = None
         raise
     except Exception as e:  # a user's class: keep its message, name the source
         raise TeleopError(f"--teleop {spec}: open() failed: {type(e).__name__}: {e}") from e
+
+
+def add_joy_map_argument(ap) -> None:
+    """`--joy-map`, for every command that opens a teleop source (runtime.record, runtime.drive's take-over)."""
+    ap.add_argument("--joy-map", help=f"--teleop joystick / ros2-joy: the gamepad's layout, {', '.join(GAMEPAD_MAPS)} "
+                                      f"or a JSON file of runtime.teleop.GamepadMap fields (default: the source's)")
