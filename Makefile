@@ -17,7 +17,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # (tests/fakes/test_conformance.py): ~4 MB, downloaded once from PyPI into a git-ignored cache.
 REF := .cache/reference-packages
 
-.PHONY: install demo test test-soak test-property test-slow test-realsize test-gpu-install openpi-venv clean reference-packages
+.PHONY: install demo test test-soak test-property test-slow-ci test-slow test-realsize test-gpu-install openpi-venv clean reference-packages
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,15 @@ test-soak: install
 test-property: install
 	MVLA_PROPERTY_EXAMPLES=2000 $(BIN)/python -m pytest -q -s -m slow \
 		tests/runtime/control/test_motion_property.py::test_the_robot_moves_only_when_it_should_ci
+
+# every slow-marked test but those with a target of their own above and the real-size ones (hours of CPU, tens of
+# GB): the trained-policy evaluations, the compressed soak, the serving stress tests, the Ray fleet, the
+# interop tests (~15 min on 2 cores; CI runs it after the suite, .ci/run)
+SLOW_ELSEWHERE := test_soak_two_minutes or test_the_robot_moves_only_when_it_should_ci or \
+	test_the_printed_install_sequence or test_demo_full_size or test_kosmos2_random_weights_has_the_real_size or \
+	test_one_real_size_training_step_on_the_cpu
+test-slow-ci: install
+	$(BIN)/python -m pytest -q -m "slow and not realsize" -k "not ($(SLOW_ELSEWHERE))"
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
