@@ -41,7 +41,8 @@ from runtime.policy.async_chunks import AsyncConfig, ChunkSchedule
 from runtime.policy.backends.registry import make_backend
 from runtime.policy.behaviours import with_behaviours
 from runtime.policy.onboard import Policy
-from runtime.policy.remote import RemoteConfig, RemoteEncoder, RemotePolicy
+from runtime.policy.remote import RemotePolicy
+from runtime.policy.remote_encoder import RemoteConfig, RemoteEncoder
 from runtime.policy.wire import model_identity
 from sim.task import SIM_SAFETY, Rollout, ScriptedExpert, StepTiming, execute, in_goal, instruction_for
 from sim.world import Layout, SimRobot, random_layout, render

@@ -42,7 +42,8 @@ from runtime.policy.bundle import BundleError, read_driving
 from runtime.policy.driving import driving_settings
 from runtime.policy.onboard import bundle_frame_spacing, check_frame_spacing
 from runtime.policy.prompt import PromptTooLongError
-from runtime.policy.remote import RemoteConfig, add_remote_arguments, open_remote_policy, remote_config_from_args
+from runtime.policy.remote import add_remote_arguments, open_remote_policy, remote_config_from_args
+from runtime.policy.remote_encoder import RemoteConfig
 from runtime.policy.select import PolicySpec, add_policy_arguments, open_policy, retarget_policy
 from runtime.recording.takeover import TakeoverSpec, add_takeover_arguments, open_takeover
 
