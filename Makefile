@@ -7,7 +7,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2
+EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2,rerun,datasets
 
 # The published TensorRT bindings (10.3, 11.4) and pycuda 2026.1 source the fake GPU is checked against
 # (tests/fakes/test_conformance.py): ~4 MB, downloaded once from PyPI into a git-ignored cache.

@@ -1,0 +1,277 @@
+"""What the robot saw and did, logged to Rerun from a background thread that the control loop never waits on.
+
+    python -m runtime.drive --bundle bundle/ --serial /dev/ttyUSB0 --camera csi --rerun drive.rrd
+    python -m runtime.drive ... --rerun rerun+http://192.168.1.20:9876/proxy --rerun-cpus 3   # a laptop's viewer
+    python -m sim.drive --bundle bundle/ --seed 3 --rerun sim-drive.rrd
+
+    with RerunLog(RerunSpec("drive.rrd")) as rerun:
+        rerun.frame(frame.stamp, step, frame.image, action, chunk, timings_ms)   # inference thread
+        rerun.sent(now, command, state)                                          # control thread
+    rerun.logged, rerun.dropped
+
+`rerun-sdk` is an optional extra (`pip install -e '.[rerun]'`): nothing here
+imports it until a RerunLog is opened, so `runtime.drive` starts and runs
+without it, and `--rerun` without it is a clear error.
+
+Each call only puts a tuple on a bounded queue (`put_nowait`, a few
+microseconds): the queue's thread downscales and JPEG-encodes the frame,
+converts, and hands everything to Rerun's own batcher. A full queue (a slow
+viewer, a slow disk) drops the item and counts it (`dropped`, logged as
+`rerun/dropped`): the loop's timing never depends on the viewer. With
+`cpus`, the thread is pinned to those cores before it opens the recording,
+and Rerun's own threads, started from it, inherit the pinning (Linux), which
+keeps the logging off the cores the control loop and the engines run on.
+
+Targets: a path ending in `.rrd` is written as `.NAME.rrd.partial` and renamed
+when the log closes (nothing half-written under the final name); a
+`rerun+http://HOST:PORT/proxy` URL streams to a viewer started with `rerun`
+on that machine (it listens on port 9876).
+
+Entities (timelines `time`: seconds since the first item, `step`: the
+inference step): `camera/image` (the frame the policy saw, downscaled and
+JPEG-compressed, BGR), `camera/image/action` (the action as an arrow on the
+frame: up is forward, left is left), `action/{linear_x,linear_y,angular_z}`
+(the policy's action), `plan/chunk` (the chunk as a path seen from above,
+x forward, y left, one action period per point), `sent/{linear_x,...}` (what
+left after the safety gate), `state` (driving / zero: why / disarmed ...,
+one line per change), `latency/<stage>` (ms), `rerun/dropped`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+AXES = ("linear_x", "linear_y", "angular_z")
+URL_PREFIXES = ("rerun+http://", "rerun+https://", "rerun://")
+PARTIAL_SUFFIX = ".partial"
+
+
+class RerunUnavailable(RuntimeError):
+    """rerun-sdk is not installed, or the target cannot be opened; the message says what to do."""
+
+
+def import_rerun():
+    """The rerun module, or a RerunUnavailable that says how to install it."""
+    try:
+        import rerun as rr  # noqa: PLC0415  rerun-sdk: an optional extra, loaded only when a view is asked for
+    except ImportError as e:
+        raise RerunUnavailable("Rerun views need rerun-sdk: pip install -e '.[rerun]' (or pip install "
+                               "'rerun-sdk>=0.41,<0.42')") from e
+    return rr
+
+
+def is_url(target) -> bool:
+    return str(target).startswith(URL_PREFIXES)
+
+
+def partial_rrd(path: Path) -> Path:
+    """Where an .rrd is written until its log closes."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+
+
+class RerunRecording:
+    """One Rerun recording stream to a file or a viewer; `close()` flushes, and renames a file to its final name.
+
+    target: PATH.rrd, a rerun+http://HOST:PORT/proxy URL, or "spawn" (start the local viewer)."""
+
+    def __init__(self, target, app_id: str, recording_id: str | None = None):
+        self.rr = rr = import_rerun()
+        self.target = str(target)
+        self.path: Path | None = None
+        self.stream = rr.RecordingStream(app_id, recording_id=recording_id)
+        if self.target == "spawn":
+            self.stream.spawn()
+        elif is_url(self.target):
+            self.stream.connect_grpc(self.target)
+        else:
+            self.path = Path(self.target)
+            if self.path.suffix != ".rrd":
+                raise RerunUnavailable(f"Rerun target {self.target!r}: expected a path ending in .rrd or a "
+                                       f"rerun+http://HOST:PORT/proxy URL")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.stream.save(partial_rrd(self.path))
+
+    def close(self) -> Path | None:
+        """Flush and disconnect; a file is renamed to its final name. Returns the file's path (None for a viewer)."""
+        self.stream.flush()
+        self.stream.disconnect()
+        if self.path is None:
+            return None
+        os.replace(partial_rrd(self.path), self.path)
+        return self.path
+
+
+def encode_jpeg(image_bgr: np.ndarray, width: int | None, quality: int) -> bytes:
+    """A BGR frame downscaled to `width` (keeping its aspect) and JPEG-encoded."""
+    h, w = image_bgr.shape[:2]
+    if width and w > width:
+        image_bgr = cv2.resize(image_bgr, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image_bgr), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for a frame of shape {image_bgr.shape}")
+    return data.tobytes()
+
+
+def action_arrow(action, width: int, height: int, top: float) -> tuple[list, list]:
+    """(origin, vector) in pixels of an arrow for a body velocity drawn on a frame: forward is up, left is left;
+    `top` (the largest speed) spans 40 % of the frame's height."""
+    vx, vy = float(action[0]), float(action[1])
+    scale = 0.4 * height / max(top, 1e-6)
+    return [width / 2, height * 0.95], [-vy * scale, -vx * scale]
+
+
+def chunk_path(chunk: np.ndarray, period: float) -> np.ndarray:
+    """A chunk of body velocities (N, >=2) as the path it plans from here, (N + 1, 2) metres (x forward, y left),
+    one action period per point (rotation ignored: the moves are short)."""
+    steps = np.asarray(chunk, np.float64)[:, :2] * period
+    return np.vstack([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
+
+
+@dataclass(frozen=True)
+class RerunSpec:
+    target: str  # PATH.rrd or rerun+http://HOST:PORT/proxy (runtime.drive --rerun)
+    app_id: str = "mobile_vla_drive"  # the viewer groups recordings by this name
+    depth: int = 64  # items the queue holds; when full, new ones are dropped and counted (never waited on)
+    image_width: int = 320  # px: frames are downscaled to this width before JPEG encoding (0 keeps their size)
+    jpeg_quality: int = 75  # JPEG quality of the logged frames
+    top_speed: float = 0.5  # m/s the action arrow's full length stands for (the gate's default limit)
+    action_period: float = 0.1  # s between a chunk's actions, for the planned path
+    cpus: tuple[int, ...] = ()  # cores the logging thread (and Rerun's threads) may run on; () = any
+
+
+class RerunLog:
+    """The drive's Rerun log: every call is a non-blocking put on a bounded queue; one thread does the rest."""
+
+    def __init__(self, spec: RerunSpec):
+        import_rerun()  # fail here, in the caller's thread, with the install hint
+        self.spec = spec
+        self.logged = 0  # items written to the recording
+        self.dropped = 0  # items refused because the queue was full
+        self.path: Path | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=spec.depth)
+        self._t0: float | None = None
+        self._state = ""
+        self._opened = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="rerun-log", daemon=True)
+        self._thread.start()
+        self._opened.wait(timeout=30)
+        if self._error is not None:
+            raise RerunUnavailable(f"--rerun {spec.target}: {self._error}") from self._error
+
+    # -- called from the drive's threads: never block --------------------------------------------
+    def _put(self, item: tuple) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    def frame(self, stamp: float, step: int, image_bgr: np.ndarray, action=None, chunk=None,
+              timings_ms: dict | None = None) -> None:
+        """The frame the policy saw (its capture time), the action and chunk it planned, its stage latencies."""
+        self._put(("frame", stamp, step, image_bgr, action, chunk, timings_ms))
+
+    def sent(self, now: float, command, state: str = "") -> None:
+        """What left after the safety gate, and the loop's state (logged when it changes)."""
+        self._put(("sent", now, tuple(float(v) for v in command), state))
+
+    def event(self, now: float, text: str) -> None:
+        """A line on the `events` log (a reset, a take-over, an arming change)."""
+        self._put(("event", now, text))
+
+    # -- the queue's thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            if self.spec.cpus and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, set(self.spec.cpus))  # this thread; Rerun's threads started below inherit
+            self._rec = RerunRecording(self.spec.target, self.spec.app_id)
+        except BaseException as e:
+            self._error = e
+            self._opened.set()
+            return
+        self._opened.set()
+        rr, stream = self._rec.rr, self._rec.stream
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._write(rr, stream, item)
+                self.logged += 1
+            except Exception as e:  # a bad item never stops the drive; say it once per kind
+                log.warning("rerun: could not log a %s item: %s", item[0], e)
+
+    def _time(self, stream, t: float, step: int | None = None) -> None:
+        if self._t0 is None:
+            self._t0 = t
+        stream.set_time("time", duration=max(0.0, t - self._t0))
+        if step is not None:
+            stream.set_time("step", sequence=int(step))
+
+    def _write(self, rr, stream, item: tuple) -> None:
+        kind = item[0]
+        if kind == "frame":
+            _, stamp, step, image, action, chunk, timings = item
+            self._time(stream, stamp, step)
+            h, w = image.shape[:2]
+            data = encode_jpeg(image, self.spec.image_width, self.spec.jpeg_quality)
+            sw = min(w, self.spec.image_width) if self.spec.image_width else w
+            sh = max(1, round(h * sw / w))
+            stream.log("camera/image", rr.EncodedImage(contents=data, media_type="image/jpeg"))
+            if action is not None:
+                origin, vector = action_arrow(action, sw, sh, self.spec.top_speed)
+                stream.log("camera/image/action", rr.Arrows2D(origins=[origin], vectors=[vector], colors=[0, 200, 0]))
+                for axis, value in zip(AXES, np.asarray(action, np.float64).reshape(-1)):
+                    stream.log(f"action/{axis}", rr.Scalars(float(value)))
+            if chunk is not None and np.ndim(chunk) == 2 and len(chunk):
+                stream.log("plan/chunk", rr.LineStrips2D([chunk_path(chunk, self.spec.action_period)]))
+            for stage, ms in (timings or {}).items():
+                stream.log(f"latency/{stage}", rr.Scalars(float(ms)))
+            stream.log("rerun/dropped", rr.Scalars(float(self.dropped)))
+        elif kind == "sent":
+            _, now, command, state = item
+            self._time(stream, now)
+            for axis, value in zip(AXES, command):
+                stream.log(f"sent/{axis}", rr.Scalars(value))
+            if state and state != self._state:
+                self._state = state
+                level = "INFO" if state == "driving" else "WARN"
+                stream.log("state", rr.TextLog(state, level=level))
+        elif kind == "event":
+            _, now, text = item
+            self._time(stream, now)
+            stream.log("events", rr.TextLog(text))
+
+    def close(self, timeout: float = 10.0) -> Path | None:
+        """Write what is queued, close the recording (an .rrd gets its final name). Returns the file or None."""
+        if not self._thread.is_alive():
+            return None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self.path = self._rec.close()
+        log.info("rerun: %d items logged, %d dropped (queue full)%s", self.logged, self.dropped,
+                 f", {self.path}" if self.path else "")
+        return self.path
+
+    def __enter__(self) -> RerunLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
