@@ -76,6 +76,13 @@ def sim_recording(tmp_path_factory):
     return out / "episode_0000.h5"
 
 
+@pytest.fixture
+def figure_dir(tmp_path):
+    """Where a test draws the picture of its view: tmp_path, or the documents' docs/images/ when the suite runs
+    with MVLA_DOC_IMAGES=1 (how docs/recording.md's and docs/evaluation.md's pictures are made)."""
+    return ROOT / "docs" / "images" if os.environ.get("MVLA_DOC_IMAGES") == "1" else tmp_path
+
+
 def find_tool(name: str):
     """A command on PATH or next to this Python (a venv's bin/ is not on PATH unless activated)."""
     import shutil

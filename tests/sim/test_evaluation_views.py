@@ -48,7 +48,8 @@ def test_best_is_the_quickest_success_and_worst_the_failure(rollouts):
     assert best == min((0, 2), key=lambda i: policy[i].steps)
 
 
-def test_every_episode_is_on_the_timeline_with_the_frames_the_policy_saw_and_the_room_from_above(rollouts, tmp_path):
+def test_every_episode_is_on_the_timeline_with_the_frames_the_policy_saw_and_the_room_from_above(rollouts, tmp_path,
+                                                                                                  figure_dir):
     pytest.importorskip("rerun")
     import cv2
 
@@ -77,6 +78,11 @@ def test_every_episode_is_on_the_timeline_with_the_frames_the_policy_saw_and_the
     assert ends == [f"room {i}: {'success' if r.success else 'collision' if r.collided else r.ended_by} after "
                     f"{r.steps} moves" if r.ended_by != "stop" or r.success else
                     f"room {i}: stopped outside the goal after {r.steps} moves" for i, r in enumerate(policy)]
+    from plotting.rrd_figure import draw  # the view as a picture, from this file (docs/evaluation.md shows it)
+
+    picture = draw(out, 5, figure_dir / "evaluation-view.png",
+                   "python -m sim.evaluate ... --rerun eval.rrd: room 0 at its sixth move")
+    assert picture.stat().st_size > 20_000
 
 
 def test_the_best_and_worst_episode_mp4s_sit_beside_the_plot(rollouts, tmp_path):

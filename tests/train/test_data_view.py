@@ -64,7 +64,7 @@ def test_a_recorded_episode_viewed_as_rrd_has_its_frames_actions_and_instruction
                                                  / np.abs(record.actions[:, :2]).max(), rel=1e-4)  # forward is up
 
 
-def test_a_folder_is_one_timeline_with_episode_markers_and_take_over_segments(sim_recording, tmp_path):
+def test_a_folder_is_one_timeline_with_episode_markers_and_take_over_segments(sim_recording, tmp_path, figure_dir):
     pytest.importorskip("rerun")
     import shutil
 
@@ -90,6 +90,11 @@ def test_a_folder_is_one_timeline_with_episode_markers_and_take_over_segments(si
     seconds = np.asarray(column(entities["/camera/image"], "time")) / 1e9
     assert np.all(np.diff(seconds) > 0)  # the second episode after the first, at its own capture spacing
     assert np.diff(seconds[first:]) == pytest.approx(np.diff(times), abs=1e-6)
+    from plotting.rrd_figure import draw  # the view as a picture, from this file (docs/recording.md shows it)
+
+    picture = draw(out["rrd"], first + 4, figure_dir / "recording-view.png",
+                   "python -m train.data view rec/ --save rec.rrd: a recording, then a take-over run (frame 4 of it)")
+    assert picture.stat().st_size > 20_000
 
 
 def test_without_a_display_the_view_is_written_next_to_the_episode(sim_recording, tmp_path, monkeypatch):
