@@ -27,6 +27,8 @@ import numpy as np
 from runtime.episodes import EpisodeRecord
 from runtime.rerun_log import AXES, RerunRecording, action_arrow, encode_jpeg
 
+NO_INSTRUCTION = "(no instruction in the file)"  # what a view shows for an episode without one
+
 
 class EpisodeTimeline:
     """Episodes logged one after the other on the `frame` and `time` timelines of one recording."""
@@ -56,10 +58,9 @@ class EpisodeTimeline:
         self._taking_over = False
         self._at(self._t)
         count = f", {frames} frames" if frames is not None else ""
-        self.stream.log("events", rr.TextLog(f"{name} begins{count}: {instruction or '(no instruction)'}",
-                                             level="INFO"))
+        self.stream.log("events", rr.TextLog(f"{name} begins{count}: {instruction or NO_INSTRUCTION}", level="INFO"))
         self.stream.log("episode", rr.Scalars(float(self.episodes)))
-        self.stream.log("instruction", rr.TextDocument(instruction or "(no instruction in the file)"))
+        self.stream.log("instruction", rr.TextDocument(instruction or NO_INSTRUCTION))
 
     def frame(self, image_bgr: np.ndarray, action, t: float | None = None, intervention: bool | None = None) -> None:
         """One frame at `t` seconds from the episode's start (None: one spacing after the previous frame)."""

@@ -146,7 +146,7 @@ class RerunSpec:
     image_width: int = 320  # px: frames are downscaled to this width before JPEG encoding (0 keeps their size)
     jpeg_quality: int = 75  # JPEG quality of the logged frames
     top_speed: float = 0.5  # m/s the action arrow's full length stands for (the gate's default limit)
-    action_period: float = 0.1  # s between a chunk's actions, for the planned path
+    chunk_spacing_s: float = 0.1  # s between a chunk's actions, for drawing the planned path
     cpus: tuple[int, ...] = ()  # cores the logging thread (and Rerun's threads) may run on; () = any
 
 
@@ -235,7 +235,7 @@ class RerunLog:
                 for axis, value in zip(AXES, np.asarray(action, np.float64).reshape(-1)):
                     stream.log(f"action/{axis}", rr.Scalars(float(value)))
             if chunk is not None and np.ndim(chunk) == 2 and len(chunk):
-                stream.log("plan/chunk", rr.LineStrips2D([chunk_path(chunk, self.spec.action_period)]))
+                stream.log("plan/chunk", rr.LineStrips2D([chunk_path(chunk, self.spec.chunk_spacing_s)]))
             for stage, ms in (timings or {}).items():
                 stream.log(f"latency/{stage}", rr.Scalars(float(ms)))
             stream.log("rerun/dropped", rr.Scalars(float(self.dropped)))

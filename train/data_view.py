@@ -27,7 +27,7 @@ import numpy as np
 
 from plotting.video import annotate, write_mp4
 from runtime.episodes import read_episode_record
-from runtime.rerun_episode import EpisodeTimeline
+from runtime.rerun_episode import NO_INSTRUCTION, EpisodeTimeline
 from runtime.rerun_log import RerunRecording
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def write_view_mp4(paths: list[Path], out: Path, max_fps: float = 30.0) -> Path:
             who = " (person)" if flags is not None and flags[i] else ""
             frames.append(annotate(image, record.actions[i], top,
                                    [f"{path.name}  frame {i + 1}/{len(record.images)}{who}",
-                                    record.instruction or "(no instruction)"]))
+                                    record.instruction or NO_INSTRUCTION]))
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
         raise ValueError(f"--mp4 {out}: the episodes' frames differ in size ({sorted(sizes)}); view one at a time")

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.episode_writer import EPISODE_NAME, EVENT_TYPES, EpisodeWriter, existing_episodes
+from runtime.record import RecordConfig
 from train.lerobot_layout import (
     ATTRS_COLUMN,
     BASE_KEYS,
@@ -66,7 +67,7 @@ class ImportSpec:
     out: Path  # our episode folder (created; episodes numbered on after what it holds)
     camera: str | None = None  # feature key or its last part ("front"); None: front if present, else the only one
     action_keys: tuple[str, ...] = BASE_KEYS  # x.vel, y.vel[, theta.vel] in the action's names
-    compression: int = 4  # gzip level of the frames (runtime.record --compression)
+    compression: int = RecordConfig.compression  # gzip level of the frames (runtime.record --compression)
 
 
 def choose_camera(info: dict, root: Path, camera: str | None) -> str:
