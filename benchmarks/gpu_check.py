@@ -43,9 +43,9 @@ import traceback
 from pathlib import Path
 
 from export.to_trt import DEFAULT_WORKSPACE_GB
-from runtime.backends.cuda_device import cuda_device_name
+from runtime.control.steplog import read_log
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.steplog import read_log
+from runtime.policy.backends.cuda_device import cuda_device_name
 from train.config import preset_config
 
 SIZES = ("tiny", "kosmos2")

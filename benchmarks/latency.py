@@ -42,19 +42,19 @@ import numpy as np
 
 from benchmarks.machine import describe, short_name
 from plotting import pyplot
-from runtime.backends.registry import make_backend, resolve_backend_name
-from runtime.behaviours import CHUNK_MODES, with_behaviours
-from runtime.bundle import load_bundle
-from runtime.camera import open_camera
+from runtime.cameras.sample_frames import sample_frame
+from runtime.cameras.select import open_camera
 from runtime.cli import CommandError, exits_on
+from runtime.control.safety import SafetyConfig, SafetyGate
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.motor import SerialMotorController
-from runtime.policy import Policy
-from runtime.policy_setup import BACKENDS, PolicySpec
-from runtime.preprocess import preprocess_with
-from runtime.prompt import prompt_length
-from runtime.safety import SafetyConfig, SafetyGate
-from runtime.sample_frames import sample_frame
+from runtime.motors.serial_controller import SerialMotorController
+from runtime.policy.backends.registry import make_backend, resolve_backend_name
+from runtime.policy.behaviours import CHUNK_MODES, with_behaviours
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
+from runtime.policy.preprocess import preprocess_with
+from runtime.policy.prompt import prompt_length
+from runtime.policy.select import BACKENDS, PolicySpec
 from train.config import preset_config
 
 log = logging.getLogger(__name__)
@@ -76,14 +76,14 @@ class BenchmarkSpec:
     preset: str = "tiny"  # tiny, small or kosmos2, when no bundle is given
     ckpt: Path | None = None  # with a bundle and `compare`: the checkpoint it was exported from (eager paths)
     random_weights: bool = False  # kosmos2 at full size without downloading
-    backend: tuple[str, ...] = ("ort-cpu",)  # runtime.policy_setup.BACKENDS, each measured
+    backend: tuple[str, ...] = ("ort-cpu",)  # runtime.policy.select.BACKENDS, each measured
     variants: tuple[str, ...] = ("fp32",)  # ONNX variants for ONNX Runtime backends: fp32 fp16 int8
     chunk_mode: str = PolicySpec.chunk_mode  # the behaviour around the policy, as runtime.drive composes it
     discrete: bool = PolicySpec.discrete  # snap to the demonstrated moves, as runtime.drive --discrete
     steps: int = 30  # measured steps
     warmup: int = 5  # steps run first and not measured (at least W with `compare`: the naive window fills)
     compare: bool = False  # also the original / eager / naive-window paths
-    camera: str | None = None  # measure capture too, from this camera (runtime.camera); None: sample frames
+    camera: str | None = None  # measure capture too, from this camera (runtime.cameras); None: sample frames
     serial: bool = True  # write each command to the controller emulator on a real pty
     memory: bool = True  # peak RSS and start-up of the runtime alone, in a separate process
     work: Path | None = None  # where a preset's bundle is exported (None: a temp folder)
@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=d.steps)
     ap.add_argument("--warmup", type=int, default=d.warmup)
     ap.add_argument("--compare", action="store_true", help="also run original / eager / naive-window paths")
-    ap.add_argument("--camera", help="measure capture too, from this camera spec (see runtime.camera)")
+    ap.add_argument("--camera", help="measure capture too, from this camera spec (see runtime.cameras)")
     ap.add_argument("--no-serial", action="store_true", help="skip the serial write to the controller emulator")
     ap.add_argument("--no-memory", action="store_true", help="skip the separate-process RSS/start-up probe")
     ap.add_argument("--json", type=Path)

@@ -42,10 +42,10 @@ def main(argv=None) -> int:
     add_log_level_argument(ap)
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
-    from runtime.backends.registry import make_backend  # noqa: PLC0415  timed: part of the start-up measured
-    from runtime.bundle import load_bundle  # noqa: PLC0415  timed: part of the start-up measured
-    from runtime.policy import Policy  # noqa: PLC0415  timed: part of the start-up measured
-    from runtime.sample_frames import sample_frame  # noqa: PLC0415  timed: part of the start-up measured
+    from runtime.cameras.sample_frames import sample_frame  # noqa: PLC0415  timed: part of the start-up measured
+    from runtime.policy.backends.registry import make_backend  # noqa: PLC0415  timed: part of the start-up measured
+    from runtime.policy.bundle import load_bundle  # noqa: PLC0415  timed: part of the start-up measured
+    from runtime.policy.onboard import Policy  # noqa: PLC0415  timed: part of the start-up measured
 
     frame = sample_frame(0)
     t_load = time.time()

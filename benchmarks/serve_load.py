@@ -5,7 +5,7 @@
 
 Starts `python -m serve --bundle B --workers W` in its own process (or uses
 --url), then runs R robots, each a thread with the robot's own client
-(runtime.remote_policy: the frame resized on the robot, the ACT feature from
+(runtime.policy.remote: the frame resized on the robot, the ACT feature from
 the server, the ring and head onboard) taking a camera-like frame every
 1/rate seconds. Prints p50/p99 of the round trip, the server's step time
 (vision + language, from its replies), its queueing, and each robot's rate.
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.registry import make_backend
-from runtime.bundle import load_bundle
+from runtime.cameras.sample_frames import sample_frames
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
-from runtime.sample_frames import sample_frames
-from runtime.wire import model_identity
+from runtime.policy.backends.registry import make_backend
+from runtime.policy.bundle import load_bundle
+from runtime.policy.remote import RemoteConfig, RemoteEncoder, RemotePolicy
+from runtime.policy.wire import model_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@
 What runs is the robot's own path: `runtime.drive`'s loop (inference thread,
 control thread, safety gate, watchdog, signal handlers), the real policy on
 ONNX Runtime (the `tiny` preset exported once into `--work`, or `--bundle`),
-the serial driver (`runtime.motor.SerialMotorController`) and the C
+the serial driver (`runtime.motors.SerialMotorController`) and the C
 controller (`firmware/`, compiled here with `cc`) on a pseudo-terminal. Only
 the world is simulated: the controller's wheel commands move the simulated
 robot (`sim.world`), whose camera renders what it sees; a robot that hits
@@ -16,15 +16,25 @@ something is put back at its start.
 Faults, one every `--fault-every` seconds, in turn: a camera stall, an
 inference stall, an exception inside inference, the serial cable pulled and
 re-plugged, the controller rebooting (its auto-reset), a SIGHUP to this
-process. A run that a fault ends (the exception, the signal) is started again
-at once in the same process, so that leaks add up (systemd's
-`Restart=on-failure` restarts the exception's exit 1 as a new process; a
-SIGHUP ends the drive cleanly with exit 0, which it leaves stopped). For
-each fault the controller's own event log says when its wheels reached zero;
-that delay is the fault's zero latency, which must stay within
-`--cmd-timeout` plus one control period, and a fault that lasts (a stall, an
-unplugged cable, a deaf board) must hold that zero until it is over
-(`moved_during_fault`). A trip of the controller's watchdog
+process, an e-stop pressed on its GPIO line (a normally-closed loop in a file,
+read by the drive's own `GpioSource`) then released, reset and re-armed, a
+disarm then an arm, the cable out for longer than `--give-up-after` (the run
+gives up and starts again), and 0.3 s inference (a Jetson's real model, or a
+remote policy) for `--fault-s`. Every run starts disarmed, as the systemd unit
+does, and an operator (this soak) arms it once the pre-arm checks pass, and
+again after every fault that leaves it disarmed or e-stopped (a reboot, an
+e-stop, a disarm, a restart). A run that a fault ends (the exception, the
+signal, the long outage) is started again at once in the same process, so
+that leaks add up (systemd's `Restart=on-failure` restarts the exception's
+exit 1 as a new process; a SIGHUP ends the drive cleanly with exit 0, which
+it leaves stopped). For each fault the controller's own event log says when
+its wheels reached zero; that delay is the fault's zero latency, which must
+stay within `--cmd-timeout` plus one control period, and a fault that lasts (a
+stall, an unplugged cable, a deaf board, and an e-stop, a disarm or a reboot
+until the operator arms again) must hold that zero until it is over
+(`moved_during_fault`). Every non-zero command the drive sends is checked
+against the motion authority at that moment: `moves_in_forbidden_state`
+counts those sent while it was not armed, and must be 0. A trip of the controller's watchdog
 while moving means the host failed to command in time: a missed watchdog,
 which must never happen. (The board here is a process, which a loaded
 machine can deschedule: it then ticks its watchdog before reading the
@@ -68,6 +78,7 @@ import ctypes.util
 import gc
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -83,16 +94,21 @@ from pathlib import Path
 
 from plotting import pyplot
 from runtime.atomic import atomic_write_text
-from runtime.backends.registry import make_backend
-from runtime.behaviours import with_behaviours
-from runtime.bundle import load_bundle
-from runtime.drive import DriveConfig, DriveLoop, install_signal_handlers
+from runtime.control.arm_sources import GpioSource
+from runtime.control.authority import ARMED, MotionAuthority
+from runtime.control.config import DriveConfig
+from runtime.control.link_watch import MotorLinkLost
+from runtime.control.loop import DriveLoop
+from runtime.control.safety import SafetyConfig, SafetyGate
+from runtime.control.signals import install_signal_handlers
 from runtime.hardware import Camera, CameraStalled, Frame
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.motor import SerialMotorController
-from runtime.policy import Policy
-from runtime.protocol import Command
-from runtime.safety import SafetyConfig, SafetyGate
+from runtime.motors.protocol import Command
+from runtime.motors.serial_controller import SerialMotorController
+from runtime.policy.backends.registry import make_backend
+from runtime.policy.behaviours import with_behaviours
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
 from sim.world import SimRobot, SimWorld, random_layout, render
 
 log = logging.getLogger("benchmarks.soak")
@@ -102,9 +118,15 @@ HOLD_MARGIN_S = 0.005  # a fault's end on the host clock against the board's who
 RSS_WINDOW_S = 30  # RSS figures are floors (and medians) over this many seconds of 1-s samples
 TCACHE_OFF = "glibc.malloc.tcache_count=0"  # the tunable without_tcache sets
 TIMELINE_S = 60  # one memory_timeline point (its floors) a minute; a shorter run: 20 points in all
-FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup")
+FAULT_KINDS = ("camera_stall", "inference_stall", "inference_error", "serial_unplug", "controller_reboot", "sighup",
+               "estop_cycle", "disarm_cycle", "long_outage", "slow_inference")
 # Faults that last --fault-s and must hold their zero until over; the others end a run, which restarts at once
-LASTING_FAULTS = ("camera_stall", "inference_stall", "serial_unplug", "controller_reboot")
+LASTING_FAULTS = ("camera_stall", "inference_stall", "serial_unplug")
+# Faults after which only the operator's arm moves the robot again: their zero must hold until it
+UNTIL_REARMED = ("controller_reboot", "estop_cycle", "disarm_cycle", "long_outage")
+NOT_ZEROING = ("slow_inference",)  # a load, not a fault: the robot may drive on (each plan stays young enough)
+SLOW_INFERENCE_S = 0.3  # s per inference during slow_inference
+REARM_EVERY_S = 0.1  # s between two of the operator's tries to reset and arm
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,7 @@ class SoakConfig:
     height: int = 120
     seed: int = 0  # the simulated room
     faults: tuple[str, ...] = FAULT_KINDS  # the kinds injected, in turn (one kind alone: where memory is kept)
+    give_up_after: float = 1.0  # the drive's --give-up-after; long_outage lasts it plus 0.5 s
 
 
 class InjectedFault(RuntimeError):
@@ -304,6 +327,7 @@ class FaultyPolicy:
     def __init__(self, policy):
         self.policy = policy
         self.stall_until = 0.0
+        self.slow_until = 0.0  # until then every inference takes SLOW_INFERENCE_S
         self.raise_next = False
 
     def __getattr__(self, name):
@@ -316,6 +340,8 @@ class FaultyPolicy:
         delay = self.stall_until - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        if time.monotonic() < self.slow_until:
+            time.sleep(SLOW_INFERENCE_S)
         if self.raise_next:
             self.raise_next = False
             raise InjectedFault("soak: an exception inside inference")
@@ -391,11 +417,28 @@ class Soak:
             return ok
 
         self.motor._write = recorded
+        send = self.motor.send_velocity
+
+        def checked(vx, vy, wz=0.0):  # every command against the motion authority at that moment
+            if (vx or vy or wz) and self.authority is not None and self.authority.state != ARMED:
+                self.forbidden += 1
+                log.error("a non-zero command while the authority was %s", self.authority.describe())
+            return send(vx, vy, wz)
+
+        self.motor.send_velocity = checked
+        self.estop_line = Path(work) / "estop"  # the e-stop loop's GPIO line: 1 closed (released), 0 pressed
+        set_line(self.estop_line, "1")
+        self.authority: MotionAuthority | None = None
+        self.forbidden = 0  # non-zero commands sent while the authority was not armed: must stay 0
+        self.arms = 0  # the operator's accepted arms
+        self.rearm_at: float | None = 0.0  # the operator arms from then on (None: not now)
+        self._awaiting_rearm: list[dict] = []  # faults whose zero holds until the operator's next arm
         # figures per fault kind, kept as totals (a list of every fault would itself grow for an hour)
         self.by_kind = {k: {"n": 0, "zeroed": 0, "max_zero_latency_s": 0.0, "moved_during_fault": 0}
-                        for k in FAULT_KINDS}
+                        for k in FAULT_KINDS if k not in NOT_ZEROING}
+        self.by_kind.update({k: {"n": 0} for k in NOT_ZEROING})
         self.limit = config.cmd_timeout + 1.0 / config.rate
-        self.injected = self.zeroed = self.over_limit = self.moved_during = 0
+        self.injected = self.watched = self.zeroed = self.over_limit = self.moved_during = 0
         self.max_latency = 0.0
         self.loop = None
         self.baseline = None  # (RSS bytes, open files) after the first minute
@@ -415,14 +458,37 @@ class Soak:
         self._over = threading.Event()
 
     def _new_loop(self):
+        """A run as the systemd unit starts one: disarmed, its e-stop line read by its own GPIO source."""
         c = self.config
         gate = SafetyGate(SafetyConfig())
+        authority = MotionAuthority(armed=False)
+        self.estop_source = GpioSource(authority, str(self.estop_line), "estop").start()
         loop = DriveLoop(self.policy, self.camera, self.motor, gate,
                          DriveConfig(rate=c.rate, cmd_timeout=c.cmd_timeout, camera_timeout=c.cmd_timeout,
-                                     status=False),
-                         printer=lambda s: log.debug("%s", s))
+                                     status=False, give_up_after=c.give_up_after),
+                         printer=lambda s: log.debug("%s", s), authority=authority)
+        self.authority = authority
+        self.rearm_at = time.monotonic() if self.rearm_at is None else self.rearm_at
         install_signal_handlers(loop)
         return loop
+
+    def _operate(self, now: float) -> None:
+        """The operator: once a fault that needs a person is over, reset the e-stop and arm (the pre-arm checks
+        decide when that is accepted). The zero of the faults waiting for it holds until the arm."""
+        authority = self.authority
+        if self.rearm_at is None or now < self.rearm_at or authority is None or self.loop is None \
+                or self.loop.stop_event.is_set():
+            return
+        if authority.state != ARMED:
+            authority.reset_estop("soak operator")
+            if authority.arm("soak operator") or authority.state != ARMED:
+                return
+            self.arms += 1
+        with self.board._cond:
+            for fault in self._awaiting_rearm:
+                fault["until"] = now
+            self._awaiting_rearm.clear()
+        self.rearm_at = None
 
     def _zeroed(self, fault: dict) -> None:
         """The board's thread: a fault's wheels reached zero."""
@@ -444,8 +510,14 @@ class Soak:
     def _inject(self, kind: str) -> None:
         c = self.config
         t0 = time.monotonic()
-        fault = {"kind": kind, "t0": t0, "zero_at": None, "until": t0 + (c.fault_s if kind in LASTING_FAULTS else 0.0)}
-        self.board.watch(fault)
+        until = t0 + c.fault_s if kind in LASTING_FAULTS else math.inf if kind in UNTIL_REARMED else t0
+        fault = {"kind": kind, "t0": t0, "zero_at": None, "until": until}
+        if kind not in NOT_ZEROING:
+            self.watched += 1
+            self.board.watch(fault)
+        if kind in UNTIL_REARMED:
+            with self.board._cond:
+                self._awaiting_rearm.append(fault)
         if kind == "camera_stall":
             self.camera.stall_until = fault["t0"] + c.fault_s
         elif kind == "inference_stall":
@@ -458,8 +530,25 @@ class Soak:
             self.board.command("replug")
         elif kind == "controller_reboot":
             self.board.command(f"reboot {int(c.fault_s * 1000)}")
+            self.rearm_at = t0 + c.fault_s + 0.3  # the READY is seen on the next command; then a person arms
         elif kind == "sighup":
             os.kill(os.getpid(), signal.SIGHUP)
+        elif kind == "estop_cycle":
+            set_line(self.estop_line, "0")  # pressed (the normally-closed loop opened)
+            self._over.wait(c.fault_s)
+            set_line(self.estop_line, "1")
+            self.rearm_at = time.monotonic()
+        elif kind == "disarm_cycle":
+            if self.authority is not None:
+                self.authority.disarm("soak operator")
+            self.rearm_at = t0 + c.fault_s
+        elif kind == "long_outage":
+            self.board.command("unplug")
+            self._over.wait(c.give_up_after + 0.5)  # past --give-up-after: the run gives up, then starts again
+            self.board.command("replug")
+            self.rearm_at = time.monotonic()
+        elif kind == "slow_inference":
+            self.policy.slow_until = t0 + c.fault_s
         self.injected += 1
         self.by_kind[kind]["n"] += 1
 
@@ -473,10 +562,13 @@ class Soak:
         next_sample = start
         baseline_end = baseline_at + self.window_s
         while not self._over.wait(max(0.0, min(next_at, end, baseline_end if self.baseline is None else end,
-                                                   next_report, next_sample) - time.monotonic())):
+                                                   next_report, next_sample,
+                                                   time.monotonic() + REARM_EVERY_S if self.rearm_at is not None
+                                                   else end) - time.monotonic())):
             now = time.monotonic()
             if now >= end:
                 break
+            self._operate(now)
             if now >= next_sample:
                 next_sample += 1.0
                 self.heap.trim()  # RSS then counts the pages the program's allocations hold (GlibcHeap)
@@ -520,14 +612,17 @@ class Soak:
         threads_start = threading.active_count()
         scheduler.start()
         while not self._over.is_set():
+            self.rearm_at = time.monotonic() if self.rearm_at is None else self.rearm_at  # a new run starts disarmed
             self.loop = self._new_loop()
             self.runs += 1
             self.loop.run()
+            self.estop_source.close()
             self.steps += self.loop.steps
             error = self.loop.error
             why = f"error {type(error).__name__}" if error is not None else self.loop.ended_by
             self.ends[why] = self.ends.get(why, 0) + 1
-            if error is not None and not isinstance(error, InjectedFault) and len(self.unexpected) < 20:
+            expected = (InjectedFault, MotorLinkLost)  # the injected exception, the long outage given up on
+            if error is not None and not isinstance(error, expected) and len(self.unexpected) < 20:
                 self.unexpected.append(f"{type(error).__name__}: {error}")
             if self.loop.ended_by in ("SIGINT", "SIGTERM", "SIGQUIT"):  # a person (or kill) ends the soak itself
                 log.warning("%s: the soak ends early", self.loop.ended_by)
@@ -556,7 +651,7 @@ class Soak:
             "seconds": round(time.monotonic() - start, 1), "config": asdict(c),
             "steps": self.steps, "runs": self.runs, "ends": self.ends, "unexpected_errors": self.unexpected,
             "faults_injected": self.injected, "faults_by_kind": {k: v for k, v in self.by_kind.items() if v["n"]},
-            "faults_not_zeroed": self.injected - self.zeroed,
+            "faults_not_zeroed": self.watched - self.zeroed,
             "missed_watchdogs": self.board.missed_watchdogs,
             "missed_watchdogs_at_s": [round(t - start, 1) for t in self.board.miss_times],  # the first 50
             "late_board_watchdogs": self.board.late_watchdogs,
@@ -564,6 +659,7 @@ class Soak:
             "zero_latency_limit_s": round(self.limit, 4),
             "faults_over_limit": self.over_limit,
             "moved_during_fault": self.moved_during,
+            "moves_in_forbidden_state": self.forbidden, "operator_arms": self.arms,
             "rss_mb_baseline": mb(rss_base), "rss_mb_end": mb(rss_end),
             "rss_mb_max": mb(self.rss_max), "rss_window_s": self.window_s, "rss_figure": "floor of the window",
             "rss_kind": "RssAnon after malloc_trim" if self.heap.libc else "RssAnon",
@@ -590,6 +686,13 @@ class Soak:
         self.motor.disconnect()
         self.backend.deactivate()
         self.board.stop()
+
+
+def set_line(path: Path, value: str) -> None:
+    """A GPIO line changes at once, as sysfs's value does (a file rewritten in place reads empty for a moment)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(value + "\n")
+    os.replace(tmp, path)
 
 
 def medians(samples) -> tuple:
@@ -723,6 +826,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=d.seed, help="the simulated room")
     ap.add_argument("--faults", default=",".join(d.faults),
                     help=f"comma-separated fault kinds injected in turn (default: all: {', '.join(FAULT_KINDS)})")
+    ap.add_argument("--give-up-after", type=float, default=d.give_up_after,
+                    help="the drive's --give-up-after; the long outage lasts it plus 0.5 s")
     ap.add_argument("--bundle", type=Path, help="bundle to drive (default: the tiny preset exported into --work)")
     ap.add_argument("--work", type=Path, help="where the tiny bundle and the controller are built "
                                               "(default: $TMPDIR/mvla-soak)")
@@ -752,7 +857,7 @@ def main(argv=None) -> int:
         os.execve(sys.executable, [sys.executable, "-m", "benchmarks.soak", *sys.argv[1:]], env)
     config = SoakConfig(seconds=args.seconds, fault_every=args.fault_every, fault_s=args.fault_s, rate=args.rate,
                         cmd_timeout=args.cmd_timeout, behaviour=args.chunk_mode, seed=args.seed,
-                        faults=tuple(args.faults.split(",")))
+                        faults=tuple(args.faults.split(",")), give_up_after=args.give_up_after)
     result = run_soak(config, args.bundle, args.work)
     text = json.dumps(result, indent=2) + "\n"
     if args.json:
@@ -778,6 +883,9 @@ def verdict(result: dict, max_growth_pct: float | None = None) -> list[str]:
         failures.append(f"{result['faults_not_zeroed']} of {result['faults_injected']} faults never zeroed")
     if result.get("moved_during_fault"):
         failures.append(f"the wheels moved during {result['moved_during_fault']} faults after their zero")
+    if result.get("moves_in_forbidden_state"):
+        failures.append(f"{result['moves_in_forbidden_state']} non-zero commands sent while the motion authority was "
+                        f"not armed, expected 0")
     if result["faults_over_limit"]:
         failures.append(f"{result['faults_over_limit']} faults zeroed later than {result['zero_latency_limit_s']} s "
                         f"(max {result['max_zero_latency_s']} s)")

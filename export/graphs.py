@@ -6,7 +6,7 @@
 
 The language graph derives what the runtime should not have to: the image-slot
 mask is fixed by the layout (positions 2 .. 2+Q-1) and the position ids come
-from the attention mask, exactly as `runtime.prompt.build_prompt` computes
+from the attention mask, exactly as `runtime.policy.prompt.build_prompt` computes
 them. The prompt layout is baked in at export from the model's config: an
 imported checkpoint's "robovlms-fallback" graph takes the same three inputs
 and writes the image latents over positions 0 .. Q-1 with sequential position
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from runtime.prompt import PADDING_IDX, check_layout
+from runtime.policy.prompt import PADDING_IDX, check_layout
 
 
 class VisionGraph(nn.Module):
@@ -47,7 +47,7 @@ class LanguageGraph(nn.Module):
         mask = attention_mask.to(torch.int64)
         if self.layout == "robovlms-fallback":
             slots = (positions < self.latent_query_num).to(torch.int64).expand_as(input_ids)
-            # runtime.prompt.fallback_position_ids: sequential, ACT right after max(len(text), Q) tokens.
+            # runtime.policy.prompt.fallback_position_ids: sequential, ACT right after max(len(text), Q) tokens.
             body = torch.maximum(mask[:, :-1].sum(dim=1, keepdim=True),
                                  torch.full_like(mask[:, :1], self.latent_query_num))
             is_act = positions == input_ids.shape[1] - 1

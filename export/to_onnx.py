@@ -18,7 +18,9 @@ are converted file to file (`export.external_data`), so the real 5.4 GB
 language graph never has to fit in one protobuf message; graphs over 1 GiB
 of weights keep them in GRAPH.onnx.data. `--fp16` registers
 those files as an ONNX Runtime variant too (onnxruntime-gpu users), and
-`--int8` adds a dynamically quantized ONNX for CPUs. Every export ends
+`--int8` adds a dynamically quantized ONNX for CPUs; `--serve-batch B`
+adds vision and language with a batch axis for a policy server that
+batches robots' frames (export.batch_graphs). Every export ends
 with the parity check of `export.verify`; a bundle that fails it is not
 written. The bundle folder appears complete or not at all.
 """
@@ -29,23 +31,29 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import torch
 
+from export.batch_graphs import check_batch_parity, export_batch_graphs
 from export.external_data import consolidate_external_data
 from export.graphs import ActionHeadGraph, LanguageGraph, VisionGraph
 from export.variants import make_fp16, make_int8
 from export.verify import INPUT_SEEDS, verify_bundle
-from runtime.atomic import atomic_directory
-from runtime.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
+from runtime.atomic import atomic_directory, atomic_write_text
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.prompt import PromptTooLongError, build_prompt, default_max_text_tokens, prompt_length
+from runtime.policy.bundle import FORMAT, FORMAT_VERSION, GRAPHS, sha256_file, verification_record_path
+from runtime.policy.prompt import PromptTooLongError, build_prompt, default_max_text_tokens, prompt_length
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import preset_config
 from train.model import build_model, load_tokenizer
@@ -200,6 +208,7 @@ class ExportOptions:
     verify_seeds: tuple[int, ...] = INPUT_SEEDS  # input windows of the parity check
     strict_variants: bool = True  # False: a failing fp16/int8 variant is kept, marked parity.passed = false
     overwrite: bool = False  # replace an existing output folder
+    serve_batch: int = 0  # >= 2: add vision/language batch graphs (B in [1, serve_batch]) for a batching server
 
 
 def export_bundle(model, tokenizer, out: Path, options: ExportOptions = ExportOptions(),
@@ -235,6 +244,16 @@ def export_bundle(model, tokenizer, out: Path, options: ExportOptions = ExportOp
                             "LayerNorm/Softmax/ReduceL2 and the head in fp32; runtime.engines.build_inputs"}
         if options.int8:
             manifest["variants"]["int8"] = make_int8(tmp, files, scope=options.int8_scope)
+        if options.serve_batch:
+            batch = export_batch_graphs(model, tmp, specs, prompt, options.serve_batch, export_graph)
+            manifest["graphs"].update(batch["graphs"])
+            manifest["serving_batch"] = batch["serving_batch"]
+            parity = check_batch_parity(tmp, files, batch["serving_batch"], prompt, cfg.image_size)
+            manifest["serving_batch"]["parity"] = parity
+            if not parity["passed"]:
+                raise ParityError(f"batch graphs differ from the batch-1 graphs by "
+                                  f"{parity['vs_batch1_graphs_max_abs']:.1e} (tolerance {parity['tolerance']:.0e}); "
+                                  f"no bundle written to {out}")
         write_manifest(tmp, manifest)
         if options.verify:
             report = verify_bundle(tmp, model, tokenizer, progress=log.info, seeds=options.verify_seeds)
@@ -255,6 +274,40 @@ class ParityError(RuntimeError):
     pass
 
 
+def add_batch_graphs(model, bundle_dir, max_batch: int) -> dict:
+    """Add the batch graphs to an existing bundle exported from `model` (the parity check against the bundle's
+    own batch-1 graphs refuses another model): files first, then bundle.json, each replaced atomically.
+    Returns the `serving_batch` record."""
+
+    bundle_dir = Path(bundle_dir)
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    p = manifest["prompt"]
+    prompt = SimpleNamespace(input_ids=np.asarray([p["default_input_ids"]], np.int64),
+                             attention_mask=np.asarray([p["default_attention_mask"]], np.int64))
+    specs = {g: manifest["graphs"][g] for g in ("vision", "language")}
+    work = Path(tempfile.mkdtemp(prefix=".batch-graphs-", dir=bundle_dir))
+    try:
+        batch = export_batch_graphs(model.eval(), work, specs, prompt, max_batch, export_graph)
+        fp32 = manifest["variants"]["fp32"]["files"]
+        for graph in ("vision", "language"):  # the parity check reads the bundle's batch-1 graphs beside them
+            os.link(bundle_dir / fp32[graph], work / fp32[graph])
+        parity = check_batch_parity(work, fp32, batch["serving_batch"], prompt, model.config.image_size)
+        if not parity["passed"]:
+            raise ParityError(f"{bundle_dir}: the batch graphs differ from the bundle's batch-1 graphs by "
+                              f"{parity['vs_batch1_graphs_max_abs']:.1e}: was the bundle exported from this model?")
+        batch["serving_batch"]["parity"] = parity
+        for file in batch["serving_batch"]["files"].values():
+            os.replace(work / file, bundle_dir / file)
+            manifest["files"][file] = {"sha256": sha256_file(bundle_dir / file),
+                                       "bytes": (bundle_dir / file).stat().st_size}
+        manifest["graphs"].update(batch["graphs"])
+        manifest["serving_batch"] = batch["serving_batch"]
+        atomic_write_text(bundle_dir / "bundle.json", json.dumps(manifest, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest["serving_batch"]
+
+
 @exits_on(CheckpointError, PromptTooLongError, FileExistsError, ParityError)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -270,6 +323,8 @@ def main(argv=None) -> int:
                     help="skip the fp16-weights ONNX that TensorRT engine builds parse (CPU-only bundles)")
     ap.add_argument("--int8-scope", choices=("all", "ffn"), default=ExportOptions.int8_scope,
                     help="int8 on every weight MatMul (fastest), or on the feed-forward ones only (narrow models)")
+    ap.add_argument("--serve-batch", type=int, default=ExportOptions.serve_batch, metavar="B",
+                    help="add vision/language graphs with a batch axis up to B, for python -m serve --max-batch B")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     ap.add_argument("--no-verify", action="store_true", help="skip the parity check (not recommended)")
     add_log_level_argument(ap)
@@ -282,7 +337,7 @@ def main(argv=None) -> int:
     model, tokenizer, meta, source = load_model(args)
     options = ExportOptions(origin=source, max_text_tokens=args.max_text_tokens, fp16=args.fp16, int8=args.int8,
                             int8_scope=args.int8_scope, engine_input=not args.no_engine_input,
-                            verify=not args.no_verify, overwrite=args.overwrite)
+                            verify=not args.no_verify, overwrite=args.overwrite, serve_batch=args.serve_batch)
     export_bundle(model, tokenizer, args.out, options, ckpt_meta=meta)
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(args.out.glob("*.onnx*")))
     print(f"bundle written to {args.out} in {time.perf_counter() - start:.1f} s ({sizes})")

@@ -5,9 +5,9 @@
     python -m export.to_trt bundle/ --build-timeout 1800  # each engine in a child process, stopped after 30 min
 
 Engines are specific to the TensorRT version and the GPU they were built on:
-each is recorded with both (the GPU as `runtime.backends.cuda_device` names
+each is recorded with both (the GPU as `runtime.policy.backends.cuda_device` names
 it, the same function the runtime checks with), and the runtime refuses an
-engine built for another (`runtime.backends.tensorrt.check_engine`).
+engine built for another (`runtime.policy.backends.tensorrt.check_engine`).
 
 Precision is the graph's own: the network is strongly typed
 (`NetworkDefinitionCreationFlag.STRONGLY_TYPED`, `trtexec --stronglyTyped`
@@ -43,12 +43,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.backends.base import BackendError
-from runtime.backends.cuda_device import cuda_device_name, gpu_stack_problem
-from runtime.bundle import GRAPHS, BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
-from runtime.engines import build_inputs, engine_name, head_profile, record_engines
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy.backends.base import BackendError
+from runtime.policy.backends.cuda_device import cuda_device_name, gpu_stack_problem
+from runtime.policy.bundle import GRAPHS, BundleError, load_bundle
+from runtime.policy.engines import build_inputs, engine_name, head_profile, record_engines
 
 TIMING_CACHE = "timing.cache"
 DEFAULT_WORKSPACE_GB = 4.0  # the builder's scratch pool; 1-2 on an Orin Nano

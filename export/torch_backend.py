@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from export.graphs import LanguageGraph
-from runtime.backends.base import Backend
+from runtime.policy.backends.base import Backend
 
 
 class TorchBackend(Backend):

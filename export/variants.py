@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from export.external_data import convert_to_fp16
-from runtime.bundle import GRAPHS
+from runtime.policy.bundle import GRAPHS
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.backends.registry import make_backend
-from runtime.bundle import load_bundle
-from runtime.policy import Policy
+from runtime.policy.backends.registry import make_backend
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
 from train.checkpoint import load_checkpoint
 from train.examples import example_inputs
 

@@ -17,7 +17,7 @@
 # trtexec exits non-zero and leaves the old engines and bundle.json exactly as they were.
 #
 # Environment: TRTEXEC (path to trtexec), PYTHON, WORKSPACE_MB, TRT_VERSION and GPU_NAME (override what
-# python's tensorrt and runtime.backends.cuda_device report: the same GPU name the runtime checks).
+# python's tensorrt and runtime.policy.backends.cuda_device report: the same GPU name the runtime checks).
 set -euo pipefail
 
 # shellcheck source=engine_common.sh
@@ -38,7 +38,7 @@ if [[ $dry_run -eq 0 ]]; then  # before minutes of building: what the engines wi
     echo "error: $PYTHON cannot import tensorrt (JetPack: sudo apt install python3-libnvinfer)" >&2
     exit 1
   fi
-  if ! gpu=${GPU_NAME:-$("$PYTHON" -m runtime.backends.cuda_device)}; then
+  if ! gpu=${GPU_NAME:-$("$PYTHON" -m runtime.policy.backends.cuda_device)}; then
     echo "error: cannot read the CUDA device name (see above); bash jetson/setup.sh installs pycuda" >&2
     exit 1
   fi

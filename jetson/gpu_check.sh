@@ -28,7 +28,7 @@ python3 -m venv .venv-gpu
 .venv-gpu/bin/python -m pip install ${torch_pin}
 CUDA_ROOT=/usr/local/cuda PATH=/usr/local/cuda/bin:\$PATH .venv-gpu/bin/python -m pip install -e '.[runtime,train,export,bench,jetson]'
 .venv-gpu/bin/python -c 'import tensorrt; print("tensorrt", tensorrt.__version__)'
-.venv-gpu/bin/python -m runtime.backends.cuda_device
+.venv-gpu/bin/python -m runtime.policy.backends.cuda_device
 PYTHON=.venv-gpu/bin/python bash jetson/gpu_check.sh --sizes tiny --steps 20 --build-timeout 600
 PYTHON=.venv-gpu/bin/python bash jetson/gpu_check.sh --build-timeout 1800
 PLAN

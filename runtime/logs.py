@@ -83,3 +83,13 @@ def setup_logging(level: str = DEFAULT_LEVEL, stream=None) -> None:
     root.setLevel(getattr(logging, level.upper()))
     for noisy in ("matplotlib", "PIL", "urllib3", "h5py", "fsspec"):  # their debug output is not the robot's
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+
+
+def log_info(message: str, logger: logging.Logger = logging.getLogger("runtime")) -> None:
+    """A loop's closing line as an event: an error at error level, without a second 'error:' prefix."""
+    if message.startswith("error: "):
+        logger.error("%s", message[len("error: "):])
+    else:
+        logger.info("%s", message)
+
+

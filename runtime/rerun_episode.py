@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.episodes import EpisodeRecord
+from runtime.recording.episodes import EpisodeRecord
 from runtime.rerun_log import AXES, RerunRecording, action_arrow, encode_jpeg
 
 NO_INSTRUCTION = "(no instruction in the file)"  # what a view shows for an episode without one

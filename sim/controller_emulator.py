@@ -8,11 +8,14 @@
 
 Behaves like the firmware (firmware/mvla_controller.c, which the tests run
 side by side with this): says READY when it starts, acknowledges every
-command, answers status and info queries, refuses bad payloads with NACK (a
-motion command refused stops the motors), refuses NaN,
-infinite or out-of-range speeds with NACK 4 and stops, and zeroes the motors
-on its own when no SET_VELOCITY/SET_WHEELS/HEARTBEAT arrived within the
-timeout the host sent (the controller-side watchdog of docs/serial-protocol.md).
+command, answers status and info queries (INFO with its base kind and
+watchdog cap), refuses bad payloads with NACK (a motion command refused
+stops the motors), refuses NaN, infinite or out-of-range speeds with NACK 4
+and stops, refuses motion with NACK 5 until the host has asked QUERY_INFO
+since it started, and zeroes the motors on its own at the deadline of the
+last SET_VELOCITY/SET_WHEELS: the timeout it carried, capped at
+`max_watchdog_ms` (1 s), never extended by a HEARTBEAT (the
+controller-side watchdog of docs/serial-protocol.md).
 `reboot` is the auto-reset circuit of an Arduino-style board: motors off,
 deaf while the bootloader runs, then READY. `link` is a stable symlink to the
 current pty (what the udev rule gives the real controller), so a test can
@@ -31,8 +34,9 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.protocol import (
+from runtime.motors.protocol import (
     VERSION,
+    BaseKind,
     Command,
     ErrorCode,
     FrameParser,
@@ -55,14 +59,19 @@ class Received:
 
 
 class ControllerEmulator:
+    WATCHDOG_CAP_MS = 1000  # the firmware's MVLA_WATCHDOG_CAP_MS: no motion runs longer without the next command
+
     def __init__(self, link: Path | None = None, base=None, default_timeout_ms: int = 500,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, max_watchdog_ms: int = WATCHDOG_CAP_MS):
         self.link = Path(link) if link else None
         self.base = base  # kinematics.Base, to turn SET_WHEELS into a body velocity
-        self.default_timeout_ms = default_timeout_ms
+        # clamped as mvla_init clamps them: the cap never above 1 s, the default never above the cap
+        self.max_watchdog_ms = min(max_watchdog_ms or self.WATCHDOG_CAP_MS, self.WATCHDOG_CAP_MS)
+        self.default_timeout_ms = min(default_timeout_ms or self.max_watchdog_ms, self.max_watchdog_ms)
         self.limits = limits or Limits()
         self.watchdog_tripped = False
-        self._timeout_ms = 0  # the last timeout a command carried: HEARTBEAT re-arms with it
+        self.info_asked = False  # QUERY_INFO came since the start: motion commands are applied (else NACK 5)
+        self._timeout_ms = 0  # the last timeout a motion command carried (capped)
         self._booting_until = None
         self._announced = False  # READY once per "power-up": a replugged cable does not reboot the board
         self.velocity = (0.0, 0.0, 0.0)
@@ -106,6 +115,14 @@ class ControllerEmulator:
     def wheels(self) -> int:
         """What READY and INFO report: the base's wheel count, 0 for body velocity only."""
         return len(self.base.matrix) if self.base else 0
+
+    @property
+    def base_kind(self) -> int:
+        """What INFO reports: differential when no wheel follows vy (the firmware's rule), else holonomic;
+        body velocity only (no base) passes vy through, so holonomic."""
+        if self.base is None or any(self.base.matrix[:, 1]):
+            return BaseKind.HOLONOMIC
+        return BaseKind.DIFFERENTIAL
 
     def _announce(self) -> None:
         self._reply(Command.READY, 0, ready_payload(self.wheels, self.default_timeout_ms))
@@ -171,6 +188,7 @@ class ControllerEmulator:
                 self.parser = FrameParser()
                 self._timeout_ms = 0
                 self.watchdog_tripped = False
+                self.info_asked = False
                 self._started = time.monotonic()
                 self._announce()
             if self._deadline is not None and time.monotonic() > self._deadline:
@@ -195,6 +213,9 @@ class ControllerEmulator:
         if frame.version != VERSION:
             self._reply(Command.NACK, frame.seq, bytes([frame.seq, ErrorCode.BAD_VERSION]))
             return
+        if frame.type in (Command.SET_VELOCITY, Command.SET_WHEELS) and not self.info_asked:
+            self._refuse(frame.seq, ErrorCode.UNVERIFIED)  # restarted and not asked what it is: no motion yet
+            return
         try:
             if frame.type == Command.SET_VELOCITY:
                 vx, vy, wz, timeout_ms = parse_velocity(frame.payload)
@@ -216,9 +237,11 @@ class ControllerEmulator:
                 self._deadline = None
                 self._apply((0.0, 0.0, 0.0), "STOP")
             elif frame.type == Command.HEARTBEAT:
-                self._feed_watchdog(0)
+                pass  # the link is alive; the motion's deadline stays where its command put it
             elif frame.type == Command.QUERY_INFO:
-                self._reply(Command.INFO, frame.seq, info_payload(self.wheels, self.default_timeout_ms, self.limits))
+                self.info_asked = True
+                self._reply(Command.INFO, frame.seq, info_payload(self.wheels, self.default_timeout_ms, self.limits,
+                                                                  self.base_kind, self.max_watchdog_ms))
                 return
             elif frame.type == Command.QUERY_STATUS:
                 flags = (StatusFlag.MOVING if any(self.velocity) else 0) | (
@@ -246,7 +269,8 @@ class ControllerEmulator:
         self._reply(Command.NACK, seq, bytes([seq, code]))
 
     def _feed_watchdog(self, timeout_ms: int) -> None:
-        self._timeout_ms = timeout_ms or self._timeout_ms
+        """A motion command's deadline: its timeout (0: the last one), never longer than the cap."""
+        self._timeout_ms = min(timeout_ms, self.max_watchdog_ms) if timeout_ms else self._timeout_ms
         self.watchdog_tripped = False
         self._deadline = time.monotonic() + (self._timeout_ms or self.default_timeout_ms) / 1000.0
 

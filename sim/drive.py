@@ -16,7 +16,7 @@ left/right"); a collision ends the run; how it ended is printed.
 `runtime.hardware.MotorController`) sets the robot's velocity itself.
 Every option of `runtime.drive` applies, except the motor and camera choice.
 As there, `--mode`, `--discrete` / `--no-discrete` and `--step-duration`
-default to the bundle's driving record (runtime/driving.py), as in
+default to the bundle's driving record (runtime/policy/driving.py), as in
 `sim.evaluate`, so the simulator drives the policy that was evaluated; the
 line logged at start says which values are used and where they came from.
 """
@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from runtime.cli import exits_on
-from runtime.drive import build_parser, drive, spec_from_args
+from runtime.control.session import build_parser, drive, spec_from_args
 from runtime.logs import setup_logging
 from sim.controller_emulator import ControllerEmulator
 from sim.task import in_goal, instruction_for

@@ -1,4 +1,4 @@
-"""Write episodes in the robot collector's HDF5 layout: the robot's own writer (runtime/episode_writer.py).
+"""Write episodes in the robot collector's HDF5 layout: the robot's own writer (runtime/recording/episode_writer.py).
 
     from sim.episodes import write_episode
     write_episode(Path("ep.h5"), images_bgr, actions, instruction="go to the bottle on the left")
@@ -8,6 +8,6 @@ recorder (`python -m runtime.record`) writes; the layout is
 docs/episode-format.md.
 """
 
-from runtime.episode_writer import EpisodeWriter, write_episode
+from runtime.recording.episode_writer import EpisodeWriter, write_episode
 
 __all__ = ["EpisodeWriter", "write_episode"]

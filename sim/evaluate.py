@@ -7,7 +7,7 @@
     from sim.evaluate import EvaluationSpec, evaluate
     report = evaluate(EvaluationSpec(bundle=Path("bundle"), episodes="50"))   # the figures main() prints
 
-The bundle's `driving` record (runtime/driving.py: discrete moves or raw
+The bundle's `driving` record (runtime/policy/driving.py: discrete moves or raw
 actions, step or continuous, the move's duration) sets the defaults, so the
 figures describe the policy `runtime.drive` and `sim.drive` run from the same
 bundle; `--discrete` / `--no-discrete` and `--step-duration` override it, and
@@ -55,15 +55,15 @@ from pathlib import Path
 import numpy as np
 
 from plotting import pyplot
-from runtime.backends.base import BackendError
-from runtime.backends.registry import make_backend
-from runtime.behaviours import with_behaviours
-from runtime.bundle import BundleError, load_bundle
 from runtime.cli import CommandError, exits_on
-from runtime.driving import driving_settings
-from runtime.episodes import read_episode_arrays
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.policy import Policy
+from runtime.policy.backends.base import BackendError
+from runtime.policy.backends.registry import make_backend
+from runtime.policy.behaviours import with_behaviours
+from runtime.policy.bundle import BundleError, load_bundle
+from runtime.policy.driving import driving_settings
+from runtime.policy.onboard import Policy
+from runtime.recording.episodes import read_episode_arrays
 from runtime.rerun_log import RerunUnavailable
 from sim.evaluation_views import best_and_worst_mp4s, log_rollouts
 from sim.latency import add_latency_arguments, evaluate_latency, latency_requested, latency_spec_from_args

@@ -14,7 +14,7 @@ depend on this machine.
   frame, wait for the inference with the motors at zero, move for 0.4 s,
   stop, repeat. Each step costs 0.4 s + latency, so fewer moves fit the
   budget as latency grows.
-- asynchronous (`--async`, runtime/async_chunks.py, the drive's own
+- asynchronous (`--async`, runtime/policy/async_chunks.py, the drive's own
   schedule): the control loop ticks at 20 Hz and plays the newest chunk on
   the capture-time axis while the next one is inferred; a frame is taken
   once an action period (0.4 s) has passed and an inference is free; the
@@ -24,7 +24,7 @@ depend on this machine.
 A run ends with a collision, when the played action is a stop (both axes
 zero after the dead zone), or when the budget is spent. Success: stopped in
 front of the bottle. `--policy ws://...` makes every inference a real
-round trip to a policy server over loopback (runtime.remote_policy), with
+round trip to a policy server over loopback (runtime.policy.remote), with
 the same latency added on simulated time.
 """
 
@@ -36,13 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.async_chunks import AsyncConfig, ChunkSchedule
-from runtime.backends.registry import make_backend
-from runtime.behaviours import with_behaviours
-from runtime.policy import Policy
-from runtime.remote_policy import RemoteConfig, RemoteEncoder, RemotePolicy
-from runtime.safety import SafetyConfig, SafetyGate
-from runtime.wire import model_identity
+from runtime.control.safety import SafetyConfig, SafetyGate
+from runtime.policy.async_chunks import AsyncConfig, ChunkSchedule
+from runtime.policy.backends.registry import make_backend
+from runtime.policy.behaviours import with_behaviours
+from runtime.policy.onboard import Policy
+from runtime.policy.remote import RemoteConfig, RemoteEncoder, RemotePolicy
+from runtime.policy.wire import model_identity
 from sim.task import SIM_SAFETY, Rollout, ScriptedExpert, StepTiming, execute, in_goal, instruction_for
 from sim.world import Layout, SimRobot, random_layout, render
 

@@ -23,10 +23,9 @@ from dataclasses import replace
 import numpy as np
 
 from runtime.cli import exits_on
-from runtime.hardware import DeviceError
-from runtime.motor_select import MotorSpec
-from runtime.record import RecordSpec, build_parser, record
-from runtime.teleop import ZERO, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
+from runtime.hardware import ZERO, DeviceError, TeleopCommand, TeleopError, TeleopEvent, TeleopSource
+from runtime.motors.select import MotorSpec
+from runtime.recording.session import RecordSpec, build_parser, record
 from sim.drive import SimSession, parse_room_args
 from sim.task import ScriptedExpert, in_goal, instruction_for
 from sim.world import SimMotor, SimWorld

@@ -4,7 +4,7 @@
     result = rollout(layout, ScriptedExpert(layout))          # the expert drives itself
     result.success, result.steps, result.collided, result.path
 
-    result = rollout(layout, policy_decider(policy))           # a bundle's policy (runtime.policy.Policy)
+    result = rollout(layout, policy_decider(policy))           # a bundle's policy (runtime.policy.onboard.Policy)
 
 The task is the original rig's ("Navigate around obstacles and reach the front
 of the beverage bottle on the left/right"): pass the box on the side the
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.drive import DriveConfig
-from runtime.safety import SafetyConfig, SafetyGate
+from runtime.control.config import DriveConfig
+from runtime.control.safety import SafetyConfig, SafetyGate
 from sim.world import DETOUR_CLEARANCE, ROBOT_RADIUS, Layout, SimRobot, detour_lane, render
 
 MOVE = 1.15  # the collector's discrete move (robot units, before the safety clip)

@@ -54,7 +54,7 @@ def episode_file(tmp_path_factory):
     """One episode in the collector's HDF5 layout: 12 camera-like 320x240 BGR frames."""
     import numpy as np
 
-    from runtime.sample_frames import sample_frames
+    from runtime.cameras.sample_frames import sample_frames
     from sim.episodes import write_episode
 
     path = tmp_path_factory.mktemp("episodes") / "episode_000.h5"

@@ -6,6 +6,7 @@ is still a dependency: it fails on the robot the moment that code runs).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,23 @@ FORBIDDEN = {
     "benchmarks": {"pipeline"},
     "plotting": {"runtime", "train", "export", "sim", "benchmarks", "pipeline", "serve"},
 }
+# runtime/'s rooms (docs/architecture.md, "Inside runtime/"): room -> the rooms it must never import
+ROOM_FORBIDDEN = {
+    "policy": {"cameras", "motors", "teleop", "control", "recording", "ros2"},
+    "cameras": {"policy", "control", "motors", "teleop"},
+    "motors": {"policy", "control", "cameras", "teleop", "recording"},
+    "teleop": {"policy", "control", "cameras", "motors", "recording"},
+    "ros2": {"policy", "control", "cameras", "motors", "teleop", "recording"},
+    "control": set(),
+    "recording": set(),
+}
+DEVICE_ROOMS = ("cameras", "motors", "teleop")
+# rooms that see the devices only through the seams (runtime.hardware) and each device room's opener
+THROUGH_OPENERS = {"control", "recording"}
+OPENERS = {f"runtime.{room}.select" for room in DEVICE_ROOMS}
+# the commands a user types: entry points, imported by nothing in the project
+COMMANDS = {"runtime.drive", "runtime.record", "runtime.preflight", "runtime.motor_stop", "runtime.bundle",
+            "runtime.engines", "runtime.jetpack"}
 # third-party libraries the robot package must not load (docs/architecture.md: it starts fast, fits beside the engines)
 RUNTIME_HEAVY = {"torch", "transformers", "peft", "lightning", "matplotlib"}
 
@@ -52,6 +70,31 @@ def rule_violations(graph: dict[str, dict[str, int]]) -> list[str]:
     for mod, edges in graph.items():
         forbidden = FORBIDDEN.get(mod.split(".")[0], set())
         bad += [f"{mod} imports {dep} (line {line})" for dep, line in edges.items() if dep.split(".")[0] in forbidden]
+    return sorted(bad)
+
+
+def room_of(module: str) -> str | None:
+    """'runtime.control.loop' -> 'control'; None for the top level of runtime/ and for other packages."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "runtime" and len(parts) > 2 and parts[1] in ROOM_FORBIDDEN else None
+
+
+def room_violations(graph: dict[str, dict[str, int]]) -> list[str]:
+    """The rules between runtime/'s rooms, and that no module imports a command."""
+    bad = []
+    for mod, edges in graph.items():
+        room = room_of(mod)
+        for dep, line in edges.items():
+            if dep in COMMANDS:
+                bad.append(f"{mod} imports the command {dep} (line {line})")
+            other = room_of(dep)
+            if room is None or other is None or other == room:
+                continue
+            if other in ROOM_FORBIDDEN[room]:
+                bad.append(f"{mod} imports {dep} (line {line}): {room}/ never imports {other}/")
+            elif room in THROUGH_OPENERS and other in DEVICE_ROOMS and dep not in OPENERS:
+                bad.append(f"{mod} imports {dep} (line {line}): {room}/ sees devices only through the seams and "
+                           f"runtime.{other}.select")
     return sorted(bad)
 
 
@@ -92,6 +135,47 @@ def cycles(graph: dict[str, dict[str, int]]) -> list[tuple[str, ...]]:
 
 def test_the_packages_import_only_what_the_architecture_allows():
     assert rule_violations(project_graph()) == []
+
+
+def test_runtimes_rooms_import_only_what_the_architecture_allows():
+    assert room_violations(project_graph()) == []
+
+
+def test_the_room_checker_sees_each_kind_of_violation(tmp_path):
+    """The checker itself: a tree that breaks each room rule (and one that keeps them) is judged right."""
+    for pkg in PACKAGES:
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    for room in ROOM_FORBIDDEN:
+        (tmp_path / "runtime" / room).mkdir()
+        (tmp_path / "runtime" / room / "__init__.py").write_text("")
+    files = {
+        "runtime/drive.py": "",
+        "runtime/record.py": "",
+        "runtime/hardware.py": "",
+        "runtime/cameras/live.py": "from runtime.hardware import Camera\n",
+        "runtime/cameras/select.py": "from runtime.cameras.live import LiveCamera\n",
+        "runtime/motors/serial_controller.py": "def f():\n    from runtime.control import safety\n",  # hidden
+        "runtime/motors/select.py": "from runtime.motors.serial_controller import f\n",
+        "runtime/teleop/select.py": "",
+        "runtime/policy/onboard.py": "from runtime.cameras.live import LiveCamera\n",
+        "runtime/control/safety.py": "",
+        "runtime/control/session.py": "from runtime.cameras.select import x\nfrom runtime.motors.select import y\n",
+        "runtime/control/loop.py": "from runtime.cameras.live import LiveCamera\n",
+        "runtime/recording/session.py": "import runtime.drive\n",
+        "sim/drive.py": "from runtime.control.session import drive\n",
+        "sim/record.py": "from runtime.record import main\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert room_violations(project_graph(tmp_path)) == [
+        "runtime.control.loop imports runtime.cameras.live (line 1): control/ sees devices only through the seams "
+        "and runtime.cameras.select",
+        "runtime.motors.serial_controller imports runtime.control.safety (line 2): motors/ never imports control/",
+        "runtime.policy.onboard imports runtime.cameras.live (line 1): policy/ never imports cameras/",
+        "runtime.recording.session imports the command runtime.drive (line 1)",
+        "sim.record imports the command runtime.record (line 1)",
+    ]
 
 
 def test_no_two_modules_import_each_other():
@@ -164,6 +248,31 @@ def test_the_test_import_checker_sees_each_way_of_importing_a_test_module(tmp_pa
         "tests/runtime/test_a.py:4 imports tests.runtime.test_b",
         "tests/test_c.py:1 imports tests.runtime.test_b",
     ]
+
+
+def test_documented_room_rules_match_the_checked_ones():
+    """docs/architecture.md's table of runtime/'s rooms: one row per room, its "never imports" cell naming exactly
+    the checked rooms (and, for control/ and recording/, the openers), every room's __init__ saying the three
+    things a newcomer needs."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    for room, forbidden in ROOM_FORBIDDEN.items():
+        line = next((ln for ln in doc.splitlines() if ln.startswith(f"| `runtime/{room}/`")), None)
+        assert line is not None, f"docs/architecture.md has no row for runtime/{room}/"
+        never = set(re.findall(r"`(\w+)/`", line.split("|")[-2]))
+        assert never == forbidden, f"runtime/{room}/: documented {sorted(never)}, checked {sorted(forbidden)}"
+        if room in THROUGH_OPENERS:
+            assert "only through" in line and all(f"`{o}`" in line for o in sorted(OPENERS)), line
+        text = (ROOT / "runtime" / room / "__init__.py").read_text()
+        for heading in ("What lives here", "What it may import", "How to add one more"):
+            assert heading in text, f"runtime/{room}/__init__.py does not say {heading!r}"
+    for room in (p.name for p in (ROOT / "runtime").iterdir() if (p / "__init__.py").exists()):
+        assert room in ROOM_FORBIDDEN or room == "__pycache__", f"runtime/{room}/ has no rule in ROOM_FORBIDDEN"
+
+
+def test_runtimes_top_level_holds_the_commands_and_few_shared_modules():
+    top = sorted(p.name for p in (ROOT / "runtime").glob("*.py"))
+    assert len(top) <= 12, top
+    assert {f"{c.split('.')[1]}.py" for c in COMMANDS} <= set(top)
 
 
 def test_documented_rules_match_the_checked_ones():

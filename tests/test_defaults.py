@@ -40,6 +40,8 @@ DISTINCT = {
     "preset": "each command's model preset choice",
     "verify": "runtime.drive checks quickly at every start, runtime.preflight fully: two choices on purpose",
     "seconds": "each benchmark's own duration: a load test's seconds per robot, the soak's run",
+    "robots": "each serving benchmark's own number of simulated robots",
+    "frames": "frames per episode (sim.synth) and frames per robot (benchmarks.serve_batching): different counts",
     "backend": "runtime.drive takes the fastest backend that loads here (auto); evaluation, verification and "
                "benchmarks name one (ort-cpu) so that their figures reproduce on any machine",
     "fps": "a camera's requested rate (int) and pre-flight's expected rate (0 = one frame): two settings",

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("train", "export", "runtime", "sim", "benchmarks", "pipeline", "plotting")
+PACKAGES = ("train", "export", "runtime", "sim", "benchmarks", "pipeline", "plotting", "serve")
 FOLDERS = (*PACKAGES, "firmware", "jetson", "tests", "docs")
 # documents that exist only on the authors' machines: a user reading a citation of them finds nothing
 UNSHIPPED = ("REFERENCE.md", "DESIGN.md")

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from runtime.preprocess import PreprocessConfig
-from runtime.prompt import DEFAULT_INSTRUCTION, DEFAULT_TEMPLATE, LAYOUTS
+from runtime.policy.preprocess import PreprocessConfig
+from runtime.policy.prompt import DEFAULT_INSTRUCTION, DEFAULT_TEMPLATE, LAYOUTS
 from train.tokenizer import KOSMOS2_HUB_ID, tiny_vocab
 
 PRESETS = ("tiny", "small", "kosmos2")
@@ -43,7 +43,8 @@ class MobileVLAConfig:
     # The original Mobile-VLA head is (1024, 512, 256).
     head_mlp: tuple[int, ...] | None = None
     prompt_template: str = DEFAULT_TEMPLATE
-    # runtime.prompt layout: "mobile-vla" (ours) or "robovlms-fallback" (what imported checkpoints were trained on)
+    # runtime.policy.prompt layout: "mobile-vla" (ours) or "robovlms-fallback" (what imported checkpoints were
+    # trained on)
     prompt_layout: str = "mobile-vla"
     default_instruction: str = DEFAULT_INSTRUCTION
     max_text_tokens: int = 48  # text positions (template + instruction + pads) in the fixed-length prompt

@@ -17,9 +17,9 @@
 
 The author's later collector layout (`observations/images` in RGB, float64
 actions, attributes scenario/pattern/distance) is read too; its channel order
-comes from the layout (runtime.episodes.episode_layout).
+comes from the layout (runtime.recording.episodes.episode_layout).
 
-Layout (docs/episode-format.md; runtime.episode_writer writes it on the robot and for synthetic data):
+Layout (docs/episode-format.md; runtime.recording.episode_writer writes it on the robot and for synthetic data):
 `images` uint8 (T, H, W, 3) in the collector's channel order (BGR by
 default), `actions` float (T, 3), `action_event_types` strings,
 `language_instruction` optional (1,) bytes. A sample is a window of W frames
@@ -27,7 +27,7 @@ starting at t; position i's target is the chunk actions[t+i : t+i+N], masked
 past the episode's end (a short episode's window is padded with its last frame
 and masked too). Actions are clamped to +-action_range and divided by it
 (default 1.15 -> [-1, 1]); the range is saved in the checkpoint so the
-runtime can undo it. Images go through `runtime.preprocess`, the robot's own
+runtime can undo it. Images go through `runtime.policy.preprocess`, the robot's own
 preprocessing; they are resized once at load and kept as uint8.
 
 Recordings of take-overs (`runtime.drive --teleop --record`) carry an
@@ -52,11 +52,11 @@ import numpy as np
 
 from runtime.atomic import atomic_write_text
 from runtime.cli import CommandError, exits_on
-from runtime.driving import Driving
-from runtime.episode_writer import EPISODE_NAME, existing_episodes
-from runtime.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
 from runtime.logs import add_log_level_argument
-from runtime.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
+from runtime.policy.driving import Driving
+from runtime.policy.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
+from runtime.recording.episode_writer import EPISODE_NAME, existing_episodes
+from runtime.recording.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
 from runtime.rerun_log import RerunUnavailable
 from train.config import MobileVLAConfig
 from train.data_view import ViewSpec, view
@@ -83,7 +83,7 @@ class DataOptions:
     action_axes: int = MobileVLAConfig.action_axes  # 2: (linear_x, linear_y); 3 adds angular_z
     action_range: float = MobileVLAConfig.action_range  # clamp to +-range, divide by range -> [-1, 1]
     channel_order: str = PreprocessConfig.channel_order  # of the stored images (the collector wrote OpenCV BGR)
-    # what the model expects (runtime.preprocess; "bgr" for imported checkpoints)
+    # what the model expects (runtime.policy.preprocess; "bgr" for imported checkpoints)
     model_channel_order: str = PreprocessConfig.model_channel_order
     image_size: int = 224
     default_instruction: str = MobileVLAConfig.default_instruction  # for files without language_instruction
@@ -105,7 +105,7 @@ class DataOptions:
 
 def recorded_driving(train: list, val: list, options: DataOptions, mode: str | None = None,
                      frame_spacing_s: float | None = None) -> Driving:
-    """How a policy trained on these episodes should be driven (runtime.driving): discrete when every
+    """How a policy trained on these episodes should be driven (runtime.policy.driving): discrete when every
     recorded action of the trained axes is a demonstrated move (-range, 0 or +range), as key presses are;
     mode and frame spacing as the recordings say (driving_from_episodes: the recorder's attributes, else the
     collector's one frame per 0.4 s move), unless `mode` / `frame_spacing_s` are given."""

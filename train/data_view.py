@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from plotting.video import annotate, write_mp4
-from runtime.episodes import read_episode_record
+from runtime.recording.episodes import read_episode_record
 from runtime.rerun_episode import NO_INSTRUCTION, EpisodeTimeline
 from runtime.rerun_log import RerunRecording
 

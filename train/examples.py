@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from runtime.preprocess import preprocess_with
-from runtime.prompt import Prompt
-from runtime.sample_frames import sample_frames
+from runtime.cameras.sample_frames import sample_frames
+from runtime.policy.preprocess import preprocess_with
+from runtime.policy.prompt import Prompt
 from train.config import MobileVLAConfig
 from train.model import PromptTensors, make_prompt
 
@@ -22,7 +22,7 @@ from train.model import PromptTensors, make_prompt
 @dataclass(frozen=True)
 class ExampleInputs:
     frames: np.ndarray  # (W, H, W_px, 3) uint8 camera frames in the config's channel order
-    pixel_values: torch.Tensor  # (1, W, 3, S, S) float32, through runtime.preprocess
+    pixel_values: torch.Tensor  # (1, W, 3, S, S) float32, through runtime.policy.preprocess
     prompt_arrays: Prompt  # the padded prompt as numpy (what the runtime feeds)
     prompt: PromptTensors  # the same as tensors
     instruction: str

@@ -32,7 +32,7 @@ the end, or stop the run with `--strict`. The accelerator it trains on is
 logged at start (a warning when `auto` finds no GPU); `--accelerator gpu`
 without one exits 1. The checkpoints record how the policy should be driven
 (`driving`: step or continuous, discrete moves or raw actions, frame spacing;
-runtime/driving.py), from the data and `--drive-mode` / `--frame-spacing`.
+runtime/policy/driving.py), from the data and `--drive-mode` / `--frame-spacing`.
 The recipe for the real model on a 24 GB GPU: docs/training.md.
 """
 
@@ -54,8 +54,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tokenizers import Tokenizer
 
 from runtime.cli import exits_on
-from runtime.driving import MODES, Driving
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy.driving import MODES, Driving
 from train.batches import collate, collate_episodes
 from train.callbacks import FolderCheckpoint, plot_curves, set_head_standardization
 from train.checkpoint import CheckpointError
@@ -134,7 +134,7 @@ class FitOptions:
     strict: bool = False  # stop at the first bad episode file
     resume: bool = False  # continue from runs/<name>/checkpoints/last
     progress: bool = True  # Lightning's progress bar
-    drive_mode: str | None = None  # how the policy should drive (runtime.driving.MODES); None = as recorded
+    drive_mode: str | None = None  # how the policy should drive (runtime.policy.driving.MODES); None = as recorded
     frame_spacing: float | None = None  # s between a window's frames; None = the recordings' (0.4 s collector moves)
 
 

@@ -32,7 +32,7 @@ a hub id, a transformers folder or one of our merged checkpoint folders) and the
 says so; without `--base` such a file is refused: nothing is ever left random.
 
 The imported checkpoint records the original's feature path as its prompt layout
-(`robovlms-fallback`, runtime/prompt.py) and its channel-order quirk (the stored BGR
+(`robovlms-fallback`, runtime/policy/prompt.py) and its channel-order quirk (the stored BGR
 bytes went into the model unconverted: `model_channel_order: "bgr"`), so the exported
 bundle drives exactly as the checkpoint was trained. docs/migrating.md explains how to
 re-fit it onto our layout instead.
@@ -62,8 +62,8 @@ import torch
 from runtime.atomic import atomic_directory
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
-from runtime.preprocess import PIXEL_NORMS, PreprocessConfig
-from runtime.prompt import DEFAULT_INSTRUCTION, build_prompt, default_max_text_tokens
+from runtime.policy.preprocess import PIXEL_NORMS, PreprocessConfig
+from runtime.policy.prompt import DEFAULT_INSTRUCTION, build_prompt, default_max_text_tokens
 from train.checkpoint import write_checkpoint_files
 from train.config import PRESETS, MobileVLAConfig, preset_config
 from train.model import ActionHead, MobileVLA, is_checkpoint_folder, load_kosmos, load_tokenizer

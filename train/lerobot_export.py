@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.atomic import atomic_directory
-from runtime.episodes import EpisodeRecord, read_episode_record
+from runtime.recording.episodes import EpisodeRecord, read_episode_record
 from train.lerobot_layout import (
     ATTRS_COLUMN,
     BASE_KEYS,

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.episode_writer import EPISODE_NAME, EVENT_TYPES, EpisodeWriter, existing_episodes
-from runtime.record import RecordConfig
+from runtime.recording.episode_writer import EPISODE_NAME, EVENT_TYPES, EpisodeWriter, existing_episodes
+from runtime.recording.recorder import RecordConfig
 from train.lerobot_layout import (
     ATTRS_COLUMN,
     BASE_KEYS,

@@ -28,14 +28,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from runtime.prompt import Prompt, build_prompt
+from runtime.policy.prompt import Prompt, build_prompt
 from train.config import MobileVLAConfig
 from train.tokenizer import build_tiny_tokenizer, load_hub_tokenizer
 
 
 @dataclass(frozen=True)
 class PromptTensors:
-    """`runtime.prompt.Prompt` as int64 tensors of shape (B, T)."""
+    """`runtime.policy.prompt.Prompt` as int64 tensors of shape (B, T)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor

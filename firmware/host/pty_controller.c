@@ -14,7 +14,11 @@
  * End of stdin quits too, so the program never outlives its parent. Base options:
  *     --wheel-radius R --half-length L --half-width W (mecanum), --base-radius B --first-wheel-deg D
  *     (omni3), --track-width T (differential), --matrix a,b,c,... (wheels x 3, overrides the base),
- *     --max-linear --max-angular --max-wheel --default-watchdog-ms
+ *     --max-linear --max-angular --max-wheel --default-watchdog-ms --max-watchdog-ms (the core clamps the
+ *     last two to its 1000 ms cap). The base kind INFO reports follows from the matrix (differential when no
+ *     wheel follows vy).
+ * It has no hardware watchdog to model: its loop is this process, which the tests never hang (the sketch's
+ * AVR watchdog is tested through firmware/host/arduino_shim instead).
  */
 #define _XOPEN_SOURCE 600
 #define _DEFAULT_SOURCE
@@ -194,6 +198,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-angular")) cfg.max_angular = strtof(v, NULL);
         else if (!strcmp(a, "--max-wheel")) cfg.max_wheel = strtof(v, NULL);
         else if (!strcmp(a, "--default-watchdog-ms")) cfg.default_watchdog_ms = (uint16_t)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--max-watchdog-ms")) cfg.max_watchdog_ms = (uint16_t)strtoul(v, NULL, 10);
         else { fprintf(stderr, "pty_controller: unknown option %s\n", a); return 2; }
     }
     if (!strcmp(base, "mecanum")) mvla_mecanum(&cfg, r > 0 ? r : 0.04f, half_length, half_width);

@@ -44,7 +44,7 @@ def test_gpu_check_dry_run_prints_the_install_and_run_sequence_from_the_project_
     makefile_torch = re.search(r"pip install -q (torch==[0-9.]+)", (ROOT / "Makefile").read_text()).group(1)
     expected = ["python3 -m venv .venv-gpu", "pip install --upgrade pip", f"pip install {makefile_torch}",
                 "pip install -e '.[runtime,train,export,bench,jetson]'", "import tensorrt",
-                "-m runtime.backends.cuda_device", "gpu_check.sh --sizes tiny", "gpu_check.sh --build-timeout"]
+                "-m runtime.policy.backends.cuda_device", "gpu_check.sh --sizes tiny", "gpu_check.sh --build-timeout"]
     assert len(commands) == len(expected)
     for command, part in zip(commands, expected):
         assert part in command, (part, command)

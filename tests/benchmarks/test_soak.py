@@ -1,5 +1,5 @@
 """The soak: the simulated robot through the real loop, the serial driver and the C controller, faults on a
-schedule. The suite runs a compressed schedule (40 s, a fault every 2.5 s: each of the six kinds at least
+schedule. The suite runs a compressed schedule (50 s, a fault every 2.5 s: each of the ten kinds at least
 twice); the 2-minute version (a fault every 5 s) is marked slow and CI runs it after the suite (make test-soak)."""
 
 import json
@@ -21,10 +21,14 @@ def soak(tmp_path, bundle, *args):
 def check(proc, r, min_per_kind):
     assert r is not None, proc.stderr[-3000:]
     assert proc.returncode == 0, (proc.stderr[-3000:], r)
-    assert r["steps"] > 100 and r["runs"] >= 2 * min_per_kind  # every exception and SIGHUP restarted a run
+    # every exception, SIGHUP and long outage restarted a run
+    assert r["steps"] > 100 and r["runs"] >= 3 * min_per_kind
     assert set(r["faults_by_kind"]) == set(FAULT_KINDS)
     for kind, k in r["faults_by_kind"].items():
-        assert k["n"] >= min_per_kind and k["zeroed"] == k["n"], (kind, k)
+        assert k["n"] >= min_per_kind and k.get("zeroed", k["n"]) == k["n"], (kind, k)
+    assert r["moves_in_forbidden_state"] == 0
+    # the operator armed every run's start and after every reboot, e-stop and disarm
+    assert r["operator_arms"] >= r["runs"] + 3 * min_per_kind
     assert r["missed_watchdogs"] == 0
     assert r["faults_not_zeroed"] == 0 and r["faults_over_limit"] == 0 and r["moved_during_fault"] == 0
     assert 0 <= r["max_zero_latency_s"] <= r["zero_latency_limit_s"] == pytest.approx(0.55)
@@ -36,16 +40,16 @@ def check(proc, r, min_per_kind):
 
 def test_soak_compressed_schedule(tiny_bundle_dir, tmp_path):
     plot = tmp_path / "memory.png"
-    proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "40", "--fault-every", "2.5", "--plot", str(plot),
+    proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "50", "--fault-every", "2.5", "--plot", str(plot),
                    "--max-growth-pct", "5")  # baseline after 10 s; the hour's bound (1 %): docs/reliability.md
     check(proc, r, min_per_kind=2)
     assert r["rss_growth_pct"] < 5.0 and r["rss_figure"] == "floor of the window"
     assert r["rss_kind"] == "RssAnon after malloc_trim" and abs(r["heap_in_use_growth_pct"]) < 5.0
     assert 1 < r["heap_in_use_mb_baseline"] < r["rss_mb_baseline"]
     assert r["malloc_tcache"] == "off" and r["malloc_arena_max"] == 2  # the command ran itself again without it
-    # the timeline: a point every 2 s (20 in a run this short), each point's floors, the slope over them
+    # the timeline: a point every 2 s (a twentieth of the run, in whole seconds), each point's floors, the slope
     timeline = r["memory_timeline"]
-    assert r["timeline_s"] == 2 and 18 <= len(timeline) <= 20
+    assert r["timeline_s"] == 2 and 23 <= len(timeline) <= 25
     assert all(b[0] - a[0] == pytest.approx(2, abs=0.6) for a, b in zip(timeline, timeline[1:]))
     assert all(1 < heap < rss < 1000 for _, rss, heap in timeline)
     assert r["heap_in_use_mb_per_hour"] is not None and r["rss_mb_per_hour"] is not None
@@ -123,7 +127,7 @@ def test_the_heap_figures_count_what_the_program_holds_and_trim_hands_back_the_r
 
 @pytest.mark.slow
 def test_soak_two_minutes(tiny_bundle_dir, tmp_path):
-    proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "120", "--fault-every", "5")
+    proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "155", "--fault-every", "5")
     check(proc, r, min_per_kind=3)
     assert r["rss_growth_pct"] < 2.0
 

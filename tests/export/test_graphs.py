@@ -1,4 +1,4 @@
-"""The language graph derives each layout's slot mask and position ids as runtime.prompt lays them out."""
+"""The language graph derives each layout's slot mask and position ids as runtime.policy.prompt lays them out."""
 
 from dataclasses import replace
 

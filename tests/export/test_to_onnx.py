@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from runtime.bundle import RECORD_NAME, load_bundle
+from runtime.policy.bundle import RECORD_NAME, load_bundle
 from tests.conftest import run_python
 
 
@@ -46,7 +46,7 @@ def test_layernorm_is_one_node(tiny_bundle):
 
 
 def test_long_default_instruction_is_refused_at_export(tiny_checkpoint, tmp_path):
-    # a default instruction longer than --max-text-tokens (the runtime side: tests/runtime/test_policy.py)
+    # a default instruction longer than --max-text-tokens (the runtime side: tests/runtime/policy/test_onboard.py)
     proc = run_python("-m", "export.to_onnx", str(tiny_checkpoint), "--out", str(tmp_path / "b"),
                       "--max-text-tokens", "8")
     assert proc.returncode == 1 and "at most 8 text tokens" in proc.stderr

@@ -2,7 +2,7 @@
 
 import os
 
-from runtime.bundle import load_bundle
+from runtime.policy.bundle import load_bundle
 from tests.conftest import run_python, snapshot
 from tests.fakes import gpu as fake_gpu
 

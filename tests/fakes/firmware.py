@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from runtime.protocol import FrameParser
+from runtime.motors.protocol import FrameParser
 from sim.controller_emulator import Received
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +106,8 @@ class FirmwareController:
 
     def start(self) -> FirmwareController:
         cmd = [str(self.binary), "--link", str(self.link), *self.args]
-        if self.base is not None:  # the exact matrix of runtime.kinematics, so both sides agree to float precision
+        # the exact matrix of runtime.motors.kinematics, so both sides agree to float precision
+        if self.base is not None:
             cmd += ["--matrix", ",".join(repr(float(v)) for v in self.base.matrix.ravel())]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, bufsize=1)

@@ -1,9 +1,9 @@
 """The C controller firmware (firmware/), compiled here with the host compiler.
 
-The driver tests in tests/runtime/test_motor.py run against it on a pty (the `controller` fixture);
-these are the firmware's own: no OS calls in the core, the same kinematics as runtime/kinematics.py,
+The driver tests in tests/runtime/motors/test_serial_controller.py run against it on a pty (the `controller` fixture);
+these are the firmware's own: no OS calls in the core, the same kinematics as runtime/motors/kinematics.py,
 READY on boot, and fuzzing through a pipe harness (10^5 garbage, truncated and corrupted frames
-must not crash it or move its motors, and it must parse exactly what runtime.protocol parses).
+must not crash it or move its motors, and it must parse exactly what runtime.motors.protocol parses).
 """
 
 from __future__ import annotations
@@ -15,25 +15,28 @@ import shutil
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from runtime.kinematics import make_base
-from runtime.motor import ControllerMismatch, SerialMotorController
-from runtime.protocol import (
+from runtime.motors.kinematics import make_base
+from runtime.motors.protocol import (
     Command,
     ErrorCode,
     FrameParser,
     Limits,
     encode_frame,
+    parse_info,
     parse_ready,
     parse_status,
     velocity_payload,
     wheels_payload,
 )
+from runtime.motors.serial_controller import ControllerMismatch, SerialMotorController
+from sim.controller_emulator import ControllerEmulator
 from tests.fakes.firmware import (
     CFLAGS,
     FIRMWARE,
@@ -151,20 +154,69 @@ def test_board_says_ready_when_it_boots(firmware_bin, tmp_path):
         board.stop()
 
 
-@pytest.mark.parametrize("base,wheels", [("mecanum", 4), ("omni3", 3), ("differential", 2)])
-def test_the_wheel_count_the_board_runs_is_checked_at_connect(board_factory, base, wheels):
-    """pty_controller --base B reports B's wheel count (READY, INFO); the driver refuses another --wheels."""
+@pytest.mark.parametrize("base,wheels,kind", [("mecanum", 4, "holonomic"), ("omni3", 3, "holonomic"),
+                                               ("differential", 2, "differential")])
+def test_the_wheel_count_the_board_runs_is_checked_at_connect(board_factory, base, wheels, kind):
+    """pty_controller --base B reports B's wheel count (READY, INFO) and base kind (INFO); the driver refuses
+    another --wheels or --base."""
     board = board_factory("--base", base, "--max-linear", "1.5", "--max-angular", "4", "--max-wheel", "60")
-    with SerialMotorController(board.port, wheels=make_base(base)) as motor:
-        assert motor.info["wheels"] == wheels
+    run_base = "omni" if kind == "holonomic" else "diff"
+    with SerialMotorController(board.port, wheels=make_base(base), base=run_base) as motor:
+        assert motor.info["wheels"] == wheels and motor.info["base"] == kind and motor.verified
         assert motor.info["limits"] == Limits(max_linear=1.5, max_angular=4.0, max_wheel=60.0)
         assert motor.send_velocity(0.1, 0.0, 0.2).acknowledged
+    with pytest.raises(ControllerMismatch, match=f"drives a {kind} base"):
+        SerialMotorController(board.port, base="diff" if run_base == "omni" else "omni").connect()
     other = next(name for name in ("omni3", "mecanum") if name != base)
     n_other = len(make_base(other).matrix)
     with pytest.raises(ControllerMismatch, match=f"reports {wheels} wheels, but --wheels {other} sends {n_other}"):
         SerialMotorController(board.port, wheels=make_base(other)).connect()
     with pytest.raises(ControllerMismatch, match="--max-speed vx 2 m/s is above the controller's limit 1.5 m/s"):
         SerialMotorController(board.port, max_speed=(2.0, 0.5, 1.0)).connect()
+
+
+@pytest.fixture(params=["c firmware", "python emulator"])
+def capped_board(request, board_factory, tmp_path):
+    """make(*pty_controller args) -> a board of that configuration: the C controller, or the emulator given the
+    same settings (the emulator must clamp as the core does)."""
+    emulators = []
+
+    def make(max_watchdog_ms: int, default_watchdog_ms: int = 500):
+        if request.param == "c firmware":
+            return board_factory("--max-watchdog-ms", str(max_watchdog_ms),
+                                 "--default-watchdog-ms", str(default_watchdog_ms))
+        emulators.append(ControllerEmulator(link=tmp_path / f"e{len(emulators)}", max_watchdog_ms=max_watchdog_ms,
+                                            default_timeout_ms=default_watchdog_ms).start())
+        return emulators[-1]
+
+    yield make
+    for e in emulators:
+        e.stop()
+
+
+def stops_after(board, motor, watchdog_ms: int) -> float:
+    """Seconds from an acknowledged SET_VELOCITY carrying `watchdog_ms` to the board's own stop."""
+    motor.watchdog_ms = watchdog_ms
+    assert motor.send_velocity(0.2, 0.0, 0.0).acknowledged
+    sent = time.monotonic()
+    deadline = sent + 3
+    while board.velocity != (0.0, 0.0, 0.0) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return board.commands("WATCHDOG")[-1].time - sent
+
+
+def test_no_setting_lets_a_motion_outlast_the_cap(capped_board):
+    # Issue 29, item 8: a cap configured above 1 s is 1 s, a default above the cap is the cap (INFO says so);
+    # below it, the cap (0.2 s here) bounds a command's 65535 ms and a 0 ("keep the last") alike.
+    loose = capped_board(5000, default_watchdog_ms=3000)
+    with SerialMotorController(loose.port) as motor:
+        assert (motor.info["max_watchdog_ms"], motor.info["default_watchdog_ms"]) == (1000, 1000)
+    board = capped_board(200)
+    motor = SerialMotorController(board.port).connect()
+    assert (motor.info["max_watchdog_ms"], motor.info["default_watchdog_ms"]) == (200, 200)
+    for asked in (0, 65535, 0):  # the default, then beyond the cap, then "keep" (the capped one)
+        assert 0.15 < stops_after(board, motor, asked) < 0.35, asked
+    motor.disconnect()
 
 
 # -- the Arduino sketch, on the host ----------------------------------------------------------
@@ -175,42 +227,105 @@ def sketch_constant(name: str) -> float:
     return float(re.search(rf"#define {name} ([0-9.]+)f", SKETCH.read_text()).group(1))
 
 
-def test_sketch_drives_its_pins_by_the_kinematics_and_stops_on_the_watchdog(tmp_path):
+@pytest.fixture(scope="module")
+def sketch_program(tmp_path_factory):
     try:
-        program = build_sketch_on_host(tmp_path)
+        return build_sketch_on_host(tmp_path_factory.mktemp("sketch"))
     except FirmwareBuildError as e:
         if "no C and C++ compiler" in str(e):
             pytest.skip(str(e))
         raise
-    proc = subprocess.Popen([str(program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdin.write(encode_frame(Command.SET_VELOCITY, 5, velocity_payload(0.15, 0.2, 0.4, 150)))
+
+
+PWM_PINS = [3, 5, 6, 9]
+
+
+def pin_states(err: str) -> list[dict]:
+    """The sketch's pins after each motor update (4 PWM writes), from the shim's stderr log."""
+    pwm, states = {}, []
+    for kind, pin, value in (e for e in (line.split() for line in err.splitlines()) if e and e[0] in ("pin", "pwm")):
+        pwm[(kind, int(pin))] = int(value)
+        if kind == "pwm" and int(pin) == PWM_PINS[-1]:
+            states.append(dict(pwm))
+    return states
+
+
+def run_sketch(program, frames: bytes, seconds: float, env=None) -> tuple[list, str]:
+    proc = subprocess.Popen([str(program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    proc.stdin.write(frames)
     proc.stdin.flush()
-    time.sleep(0.5)  # longer than the 150 ms the command carried: the watchdog must fire in between
+    time.sleep(seconds)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    ready, ack = FrameParser().feed(out)
-    assert ready.type == Command.READY and (ack.type, ack.seq) == (Command.ACK, 5)
     assert "error" not in err.decode(), err
-    log = [line.split() for line in err.decode().splitlines()]
-    pwm_pins, pwm = [3, 5, 6, 9], {}
-    states = []  # the pins after each motor update (4 PWM writes)
-    for kind, pin, value in (entry for entry in log if entry[0] in ("pin", "pwm")):
-        pwm[(kind, int(pin))] = int(value)
-        if kind == "pwm" and int(pin) == pwm_pins[-1]:
-            states.append(dict(pwm))
+    return FrameParser().feed(out), err.decode()
+
+
+def test_sketch_drives_its_pins_by_the_kinematics_and_stops_on_the_watchdog(sketch_program):
+    # a motion command before QUERY_INFO is refused (NACK 5) and moves nothing; after it, the pins follow
+    frames = (encode_frame(Command.SET_VELOCITY, 4, velocity_payload(0.15, 0.2, 0.4, 150))
+              + encode_frame(Command.QUERY_INFO, 5)
+              + encode_frame(Command.SET_VELOCITY, 6, velocity_payload(0.15, 0.2, 0.4, 150)))
+    # 0.5 s: longer than the 150 ms the command carried: the watchdog must fire in between
+    (ready, nack, info, ack), err = run_sketch(sketch_program, frames, 0.5)
+    assert ready.type == Command.READY and (ack.type, ack.seq) == (Command.ACK, 6)
+    assert (nack.type, tuple(nack.payload)) == (Command.NACK, (4, ErrorCode.UNVERIFIED))
+    assert info.type == Command.INFO and parse_info(info.payload)["max_watchdog_ms"] == 1000
+    assert "wdt enable 250" in err and "reset watchdog" not in err  # the AVR watchdog is on, and never fired
+    states = pin_states(err)
+    assert all(all(s[("pwm", p)] == 0 for p in PWM_PINS) for s in states[:-2])  # the NACK moved nothing
     boot, moving, stopped = states[0], states[-2], states[-1]
-    assert all(boot[("pwm", p)] == 0 for p in pwm_pins)
+    assert all(boot[("pwm", p)] == 0 for p in PWM_PINS)
     base = make_base("mecanum", wheel_radius=sketch_constant("WHEEL_RADIUS_M"),
                      half_length=sketch_constant("HALF_LENGTH_M"), half_width=sketch_constant("HALF_WIDTH_M"))
     wheels = base.to_wheels(0.15, 0.2, 0.4)  # -3.25, 10.75, 6.75, 0.75 rad/s: both signs, none zero
     reversed_ = [False, True, False, True]
     dirs = [(2, 4), (7, 8), (12, 13), (14, 15)]
-    for i, (w, pin) in enumerate(zip(wheels, pwm_pins)):
+    for i, (w, pin) in enumerate(zip(wheels, PWM_PINS)):
         expected = round(abs(w) / sketch_constant("MAX_WHEEL_RAD_S") * 255)
         assert abs(moving[("pwm", pin)] - expected) <= 1, (i, moving, expected)
         forward = (w > 0) != reversed_[i]
         assert (moving[("pin", dirs[i][0])], moving[("pin", dirs[i][1])]) == ((1, 0) if forward else (0, 1)), i
-    assert all(stopped[("pwm", p)] == 0 for p in pwm_pins)  # the watchdog, not the end of input: no link-loss
+    assert all(stopped[("pwm", p)] == 0 for p in PWM_PINS)  # the watchdog, not the end of input: no link-loss
+
+
+def test_a_hung_sketch_is_reset_by_the_avr_watchdog_and_its_motors_stop(sketch_program):
+    # Issue 29, item 8: an MCU that hangs runs no command watchdog and keeps its PWM; the hardware watchdog
+    # (wdt_enable in setup, wdt_reset in loop) resets it 250 ms later, and the reset stops the motors. Without
+    # wdt_enable nothing ends the hang: the pins keep driving until the input ends.
+    frames = (encode_frame(Command.QUERY_INFO, 1)
+              + encode_frame(Command.SET_VELOCITY, 2, velocity_payload(0.15, 0.2, 0.4, 1000)))
+    replies, err = run_sketch(sketch_program, frames, 0.8, env={**os.environ, "ARDUINO_SHIM_HANG_AFTER_MS": "200"})
+    lines = err.splitlines()
+    hang = next(int(line.split()[1]) for line in lines if line.startswith("hang "))
+    resets = [int(line.split()[2]) for line in lines if line.startswith("reset watchdog")]
+    assert len(resets) == 1 and 250 <= resets[0] - hang <= 400, (hang, resets)
+    before = pin_states("\n".join(lines[:lines.index(f"hang {hang}")]))
+    after = pin_states("\n".join(lines[lines.index(f"reset watchdog {resets[0]}"):]))
+    assert any(before[-1][("pwm", p)] for p in PWM_PINS)  # moving when it hung (the 1 s command had not run out)
+    assert after and all(after[0][("pwm", p)] == 0 for p in PWM_PINS)  # setup() after the reset: all at zero
+    assert [f.type for f in replies] == [Command.READY, Command.INFO, Command.ACK, Command.READY]  # it says so
+
+
+@pytest.mark.slow  # about 2 s: the Arduino AVR core compiled for the target
+def test_the_sketch_builds_for_an_uno_and_fits(tmp_path):
+    """The real toolchain, where it is installed (Debian: gcc-avr avr-libc arduino-core-avr): the sketch with
+    avr-libc's <avr/wdt.h> (the shim could hide a name the real header lacks) builds with -Werror for an
+    ATmega328P and fits its 32 KB of flash (less the 0.5 KB bootloader) and 2 KB of RAM with room for a stack."""
+    import re
+
+    make = shutil.which("make")
+    if not (make and shutil.which("avr-gcc") and shutil.which("avr-size")
+            and (Path("/usr/share/arduino/hardware/arduino/avr/cores/arduino/Arduino.h")).exists()):
+        pytest.skip("no AVR toolchain and Arduino AVR core (apt-get install gcc-avr avr-libc arduino-core-avr)")
+    done = subprocess.run([make, "-C", str(FIRMWARE), "uno", f"BUILD={tmp_path}"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    flash = int(re.search(r"Program:\s+(\d+) bytes", done.stdout).group(1))
+    ram = int(re.search(r"Data:\s+(\d+) bytes", done.stdout).group(1))
+    print(f"\nATmega328P: flash {flash} bytes, RAM {ram} bytes (static)")
+    assert flash < 32256 - 4096 and ram < 2048 - 1024, (flash, ram)
 
 
 # -- fuzzing -----------------------------------------------------------------------------------------
@@ -317,27 +432,31 @@ class Fuzzer:
     def __init__(self, harness: StdioHarness):
         self.harness = harness
         self.frames = 0
-        self.collisions = 0
+        self.left_out: set[bytes] = set()  # distinct inputs that were valid moving commands (not sent)
         self.sentinel = 0
         self.sanitized = False
+        # a host asks what the board is before it moves it (NACK 5 before): the fuzz runs on a board that was asked
+        harness.send(encode_frame(Command.QUERY_INFO, 0))
+        assert harness.wait_reply(lambda f: f.type == Command.INFO, 0, timeout=10), harness.close()
 
     def feed(self, recipes_) -> bool:
         """Send the recipes' bytes and check every reply against the reference parser. A mutation can,
         rarely, leave a valid moving command (a CRC-16 collision, 1 in 65536, or a doubled CRC byte
         equal to its neighbour): the reference parser finds those, and they are not sent. False when
-        nothing was sent."""
+        nothing was sent. They are counted once each: Hypothesis replays and copies the examples it has
+        drawn, so one such recipe can come back many times in a run."""
         self.sentinel = (self.sentinel + 1) & 0xFF
         chunks = []
         for r in recipes_:
             raw = render(r)
             if any(moves(f) for f in FrameParser().feed(raw + IDLE)):
-                self.collisions += 1
+                self.left_out.add(raw)
             else:
                 chunks.append(raw)
         stream = b"".join(chunks) + IDLE + encode_frame(Command.QUERY_STATUS, self.sentinel)
         reference = FrameParser().feed(stream)
         if any(moves(f) for f in reference):  # across two recipes
-            self.collisions += 1
+            self.left_out.add(stream)
             return False
         start = len(self.harness.replies)
         self.harness.send(stream)
@@ -350,7 +469,7 @@ class Fuzzer:
         got = self.harness.replies[start:start + len(reference)]
         assert self.harness.alive(), f"the controller died: {self.harness.close()}"
         assert len(got) == len(reference), f"{len(got)} replies to {len(reference)} frames"
-        for frame, reply in zip(reference, got):  # it parses exactly what runtime.protocol parses
+        for frame, reply in zip(reference, got):  # it parses exactly what runtime.motors.protocol parses
             kind, code = expected_reply(frame)
             assert (reply.type, reply.seq) == (kind, frame.seq), (frame, reply)
             if kind not in (Command.STATUS, Command.INFO):
@@ -386,7 +505,7 @@ def still_obeys_and_never_moved(fuzzer) -> str:
     assert "runtime error" not in summary and "AddressSanitizer" not in summary, summary
     moved = [line for line in summary.splitlines() if line.startswith("moved ")]
     assert len(moved) == 1 and moved[0].split()[2:] == ["0.050000"] * 4, summary  # 0.2 m/s / 0.04 m / 100
-    assert fuzzer.collisions < 0.001 * max(fuzzer.frames, 1000)
+    assert len(fuzzer.left_out) < 0.001 * max(fuzzer.frames, 1000)
     return summary.splitlines()[-1]
 
 
@@ -421,7 +540,7 @@ def test_a_hundred_thousand_fuzzed_frames(fuzzer):
     summary = still_obeys_and_never_moved(fuzzer)
     print(f"\n{fuzzer.frames} fuzzed frames in {elapsed:.1f} s ({fuzzer.frames / elapsed:.0f}/s, "
           f"{'ASan+UBSan' if fuzzer.sanitized else 'plain'} build, reference parsing included): {summary}; "
-          f"{fuzzer.collisions} recipes left out as valid moving commands")
+          f"{len(fuzzer.left_out)} recipes left out as valid moving commands")
 
 
 def test_fuzz_through_the_pty_then_the_driver_still_works(controller):
@@ -432,9 +551,9 @@ def test_fuzz_through_the_pty_then_the_driver_still_works(controller):
     reference = FrameParser().feed(stream + IDLE)
     assert not any(moves(f) for f in reference)
     for i in range(0, len(stream), 4096):
-        motor.serial.write(stream[i:i + 4096])
+        motor.link.serial.write(stream[i:i + 4096])
         time.sleep(0.002)  # a UART's pace, so the pty's 4 kB buffer is never the limit
-    motor.serial.write(IDLE)
+    motor.link.serial.write(IDLE)
     assert any(motor.heartbeat() for _ in range(3))  # answered after every fuzz byte was handled
     assert controller.commands() and all(r.velocity == (0.0, 0.0, 0.0) for r in controller.commands())
     assert motor.send_velocity(0.2, 0.0, 0.0).acknowledged
@@ -447,8 +566,8 @@ def test_fuzz_through_the_pty_then_the_driver_still_works(controller):
 def test_runtime_drive_on_the_tiny_bundle_drives_the_c_controller(tiny_bundle_dir, firmware_bin, tmp_path):
     import cv2
 
-    from runtime.sample_frames import sample_frames
-    from runtime.steplog import read_log
+    from runtime.cameras.sample_frames import sample_frames
+    from runtime.control.steplog import read_log
     from tests.helpers.processes import run_drive
 
     frames = tmp_path / "frames"

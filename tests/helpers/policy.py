@@ -9,10 +9,10 @@ drive's default speed limits (0.5, 0.5, 1.0) and no acceleration limit (drives r
 
 import numpy as np
 
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.bundle import load_bundle
-from runtime.camera import open_camera
-from runtime.policy import Policy
+from runtime.cameras.select import open_camera
+from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
 
 
 def offline_moves(bundle_dir, episode_file, count: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from runtime.bundle import load_bundle
+from runtime.policy.bundle import load_bundle
 from tests.conftest import ROOT, find_tool, snapshot
 from tests.fakes import gpu as fake_gpu
 
@@ -55,7 +55,7 @@ def test_build_engines_script_with_trtexec_failing_after_a_good_build_changes_no
 
 
 def test_build_engines_script_records_under_the_cuda_device_name(bundle_copy, tmp_path):
-    """Without GPU_NAME the script asks runtime.backends.cuda_device (here: the fake, via PYTHONPATH)."""
+    """Without GPU_NAME the script asks runtime.policy.backends.cuda_device (here: the fake, via PYTHONPATH)."""
     env = {**os.environ, "PATH": f"{stand_in_trtexec(tmp_path).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHON": sys.executable, "PYTHONPATH": fake_gpu.subprocess_pythonpath()}
     for var in ("TRTEXEC", "GPU_NAME", "TRT_VERSION"):

@@ -94,7 +94,7 @@ def test_check_script_one_line_per_check(tiny_bundle_dir, episode_file, tmp_path
     assert [l.split()[1] for l in lines] == ["bundle", "jetpack", "engines", "opencv", "camera", "controller"]
     import cv2
 
-    from runtime.jetpack import gstreamer_status
+    from runtime.policy.backends.jetpack import gstreamer_status
 
     gst = (gstreamer_status(cv2.getBuildInformation()) or "").upper().startswith("YES")
     # an episode file needs no GStreamer: a wheel without it is a warning here, a failure for --camera csi

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_bundle_dir):
-    from runtime.bundle import load_bundle
+    from runtime.policy.bundle import load_bundle
 
     return load_bundle(tiny_bundle_dir)
 
@@ -26,16 +26,15 @@ def engine(tiny_bundle):
 def server(engine):
     from serve.server import ServerConfig, ServerThread
 
-    with ServerThread(engine, ServerConfig(host="127.0.0.1", port=0, max_message_bytes=1 << 20,
-                                           hard_limit_bytes=4 << 20)) as running:
+    with ServerThread(engine, ServerConfig(host="127.0.0.1", port=0, max_message_bytes=1 << 20)) as running:
         yield running
 
 
 @pytest.fixture(scope="session")
 def onboard(tiny_bundle):
     """make(instruction) -> a fresh onboard Policy on ONNX Runtime CPU (the reference the server must equal)."""
-    from runtime.backends.registry import make_backend
-    from runtime.policy import Policy
+    from runtime.policy.backends.registry import make_backend
+    from runtime.policy.onboard import Policy
 
     backend = make_backend(tiny_bundle, "ort-cpu").activate()
     yield lambda instruction=None: Policy(tiny_bundle, backend, instruction=instruction)
@@ -44,6 +43,6 @@ def onboard(tiny_bundle):
 
 def robot_frames(seed: int, n: int, height: int = 144, width: int = 256) -> list[np.ndarray]:
     """n camera-like BGR frames of one simulated robot."""
-    from runtime.sample_frames import sample_frames
+    from runtime.cameras.sample_frames import sample_frames
 
     return list(sample_frames(n, seed=seed, height=height, width=width))

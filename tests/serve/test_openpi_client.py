@@ -1,9 +1,7 @@
 """openpi-client's own WebsocketClientPolicy (the registry's 0.1.2) against our server.
 
 openpi-client pins numpy<2 and needs dm-tree, which the project's environment
-must not get: it runs in a venv of its own, `.venv-openpi/` at the repository
-root, created by this test the first time (~30 s, from PyPI) and reused after
-(`make openpi-venv` creates it ahead).
+must not get: it runs in a venv of its own (tests/helpers/openpi.py).
 """
 
 from __future__ import annotations
@@ -11,44 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import venv
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.openpi import OPENPI_ACTIONS_SCRIPT, openpi_python
 from tests.serve.conftest import robot_frames
-
-OPENPI_CLIENT = "openpi-client==0.1.2"
-# 0.1.2 imports typing_extensions (websocket_client_policy.py) without declaring it: installed beside it
-EXTRA = "typing-extensions>=4"
-VENV = ROOT / ".venv-openpi"
-
-CLIENT_SCRIPT = """
-import json, sys
-import numpy as np
-from openpi_client.websocket_client_policy import WebsocketClientPolicy
-
-url, key, frames_path, out_path = sys.argv[1:5]
-policy = WebsocketClientPolicy(host=url, api_key=key)
-frames = np.load(frames_path)
-actions = [policy.infer({"image": f, "prompt": "reach the bottle on the left"})["actions"] for f in frames]
-np.save(out_path, np.stack(actions))
-meta = policy.get_server_metadata()
-print(json.dumps({"window": meta["window"], "model": meta["model_sha256"], "numpy": np.__version__}))
-"""
-
-
-def openpi_python() -> str:
-    python = VENV / "bin" / "python"
-    marker = VENV / ".installed"
-    if not marker.exists() or marker.read_text() != f"{OPENPI_CLIENT} {EXTRA}":
-        venv.create(VENV, with_pip=True, clear=True)
-        out = subprocess.run([str(python), "-m", "pip", "install", "-q", OPENPI_CLIENT, EXTRA], capture_output=True,
-                             text=True, timeout=600)
-        assert out.returncode == 0, f"pip install {OPENPI_CLIENT} into {VENV} failed:\n{out.stderr[-2000:]}"
-        marker.write_text(f"{OPENPI_CLIENT} {EXTRA}")
-    return str(python)
 
 
 def test_openpi_websocket_client_policy_gets_the_onboard_actions(engine, onboard, tmp_path):
@@ -58,7 +24,7 @@ def test_openpi_websocket_client_policy_gets_the_onboard_actions(engine, onboard
     frames = robot_frames(11, 6)
     np.save(tmp_path / "frames.npy", np.stack([f[..., ::-1] for f in frames]))  # RGB, as openpi sends
     with ServerThread(engine, ServerConfig(port=0, api_key="k")) as running:
-        out = subprocess.run([python, "-c", CLIENT_SCRIPT, running.url, "k", str(tmp_path / "frames.npy"),
+        out = subprocess.run([python, "-c", OPENPI_ACTIONS_SCRIPT, running.url, "k", str(tmp_path / "frames.npy"),
                               str(tmp_path / "actions.npy")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout.strip().splitlines()[-1])

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from runtime.bundle import load_bundle
-from runtime.driving import Driving, driving_settings
+from runtime.policy.bundle import load_bundle
+from runtime.policy.driving import Driving, driving_settings
 from sim.evaluate import EvaluationSpec, evaluate
 from tests.helpers.processes import run_drive
 
@@ -48,7 +48,7 @@ def test_evaluation_and_the_simulated_drive_use_the_same_record_unless_told_othe
                      "--max-steps", "3", "--direct", "--quiet", "--log", str(log), module="sim.drive")
     assert proc.returncode == 0, proc.stderr
     assert "mode step (bundle), discrete moves (bundle), 0.25 s per step-mode move (bundle)" in proc.stderr
-    from runtime.steplog import read_log
+    from runtime.control.steplog import read_log
 
     actions = np.array([r["action"][:2] for r in read_log(log) if r["type"] == "step"])
     assert len(actions) and np.all(np.isclose(np.abs(actions), 1.15) | (actions == 0)), actions  # snapped

@@ -19,7 +19,7 @@ def test_the_old_sim_flag_names_the_new_command(tiny_bundle_dir):
 
 
 def test_direct_drives_the_simulated_motor_without_a_wire(tiny_bundle_dir, tmp_path):
-    from runtime.steplog import read_log
+    from runtime.control.steplog import read_log
 
     log = tmp_path / "drive.jsonl"
     proc = run_drive("--bundle", str(tiny_bundle_dir), "--seed", "2", "--width", "128", "--height", "72", "--mode",

@@ -10,10 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from runtime.backends.onnxruntime import OnnxRuntimeBackend
-from runtime.behaviours import with_behaviours
-from runtime.bundle import load_bundle
-from runtime.policy import Policy
+from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.policy.behaviours import with_behaviours
+from runtime.policy.bundle import load_bundle
+from runtime.policy.onboard import Policy
 from sim.evaluate import closed_loop, offline
 from tests.conftest import run_python
 

@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from runtime.drive import DriveConfig, DriveSpec, drive
+from runtime.control.config import DriveConfig
+from runtime.control.session import DriveSpec, drive
 from runtime.hardware import Camera
-from runtime.policy import RingPacer
-from runtime.policy_setup import PolicySpec
+from runtime.policy.onboard import RingPacer
+from runtime.policy.select import PolicySpec
 from sim.world import SimMotor, SimWorld, random_layout
 
 FPS = 10.0
@@ -65,12 +66,13 @@ def test_step_trained_bundle_driven_continuously_at_10_hz_fills_its_ring_at_the_
     world = SimWorld(random_layout(4))
     spec = DriveSpec(policy=PolicySpec(bundle, backend="ort-cpu"),
                      loop=DriveConfig(mode="continuous", rate=20, max_steps=50, status=False))
-    caplog.set_level(logging.DEBUG, logger="runtime.policy")
+    caplog.set_level(logging.DEBUG, logger="runtime.policy.onboard")
     start = time.monotonic()
     code = drive(spec, camera=TenHertz(world.camera(64, 36)), motor=SimMotor(world))
     elapsed = time.monotonic() - start
     assert code == 0
-    entries = [r.args[1] for r in caplog.records if r.name == "runtime.policy" and r.msg.startswith("ring entry")]
+    entries = [r.args[1] for r in caplog.records
+               if r.name == "runtime.policy.onboard" and r.msg.startswith("ring entry")]
     window = json.loads((bundle / "bundle.json").read_text())["policy"]["window"]
     # 50 frames at 10 Hz = 5 s: every frame ran the model, one in four entered the ring
     assert elapsed >= 4.5 and 11 <= len(entries) + 1 <= 14
@@ -95,8 +97,8 @@ def test_a_mode_that_cannot_keep_the_spacing_is_refused_naming_both(bundle_copy,
 
 @pytest.mark.parametrize("spacing", ["fast", 0])
 def test_a_bad_spacing_in_the_bundle_is_named(bundle_copy, spacing):
-    from runtime.bundle import BundleError, load_bundle
-    from runtime.policy import bundle_frame_spacing
+    from runtime.policy.bundle import BundleError, load_bundle
+    from runtime.policy.onboard import bundle_frame_spacing
 
     bundle = load_bundle(with_driving(bundle_copy, spacing, "step"))
     with pytest.raises(BundleError, match="driving.frame_spacing_s must be a positive number"):

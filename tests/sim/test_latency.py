@@ -51,7 +51,7 @@ def test_sim_evaluate_with_latency_over_a_real_server_equals_the_onboard_run(tin
     figures identical to the onboard run's (the server's features are the onboard ones, bit for bit)."""
     import json
 
-    from runtime.bundle import load_bundle
+    from runtime.policy.bundle import load_bundle
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
     from sim.evaluate import main

@@ -11,11 +11,12 @@ import h5py
 import numpy as np
 import pytest
 
-from runtime.drive import DriveConfig, DriveSpec, drive
-from runtime.motor_select import MotorSpec
-from runtime.policy_setup import PolicySpec
-from runtime.safety import SafetyConfig
-from runtime.takeover import TakeoverSpec
+from runtime.control.config import DriveConfig
+from runtime.control.safety import SafetyConfig
+from runtime.control.session import DriveSpec, drive
+from runtime.motors.select import MotorSpec
+from runtime.policy.select import PolicySpec
+from runtime.recording.takeover import TakeoverSpec
 from sim.world import SimWorld, random_layout
 
 RATE = 20.0

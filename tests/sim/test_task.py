@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from runtime.safety import SafetyGate
+from runtime.control.safety import SafetyGate
 from sim.task import (
     MOVE,
     SIM_SAFETY,

@@ -64,12 +64,13 @@ def test_body_velocity_is_in_the_robot_frame():
 
 
 def test_drive_loop_moves_the_simulated_robot_through_the_serial_driver(tiny_bundle_dir, tmp_path):
-    from runtime.backends.onnxruntime import OnnxRuntimeBackend
-    from runtime.bundle import load_bundle
-    from runtime.drive import DriveConfig, DriveLoop
-    from runtime.motor import SerialMotorController
-    from runtime.policy import Policy
-    from runtime.safety import SafetyConfig, SafetyGate
+    from runtime.control.config import DriveConfig
+    from runtime.control.loop import DriveLoop
+    from runtime.control.safety import SafetyConfig, SafetyGate
+    from runtime.motors.serial_controller import SerialMotorController
+    from runtime.policy.backends.onnxruntime import OnnxRuntimeBackend
+    from runtime.policy.bundle import load_bundle
+    from runtime.policy.onboard import Policy
     from sim.controller_emulator import ControllerEmulator
 
     emu = ControllerEmulator(link=tmp_path / "motor").start()

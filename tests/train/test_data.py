@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from runtime.sample_frames import sample_frames
+from runtime.cameras.sample_frames import sample_frames
 from sim.episodes import write_episode
 from tests.conftest import run_python
 from tests.fixtures.episodes import later_collector_episode
@@ -196,7 +196,7 @@ def test_later_collector_files_that_differ_are_refused_naming_what(tmp_path):
 
 # -- recordings as data: intervention weights, summary, split, merge, drop, relabel ------------------------
 def recorded_episode(path, frames=6, intervention=None, policy_driven=False, spacing=0.4, instruction="go"):
-    from runtime.episode_writer import EpisodeWriter
+    from runtime.recording.episode_writer import EpisodeWriter
 
     images = sample_frames(frames, seed=1, height=20, width=24)
     with EpisodeWriter(path, instruction, attrs={"recording_mode": "step", "frame_spacing_s": spacing,

@@ -35,7 +35,7 @@ def test_a_recorded_episode_viewed_as_rrd_has_its_frames_actions_and_instruction
     pytest.importorskip("rerun")
     import cv2
 
-    from runtime.episodes import read_episode_record
+    from runtime.recording.episodes import read_episode_record
 
     record = read_episode_record(sim_recording)
     out = tmp_path / "view.rrd"
@@ -114,7 +114,7 @@ def test_without_a_display_the_view_is_written_next_to_the_episode(sim_recording
 def test_the_mp4_holds_every_frame_at_the_recorded_spacing_with_the_action_drawn(sim_recording, tmp_path):
     pytest.importorskip("av")
     from plotting.video import read_mp4
-    from runtime.episodes import read_episode_record
+    from runtime.recording.episodes import read_episode_record
     from train.data_view import ViewSpec, view
 
     record = read_episode_record(sim_recording)

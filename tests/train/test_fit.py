@@ -47,7 +47,7 @@ def test_val_loss_falls_and_the_run_folder_has_everything(run):
 
 def test_the_trained_checkpoint_sees_the_block_colour(run):
     """Beyond the loss: the adapter predicts the sign of linear_y from the image."""
-    from runtime.preprocess import preprocess_frame
+    from runtime.policy.preprocess import preprocess_frame
     from sim.synth import blocks_frame
     from train.model import PromptTensors, make_prompt
 

@@ -305,8 +305,8 @@ def vintage_bundles(original, tmp_path_factory):
 
 
 def served_actions(bundle, frames, instruction=None):
-    from runtime.backends.registry import make_backend
-    from runtime.policy import Policy
+    from runtime.policy.backends.registry import make_backend
+    from runtime.policy.onboard import Policy
 
     with make_backend(bundle, "ort-cpu") as backend:
         served = Policy(bundle, backend, instruction=instruction)
@@ -324,7 +324,7 @@ def test_each_vintage_drives_as_the_fork_computed_it_and_a_wrong_pixel_norm_is_f
     logic with transformers, not our prompt builder): the bundle's own prompt (the training instruction) and the
     other-length instruction, each within 1e-4 on actions; importing with the other --pixel-norm moves them by
     far more; true-RGB frames too (the BGR quirk)."""
-    from runtime.bundle import load_bundle
+    from runtime.policy.bundle import load_bundle
 
     _, policy, _ = original
     ckpt, bundle_dir = vintage_bundles[norm]

@@ -82,7 +82,7 @@ def test_turns_go_out_in_lekiwis_deg_per_s(exported):
 
 
 def test_round_trip_gives_our_episodes_back_that_train_data_accepts(exported, tmp_path, capsys):
-    from runtime.episodes import read_episode_record
+    from runtime.recording.episodes import read_episode_record
     from train.data import DataOptions, main, read_episode
 
     for source, lr in ((exported["rec"], exported["lr"]), (exported["drive"], exported["lr_drive"])):

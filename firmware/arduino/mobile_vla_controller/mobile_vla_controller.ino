@@ -7,12 +7,17 @@
  *     python -m runtime.drive --serial /dev/mobile-vla-motor ...
  *
  * The protocol, the watchdog and the kinematics live in src/mvla_controller.c (the same file the
- * tests compile on the host); this sketch only wires it to the UART, millis() and the motor driver.
+ * tests compile on the host); this sketch only wires it to the UART, millis() and the motor driver,
+ * and enables the AVR hardware watchdog: an MCU that hangs (a stuck loop, a corrupted stack) runs
+ * no command watchdog and would keep its PWM; the hardware one resets it within WDT_TIMEOUT, and a
+ * reset stops the motors (pins go high-impedance, then setup() drives them to zero).
  * Written for a 4-wheel mecanum base on two dual H-bridges (TB6612FNG or L298N: PWM + IN1 + IN2
  * per wheel) on an Uno/Nano; a PWM+DIR driver (Cytron MDD10A, many BLDC drivers) sets in2 to NO_PIN.
  * For an omni3 or differential base change BASE_SETUP and the pin table. docs/firmware.md says
  * what is and is not wiring-specific.
  */
+#include <avr/wdt.h>
+
 #include "src/mvla_controller.h"
 
 /* -- the base: must match the host's runtime/kinematics.py (--wheels) and your robot ----------- */
@@ -22,6 +27,10 @@
 #define HALF_WIDTH_M 0.10f     /* centre to wheel, along y */
 #define MAX_WHEEL_RAD_S 30.0f  /* wheel speed at full PWM on your battery (a 300 rpm gear motor: 31) */
 #define BASE_SETUP(cfg) mvla_mecanum(cfg, WHEEL_RADIUS_M, HALF_LENGTH_M, HALF_WIDTH_M)
+/* The hardware watchdog: loop() runs in well under 1 ms (a 64-byte read and the parser), so 250 ms
+ * only ever fires on a hang. Boards whose bootloader predates watchdog resets (the old Nano
+ * bootloader) loop in reset after one: flash Optiboot (the Uno's) first, docs/firmware.md. */
+#define WDT_TIMEOUT WDTO_250MS
 
 /* -- the wiring: the only board-specific part ---------------------------------------------- */
 static const uint8_t NO_PIN = 255;
@@ -69,6 +78,10 @@ static void onWrite(void *user, const uint8_t *bytes, size_t n) {
 }
 
 void setup() {
+    /* After a watchdog reset the watchdog stays enabled (at its shortest timeout) until cleared:
+     * clear the reset cause and disable it first, so a slow setup() cannot reset again. */
+    MCUSR = 0;
+    wdt_disable();
     /* Motors off before anything else: pins float at reset and some drivers read that as "go". */
     for (uint8_t i = 0; i < 4; i++) {
         pinMode(WHEELS[i].pwm, OUTPUT);
@@ -83,9 +96,11 @@ void setup() {
     Serial.begin(BAUD);
     mvla_init(&ctl, &cfg, onWrite, onMotors, NULL, millis());
     mvla_announce(&ctl);  /* READY: the host waits for it after a reset on open */
+    wdt_enable(WDT_TIMEOUT);
 }
 
 void loop() {
+    wdt_reset();  /* the loop came round: not hung */
     uint8_t buf[64];
     size_t n = 0;
     while (n < sizeof buf && Serial.available() > 0) buf[n++] = (uint8_t)Serial.read();

@@ -81,6 +81,7 @@ void mvla_config_defaults(mvla_config *cfg) {
     cfg->max_angular = 6.0f;
     cfg->max_wheel = 100.0f;
     cfg->default_watchdog_ms = 500;
+    cfg->max_watchdog_ms = MVLA_WATCHDOG_CAP_MS;
 }
 
 /* Least-squares body velocity from wheel speeds (what numpy's pinv gives runtime/kinematics.py):
@@ -173,8 +174,11 @@ static int moving(const mvla_controller *c) {
     return c->velocity[0] != 0.0f || c->velocity[1] != 0.0f || c->velocity[2] != 0.0f;
 }
 
+/* A motion command's deadline: its own timeout (0: the last one carried, or the default before any), never
+ * longer than the cap, whatever the host asked. Only motion commands call this: a HEARTBEAT answers but never
+ * moves the deadline, so a host that hangs while its heartbeat thread lives still stops the robot. */
 static void arm(mvla_controller *c, uint16_t timeout_ms, uint32_t now) {
-    if (timeout_ms) c->timeout_ms = timeout_ms;
+    if (timeout_ms) c->timeout_ms = timeout_ms < c->cfg.max_watchdog_ms ? timeout_ms : c->cfg.max_watchdog_ms;
     c->deadline_ms = now + (c->timeout_ms ? c->timeout_ms : c->cfg.default_watchdog_ms);
     c->armed = 1;
     c->tripped = 0;
@@ -187,7 +191,9 @@ static void refuse(mvla_controller *c, uint8_t seq, uint8_t code) {
     reply(c, MVLA_NACK, seq, code);
 }
 
-static void info_payload(const mvla_controller *c, uint8_t p[16]) {
+#define MVLA_INFO_BYTES 19
+
+static void info_payload(const mvla_controller *c, uint8_t p[MVLA_INFO_BYTES]) {
     p[0] = MVLA_VERSION;
     p[1] = c->cfg.wheels;
     p[2] = (uint8_t)c->cfg.default_watchdog_ms;
@@ -195,6 +201,9 @@ static void info_payload(const mvla_controller *c, uint8_t p[16]) {
     put_f32(p + 4, c->cfg.max_linear);
     put_f32(p + 8, c->cfg.max_angular);
     put_f32(p + 12, c->cfg.max_wheel);
+    p[16] = c->base_kind;  /* after the 16 bytes of the first INFO: an older host reads those and stops */
+    p[17] = (uint8_t)c->cfg.max_watchdog_ms;
+    p[18] = (uint8_t)(c->cfg.max_watchdog_ms >> 8);
 }
 
 /* -- commands ---------------------------------------------------------------------------------- */
@@ -203,6 +212,12 @@ static void handle(mvla_controller *c, uint8_t version, uint8_t seq, uint8_t typ
                    uint32_t now) {
     c->frames++;
     if (version != MVLA_VERSION) { reply(c, MVLA_NACK, seq, MVLA_ERR_BAD_VERSION); return; }
+    /* A board that (re)started applies no motion until the host has asked what it is: a host that missed
+       the READY (or never checks) would otherwise resume a motion on a board it has not verified. */
+    if ((type == MVLA_SET_VELOCITY || type == MVLA_SET_WHEELS) && !c->info_asked) {
+        refuse(c, seq, MVLA_ERR_UNVERIFIED);
+        return;
+    }
     switch (type) {
     case MVLA_SET_VELOCITY: {
         float vx, vy, wz;
@@ -243,8 +258,7 @@ static void handle(mvla_controller *c, uint8_t version, uint8_t seq, uint8_t typ
     case MVLA_STOP:  /* any payload: a stop is always honoured */
         zero(c, MVLA_EV_STOP);
         break;
-    case MVLA_HEARTBEAT:
-        arm(c, 0, now);
+    case MVLA_HEARTBEAT:  /* the link is alive; the motion's deadline stays where its command put it */
         break;
     case MVLA_QUERY_STATUS: {
         uint8_t s[19];
@@ -257,7 +271,8 @@ static void handle(mvla_controller *c, uint8_t version, uint8_t seq, uint8_t typ
         return;
     }
     case MVLA_QUERY_INFO: {
-        uint8_t s[16];
+        uint8_t s[MVLA_INFO_BYTES];
+        c->info_asked = 1;
         info_payload(c, s);
         send_frame(c, MVLA_INFO, seq, s, sizeof s);
         return;
@@ -330,13 +345,14 @@ void mvla_link_lost(mvla_controller *c) {
 }
 
 void mvla_announce(mvla_controller *c) {
-    uint8_t p[16];
+    uint8_t p[MVLA_INFO_BYTES];
     info_payload(c, p);
     send_frame(c, MVLA_READY, 0, p, 4);  /* READY carries the first four bytes of INFO */
 }
 
 void mvla_init(mvla_controller *c, const mvla_config *cfg, mvla_write_fn write, mvla_motor_fn motors, void *user,
                uint32_t now_ms) {
+    int i;
     memset(c, 0, sizeof *c);
     c->cfg = *cfg;
     if (c->cfg.wheels < 1 || c->cfg.wheels > MVLA_MAX_WHEELS) c->cfg.wheels = 4;
@@ -344,5 +360,12 @@ void mvla_init(mvla_controller *c, const mvla_config *cfg, mvla_write_fn write, 
     c->motors = motors;
     c->user = user;
     c->boot_ms = now_ms;
+    if (c->cfg.max_watchdog_ms == 0 || c->cfg.max_watchdog_ms > MVLA_WATCHDOG_CAP_MS)
+        c->cfg.max_watchdog_ms = MVLA_WATCHDOG_CAP_MS;
+    if (c->cfg.default_watchdog_ms == 0 || c->cfg.default_watchdog_ms > c->cfg.max_watchdog_ms)
+        c->cfg.default_watchdog_ms = c->cfg.max_watchdog_ms;
+    c->base_kind = MVLA_BASE_DIFFERENTIAL;
+    for (i = 0; i < c->cfg.wheels; i++)
+        if (c->cfg.matrix[i][1] != 0.0f) c->base_kind = MVLA_BASE_HOLONOMIC;  /* some wheel follows vy */
     zero(c, MVLA_EV_STOP);  /* motors are at zero from the first instruction */
 }

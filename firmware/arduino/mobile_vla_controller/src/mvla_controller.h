@@ -31,6 +31,7 @@ extern "C" {
 #define MVLA_HEADER 6           /* sync(2) version seq type length */
 #define MVLA_MAX_FRAME (MVLA_HEADER + MVLA_MAX_PAYLOAD + 2)
 #define MVLA_MAX_WHEELS 4
+#define MVLA_WATCHDOG_CAP_MS 1000  /* no motion command runs longer than this without the next one */
 
 enum mvla_type {
     MVLA_SET_VELOCITY = 0x01,
@@ -50,8 +51,12 @@ enum mvla_error {
     MVLA_ERR_BAD_PAYLOAD = 1,
     MVLA_ERR_UNKNOWN_COMMAND = 2,
     MVLA_ERR_BAD_VERSION = 3,
-    MVLA_ERR_OUT_OF_RANGE = 4
+    MVLA_ERR_OUT_OF_RANGE = 4,
+    MVLA_ERR_UNVERIFIED = 5     /* a motion command before the first QUERY_INFO since boot */
 };
+
+/* INFO's base kind: derived from the matrix (a base whose wheels ignore vy is differential). */
+enum mvla_base_kind { MVLA_BASE_UNKNOWN = 0, MVLA_BASE_HOLONOMIC = 1, MVLA_BASE_DIFFERENTIAL = 2 };
 
 enum mvla_flag { MVLA_FLAG_MOVING = 1, MVLA_FLAG_WATCHDOG_TRIPPED = 2 };
 
@@ -67,7 +72,9 @@ typedef struct {
     float max_angular;                    /* rad/s: |wz| above it is refused */
     float max_wheel;                      /* rad/s at full duty: SET_WHEELS above it is refused; body
                                              commands that need more are scaled down on all wheels alike */
-    uint16_t default_watchdog_ms;         /* used when a command carries 0, and for HEARTBEAT before any */
+    uint16_t default_watchdog_ms;         /* used when a command carries 0 before any carried a timeout */
+    uint16_t max_watchdog_ms;             /* the cap on every motion's timeout; mvla_init clamps it to
+                                             1..MVLA_WATCHDOG_CAP_MS (0 there means the cap) */
 } mvla_config;
 
 typedef void (*mvla_write_fn)(void *user, const uint8_t *bytes, size_t n);
@@ -87,14 +94,17 @@ typedef struct {
     float duty[MVLA_MAX_WHEELS];
     uint32_t boot_ms;
     uint32_t deadline_ms;
-    uint16_t timeout_ms;                  /* the last timeout a command carried */
+    uint16_t timeout_ms;                  /* the last timeout a command carried (capped) */
     uint8_t armed;                        /* a deadline is set */
     uint8_t tripped;
+    uint8_t info_asked;                   /* QUERY_INFO came since boot: motion commands are applied */
+    uint8_t base_kind;                    /* enum mvla_base_kind, from cfg.matrix */
     uint16_t bad_crc;
     uint32_t frames;                      /* valid frames handled */
 } mvla_controller;
 
-void mvla_config_defaults(mvla_config *cfg);       /* mecanum of runtime/kinematics.py, limits as the spec */
+void mvla_config_defaults(mvla_config *cfg);       /* mecanum of runtime/kinematics.py, limits as the spec,
+                                                      500 ms default watchdog, 1000 ms cap */
 void mvla_mecanum(mvla_config *cfg, float wheel_radius, float half_length, float half_width);
 void mvla_omni3(mvla_config *cfg, float wheel_radius, float base_radius, float first_wheel_deg);
 void mvla_differential(mvla_config *cfg, float wheel_radius, float track_width);

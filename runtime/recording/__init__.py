@@ -1,0 +1,20 @@
+"""recording/: demonstrations and corrections, written as the collector's HDF5 episodes.
+
+What lives here
+    episodes.py (the episode reader: both collectors' layouts), episode_writer.py (a hidden partial file renamed
+    when the episode ends; a background writer so the loop never waits on the disk), recorder.py (`Recorder`:
+    the teleoperation recording loop), session.py (`RecordSpec`, the recorder's options, `record()`: one
+    recording assembled), takeover.py (a person takes over while the policy drives; the run recorded, frames
+    tagged).
+
+What it may import
+    numpy, h5py (lazily on the robot), policy/ (the default instruction), control/ (the safety gate, signals,
+    the drive's defaults), runtime.hardware, and from cameras/, motors/ and teleop/ only their openers
+    (`select.py`) (tests/test_architecture.py checks it).
+
+How to add one more
+    A new episode attribute or dataset: write it in episode_writer.py, read it in episodes.py and
+    train/data.py, and say it in docs/episode-format.md; copy tests/runtime/recording/test_episode_writer.py.
+    A new recording mode: a tick method in `Recorder` beside `_step_tick` and `_continuous_tick`; copy
+    tests/runtime/recording/test_recorder.py (a real serial controller on a pseudo-terminal, a replayed camera).
+"""

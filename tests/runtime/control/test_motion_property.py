@@ -1,0 +1,391 @@
+"""The robot moves only when it should: a stateful property test of the real drive loop (issue 29).
+
+    python -m pytest -q tests/runtime/control/test_motion_property.py            # the fast profile (the suite)
+    MVLA_PROPERTY_EXAMPLES=2000 python -m pytest -q -m slow tests/runtime/control/test_motion_property.py
+
+Hypothesis' `RuleBasedStateMachine` throws random sequences of events at a real `DriveLoop` (its two threads, the
+motion authority, the safety gate, a real GPIO e-stop source polling a file) with a recording motor, a camera and a
+policy whose latency the test sets from 0 to the command timeout: arm, disarm, e-stop press / release / reset, the
+e-stop line lost, a person holding or letting go of a take-over device, a camera stall, a motor link loss, a
+controller reboot, a non-finite action, slow inference. After every step, every command that reached the motor
+since the last step is checked:
+
+- the white-box invariant, read from the authority inside the motor's own send (the control thread holds the
+  authority's lock there, so the reading is exact): no non-zero command unless the authority was armed at that
+  moment and, for a policy's command, the plan's epoch (that of its frame's capture) was the current one and its
+  frame younger than the command timeout; a person's command only while armed; nothing non-finite;
+- the black-box invariant, from the test's own record of what it did and when (not from the loop): no non-zero
+  command after an e-stop, a disarm or a reboot until the next accepted arm; no arm accepted while the e-stop
+  line is pressed or unreadable; no policy command from a frame captured before an event the loop had been told
+  of (an arm, a disarm, an e-stop, a take-over, its end) or before a fault that is over (a camera stall, a link
+  loss), sent after it.
+
+Time is scaled (a 0.2 s command timeout, 50 Hz control) so that one example takes well under a second; the
+properties do not depend on the scale. The default suite runs a few examples (MVLA_PROPERTY_EXAMPLES, default
+12); CI runs 2,000 after the suite (`make test-property`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from runtime.control.arm_sources import GpioSource
+from runtime.control.authority import ARMED, MotionAuthority
+from runtime.control.config import DriveConfig
+from runtime.control.loop import DriveLoop
+from runtime.control.safety import SafetyConfig, SafetyGate
+from runtime.hardware import Camera, CameraStalled, Frame, LinklessMotorController, SentCommand
+from runtime.policy.onboard import PolicyStep
+
+CMD_TIMEOUT = 0.2  # s: the scaled --cmd-timeout (and --camera-timeout)
+RATE = 50.0
+GPIO_PERIOD = 0.005
+ACT_WITHIN = 0.25  # s an asynchronous input (a take-over read on the next tick, a reboot's READY seen on the next
+#                    command) may take to act, with room for a loaded 2-core machine's scheduling
+LIMITS = SafetyConfig(max_speed=(2.0, 2.0, 2.0), max_accel=(math.inf,) * 3, dead_zone=0.0)
+EXAMPLES = int(os.environ.get("MVLA_PROPERTY_EXAMPLES", "12"))
+STEPS = int(os.environ.get("MVLA_PROPERTY_STEPS", "10"))
+
+
+def policy_action(index: int) -> np.ndarray:
+    """Frame `index`'s action: (vx > 0, vy = 0) and unique, so a command names the frame it was planned from."""
+    return np.array([0.1 + 0.0001 * (index % 9000), 0.0, 0.0], np.float32)
+
+
+def frame_of(velocity) -> int | None:
+    vx, vy, _ = velocity
+    if vx > 0.05 and vy == 0.0:
+        return round((np.float32(vx) - np.float32(0.1)) / np.float32(0.0001))
+    return None
+
+
+PERSON = (0.0, -0.3, 0.0)  # a person's command: vy < 0, never a policy's
+
+
+class Camera_(Camera):
+    """Frames every 10 ms, numbered, each capture time kept; `stall(s)` delivers nothing for s seconds."""
+
+    def __init__(self):
+        self.captures: dict[int, float] = {}
+        self.index = 0
+        self.stalled_until = -math.inf
+        self.stalls: list[tuple[float, float]] = []  # (start, end)
+
+    def stall(self, seconds):
+        now = time.monotonic()
+        self.stalled_until = now + seconds
+        self.stalls.append((now, now + seconds))
+
+    def read(self, timeout=0.5):
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            if now >= self.stalled_until:
+                break
+            if now >= deadline:
+                raise CameraStalled(f"no frame for {timeout} s")
+            time.sleep(min(self.stalled_until, deadline) - now)
+        time.sleep(0.01)
+        self.index += 1
+        stamp = time.monotonic()
+        self.captures[self.index] = stamp
+        return Frame(np.full((4, 4, 3), self.index % 255, np.uint8), stamp, self.index)
+
+    def disconnect(self):
+        pass
+
+
+class Policy_:
+    """Returns policy_action(frame index) after `latency` s; `nan_next` makes the next one non-finite."""
+
+    def __init__(self):
+        self.latency = 0.0
+        self.nan_next = False
+
+    def reset(self):
+        pass
+
+    def infer(self, frame):
+        time.sleep(self.latency)
+        action = policy_action(frame.index)
+        if self.nan_next:
+            self.nan_next = False
+            action = np.array([math.nan, 0.0, 0.0], np.float32)
+        return PolicyStep(action=action, chunk=action[None], normalized_chunk=action[None], timings={})
+
+
+class Board(LinklessMotorController):
+    """The motor side, recording every command with the authority's state and epoch read at that moment; a link
+    loss (nothing goes out) and a reboot (deaf, then its READY: `controller_starts`) on request."""
+
+    name = "board"
+
+    def __init__(self, authority: MotionAuthority):
+        self.authority = authority
+        self.sent: list[tuple[float, tuple, str, int]] = []  # what went out: (time, velocity, state, epoch)
+        self.last_attempt = None  # the newest command asked for, out or not
+        self.down_until = -math.inf
+        self.deaf_until = -math.inf
+        self.ready_at = math.inf  # the reboot's READY, seen by the first command after it
+        self.controller_starts = 0
+        self.reconnects = 0
+        self._was_down = False
+        self._connected = True
+
+    def send_velocity(self, vx, vy, wz=0.0):
+        now = time.monotonic()
+        v = (float(vx), float(vy), float(wz))
+        self.last_attempt = v
+        if now < self.down_until:
+            self._was_down = True
+            return SentCommand((0.0, 0.0, 0.0), sent=False)
+        if self._was_down:
+            self._was_down = False
+            self.reconnects += 1
+        if now >= self.ready_at:
+            self.ready_at = math.inf
+            self.controller_starts += 1
+        self.sent.append((now, v, self.authority.state, self.authority.epoch))
+        if now < self.deaf_until:
+            return SentCommand(v, sent=True, acknowledged=False)
+        self._last_sent = v
+        return SentCommand(v, sent=True, acknowledged=True)
+
+    def stop(self):
+        return self.send_velocity(0.0, 0.0, 0.0).delivered
+
+
+class Person:
+    """A take-over device: `command(now)` is the person's velocity while held (the loop's Takeover hook)."""
+
+    def __init__(self):
+        self.held = False
+
+    def command(self, now):
+        return PERSON if self.held else None
+
+    def sent(self, now, result, person):
+        pass
+
+    def captured(self, frame):
+        pass
+
+    def close(self):
+        pass
+
+
+class MotionMachine(RuleBasedStateMachine):
+    """One drive per example; rules are what happens to the robot; the invariants are what must never."""
+
+    @initialize()
+    def start(self):
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory()
+        self.line = os.path.join(self.dir.name, "estop")
+        self.write_line("1")  # the normally-closed loop: released
+        self.authority = MotionAuthority(armed=False)
+        self.source = GpioSource(self.authority, self.line, "estop", period=GPIO_PERIOD).start()
+        self.camera, self.policy, self.person = Camera_(), Policy_(), Person()
+        self.board = Board(self.authority)
+        config = DriveConfig(rate=RATE, cmd_timeout=CMD_TIMEOUT, camera_timeout=CMD_TIMEOUT, status=False,
+                             give_up_after=60.0)
+        self.loop = DriveLoop(self.policy, self.camera, self.board, SafetyGate(LIMITS), config,
+                              printer=lambda s: None, takeover=self.person, authority=self.authority)
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+        self.checked = 0
+        # the test's own record: (time the event took effect, what) for the black-box invariant
+        self.holds: list[tuple[float, float]] = []  # intervals in which nothing may move: (from, until)
+        self.fences: list[float] = []  # no policy command from a frame captured before this, sent after it
+        self.fault_fences: list[tuple[float, float]] = []  # (fault start, fault end): the same, once it is over
+        self.hold_from = time.monotonic()  # disarmed at start
+        self.pressed = False
+        self.lost = False
+        self.wait_until_settled()
+
+    def write_line(self, value):
+        """As sysfs changes a GPIO value: at once (a file rewritten in place would read empty for an instant)."""
+        tmp = self.line + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(value + "\n")
+        os.replace(tmp, self.line)
+
+    def wait_until_settled(self, seconds=0.03):
+        time.sleep(seconds)
+
+    # -- what happens to the robot --------------------------------------------------------------------------
+    def _held_from(self, t):
+        if self.hold_from is None:
+            self.hold_from = t
+
+    def _released_at(self, t):
+        if self.hold_from is not None:
+            self.holds.append((self.hold_from, t))
+            self.hold_from = None
+
+    @rule()
+    def arm(self):
+        was = self.authority.state
+        before = time.monotonic()  # the transition, if any, comes after this: no send before it was armed
+        refusal = self.authority.arm("test")
+        if not refusal and was != ARMED and self.authority.state == ARMED:
+            assert not self.pressed and not self.lost, "armed while the e-stop line is pressed or unreadable"
+            self.fences.append(before)
+            self._released_at(before)
+
+    @rule()
+    def disarm(self):
+        self.authority.disarm("test")
+        self._held_from(time.monotonic())  # after the call: a send in flight during it finished before it
+
+    def _latched(self, what):
+        """Wait until the e-stop source has acted (it polls every GPIO_PERIOD); it must, within a second."""
+        deadline = time.monotonic() + 1.0
+        while self.authority.state != "e-stop":
+            assert time.monotonic() < deadline, f"{what}: the e-stop did not latch within 1 s"
+            time.sleep(0.002)
+        self._held_from(time.monotonic())
+
+    @rule()
+    def estop_press(self):
+        self.write_line("0")
+        self.pressed = True
+        self._latched("e-stop pressed")
+
+    @rule()
+    def estop_release(self):
+        if not self.lost:
+            self.write_line("1")
+        self.pressed = False
+
+    @rule()
+    def estop_reset(self):
+        self.authority.reset_estop("test")
+
+    @rule()
+    def estop_line_lost(self):
+        if os.path.exists(self.line):
+            os.unlink(self.line)
+        self.lost = True
+        self._latched("e-stop line lost")
+
+    @rule()
+    def estop_line_back(self):
+        self.write_line("0" if self.pressed else "1")
+        self.lost = False
+
+    @rule(hold=st.booleans())
+    def person_takes_over(self, hold):
+        if hold != self.person.held:
+            self.fences.append(time.monotonic() + ACT_WITHIN)  # the loop reads the device on its next tick
+        self.person.held = hold
+
+    @rule(seconds=st.sampled_from([0.05, 0.3, 0.5]))
+    def camera_stall(self, seconds):
+        """A stall longer than the camera timeout is a fault the loop sees; a shorter one is only a late frame."""
+        self.camera.stall(seconds)
+        if seconds > CMD_TIMEOUT:
+            now = time.monotonic()
+            self.fault_fences.append((now, now + seconds))
+
+    @rule(seconds=st.sampled_from([0.05, 0.15, 0.3]))
+    def link_loss(self, seconds):
+        now = time.monotonic()
+        self.board.down_until = now + seconds
+        self.fault_fences.append((now, now + seconds))
+
+    @rule(deaf=st.sampled_from([0.05, 0.2]))
+    def reboot(self, deaf):
+        now = time.monotonic()
+        self.board.deaf_until = now + deaf
+        self.board.ready_at = now + deaf
+        self._held_from(now + deaf + ACT_WITHIN)
+
+    @rule()
+    def nan(self):
+        self.policy.nan_next = True
+
+    @rule(latency=st.sampled_from([0.0, 0.02, 0.08, 0.15, CMD_TIMEOUT]))
+    def inference_latency(self, latency):
+        self.policy.latency = latency
+
+    @rule(seconds=st.sampled_from([0.02, 0.1, 0.25]))
+    def wait(self, seconds):
+        time.sleep(seconds)
+
+    @precondition(lambda self: not self.pressed and not self.lost)
+    @rule()
+    def reset_and_arm(self):
+        """The way back after a fault: a person resets the e-stop and arms (often refused: the checks say why)."""
+        self.authority.reset_estop("test")
+        self.wait_until_settled(0.05)
+        self.arm()
+
+    # -- what must never happen -----------------------------------------------------------------------------
+    @invariant()
+    def moved_only_when_it_should(self):
+        if not hasattr(self, "board"):
+            return
+        time.sleep(0.01)
+        sent = self.board.sent[self.checked:]
+        self.checked += len(sent)
+        for t, v, state, epoch in sent:
+            assert all(math.isfinite(x) for x in v), f"non-finite command {v} at {t}"
+            if not any(v):
+                continue
+            assert state == ARMED, f"{v} sent while {state} at {t:.3f}"
+            index = frame_of(v)
+            if v == PERSON:
+                continue
+            assert index is not None, f"{v} is neither a policy's nor a person's command"
+            captured = self.camera.captures[index]
+            assert self.authority.epoch_at(captured) == epoch, \
+                f"frame {index} (captured {captured:.3f}) from an earlier epoch sent at {t:.3f}"
+            # judged at the tick's start; the send follows within the same tick
+            assert t - captured <= CMD_TIMEOUT + 0.01, f"frame {index} {t - captured:.3f} s old when sent"
+            # black box: the test's own record
+            for start, end in self.holds + ([(self.hold_from, math.inf)] if self.hold_from is not None else []):
+                assert not (start <= t < end), f"{v} sent at {t:.3f} while held from {start:.3f}"
+            for fence in self.fences:
+                assert not (captured < fence <= t), f"frame {index} from before a fence at {fence:.3f} sent after"
+            for start, end in self.fault_fences:
+                assert not (captured < start and t > end + 1e-3), \
+                    f"frame {index} from before a fault ({start:.3f}-{end:.3f}) sent after it, at {t:.3f}"
+
+    def teardown(self):
+        if not hasattr(self, "loop"):
+            return
+        self.loop.request_stop("test over")
+        self.thread.join(timeout=5)
+        self.source.close()
+        self.dir.cleanup()
+        assert not self.thread.is_alive(), "the drive did not stop"
+        assert self.loop.error is None, self.loop.error
+        assert self.board.last_attempt == (0.0, 0.0, 0.0), "the drive did not end with a zero"
+
+
+MotionMachine.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+                                           suppress_health_check=list(HealthCheck), derandomize=False)
+test_the_robot_moves_only_when_it_should = MotionMachine.TestCase
+
+
+@pytest.mark.slow
+def test_the_robot_moves_only_when_it_should_ci():
+    """CI's run: at least 2,000 examples (make test-property sets MVLA_PROPERTY_EXAMPLES)."""
+    from hypothesis.stateful import run_state_machine_as_test
+
+    examples = max(EXAMPLES, 2000) if os.environ.get("MVLA_PROPERTY_EXAMPLES") is None else EXAMPLES
+    started = time.monotonic()
+    run_state_machine_as_test(MotionMachine, settings=settings(
+        max_examples=examples, stateful_step_count=STEPS, deadline=None, suppress_health_check=list(HealthCheck)))
+    print(f"property test: {examples} examples of up to {STEPS} steps in {time.monotonic() - started:.0f} s")
