@@ -64,7 +64,7 @@ from runtime.policy.bundle import BundleError, load_bundle
 from runtime.policy.driving import driving_settings
 from runtime.policy.onboard import Policy
 from runtime.recording.episodes import read_episode_arrays
-from runtime.rerun_log import RerunUnavailable
+from runtime.recording.rerun_log import RerunUnavailable
 from sim.evaluation_views import best_and_worst_mp4s, log_rollouts
 from sim.latency import add_latency_arguments, evaluate_latency, latency_requested, latency_spec_from_args
 from sim.task import (

@@ -3,7 +3,7 @@
     python -m sim.evaluate --bundle bundle/ --episodes 20 --rerun eval.rrd      # then: rerun eval.rrd
     python -m sim.evaluate --bundle bundle/ --episodes 50 --plot eval.png       # + eval-best.mp4, eval-worst.mp4
 
-In Rerun (runtime/rerun_episode.py's timeline, one episode after the other on
+In Rerun (runtime/recording/rerun_episode.py's timeline, one episode after the other on
 `frame` and `time`): the frame the policy saw at each step with its action
 as an arrow and as time series, the instruction, and the room seen from
 above (`map/room`: walls, boxes, the bottle and the goal zone; `map/expert`:
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from plotting.video import VideoUnavailable, annotate, write_mp4
-from runtime.rerun_episode import EpisodeTimeline
-from runtime.rerun_log import RerunRecording
+from runtime.recording.rerun_episode import EpisodeTimeline
+from runtime.recording.rerun_log import RerunRecording
 from sim.task import GOAL_AHEAD, GOAL_Y, MOVE, Rollout, instruction_for, rollout_frame
 
 log = logging.getLogger(__name__)

@@ -284,7 +284,7 @@ def test_documented_rules_match_the_checked_ones():
             assert f"`{dep}`" in line.split("|")[-2], f"docs/architecture.md: {pkg}/ row does not forbid {dep}/"
 
 
-@pytest.mark.parametrize("module", ["runtime.drive, runtime.rerun_log, runtime.rerun_episode"])
+@pytest.mark.parametrize("module", ["runtime.drive, runtime.recording.rerun_log, runtime.recording.rerun_episode"])
 def test_importing_the_drive_loads_no_plotting_hdf5_or_simulator(module):
     """... nor Rerun: rerun-sdk (an extra) is loaded only when a log or a view is opened."""
     import subprocess

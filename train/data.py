@@ -57,7 +57,7 @@ from runtime.policy.driving import Driving
 from runtime.policy.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
 from runtime.recording.episode_writer import EPISODE_NAME, existing_episodes
 from runtime.recording.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
-from runtime.rerun_log import RerunUnavailable
+from runtime.recording.rerun_log import RerunUnavailable
 from train.config import MobileVLAConfig
 from train.data_view import ViewSpec, view
 from train.lerobot_export import VCODECS, ExportSpec, export_lerobot

@@ -8,7 +8,7 @@
     from train.data_view import ViewSpec, view
     view(ViewSpec(Path("rec"), save=Path("rec.rrd")))
 
-The Rerun view (runtime/rerun_episode.py): camera frames, the action as an
+The Rerun view (runtime/recording/rerun_episode.py): camera frames, the action as an
 arrow on the frame and as time series, the instruction, take-over segments
 and episode markers on one timeline. The MP4 (plotting/video.py) plays the
 frames at their recorded spacing (one frame per 0.4 s move is 2.5 frames a
@@ -27,8 +27,8 @@ import numpy as np
 
 from plotting.video import annotate, write_mp4
 from runtime.recording.episodes import read_episode_record
-from runtime.rerun_episode import NO_INSTRUCTION, EpisodeTimeline
-from runtime.rerun_log import RerunRecording
+from runtime.recording.rerun_episode import NO_INSTRUCTION, EpisodeTimeline
+from runtime.recording.rerun_log import RerunRecording
 
 log = logging.getLogger(__name__)
 

@@ -136,8 +136,8 @@ def test_lerobot_loads_our_export_and_we_import_it_back(sim_recording, tmp_path)
 
 
 def test_a_lekiwi_dataset_made_with_lerobots_api_imports_with_only_the_base_actions(tmp_path):
-    from runtime.recording.episodes import read_episode_record
     from runtime.cameras.sample_frames import sample_frames
+    from runtime.recording.episodes import read_episode_record
 
     python = lerobot_python()
     frames = np.stack([sample_frames(12, seed=s, height=96, width=128)[..., ::-1] for s in (1, 2)])  # RGB

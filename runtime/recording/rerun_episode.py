@@ -17,7 +17,7 @@ left is left), `action/{linear_x,linear_y,angular_z}` (time series),
 person drove, recorder files), `episode` (the episode's number, a step at
 each boundary) and `events` (a line at each episode's start and end and at
 each take-over's start and end). rerun-sdk is imported by RerunRecording
-(runtime/rerun_log.py) when a view is opened.
+(runtime/recording/rerun_log.py) when a view is opened.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.recording.episodes import EpisodeRecord
-from runtime.rerun_log import AXES, RerunRecording, action_arrow, encode_jpeg
+from runtime.recording.rerun_log import AXES, RerunRecording, action_arrow, encode_jpeg
 
 NO_INSTRUCTION = "(no instruction in the file)"  # what a view shows for an episode without one
 

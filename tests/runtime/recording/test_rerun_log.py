@@ -1,4 +1,4 @@
-"""runtime.rerun_log: the drive's Rerun log through the real rerun-sdk, read back with Rerun's own RrdReader;
+"""runtime.recording.rerun_log: the drive's Rerun log through the real rerun-sdk, read back with Rerun's own RrdReader;
 its queue never blocks the caller and counts what it drops."""
 
 import threading
@@ -28,7 +28,7 @@ def test_frames_actions_commands_and_state_reach_the_file(tmp_path):
     pytest.importorskip("rerun")
     import cv2
 
-    from runtime.rerun_log import RerunLog, RerunSpec, partial_rrd
+    from runtime.recording.rerun_log import RerunLog, RerunSpec, partial_rrd
 
     out = tmp_path / "drive.rrd"
     frame = np.zeros((240, 320, 3), np.uint8)
@@ -57,7 +57,7 @@ def test_frames_actions_commands_and_state_reach_the_file(tmp_path):
 
 def test_a_full_queue_drops_and_counts_and_never_waits(tmp_path):
     pytest.importorskip("rerun")
-    from runtime.rerun_log import RerunLog, RerunSpec
+    from runtime.recording.rerun_log import RerunLog, RerunSpec
 
     rerun = RerunLog(RerunSpec(str(tmp_path / "slow.rrd"), depth=4))
     gate = threading.Event()
@@ -86,7 +86,7 @@ def test_a_full_queue_drops_and_counts_and_never_waits(tmp_path):
 
 def test_a_bad_target_is_refused_naming_it(tmp_path):
     pytest.importorskip("rerun")
-    from runtime.rerun_log import RerunLog, RerunSpec, RerunUnavailable
+    from runtime.recording.rerun_log import RerunLog, RerunSpec, RerunUnavailable
 
     with pytest.raises(RerunUnavailable, match=r"drive\.txt.*\.rrd"):
         RerunLog(RerunSpec(str(tmp_path / "drive.txt")))
