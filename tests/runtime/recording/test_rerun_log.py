@@ -7,21 +7,7 @@ import time
 import numpy as np
 import pytest
 
-
-def rrd_entities(path):
-    """{entity path: [record batches]} of an .rrd, read with Rerun's own reader."""
-    from rerun.chunk import RrdReader
-
-    out = {}
-    for chunk in RrdReader(path).stream():
-        out.setdefault(chunk.entity_path, []).append(chunk.to_record_batch())
-    return out
-
-
-def column(batches, name):
-    import pyarrow as pa
-
-    return pa.concat_arrays([b.column(b.schema.get_field_index(name)) for b in batches]).to_pylist()
+from tests.helpers.rrd import column, rrd_entities
 
 
 def test_frames_actions_commands_and_state_reach_the_file(tmp_path):
@@ -91,3 +77,57 @@ def test_a_bad_target_is_refused_naming_it(tmp_path):
     with pytest.raises(RerunUnavailable, match=r"drive\.txt.*\.rrd"):
         RerunLog(RerunSpec(str(tmp_path / "drive.txt")))
 
+
+
+def test_an_inference_and_the_authoritys_transitions_reach_the_file(tmp_path):
+    """The drive's two hooks: `inferred` (the Frame, the policy's step, its record: the stages' latencies and the
+    camera's, from the record's times) and `follow` (each transition of the motion authority, with its cause)."""
+    pytest.importorskip("rerun")
+    from runtime.control.authority import MotionAuthority
+    from runtime.hardware import Frame, SentCommand
+    from runtime.policy.onboard import PolicyStep
+    from runtime.recording.rerun_log import RerunLog, RerunSpec
+
+    authority = MotionAuthority(armed=False)
+    chunk = np.tile(np.float32([0.2, 0.0]), (4, 1))
+    step = PolicyStep(action=chunk[0], chunk=chunk, normalized_chunk=chunk, timings={"vision": 0.004})
+    record = {"step": 7, "t_capture": 10.0, "t_infer_start": 10.03, "t_action": 10.05, "timings_ms": {"vision": 4.0}}
+    with RerunLog(RerunSpec(str(tmp_path / "d.rrd"))) as rerun:
+        rerun.follow(authority)
+        assert authority.arm("key 'a'") == ""
+        rerun.inferred(Frame(np.zeros((48, 64, 3), np.uint8), 10.0, 3), step, record)
+        rerun.sent(10.06, SentCommand((0.2, 0.0, 0.0), sent=True), "driving")
+        authority.estop("gpio 17 pressed")
+    entities = rrd_entities(tmp_path / "d.rrd")
+    assert column(entities["/camera/image"], "step") == [7]
+    assert column(entities["/latency/camera"], "Scalars:scalars")[0][0] == pytest.approx(30.0)
+    assert column(entities["/latency/inference"], "Scalars:scalars")[0][0] == pytest.approx(20.0)
+    assert column(entities["/latency/capture_to_plan"], "Scalars:scalars")[0][0] == pytest.approx(50.0)
+    assert column(entities["/latency/vision"], "Scalars:scalars") == [[4.0]]
+    assert column(entities["/sent/linear_x"], "Scalars:scalars") == [[0.2]]
+    events = [t[0] for t in column(entities["/events"], "TextLog:text")]
+    assert events == ["disarmed -> armed: arm by key 'a' (epoch 1)",
+                      "armed -> e-stop: estop by gpio 17 pressed (epoch 2)"]
+    assert column(entities["/events"], "TextLog:level") == [["INFO"], ["ERROR"]]
+
+
+def test_cpus_pins_the_log_and_rerun_s_threads_and_nothing_else(tmp_path):
+    pytest.importorskip("rerun")
+    import os
+
+    from runtime.recording.rerun_log import RerunLog, RerunSpec
+
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        pytest.skip("one core: nothing to pin apart")
+
+    def threads() -> dict[int, set[int]]:
+        return {int(t): os.sched_getaffinity(int(t)) for t in os.listdir("/proc/self/task")}
+
+    before = threads()
+    with RerunLog(RerunSpec(str(tmp_path / "p.rrd"), cpus=(usable[-1],))) as rerun:
+        rerun.frame(0.0, 0, np.zeros((48, 64, 3), np.uint8), (0.1, 0.0, 0.0))
+        time.sleep(0.2)
+        started = {tid: cpus for tid, cpus in threads().items() if tid not in before}
+    assert started and all(cpus == {usable[-1]} for cpus in started.values()), started  # the log's, Rerun's
+    assert os.sched_getaffinity(0) == set(usable)  # the caller (the control loop's thread) is left alone
