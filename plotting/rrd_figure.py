@@ -2,6 +2,7 @@
 
     python -m plotting.rrd_figure view.rrd --frame 6 --out docs/images/recording-view.png
     python -m plotting.rrd_figure eval.rrd --frame 14 --out docs/images/evaluation-view.png
+    python -m plotting.rrd_figure out.rrd --frame 8 --out docs/images/drive-view.png       # runtime.drive --rerun
 
 Rerun's own viewer needs a GPU surface that this project's headless machines
 (CI, a build box) do not have, so the documents' pictures are drawn from the
@@ -9,8 +10,9 @@ same .rrd with matplotlib: the recording is read back with Rerun's own reader
 (`rerun.chunk.RrdReader`), and the figure shows what the viewer's default
 layout shows at that frame: `camera/image` with its `action` arrow, the
 `action/*` (and `sent/*`, `takeover`) time series with the frame marked, the
-`map/*` entities seen from above when the recording has them, the
-`instruction` and the `events` up to that frame. rerun-sdk and matplotlib
+`map/*` entities seen from above when the recording has them (a drive's
+`plan/chunk` otherwise), a drive's `latency/*`, the `instruction` and the
+`events` and `state` lines up to that frame. rerun-sdk and matplotlib
 are imported when a figure is made.
 """
 
@@ -66,9 +68,10 @@ def draw(path: Path, frame: int, out: Path, title: str | None = None) -> Path:
         raise RuntimeError("a figure needs matplotlib (pip install -e '.[bench]')")
     data = read_rrd(path)
     has_map = any(k.startswith("/map/") for k in data)
+    third = has_map or "/plan/chunk" in data
     fig = plt.figure(figsize=(14, 6.2))
-    grid = fig.add_gridspec(3, 3 if has_map else 2, width_ratios=[1.3, 1.1, 0.9] if has_map else [1.3, 1.2],
-                            left=0.02, right=0.98, top=0.9, bottom=0.09, wspace=0.15, hspace=0.25)
+    grid = fig.add_gridspec(3, 3 if third else 2, width_ratios=[1.3, 1.1, 0.9] if third else [1.3, 1.2],
+                            left=0.02, right=0.98, top=0.9, bottom=0.09, wspace=0.15, hspace=0.35)
     ax_img = fig.add_subplot(grid[:2, 0])
     image = latest(data.get("/camera/image", []), frame)
     if image is not None:
@@ -85,22 +88,46 @@ def draw(path: Path, frame: int, out: Path, title: str | None = None) -> Path:
     ax_txt = fig.add_subplot(grid[2, 0])
     ax_txt.set_axis_off()
     instruction = latest(data.get("/instruction", []), frame)
-    events = [v["text"][0] for f, v in data.get("/events", []) + data.get("/state", []) if f is None or f <= frame]
+    lines = sorted(data.get("/events", []) + data.get("/state", []), key=lambda r: -1 if r[0] is None else r[0])
+    events = [v["text"][0] for f, v in lines if f is None or f <= frame]
     shown = instruction["text"][0] if instruction else "-"
     text = [f"instruction: {shown}", "events:"] + [f"  {e}" for e in events[-6:]]
     text = [line if len(line) <= 78 else line[:75] + "..." for line in text]
     ax_txt.text(0, 1, "\n".join(text), va="top", fontsize=8, family="monospace", wrap=True)
     plots = [k for k in ("/action/linear_x", "/action/linear_y", "/action/angular_z", "/sent/linear_x",
-                         "/sent/linear_y", "/takeover") if k in data]
-    ax_ts = fig.add_subplot(grid[:, 1])
+                         "/sent/linear_y", "/sent/angular_z", "/takeover") if k in data]
+    latencies = sorted(k for k in data if k.startswith("/latency/"))  # a drive's log (runtime.drive --rerun)
+    ax_ts = fig.add_subplot(grid[:2, 1] if latencies else grid[:, 1])
     for k in plots:
         x, y = series(data[k])
         ax_ts.step(x, y, where="post", label=k.lstrip("/"), lw=1.2)
     ax_ts.axvline(frame, color="k", lw=1, ls="--")
-    ax_ts.set_xlabel("frame")
+    ax_ts.set_xlabel("step" if latencies else "frame")
     ax_ts.set_title("time series (dashed: the frame shown)", fontsize=9)
     ax_ts.legend(fontsize=7, loc="upper right")
     ax_ts.grid(alpha=0.3)
+    if latencies:
+        ax_lat = fig.add_subplot(grid[2, 1])
+        for k in latencies:
+            x, y = series(data[k])
+            ax_lat.plot(x, y, label=k.removeprefix("/latency/"), lw=1)
+        ax_lat.axvline(frame, color="k", lw=1, ls="--")
+        ax_lat.set_ylabel("ms", fontsize=8)
+        ax_lat.legend(fontsize=6, loc="upper right", ncol=4)
+        ax_lat.grid(alpha=0.3)
+    chunk = latest(data.get("/plan/chunk", []), frame)
+    if chunk is not None and not has_map:  # the plan seen from above, where an evaluation shows its map
+        ax_plan = fig.add_subplot(grid[:, 2])
+        pts = np.asarray(chunk["strips"][0])
+        ax_plan.plot(-pts[:, 1], pts[:, 0], "o-", color="tab:orange", ms=3)  # x forward (up), y left (left)
+        ax_plan.plot(0, 0, "^", color="tab:blue", ms=10, label="robot")
+        span = max(0.05, float(np.abs(pts).max()) * 1.2)
+        ax_plan.set_xlim(-span, span)
+        ax_plan.set_ylim(-span * 0.2, span)
+        ax_plan.set_aspect("equal")
+        ax_plan.set_title("plan/chunk: the chunk's path from above (m)", fontsize=9)
+        ax_plan.legend(fontsize=7, loc="lower right")
+        ax_plan.grid(alpha=0.3)
     if has_map:
         ax_map = fig.add_subplot(grid[:, 2])
         from matplotlib.patches import Rectangle  # noqa: PLC0415  matplotlib: imported with pyplot above
@@ -143,7 +170,8 @@ def draw(path: Path, frame: int, out: Path, title: str | None = None) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rrd", type=Path)
-    ap.add_argument("--frame", type=int, default=0, help="the `frame` timeline's value to show")
+    ap.add_argument("--frame", type=int, default=0,
+                    help="the `frame` timeline's value to show (a drive's log: its `step`)")
     ap.add_argument("--out", type=Path, required=True, help="the PNG to write")
     ap.add_argument("--title")
     args = ap.parse_args(argv)
