@@ -127,8 +127,10 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                                          else open_policy(spec.policy))
             spacing = bundle_frame_spacing(policy.bundle)
             check_frame_spacing(spacing, spec.loop.mode, spec.loop.step_duration)
-            # closed last: after the loop, with the motors at zero (a slow viewer never delays a stop)
-            rerun = stack.enter_context(RerunLog(replace(spec.rerun, chunk_spacing_s=spacing))) if spec.rerun else None
+            # closed last: after the loop, with the motors at zero (a slow viewer never delays a stop); the chunk's
+            # actions are the bundle's frame spacing apart, the arrow's full length is the gate's top speed
+            rerun = stack.enter_context(RerunLog(replace(spec.rerun, chunk_spacing_s=spacing, top_speed=max(
+                spec.safety.max_speed[:2])))) if spec.rerun else None
             chunks = open_chunks(spec.chunks, policy, spec.policy.discrete, spec.loop.mode)
             if stopped():
                 return 0

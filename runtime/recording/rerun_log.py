@@ -181,7 +181,7 @@ class RerunSpec:
     depth: int = 64  # items the queue holds; when full, new ones are dropped and counted (never waited on)
     image_width: int = 320  # px: frames are downscaled to this width before JPEG encoding (0 keeps their size)
     jpeg_quality: int = 75  # JPEG quality of the logged frames
-    top_speed: float = 0.5  # m/s the action arrow's full length stands for (the gate's default limit)
+    top_speed: float = 0.5  # m/s the action arrow's full length stands for (drive(): the gate's --max-speed)
     chunk_spacing_s: float = 0.1  # s between a chunk's actions, for drawing the planned path (drive(): the bundle's)
     cpus: tuple[int, ...] = ()  # cores the logging thread (and Rerun's threads) may run on; () = any
     close_timeout_s: float = 10.0  # s closing waits for the queue and the viewer before it gives up on them
