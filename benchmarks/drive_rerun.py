@@ -21,7 +21,9 @@ Python's lock that other threads hold, the tick's own work). Runs alternate
 without and with the log (`--pairs`, the first of each pair taking
 turns), so the machine's drift and its other users hit both alike; the figure compared is the p99 over every
 measured tick of each way (each run's own p99 and the median of those are in
-the JSON too). `--max-increase-ms` (1 ms, the goal) makes the command
+the JSON too). Also measured: how long each of the loop's two calls into the
+log takes in its caller's thread (`hook_p99_us`), and the process's CPU time
+per second of driving, all threads, without and with the log. `--max-increase-ms` (1 ms, the goal) makes the command
 exit 1 when the p99 with the log exceeds the p99 without by more.
 """
 
@@ -127,20 +129,35 @@ class LatenessProbe:
         self._control = threading.current_thread()
 
 
+def timed(call, durations: list):
+    """`call`, noting how long each call took in its caller's thread."""
+    def run(*args):
+        start = time.perf_counter()
+        call(*args)
+        durations.append(time.perf_counter() - start)
+    return run
+
+
 def one_run(policy, config: BenchConfig, rerun_spec: RerunSpec | None) -> dict:
     """One drive of `config.seconds`; the ticks' lateness and, with the log, what it logged and dropped."""
     camera = PacedCamera(config.width, config.height, config.fps)
     motor = DryRunMotor().connect()
     policy.reset()
     rerun = RerunLog(rerun_spec) if rerun_spec is not None else None
+    calls: list[float] = []  # s each of the loop's two hooks took in its caller's thread
+    if rerun is not None:
+        for name in ("sent", "inferred"):
+            setattr(rerun, name, timed(getattr(rerun, name), calls))
     loop = DriveLoop(policy, camera, motor, SafetyGate(SafetyConfig()),
                      DriveConfig(rate=config.rate, status=False), authority=MotionAuthority(armed=True), rerun=rerun)
     probe = LatenessProbe(loop, motor, time.monotonic() + config.warmup_s)
     probe.control_thread()
     timer = threading.Timer(config.seconds, loop.request_stop, ("benchmark over",))
     timer.start()
+    cpu = time.process_time()
     try:
         code = loop.run()
+        cpu = time.process_time() - cpu  # every thread of this process: the loop's, the policy's, the log's
     finally:
         timer.cancel()
         if rerun is not None:
@@ -151,9 +168,11 @@ def one_run(policy, config: BenchConfig, rerun_spec: RerunSpec | None) -> dict:
     late_ms = np.asarray(probe.lateness) * 1e3
     out = {"rerun": rerun is not None, "ticks": int(len(late_ms)), "steps": loop.steps, "lateness_ms": late_ms,
            "p50_ms": round(float(np.percentile(late_ms, 50)), 3), "p99_ms": round(float(np.percentile(late_ms, 99)), 3),
-           "max_ms": round(float(late_ms.max()), 3)}
+           "max_ms": round(float(late_ms.max()), 3), "cpu_per_s": round(cpu / config.seconds, 3)}
     if rerun is not None:
-        out.update(logged=rerun.logged, dropped=rerun.dropped,
+        out.update(logged=rerun.logged, dropped=rerun.dropped, hook_calls=len(calls),
+                   hook_p99_us=round(float(np.percentile(calls, 99)) * 1e6, 1),
+                   hook_max_us=round(float(max(calls)) * 1e6, 1),
                    rrd_mb=round(rerun.path.stat().st_size / 1e6, 2) if rerun.path else 0.0)
     return out
 
@@ -169,7 +188,8 @@ def run_benchmark(bundle: Path, config: BenchConfig, cpus: tuple[int, ...] = ())
                 log.info("run %d %s: %d ticks, lateness p50 %.3f ms, p99 %.3f ms, max %.3f ms%s", i + 1,
                          "with --rerun" if with_log else "without", result["ticks"], result["p50_ms"],
                          result["p99_ms"], result["max_ms"],
-                         f"; {result['logged']} logged, {result['dropped']} dropped" if with_log else "")
+                         f"; {result['logged']} logged, {result['dropped']} dropped, the hooks' calls p99 "
+                         f"{result['hook_p99_us']} us" if with_log else "")
                 runs.append(result)
     # every measured tick of each mode together (a run's own p99 rests on its few hundred ticks)
     pooled = {mode: np.concatenate([r.pop("lateness_ms") for r in runs if r["rerun"] == mode])
@@ -182,6 +202,9 @@ def run_benchmark(bundle: Path, config: BenchConfig, cpus: tuple[int, ...] = ())
             "p99_without_ms": p99[False], "p99_with_ms": p99[True], "p99_increase_ms": increase,
             "p50_without_ms": round(float(np.median(pooled[False])), 3),
             "p50_with_ms": round(float(np.median(pooled[True])), 3),
+            "cpu_per_s_without": statistics.median(r["cpu_per_s"] for r in runs if not r["rerun"]),
+            "cpu_per_s_with": statistics.median(r["cpu_per_s"] for r in runs if r["rerun"]),
+            "hook_p99_us": max(r["hook_p99_us"] for r in runs if r["rerun"]),
             "median_run_p99_without_ms": statistics.median(r["p99_ms"] for r in runs if not r["rerun"]),
             "median_run_p99_with_ms": statistics.median(r["p99_ms"] for r in runs if r["rerun"]),
             "goal_met": increase <= config.max_increase_ms}
@@ -218,6 +241,8 @@ def main(argv=None) -> int:
     result = run_benchmark(bundle, config, parse_cpus(args.rerun_cpus) if args.rerun_cpus else ())
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
+    print(f"the loop's hooks: p99 {result['hook_p99_us']} us a call; CPU (all threads) {result['cpu_per_s_without']} "
+          f"s/s without, {result['cpu_per_s_with']} s/s with")
     print(f"tick lateness p99 ({config.pairs} runs each way): without --rerun {result['p99_without_ms']:.3f} "
           f"ms, with {result['p99_with_ms']:.3f} ms, increase {result['p99_increase_ms']:+.3f} ms (goal <= "
           f"{config.max_increase_ms:g} ms: {'met' if result['goal_met'] else 'NOT met'})")
