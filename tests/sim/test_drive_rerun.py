@@ -4,6 +4,7 @@ own reader; without rerun-sdk the drive still runs, and --rerun says how to inst
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -130,6 +131,7 @@ def test_a_bad_rerun_cpus_is_refused_naming_the_cores_there_are(tiny_bundle_dir)
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:RRD file has no footer")  # what `rerun --save` streams has none; read whole
 def test_a_live_stream_reaches_a_viewer_started_with_rerun(tiny_bundle_dir, tmp_path):
     """docs/recording.md's live stream: `rerun --serve-grpc` (a laptop's viewer, headless here, saving what it
     receives) and `sim.drive --rerun rerun+http://HOST:PORT/proxy --rerun-cpus N`."""
@@ -156,7 +158,7 @@ def test_a_live_stream_reaches_a_viewer_started_with_rerun(tiny_bundle_dir, tmp_
         assert proc.returncode == 0, proc.stderr[-3000:]
         time.sleep(1.0)  # the viewer writes what it received
     finally:
-        viewer.terminate()
+        viewer.send_signal(signal.SIGINT)  # Ctrl-C, as its log says
         viewer.wait(timeout=20)
     entities = rrd_entities(received)
     assert len(column(entities["/camera/image"], "EncodedImage:blob")) == STEPS
