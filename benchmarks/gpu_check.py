@@ -1,8 +1,9 @@
 """The TensorRT path proven on a real GPU, in one run, with every figure in one JSON.
 
     bash jetson/gpu_check.sh                                 # the same, with a Jetson's power mode noted
-    python -m benchmarks.gpu_check --out gpu-check.json      # tiny + real size (random weights), ~10 min
+    python -m benchmarks.gpu_check --out gpu-check.json      # tiny + real size (random weights) where memory allows
     python -m benchmarks.gpu_check --sizes tiny --steps 20 --out quick.json   # minutes: tiny only
+    python -m benchmarks.gpu_check --bundle tiny-bundle/ --out jetson.json   # a bundle exported elsewhere (a Jetson)
 
 For each size (`tiny`, and `kosmos2` with random weights = the real 1.66 B
 model): export the bundle (fp32 ONNX + the fp16-weights engine inputs),
@@ -20,9 +21,13 @@ every other subprocess step `--timeout`.
 Needs an NVIDIA GPU, TensorRT, pycuda and the export stack (torch,
 transformers: `pip install -e .[train,export,runtime,bench]`), on a desktop
 or a Jetson. The real size holds the PyTorch model (6.6 GB) next to the
-engines while it checks them: on a Jetson that means an AGX Orin; on an 8 or
-16 GB board run `--sizes tiny` and build the real engines with
-jetson/build_engines.sh. The JSON: {"versions": {...}, "gpu": name, "sizes": {SIZE:
+engines while it checks them (the export peaks at 14.5 GB,
+docs/performance.md), so `--sizes` defaults to tiny alone on a machine with
+less than 20 GB of memory (`default_sizes`). A Jetson has no torch and no
+export stack (JetPack ships no torch; transformers needs Python >= 3.11):
+there `--bundle DIR` checks a bundle exported on another machine (the export
+and the comparison with PyTorch are skipped and say so; the engine build,
+the drive and the latency run). The JSON: {"versions": {...}, "gpu": name, "sizes": {SIZE:
 {"steps": {STEP: {"ok", "seconds", ...figures or "error"}}}}, "ok": bool}.
 Record the figures in docs/performance.md.
 """
@@ -35,6 +40,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,13 +48,24 @@ import time
 import traceback
 from pathlib import Path
 
-from export.to_trt import DEFAULT_WORKSPACE_GB
+from export.to_trt import default_workspace_gb
 from runtime.control.steplog import read_log
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.policy.backends.cuda_device import cuda_device_name
+from runtime.policy.engines import memory_bytes
 from train.config import preset_config
 
 SIZES = ("tiny", "kosmos2")
+REAL_SIZE_MEMORY = 20e9  # bytes a machine needs for the real size: the export's 14.5 GB peak and the OS beside it
+
+
+def default_sizes(meminfo: Path = Path("/proc/meminfo")) -> list[str]:
+    """Both sizes where memory holds the real size's export (REAL_SIZE_MEMORY), else tiny (an 8 or 16 GB board)."""
+    try:
+        total = memory_bytes(meminfo)[0]
+    except OSError:
+        return list(SIZES)
+    return list(SIZES) if total >= REAL_SIZE_MEMORY else ["tiny"]
 DRIVE = ["-m", "sim.drive"]  # the simulated robot behind runtime.drive's real loop
 log = logging.getLogger(__name__)
 
@@ -136,11 +153,21 @@ def step_latency(size: str, work: Path, ctx: dict, args) -> dict:
             "end_to_end_ms": entry["stages"]["end_to_end"], "control_rate_hz": entry["control_rate_hz"]}
 
 
-def check_size(size: str, work: Path, args) -> dict:
+def step_prepared(bundle: Path, ctx: dict) -> dict:
+    """--bundle: a bundle exported elsewhere, copied so the engines are built into the copy."""
+    ctx["bundle"] = bundle
+    return {"skipped": f"exported on another machine: {bundle}",
+            "bundle_bytes": sum(p.stat().st_size for p in bundle.iterdir() if p.is_file())}
+
+
+NO_TORCH = "skipped: no PyTorch on this machine (--bundle); compare the engines on the exporting machine instead"
+
+
+def check_size(size: str, work: Path, args, bundle: Path | None = None) -> dict:
     ctx: dict = {}
-    plan = [("export", lambda: step_export(size, work, ctx)),
+    plan = [("export", lambda: step_export(size, work, ctx) if bundle is None else step_prepared(bundle, ctx)),
             ("build_engines", lambda: step_build(size, work, ctx, args)),
-            ("verify_trt", lambda: step_verify(size, work, ctx, args)),
+            ("verify_trt", lambda: step_verify(size, work, ctx, args) if bundle is None else {"skipped": NO_TORCH}),
             ("drive", lambda: step_drive(size, work, ctx, args)),
             ("latency", lambda: step_latency(size, work, ctx, args))]
     results = {}
@@ -163,10 +190,15 @@ def check_size(size: str, work: Path, args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="the JSON to write")
-    ap.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES))
+    ap.add_argument("--sizes", nargs="+", choices=SIZES, default=default_sizes(),
+                    help="which sizes to export and check (default here: %(default)s; the real size only with "
+                         f"{REAL_SIZE_MEMORY / 1e9:.0f} GB of memory or more)")
+    ap.add_argument("--bundle", type=Path,
+                    help="check this bundle (exported elsewhere, e.g. for a Jetson) instead of exporting --sizes")
     ap.add_argument("--steps", type=int, default=50, help="drive and latency steps per run")
     ap.add_argument("--work", type=Path, help="where bundles and logs go (default: a temp folder)")
-    ap.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_GB, help="TensorRT builder memory pool")
+    ap.add_argument("--workspace-gb", type=float, default=default_workspace_gb(),
+                    help="TensorRT builder memory pool in GiB (default: this board's rule, runtime.policy.engines)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per subprocess step (drive, latency)")
     ap.add_argument("--build-timeout", type=float, default=1800,
                     help="seconds per engine build (the real language engine takes minutes on a desktop GPU)")
@@ -189,7 +221,12 @@ def main(argv=None) -> int:
         result["gpu"] = None
         result["error"] = f"no usable CUDA device: {e}"
     start = time.perf_counter()
-    if result["gpu"] is not None:
+    if result["gpu"] is not None and args.bundle is not None:
+        copy = work / args.bundle.resolve().name
+        shutil.copytree(args.bundle, copy, dirs_exist_ok=True)
+        preset = json.loads((copy / "bundle.json").read_text())["model"]["preset"]
+        result["sizes"][preset] = check_size(preset, work, args, bundle=copy)
+    elif result["gpu"] is not None:
         for size in args.sizes:
             result["sizes"][size] = check_size(size, work, args)
     result["seconds"] = round(time.perf_counter() - start, 1)

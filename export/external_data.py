@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.atomic import make_shareable
+
 # Protobuf's hard limit is 2 GiB for the whole message; the graph's own structure and the inline small
 # tensors come on top of the weights, so a graph whose weights exceed 1 GiB keeps them outside.
 INLINE_LIMIT = 1 << 30
@@ -64,7 +66,7 @@ def _source_chunks(tensor, base: Path) -> Iterator[bytes]:
     info = ExternalDataInfo(tensor)
     remaining = info.length or tensor_nbytes(tensor)
     with open(base / info.location, "rb") as f:
-        f.seek(info.offset or 0)
+        f.seek(_offset(info))
         while remaining > 0:
             chunk = f.read(min(CHUNK_BYTES, remaining))
             if not chunk:
@@ -72,6 +74,11 @@ def _source_chunks(tensor, base: Path) -> Iterator[bytes]:
                                  f"({remaining} bytes missing); re-export the graph")
             remaining -= len(chunk)
             yield chunk
+
+
+def _offset(info) -> int:
+    """Where an external tensor's bytes start in its file (no offset recorded: the start)."""
+    return info.offset or 0
 
 
 def half(values: np.ndarray) -> np.ndarray:
@@ -149,6 +156,7 @@ def _save_skeleton(model, dst: Path) -> None:
     import onnx  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
 
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    make_shareable(fd)  # mkstemp's 0600 would keep the boot service's account out of the bundle
     os.close(fd)
     try:
         onnx.save_model(model, tmp)  # tensors without raw_data keep their external reference as it is
@@ -236,6 +244,77 @@ def _shapes_from_dims():
         float16.make_value_info_from_tensor = original
 
 
+def strict_shapes(src: Path, dst: str) -> None:
+    """ONNX shape inference from a path, strict: a node whose output type cannot be inferred is an error naming the
+    file, not a tensor left untyped (the converter would then not know to put a Cast in front of an fp32 op, and a
+    Softmax would silently run in fp16)."""
+    from onnx.shape_inference import InferenceError, infer_shapes_path  # noqa: PLC0415  onnx: graph rewrites only
+
+    try:
+        infer_shapes_path(str(src), dst, check_type=True, strict_mode=True)
+    except (InferenceError, RuntimeError) as e:
+        raise ValueError(f"{src}: ONNX shape inference (strict) failed, so tensor types are unknown and the fp16 "
+                         f"conversion cannot keep its fp32 ops: {e}") from e
+
+
+FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
+
+
+def check_fp16_build_input(path: Path, fp32_ops: Iterable[str]) -> dict:
+    """What a strongly typed TensorRT build of `path` relies on, checked without loading its weights: every external
+    weight resolves (its data file exists and holds offset + length bytes), strict shape inference passes, every
+    tensor going into or out of a Cast has a known type, and every input and output of the fp32 ops (LayerNorm,
+    Softmax, ReduceL2) is fp32. Raises ValueError naming the file and the node; returns what was counted."""
+    import onnx  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
+    from onnx.external_data_helper import ExternalDataInfo  # noqa: PLC0415  onnx: graph rewrites only
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    from onnx.external_data_helper import _get_all_tensors  # noqa: PLC0415  onnx: graph rewrites only
+
+    external = 0
+    for tensor in _get_all_tensors(model):
+        if not _uses_external(tensor):
+            continue
+        info = ExternalDataInfo(tensor)
+        data = path.parent / info.location
+        need = _offset(info) + (info.length or tensor_nbytes(tensor))
+        if not data.is_file() or data.stat().st_size < need:
+            raise ValueError(f"{path}: weight {tensor.name!r} points at {info.location} bytes {_offset(info)}.."
+                             f"{need}, which {'is missing' if not data.is_file() else 'is shorter'}")
+        external += 1
+    fd, inferred = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check.onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        strict_shapes(path, inferred)
+        graph = onnx.load(inferred, load_external_data=False).graph
+    finally:
+        os.unlink(inferred)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    for node in graph.node:
+        if node.op_type == "Constant":
+            types.update({o: next((a.t.data_type for a in node.attribute if a.name == "value"), 0)
+                          for o in node.output})
+    casts, islands = 0, {}
+    keep = set(fp32_ops)
+    for node in graph.node:
+        names = [n for n in (*node.input, *node.output) if n]
+        if node.op_type == "Cast":
+            casts += 1
+            untyped = [n for n in names if not types.get(n)]
+            if untyped:
+                raise ValueError(f"{path}: Cast {node.name!r} has untyped tensors {untyped}: its precision is unknown")
+        elif node.op_type in keep:
+            islands[node.op_type] = islands.get(node.op_type, 0) + 1
+            # the data input and the outputs (LayerNorm's scale and bias, ReduceL2's axes are checked by type too)
+            for name in (node.input[0], *node.output):
+                if types.get(name) != FLOAT:
+                    raise ValueError(f"{path}: {node.op_type} {node.name!r} must run in fp32 but its tensor {name!r} "
+                                     f"is {onnx.TensorProto.DataType.Name(types.get(name, 0))}")
+    return {"external_weights": external, "casts": casts, "fp32_ops": islands}
+
+
 def convert_to_fp16(src: Path, dst: Path, keep_fp32_ops: Iterable[str]) -> dict:
     """src (fp32, with or without external data) -> dst with fp16 weights and fp32 inputs/outputs.
 
@@ -243,7 +322,6 @@ def convert_to_fp16(src: Path, dst: Path, keep_fp32_ops: Iterable[str]) -> dict:
     {"weights_bytes": of the output, "external_data": the data file's name or None}."""
     import onnx  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
     from onnx import TensorProto  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
-    from onnx.shape_inference import infer_shapes_path  # noqa: PLC0415  onnx: ~1 s; graph rewrites only
     from onnxruntime.transformers.float16 import (  # noqa: PLC0415  onnxruntime.transformers: ~1 s; fp16 only
         DEFAULT_OP_BLOCK_LIST,
         convert_float_to_float16,
@@ -255,7 +333,7 @@ def convert_to_fp16(src: Path, dst: Path, keep_fp32_ops: Iterable[str]) -> dict:
     fd, inferred = tempfile.mkstemp(prefix=f".{src.name}.", suffix=".shapes.onnx", dir=src.parent)
     os.close(fd)
     try:
-        infer_shapes_path(str(src), inferred)
+        strict_shapes(src, inferred)
         model = onnx.load(inferred, load_external_data=False)
     finally:
         os.unlink(inferred)

@@ -1,7 +1,7 @@
 """Build TensorRT engines from a bundle's mixed-precision ONNX graphs and record them in bundle.json.
 
     python -m export.to_trt bundle/                       # build all three engines with the TensorRT Python API
-    python -m export.to_trt bundle/ --workspace-gb 2      # smaller builder memory pool (Orin Nano)
+    python -m export.to_trt bundle/ --workspace-gb 2      # another builder pool than this board's rule
     python -m export.to_trt bundle/ --build-timeout 1800  # each engine in a child process, stopped after 30 min
 
 Engines are specific to the TensorRT version and the GPU they were built on:
@@ -13,12 +13,20 @@ Precision is the graph's own: the network is strongly typed
 (`NetworkDefinitionCreationFlag.STRONGLY_TYPED`, `trtexec --stronglyTyped`
 in jetson/build_engines.sh), so every layer runs in the type the ONNX gives
 it. The parser reads the bundle's fp16 build inputs
-(`runtime.engines.build_inputs`, written by `export.to_onnx`): fp16 weights
+(`runtime.policy.engines.build_inputs`, written by `export.to_onnx`): fp16 weights
 and activations, with LayerNorm, Softmax and the L2 norm kept in fp32 behind
 Casts; the head stays fp32. One path for TensorRT 10.3 (JetPack 6.1/6.2) and
 11.x, where strong typing is the only mode (the weakly typed builder flags
-are gone). The head's optimisation profile spans L = 1..W with W as the
-optimum. A timing cache next to the bundle makes rebuilds fast. The
+are gone). Each engine is named and recorded with its real precision
+(`runtime.policy.engines.engine_files`: `vision.fp16.engine`, `language.fp16.engine`,
+`action_head.fp32.engine`; all fp32, with a warning, for a bundle exported
+with `--no-engine-input`). The builder pool defaults to this board's rule
+(`runtime.policy.engines.WORKSPACE_RULES`: 1 GiB on an 8 GB Orin, 2 on a 16 GB Orin
+NX, 4 on an AGX Orin or a desktop). The head's optimisation profile spans
+L = 1..W with W as the optimum. A timing cache next to the bundle makes
+rebuilds fast; one TensorRT will not use (from another GPU or TensorRT
+version, e.g. a desktop build copied to the robot) is discarded with a
+warning and replaced, as trtexec does, never fatal. The
 serialized engine is written from TensorRT's own buffer (no second host
 copy: the language engine is 2.7 GB, which matters on 8 and 16 GB boards).
 
@@ -43,16 +51,35 @@ import tempfile
 import time
 from pathlib import Path
 
+from runtime.atomic import make_shareable
 from runtime.cli import CommandError, exits_on
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.policy.backends.base import BackendError
 from runtime.policy.backends.cuda_device import cuda_device_name, gpu_stack_problem
 from runtime.policy.bundle import GRAPHS, BundleError, load_bundle
-from runtime.policy.engines import build_inputs, engine_name, head_profile, record_engines
+from runtime.policy.engines import (
+    build_inputs,
+    engine_files,
+    head_profile,
+    memory_bytes,
+    missing_fp16_input,
+    record_engines,
+    swap_warning,
+    workspace_rule,
+)
 
 TIMING_CACHE = "timing.cache"
-DEFAULT_WORKSPACE_GB = 4.0  # the builder's scratch pool; 1-2 on an Orin Nano
 log = logging.getLogger(__name__)
+
+
+def default_workspace_gb() -> float:
+    """This machine's builder pool (GiB) by runtime.policy.engines.WORKSPACE_RULES (4 where /proc/meminfo is
+    unreadable)."""
+    try:
+        total, _ = memory_bytes()
+    except OSError:
+        return 4.0
+    return workspace_rule(total)[0] / 1024
 
 
 class EngineBuildError(RuntimeError):
@@ -77,8 +104,7 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: dict | None, 
         raise EngineBuildError(f"{onnx_path}: TensorRT could not parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.exists() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    use_timing_cache(trt, config, timing_cache)
     if profile:
         opt = builder.create_optimization_profile()
         for name, (lo, mid, hi) in profile.items():
@@ -95,6 +121,23 @@ def build_engine(trt, onnx_path: Path, engine_path: Path, profile: dict | None, 
     seconds = time.perf_counter() - start
     log.info("built %s from %s in %.1f s", engine_path.name, onnx_path.name, seconds)
     return seconds
+
+
+def use_timing_cache(trt, config, path: Path) -> None:
+    """The bundle's timing cache, when TensorRT takes it; else a fresh one, with a warning (never fatal).
+
+    A cache from another GPU or TensorRT version (a desktop build's, copied to the robot with the bundle) is
+    refused by set_timing_cache(..., ignore_mismatch=False), which returns False, or not even deserialised;
+    trtexec ignores the mismatch instead. Timings measured on another GPU would mislead the tactic choice
+    here, so the stale cache is discarded and the build times its tactics afresh (and saves the new cache)."""
+    data = path.read_bytes() if path.exists() else b""
+    cache = config.create_timing_cache(data)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return
+    log.warning("%s: a timing cache TensorRT %s does not accept here (built on another GPU or TensorRT version?): "
+                "discarded; this build times its tactics afresh and saves a new one", path, trt.__version__)
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise EngineBuildError(f"{path}: TensorRT refused even an empty timing cache")
 
 
 def _build_in_child(onnx_path: Path, engine_path: Path, profile, workspace_gb: float, timing_cache: Path,
@@ -127,11 +170,12 @@ def build_with_timeout(onnx_path: Path, engine_path: Path, profile, workspace_gb
         raise EngineBuildError(f"{onnx_path}: the engine build failed (exit {child.exitcode}; see its log above)")
 
 
-def build_all(bundle_dir: Path, workspace_gb: float = DEFAULT_WORKSPACE_GB, trt=None,
+def build_all(bundle_dir: Path, workspace_gb: float | None = None, trt=None,
               build_timeout: float | None = None) -> dict:
     """Build the three engines under temporary names; rename and record them only if all succeeded.
 
-    build_timeout: seconds per engine, each built in a child process it bounds (None: in this process)."""
+    workspace_gb: the builder pool (None: this board's rule, default_workspace_gb). build_timeout: seconds per
+    engine, each built in a child process it bounds (None: in this process)."""
     if trt is None:
         problem = gpu_stack_problem(("tensorrt",))
         if problem:
@@ -141,11 +185,19 @@ def build_all(bundle_dir: Path, workspace_gb: float = DEFAULT_WORKSPACE_GB, trt=
     bundle = load_bundle(bundle_dir)
     gpu = cuda_device_name()  # before minutes of building: no GPU, no build
     cache = bundle_dir / TIMING_CACHE
-    inputs = build_inputs(bundle)
+    inputs, engines = build_inputs(bundle), engine_files(bundle)
+    if missing_fp16_input(bundle):
+        log.warning("%s", missing_fp16_input(bundle))
+    if workspace_gb is None:
+        workspace_gb = default_workspace_gb()
+        with contextlib.suppress(OSError):
+            if swap_warning(*memory_bytes()):
+                log.warning("%s", swap_warning(*memory_bytes()))
     temps: dict[str, Path] = {}
     try:
         for graph in GRAPHS:
-            fd, tmp = tempfile.mkstemp(prefix=f".{engine_name(graph)}.", suffix=".tmp", dir=bundle_dir)
+            fd, tmp = tempfile.mkstemp(prefix=f".{engines[graph]}.", suffix=".tmp", dir=bundle_dir)
+            make_shareable(fd)  # the drive's account reads it (mkstemp's 0600 would refuse it)
             os.close(fd)
             temps[graph] = Path(tmp)
             profile = head_profile(bundle) if graph == "action_head" else None
@@ -155,8 +207,8 @@ def build_all(bundle_dir: Path, workspace_gb: float = DEFAULT_WORKSPACE_GB, trt=
                 build_with_timeout(bundle_dir / inputs[graph], temps[graph], profile, workspace_gb, cache,
                                    build_timeout)
         for graph, tmp in temps.items():
-            os.replace(tmp, bundle_dir / engine_name(graph))
-        return record_engines(bundle_dir, {g: engine_name(g) for g in GRAPHS}, trt.__version__, gpu, "export.to_trt")
+            os.replace(tmp, bundle_dir / engines[graph])
+        return record_engines(bundle_dir, {g: engines[g] for g in GRAPHS}, trt.__version__, gpu, "export.to_trt")
     finally:
         for tmp in temps.values():
             with contextlib.suppress(FileNotFoundError):
@@ -167,7 +219,9 @@ def build_all(bundle_dir: Path, workspace_gb: float = DEFAULT_WORKSPACE_GB, trt=
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
-    ap.add_argument("--workspace-gb", type=float, default=DEFAULT_WORKSPACE_GB, help="builder memory pool (GiB)")
+    ap.add_argument("--workspace-gb", type=float,
+                    help="builder memory pool in GiB (default: this board's rule, "
+                         f"runtime.policy.engines.WORKSPACE_RULES: {default_workspace_gb():g} here)")
     ap.add_argument("--build-timeout", type=float,
                     help="seconds per engine build, each in a child process stopped after it (default: no limit)")
     add_log_level_argument(ap)

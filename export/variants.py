@@ -22,12 +22,13 @@ import logging
 import time
 from pathlib import Path
 
-from export.external_data import convert_to_fp16
+from export.external_data import check_fp16_build_input, convert_to_fp16
 from runtime.policy.bundle import GRAPHS
 
 log = logging.getLogger(__name__)
 
 FP16_KEEP_FP32 = ["LayerNormalization", "Softmax", "ReduceL2", "CumSum", "Range"]
+FP16_ISLANDS = ("LayerNormalization", "Softmax", "ReduceL2")  # checked fp32 in every build input (numerics)
 FP16_GRAPHS = ("vision", "language")  # the head stays fp32 (see above)
 LOOSE_TOLERANCE = {"action_max_abs": 2e-2, "feature_cosine": 0.999}
 # int8 weights move the VLM's features more than fp16 does (cosine ~0.998 on a trained tiny) while the
@@ -45,9 +46,11 @@ def make_fp16(workdir: Path, files: dict) -> dict:
         start = time.perf_counter()
         out[graph] = f"{graph}.fp16.onnx"
         written = convert_to_fp16(workdir / files[graph], workdir / out[graph], keep_fp32_ops=FP16_KEEP_FP32)
+        checked = check_fp16_build_input(workdir / out[graph], FP16_ISLANDS)
         where = f" + {written['external_data']}" if written["external_data"] else ""
-        log.info("fp16 %s%s (%.2f GB of weights) in %.1f s", out[graph], where, written["weights_bytes"] / 1e9,
-                 time.perf_counter() - start)
+        log.info("fp16 %s%s (%.2f GB of weights) in %.1f s; checked: %d external weights resolve, %d Casts typed, "
+                 "fp32 %s", out[graph], where, written["weights_bytes"] / 1e9, time.perf_counter() - start,
+                 checked["external_weights"], checked["casts"], checked["fp32_ops"])
     return {"files": out, "tolerance": dict(LOOSE_TOLERANCE),
             "note": "vision and language in fp16 with fp32 I/O; LayerNorm, Softmax, ReduceL2 and the head in fp32"}
 

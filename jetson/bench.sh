@@ -23,9 +23,10 @@ if [[ $dry_run -eq 0 ]]; then
 fi
 
 read_head_shape
+read_engines
 
 for graph in vision language action_head; do
-  cmd=("$TRTEXEC" "--loadEngine=$bundle/$graph.fp16.engine" --warmUp=1000 --iterations=200 --duration=0
+  cmd=("$TRTEXEC" "--loadEngine=$bundle/${engine_file[$graph]}" --warmUp=1000 --iterations=200 --duration=0
        --useCudaGraph --separateProfileRun --useSpinWait)
   if [[ $graph == action_head ]]; then
     cmd+=("--shapes=${head_input}:1x${window}x${hidden}")

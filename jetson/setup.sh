@@ -14,8 +14,10 @@
 # in the venv and that cv2 there has GStreamer.
 # A stock JetPack 6 (Ubuntu 22.04) lacks python3-venv (`python3 -m venv` stops without it): apt installs it
 # with python3-dev and build-essential (pycuda's build).
+# The boot service (jetson/mobile-vla-drive.service) drives as DRIVE_USER (default robot): a system account in
+# the dialout, video and input groups (the motor port, the camera, a gamepad), created here when missing.
 # Environment: VENV (default /opt/mobile-vla/venv, the one path the systemd unit and jetson/*.sh use;
-# /opt/mobile-vla is made with sudo and given to the user running this),
+# /opt/mobile-vla is made with sudo and given to the user running this), DRIVE_USER (default robot),
 # TEGRA_RELEASE (default /etc/nv_tegra_release), PYTHON, CUDA_ROOT (default /usr/local/cuda).
 set -euo pipefail
 
@@ -26,6 +28,7 @@ PYTHON=${PYTHON:-python3}
 export TEGRA_RELEASE=${TEGRA_RELEASE:-/etc/nv_tegra_release}
 export CUDA_ROOT=${CUDA_ROOT:-/usr/local/cuda}
 VENV=${VENV:-/opt/mobile-vla/venv}
+DRIVE_USER=${DRIVE_USER:-robot}
 user=${SUDO_USER:-$(id -un)}
 problems=0
 
@@ -98,6 +101,18 @@ if id -nG "$user" | tr ' ' '\n' | grep -qx dialout; then
 else
   run sudo usermod -aG dialout "$user"
   echo "NOTE log out and in again for the dialout group to apply"
+fi
+
+# 7. The account the boot service drives as (the unit's DRIVE_USER): made once, in the device groups.
+if id -u "$DRIVE_USER" >/dev/null 2>&1; then
+  echo "OK   drive account $DRIVE_USER exists (the unit's DRIVE_USER)"
+else
+  groups=()
+  for group in dialout video input; do
+    if getent group "$group" >/dev/null 2>&1; then groups+=("$group"); fi
+  done
+  run sudo useradd --system --create-home --shell /usr/sbin/nologin \
+    --groups "$(IFS=,; echo "${groups[*]:-dialout}")" "$DRIVE_USER"
 fi
 
 if [[ $problems -gt 0 ]]; then

@@ -6,6 +6,11 @@
 
 Used for checkpoints and bundles: an interrupted training run or a failed
 export must never leave a half folder that the next stage would trust.
+
+What they write is readable by other users as a plain `mkdir` / `open` would
+make it (0755 folders, 0644 files under the usual umask 022): `tempfile`
+creates its temporary names 0700 / 0600, and a bundle copied to the robot is
+read by the boot service's own account (jetson/README.md), not its author.
 """
 
 from __future__ import annotations
@@ -17,6 +22,32 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process's umask, read from /proc where Linux shows it (setting it to read it races other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def created_mode(directory: bool = False) -> int:
+    """The mode mkdir / open would give a new folder or file under this process's umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def make_shareable(path: Path | int, directory: bool = False) -> None:
+    """Give a tempfile-made name (0700 / 0600) the mode a plain mkdir / open would have; an int is an open fd."""
+    if isinstance(path, int):
+        os.fchmod(path, created_mode(directory))
+    else:
+        os.chmod(path, created_mode(directory))
+
+
 @contextlib.contextmanager
 def atomic_directory(out: Path, overwrite: bool = False):
     out = Path(out)
@@ -24,6 +55,7 @@ def atomic_directory(out: Path, overwrite: bool = False):
         raise FileExistsError(f"{out} already exists; pass overwrite (--overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    make_shareable(tmp, directory=True)
     try:
         yield tmp
         if out.exists():
@@ -39,10 +71,11 @@ def atomic_directory(out: Path, overwrite: bool = False):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace one file atomically (write a sibling, fsync, rename)."""
+    """Replace one file atomically (write a sibling, fsync, rename), with the mode open() would give it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
+        make_shareable(fd)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

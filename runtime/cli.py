@@ -14,12 +14,24 @@ traceback; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 
 
 class CommandError(ValueError):
     """A bad argument combination found after parsing; the message names the argument."""
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every option's default in --help ("default: tiny"), unless its help already says it: a default a user
+    cannot see is one they follow without knowing (a real-robot recipe that trained the tiny preset)."""
+    for action in parser._actions:
+        if (not action.option_strings or action.default in (None, False, argparse.SUPPRESS)
+                or action.help == argparse.SUPPRESS or "default" in (action.help or "")):
+            continue
+        action.help = f"{action.help}; default: %(default)s" if action.help else "default: %(default)s"
+    return parser
 
 
 def exits_on(*errors: type[BaseException]):

@@ -42,9 +42,14 @@ every change of state is a logged event. A motor link down for longer than
 `--give-up-after` (5 s) ends the run with a message instead of resuming by
 itself when the cable comes back, unless `--auto-resume`.
 
-`--start-disarmed` (the systemd unit's default) sends zeros until armed (a
-key, a gamepad button, a GPIO line, the ROS 2 service ~/arm:
-runtime/control/arming.py); an e-stop latches zero until re-armed. Signal handlers
+One motion authority decides what may move the robot
+(runtime/control/authority.py, docs/reliability.md): `--start-disarmed` (the
+systemd unit's default) sends zeros until armed (a key, a gamepad button, a
+GPIO line, the ROS 2 service ~/arm); without it the drive arms itself once
+the pre-arm checks pass (e-stop inputs released, motor link verified, camera
+fresh, policy warmed). An e-stop latches zero until it is reset (its own key,
+button or service) and the robot armed again; an arm or e-stop source that is
+lost or silent disarms or latches the e-stop. Signal handlers
 are installed before anything is opened, so a SIGTERM during start-up
 still releases what was opened. `--base diff` maps a lateral intent for a
 differential base (runtime/control/safety.py). ROS 2 arguments pass through after

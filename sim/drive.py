@@ -40,17 +40,18 @@ from sim.world import Layout, SimMotor, SimRobot, SimWorld, load_layout, random_
 CAMERA_SIZE = (256, 144)  # the simulated camera's (width, height) unless --width / --height are given
 
 
-def parse_room_args(ap: argparse.ArgumentParser, argv=None) -> tuple[argparse.Namespace, Layout, tuple[int, int]]:
+def parse_room_args(ap: argparse.ArgumentParser, argv=None, seed_help: str = "the room (sim.world.random_layout(seed))",
+                    seed_default: int | None = 0) -> tuple[argparse.Namespace, Layout, tuple[int, int]]:
     """The start sim.drive and sim.record share: the room options (--seed, --layout, --direct) added to the
-    robot command's parser, `argv` parsed, logging set up. Returns the arguments, the room they name and the
-    camera's (width, height)."""
-    ap.add_argument("--seed", type=int, default=0, help="the room (sim.world.random_layout(seed))")
+    robot command's parser, `argv` parsed, logging set up. Returns the arguments, the room they name (seed 0's
+    when --seed is left at a None default) and the camera's (width, height)."""
+    ap.add_argument("--seed", type=int, default=seed_default, help=seed_help)
     ap.add_argument("--layout", type=Path, help="a room saved as JSON (sim.world.save_layout)")
     ap.add_argument("--direct", action="store_true",
                     help="no wire: the simulated motor (sim.world.SimMotor) sets the robot's velocity itself")
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
-    layout = load_layout(args.layout) if args.layout else random_layout(args.seed)
+    layout = load_layout(args.layout) if args.layout else random_layout(args.seed or 0)
     return args, layout, (args.width or CAMERA_SIZE[0], args.height or CAMERA_SIZE[1])
 
 

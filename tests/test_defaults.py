@@ -51,8 +51,8 @@ DISTINCT = {
     "mode": "runtime.drive takes the bundle's driving record (spec_from_args; DriveConfig's continuous for a library "
             "caller that builds a DriveSpec itself); runtime.record records the original collector's step moves by "
             "default; Driving.mode is what a bundle without a record was made for (step): each its own choice",
-    "give_up_after": "runtime.drive's (5 s a motor link may stay down) and the soak's (1 s, so that each long "
-                     "outage fault gives up and restarts within its run): the soak shortens it on purpose",
+    "give_up_after": "the drive's --give-up-after (5 s) and the soak's (1 s, so that its outage past it fits "
+                     "between two faults of the compressed schedule)",
     "rate": "runtime.drive's control loop Hz, runtime.record's frames per second (its control loop Hz is "
             "--control-rate, read from DriveConfig.rate)",
 }

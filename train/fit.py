@@ -53,7 +53,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tokenizers import Tokenizer
 
-from runtime.cli import exits_on
+from runtime.cli import exits_on, show_defaults
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.policy.driving import MODES, Driving
 from train.batches import collate, collate_episodes
@@ -241,6 +241,11 @@ def fit(options: FitOptions) -> FitResult:
     except EpisodeError as e:
         raise FitError(str(e)) from e
     log.info("driving record: %s", driving.source)
+    real = [e for e in train_eps if not simulated(e)]
+    if options.preset == "tiny" and real:
+        log.warning("training the tiny preset (a random Kosmos-2 of ~0.25 M parameters, for tests and the simulator) "
+                    "on %d episodes recorded by a real camera: it cannot learn a real scene; --preset kosmos2 trains "
+                    "the real model (docs/training.md)", len(real))
     run_dir.mkdir(parents=True, exist_ok=True)
     split = {"seed": options.seed, "val_fraction": options.val_fraction,
              "train": [str(p) for p in train_paths], "val": [str(p) for p in val_paths],
@@ -321,11 +326,21 @@ def fit(options: FitOptions) -> FitResult:
     return result
 
 
+def simulated(episode) -> bool:
+    """An episode the simulator made: sim.synth's rooms and colour blocks, or sim.record's camera."""
+    attrs = episode.attrs
+    return (str(attrs.get("obstacle_layout_type", "")).startswith(("sim", "blocks"))
+            or str(attrs.get("camera", "")) == "sim")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = FitOptions
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="folder of .h5 episodes")
-    ap.add_argument("--preset", choices=PRESETS, default=d.preset)
+    ap.add_argument("--preset", choices=PRESETS, default=d.preset,
+                    help="tiny: a random Kosmos-2 of ~0.25 M parameters for tests and the simulator (it cannot "
+                         "learn a real camera's scenes; warned when given real recordings); kosmos2: the real "
+                         "model (docs/training.md)")
     ap.add_argument("--weights", help="kosmos2: hub id or local folder of the pretrained weights")
     ap.add_argument("--random-weights", action="store_true", help="kosmos2 at real size without a download")
     ap.add_argument("--out", type=Path, default=d.out)
@@ -392,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds between the recordings' frames (default: as the recordings say; the "
                          "collector's: 0.4 s moves)")
     add_log_level_argument(ap)
-    return ap
+    return show_defaults(ap)
 
 
 def options_from_args(args: argparse.Namespace) -> FitOptions:

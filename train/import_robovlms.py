@@ -31,6 +31,8 @@ its keys. Backbone weights the file lacks come from the pretrained Kosmos-2 (`--
 a hub id, a transformers folder or one of our merged checkpoint folders) and the report
 says so; without `--base` such a file is refused: nothing is ever left random.
 
+The imported checkpoint carries a driving record (runtime.policy.driving) saying how the original robot drove:
+step mode, discrete moves, 0.4 s per move; the exported bundle drives so unless told otherwise.
 The imported checkpoint records the original's feature path as its prompt layout
 (`robovlms-fallback`, runtime/policy/prompt.py) and its channel-order quirk (the stored BGR
 bytes went into the model unconverted: `model_channel_order: "bgr"`), so the exported
@@ -62,6 +64,7 @@ import torch
 from runtime.atomic import atomic_directory
 from runtime.cli import exits_on
 from runtime.logs import add_log_level_argument, setup_logging
+from runtime.policy.driving import Driving
 from runtime.policy.preprocess import PIXEL_NORMS, PreprocessConfig
 from runtime.policy.prompt import DEFAULT_INSTRUCTION, build_prompt, default_max_text_tokens
 from train.checkpoint import write_checkpoint_files
@@ -71,6 +74,11 @@ from train.tokenizer import KOSMOS2_HUB_ID
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "import_report.json"
+# How the original robot drove what this head predicts (its collector's key presses): each action one 0.4 s move,
+# then a stop; only the direction reached the motors (docs/original-stack.md), so each axis snaps to a move.
+ORIGINAL_DRIVING = Driving(mode="step", discrete=True, frame_spacing_s=0.4,
+                           source="imported: the original robot drove each action as one discrete 0.4 s move "
+                                  "(train.import_robovlms, docs/migrating.md)")
 DEFAULT_WINDOW = MobileVLAConfig.window  # no tensor holds W: our default (the seed run's 8), said in the report
 # The fork's dataset fed pixels / 255 ("unit") until its commit of 2026-02-03, CLIP mean/std ("clip") after; a
 # checkpoint does not say which. The later one is assumed, with a warning.
@@ -554,7 +562,8 @@ def write_import(model: MobileVLA, original: Original, out: Path, overwrite: boo
     with atomic_directory(out, overwrite=overwrite) as tmp:
         write_checkpoint_files(model.eval(), tmp, tok, kind="merged",
                                extra={"imported_from": str(original.path), "import_report": REPORT_FILE,
-                                      "import_counts": result["counts"], "training_vintage": result["vintage"]})
+                                      "import_counts": result["counts"], "training_vintage": result["vintage"],
+                                      "driving": ORIGINAL_DRIVING.to_dict()})
         (tmp / REPORT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result
 

@@ -149,7 +149,10 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             if stopped():
                 return 0
             # disarmed until armed: by a source (--start-disarmed), or by itself once the pre-arm checks pass
-            authority = MotionAuthority(armed=False, auto_arm=not spec.arm.start_disarmed)
+            check_arm_spec(spec.arm, uses_ros(spec, camera, motor))
+            authority = MotionAuthority(armed=False, auto_arm=not spec.arm.start_disarmed, starting=True)
+            if rerun is not None:  # every transition from the first, the arm sources' own included
+                rerun.follow(authority)
             for source in open_arm_sources(spec.arm, authority):
                 stack.callback(source.close)
             face = None
@@ -162,7 +165,6 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             log.error("%s", e)
             return 1
         if rerun is not None:
-            rerun.follow(authority)
             rerun.instruction(policy.instruction)
         log.info("driving with %s, instruction %r, mode %s, motor %s; Ctrl-C stops (motors go to zero)",
                  policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name)
@@ -185,6 +187,19 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                          retarget=lambda text: retarget_policy(policy, spec.policy, text), rerun=rerun)
         stop.attach(loop)
         return loop.run()
+
+
+def check_arm_spec(spec: ArmSpec, ros: bool) -> None:
+    """An arm or e-stop input asked for that would silently not exist is refused, naming the flag."""
+    if not spec.gamepad:
+        named = [flag for flag, value in (("--arm-button", spec.arm_button), ("--estop-button", spec.estop_button),
+                                          ("--reset-button", spec.reset_button)) if value is not None]
+        if named:
+            raise ValueError(f"{', '.join(named)} without --gamepad: no gamepad is read, so that button would not "
+                             f"exist; give --gamepad /dev/input/jsN")
+    if spec.ros_estop_period is not None and not ros:
+        raise ValueError("--ros-estop-period without a ROS 2 part (--motor ros2 or --camera ros2:...): the ~/estop "
+                         "topic would not exist; drop it, or run the drive's ROS 2 interface")
 
 
 def arm_hint(spec: ArmSpec, face) -> str:

@@ -20,8 +20,9 @@ runs. Keys (docs/bundle-format.md):
   recordings: the move's duration, 0.4 s; continuous recordings: 1 / rate);
 - `source`: where these values came from.
 
-A bundle without the record (exported before it existed) gets the defaults
-below, with a source saying they were defaulted.
+A bundle without the record gets the defaults below, with a source saying
+they were defaulted: its checkpoint carried none (made before train.fit wrote
+one, or by a tool that writes none).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class Driving:
     mode: str = "step"  # "step" or "continuous" (MODES)
     discrete: bool = False  # snap each axis to the demonstrated moves (-range, 0, +range)
     frame_spacing_s: float = 0.4  # seconds between a training window's frames (the collector's 0.4 s moves)
-    source: str = "defaulted: no 'driving' record (exported before it existed)"  # where these values came from
+    # where these values came from
+    source: str = ("defaulted: the bundle has no 'driving' record (its checkpoint carried none: one made before "
+                   "train.fit wrote it, or by a tool that writes none)")
 
     def __post_init__(self):
         if self.mode not in MODES:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime.cameras.select import CameraSpec, add_camera_arguments
-from runtime.cli import CommandError
+from runtime.cli import CommandError, show_defaults
 from runtime.control.config import DriveConfig
 from runtime.control.safety import SafetyConfig, SafetyGate, add_safety_arguments
 from runtime.control.signals import install_signal_handlers
@@ -95,7 +95,7 @@ def build_parser(description: str = "Record demonstrations (python -m runtime.re
     add_motor_arguments(ap)
     add_camera_arguments(ap)
     add_safety_arguments(ap)
-    return ap
+    return show_defaults(ap)
 
 
 def instructions_from(args) -> tuple[str, ...]:

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, run_python
 from tests.fakes import gpu as fake_gpu
 
@@ -41,8 +43,9 @@ def test_gpu_check_dry_run_prints_the_install_and_run_sequence_from_the_project_
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     commands = [line for line in proc.stdout.splitlines() if line and not line.startswith("#")]
-    makefile_torch = re.search(r"pip install -q (torch==[0-9.]+)", (ROOT / "Makefile").read_text()).group(1)
-    expected = ["python3 -m venv .venv-gpu", "pip install --upgrade pip", f"pip install {makefile_torch}",
+    makefile_torch = "torch==" + re.search(r"^TORCH_VERSION := ([0-9.]+)$", (ROOT / "Makefile").read_text(),
+                                           re.M).group(1)
+    expected = ["python3 -m venv .venv-gpu", "pip install --upgrade pip", f"pip install {makefile_torch} --index-url",
                 "pip install -e '.[runtime,train,export,bench,jetson]'", "import tensorrt",
                 "-m runtime.policy.backends.cuda_device", "gpu_check.sh --sizes tiny", "gpu_check.sh --build-timeout"]
     assert len(commands) == len(expected)
@@ -67,3 +70,18 @@ def test_gpu_check_arguments_are_checked():
     assert bad.returncode == 2 and "invalid choice: 'huge'" in bad.stderr
     missing = run_python("-m", "benchmarks.gpu_check", timeout=60)
     assert missing.returncode == 2 and "--out" in missing.stderr
+
+
+@pytest.mark.slow
+def test_gpu_check_on_a_bundle_exported_elsewhere_builds_drives_and_times_it_without_torch(tiny_bundle_dir, tmp_path):
+    """A Jetson's check: no export and no PyTorch comparison (skipped, said so), the rest on the fake GPU (~10 s)."""
+    out = tmp_path / "jetson.json"
+    proc = run_python("-m", "benchmarks.gpu_check", "--out", str(out), "--bundle", str(tiny_bundle_dir), "--steps",
+                      "3", "--work", str(tmp_path / "work"), "--build-timeout", "120", env=FAKE, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    steps = result["sizes"]["tiny"]["steps"]
+    assert result["ok"] is True and list(steps) == STEPS and all(s["ok"] for s in steps.values())
+    assert "exported on another machine" in steps["export"]["skipped"]
+    assert "no PyTorch" in steps["verify_trt"]["skipped"]
+    assert steps["drive"]["steps"] >= 1 and not list(tiny_bundle_dir.glob("*.engine"))  # built into a copy

@@ -152,3 +152,78 @@ def test_consolidate_gathers_one_file_per_tensor_into_one_data_file(tmp_path):
     assert {f.name for f in tmp_path.iterdir()} == {"big.onnx", "big.onnx.data"}
     got = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0][0]
     np.testing.assert_allclose(got, reference(x, blocks), rtol=1e-4, atol=1e-4)
+
+
+def _softmax_graph(path, softmax_type):
+    """x (fp32) -> Cast(fp16) -> Softmax in `softmax_type` -> Cast(fp32) -> y: a build input in miniature."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16, name="to_half")]
+    if softmax_type == TensorProto.FLOAT:
+        nodes += [helper.make_node("Cast", ["h"], ["f"], to=TensorProto.FLOAT, name="to_float"),
+                  helper.make_node("Softmax", ["f"], ["s"], name="softmax"),
+                  helper.make_node("Identity", ["s"], ["y"], name="out")]
+    else:
+        nodes += [helper.make_node("Softmax", ["h"], ["s"], name="softmax"),
+                  helper.make_node("Cast", ["s"], ["y"], to=TensorProto.FLOAT, name="to_float")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_the_fp16_build_input_check_passes_exports_and_names_what_breaks_it(tiny_bundle_dir, tmp_path):
+    from onnx import TensorProto
+
+    from export.external_data import check_fp16_build_input
+    from export.variants import FP16_ISLANDS
+
+    language = check_fp16_build_input(tiny_bundle_dir / "language.fp16.onnx", FP16_ISLANDS)
+    vision = check_fp16_build_input(tiny_bundle_dir / "vision.fp16.onnx", FP16_ISLANDS)
+    assert language["casts"] > 0 and {"LayerNormalization", "Softmax"} <= set(language["fp32_ops"])
+    assert vision["fp32_ops"].get("ReduceL2", 0) >= 1
+    assert check_fp16_build_input(_softmax_graph(tmp_path / "ok.onnx", TensorProto.FLOAT), FP16_ISLANDS)["casts"] == 2
+    with pytest.raises(ValueError, match=r"ok16.onnx: Softmax 'softmax' must run in fp32 but its tensor 'h' is "
+                                         r"FLOAT16"):
+        check_fp16_build_input(_softmax_graph(tmp_path / "ok16.onnx", TensorProto.FLOAT16), FP16_ISLANDS)
+
+
+def test_a_build_input_whose_weights_do_not_resolve_is_refused_naming_them(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.external_data import check_fp16_build_input
+
+    weight = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [weight])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path),
+              save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    assert check_fp16_build_input(path, ())["external_weights"] == 1
+    (tmp_path / "m.onnx.data").write_bytes(b"\0" * 100)  # a partial copy
+    with pytest.raises(ValueError, match=r"m.onnx: weight 'w' points at m.onnx.data .* which is shorter"):
+        check_fp16_build_input(path, ())
+    (tmp_path / "m.onnx.data").unlink()
+    with pytest.raises(ValueError, match="is missing"):
+        check_fp16_build_input(path, ())
+
+
+def test_shape_inference_is_strict_and_names_the_file(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.external_data import strict_shapes
+
+    # Add of fp32 and int64: non-strict inference leaves y untyped and goes on, strict refuses
+    other = helper.make_tensor("k", TensorProto.INT64, [1, 4], [1, 2, 3, 4])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "k"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [other])
+    bad = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(bad))
+    with pytest.raises(ValueError, match=r"bad.onnx: ONNX shape inference \(strict\) failed"):
+        strict_shapes(bad, str(tmp_path / "out.onnx"))

@@ -109,7 +109,8 @@ def test_fp16_and_int8_variants_pass_their_looser_parity(small_variants_bundle):
 def test_real_size_kosmos2_exports_by_default_within_16_gb(tmp_path):
     """As a new user would: the real Kosmos-2 architecture (random weights, no download) saved as a checkpoint,
     exported by the CLI with its defaults (fp32 graphs, the fp16 build inputs, the parity check), accepted by
-    runtime.bundle; the export's peak resident memory stays under 16 GB (~7 GB of disk; docs/performance.md)."""
+    runtime.bundle, and the fp16 build inputs checked; the export's peak resident memory stays under 16 GB (time and
+    disk: docs/performance.md, "The real-size test")."""
     import resource
 
     ckpt, out = tmp_path / "ckpt", tmp_path / "bundle"
@@ -130,6 +131,16 @@ def test_real_size_kosmos2_exports_by_default_within_16_gb(tmp_path):
                                               "action_head": "action_head.onnx"}
         assert (out / "language.onnx.data").is_file() and (out / "language.fp16.onnx.data").is_file()
         assert (out / "language.fp16.onnx").stat().st_size < 50e6  # the structure; weights in the data file
+        # what the strongly typed TensorRT build parses, checked at the real size: every external weight resolves,
+        # strict shape inference passes, every tensor around a Cast is typed, the fp32 islands are fp32
+        from export.external_data import check_fp16_build_input
+        from export.variants import FP16_ISLANDS
+
+        language = check_fp16_build_input(out / "language.fp16.onnx", FP16_ISLANDS)
+        vision = check_fp16_build_input(out / "vision.fp16.onnx", FP16_ISLANDS)
+        assert language["external_weights"] > 100 and language["casts"] > 0, language
+        assert language["fp32_ops"]["LayerNormalization"] >= 2 * 24 and language["fp32_ops"]["Softmax"] >= 24, language
+        assert vision["fp32_ops"]["ReduceL2"] >= 1 and vision["fp32_ops"]["Softmax"] >= 24, vision
         assert not (out / "vision.onnx.data").exists() and not (out / "action_head.onnx.data").exists()
         # no stray files: what bundle.json lists, itself, and the full check's record runtime.bundle just wrote
         assert sorted(p.name for p in out.iterdir()) == sorted([*m["files"], "bundle.json", RECORD_NAME])

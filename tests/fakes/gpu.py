@@ -18,6 +18,8 @@ Where the real stack fails, this fails the same way:
   `deserialize_cuda_engine` -> None, `create_execution_context` -> None,
   `set_input_shape` / `set_tensor_address` / `execute_async_v3` -> False.
   `fail(call, after=n)` makes a call fail from its (n+1)-th use on.
+- A timing cache from another GPU or TensorRT version is refused by
+  `set_timing_cache(cache, ignore_mismatch=False)` (it returns False).
 - The builder is strongly typed or nothing: a network created without
   `NetworkDefinitionCreationFlag.STRONGLY_TYPED` is refused at build (it
   would build weakly typed on 10.3 and ignore the graph's fp32 islands), and
@@ -333,9 +335,14 @@ class _HostMemory(bytes):
         return len(self)
 
 
+def _timing_key() -> bytes:
+    """What a timing cache is valid for: the GPU and the TensorRT version that measured it."""
+    return f"fake-timing-cache {MACHINE.gpu} {FakeTensorRT.__version__}".encode()
+
+
 class _TimingCache:
     def __init__(self, data: bytes):
-        self._data = bytes(data) or b"fake-timing-cache"
+        self._data = bytes(data) or _timing_key()
 
     def serialize(self):
         return _HostMemory(self._data)
@@ -360,6 +367,9 @@ class _Config:
         return _TimingCache(serialized_timing_cache)
 
     def set_timing_cache(self, cache, ignore_mismatch):
+        # TensorRT refuses (returns False) a cache measured on another GPU or version unless told to ignore it
+        if cache._data != _timing_key() and not ignore_mismatch:
+            return False
         self._cache = cache
         return True
 

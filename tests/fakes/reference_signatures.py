@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -76,8 +76,10 @@ Signature = tuple[Param, ...]
 
 @dataclass(frozen=True)
 class Member:
-    kind: str  # function (module level), method, static, property, constructor, none (a class nobody constructs)
+    kind: str  # function (module level), method, static, property, constructor, none (a class nobody constructs),
+    #            value (an enum member)
     overloads: tuple[Signature, ...] = ()  # empty: the real package does not state it
+    returns: str | None = None  # the class of the package a call returns, where the package states it
 
 
 def render(signature: Signature) -> str:
@@ -187,6 +189,13 @@ def _pybind_params(inside: str, drop_self: bool) -> Signature:
     return tuple(before_slash + params)
 
 
+def _pybind_returns(name: str, doc: str | None) -> str | None:
+    """The tensorrt class a pybind11 function returns (`-> tensorrt.ICudaEngine`), when every overload agrees."""
+    found = {m.group(1) for m in re.finditer(rf"(?:^|\n)(?:\d+\. )?{re.escape(name)}\(.*\) -> tensorrt\.(\w+)",
+                                             doc or "")}
+    return found.pop() if len(found) == 1 else None
+
+
 def _pybind_overloads(name: str, doc: str | None, drop_self: bool) -> tuple[Signature, ...]:
     """Every `name(...) -> ...` line of a pybind11 docstring (one, or one per numbered overload)."""
     found = []
@@ -230,10 +239,14 @@ def walk(prefix, namespace, depth=0):
                 else ["none", None]
             if depth < 3:
                 walk(prefix + name + ".", value, depth + 1)
+        elif isinstance(namespace, type) and type(value) is namespace:  # a member of a pybind11 enum
+            out[prefix + name] = ["value", None]
         elif not name.startswith("__") or name == "__call__":
             k, doc = kind(value)
             if k:
                 out[prefix + name] = [k, doc]
+            elif isinstance(namespace, type) and not name.startswith("_"):  # a class constant (Logger.WARNING)
+                out[prefix + name] = ["value", None]
 walk("", module)
 print(json.dumps(out))
 """
@@ -283,7 +296,8 @@ def tensorrt_api(version: str) -> dict[str, Member]:
     api = _python_functions(init)
     for dotted, (kind, doc) in json.loads(done.stdout).items():
         name = "__init__" if kind == "constructor" else dotted.rsplit(".", 1)[-1]
-        api[dotted] = Member(kind, _pybind_overloads(name, doc, drop_self=kind in ("method", "constructor")))
+        api[dotted] = Member(kind, _pybind_overloads(name, doc, drop_self=kind in ("method", "constructor")),
+                             returns=dotted if kind in ("constructor", "none") else _pybind_returns(name, doc))
     return api
 
 
@@ -380,6 +394,26 @@ def _constructor(init: str) -> Signature:
     return tuple(params)
 
 
+def _cpp_classes(wrapper: str) -> dict[str, str]:
+    """{C++ class: the Python class pycuda wraps it as}, from each `typedef X cl; py::class_<cl ...>("Name"`."""
+    found = {}
+    for match in re.finditer(r"typedef\s+([\w:]+)\s+cl\s*;\s*py::class_\s*<[^\"]*?\"(\w+)\"", wrapper):
+        found[match.group(1)] = match.group(2)
+    return found
+
+
+def _cpp_returns(sources: str, classes: dict[str, str]) -> dict[str, str]:
+    """{C++ function name: the Python class it returns} where every definition of that name returns the same
+    wrapped class (`boost::shared_ptr<context> retain_primary_context()` -> Context)."""
+    seen: dict[str, set] = {}
+    pattern = r"(?:^|[;{}\n])\s*(?:(?:static|inline|virtual)\s+)*((?:boost::)?(?:shared_ptr<\s*(\w+)\s*>|(\w+)))" \
+              r"\s*[&*]?\s+(?:\w+::)?(\w+)\s*\("
+    for match in re.finditer(pattern, sources):
+        cpp = match.group(2) or match.group(3)
+        seen.setdefault(match.group(4), set()).add(classes.get(cpp))
+    return {name: found.pop() for name, found in seen.items() if len(found) == 1 and None not in found}
+
+
 @cache
 def pycuda_api() -> dict[str, Member]:
     """{"Event.record": Member, "Stream": Member (its constructor), "memcpy_htod_async": Member, ...}."""
@@ -389,6 +423,7 @@ def pycuda_api() -> dict[str, Member]:
     wrapper = re.sub(r"^\s*#.*$", "", wrapper, flags=re.M)  # every #if branch counts (the newest CUDA)
     wrapper = re.sub(r"//[^\n]*", "", wrapper)
     arities = _cpp_arities(cpp + wrapper)
+    returns = _cpp_returns(cpp + wrapper, _cpp_classes(wrapper))
     api = _python_functions(driver)
     # classes: py::class_<...>("Name", init or py::no_init) followed by its chain up to the `;`
     for match in re.finditer(r"py::class_\s*<", wrapper):
@@ -410,7 +445,9 @@ def pycuda_api() -> dict[str, Member]:
                                              ",".join(parts[2:]), arities)
                 constructors += constructor.overloads
             elif method == "def" and parts and parts[0].startswith('"'):
-                api[f"{cls}.{parts[0][1:-1]}"] = _pycuda_member("method", parts[1], ",".join(parts[2:]), arities)
+                member = _pycuda_member("method", parts[1], ",".join(parts[2:]), arities)
+                target = re.findall(r"(\w+)\s*\)*\s*$", parts[1].split(",")[0])
+                api[f"{cls}.{parts[0][1:-1]}"] = replace(member, returns=returns.get(target[0]) if target else None)
             elif method in ("DEF_SIMPLE_METHOD", "DEF_SIMPLE_METHOD_WITH_ARGS"):
                 api[f"{cls}.{parts[0]}"] = _pycuda_member("method", f"&cl::{parts[0]}",
                                                           "py::args" + "".join(parts[1:]), arities)
@@ -420,7 +457,8 @@ def pycuda_api() -> dict[str, Member]:
             elif method in ("add_property", "def_readonly", "def_readwrite", "DEF_SIMPLE_RO_MEMBER",
                             "DEF_SIMPLE_RW_MEMBER"):
                 api[f"{cls}.{parts[0].strip(chr(34))}"] = Member("property")
-        api[cls] = Member("constructor", tuple(constructors)) if constructors else Member("none")
+        api[cls] = Member("constructor", tuple(constructors), returns=cls) if constructors else \
+            Member("none", returns=cls)
     # module-level functions
     for match in re.finditer(r"(?:py::def|DEF_SIMPLE_FUNCTION(?:_WITH_ARGS)?)\s*\(", wrapper):
         end = _balanced(wrapper, match.end() - 1)

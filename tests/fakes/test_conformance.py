@@ -9,6 +9,7 @@ every fake function, method and constructor to the real one's parameters (tests/
 
 import ast
 import inspect
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -477,3 +478,197 @@ def build(path, logger):
     problems = call_problems(ast.parse(source), "bad.py", _apis(), CLASSES_BY_PACKAGE)
     lines = sorted({int(p.split(":")[1].split()[0]) for p in problems})
     assert lines == [6, 7, 9, 10, 14], problems
+
+
+# ------------------------------------------------------- instance attributes, enum members, typed chains
+def instance_attributes(cls) -> set[str]:
+    """Public attributes a fake class (and its fake bases) sets on its instances (`self.handle = ...` in a method):
+    names the fake offers that no class-level scan sees."""
+    found = set()
+    for klass in cls.__mro__:
+        if klass.__module__ != cls.__module__ or klass is object:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AnnAssign, ast.AugAssign)) else []
+            for target in targets:
+                for sub in ast.walk(target):
+                    if (isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id == "self"
+                            and not sub.attr.startswith("_")):
+                        found.add(sub.attr)
+    return found
+
+
+def instance_attribute_problems(classes: dict[str, type], real: dict[str, str], api: dict[str, Member]) -> list[str]:
+    """Each fake class's instance attributes against the members of the real class it stands in for."""
+    return [f"{name}.{attr}: the real {real[name]}.{attr} does not exist" for name, cls in sorted(classes.items())
+            for attr in sorted(instance_attributes(cls)) if f"{real[name]}.{attr}" not in api]
+
+
+def enum_problems(fake_module, api: dict[str, Member]) -> list[str]:
+    """Every member of every fake enum is exactly a member of the real enum of that name."""
+    problems = []
+    for name, value in sorted(vars(fake_module).items()):
+        if isinstance(value, gpu._Enum):
+            problems += [f"tensorrt.{name}.{member}: the real {name} has no member {member}" for member in
+                         sorted(vars(value)) if getattr(api.get(f"{name}.{member}"), "kind", None) != "value"]
+    return problems
+
+
+@pytest.mark.parametrize("version", TENSORRT_VERSIONS)
+def test_every_attribute_a_fake_sets_on_its_instances_is_a_member_of_the_real_class(version):
+    classes = {n: getattr(gpu, n) for n in TENSORRT_CLASSES}
+    problems = instance_attribute_problems(classes, TENSORRT_CLASSES, tensorrt_api(version))
+    problems += instance_attribute_problems({n: getattr(gpu, n) for n in PYCUDA_CLASSES}, PYCUDA_CLASSES,
+                                            pycuda_api())
+    assert instance_attributes(gpu.Stream) == {"handle"}  # the scan sees what __init__ sets
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("version", TENSORRT_VERSIONS)
+def test_every_enum_member_the_fake_offers_is_exactly_a_member_of_the_real_enum(version):
+    assert not enum_problems(gpu.FakeTensorRT, tensorrt_api(version))
+
+
+def _type_of(expr, env: dict, bound: dict, api: dict[str, Member]) -> str | None:
+    """The real class an expression evaluates to, where the real signatures say it: a constructor of the package,
+    a method whose declared return type is one of its classes, a name or self.attr assigned one of those."""
+    if isinstance(expr, ast.Name):
+        return env.get(expr.id)
+    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name) and expr.value.id == "self":
+        return env.get(f"self.{expr.attr}")
+    if not (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute)):
+        return None
+    func = expr.func
+    base = func.value
+    if isinstance(base, ast.Attribute) and base.attr == "driver" and isinstance(base.value, ast.Name):
+        base = base.value  # pycuda.driver.X(...)
+    if isinstance(base, ast.Name) and base.id in bound:
+        member = api.get(func.attr)
+        return member.returns if member else None
+    owner = _type_of(base, env, bound, api)
+    member = api.get(f"{owner}.{func.attr}") if owner else None
+    return member.returns if member else None
+
+
+def typed_attribute_problems(tree: ast.AST, where: str, package: str, api: dict[str, Member], label: str) -> list[str]:
+    """Attributes read or called on objects the package returned (`stream = cuda.Stream(); stream.capture_graph()`,
+    `engine = runtime.deserialize_cuda_engine(b); engine.X`) and members of its enums (`trt.TensorIOMode.PUT`) that
+    the real package's class does not have. Types flow through assignments (names, self.X across a class's methods)
+    and into the parameters of the module's own functions and classes at their call sites (`_Engine(trt, cuda,
+    runtime, ...)`), flow-insensitively, to a fixpoint."""
+    module_bound = {k: v for k, v in _bindings(tree).items() if v == package}
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    owner = {f: c.name for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for f in c.body
+             if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    callees = {f.name: (f, False) for f in functions if f not in owner}
+    callees |= {c.name: (f, True) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for f in c.body
+                if isinstance(f, ast.FunctionDef) and f.name == "__init__"}
+    seeds: dict = {f: {} for f in functions}  # parameter -> the real class the callers pass
+    shared: dict[str, dict] = {}  # class -> {"self.X": real class}
+
+    def environment(function):
+        bound = {**module_bound, **{k: v for k, v in _bindings(function).items() if v == package}}
+        env = {**shared.get(owner.get(function), {}), **seeds[function]}
+        for _ in range(2):
+            for node in ast.walk(function):
+                if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                    kind, target = _type_of(node.value, env, bound, api), node.targets[0]
+                    if kind and isinstance(target, ast.Name):
+                        env[target.id] = kind
+                    elif kind and isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                            and target.value.id == "self" and function in owner:
+                        env[f"self.{target.attr}"] = kind
+                        shared.setdefault(owner[function], {})[f"self.{target.attr}"] = kind
+        return env, bound
+
+    for _ in range(4):
+        for function in functions:
+            env, bound = environment(function)
+            for call in (n for n in ast.walk(function) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
+                if call.func.id not in callees:
+                    continue
+                callee, is_init = callees[call.func.id]
+                params = [a.arg for a in callee.args.args][1 if is_init else 0:]
+                for param, arg in zip(params, call.args):
+                    kind = _type_of(arg, env, bound, api)
+                    if kind:
+                        seeds[callee][param] = kind
+    problems = []
+    for function in functions:
+        env, bound = environment(function)
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Attribute) or node.attr.startswith("__"):
+                continue
+            value = node.value
+            if (isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) and value.value.id in bound
+                    and getattr(api.get(value.attr), "kind", None) in ("constructor", "none")):
+                cls = value.attr  # trt.TensorIOMode.INPUT: a class of the package, then its member
+            else:
+                cls = _type_of(value, env, bound, api)
+            if cls and f"{cls}.{node.attr}" not in api:
+                problems.append(f"{where}:{node.lineno} {cls}.{node.attr}: not in {label}'s {cls}")
+    return sorted(set(problems))
+
+
+def source_chain_problems(source: str, where: str) -> list[str]:
+    tree = ast.parse(source)
+    problems = []
+    for version in TENSORRT_VERSIONS:
+        problems += typed_attribute_problems(tree, where, "tensorrt", tensorrt_api(version), f"tensorrt {version}")
+    problems += typed_attribute_problems(tree, where, "pycuda", pycuda_api(), pycuda_names().label)
+    return problems
+
+
+def test_the_source_uses_only_members_the_real_classes_have_on_what_the_packages_return():
+    problems, checked = [], 0
+    for package in SOURCE_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            if "tensorrt" in text or "pycuda" in text:
+                checked += 1
+                problems += source_chain_problems(text, str(path.relative_to(ROOT)))
+    assert checked >= 3 and not problems, problems
+
+
+def test_a_made_up_instance_method_and_enum_member_are_reported():
+    """The bug class the name scan let through: a method a fake adds in __init__ (and the backend calls), and an
+    enum member that is only the tail of some string in the binary."""
+
+    class MadeUpStream(gpu.Stream):
+        def __init__(self, flags: int = 0):
+            super().__init__(flags)
+            self.capture_graph = lambda: None  # pycuda's Stream has no graph capture
+
+    made_up = type("FakeTensorRT", (), {"TensorIOMode": gpu._Enum(INPUT="INPUT", OUTPUT="OUTPUT", PUT="PUT")})
+    assert instance_attribute_problems({"MadeUpStream": MadeUpStream}, {"MadeUpStream": "Stream"}, pycuda_api()) == \
+        ["MadeUpStream.capture_graph: the real Stream.capture_graph does not exist"]
+    assert enum_problems(made_up, tensorrt_api(TENSORRT_VERSIONS[-1])) == \
+        ["tensorrt.TensorIOMode.PUT: the real TensorIOMode has no member PUT"]
+    assert "PUT" in tensorrt_names(TENSORRT_VERSIONS[-1])  # the old check: the tail of some string, so "present"
+    source = '''
+import pycuda.driver as cuda
+import tensorrt as trt
+
+class Backend:
+    def __init__(self, logger, blob):
+        self._stream = cuda.Stream()
+        self._engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+
+    def run(self):
+        self._stream.capture_graph()                                          # made up
+        ctx = cuda.Device(0).retain_primary_context()
+        ctx.push()                                                            # right
+        mode = self._engine.get_tensor_mode("x") == trt.TensorIOMode.PUT      # made up
+        context = self._engine.create_execution_context()
+        context.execute_async_v3(self._stream.handle)                        # right
+        context.enqueue_graph()                                               # made up
+        return mode, trt.TensorIOMode.INPUT                                   # right
+'''
+    problems = source_chain_problems(source, "bad.py")
+    assert {p.split(" ")[1].rstrip(":") for p in problems} == {"Stream.capture_graph", "TensorIOMode.PUT",
+                                                   "IExecutionContext.enqueue_graph"}, problems

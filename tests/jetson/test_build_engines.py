@@ -75,9 +75,17 @@ def test_build_engines_script_passes_shellcheck_and_bash_n():
     assert proc.returncode == 0, proc.stdout
 
 
-def test_dry_run_prints_the_trtexec_command_lines(tiny_bundle_dir):
+def meminfo(tmp_path, total_gib, swap_gib=0.0):
+    path = tmp_path / f"meminfo-{total_gib}-{swap_gib}"
+    path.write_text(f"MemTotal:       {int(total_gib * 1024 * 1024)} kB\nMemFree:         1000 kB\n"
+                    f"SwapTotal:       {int(swap_gib * 1024 * 1024)} kB\n")
+    return path
+
+
+def test_dry_run_prints_the_trtexec_command_lines(tiny_bundle_dir, tmp_path):
     proc = subprocess.run(["bash", str(SCRIPT), "--dry-run", str(tiny_bundle_dir)], capture_output=True, text=True,
-                          env={**os.environ, "TRTEXEC": "trtexec", "PYTHON": sys.executable})
+                          env={**os.environ, "TRTEXEC": "trtexec", "PYTHON": sys.executable,
+                               "MEMINFO": str(meminfo(tmp_path, 61.4))})
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 3
@@ -85,8 +93,9 @@ def test_dry_run_prints_the_trtexec_command_lines(tiny_bundle_dir):
     d, w = m["model"]["hidden_size"], m["policy"]["window"]
     for graph, line in zip(("vision", "language", "action_head"), lines):
         source = "action_head.onnx" if graph == "action_head" else f"{graph}.fp16.onnx"  # fp16 weights to parse
+        engine = "action_head.fp32.engine" if graph == "action_head" else f"{graph}.fp16.engine"  # its precision
         assert f"--onnx={tiny_bundle_dir}/{source}" in line
-        assert f"--saveEngine={tiny_bundle_dir}/.{graph}.fp16.engine.building" in line  # renamed once all three built
+        assert f"--saveEngine={tiny_bundle_dir}/.{engine}.building" in line  # renamed once all three built
         for flag in ("--stronglyTyped", "--memPoolSize=workspace:4096", f"--timingCacheFile={tiny_bundle_dir}/timing.cache",
                      "--warmUp=500", "--iterations=50"):
             assert flag in line
@@ -120,6 +129,47 @@ echo "[I] GPU Compute Time: min = 1.0 ms, mean = 1.2 ms"
 def test_script_refuses_a_missing_bundle(tmp_path):
     proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "nope")], capture_output=True, text=True)
     assert proc.returncode == 1 and "bundle.json not found" in proc.stderr
+
+
+# every board's rule: test_the_builder_pool_follows_one_rule_per_board (tests/export/test_to_trt.py); here the script
+@pytest.mark.parametrize("total, swap, pool, warned", [(7.4, 0, 1024, True), (15.3, 0, 2048, False)])
+def test_the_default_builder_pool_is_this_boards_rule(tiny_bundle_dir, tmp_path, total, swap, pool, warned):
+    """8 GB Orin: 1024 MiB and an 8 GB swap file (warned when missing); 16 GB NX: 2048; AGX: 4096."""
+    env = {**os.environ, "TRTEXEC": "trtexec", "PYTHON": sys.executable, "MEMINFO": str(meminfo(tmp_path, total, swap))}
+    env.pop("WORKSPACE_MB", None)
+    proc = subprocess.run(["bash", str(SCRIPT), "--dry-run", str(tiny_bundle_dir)], capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert all(f"--memPoolSize=workspace:{pool} " in line + " " for line in proc.stdout.splitlines()), proc.stdout
+    assert ("8 GB swap file" in proc.stderr) == warned, proc.stderr
+
+
+def test_the_readme_memory_table_states_the_scripts_rule_per_board():
+    """jetson/README.md's per-board table says the WORKSPACE_MB and swap each board builds with: the rule itself."""
+    import re
+
+    from runtime.policy.engines import WORKSPACE_RULES
+
+    text = (ROOT / "jetson" / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and re.search(r"`WORKSPACE_MB=(\d+)`", line)]
+    stated = {re.search(r"\| ([^|]+?) \|", row).group(1): (int(re.search(r"`WORKSPACE_MB=(\d+)`", row).group(1)),
+                                                          "swap" in row) for row in rows}
+    assert stated == {"Orin Nano 8 GB / Orin NX 8 GB": (1024, True), "Orin NX 16 GB": (2048, False),
+                      "AGX Orin 32 GB / 64 GB": (4096, False)}, stated
+    assert [(w, s > 0) for _, w, s, _ in WORKSPACE_RULES] == [(1024, True), (2048, False), (4096, False)]
+    assert "WORKSPACE_MB=2048 bash jetson/build_engines.sh bundle/   # Orin Nano" not in text  # the old advice
+
+
+def test_a_bundle_without_the_fp16_input_builds_fp32_engines_with_a_warning(bundle_copy, tmp_path):
+    m = json.loads((bundle_copy / "bundle.json").read_text())
+    del m["engine_build"]
+    (bundle_copy / "bundle.json").write_text(json.dumps(m))
+    proc = run_script(bundle_copy, stand_in_trtexec(tmp_path), "10.3.0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no fp16 engine-build inputs" in proc.stderr
+    engines = load_bundle(bundle_copy).manifest["engines"]
+    assert [(e["file"], e["precision"]) for e in engines] == [
+        ("vision.fp32.engine", "fp32"), ("language.fp32.engine", "fp32"), ("action_head.fp32.engine", "fp32")]
 
 
 # ---------------------------------------------------------------- the real device

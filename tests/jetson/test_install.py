@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -121,3 +122,78 @@ def test_docker_entrypoint_refuses_without_the_hosts_release_file_and_runs_the_d
     assert "ENV TEGRA_RELEASE=/etc/host/nv_tegra_release" in dockerfile and "docker-entrypoint.sh" in dockerfile
     readme = (JETSON / "README.md").read_text()
     assert "-v /etc/nv_tegra_release:/etc/host/nv_tegra_release:ro" in readme
+
+
+def test_setup_makes_the_drive_account_when_missing_and_the_unit_refuses_a_missing_one_by_name(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "VENV": str(tmp_path / "venv"), "TEGRA_RELEASE": str(tmp_path / "x")}
+    missing = subprocess.run(["bash", str(JETSON / "setup.sh"), "--dry-run"], capture_output=True, text=True,
+                             env={**env, "DRIVE_USER": "mvla-no-such-user"})
+    made = [l for l in missing.stdout.splitlines() if l.startswith("would run:") and "useradd" in l]
+    assert len(made) == 1 and made[0].split()[-1] == "mvla-no-such-user" and "--system" in made[0], missing.stdout
+    assert "dialout" in made[0]
+    existing = subprocess.run(["bash", str(JETSON / "setup.sh"), "--dry-run"], capture_output=True, text=True,
+                              env={**env, "DRIVE_USER": "root"})
+    assert "useradd" not in existing.stdout and "drive account root exists" in existing.stdout
+    unit = (JETSON / "mobile-vla-drive.service").read_text()
+    check, chown = unit.index('id -u "$DRIVE_USER"'), unit.index("/bin/chown -R ${DRIVE_USER}")
+    assert check < chown and "jetson/setup.sh creates it" in unit
+
+
+def test_make_install_takes_torch_from_the_cpu_index_first_and_says_so(tmp_path):
+    proc = subprocess.run(["make", "-n", "-B", "install", f"VENV={tmp_path / 'v'}"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    installs = [l for l in proc.stdout.splitlines() if "pip install" in l and "torch==" in l]
+    assert installs and "--index-url https://download.pytorch.org/whl/cpu" in installs[0], proc.stdout
+    assert "make install: torch" in proc.stdout and "the CPU build" in proc.stdout  # said, not silent
+    # the registry's torch only as the fallback, after the CPU index, announced
+    assert len(installs) == 2 and "--index-url" not in installs[1] and "cannot be reached" in proc.stdout
+    extras = [l for l in proc.stdout.splitlines() if "pip install" in l and "-e '." in l]
+    assert extras and proc.stdout.index(installs[0]) < proc.stdout.index(extras[0])
+
+
+def gpu_check_plan(tmp_path, driver=None, jetson=False):
+    env = {"PATH": "/usr/bin:/bin", "TEGRA_RELEASE": str(tmp_path / "absent")}
+    if driver:
+        env["DRIVER_CUDA"] = driver
+    if jetson:
+        release = tmp_path / "nv_tegra_release"
+        release.write_text("# R36 (release), REVISION: 4.3, GCID: 1, BOARD: generic, EABI: aarch64\n")
+        env["TEGRA_RELEASE"] = str(release)
+    return subprocess.run(["bash", str(JETSON / "gpu_check.sh"), "--dry-run"], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+@pytest.mark.parametrize("driver, index", [("12.4", "cu126"), ("12.8", "cu126"), ("13.0", "cu130"), ("13.2", "cu130")])
+def test_gpu_check_dry_run_picks_the_torch_build_for_the_driver(tmp_path, driver, index):
+    """NVIDIA's minor-version compatibility: any CUDA 12.x build runs on a 12.x driver (a 12.4 driver takes cu126);
+    CUDA 13 builds need a 13.x driver. Pinned to the release CI tests, the Makefile's."""
+    proc = gpu_check_plan(tmp_path, driver)
+    assert proc.returncode == 0, proc.stderr
+    pin = re.search(r"^TORCH_VERSION := ([0-9.]+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    torch = [l for l in proc.stdout.splitlines() if "pip install torch" in l]
+    assert torch == [f".venv-gpu/bin/python -m pip install torch=={pin} --index-url "
+                     f"https://download.pytorch.org/whl/{index}"], proc.stdout
+
+
+def test_gpu_check_dry_run_refuses_a_pre_cuda_12_driver_and_plans_no_torch_on_a_jetson(tmp_path):
+    old = gpu_check_plan(tmp_path, "11.8")
+    assert old.returncode == 1 and "CUDA 11.8" in old.stderr
+    jetson = gpu_check_plan(tmp_path, jetson=True)
+    assert jetson.returncode == 0, jetson.stderr
+    commands = [l for l in jetson.stdout.splitlines() if l and not l.startswith("#")]
+    assert not [c for c in commands if "torch" in c or "[train" in c or "export" in c], commands
+    assert any("gpu_check.sh --bundle" in c for c in commands) and "JetPack ships no torch" in jetson.stdout
+
+
+def test_the_gpu_check_runs_the_real_size_only_where_memory_holds_it(tmp_path):
+    from benchmarks.gpu_check import build_parser, default_sizes
+
+    def meminfo(gib):
+        path = tmp_path / f"meminfo-{gib}"
+        path.write_text(f"MemTotal: {int(gib * 1024 * 1024)} kB\nSwapTotal: 0 kB\n")
+        return path
+
+    assert default_sizes(meminfo(7.4)) == ["tiny"] == default_sizes(meminfo(15.3))  # 8 and 16 GB Orins
+    assert default_sizes(meminfo(30.0)) == ["tiny", "kosmos2"]  # AGX Orin 32 GB, a workstation
+    assert build_parser().parse_args(["--out", "x.json", "--bundle", "b/"]).bundle == Path("b/")

@@ -135,3 +135,17 @@ def test_check_script_takes_the_drives_motor_flags(tiny_bundle_dir, episode_file
         assert proc.returncode == 0, proc.stdout + proc.stderr
         line = next(x for x in proc.stdout.splitlines() if x.split()[1] == "controller")
         assert line.startswith("OK") and "--motor dry-run" in line, line
+
+
+def test_the_documented_on_robot_dry_run_runs(tiny_bundle_dir, episode_file):
+    """jetson/README.md section 7's dry run on the robot, as written, with the tiny bundle for bundle/, a recorded
+    episode for the CSI camera and 2 steps instead of 20 (the flags themselves are the README's)."""
+    line = next(l for l in (JETSON / "README.md").read_text().splitlines()
+                if l.startswith("python -m runtime.drive") and "--dry-run" in l and "--max-steps" in l)
+    words = line.split("#")[0].split()
+    assert "--serial" not in words and "--motor" not in words  # --dry-run is the motor side
+    words = [str(tiny_bundle_dir) if w == "bundle/" else str(episode_file) if w == "csi" else w for w in words]
+    words[words.index("--max-steps") + 1] = "2"
+    proc = subprocess.run([sys.executable, *words[1:], "--quiet"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

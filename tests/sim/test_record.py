@@ -55,3 +55,50 @@ def test_train_fit_trains_the_tiny_preset_on_the_recordings_and_records_their_fr
     assert fit.returncode == 0, fit.stderr[-3000:]
     config = json.loads((tmp_path / "runs" / "rec" / "checkpoints" / "best" / "config.json").read_text())
     assert config["driving"] == {"mode": "step", "frame_spacing_s": 0.25, "source": "recordings"}
+
+
+def test_each_episode_gets_a_room_of_its_own_unless_seed_pins_one(tmp_path, monkeypatch):
+    """What sim.record hands the recorder, per session (the recording itself: the slow test below)."""
+    import sim.record as sim_record
+    from sim.task import instruction_for
+    from sim.world import random_layout
+
+    sessions = []
+
+    def record_in_room(args, layout, spec, width, height, seed=None):
+        sessions.append((layout.side, seed, spec.config.episodes, spec.config.resume, spec.config.instructions))
+        return 0
+
+    monkeypatch.setattr(sim_record, "record_in_room", record_in_room)
+    assert sim_record.main(["--out", str(tmp_path / "a"), "--teleop", "expert", "--episodes", "3", "--quiet"]) == 0
+    assert sessions == [(random_layout(k).side, k, 1, k > 0, (instruction_for(random_layout(k).side),))
+                        for k in range(3)]
+    assert {side for side, *_ in sessions} == {"left", "right"}
+    sessions.clear()
+    assert sim_record.main(["--out", str(tmp_path / "b"), "--teleop", "expert", "--episodes", "2", "--seed", "2",
+                            "--quiet"]) == 0
+    assert sessions == [(random_layout(2).side, None, 2, False, (instruction_for(random_layout(2).side),))]
+
+
+@pytest.mark.slow
+def test_without_seed_each_episode_is_recorded_in_a_room_of_its_own_and_seed_pins_one(tmp_path):
+    """--episodes 3 alone: rooms 0, 1, 2 (their bottles right, right, left: each episode with its room's
+    instruction); --seed 2 --episodes 2: both in room 2 (~25 s)."""
+    from sim.record import main
+    from sim.task import instruction_for
+    from sim.world import random_layout
+
+    def instructions(folder):
+        out = []
+        for path in sorted(folder.glob("*.h5")):
+            with h5py.File(path, "r") as f:
+                out.append(f["language_instruction"][0].decode())
+        return out
+
+    fast = ["--teleop", "expert", "--mode", "step", "--step-duration", "0.05", "--control-rate", "100", "--width",
+            "48", "--height", "27", "--max-accel", "100", "100", "200", "--direct", "--quiet"]
+    assert main(["--out", str(tmp_path / "varied"), "--episodes", "3", *fast]) == 0
+    assert instructions(tmp_path / "varied") == [instruction_for(random_layout(k).side) for k in range(3)]
+    assert len(set(instructions(tmp_path / "varied"))) == 2  # the bottle on both sides
+    assert main(["--out", str(tmp_path / "pinned"), "--episodes", "2", "--seed", "2", *fast]) == 0
+    assert instructions(tmp_path / "pinned") == [instruction_for(random_layout(2).side)] * 2

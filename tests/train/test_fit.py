@@ -164,3 +164,19 @@ def test_gpu_without_one_exits_1_before_writing_anything(tmp_path, episodes):
     assert gpu.stderr.startswith("error: --accelerator gpu: no GPU usable here"), gpu.stderr[-2000:]
     assert "README.md" in gpu.stderr and "--accelerator cpu" in gpu.stderr
     assert not (tmp_path / "gpu").exists()  # refused before anything was written
+
+
+def test_help_shows_every_default_and_tiny_is_flagged_for_real_recordings():
+    """A real-robot recipe without --preset trained tiny silently: --help now says the default, and train.fit
+    warns when tiny meets episodes a real camera recorded (not sim.synth's rooms or blocks, not sim.record's)."""
+    from types import SimpleNamespace
+
+    from train.fit import build_parser, simulated
+
+    text = " ".join(build_parser().format_help().split())
+    assert "kosmos2: the real model (docs/training.md); default: tiny" in text
+    assert "--max-epochs MAX_EPOCHS default: 20" in text and "--action-range ACTION_RANGE default: 1.15" in text
+    episode = lambda **attrs: SimpleNamespace(attrs=attrs)  # noqa: E731
+    assert simulated(episode(obstacle_layout_type="sim-left")) and simulated(episode(obstacle_layout_type="blocks"))
+    assert simulated(episode(camera="sim", obstacle_layout_type="recorded"))
+    assert not simulated(episode(camera="csi", obstacle_layout_type="recorded")) and not simulated(episode())

@@ -369,3 +369,37 @@ def test_unmatched_keys_are_refused_or_listed_with_allow_missing(tmp_path, origi
     report = import_checkpoint(path, tmp_path / "out", ImportOptions(allow_missing=True))
     assert report["keys"]["unmatched"] == ["model.mystery.weight"]
     assert report["keys_accounted"] == report["keys_in_file"]
+
+
+def test_an_imported_checkpoint_carries_how_the_original_robot_drove(imported):
+    import json
+
+    ckpt, _, _ = imported
+    assert json.loads((ckpt / "config.json").read_text())["driving"] == {
+        "mode": "step", "discrete": True, "frame_spacing_s": 0.4,
+        "source": "imported: the original robot drove each action as one discrete 0.4 s move "
+                  "(train.import_robovlms, docs/migrating.md)"}
+
+
+@pytest.mark.slow
+def test_an_imported_checkpoint_exported_and_driven_with_no_flags_drives_in_discrete_steps(imported, tmp_path,
+                                                                                          capsys):
+    """The original robot drove each action as one 0.4 s move, direction only: the import records that, the
+    bundle carries it, and the simulated drive takes it without a flag (~10 s: the export and the drive)."""
+    from export.to_onnx import ExportOptions, export_bundle
+    from runtime.control.steplog import read_log
+    from sim.drive import main as sim_drive
+
+    ckpt, _, _ = imported
+    model, tokenizer, meta = load_checkpoint(ckpt, merge=True)  # export.to_onnx's CLI path, in this process
+    bundle = export_bundle(model, tokenizer, tmp_path / "bundle", ExportOptions(origin=str(ckpt), verify=False,
+                                                                                engine_input=False), ckpt_meta=meta)
+    log = tmp_path / "drive.jsonl"
+    code = sim_drive(["--bundle", str(bundle), "--seed", "2", "--width", "128", "--height", "72", "--max-steps", "3",
+                      "--direct", "--quiet", "--log", str(log)])  # no driving flags
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "mode step (bundle), discrete moves (bundle), 0.4 s per step-mode move (bundle)" in err
+    assert "defaulted" not in err and "imported: the original robot" in err
+    actions = np.array([r["action"][:2] for r in read_log(log) if r["type"] == "step"])
+    assert len(actions) and np.all(np.isclose(np.abs(actions), 1.15) | (actions == 0)), actions  # snapped moves
