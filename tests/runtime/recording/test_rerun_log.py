@@ -28,15 +28,15 @@ def test_frames_actions_commands_and_state_reach_the_file(tmp_path):
     assert out.exists() and not partial_rrd(out).exists()
     assert rerun.logged == 10 and rerun.dropped == 0
     entities = rrd_entities(out)
-    images = column(entities["/camera/image"], "EncodedImage:blob")
+    images = column(entities["/camera/image"], "EncodedImage:blob", by="time")
     assert len(images) == 5
     decoded = cv2.imdecode(np.frombuffer(bytes(images[0][0]), np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (120, 160, 3)  # downscaled to --image-width
     assert decoded[:, :70, 0].mean() > 200 and decoded[:, 90:, 0].mean() < 50  # the frame as the policy saw it
-    assert [v[0] for v in column(entities["/action/linear_y"], "Scalars:scalars")] == pytest.approx(
+    assert [v[0] for v in column(entities["/action/linear_y"], "Scalars:scalars", by="time")] == pytest.approx(
         [0.0, 0.1, 0.2, 0.3, 0.4])
     assert [v[0] for v in column(entities["/sent/linear_x"], "Scalars:scalars")] == [0.25] * 5
-    assert column(entities["/state"], "TextLog:text") == [["driving"], ["zero: command timeout"]]  # changes only
+    assert column(entities["/state"], "TextLog:text", by="time") == [["driving"], ["zero: command timeout"]]  # changes only
     assert len(column(entities["/plan/chunk"], "LineStrips2D:strips")) == 5
     assert column(entities["/latency/vision"], "Scalars:scalars") == [[3.0]] * 5
 
@@ -105,10 +105,10 @@ def test_an_inference_and_the_authoritys_transitions_reach_the_file(tmp_path):
     assert column(entities["/latency/capture_to_plan"], "Scalars:scalars")[0][0] == pytest.approx(50.0)
     assert column(entities["/latency/vision"], "Scalars:scalars") == [[4.0]]
     assert column(entities["/sent/linear_x"], "Scalars:scalars") == [[0.2]]
-    events = [t[0] for t in column(entities["/events"], "TextLog:text")]
+    events = [t[0] for t in column(entities["/events"], "TextLog:text", by="time")]
     assert events == ["disarmed -> armed: arm by key 'a' (epoch 1)",
                       "armed -> e-stop: estop by gpio 17 pressed (epoch 2)"]
-    assert column(entities["/events"], "TextLog:level") == [["INFO"], ["ERROR"]]
+    assert column(entities["/events"], "TextLog:level", by="time") == [["INFO"], ["ERROR"]]
 
 
 def test_cpus_pins_the_log_and_rerun_s_threads_and_nothing_else(tmp_path):
