@@ -65,6 +65,13 @@ class TimedRollout(Rollout):
     control_gaps: int = 0  # control ticks with no chunk covering the present (async), waiting ticks (sync)
 
 
+def _ended(success, collided, steps, ended_by, path, frames, layout, sim_time, inferences,
+           control_gaps) -> TimedRollout:
+    """A TimedRollout by position (Rollout's own later fields stay at their defaults)."""
+    return TimedRollout(success, collided, steps, ended_by, path, frames, layout, sim_time=sim_time,
+                        inferences=inferences, control_gaps=control_gaps)
+
+
 def _latency(spec: LatencySpec, rng: np.random.Generator) -> float:
     return spec.latency + (float(rng.uniform(0.0, spec.jitter)) if spec.jitter > 0 else 0.0)
 
@@ -124,12 +131,12 @@ def synchronous_rollout(layout: Layout, plan, spec: LatencySpec, budget: float, 
         waited += int(round(lat * timing.rate))
         t += lat  # the motors wait at zero for the answer
         if t >= budget:
-            return TimedRollout(False, False, step, "time", list(robot.path), [], layout, t, step, waited)
+            return _ended(False, False, step, "time", list(robot.path), [], layout, t, step, waited)
         first, t = execute(robot, gate, action, timing, t)
         if robot.collided:
-            return TimedRollout(False, True, step, "collision", list(robot.path), [], layout, t, step, waited)
+            return _ended(False, True, step, "collision", list(robot.path), [], layout, t, step, waited)
         if not any(first):
-            return TimedRollout(in_goal(layout, robot.pose), False, step, "stop", list(robot.path), [], layout, t,
+            return _ended(in_goal(layout, robot.pose), False, step, "stop", list(robot.path), [], layout, t,
                                 step, waited)
 
 
@@ -158,7 +165,7 @@ def asynchronous_rollout(layout: Layout, plan, spec: LatencySpec, budget: float,
             # planned further ahead only halts the robot until the next plan (the loop sends zero meanwhile).
             if _stopped(own if discrete_move is None else np.round(own / discrete_move) * discrete_move,
                         safety.dead_zone):
-                return TimedRollout(in_goal(layout, robot.pose), False, frames, "stop", list(robot.path), [],
+                return _ended(in_goal(layout, robot.pose), False, frames, "stop", list(robot.path), [],
                                     layout, t, frames, gaps)
         action = schedule.action_at(t)
         if action is None or _stopped(action, safety.dead_zone):
@@ -173,10 +180,10 @@ def asynchronous_rollout(layout: Layout, plan, spec: LatencySpec, budget: float,
             last_slot = slot
             cmd = gate.filter(action, t)
             if not robot.step(*cmd, dt) and robot.collided:
-                return TimedRollout(False, True, frames, "collision", list(robot.path), [], layout, t, frames, gaps)
+                return _ended(False, True, frames, "collision", list(robot.path), [], layout, t, frames, gaps)
         tick += 1
         t = tick * dt
-    return TimedRollout(False, False, frames, "time", list(robot.path), [], layout, t, frames, gaps)
+    return _ended(False, False, frames, "time", list(robot.path), [], layout, t, frames, gaps)
 
 
 def timed_rollout(layout: Layout, plan, spec: LatencySpec, max_steps: int = 40, width: int = 256,

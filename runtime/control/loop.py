@@ -97,7 +97,8 @@ class DriveLoop:
 
     def __init__(self, policy, camera, motor, gate: SafetyGate, config: DriveConfig = DriveConfig(),
                  log: StepLog | None = None, printer=None, takeover=None, chunks=None,
-                 authority: MotionAuthority | None = None, ros=None, retarget=None, notifier=None):
+                 authority: MotionAuthority | None = None, ros=None, retarget=None, notifier=None,
+                 rerun=None):
         self.camera, self.motor, self.gate, self.config = camera, motor, gate, config
         self.takeover = takeover  # runtime.recording.takeover.Takeover: a person may replace the policy's action
         self.chunks = chunks  # runtime.policy.async_chunks.AsyncChunks in --async; None: one action a frame
@@ -109,6 +110,7 @@ class DriveLoop:
         self.authority = authority or MotionAuthority(armed=True)
         self.ros = ros  # runtime.control.ros2.Ros2DriveInterface or None: /diagnostics
         self.notifier = notifier or ServiceNotifier()  # systemd's watchdog, fed on every tick (when under it)
+        self.rerun = rerun  # runtime.recording.rerun_log.RerunLog (--rerun): a put on its queue a tick, or None
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self.handshake = StepHandshake(self._lock)
@@ -130,7 +132,8 @@ class DriveLoop:
         self.inference = InferenceWorker(
             policy, camera, config, self.authority, publish=self._publish, stop=self.stop_event,
             wait_done=self.handshake.wait_done, drained=self._executed, health=self.health, chunks=chunks,
-            takeover=takeover, retarget=retarget, status=self.status, plan_age_limit=self._plan_age_limit)
+            takeover=takeover, retarget=retarget, status=self.status, plan_age_limit=self._plan_age_limit,
+            rerun=rerun)
         if chunks is not None:  # a new epoch forgets the chunks at once, and drops one from before it when it lands
             self.authority.listeners.append(lambda epoch, started: chunks.reset(started))
         self.authority.checks += self.pre_arm_checks()
@@ -427,6 +430,8 @@ class DriveLoop:
                     current = self._published
                 self._tick(now, current)
                 self._report(now)
+                if self.rerun is not None:  # what went out this tick and why (never waits: a bounded queue)
+                    self.rerun.sent(now, self.last_command, self.health.state)
                 self.notifier.alive()  # only a loop that ticks feeds systemd's watchdog
                 if now >= next_tick - 1e-3:  # a regular tick (not a deadline wake-up): schedule the next one
                     next_tick = max(next_tick + period, now)
