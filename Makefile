@@ -74,7 +74,7 @@ test-property: install
 # interop tests (~15 min on 2 cores; CI runs it after the suite, .ci/run)
 SLOW_ELSEWHERE := test_soak_two_minutes or test_the_robot_moves_only_when_it_should_ci or \
 	test_the_printed_install_sequence or test_demo_full_size or test_kosmos2_random_weights_has_the_real_size or \
-	test_one_real_size_training_step_on_the_cpu
+	test_one_real_size_training_step_on_the_cpu or test_lerobot_interop
 test-slow-ci: install
 	$(BIN)/python -m pytest -q -m "slow and not realsize" -k "not ($(SLOW_ELSEWHERE))"
 

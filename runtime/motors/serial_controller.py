@@ -365,6 +365,7 @@ class SerialMotorController(MotorController):
         """A READY frame: the board (re)booted; it must still be the board this run was configured for, and it
         is asked again (QUERY_INFO) before anything moves."""
         self.controller_starts += 1
+        self._uptime = None  # this restart is counted: the uptime check after it has no earlier reading to compare
         self.ready = True
         self.verified = False
         self._check_pending = True
@@ -375,6 +376,7 @@ class SerialMotorController(MotorController):
         it restarted and its READY never reached us: count the restart, check again."""
         if self.verified:
             self.controller_starts += 1
+            self._uptime = None  # counted here; the next uptime check must not count it again
             log.warning("%s: the controller restarted unseen (NACK 5 after its configuration was checked)", self.port)
         self.verified = False
         self._check_pending = True
