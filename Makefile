@@ -9,7 +9,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2
+EXTRAS ?= runtime,serve,fleet,train,export,bench,dev,ros2,rerun,datasets
 TORCH_VERSION := 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
@@ -17,7 +17,8 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # (tests/fakes/test_conformance.py): ~4 MB, downloaded once from PyPI into a git-ignored cache.
 REF := .cache/reference-packages
 
-.PHONY: install demo test test-soak test-property test-slow test-realsize test-gpu-install openpi-venv clean reference-packages
+.PHONY: install demo test test-soak test-property test-slow-ci test-slow test-realsize test-gpu-install openpi-venv lerobot-venv test-lerobot clean \
+	reference-packages
 
 install: $(VENV)/.installed
 
@@ -68,6 +69,15 @@ test-property: install
 	MVLA_PROPERTY_EXAMPLES=2000 $(BIN)/python -m pytest -q -s -m slow \
 		tests/runtime/control/test_motion_property.py::test_the_robot_moves_only_when_it_should_ci
 
+# every slow-marked test but those with a target of their own above and the real-size ones (hours of CPU, tens of
+# GB): the trained-policy evaluations, the compressed soak, the serving stress tests, the Ray fleet, the
+# interop tests (~15 min on 2 cores; CI runs it after the suite, .ci/run)
+SLOW_ELSEWHERE := test_soak_two_minutes or test_the_robot_moves_only_when_it_should_ci or \
+	test_the_printed_install_sequence or test_demo_full_size or test_kosmos2_random_weights_has_the_real_size or \
+	test_one_real_size_training_step_on_the_cpu or test_lerobot_interop
+test-slow-ci: install
+	$(BIN)/python -m pytest -q -m "slow and not realsize" -k "not ($(SLOW_ELSEWHERE))"
+
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
@@ -77,6 +87,18 @@ openpi-venv:
 	$(PY) -m venv .venv-openpi
 	.venv-openpi/bin/python -m pip install -q openpi-client==0.1.2 'typing-extensions>=4'
 	printf 'openpi-client==0.1.2 typing-extensions>=4' > .venv-openpi/.installed
+
+# the real lerobot 0.4.4 (the last for Python 3.10/3.11; it pins torch<2.11) in a venv of its own for the LeRobot
+# interop test (tests/train/test_lerobot_interop.py creates it too): pip resolves torch 2.10 with its CUDA libraries,
+# ~8 GB and ~7.5 min once on 2 cores
+lerobot-venv:
+	$(PY) -m venv .venv-lerobot
+	.venv-lerobot/bin/python -m pip install -q lerobot==0.4.4
+	printf 'lerobot==0.4.4' > .venv-lerobot/.installed
+
+# our LeRobot export/import against the real LeRobotDataset (~1 min with the venv made; slow-marked)
+test-lerobot: install
+	$(BIN)/python -m pytest -q -m slow tests/train/test_lerobot_interop.py
 
 clean:
 	rm -rf demo runs build *.egg-info

@@ -29,7 +29,8 @@ from runtime.cameras.sample_frames import sample_frames
 from runtime.logs import add_log_level_argument, setup_logging
 from runtime.policy.backends.registry import make_backend
 from runtime.policy.bundle import load_bundle
-from runtime.policy.remote import RemoteConfig, RemoteEncoder, RemotePolicy
+from runtime.policy.remote import RemotePolicy
+from runtime.policy.remote_encoder import RemoteConfig, RemoteEncoder
 from runtime.policy.wire import model_identity
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -419,10 +419,19 @@ class Soak:
         self.motor._write = recorded
         send = self.motor.send_velocity
 
-        def checked(vx, vy, wz=0.0):  # every command against the motion authority at that moment
-            if (vx or vy or wz) and self.authority is not None and self.authority.state != ARMED:
-                self.forbidden += 1
-                log.error("a non-zero command while the authority was %s", self.authority.describe())
+        def checked(vx, vy, wz=0.0):
+            """Every non-zero command against the motion authority at that moment (the drive holds its lock while
+            it sends one): armed, from the newest plan, of the current epoch, its frame younger than the timeout."""
+            authority, loop = self.authority, self.loop
+            if (vx or vy or wz) and authority is not None and loop is not None:
+                plan = loop.newest_plan
+                age = time.monotonic() - plan.captured if plan is not None else math.inf
+                why = ("not armed" if authority.state != ARMED else "no plan" if plan is None
+                       else "a plan of an earlier epoch" if plan.epoch != authority.epoch
+                       else f"a plan {age:.3f} s old" if age > config.cmd_timeout + 0.02 else "")
+                if why:
+                    self.forbidden += 1
+                    log.error("a non-zero command while the authority was %s: %s", authority.describe(), why)
             return send(vx, vy, wz)
 
         self.motor.send_velocity = checked

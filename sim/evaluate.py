@@ -2,6 +2,7 @@
 
     python -m sim.evaluate --bundle bundle/ --episodes 50 --seed 0          # closed loop, 50 unseen rooms
     python -m sim.evaluate --bundle bundle/ --episodes held_out/            # offline, a folder of .h5 episodes
+    python -m sim.evaluate --bundle bundle/ --episodes 20 --rerun eval.rrd  # every episode in Rerun (rerun eval.rrd)
 
     from sim.evaluate import EvaluationSpec, evaluate
     report = evaluate(EvaluationSpec(bundle=Path("bundle"), episodes="50"))   # the figures main() prints
@@ -20,7 +21,11 @@ evaluated move by move here, and a warning says so: `sim.drive` drives it
 continuously). Printed for the policy, a random policy and the
 scripted expert: success rate (stopped in front of the bottle, no collision,
 within --max-steps), collisions, mean steps, mean latency per step. A PNG of
-the trajectories over the room maps goes to --plot.
+the trajectories over the room maps goes to --plot, and beside it two short
+MP4s, the best and the worst episode with the action drawn on each frame
+(PLOT-best.mp4, PLOT-worst.mp4; PyAV, the datasets extra). `--rerun FILE.rrd`
+(or a viewer's rerun+http:// URL) logs every episode: the frames the policy
+saw, its actions, the room from above with its path (sim/evaluation_views.py).
 
 Offline (`--episodes DIR`): every recorded episode replayed through the
 policy frame by frame, exactly as the drive loop would feed it (reset at each
@@ -59,6 +64,8 @@ from runtime.policy.bundle import BundleError, load_bundle
 from runtime.policy.driving import driving_settings
 from runtime.policy.onboard import Policy
 from runtime.recording.episodes import read_episode_arrays
+from runtime.recording.rerun_log import RerunUnavailable
+from sim.evaluation_views import best_and_worst_mp4s, log_rollouts
 from sim.latency import add_latency_arguments, evaluate_latency, latency_requested, latency_spec_from_args
 from sim.task import (
     MOVE,
@@ -328,6 +335,8 @@ class EvaluationSpec:
     plot: Path | None = None  # PNG path; None = next to json, or evaluation.png
     json: Path | None = None  # where the figures go
     progress: bool = True  # the closed loop's layout counter on stderr
+    rerun: str | None = None  # closed loop: every episode to this .rrd or rerun+http:// viewer; None: no Rerun
+    mp4: bool = True  # closed loop: the best and the worst episode as MP4s beside the plot
 
 
 def evaluate(spec: EvaluationSpec) -> dict:
@@ -367,6 +376,13 @@ def _closed_loop(spec, bundle, settings, plot: Path, stack) -> tuple[dict, Path 
               "backend": spec.backend, "variant": spec.variant, "max_steps": spec.max_steps,
               "discrete": settings.discrete, "results": [s.row() for s in summaries],
               "table": format_closed_loop(summaries, k)}
+    by_name = {s.name: s for s in summaries}
+    policy, expert = by_name["policy"].rollouts, by_name["expert"].rollouts if "expert" in by_name else None
+    if spec.mp4:
+        report.update(best_and_worst_mp4s(plot, policy, spec.width, spec.height))
+    if spec.rerun:
+        report["rerun"] = log_rollouts(spec.rerun, policy, expert, spec.width, spec.height,
+                                       settings.step_duration) or spec.rerun
     return report, plot_trajectories(summaries, plot)
 
 
@@ -412,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="closed loop: seconds per move (default: the bundle's frame spacing)")
     ap.add_argument("--plot", type=Path, help="PNG path (default: next to --json, or evaluation.png)")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--rerun", metavar="FILE.rrd|URL",
+                    help="closed loop: every episode's frames, actions and path to this .rrd (or a rerun+http://"
+                         "HOST:PORT/proxy viewer); needs the rerun extra")
+    ap.add_argument("--no-mp4", action="store_false", dest="mp4",
+                    help="closed loop: no MP4s of the best and the worst episode")
     add_latency_arguments(ap)  # --policy ws://..., --inject-latency-ms, --latency-jitter-ms, --async (sim/latency.py)
     add_log_level_argument(ap)
     return ap
@@ -431,7 +452,7 @@ def _closed_loop_with_latency(args) -> int:
                                 args.backend, args.variant, settings.discrete, args.policy, opened, args.json)
 
 
-@exits_on(BackendError, BundleError, FileNotFoundError, ValueError)
+@exits_on(BackendError, BundleError, FileNotFoundError, ValueError, RerunUnavailable)
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -441,10 +462,16 @@ def main(argv=None) -> int:
         bundle=args.bundle, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps, width=args.width,
         height=args.height, backend=args.backend, variant=args.variant,
         variants=tuple(args.variants) if args.variants else None, dead_zone=args.dead_zone, discrete=args.discrete,
-        step_duration=args.step_duration, plot=args.plot, json=args.json))
+        step_duration=args.step_duration, plot=args.plot, json=args.json, rerun=args.rerun, mp4=args.mp4))
     print(report["table"])
     if report.get("plot"):
         print(f"plot: {report['plot']}")
+    for name in ("mp4_best", "mp4_worst"):
+        if name in report:
+            shown = report[name]
+            print(f"{name[4:]} episode: {shown['file']} (room {shown['room']}, {shown['outcome']})")
+    if report.get("rerun"):
+        print(f"rerun: {report['rerun']}")
     if args.json:
         print(f"figures: {args.json}")
     return 0

@@ -41,7 +41,8 @@ from runtime.policy.async_chunks import AsyncConfig, ChunkSchedule
 from runtime.policy.backends.registry import make_backend
 from runtime.policy.behaviours import with_behaviours
 from runtime.policy.onboard import Policy
-from runtime.policy.remote import RemoteConfig, RemoteEncoder, RemotePolicy
+from runtime.policy.remote import RemotePolicy
+from runtime.policy.remote_encoder import RemoteConfig, RemoteEncoder
 from runtime.policy.wire import model_identity
 from sim.task import SIM_SAFETY, Rollout, ScriptedExpert, StepTiming, execute, in_goal, instruction_for
 from sim.world import Layout, SimRobot, random_layout, render
@@ -62,6 +63,13 @@ class TimedRollout(Rollout):
     sim_time: float = 0.0  # s of simulated time at the end
     inferences: int = 0
     control_gaps: int = 0  # control ticks with no chunk covering the present (async), waiting ticks (sync)
+
+
+def _ended(success, collided, steps, ended_by, path, frames, layout, sim_time, inferences,
+           control_gaps) -> TimedRollout:
+    """A TimedRollout by position (Rollout's own later fields stay at their defaults)."""
+    return TimedRollout(success, collided, steps, ended_by, path, frames, layout, sim_time=sim_time,
+                        inferences=inferences, control_gaps=control_gaps)
 
 
 def _latency(spec: LatencySpec, rng: np.random.Generator) -> float:
@@ -123,12 +131,12 @@ def synchronous_rollout(layout: Layout, plan, spec: LatencySpec, budget: float, 
         waited += int(round(lat * timing.rate))
         t += lat  # the motors wait at zero for the answer
         if t >= budget:
-            return TimedRollout(False, False, step, "time", list(robot.path), [], layout, t, step, waited)
+            return _ended(False, False, step, "time", list(robot.path), [], layout, t, step, waited)
         first, t = execute(robot, gate, action, timing, t)
         if robot.collided:
-            return TimedRollout(False, True, step, "collision", list(robot.path), [], layout, t, step, waited)
+            return _ended(False, True, step, "collision", list(robot.path), [], layout, t, step, waited)
         if not any(first):
-            return TimedRollout(in_goal(layout, robot.pose), False, step, "stop", list(robot.path), [], layout, t,
+            return _ended(in_goal(layout, robot.pose), False, step, "stop", list(robot.path), [], layout, t,
                                 step, waited)
 
 
@@ -157,7 +165,7 @@ def asynchronous_rollout(layout: Layout, plan, spec: LatencySpec, budget: float,
             # planned further ahead only halts the robot until the next plan (the loop sends zero meanwhile).
             if _stopped(own if discrete_move is None else np.round(own / discrete_move) * discrete_move,
                         safety.dead_zone):
-                return TimedRollout(in_goal(layout, robot.pose), False, frames, "stop", list(robot.path), [],
+                return _ended(in_goal(layout, robot.pose), False, frames, "stop", list(robot.path), [],
                                     layout, t, frames, gaps)
         action = schedule.action_at(t)
         if action is None or _stopped(action, safety.dead_zone):
@@ -172,10 +180,10 @@ def asynchronous_rollout(layout: Layout, plan, spec: LatencySpec, budget: float,
             last_slot = slot
             cmd = gate.filter(action, t)
             if not robot.step(*cmd, dt) and robot.collided:
-                return TimedRollout(False, True, frames, "collision", list(robot.path), [], layout, t, frames, gaps)
+                return _ended(False, True, frames, "collision", list(robot.path), [], layout, t, frames, gaps)
         tick += 1
         t = tick * dt
-    return TimedRollout(False, False, frames, "time", list(robot.path), [], layout, t, frames, gaps)
+    return _ended(False, False, frames, "time", list(robot.path), [], layout, t, frames, gaps)
 
 
 def timed_rollout(layout: Layout, plan, spec: LatencySpec, max_steps: int = 40, width: int = 256,

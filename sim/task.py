@@ -157,6 +157,9 @@ class Rollout:
     path: list = field(default_factory=list)  # poses after every move
     frames: list = field(default_factory=list)  # (image, action) per step when recorded
     layout: Layout | None = None
+    poses: list = field(default_factory=list)  # the pose each decision was made at (its frame: rollout_frame)
+    actions: list = field(default_factory=list)  # the action decided at each step
+    seed: int = 0  # the rollout's render seed: step k's frame is rendered with seed * 1000 + k
 
 
 def rollout(layout: Layout, decide, max_steps: int = 40, width: int = 320, height: int = 180,
@@ -170,18 +173,26 @@ def rollout(layout: Layout, decide, max_steps: int = 40, width: int = 320, heigh
         decide.reset()
     see = record or not getattr(decide, "blind", False)
     t = 0.0
-    frames = []
+    frames, poses, actions = [], [], []
     for step in range(max_steps):
         image = render(layout, robot.pose, width, height, seed=seed * 1000 + step) if see else None
+        poses.append(robot.pose)
         action = np.asarray(decide(image, robot.pose), np.float32)
+        actions.append(action)
         if record:
             frames.append((image, action))
         first, t = execute(robot, gate, action, timing, t)
         if robot.collided:
-            return Rollout(False, True, step + 1, "collision", list(robot.path), frames, layout)
+            return Rollout(False, True, step + 1, "collision", list(robot.path), frames, layout, poses, actions, seed)
         if not any(first):
-            return Rollout(in_goal(layout, robot.pose), False, step + 1, "stop", list(robot.path), frames, layout)
-    return Rollout(False, False, max_steps, "step limit", list(robot.path), frames, layout)
+            return Rollout(in_goal(layout, robot.pose), False, step + 1, "stop", list(robot.path), frames, layout,
+                           poses, actions, seed)
+    return Rollout(False, False, max_steps, "step limit", list(robot.path), frames, layout, poses, actions, seed)
+
+
+def rollout_frame(rollout: Rollout, step: int, width: int, height: int) -> np.ndarray:
+    """The frame the decider saw at `step`, rendered again (the same pose and noise seed as in the rollout)."""
+    return render(rollout.layout, rollout.poses[step], width, height, seed=rollout.seed * 1000 + step)
 
 
 def heading(action, dead_zone: float = 0.1) -> int:

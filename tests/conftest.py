@@ -65,6 +65,24 @@ def episode_file(tmp_path_factory):
                          instruction="reach the bottle on the left")
 
 
+@pytest.fixture(scope="session")
+def sim_recording(tmp_path_factory):
+    """One episode recorded by `python -m sim.record` (the scripted operator, the simulated motor): 256x144 BGR
+    frames, one per 0.4 s move, the room's instruction (~5 s)."""
+    out = tmp_path_factory.mktemp("sim-recording") / "rec"
+    proc = run_python("-m", "sim.record", "--out", str(out), "--teleop", "expert", "--episodes", "1", "--seed", "3",
+                      "--direct", "--max-speed", "1.0", "1.0", "1.0", "--quiet", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return out / "episode_0000.h5"
+
+
+@pytest.fixture
+def figure_dir(tmp_path):
+    """Where a test draws the picture of its view: tmp_path, or the documents' docs/images/ when the suite runs
+    with MVLA_DOC_IMAGES=1 (how docs/recording.md's and docs/evaluation.md's pictures are made)."""
+    return ROOT / "docs" / "images" if os.environ.get("MVLA_DOC_IMAGES") == "1" else tmp_path
+
+
 def find_tool(name: str):
     """A command on PATH or next to this Python (a venv's bin/ is not on PATH unless activated)."""
     import shutil

@@ -284,13 +284,14 @@ def test_documented_rules_match_the_checked_ones():
             assert f"`{dep}`" in line.split("|")[-2], f"docs/architecture.md: {pkg}/ row does not forbid {dep}/"
 
 
-@pytest.mark.parametrize("module", ["runtime.drive"])
+@pytest.mark.parametrize("module", ["runtime.drive, runtime.recording.rerun_log, runtime.recording.rerun_episode"])
 def test_importing_the_drive_loads_no_plotting_hdf5_or_simulator(module):
+    """... nor Rerun: rerun-sdk (an extra) is loaded only when a log or a view is opened."""
     import subprocess
     import sys
 
     code = (f"import sys, {module}; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('matplotlib', 'h5py', 'sim', 'torch', 'transformers', 'train', 'export')); print(bad)")
+            "('matplotlib', 'h5py', 'sim', 'torch', 'transformers', 'train', 'export', 'rerun', 'av')); print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -25,6 +25,7 @@ from tests.helpers.source import ROOT, source_files
 DISTINCT = {
     "steps": "benchmarks measure N steps; sim.synth and sim.evaluate cap an episode: different counts",
     "seed": "each command's own random seed",
+    "jpeg_quality": "the drive's live Rerun frames (small, many: 75) and a recording's view (90): two uses",
     "out": "each command's own output folder",
     "name": "each command's own run name",
     "episodes": "how many episodes a command makes or evaluates, each its own",

@@ -8,6 +8,9 @@
     python -m train.data drop rec/ 3 episode_0007        # set aside as NAME.dropped (rename back to undo)
     python -m train.data relabel rec/ 4 5 --instruction "reach the bottle on the right"
     python -m train.data recover rec/ .episode_0007.h5.partial     # keep a crashed episode's frames (checked)
+    python -m train.data view rec/episode_0003.h5 [--save out.rrd] [--mp4 out.mp4]   # Rerun (docs/recording.md)
+    python -m train.data export-lerobot rec/ --out lerobot-rec/ --repo-id me/room1    # a LeRobot dataset (v3.0)
+    python -m train.data import-lerobot lekiwi-data/ --out episodes/ --camera front   # and back
 
     from train.data import EpisodeDataset, load_episodes
     episodes, rejected = load_episodes(paths, DataOptions(window=8, chunk=10))
@@ -63,7 +66,12 @@ from runtime.policy.driving import SPACING_TOLERANCE, Driving, same_spacing
 from runtime.policy.preprocess import PreprocessConfig, normalize_rgb, resize_rgb
 from runtime.recording.episode_writer import DROPPED_SUFFIX, EPISODE_NAME, next_episode_number, partial_path
 from runtime.recording.episodes import LATER_COLLECTOR, EpisodeFileError, episode_layout
+from runtime.recording.rerun_log import RerunUnavailable
 from train.config import MobileVLAConfig
+from train.data_view import ViewSpec, view
+from train.lerobot_export import VCODECS, ExportSpec, export_lerobot
+from train.lerobot_import import ImportSpec, import_lerobot
+from train.lerobot_layout import BASE_KEYS, LeRobotFormatError
 
 AXES = ("linear_x", "linear_y", "angular_z")
 
@@ -623,7 +631,8 @@ def _add_read_options(ap) -> None:
     ap.add_argument("--action-range", type=float, default=DataOptions.action_range)
 
 
-SUBCOMMANDS = ("summary", "split", "merge", "drop", "relabel", "recover")
+SUBCOMMANDS = ("summary", "split", "merge", "drop", "relabel", "recover", "view", "export-lerobot",
+               "import-lerobot")
 
 
 def tools_main(argv: list[str]) -> int:
@@ -655,7 +664,46 @@ def tools_main(argv: list[str]) -> int:
     p = sub.add_parser("recover", help="keep a partial episode (checked, marked complete, renamed)")
     p.add_argument("folder", type=Path)
     p.add_argument("episode", help="the partial file's name (.episode_0007.h5.partial) or its number (7)")
+    p = sub.add_parser("view", help="episodes in Rerun's viewer (or an .rrd file without a display), or an MP4")
+    p.add_argument("source", type=Path, help="an .h5 episode or a folder of them")
+    p.add_argument("--save", type=Path, help="write this .rrd instead of opening the viewer")
+    p.add_argument("--mp4", type=Path, help="an MP4 of the frames with the actions drawn on them (alone: no Rerun)")
+    p.add_argument("--jpeg-quality", type=int, default=ViewSpec.jpeg_quality, help="of the frames in the .rrd")
+    d = ExportSpec
+    p = sub.add_parser("export-lerobot", help="a LeRobot dataset (format v3.0: parquet, MP4, meta/) of the episodes")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the dataset folder (LeRobotDataset(repo_id, root=OUT))")
+    p.add_argument("--repo-id", default=d.repo_id, help="the hub name it is meant for (push: docs/recording.md)")
+    p.add_argument("--vcodec", choices=VCODECS, default=d.vcodec, help="libsvtav1: LeRobot's default (AV1)")
+    p.add_argument("--crf", type=int, default=d.crf, help="video quality: lower is closer to the frames")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p = sub.add_parser("import-lerobot", help="episodes in our layout from a local LeRobot dataset (LeKiwi's base)")
+    p.add_argument("root", type=Path, help="the LeRobot dataset folder (meta/info.json, data/, videos/)")
+    p.add_argument("--out", type=Path, required=True, help="our episode folder (numbered on after what it holds)")
+    p.add_argument("--camera", help="camera key or its last part (front); default: front, else the only camera")
+    p.add_argument("--action-keys", default=",".join(BASE_KEYS),
+                   help="the base velocities in 'action': x.vel,y.vel[,theta.vel] (m/s, m/s, deg/s)")
     args = ap.parse_args(argv)
+    if args.command == "view":
+        result = view(ViewSpec(args.source, args.save, args.mp4, args.jpeg_quality))
+        for kind in ("rrd", "mp4"):
+            if result[kind]:
+                print(f"{result[kind]}: {result['episodes']} episode(s)" + (f" (open it: rerun {result[kind]})"
+                                                                             if kind == "rrd" else ""))
+        return 0
+    if args.command == "export-lerobot":
+        result = export_lerobot(ExportSpec(args.folder, args.out, args.repo_id, args.vcodec, args.crf,
+                                           overwrite=args.overwrite))
+        print(f"{args.out}: LeRobot dataset of {result['episodes']} episodes, {result['frames']} frames at "
+              f"{result['fps']} fps, {len(result['tasks'])} task(s)")
+        print(f"push it: python -c \"from lerobot.datasets.lerobot_dataset import LeRobotDataset; "
+              f"LeRobotDataset('{args.repo_id}', root='{args.out}').push_to_hub()\"")
+        return 0
+    if args.command == "import-lerobot":
+        keys = tuple(k.strip() for k in args.action_keys.split(",") if k.strip())
+        written = import_lerobot(ImportSpec(args.root, args.out, args.camera, keys))
+        print(f"{args.out}: {len(written)} episode(s) imported from {args.root}")
+        return 0
     if args.command == "summary":
         return validate(args.folder, args.channel_order, args.action_axes, args.action_range, args.strict,
                         args.allow_incomplete)
@@ -703,7 +751,7 @@ def validate(folder: Path, channel_order: str = "bgr", action_axes: int = 2, act
     return 1 if rejected and strict else 0
 
 
-@exits_on(FileNotFoundError, EpisodeError, OSError)
+@exits_on(FileNotFoundError, EpisodeError, EpisodeFileError, OSError, LeRobotFormatError, RerunUnavailable)
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:

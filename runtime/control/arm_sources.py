@@ -55,6 +55,7 @@ from runtime.hardware import DeviceError
 
 log = logging.getLogger(__name__)
 GONE = (errno.ENODEV, errno.EIO, errno.ENXIO, errno.EBADF)  # the device or terminal went away
+REOPEN_S = 0.5  # s between two tries to reopen a gamepad that went away
 GPIO_MISSED_READS = 5  # reads a GPIO source may miss (its thread late or stuck) before it counts as lost...
 GPIO_STALE_S = 0.25  # ...and at least this long: a loaded board's scheduler may hold a thread back ~0.1 s
 
@@ -208,6 +209,9 @@ class JoystickSource(_Source):
     def _run(self) -> None:
         buffer = b""
         while not self._stop.is_set():
+            if self.fd is None and not self._reopen():
+                self._stop.wait(REOPEN_S)
+                continue
             try:
                 ready, _, _ = select.select([self.fd], [], [], self.poll)
                 data = os.read(self.fd, 64 * JS_EVENT.size) if ready else None
@@ -216,12 +220,14 @@ class JoystickSource(_Source):
             except OSError as e:
                 if e.errno not in GONE:
                     raise
-                self.lost(f"{os.strerror(e.errno)}: unplugged?")
-                return
+                self._gone(f"{os.strerror(e.errno)}: unplugged?")
+                buffer = b""
+                continue
             if data == b"":
                 if not self.fifo or self._had_writer:  # a device never reads empty; a FIFO whose writer closed
-                    self.lost("end of file: unplugged?")
-                    return
+                    self._gone("end of file: unplugged?")
+                    buffer = b""
+                    continue
                 self._stop.wait(self.poll)  # a FIFO with no writer yet
             elif data:
                 self._had_writer = True
@@ -246,9 +252,28 @@ class JoystickSource(_Source):
         elif number == self.reset_button:
             self.authority.reset_estop(f"gamepad button {number}")
 
+    def _gone(self, detail: str) -> None:
+        """The pad is gone: a lost input (the authority acts on it); reopened every REOPEN_S until it is back."""
+        self.lost(detail)
+        os.close(self.fd)
+        self.fd, self._pressed = None, False
+
+    def _reopen(self) -> bool:
+        """A pad that came back (a wireless one back in range, a cable replugged): read again. Its input turns
+        healthy on the next report; a latched e-stop stays latched until a person resets it."""
+        try:
+            self.fd = os.open(self.device, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return False
+        self._had_writer = False
+        log.warning("gamepad %s back", self.device)
+        return True
+
     def close(self) -> None:
         super().close()
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class GpioSource(_Source):
@@ -292,6 +317,7 @@ class GpioSource(_Source):
             value = self._read()
             if value is None:
                 self.authority.report(self.input, healthy=False, detail=self._error)
+                self._last = True  # unknown: a line that comes back high is no rising edge, and arms nothing
                 continue
             if self.role == "estop":
                 self.authority.report(self.input, pressed=value == self.pressed_value)

@@ -38,6 +38,7 @@ send (and the send is a zero) or after it (and the next tick's is).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -88,13 +89,16 @@ class Input:
     pressed: bool = False  # an e-stop input: pressed now
     healthy: bool = True  # the device is there and readable
     detail: str = ""  # why it is not healthy
-    updated: float = field(default_factory=time.monotonic)  # time.monotonic() of the last report
+    added: float = field(default_factory=time.monotonic)  # time.monotonic() it was registered
+    updated: float | None = None  # time.monotonic() of the last report; None: none yet
     lost: bool = False  # lost or stale, already acted on (once per loss)
 
     def liveness(self, now: float) -> str:
         """"" for an input that is there and fresh; else what is wrong with it (lost, or silent too long)."""
         if not self.healthy:
             return f"{self.name} lost ({self.detail or 'unreadable'})"
+        if self.updated is None:
+            return f"{self.name} has not reported yet"
         if self.max_age is not None and now - self.updated > self.max_age:
             return f"{self.name} silent for {now - self.updated:.2f} s (its limit {self.max_age:g} s)"
         return ""
@@ -116,14 +120,23 @@ class Transition:
     cause: str  # who or what, in words
 
 
+LATE_CHECK_S = 0.15  # s between two liveness checks that says the checker itself was held up...
+GRACE_S = 0.5  # ...and then no input is judged stale for this long: a process-wide stall (swap, a loaded board)
+#                held the sources back too, it did not lose them (a dead source is still caught: by its own
+#                thread's failure at once, or by staleness once the grace is over)
+
+
 class MotionAuthority:
     def __init__(self, armed: bool = False, checks: list[PreArmCheck] | tuple = (), auto_arm: bool = False,
-                 clock=time.monotonic):
+                 starting: bool = False, clock=time.monotonic):
         """`armed`: start armed without checks (a library caller, the tests); `auto_arm`: arm as soon as the
-        pre-arm checks pass, until the first explicit event (a drive started without --start-disarmed)."""
+        pre-arm checks pass, until the first explicit event (a drive started without --start-disarmed);
+        `starting`: every arm is refused until `started()` (the drive's sources and services open before its
+        loop, and its pre-arm checks, exist)."""
         self._lock = threading.RLock()
         self.clock = clock
         self._state = ARMED if armed else DISARMED
+        self.starting = starting
         self.checks = list(checks)
         self.inputs: list[Input] = []
         self.auto_arm = auto_arm and not armed
@@ -134,8 +147,11 @@ class MotionAuthority:
         self.history: deque[Transition] = deque(maxlen=200)  # the newest transitions (status, diagnostics, tests)
         self.listeners: list = []  # callables(epoch, started): a new epoch began (the --async chunks forget)
         self.changes = 0  # accepted state changes
+        self.stops = 0  # transitions into a state that may not move (disarmed, e-stop, fault): each owes a zero
         self.cause = "start"  # the cause of the newest state change
         self._waiting = ""  # the auto-arm's last refusal, logged once
+        self._last_check: float | None = None  # the previous liveness check
+        self._grace_until = -math.inf  # no staleness judged before this (the checker itself was held up)
 
     # -- reading ----------------------------------------------------------------------------------------
     @property
@@ -164,13 +180,19 @@ class MotionAuthority:
 
     def describe(self) -> str:
         """The state as the status line shows it: "armed", "armed (person driving)", "e-stop (gpio ...)", ..."""
-        if self._state == ESTOP:
-            return f"e-stop ({self.cause})"
-        if self._state == FAULT:
-            return f"fault: {', '.join(self._faults)}"
-        if self._state == ARMED and self.person:
-            return "armed (person driving)"
-        return self._state
+        with self._lock:
+            if self._state == ESTOP:
+                return f"e-stop ({self.cause})"
+            if self._state == FAULT:
+                return f"fault: {', '.join(self._faults)}"
+            if self._state == ARMED and self.person:
+                return "armed (person driving)"
+            return self._state
+
+    def started(self) -> None:
+        """The drive's loop runs and its pre-arm checks exist: arms are judged by them from now on."""
+        with self._lock:
+            self.starting = False
 
     # -- the control thread --------------------------------------------------------------------------------
     @contextmanager
@@ -194,8 +216,19 @@ class MotionAuthority:
         input disarms (once per loss)."""
         now = self.clock() if now is None else now
         with self._lock:
+            if self._last_check is not None and now - self._last_check > LATE_CHECK_S:
+                self._grace_until = now + GRACE_S
+                log.warning("the control thread was held up %.2f s: input liveness judged again in %.1f s",
+                            now - self._last_check, GRACE_S)
+            self._last_check = now
             for inp in self.inputs:
                 problem = inp.liveness(now)
+                if problem and (now < self._grace_until and inp.healthy):
+                    continue  # silent, judged after the grace; a source that says it is lost is acted on now
+                if problem and inp.updated is None and self._state == DISARMED:
+                    continue  # never reported: it refuses the arm (pre-arm) but latches nothing yet
+                if problem and inp.updated is None and now - inp.added <= (inp.max_age or 0.0):
+                    continue  # registered just now
                 if problem and not inp.lost:
                     inp.lost = True
                     self._apply("estop" if inp.kind == "estop" else "arm source lost", problem)
@@ -207,8 +240,8 @@ class MotionAuthority:
                     self.auto_arm = False
                     # the first epoch goes on: nothing happened since the start that a plan could be from before
                     self._apply("arm", "start-up (pre-arm checks passed)", new_epoch=False)
-                elif refusal != self._waiting:
-                    self._waiting = refusal
+                elif refusal.split(":")[0] != self._waiting:  # once per kind of refusal, not per tick
+                    self._waiting = refusal.split(":")[0]
                     log.info("waiting to arm: %s", refusal)
 
     # -- sources -------------------------------------------------------------------------------------------
@@ -216,7 +249,7 @@ class MotionAuthority:
         if kind not in ("estop", "arm"):
             raise ValueError(f"input kind must be 'estop' or 'arm', got {kind!r}")
         with self._lock:
-            inp = Input(name, kind, max_age, updated=self.clock())
+            inp = Input(name, kind, max_age, added=self.clock())
             self.inputs.append(inp)
             return inp
 
@@ -236,7 +269,6 @@ class MotionAuthority:
     def arm(self, source: str) -> str:
         """Arm, if the pre-arm checks pass: "" when armed (or already), else the refusal, naming what failed."""
         with self._lock:
-            self.auto_arm = False
             if self._state == ESTOP:
                 refusal = (f"e-stop latched ({self.cause}): reset the e-stop first (a separate step: "
                            f"docs/reliability.md)")
@@ -247,6 +279,7 @@ class MotionAuthority:
             if refusal:
                 log.warning("arm by %s refused: %s", source, refusal)
                 return refusal
+            self.auto_arm = False
             self._apply("arm", source)
             return ""
 
@@ -313,6 +346,8 @@ class MotionAuthority:
 
     # -- internals -----------------------------------------------------------------------------------------
     def _refusal(self, now: float) -> str:
+        if self.starting:
+            return "the drive is starting (its loop and pre-arm checks are not up yet)"
         problems = [p for p in (inp.problem(now) for inp in self.inputs if inp.kind == "estop") if p]
         if self._faults:
             problems.append(f"fault: {', '.join(self._faults)}")
@@ -329,6 +364,8 @@ class MotionAuthority:
             return
         if after not in (ARMED, FAULT):
             self.person = False
+        if after != ARMED:
+            self.stops += 1  # the control thread sends a zero for it before anything moves again
         self._state = after
         self._new_epoch(event, cause, before, new_epoch)
 

@@ -52,7 +52,7 @@ class InferenceWorker:
 
     def __init__(self, policy, camera, config: DriveConfig, authority: MotionAuthority, publish,
                  stop: threading.Event, wait_done, drained, health, chunks=None, takeover=None, retarget=None,
-                 status=None, plan_age_limit=float("inf")):
+                 status=None, plan_age_limit=float("inf"), rerun=None):
         self.policy, self.camera, self.config, self.authority = policy, camera, config, authority
         self.publish = publish  # callable(Published): hand a plan to the control thread
         self.stop = stop  # set when the drive ends (by either thread)
@@ -64,6 +64,7 @@ class InferenceWorker:
         self.retarget = retarget  # callable(instruction) -> a new policy on the same backend, or None
         self.status = status  # runtime.control.status_line.StatusLine: shown timings
         self.plan_age_limit = plan_age_limit  # --async: the oldest a plan's frame may be and the plan still play
+        self.rerun = rerun  # runtime.recording.rerun_log.RerunLog (--rerun): the frame, plan and timings, or None
         self.error: BaseException | None = None
         self.steps = 0  # plans published
         self.inferences = 0  # policy runs (the pre-arm check "policy warmed")
@@ -174,6 +175,8 @@ class InferenceWorker:
         else:
             self.publish(Published(out.action, self.steps, record, "", planned, epoch))
         self.steps += 1
+        if self.rerun is not None:  # the frame the policy saw, its plan, the stages' timings (a put, never a wait)
+            self.rerun.inferred(frame, out, record)
         if self.status is not None:
             self.status.inferred(time.monotonic(), record["timings_ms"], getattr(self.policy, "source", ""))
 

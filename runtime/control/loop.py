@@ -62,7 +62,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from runtime.control.authority import ARMED, MotionAuthority, PreArmCheck
+from runtime.control.authority import ARMED, DISARMED, MotionAuthority, PreArmCheck
 from runtime.control.config import DriveConfig
 from runtime.control.inference import InferenceWorker, Published
 from runtime.control.link_watch import LinkWatch, link_counter
@@ -97,7 +97,8 @@ class DriveLoop:
 
     def __init__(self, policy, camera, motor, gate: SafetyGate, config: DriveConfig = DriveConfig(),
                  log: StepLog | None = None, printer=None, takeover=None, chunks=None,
-                 authority: MotionAuthority | None = None, ros=None, retarget=None, notifier=None):
+                 authority: MotionAuthority | None = None, ros=None, retarget=None, notifier=None,
+                 rerun=None):
         self.camera, self.motor, self.gate, self.config = camera, motor, gate, config
         self.takeover = takeover  # runtime.recording.takeover.Takeover: a person may replace the policy's action
         self.chunks = chunks  # runtime.policy.async_chunks.AsyncChunks in --async; None: one action a frame
@@ -109,6 +110,7 @@ class DriveLoop:
         self.authority = authority or MotionAuthority(armed=True)
         self.ros = ros  # runtime.control.ros2.Ros2DriveInterface or None: /diagnostics
         self.notifier = notifier or ServiceNotifier()  # systemd's watchdog, fed on every tick (when under it)
+        self.rerun = rerun  # runtime.recording.rerun_log.RerunLog (--rerun): a put on its queue a tick, or None
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self.handshake = StepHandshake(self._lock)
@@ -125,10 +127,13 @@ class DriveLoop:
         self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)  # what the motor side really did last
         self._restarts = link_counter(motor, "controller_starts")  # READYs seen: a later one is a restart
         self._quiet: bool | None = None  # --quiet-when-disarmed: the ROS motor side's setting now
+        self._stops = self.authority.stops  # the authority's stops seen: each owes a zero before any move
+        self._async_stall: float | None = None  # --async: the stalled frame already fenced for
         self.inference = InferenceWorker(
             policy, camera, config, self.authority, publish=self._publish, stop=self.stop_event,
             wait_done=self.handshake.wait_done, drained=self._executed, health=self.health, chunks=chunks,
-            takeover=takeover, retarget=retarget, status=self.status, plan_age_limit=self._plan_age_limit)
+            takeover=takeover, retarget=retarget, status=self.status, plan_age_limit=self._plan_age_limit,
+            rerun=rerun)
         if chunks is not None:  # a new epoch forgets the chunks at once, and drops one from before it when it lands
             self.authority.listeners.append(lambda epoch, started: chunks.reset(started))
         self.authority.checks += self.pre_arm_checks()
@@ -140,6 +145,12 @@ class DriveLoop:
     @property
     def steps(self) -> int:
         return self.inference.steps
+
+    @property
+    def newest_plan(self) -> Published | None:
+        """The plan the inference thread published last (what the control thread acts on)."""
+        with self._lock:
+            return self._published
 
     def pre_arm_checks(self) -> list[PreArmCheck]:
         """What must hold before the robot may be armed, besides the e-stop inputs (docs/reliability.md)."""
@@ -249,8 +260,9 @@ class DriveLoop:
         self._signal_done(current)
 
     def _quiet_when_disarmed(self) -> None:
-        """--quiet-when-disarmed: a ROS motor side publishes nothing while the robot may not move."""
-        quiet = self.authority.state != ARMED
+        """--quiet-when-disarmed: a ROS motor side publishes nothing while disarmed, so that twist_mux hands the
+        base to a lower-priority input; an e-stop or a fault keeps publishing zeros (nobody else may move it)."""
+        quiet = self.authority.state == DISARMED
         if self.config.quiet_when_disarmed and quiet != self._quiet and hasattr(self.motor, "set_quiet"):
             self.motor.set_quiet(quiet)
         self._quiet = quiet
@@ -278,7 +290,16 @@ class DriveLoop:
 
     def _tick(self, now: float, current: Published | None) -> None:
         self.authority.check_inputs(now)
+        if self.ros is not None:
+            problem = self.ros.problem()
+            if problem and self.authority.state != "e-stop":  # its e-stop topic and services are gone: fail safe
+                self.authority.estop(problem)
         self._quiet_when_disarmed()
+        stops = self.authority.stops
+        if stops != self._stops:  # a stop since the last tick (even one already reset and re-armed): a zero first
+            self._stops = stops
+            self._zero_held(now, current if self.authority.state != ARMED else None, self.authority.describe())
+            return
         if self.takeover is not None and self._person_drives(now, current):
             return
         if self.authority.state != ARMED:
@@ -374,7 +395,9 @@ class DriveLoop:
         frame is older than the schedule's replan age plus --cmd-timeout (never sent; the next frame is taken)."""
         inferring = self.inference.inferring
         if inferring is not None and now - inferring > self.config.cmd_timeout:
-            self.request_reset("command timeout")
+            if self._async_stall != inferring:  # one new epoch per stalled inference, not one per tick
+                self._async_stall = inferring
+                self.request_reset("command timeout")
             self._send_zero(now, "command timeout")
             return
         planned = self.chunks.planned_at(now, oldest=now - self._plan_age_limit)
@@ -397,6 +420,7 @@ class DriveLoop:
         period = 1.0 / self.config.rate
         self._quiet_when_disarmed()  # a disarmed start leaves the base to the other inputs from the first tick
         worker.start()
+        self.authority.started()  # the pre-arm checks exist: arms are judged from now on
         self.notifier.ready()
         try:
             next_tick = time.monotonic() + period  # the first tick is now
@@ -406,6 +430,8 @@ class DriveLoop:
                     current = self._published
                 self._tick(now, current)
                 self._report(now)
+                if self.rerun is not None:  # what went out this tick and why (never waits: a bounded queue)
+                    self.rerun.sent(now, self.last_command, self.health.state)
                 self.notifier.alive()  # only a loop that ticks feeds systemd's watchdog
                 if now >= next_tick - 1e-3:  # a regular tick (not a deadline wake-up): schedule the next one
                     next_tick = max(next_tick + period, now)

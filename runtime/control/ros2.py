@@ -64,13 +64,25 @@ class Ros2DriveInterface:
             self._entities.append(node.create_subscription(
                 String, "~/instruction", self._ros.guarded(lambda m: self.on_instruction(m.data)), 10))
         if self.authority is not None:
-            for verb in ("arm", "disarm", "estop", "reset_estop"):
-                self._entities.append(node.create_service(Trigger, f"~/{verb}", self._trigger(verb)))
-            if self.estop_period is not None:
+            if self.estop_period is not None:  # an input before any service: no arm can come first
                 self.estop_input = self.authority.add_input(f"ROS topic {self._ros.name}/estop", "estop",
                                                             max_age=self.estop_period)
             self._entities.append(node.create_subscription(Bool, "~/estop", self._ros.guarded(self._estop), 10))
+            for verb in ("arm", "disarm", "estop", "reset_estop"):
+                self._entities.append(node.create_service(Trigger, f"~/{verb}",
+                                                          self._ros.guarded(self._trigger(verb))))
         return self
+
+    def problem(self) -> str:
+        """"" while the interface works; else why its topics and services are gone (a callback failed, the spin
+        thread stopped): the drive latches its e-stop, since ~/estop could no longer reach it."""
+        if self._ros is None:
+            return ""
+        try:
+            self._ros.check("the drive's ROS 2 interface")
+        except Exception as e:
+            return str(e)
+        return ""
 
     def _estop(self, msg) -> None:
         if self.estop_input is not None:

@@ -11,7 +11,7 @@ stopped the wheels. Only the control loop feeds it, so a process whose other
 threads run but whose loop is stuck is still restarted. The protocol is a
 datagram per message to the Unix socket systemd names in $NOTIFY_SOCKET
 (sd_notify(3); a leading "@" is Linux's abstract namespace); the messages are
-rate-limited to twice per watchdog period, as sd_notify(3) recommends.
+rate-limited to one every half watchdog period, as sd_notify(3) recommends.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class ServiceNotifier:
         self.clock = clock
         self._last = -float("inf")
         self._socket = None
-        self.sent: list[str] = []  # every message sent (the tests read it)
+        self.sent: deque[str] = deque(maxlen=100)  # the newest messages sent (the tests read them)
 
     @property
     def enabled(self) -> bool:
@@ -58,11 +59,11 @@ class ServiceNotifier:
         self._notify("READY=1\nSTATUS=driving")
 
     def alive(self) -> None:
-        """The control loop ticked: feed the watchdog (at most twice per its period)."""
+        """The control loop ticked: feed the watchdog (at most once per half its period)."""
         if self.interval is None:
             return
         now = self.clock()
-        if now - self._last >= self.interval / 2:
+        if now - self._last >= self.interval:
             self._last = now
             self._notify("WATCHDOG=1")
 

@@ -6,7 +6,7 @@ control loop, and released at the end with the motors at zero.
     spec = spec_from_args(build_parser().parse_args(argv))   # what `python -m runtime.drive` does
 
 Each part of the spec (policy, motor, camera, loop, safety, arming, takeover,
-remote policy, async chunks) owns its defaults, and `build_parser()` reads
+remote policy, async chunks, the Rerun log) owns its defaults, and `build_parser()` reads
 them from there. Devices are opened by their room's opener
 (`runtime.cameras.select`, `runtime.motors.select`, `runtime.teleop.select`
 through the takeover), never by name here: a new camera or motor kind needs
@@ -20,7 +20,7 @@ import argparse
 import logging
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime.cameras.select import CameraSpec, add_camera_arguments
@@ -42,8 +42,10 @@ from runtime.policy.bundle import BundleError, read_driving
 from runtime.policy.driving import driving_settings
 from runtime.policy.onboard import bundle_frame_spacing, check_frame_spacing
 from runtime.policy.prompt import PromptTooLongError
-from runtime.policy.remote import RemoteConfig, add_remote_arguments, open_remote_policy, remote_config_from_args
+from runtime.policy.remote import add_remote_arguments, open_remote_policy, remote_config_from_args
+from runtime.policy.remote_encoder import RemoteConfig
 from runtime.policy.select import PolicySpec, add_policy_arguments, open_policy, retarget_policy
+from runtime.recording.rerun_log import RerunLog, RerunSpec, RerunUnavailable, add_rerun_arguments, import_rerun
 from runtime.recording.takeover import TakeoverSpec, add_takeover_arguments, open_takeover
 
 log = logging.getLogger(__name__)
@@ -60,12 +62,14 @@ class DriveSpec:
     remote: RemoteConfig | None = None  # vision + language on a policy server (--policy ws://...); None: onboard
     chunks: AsyncConfig | None = None  # --async: play chunks while the next is inferred; None: one action a frame
     arm: ArmSpec = ArmSpec()  # disarmed start and the arm / e-stop sources
+    rerun: RerunSpec | None = None  # --rerun: what the robot saw and did, to an .rrd file or a viewer; None: off
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DriveSpec:
         return cls(PolicySpec.from_args(args), MotorSpec.from_args(args), CameraSpec.from_args(args),
                    DriveConfig.from_args(args), SafetyConfig.from_args(args), args.log, TakeoverSpec.from_args(args),
-                   remote_config_from_args(args), async_config_from_args(args), ArmSpec.from_args(args))
+                   remote_config_from_args(args), async_config_from_args(args), ArmSpec.from_args(args),
+                   rerun=RerunSpec.from_args(args))
 
 
 def build_parser(description: str = "Drive the robot with a bundle (python -m runtime.drive --help)."
@@ -83,6 +87,7 @@ def build_parser(description: str = "Drive the robot with a bundle (python -m ru
     add_arm_arguments(ap)
     ap.add_argument("--log", type=Path,
                     help="JSON-lines log of every step (an existing one is renamed, never overwritten)")
+    add_rerun_arguments(ap)
     add_log_level_argument(ap)
     return ap
 
@@ -117,9 +122,16 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
 
     with ExitStack() as stack:
         try:
+            if spec.rerun:
+                import_rerun()  # before the bundle loads: a missing rerun-sdk says how to install it at once
             policy = stack.enter_context(open_remote_policy(spec.policy, spec.remote) if spec.remote
                                          else open_policy(spec.policy))
-            check_frame_spacing(bundle_frame_spacing(policy.bundle), spec.loop.mode, spec.loop.step_duration)
+            spacing = bundle_frame_spacing(policy.bundle)
+            check_frame_spacing(spacing, spec.loop.mode, spec.loop.step_duration)
+            # closed last: after the loop, with the motors at zero (a slow viewer never delays a stop); the chunk's
+            # actions are the bundle's frame spacing apart, the arrow's full length is the gate's top speed
+            rerun = stack.enter_context(RerunLog(replace(spec.rerun, chunk_spacing_s=spacing, top_speed=max(
+                spec.safety.max_speed[:2])))) if spec.rerun else None
             chunks = open_chunks(spec.chunks, policy, spec.policy.discrete, spec.loop.mode)
             if stopped():
                 return 0
@@ -138,7 +150,10 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             if stopped():
                 return 0
             # disarmed until armed: by a source (--start-disarmed), or by itself once the pre-arm checks pass
-            authority = MotionAuthority(armed=False, auto_arm=not spec.arm.start_disarmed)
+            check_arm_spec(spec.arm, uses_ros(spec, camera, motor))
+            authority = MotionAuthority(armed=False, auto_arm=not spec.arm.start_disarmed, starting=True)
+            if rerun is not None:  # every transition from the first, the arm sources' own included
+                rerun.follow(authority)
             for source in open_arm_sources(spec.arm, authority):
                 stack.callback(source.close)
             face = None
@@ -147,9 +162,11 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
                                           stop.loop.set_instruction(text),
                                           estop_period=spec.arm.ros_estop_period).open()
                 stack.callback(face.close)
-        except (BundleError, BackendError, DeviceError, PromptTooLongError, ValueError) as e:
+        except (BundleError, BackendError, DeviceError, PromptTooLongError, ValueError, RerunUnavailable) as e:
             log.error("%s", e)
             return 1
+        if rerun is not None:
+            rerun.instruction(policy.instruction)
         log.info("driving with %s, instruction %r, mode %s, motor %s; Ctrl-C stops (motors go to zero)",
                  policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name)
         if spec.arm.start_disarmed:
@@ -168,9 +185,22 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
         steplog = stack.enter_context(StepLog(spec.log))
         loop = DriveLoop(policy, camera, motor, SafetyGate(spec.safety), spec.loop, steplog, takeover=takeover,
                          chunks=chunks, authority=authority, ros=face,
-                         retarget=lambda text: retarget_policy(policy, spec.policy, text))
+                         retarget=lambda text: retarget_policy(policy, spec.policy, text), rerun=rerun)
         stop.attach(loop)
         return loop.run()
+
+
+def check_arm_spec(spec: ArmSpec, ros: bool) -> None:
+    """An arm or e-stop input asked for that would silently not exist is refused, naming the flag."""
+    if not spec.gamepad:
+        named = [flag for flag, value in (("--arm-button", spec.arm_button), ("--estop-button", spec.estop_button),
+                                          ("--reset-button", spec.reset_button)) if value is not None]
+        if named:
+            raise ValueError(f"{', '.join(named)} without --gamepad: no gamepad is read, so that button would not "
+                             f"exist; give --gamepad /dev/input/jsN")
+    if spec.ros_estop_period is not None and not ros:
+        raise ValueError("--ros-estop-period without a ROS 2 part (--motor ros2 or --camera ros2:...): the ~/estop "
+                         "topic would not exist; drop it, or run the drive's ROS 2 interface")
 
 
 def arm_hint(spec: ArmSpec, face) -> str:

@@ -70,6 +70,9 @@ from runtime.motors.protocol import (
 from runtime.motors.serial_link import MotorError, SerialLink
 
 log = logging.getLogger(__name__)
+# a board whose uptime falls short of the expected by more than this restarted: a read's round trip, and the
+# two clocks' drift (crystals: well under 100 ppm) since the last reading
+UPTIME_SLACK_MS, UPTIME_DRIFT = 50, 1e-4
 
 
 class ControllerMismatch(MotorError):
@@ -115,6 +118,7 @@ class SerialMotorController(MotorController):
         self.last_answer: float | None = None  # time.monotonic() of the last reply to one of our commands
         self.unanswered = 0  # commands in a row that got no reply within their timeout (0 after any reply)
         self._check_pending = True  # QUERY_INFO is due before the next motion command
+        self._uptime: tuple[int, float] | None = None  # (the board's uptime ms, time.monotonic()) when last read
         self._kind = 0  # the type of the frame written last
         self._last_sent = (0.0, 0.0, 0.0)
 
@@ -260,6 +264,7 @@ class SerialMotorController(MotorController):
             why = self.unchecked(info)
             if not why:
                 self.verified, self._check_pending = True, False
+                self._check_uptime(at_connect)
                 return
         if not self.is_connected:
             return  # the port went away during the check: it is due again on the next connection
@@ -267,6 +272,23 @@ class SerialMotorController(MotorController):
             log.debug("%s: configuration check due (%s): no motion until it is answered", self.port, why)
             return
         self._unverified(why, at_connect, info is not None)
+
+    def _check_uptime(self, at_connect: bool) -> None:
+        """A board that restarted while the port was closed (a USB-powered one loses power with its cable) says
+        READY to nobody; its uptime tells: shorter than the one read before plus the time since, it restarted,
+        and that counts as a start (`controller_starts`), which disarms the drive."""
+        previous = self._uptime
+        status = self.query_status()  # (which keeps the new reading)
+        if status is None:
+            return
+        now, uptime = time.monotonic(), status["uptime_ms"]
+        if previous is not None and not at_connect:
+            before, read_at = previous
+            expected = before + (now - read_at) * 1000
+            if uptime + UPTIME_SLACK_MS + UPTIME_DRIFT * (now - read_at) * 1000 < expected:
+                self.controller_starts += 1
+                log.warning("%s: the controller restarted while the port was closed (up %d ms, %d ms expected): "
+                            "a restart", self.port, uptime, expected)
 
     def _unverified(self, why: str, at_connect: bool, answered: bool = False) -> None:
         if self.allow_unverified:
@@ -343,6 +365,7 @@ class SerialMotorController(MotorController):
         """A READY frame: the board (re)booted; it must still be the board this run was configured for, and it
         is asked again (QUERY_INFO) before anything moves."""
         self.controller_starts += 1
+        self._uptime = None  # this restart is counted: the uptime check after it has no earlier reading to compare
         self.ready = True
         self.verified = False
         self._check_pending = True
@@ -353,6 +376,7 @@ class SerialMotorController(MotorController):
         it restarted and its READY never reached us: count the restart, check again."""
         if self.verified:
             self.controller_starts += 1
+            self._uptime = None  # counted here; the next uptime check must not count it again
             log.warning("%s: the controller restarted unseen (NACK 5 after its configuration was checked)", self.port)
         self.verified = False
         self._check_pending = True
@@ -435,6 +459,8 @@ class SerialMotorController(MotorController):
         if reply is None or reply.type != Command.STATUS:
             return None
         try:
-            return parse_status(reply.payload)
+            status = parse_status(reply.payload)
         except ValueError:
             return None
+        self._uptime = (status["uptime_ms"], time.monotonic())
+        return status

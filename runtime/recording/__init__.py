@@ -7,12 +7,15 @@ What lives here
     dropped and counted), frame_sampler.py (frames kept one spacing apart), command_history.py (the label a
     frame gets), recorder.py (`Recorder`: the teleoperation recording loop), session.py (`RecordSpec`, the
     recorder's options, `record()`: one recording assembled), takeover.py (a person takes over while the policy
-    drives; the run recorded at the trained spacing, frames tagged; what the drive loop calls).
+    drives; the run recorded at the trained spacing, frames tagged; what the drive loop calls), rerun_log.py
+    (`RerunLog`: what a drive saw and sent, logged to Rerun from a background thread behind a bounded buffer that
+    the loop never waits on), rerun_episode.py (`EpisodeTimeline`: recorded or simulated episodes on one Rerun
+    timeline, for train.data view and sim.evaluate --rerun).
 
 What it may import
-    numpy, h5py (lazily on the robot), policy/ (the default instruction), control/ (the safety gate, signals,
-    the drive's defaults), runtime.hardware, and from cameras/, motors/ and teleop/ only their openers
-    (`select.py`) (tests/test_architecture.py checks it).
+    numpy, h5py (lazily on the robot), rerun-sdk (lazily, when a Rerun log or view is opened), policy/ (the
+    default instruction), control/ (the safety gate, signals, the drive's defaults), runtime.hardware, and from
+    cameras/, motors/ and teleop/ only their openers (`select.py`) (tests/test_architecture.py checks it).
 
 How to add one more
     A new episode attribute or dataset: write it in episode_writer.py, read it in episodes.py and

@@ -1,6 +1,7 @@
 """Read an episode in the robot collector's HDF5 layout (docs/episode-format.md): the replay camera's source.
 
     images, actions, instruction = read_episode_arrays(Path("ep.h5"))
+    record = read_episode_record(Path("ep.h5"))   # + event types, capture times, take-over flags, attributes
 
 h5py is imported when a file is read, so `import runtime.drive` never loads it.
 The writer (the recorder, synthetic demonstrations, tests) is
@@ -95,3 +96,51 @@ def read_episode_arrays(path: Path, need_actions: bool = True, allow_incomplete:
     if actions is not None and (actions.ndim != 2 or len(actions) != len(images)):
         raise EpisodeFileError(f"{path}: 'actions' must be ({len(images)}, 3), got {actions.shape}")
     return images, actions, instruction
+
+
+@dataclass
+class EpisodeRecord:
+    """Everything an episode file holds, for a person to look at (train.data view) or to convert (LeRobot)."""
+
+    path: Path
+    images: np.ndarray  # (T, H, W, 3) uint8 BGR, as a camera gives them (either layout)
+    actions: np.ndarray  # (T, 3) float32 (linear_x, linear_y, angular_z)
+    instruction: str | None  # None when the file has none
+    events: list[str]  # action_event_types, or "" per frame when the layout has none
+    capture_time: np.ndarray | None  # (T,) s (recorder files), None otherwise
+    intervention: np.ndarray | None  # (T,) bool (recorder files), None otherwise
+    attrs: dict
+
+    @property
+    def frame_spacing_s(self) -> float:
+        """The spacing the recorder states, else the collector's one frame per 0.4 s move."""
+        return float(self.attrs.get("frame_spacing_s", 0.4))
+
+    def times(self) -> np.ndarray:
+        """(T,) seconds from the first frame: the capture times when recorded, else frames x spacing."""
+        if self.capture_time is not None and len(self.capture_time) == len(self.images):
+            return np.asarray(self.capture_time, np.float64) - float(self.capture_time[0])
+        return np.arange(len(self.images)) * self.frame_spacing_s
+
+
+def read_episode_record(path: Path) -> EpisodeRecord:
+    """The frames, actions and instruction (read_episode_arrays) plus the event types, capture times, take-over
+    flags and attributes; a dataset of the wrong length is refused naming it."""
+    import h5py  # noqa: PLC0415  h5py: optional on the robot; read_episode_arrays said so already if missing
+
+    path = Path(path)
+    images, actions, instruction = read_episode_arrays(path)
+    frames = len(images)
+    with h5py.File(path, "r") as f:
+        extras = {}
+        for key in ("action_event_types", "capture_time", "intervention"):
+            if key in f:
+                extras[key] = f[key][()]
+                if len(extras[key]) != frames:
+                    raise EpisodeFileError(f"{path}: '{key}' has {len(extras[key])} entries for {frames} frames")
+        attrs = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in f.attrs.items()}
+    raw = extras.get("action_event_types")
+    events = [e.decode() if isinstance(e, bytes) else str(e) for e in raw] if raw is not None else [""] * frames
+    flags = extras.get("intervention")
+    return EpisodeRecord(path, images, actions, instruction.strip("\0 ") if instruction else None, events,
+                         extras.get("capture_time"), None if flags is None else np.asarray(flags, bool), attrs)

@@ -109,9 +109,10 @@ def first_index(out: Path, resume: bool) -> int:
 class Recorder:
     """The recording loop: one thread, the device read and the motors commanded at the control rate."""
 
-    def __init__(self, camera, motor, teleop, gate: SafetyGate, config: RecordConfig, printer=None):
+    def __init__(self, camera, motor, teleop, gate: SafetyGate, config: RecordConfig, printer=None, rerun=None):
         self.camera, self.motor, self.teleop, self.gate, self.config = camera, motor, teleop, gate, config
         self.printer = printer or log_info
+        self.rerun = rerun  # runtime.recording.rerun_log.RerunLog (--rerun): frames and commands, or None
         self.stop_requested = ""  # set by signal handlers (a plain attribute: see runtime.drive's request_stop)
         self.saved: list[Path] = []
         self._closing: list = []  # (writer, future, duration, why) of episodes being written out
@@ -202,6 +203,8 @@ class Recorder:
         if frame is not None:
             self._append(frame, ZERO)
         self.next_frame = (frame.stamp if frame is not None else now) + 1.0 / self.config.rate
+        if self.rerun is not None:
+            self.rerun.event(now, f"{path.name} begins: {instruction}")
 
     def _save(self, now: float, why: str) -> None:
         if self.move is not None:
@@ -258,6 +261,8 @@ class Recorder:
         event = "episode_start" if self.writer.frames == 0 else ("start_action" if any(velocity) else "stop_action")
         if self.writer.append(frame.image, velocity, frame.stamp, event, intervention):
             self._frame_times.append(frame.stamp)
+            if self.rerun is not None:  # the frame recorded and the action stored with it
+                self.rerun.frame(frame.stamp, None, frame.image, velocity)
         else:
             self.dropped += 1
 
@@ -355,6 +360,8 @@ class Recorder:
                 self._begin(now)
                 if moves and self.config.mode == "step":
                     self._step_tick(time.monotonic(), moves)
+        if self.rerun is not None:  # what went out this tick, and idle / recording / reset
+            self.rerun.sent(now, self.last_command, self.state)
         self._status()
         return True
 

@@ -8,7 +8,8 @@ opened through their rooms' openers, handed to the recording loop, and released 
 The camera and motor side are the drive's (`--camera`, `--serial`, `--motor`,
 `--dry-run`, `--wheels`), and every command goes through the drive's safety
 gate (`--max-speed`, `--max-accel`, `--dead-zone`): the person's top speed is
-`--max-speed`.
+`--max-speed`. `--rerun` logs the frames recorded, the actions stored with
+them and the commands sent to Rerun (runtime/recording/rerun_log.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime.cameras.select import CameraSpec, add_camera_arguments
@@ -31,6 +32,8 @@ from runtime.policy.prompt import DEFAULT_INSTRUCTION
 from runtime.recording.episode_writer import frame_compression
 from runtime.recording.recorder import RecordConfig, Recorder
 from runtime.teleop.select import SOURCES, add_joy_map_argument, open_teleop
+from runtime.recording.rerun_log import RerunLog, RerunSpec, RerunUnavailable, add_rerun_arguments
+from runtime.teleop.select import SOURCES, open_teleop
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,13 @@ class RecordSpec:
     safety: SafetyConfig = SafetyConfig()  # the drive's gate: --max-speed is the person's top speed
     cmd_timeout: float = DriveConfig.cmd_timeout  # s: the serial controller's own watchdog (the drive's)
     joy_map: str | None = None  # --joy-map: a gamepad's layout (runtime.teleop.select.GAMEPAD_MAPS or a JSON file)
+    rerun: RerunSpec | None = None  # --rerun: the frames recorded and the commands sent, to Rerun; None: off
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RecordSpec:
         motor, camera = MotorSpec.from_args(args), CameraSpec.from_args(args)
         return cls(args.teleop, config_from(args, motor, camera), motor, camera, SafetyConfig.from_args(args),
-                   args.cmd_timeout, args.joy_map)
+                   args.cmd_timeout, args.joy_map, RerunSpec.from_args(args))
 
 
 def add_record_arguments(ap: argparse.ArgumentParser) -> None:
@@ -86,6 +90,7 @@ def add_record_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--camera-timeout", type=float, default=d.camera_timeout,
                     help="s a camera read may wait, and the oldest frame taken")
     ap.add_argument("--quiet", action="store_true", help="no live status line")
+    add_rerun_arguments(ap)
     add_log_level_argument(ap)
 
 
@@ -147,6 +152,9 @@ def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
     teleop source; otherwise they come from the spec. All are released at the end, the motors at zero."""
     with ExitStack() as stack:
         try:
+            # closed last, after the motors are at zero
+            rerun = stack.enter_context(RerunLog(replace(spec.rerun, app_id="mobile_vla_record"))) if spec.rerun \
+                else None
             if teleop is None:
                 teleop = open_teleop(spec.teleop, spec.safety.max_speed, joy_map=spec.joy_map)
             stack.callback(teleop.close)
@@ -159,9 +167,9 @@ def record(spec: RecordSpec, camera=None, motor=None, teleop=None) -> int:
             if camera is None:
                 camera = spec.camera.open(max_age=spec.config.camera_timeout)
             stack.callback(camera.disconnect)
-        except (DeviceError, CameraError, TeleopError) as e:
+        except (DeviceError, CameraError, TeleopError, RerunUnavailable) as e:
             raise CommandError(str(e)) from e
-        recorder = Recorder(camera, motor, teleop, SafetyGate(spec.safety), spec.config)
+        recorder = Recorder(camera, motor, teleop, SafetyGate(spec.safety), spec.config, rerun=rerun)
         install_signal_handlers(recorder)
         log.info("recording %s episodes into %s with %s (motor %s); Ctrl-C stops (motors go to zero)",
                  spec.config.mode, spec.config.out, spec.teleop, motor.name)

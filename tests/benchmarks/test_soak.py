@@ -1,6 +1,8 @@
 """The soak: the simulated robot through the real loop, the serial driver and the C controller, faults on a
-schedule. The suite runs a compressed schedule (50 s, a fault every 2.5 s: each of the ten kinds at least
-twice); the 2-minute version (a fault every 5 s) is marked slow and CI runs it after the suite (make test-soak)."""
+schedule. The runs are slow-marked (they drive for minutes): CI runs the compressed schedule (50 s, a fault every
+2.5 s: each of the ten kinds twice) with the other slow tests (make test-slow-ci) and the 155 s version (each
+kind three times) on its own (make test-soak); the suite keeps the soak's pieces (floors, the verdict, the
+board's event log)."""
 
 import json
 import time
@@ -38,6 +40,7 @@ def check(proc, r, min_per_kind):
     assert r["controller_readies"] >= 1 + min_per_kind  # boot + every reboot
 
 
+@pytest.mark.slow
 def test_soak_compressed_schedule(tiny_bundle_dir, tmp_path):
     plot = tmp_path / "memory.png"
     proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "50", "--fault-every", "2.5", "--plot", str(plot),
@@ -132,6 +135,7 @@ def test_soak_two_minutes(tiny_bundle_dir, tmp_path):
     assert r["rss_growth_pct"] < 2.0
 
 
+@pytest.mark.slow
 def test_without_a_bundle_the_soak_exports_the_tiny_preset_once_and_drives_it(tmp_path):
     """The documented command has no --bundle: the soak exports the tiny preset into --work itself (once)."""
     out, work = tmp_path / "soak.json", tmp_path / "work"
@@ -144,6 +148,7 @@ def test_without_a_bundle_the_soak_exports_the_tiny_preset_once_and_drives_it(tm
     assert r["bundle"] == str(work / "tiny-bundle") and r["steps"] > 20 and r["missed_watchdogs"] == 0
 
 
+@pytest.mark.slow
 def test_one_fault_kind_alone_and_an_unknown_kind_refused(tiny_bundle_dir, tmp_path):
     """--faults: one kind at a time, to find which fault's path keeps memory (docs/reliability.md)."""
     proc, r = soak(tmp_path, tiny_bundle_dir, "--seconds", "8", "--fault-every", "2", "--faults", "serial_unplug")

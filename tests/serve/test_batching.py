@@ -111,12 +111,12 @@ def test_a_robot_measures_a_server_that_computes_otherwise_and_warns_or_refuses(
     `compute` says so): the robot measures the difference on its test frame and, per --policy-mismatch, drives
     on with a warning naming both and the difference, or refuses the server."""
     from runtime.policy.backends.registry import make_backend
-    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder
+    from runtime.policy.remote_encoder import OnboardReference, RemoteConfig, RemoteEncoder
     from runtime.policy.wire import model_identity
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
 
-    caplog.set_level(logging.WARNING, logger="runtime.policy.remote")
+    caplog.set_level(logging.WARNING, logger="runtime.policy")
     engine = Engine(batch_bundle, EngineConfig(workers=1, max_batch=4, batch_window_ms=1))
     try:
         with ServerThread(engine, ServerConfig(port=0)) as running, make_backend(batch_bundle, "ort-cpu") as local:
@@ -138,12 +138,12 @@ def test_a_robot_measures_a_server_that_computes_otherwise_and_warns_or_refuses(
 
 def test_a_server_on_the_robots_own_computation_is_accepted_silently(tiny_bundle, caplog):
     from runtime.policy.backends.registry import make_backend
-    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder
+    from runtime.policy.remote_encoder import OnboardReference, RemoteConfig, RemoteEncoder
     from runtime.policy.wire import model_identity
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
 
-    caplog.set_level(logging.WARNING, logger="runtime.policy.remote")
+    caplog.set_level(logging.WARNING, logger="runtime.policy")
     engine = Engine(tiny_bundle, EngineConfig(workers=1))
     try:
         with ServerThread(engine, ServerConfig(port=0)) as running, make_backend(tiny_bundle, "ort-cpu") as local:

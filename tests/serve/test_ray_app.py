@@ -24,7 +24,8 @@ def test_ray_serve_replicas_serve_simulated_robots_bit_identical_to_onboard(tiny
     from ray import serve
 
     from runtime.policy.backends.registry import make_backend
-    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.policy.remote import RemotePolicy
+    from runtime.policy.remote_encoder import OnboardReference, RemoteConfig, RemoteEncoder
     from runtime.policy.wire import model_identity
     from serve.ray_app import front_engine, start
     from serve.server import ServerConfig, ServerThread

@@ -82,7 +82,8 @@ def test_tls_is_served_directly_and_the_robot_drives_over_wss(engine, tiny_bundl
     import ssl
     import urllib.request
 
-    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.policy.remote import RemotePolicy
+    from runtime.policy.remote_encoder import OnboardReference, RemoteConfig, RemoteEncoder
     from runtime.policy.wire import model_identity
     from serve.server import ServerConfig, ServerThread
     from tests.serve.conftest import robot_frames

@@ -2,7 +2,9 @@
 
 One small real run per module: expert demonstrations -> LoRA fit of tiny -> merge -> export (fp32 + int8).
 The full-size figures (200 demonstrations, 50 rooms) come from `make demo` (docs/evaluation.md); here a
-smaller run must still clear lower bounds that an untrained or a random policy cannot.
+smaller run must still clear lower bounds that an untrained or a random policy cannot. The training takes about
+three minutes on 2 cores, so the tests that need it are marked slow: CI runs them after the suite
+(`make test-slow-ci`).
 """
 
 import json
@@ -48,6 +50,7 @@ def make_policy_factory(bundle_dir, variant="fp32"):
     return lambda instruction: with_behaviours(Policy(bundle, backend, instruction=instruction), discrete=True)
 
 
+@pytest.mark.slow
 def test_trained_policy_beats_random_and_expert_is_near_perfect_in_closed_loop(trained):
     summaries = {s.name: s for s in closed_loop(make_policy_factory(trained["bundle"]), K, seed=0, **SIZE)}
     policy, random, expert = summaries["policy"], summaries["random"], summaries["expert"]
@@ -58,6 +61,7 @@ def test_trained_policy_beats_random_and_expert_is_near_perfect_in_closed_loop(t
     assert policy.mean_latency_ms is not None and policy.mean_latency_ms > 0
 
 
+@pytest.mark.slow
 def test_onnx_runtime_and_pytorch_drive_the_same(trained):
     from export.torch_backend import TorchBackend
 
@@ -74,6 +78,7 @@ def test_onnx_runtime_and_pytorch_drive_the_same(trained):
         np.testing.assert_allclose(a.path, b.path, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_offline_agreement_is_well_above_random_and_the_variants_agree_with_fp32(trained):
     report = offline(trained["root"] / "held_out", {v: make_policy_factory(trained["bundle"], v)
                                                      for v in ("fp32", "fp16", "int8")})
@@ -86,6 +91,7 @@ def test_offline_agreement_is_well_above_random_and_the_variants_agree_with_fp32
     assert len(report["variants"]["fp32"]["episodes"]) == report["files"] == 8
 
 
+@pytest.mark.slow
 def test_evaluate_command_writes_figures_and_plots(trained, tmp_path):
     proc = run_python("-m", "sim.evaluate", "--bundle", str(trained["bundle"]), "--episodes", "3",
                       "--width", "128", "--height", "72", "--json", str(tmp_path / "closed.json"))
@@ -102,9 +108,9 @@ def test_evaluate_command_writes_figures_and_plots(trained, tmp_path):
     assert (tmp_path / "offline.png").stat().st_size > 10_000
 
 
-def test_evaluate_refuses_bad_arguments(trained, tmp_path):
-    proc = run_python("-m", "sim.evaluate", "--bundle", str(trained["bundle"]), "--episodes", str(tmp_path / "no"))
+def test_evaluate_refuses_bad_arguments(tiny_bundle_dir, tmp_path):
+    proc = run_python("-m", "sim.evaluate", "--bundle", str(tiny_bundle_dir), "--episodes", str(tmp_path / "no"))
     assert proc.returncode == 1 and "neither a number of layouts nor a folder" in proc.stderr
     (tmp_path / "empty").mkdir()
-    proc = run_python("-m", "sim.evaluate", "--bundle", str(trained["bundle"]), "--episodes", str(tmp_path / "empty"))
+    proc = run_python("-m", "sim.evaluate", "--bundle", str(tiny_bundle_dir), "--episodes", str(tmp_path / "empty"))
     assert proc.returncode == 1 and "no .h5 episodes" in proc.stderr

@@ -67,17 +67,20 @@ def test_an_input_that_goes_silent_or_is_lost_fails_safe():
     authority = MotionAuthority(armed=True, clock=lambda: now[0])
     estop = authority.add_input("ROS topic /vla/estop", "estop", max_age=0.5)
     pad = authority.add_input("gamepad /dev/input/js0", "arm", max_age=0.5)
-    now[0] = 0.4
+    def ticks(until, report_estop):  # the control loop checks every 50 ms
+        while now[0] < until - 1e-9:
+            now[0] = round(now[0] + 0.05, 3)
+            if report_estop:
+                authority.report(estop, pressed=False)
+            authority.check_inputs()
+
     authority.report(estop, pressed=False)
     authority.report(pad)
-    authority.check_inputs()
+    ticks(0.4, True)
     assert authority.armed
-    now[0] = 1.0  # the gamepad stopped reporting; the e-stop too
-    authority.report(estop, pressed=False)
-    authority.check_inputs()
+    ticks(1.0, True)  # the gamepad stopped reporting; the e-stop goes on
     assert authority.state == DISARMED and "gamepad /dev/input/js0 silent" in authority.cause  # arm source: disarm
-    now[0] = 2.0
-    authority.check_inputs()
+    ticks(2.0, False)  # now the e-stop's topic too
     assert authority.state == ESTOP and "ROS topic /vla/estop silent" in authority.cause  # e-stop source: latch
     assert "silent" in authority.reset_estop("key 'r'")  # a silent e-stop input cannot be reset
     authority.report(estop, pressed=False)
@@ -246,12 +249,15 @@ def test_a_gamepad_whose_thread_goes_quiet_is_stale(tmp_path):
     now = [0.0]
     authority = MotionAuthority(armed=True, clock=lambda: now[0])
     source = JoystickSource(authority, str(fifo), estop_button=1, timeout=0.5)  # never started: no reports
-    now[0] = 0.4
-    authority.check_inputs()
+    authority.report(source.input, pressed=False)  # one report, then its thread is stuck
+    for k in range(1, 9):
+        now[0] = 0.05 * k
+        authority.check_inputs()
     assert authority.armed
-    now[0] = 0.6
-    authority.check_inputs()
-    assert authority.state == ESTOP and re.search(r"gamepad .* silent for 0\.60 s", authority.cause)
+    for k in range(9, 13):
+        now[0] = 0.05 * k
+        authority.check_inputs()
+    assert authority.state == ESTOP and re.search(r"gamepad .* silent for 0\.55 s", authority.cause)
     source.close()
 
 
@@ -321,3 +327,105 @@ def test_an_estop_held_at_start_latches_before_anything_moves(tmp_path):
         assert authority.state == DISARMED  # the start-up's own arm never comes after an e-stop: a person arms
     finally:
         source.close()
+
+
+# -- the review's findings ---------------------------------------------------------------------------------------
+def test_no_arm_is_judged_before_the_drive_has_its_checks():
+    """The sources and the ROS services open before the drive's loop (and its pre-arm checks) exist: an arm in
+    that window is refused, and judged by the checks once the loop runs."""
+    authority = MotionAuthority(armed=False, starting=True)
+    assert "the drive is starting" in authority.arm("ROS service ~/arm") and authority.state == DISARMED
+    authority.checks.append(PreArmCheck("camera", lambda: "no frame yet"))
+    authority.started()
+    assert authority.arm("ROS service ~/arm") == "camera: no frame yet"
+
+
+def test_an_input_that_has_not_reported_refuses_the_arm_but_latches_nothing_while_disarmed():
+    now = [0.0]
+    authority = MotionAuthority(armed=False, auto_arm=True, clock=lambda: now[0])
+    heartbeat = authority.add_input("ROS topic /vla/estop", "estop", max_age=0.5)
+    now[0] = 3.0  # the publisher starts late
+    for k in range(10):
+        now[0] = 3.0 + 0.05 * k
+        authority.check_inputs()
+    assert authority.state == DISARMED and authority.auto_arm  # waiting, not latched: no person needed
+    assert "has not reported yet" in authority.arm("key")
+    authority.report(heartbeat, pressed=False)
+    authority.check_inputs()
+    assert authority.armed  # the start-up's own arm, once it reported
+    armed = MotionAuthority(armed=True, clock=lambda: now[0])  # armed already: a silent newcomer does latch
+    armed.add_input("ROS topic /vla/estop", "estop", max_age=0.5)
+    now[0] += 0.6
+    armed.check_inputs()
+    assert armed.state == ESTOP and "has not reported yet" in armed.cause
+
+
+def test_a_held_up_control_thread_does_not_call_its_inputs_stale():
+    """A process-wide stall (swap on an 8 GB board) holds the sources and the checker alike: no e-stop for that;
+    a source still silent once the grace is over is stale."""
+    now = [0.0]
+    authority = MotionAuthority(armed=True, clock=lambda: now[0])
+    line = authority.add_input("gpio estop /x", "estop", max_age=0.25)
+    authority.report(line, pressed=False)
+    authority.check_inputs()
+    now[0] = 0.8  # the whole process stood still for 0.8 s
+    authority.check_inputs()
+    assert authority.armed
+    authority.report(line, pressed=False)  # the source caught up
+    for k in range(1, 10):
+        now[0] = 0.8 + 0.05 * k
+        authority.check_inputs()
+        authority.report(line, pressed=False)
+    assert authority.armed
+    for k in range(1, 20):  # now the source alone is silent
+        now[0] = 1.25 + 0.05 * k
+        authority.check_inputs()
+    assert authority.state == ESTOP and "silent" in authority.cause
+
+
+def test_a_gamepad_that_comes_back_is_read_again(tmp_path):
+    fifo = tmp_path / "js0"
+    os.mkfifo(fifo)
+    authority = MotionAuthority(armed=True)
+    source = JoystickSource(authority, str(fifo), estop_button=1, reset_button=6).start()
+    try:
+        w = os.open(fifo, os.O_WRONLY)
+        os.write(w, js(0, 0, JS_BUTTON | JS_INIT, 1))
+        os.close(w)  # unplugged
+        wait_for(lambda: authority.state == ESTOP)
+        w = os.open(fifo, os.O_WRONLY)  # back (the source reopens the device every 0.5 s)
+        deadline = time.monotonic() + 3
+        while authority.reset_estop("key") and time.monotonic() < deadline:
+            os.write(w, js(1, 0, JS_BUTTON, 1))  # released, read again
+            time.sleep(0.05)
+        assert authority.state == DISARMED
+        os.close(w)
+    finally:
+        source.close()
+
+
+def test_a_gpio_arm_line_that_comes_back_high_does_not_arm(tmp_path):
+    line = tmp_path / "arm"
+    line.write_text("0\n")
+    authority = MotionAuthority(armed=False)
+    source = GpioSource(authority, str(line), "arm", period=0.01).start()
+    try:
+        line.unlink()  # unreadable...
+        time.sleep(0.1)
+        line.write_text("1\n")  # ...and back, high: no edge was seen
+        time.sleep(0.1)
+        assert authority.state == DISARMED
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("args, flag", [({"arm_button": 7}, "--arm-button"), ({"estop_button": 1}, "--estop-button"),
+                                        ({"ros_estop_period": 0.5}, "--ros-estop-period")])
+def test_an_input_that_would_silently_not_exist_is_refused(args, flag):
+    from runtime.control.arming import ArmSpec
+    from runtime.control.session import check_arm_spec
+
+    with pytest.raises(ValueError, match=flag):
+        check_arm_spec(ArmSpec(**args), ros=False)
+    check_arm_spec(ArmSpec(gamepad="/dev/input/js0", **{k: v for k, v in args.items() if k != "ros_estop_period"}),
+                   ros=True)  # with its device, fine

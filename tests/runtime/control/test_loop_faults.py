@@ -335,6 +335,36 @@ def test_a_board_that_reboots_mid_run_disarms_the_robot_and_a_deaf_one_is_given_
     deaf.disconnect()
 
 
+def test_a_board_that_restarts_while_its_cable_is_out_disarms_the_robot(controller):
+    """A USB-powered board loses power with its cable: it restarts while the port is closed, and its READY goes
+    nowhere (review of issue 29). Its uptime gives it away at the reconnect's configuration check: the robot is
+    disarmed, and nothing moves after the replug without an arm."""
+    motor = SerialMotorController(controller.port, reconnect_s=0.05).connect()
+    authority = MotionAuthority(armed=True)
+    loop = DriveLoop(ScriptedPolicy(latency=0.02), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), motor,
+                     SafetyGate(LIMITS), DriveConfig(rate=RATE, give_up_after=2.0, status=False),
+                     printer=lambda s: None, authority=authority)
+    marks = {}
+
+    def power_cycle():
+        time.sleep(0.6)
+        controller.unplug()
+        controller.reboot(0.05)  # the board restarts behind the unplugged cable: its READY reaches nobody
+        time.sleep(0.3)
+        controller.replug()
+        marks["back"] = time.monotonic()
+        time.sleep(0.8)
+        loop.request_stop("test over")
+
+    threading.Thread(target=power_cycle, daemon=True).start()
+    assert loop.run() == 0, loop.error
+    motor.disconnect()
+    moving = [r for r in controller.commands("SET_VELOCITY") if any(r.velocity)]
+    assert [r for r in moving if r.time < marks["back"] - 0.3], "it drove before the unplug"
+    assert not [r for r in moving if r.time > marks["back"]], "driven again after the power cycle without an arm"
+    assert authority.state == "disarmed" and motor.controller_starts == 1
+
+
 def test_a_disarmed_start_sends_only_zeros_until_armed_and_an_estop_latches():
     motor = RecordingDryRun()
     authority = MotionAuthority(armed=False)
@@ -542,3 +572,110 @@ def test_closing_the_ssh_terminal_zeroes_disarms_and_exits_cleanly(tiny_bundle_d
     assert "SIGHUP" in err
     commands = [line for line in out.splitlines() if line.startswith("cmd_vel")]
     assert commands and commands[-1] == "cmd_vel +0.000 +0.000 +0.000"
+
+
+class QuietBoard(RecordingDryRun):
+    """A ROS 2-like motor side that can go quiet (twist_mux hand-over), recording each setting."""
+
+    def __init__(self):
+        super().__init__()
+        self.quiet = []
+
+    def set_quiet(self, quiet):
+        self.quiet.append(bool(quiet))
+
+
+def test_quiet_when_disarmed_goes_quiet_only_disarmed_never_in_an_estop():
+    """Review of issue 29: behind twist_mux a quiet drive hands the base to a lower-priority input (navigation),
+    so an e-stop that went quiet would let the robot move. Quiet while disarmed only; an e-stop publishes zeros."""
+    motor = QuietBoard()
+    authority = MotionAuthority(armed=False)
+    loop = DriveLoop(ScriptedPolicy(latency=0.02), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), motor,
+                     SafetyGate(LIMITS), DriveConfig(rate=RATE, status=False, quiet_when_disarmed=True),
+                     printer=lambda s: None, authority=authority)
+
+    def operator():
+        time.sleep(0.2)
+        authority.estop("button")  # disarmed -> e-stop: must speak again (zeros)
+        time.sleep(0.2)
+        authority.reset_estop("key")  # -> disarmed: quiet again
+        time.sleep(0.2)
+        loop.request_stop("test over")
+
+    threading.Thread(target=operator, daemon=True).start()
+    assert loop.run() == 0
+    assert motor.quiet == [True, False, True]
+
+
+class FailingFace:
+    """The drive's ROS 2 interface after a callback failed (its spin thread ended): problem() says so."""
+
+    def __init__(self):
+        self.broken = ""
+
+    def problem(self):
+        return self.broken
+
+    def publish_diagnostics(self, *args):
+        pass
+
+
+def test_a_broken_ros_interface_latches_the_estop():
+    """Review of issue 29: an exception in a ROS callback ended the spin thread, and ~/estop silently stopped
+    working. A broken interface is a lost e-stop source: latched."""
+    face = FailingFace()
+    authority = MotionAuthority(armed=True)
+    loop = DriveLoop(ScriptedPolicy(latency=0.02), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20),
+                     RecordingDryRun(), SafetyGate(LIMITS), DriveConfig(rate=RATE, status=False),
+                     printer=lambda s: None, authority=authority, ros=face)
+
+    def break_it():
+        time.sleep(0.3)
+        face.broken = "the drive's ROS 2 interface: the ROS 2 spin thread of /vla stopped"
+        time.sleep(0.2)
+        loop.request_stop("test over")
+
+    threading.Thread(target=break_it, daemon=True).start()
+    assert loop.run() == 0
+    assert authority.state == "e-stop" and "spin thread" in authority.cause
+
+
+class HeldStick:
+    """A person holding the stick forward the whole time."""
+
+    def command(self, now):
+        return (0.2, 0.0, 0.0)
+
+    def sent(self, now, result, person):
+        pass
+
+    def captured(self, frame):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_an_estop_reset_and_rearmed_within_one_tick_still_sends_a_zero_first():
+    """Review of issue 29: an e-stop reset and re-armed between two ticks, while a person held the stick, was
+    never acted on (the person's command skips the plan's epoch). Every stop owes a zero before anything moves."""
+    motor = RecordingDryRun()
+    authority = MotionAuthority(armed=True)
+    loop = DriveLoop(ScriptedPolicy(latency=0.02), PacedCamera([np.zeros((8, 8, 3), np.uint8)], 20), motor,
+                     SafetyGate(LIMITS), DriveConfig(rate=5.0, status=False), printer=lambda s: None,
+                     authority=authority, takeover=HeldStick())
+    marks = {}
+
+    def flick():
+        time.sleep(0.5)
+        marks["estop"] = time.monotonic()
+        authority.estop("button")
+        authority.reset_estop("key")
+        assert authority.arm("key") == ""  # all within microseconds: the 5 Hz loop never saw the e-stop state
+        time.sleep(0.6)
+        loop.request_stop("test over")
+
+    threading.Thread(target=flick, daemon=True).start()
+    assert loop.run() == 0
+    after = [v for t, v in motor.times if t > marks["estop"]]
+    assert after and after[0] == (0.0, 0.0, 0.0) and any(any(v) for v in after[1:])  # a zero, then driving on

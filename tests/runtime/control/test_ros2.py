@@ -87,7 +87,7 @@ def test_a_ros_estop_with_a_heartbeat_latches_when_its_messages_stop(ros_args, p
 
         beating = threading.Thread(target=heartbeat, daemon=True)
         beating.start()
-        wait_for(lambda: authority.inputs[0].updated > time.monotonic() - 0.1, 5, "the heartbeat")
+        wait_for(lambda: (authority.inputs[0].updated or 0.0) > time.monotonic() - 0.1, 5, "the heartbeat")
         assert authority.arm("test") == "" and authority.armed
         for _ in range(10):  # heartbeats keep it armed
             authority.check_inputs()

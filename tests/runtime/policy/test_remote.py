@@ -40,7 +40,8 @@ def frames(n: int, seed: int = 0):
 def make_remote(bundle, backend, url, **kw):
     """A RemotePolicy as runtime.drive opens one; max_slowdown inf unless given: tiny's onboard graphs (~4 ms) are
     not slower than a loopback round trip, so by the default rule the robot would rightly drive onboard."""
-    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.policy.remote import RemotePolicy
+    from runtime.policy.remote_encoder import OnboardReference, RemoteConfig, RemoteEncoder
     from runtime.policy.wire import model_identity
 
     kw.setdefault("max_slowdown", float("inf"))
@@ -78,7 +79,7 @@ def test_a_killed_server_hands_over_within_one_control_period_and_comes_back(bun
     the onboard policy's throughout (the ring survives both switches); the robot returns to the server."""
     from runtime.policy.onboard import Policy
 
-    caplog.set_level(logging.INFO, logger="runtime.policy.remote")
+    caplog.set_level(logging.INFO, logger="runtime.policy")
     period = 0.05
     port = free_port()
     proc = start_server(tiny_bundle_dir, port)
@@ -175,7 +176,7 @@ def test_after_a_lost_reply_the_robot_stays_onboard_for_the_retry_interval_and_r
 
 
 def test_a_server_with_another_model_is_refused(bundle, local_backend, tiny_bundle_dir):
-    from runtime.policy.remote import RemoteConfig, RemoteEncoder, RemoteUnavailable
+    from runtime.policy.remote_encoder import RemoteConfig, RemoteEncoder, RemoteUnavailable
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
 
@@ -266,7 +267,8 @@ def test_a_slow_or_hung_server_never_makes_the_robot_slower_than_its_own_board(b
     import signal
 
     from runtime.policy.onboard import Policy
-    from runtime.policy.remote import OnboardReference, RemoteConfig, RemoteEncoder, RemotePolicy
+    from runtime.policy.remote import RemotePolicy
+    from runtime.policy.remote_encoder import OnboardReference, RemoteConfig, RemoteEncoder
     from runtime.policy.wire import model_identity
     from serve.engine import Engine, EngineConfig
     from serve.server import ServerConfig, ServerThread
