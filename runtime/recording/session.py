@@ -31,9 +31,8 @@ from runtime.motors.select import MotorSpec, add_motor_arguments, open_motor
 from runtime.policy.prompt import DEFAULT_INSTRUCTION
 from runtime.recording.episode_writer import frame_compression
 from runtime.recording.recorder import RecordConfig, Recorder
-from runtime.teleop.select import SOURCES, add_joy_map_argument, open_teleop
 from runtime.recording.rerun_log import RerunLog, RerunSpec, RerunUnavailable, add_rerun_arguments
-from runtime.teleop.select import SOURCES, open_teleop
+from runtime.teleop.select import SOURCES, add_joy_map_argument, open_teleop
 
 log = logging.getLogger(__name__)
 
