@@ -5,7 +5,9 @@ What lives here
     when the episode ends, never reopened; the numbering; frame compression; a full disk as an error),
     background_writer.py (a writer thread so the loop never waits on the disk: frames it cannot take are
     dropped and counted), frame_sampler.py (frames kept one spacing apart), command_history.py (the label a
-    frame gets), recorder.py (`Recorder`: the teleoperation recording loop), session.py (`RecordSpec`, the
+    frame gets), episode_files.py (`EpisodeFiles`: a recording's episodes as files: the folder numbered, the open
+    episode's frames labelled and handed to its writer, saved, discarded or kept partial, those being written out
+    reaped, the free disk watched), recorder.py (`Recorder`: the teleoperation recording loop), session.py (`RecordSpec`, the
     recorder's options, `record()`: one recording assembled), takeover.py (a person takes over while the policy
     drives; the run recorded at the trained spacing, frames tagged; what the drive loop calls), rerun_log.py
     (`RerunLog`: what a drive saw and sent, logged to Rerun from a background thread behind a bounded buffer that
