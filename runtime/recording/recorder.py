@@ -25,7 +25,8 @@ The episodes' files are runtime/recording/episode_files.py's: frames written
 behind the loop (a frame the writer cannot take is dropped, counted, shown on
 the status line), each episode a hidden partial file renamed when it ends,
 recording stopped with the episode saved before the disk is full; motors end
-at zero.
+at zero. What the person sees and types (the legend, the status line, each
+episode's instruction) is runtime/recording/recording_screen.py's.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from pathlib import Path
 from runtime.control.config import DriveConfig
 from runtime.control.safety import SafetyGate
 from runtime.hardware import CameraStalled, DeviceError, EndOfStream, FrameTooOld, SentCommand
-from runtime.logs import LiveLine, log_info
+from runtime.logs import log_info
 from runtime.policy.prompt import DEFAULT_INSTRUCTION
 from runtime.recording.command_history import ZERO, CommandHistory
 from runtime.recording.episode_files import EpisodeFiles
+from runtime.recording.recording_screen import RecordingScreen
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +92,9 @@ class Recorder:
         self.next_frame = 0.0
         self.history = CommandHistory()  # what went out and when: a continuous frame's label
         self.last_command = SentCommand(ZERO, sent=False)
-        self._typed = ""  # the instruction typed last (--ask-instruction)
         self.ended_by = "stopped"  # why recording ended: quit, N episodes, end of the camera stream, a signal
         self.error: BaseException | None = None  # what stopped recording early (a full disk)
-        self._status_at = 0.0
-        self.line = LiveLine(enabled=config.status)
+        self.screen = RecordingScreen(teleop, config, self.files)  # the legend, the status line, instructions asked
 
     @property
     def dropped(self) -> int:
@@ -129,20 +129,8 @@ class Recorder:
         return False
 
     # -- episodes ----------------------------------------------------------------------
-    def instruction(self, k: int) -> str:
-        proposed = self._typed or self.config.instructions[k % len(self.config.instructions)]
-        if not self.config.ask_instruction:
-            return proposed
-        self.line.clear()
-        typed = self.teleop.ask(f"\rinstruction for episode {k + 1} [{proposed}]: ", lambda: bool(self.stop_requested))
-        if len(typed.encode()) > 256:
-            log.warning("instruction of %d bytes is over the format's 256: kept %r", len(typed.encode()), proposed)
-            typed = ""
-        self._typed = typed or proposed
-        return self._typed
-
     def _begin(self, now: float) -> None:
-        instruction = self.instruction(self.files.ended)
+        instruction = self.screen.instruction(self.files.ended, lambda: bool(self.stop_requested))
         path = self.files.open(instruction)
         now = time.monotonic()  # the episode starts once its instruction is typed
         self.state, self.episode_started = "recording", now
@@ -263,28 +251,8 @@ class Recorder:
                     self._step_tick(time.monotonic(), moves)
         if self.rerun is not None:  # what went out this tick, and idle / recording / reset
             self.rerun.sent(now, self.last_command, self.state)
-        self._status()
+        self.screen.update(self.state, self.episode_started, self.last_command)
         return True
-
-    def status_text(self, now: float) -> str:
-        n = self.config.episodes
-        files = self.files
-        seconds = now - self.episode_started if files.writer is not None else 0.0
-        v = self.last_command.velocity
-        hint = {"idle": " (start: the start control or a move)", "reset": " (start: the start control)"}
-        device = self.teleop.problem(now)
-        return (f"{self.state}{hint.get(self.state, '')} | episode {files.ended + 1}{f' of {n}' if n else ''} | "
-                f"{files.frames:4d} frames {seconds:5.1f} s {files.rate():4.1f} Hz"
-                + (f" | DROPPED {files.dropped}" if files.dropped else "")
-                + f" | cmd {v[0]:+.2f} {v[1]:+.2f} {v[2]:+.2f} | {files.free_gb:.1f} GB free"
-                + (f" | {device}" if device else ""))
-
-    def _status(self) -> None:
-        now = time.monotonic()
-        if not self.config.status or now - self._status_at < 0.2:  # a person reads it: 5 updates a second
-            return
-        self._status_at = now
-        self.line.show(self.status_text(now))
 
     def request_stop(self, reason: str) -> None:
         """Safe from a signal handler: the loop sees the flag within one period."""
@@ -294,9 +262,7 @@ class Recorder:
         import h5py  # noqa: F401, PLC0415  loaded before the loop: imported at the first episode, it took a tick 50 ms
 
         self.files.start()
-        legend = self.teleop.legend()
-        if legend:
-            log.info("%s", legend)
+        self.screen.legend()
 
     def run(self) -> int:
         """Record until quit, --episodes, end of the camera stream, a signal or an error. Motors end at zero."""
@@ -330,7 +296,7 @@ class Recorder:
                 self.files.reap(wait=True)  # the episodes still being written out, motors already at zero
             except BaseException as e:
                 error = error or e
-            self.line.end()
+            self.screen.end()
         if self.stop_requested:
             self.ended_by = self.stop_requested
         if error is not None:
