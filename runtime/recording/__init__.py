@@ -3,14 +3,17 @@
 What lives here
     episodes.py (the episode reader: both collectors' layouts), episode_writer.py (a hidden partial file renamed
     when the episode ends, never reopened; the numbering; frame compression; a full disk as an error),
-    background_writer.py (a writer thread so the loop never waits on the disk: frames it cannot take are
-    dropped and counted), frame_sampler.py (frames kept one spacing apart), command_history.py (the label a
-    frame gets), recorder.py (`Recorder`: the teleoperation recording loop), session.py (`RecordSpec`, the
-    recorder's options, `record()`: one recording assembled), takeover.py (a person takes over while the policy
-    drives; the run recorded at the trained spacing, frames tagged; what the drive loop calls), rerun_log.py
-    (`RerunLog`: what a drive saw and sent, logged to Rerun from a background thread behind a bounded buffer that
-    the loop never waits on), rerun_episode.py (`EpisodeTimeline`: recorded or simulated episodes on one Rerun
-    timeline, for train.data view and sim.evaluate --rerun).
+    background_writer.py (a writer thread so the loop never waits on the disk: frames it cannot take are dropped and
+    counted), frame_sampler.py (frames kept one spacing apart), command_history.py (the label a frame gets),
+    episode_files.py (`EpisodeFiles`: a recording's episodes as files: the folder numbered, the open episode's
+    frames labelled and handed to its writer, saved, discarded or kept partial, those being written out reaped, the
+    free disk watched), recording_screen.py (`RecordingScreen`: what the person recording sees and types: the
+    controls' legend, the status line, each episode's instruction asked), recorder.py (`Recorder`: the teleoperation
+    recording loop), session.py (`RecordSpec`, the recorder's options, `record()`: one recording assembled),
+    takeover.py (a person takes over while the policy drives; the run recorded at the trained spacing, frames
+    tagged; what the drive loop calls), rerun_log.py (`RerunLog`: what a drive saw and sent, logged to Rerun from a
+    background thread behind a bounded buffer that the loop never waits on), rerun_episode.py (`EpisodeTimeline`:
+    recorded or simulated episodes on one Rerun timeline, for train.data view and sim.evaluate --rerun).
 
 What it may import
     numpy, h5py (lazily on the robot), rerun-sdk (lazily, when a Rerun log or view is opened), policy/ (the
