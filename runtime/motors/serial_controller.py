@@ -38,7 +38,9 @@ restarted without its READY reaching us): the call that finds the check due
 spends itself on QUERY_INFO and reports not sent, so whoever drives sees
 `controller_starts` or `reconnects` move before anything moves again. A
 mismatch then marks the link unusable (`config_error`): no motion command
-is sent any more, each reports not sent (a STOP still goes out).
+is sent any more, each reports not sent (a STOP still goes out). This driver
+asks; what the answers mean for the run (the comparison, the restarts) is
+decided in runtime/motors/controller_check.py (`ControllerCheck`, `self.check`).
 
 What the drive reads (all updated by the calls on this object, one thread):
 `verified` (bool: the configuration was checked and matches on the current
