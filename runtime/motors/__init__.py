@@ -3,9 +3,11 @@
 What lives here
     protocol.py (our framed, checksummed serial protocol: docs/serial-protocol.md), serial_link.py (the port:
     opened without resetting the board, reopened after an unplug), serial_controller.py (`SerialMotorController`:
-    the conversation with the board, its configuration check and watchdog), kinematics.py (wheel speeds for
-    boards that take them), dry_run.py (`--dry-run`), ros2.py (`/cmd_vel`), select.py (`MotorSpec`, `--serial`,
-    `--motor`, `open_motor`: built-in kinds, entry points and a user's `package.module:Class`).
+    the conversation with the board: commands, replies and their counts, the watchdog), controller_check.py
+    (`ControllerCheck`: what the board must be for this run, and its restarts, decided over what it said),
+    kinematics.py (wheel speeds for boards that take them), dry_run.py (`--dry-run`), ros2.py (`/cmd_vel`),
+    select.py (`MotorSpec`, `--serial`, `--motor`, `open_motor`: built-in kinds, entry points and a user's
+    `package.module:Class`).
 
 What it may import
     numpy, pyserial (lazily), runtime.hardware (the `MotorController` seam, `SentCommand`, errors, a user's
