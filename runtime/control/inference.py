@@ -99,7 +99,8 @@ class InferenceWorker:
     def stale_reason(self, now: float) -> str:
         """Why the plan in force is too old: the camera when this thread has been waiting for a frame longer than
         CAMERA_LATE_S (it raises CameraStalled only after --camera-timeout), else the inference."""
-        if self.reading_since is not None and now - self.reading_since > CAMERA_LATE_S:
+        reading = self.reading_since  # read once: the inference thread may end its wait between two reads
+        if reading is not None and now - reading > CAMERA_LATE_S:
             return "camera: no new frame"
         return "command timeout"
 
