@@ -1,13 +1,16 @@
 """control/: what decides what reaches the motors, and the loop that asks it on every tick.
 
 What lives here
-    loop.py (`DriveLoop`: the control thread, sending through the gate or zero), inference.py (the inference
-    thread: frame -> plan, stamped with its capture time), config.py (`DriveConfig`: mode, rates, timeouts),
+    loop.py (`DriveLoop`: the control thread's ticks, who may drive, the reports), inference.py (the inference
+    thread: frame -> plan, stamped with its capture time), plan_handoff.py (the newest plan between the two
+    threads, step mode's one frame per move), plan_player.py (the plan played while armed: fresh, in its epoch,
+    its step's move, --async chunks), motor_channel.py (the one path to the motors: through the gate and the
+    authority's lock, the zero owed, the link watched), config.py (`DriveConfig`: mode, rates, timeouts),
     safety.py (`SafetyGate`: limits, acceleration, dead zone, base kind; `CommandWatchdog`), arming.py +
     arm_sources.py (arm, disarm, the latched e-stop and the devices that set them), link_watch.py (a motor link
-    that stays down ends the run), loop_health.py (state, zero events, counters), step_handshake.py (step mode's
-    one frame per move), status_line.py, steplog.py (the JSON-lines log), signals.py, ros2.py (the drive's ROS 2
-    services and /diagnostics), session.py (`DriveSpec`, the drive's options, `drive()`: one drive assembled).
+    that stays down ends the run), loop_health.py (state, zero events, counters), status_line.py, steplog.py
+    (the JSON-lines log), signals.py, ros2.py (the drive's ROS 2 services and /diagnostics), session.py
+    (`DriveSpec`, the drive's options, `drive()`: one drive assembled).
 
 What it may import
     policy/ (a policy is what it runs), recording/ (a take-over is recorded), runtime.hardware (the seams:

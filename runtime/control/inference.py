@@ -22,6 +22,7 @@ for an open-loop chunk, made again).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ from runtime.control.config import DriveConfig
 from runtime.hardware import CameraStalled, EndOfStream, FrameTooOld
 
 log = logging.getLogger(__name__)
+CAMERA_LATE_S = 0.1  # s of waiting for a frame that makes a stale action the camera's fault (3 frames at 30 fps)
 
 
 @dataclass
@@ -83,6 +85,24 @@ class InferenceWorker:
 
     def set_instruction(self, text: str) -> None:
         self._instruction = text
+
+    def camera_problem(self) -> str:
+        """The pre-arm check "camera": "" while the newest frame read is younger than --camera-timeout."""
+        age = time.monotonic() - self.last_capture
+        return "" if age <= self.config.camera_timeout else (
+            "no frame yet" if math.isinf(age) else f"newest frame {age:.2f} s old")
+
+    def policy_problem(self) -> str:
+        """The pre-arm check "policy": "" once the policy has run (warmed up)."""
+        return "" if self.inferences else "no inference done yet"
+
+    def stale_reason(self, now: float) -> str:
+        """Why the plan in force is too old: the camera when this thread has been waiting for a frame longer than
+        CAMERA_LATE_S (it raises CameraStalled only after --camera-timeout), else the inference."""
+        reading = self.reading_since  # read once: the inference thread may end its wait between two reads
+        if reading is not None and now - reading > CAMERA_LATE_S:
+            return "camera: no new frame"
+        return "command timeout"
 
     def _start_over(self) -> None:
         """Apply a new instruction asked for since the last frame, and a new epoch: reset the behaviours and the

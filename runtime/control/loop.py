@@ -52,6 +52,14 @@ link down for longer than `--give-up-after` ends the run
 (runtime/control/link_watch.py). Under systemd the loop feeds the service's
 watchdog on every tick (runtime/control/sd_notify.py): a hung loop is
 restarted.
+
+The loop itself keeps the ticks, asks the authority and the person, and
+reports; its parts do the rest: runtime/control/motor_channel.py is the one
+path to the motors (the gate, the authority's lock, the zero owed after a
+stop, the link watched, the shutdown zero), runtime/control/plan_handoff.py
+hands the newest plan from the inference thread to this one (step mode's one
+frame per move, the step log's line), and runtime/control/plan_player.py
+plays it while armed (fresh, in its epoch, its step's move, `--async` chunks).
 """
 
 from __future__ import annotations
@@ -60,36 +68,22 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
 
-from runtime.control.authority import ARMED, DISARMED, MotionAuthority, PreArmCheck
+from runtime.control.authority import ARMED, MotionAuthority, PreArmCheck
 from runtime.control.config import DriveConfig
 from runtime.control.inference import InferenceWorker, Published
-from runtime.control.link_watch import LinkWatch, link_counter
-from runtime.control.loop_health import LoopHealth, command_state, zero_state
+from runtime.control.loop_health import LoopHealth
+from runtime.control.motor_channel import MotorChannel
+from runtime.control.plan_handoff import PlanHandoff
+from runtime.control.plan_player import PlanPlayer
 from runtime.control.safety import CommandWatchdog, SafetyGate
 from runtime.control.sd_notify import ServiceNotifier
 from runtime.control.status_line import StatusLine
-from runtime.control.step_handshake import StepHandshake
 from runtime.control.steplog import StepLog
 from runtime.hardware import SentCommand
 from runtime.logs import log_info
 
 log = logging.getLogger(__name__)
-CAMERA_LATE_S = 0.1  # s of waiting for a frame that makes a stale action the camera's fault (3 frames at 30 fps)
-LINK_DOWN = "motor link down"
-
-
-@dataclass
-class StepProgress:
-    """The control thread's view of the newest step: logged once, its move's clock, finished (step mode)."""
-    step: int = -1
-    logged: bool = False
-    started: float | None = None
-    finished: bool = False
-
-    def follow(self, step: int) -> StepProgress:
-        return self if step == self.step else StepProgress(step)
 
 
 class DriveLoop:
@@ -112,30 +106,26 @@ class DriveLoop:
         self.notifier = notifier or ServiceNotifier()  # systemd's watchdog, fed on every tick (when under it)
         self.rerun = rerun  # runtime.recording.rerun_log.RerunLog (--rerun): a put on its queue a tick, or None
         self.stop_event = threading.Event()
-        self._lock = threading.Lock()
-        self.handshake = StepHandshake(self._lock)
         self.status = StatusLine(config.status)
-        self._published: Published | None = None
         self.error: BaseException | None = None
         self.ended_by = ""
         self.stop_requested = ""  # set by signal handlers: a plain attribute, never a lock (see request_stop)
         self.watchdog = CommandWatchdog(config.cmd_timeout)
         self.health = LoopHealth(motor)  # the state, the zero events and the counters (control/loop_health.py)
-        self.link = LinkWatch(motor, config.give_up_after, config.auto_resume, self.health.counters_text)
-        self._progress = StepProgress()
-        self.last_logged_step = -1  # the newest step whose command went out (read by the drain at the end)
-        self.last_command = SentCommand((0.0, 0.0, 0.0), sent=False)  # what the motor side really did last
-        self._restarts = link_counter(motor, "controller_starts")  # READYs seen: a later one is a restart
-        self._quiet: bool | None = None  # --quiet-when-disarmed: the ROS motor side's setting now
-        self._stops = self.authority.stops  # the authority's stops seen: each owes a zero before any move
-        self._async_stall: float | None = None  # --async: the stalled frame already fenced for
+        # the one path to the motors: the gate, the authority's lock, the zero owed, the link (motor_channel.py)
+        self.channel = MotorChannel(motor, gate, self.authority, self.health, self.log, config, takeover)
+        self.link = self.channel.link
+        self.plans = PlanHandoff(self.log, config.mode == "step")  # between the two threads (plan_handoff.py)
         self.inference = InferenceWorker(
-            policy, camera, config, self.authority, publish=self._publish, stop=self.stop_event,
-            wait_done=self.handshake.wait_done, drained=self._executed, health=self.health, chunks=chunks,
+            policy, camera, config, self.authority, publish=self.plans.publish, stop=self.stop_event,
+            wait_done=self.plans.handshake.wait_done, drained=self.plans.executed, health=self.health, chunks=chunks,
             takeover=takeover, retarget=retarget, status=self.status, plan_age_limit=self._plan_age_limit,
             rerun=rerun)
         if chunks is not None:  # a new epoch forgets the chunks at once, and drops one from before it when it lands
             self.authority.listeners.append(lambda epoch, started: chunks.reset(started))
+        # the newest plan played while armed: fresh, in its epoch, its step's move (plan_player.py)
+        self.player = PlanPlayer(self.plans, self.channel, gate, self.authority, self.inference, self.watchdog,
+                                 config, chunks, self._plan_age_limit)
         self.authority.checks += self.pre_arm_checks()
 
     @property
@@ -147,32 +137,20 @@ class DriveLoop:
         return self.inference.steps
 
     @property
+    def last_command(self) -> SentCommand:
+        """What the motor side really did last."""
+        return self.channel.last_command
+
+    @property
     def newest_plan(self) -> Published | None:
         """The plan the inference thread published last (what the control thread acts on)."""
-        with self._lock:
-            return self._published
+        return self.plans.newest
 
     def pre_arm_checks(self) -> list[PreArmCheck]:
         """What must hold before the robot may be armed, besides the e-stop inputs (docs/reliability.md)."""
-        def motor_link() -> str:
-            if not self.motor.is_connected:
-                return f"{self.motor.name} not connected"
-            if getattr(self.motor, "config_error", ""):
-                return self.motor.config_error
-            if getattr(self.motor, "verified", True) is False and not getattr(self.motor, "allow_unverified", False):
-                return "the controller's configuration is not verified yet (QUERY_INFO)"
-            return "" if self.link.up else "down"
-
-        def camera_fresh() -> str:
-            age = time.monotonic() - self.inference.last_capture
-            return "" if age <= self.config.camera_timeout else (
-                "no frame yet" if math.isinf(age) else f"newest frame {age:.2f} s old")
-
-        def policy_warmed() -> str:
-            return "" if self.inference.inferences else "no inference done yet"
-
-        return [PreArmCheck("motor link", motor_link), PreArmCheck("camera", camera_fresh),
-                PreArmCheck("policy", policy_warmed)]
+        return [PreArmCheck("motor link", self.channel.link_problem),
+                PreArmCheck("camera", self.inference.camera_problem),
+                PreArmCheck("policy", self.inference.policy_problem)]
 
     # -- shared --------------------------------------------------------------------
     def request_reset(self, reason: str) -> None:
@@ -184,89 +162,7 @@ class DriveLoop:
         """A new instruction (the ROS topic ~/instruction): applied between two frames, as a new episode."""
         self.inference.set_instruction(text)
 
-    def _publish(self, plan: Published) -> None:
-        """The inference thread hands over a plan (or a "zero now" with its reason)."""
-        with self._lock:
-            plan.seq = self.handshake.published()
-            self._published = plan
-
-    def _signal_done(self, current: Published) -> None:
-        self.handshake.done(current.seq)
-
-    def _executed(self, last_step: int) -> bool:
-        """The drain's question at a normal end: did `last_step` go out (its whole move, in step mode)?"""
-        if self.config.mode == "step":
-            with self._lock:
-                return self.handshake.finished()
-        return self.last_logged_step >= last_step
-
     # -- control thread ------------------------------------------------------------
-    def _send(self, command, now: float, person: bool = False) -> SentCommand:
-        vx, vy, wz = (float(v) for v in command)
-        result = self.motor.send_velocity(vx, vy, wz)
-        if not isinstance(result, SentCommand):  # the log must say what reached the robot, not guess
-            raise TypeError(f"{type(self.motor).__name__}.send_velocity returned {type(result).__name__}, not "
-                            f"runtime.hardware.SentCommand (see docs/motors.md)")
-        self.last_command = result
-        if self.takeover is not None:
-            self.takeover.sent(time.monotonic(), result, person)
-        self._watch_link(result, now)
-        return result
-
-    def _send_moving(self, command, now: float, plan_epoch: int | None, person: bool = False):
-        """A non-zero command, sent only if the authority allows it now, under its lock; None when it did not
-        (the caller sends a zero and says why)."""
-        with self.authority.motion(plan_epoch, person) as allowed:
-            if allowed:
-                return self._send(command, now, person)
-        return None
-
-    def _watch_link(self, result: SentCommand, now: float) -> None:
-        """The link after a command: down or silent (a fault while it lasts, the run ends after --give-up-after),
-        reconnected (a new epoch), its controller restarted (disarmed)."""
-        event = self.link.observe(result, now)
-        if event == "down":
-            self.authority.fault(LINK_DOWN)
-        elif event == "up":
-            self.authority.clear_fault(LINK_DOWN)
-        if self.link.reconnected():
-            self.authority.fence("motor link reconnected")
-        restarts = link_counter(self.motor, "controller_starts")
-        if restarts != self._restarts:
-            self._restarts = restarts
-            self.authority.controller_restarted(f"the motor controller restarted (READY after the link was up, "
-                                                f"{restarts} so far)")
-
-    def _send_zero(self, now: float, reason: str) -> None:
-        was_moving = any(self.last_command.velocity)
-        result = self._send(self.gate.zero(now), now)  # explicit zeros keep the controller's watchdog fed
-        self.health.set_state(zero_state(reason, result))
-        if self.health.zeroed(now, reason, was_moving):
-            self.log.write({"type": "zero", "reason": reason, "t": now, "sent": result.sent,
-                            "acknowledged": result.acknowledged})
-
-    def _zero_held(self, now: float, current: Published | None, reason: str) -> None:
-        """Zero while the authority holds the robot (or the plan is from an earlier epoch); the plan's step is
-        logged once with what really went out and why; step mode: a move not made is over, so the policy keeps
-        seeing frames (and stays warm for the pre-arm check)."""
-        self._send_zero(now, reason)
-        if current is None:
-            return
-        if current.record and current.step != self.last_logged_step:
-            self.last_logged_step = current.step
-            self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(self.last_command.velocity),
-                                sent=self.last_command.sent, acknowledged=self.last_command.acknowledged,
-                                held=reason))
-        self._signal_done(current)
-
-    def _quiet_when_disarmed(self) -> None:
-        """--quiet-when-disarmed: a ROS motor side publishes nothing while disarmed, so that twist_mux hands the
-        base to a lower-priority input; an e-stop or a fault keeps publishing zeros (nobody else may move it)."""
-        quiet = self.authority.state == DISARMED
-        if self.config.quiet_when_disarmed and quiet != self._quiet and hasattr(self.motor, "set_quiet"):
-            self.motor.set_quiet(quiet)
-        self._quiet = quiet
-
     def _person_drives(self, now: float, current: Published | None) -> bool:
         """Take-over hook (runtime/recording/takeover.py): while the person holds control, their command goes out
         through the same gate and the same authority instead of the policy's, only while armed."""
@@ -277,15 +173,15 @@ class DriveLoop:
             return False
         command = self.gate.filter(velocity, now)
         if not any(command):
-            self._zero_held(now, current, "person driving: at rest")
+            self.player.hold(now, current, "person driving: at rest")
             self.health.set_state("person driving")
             return True
-        if self._send_moving(command, now, None, person=True) is None:
-            self._zero_held(now, current, self.authority.describe())
+        if self.channel.send_moving(command, now, None, person=True) is None:
+            self.player.hold(now, current, self.authority.describe())
             return True
         self.health.set_state("person driving")
         if current is not None:
-            self._signal_done(current)  # step mode: the policy's move is not made; the next frame may come
+            self.plans.done(current)  # step mode: the policy's move is not made; the next frame may come
         return True
 
     def _tick(self, now: float, current: Published | None) -> None:
@@ -294,77 +190,16 @@ class DriveLoop:
             problem = self.ros.problem()
             if problem and self.authority.state != "e-stop":  # its e-stop topic and services are gone: fail safe
                 self.authority.estop(problem)
-        self._quiet_when_disarmed()
-        stops = self.authority.stops
-        if stops != self._stops:  # a stop since the last tick (even one already reset and re-armed): a zero first
-            self._stops = stops
-            self._zero_held(now, current if self.authority.state != ARMED else None, self.authority.describe())
+        self.channel.quiet_when_disarmed()
+        if self.channel.zero_owed():  # a stop since the last tick (even one already reset and re-armed): a zero first
+            self.player.hold(now, current if self.authority.state != ARMED else None, self.authority.describe())
             return
         if self.takeover is not None and self._person_drives(now, current):
             return
         if self.authority.state != ARMED:
-            self._zero_held(now, current, self.authority.describe())
+            self.player.hold(now, current, self.authority.describe())
             return
-        if self.chunks is not None and current is not None and current.action is not None:
-            self._tick_chunk(now, current)
-            return
-        if current is None:
-            self._send_zero(now, "no action yet")
-            return
-        if current.action is None:
-            self._send_zero(now, current.reason)
-            self._signal_done(current)
-            return
-        if current.epoch != self.authority.epoch:
-            self._zero_held(now, current, "plan from before " + self.authority.history[-1].cause
-                            if self.authority.history else "plan from an earlier epoch")
-            return
-        progress = self._progress = self._progress.follow(current.step)
-        first_send = not progress.logged
-        if first_send:
-            # Age counts from the capture of the frame the action was planned from, not from when it was
-            # published: an action computed from an old frame describes a world that has moved on.
-            self.watchdog.feed(current.captured)
-        if progress.started is None:
-            progress.started = now  # a step's clock starts at its first send
-        if self.config.mode == "step" and (progress.finished or now - progress.started >= self.config.step_duration):
-            self._send_zero(now, "step done")
-            progress.finished = True
-            self._signal_done(current)  # the inference thread may take the next frame
-            return
-        if not self.watchdog.fresh(now):
-            reason = self._stale_reason(now)
-            if reason.startswith("camera"):
-                # The robot went blind: no plan from before it moves the robot again. A plan merely aged out
-                # (slow inference) is a zero, not a fence: the next plan, if fresh, is a fresh view of the world.
-                self.request_reset(reason)
-            self._send_zero(now, reason)
-            return
-        if first_send and self.config.mode == "step":
-            # A move whose frame was fresh when it started runs its recorded --step-duration (the
-            # demonstrations' 0.4 s key presses) instead of being cut at capture + --cmd-timeout; a stale
-            # frame still never starts one, and the move stays bounded by its own clock and the timeout.
-            self.watchdog.feed(now)
-        self._execute(now, current, self.gate.filter(current.action, now), current.epoch, first_send)
-        if first_send:
-            progress.logged = True
-
-    def _execute(self, now: float, current: Published, command, plan_epoch: int, log_step: bool) -> None:
-        """Send a policy's command under the authority, with the state it leaves and the step's log line."""
-        refused, lateral = link_counter(self.motor, "refused"), self.gate.refused_lateral
-        if any(command):
-            result = self._send_moving(command, now, plan_epoch)
-            if result is None:  # the authority changed its mind between the tick's check and the send
-                self._zero_held(now, current, self.authority.describe())
-                return
-        else:
-            result = self._send(command, now)
-        self.health.set_state(command_state(result, link_counter(self.motor, "refused") != refused,
-                                            self.gate.refused_lateral != lateral))
-        if log_step:
-            self.last_logged_step = current.step
-            self.log.write(dict(current.record, t_serial=time.monotonic(), command=list(result.velocity),
-                                sent=result.sent, acknowledged=result.acknowledged))
+        self.player.play(now, current)
 
     def _report(self, now: float) -> None:
         """The status line (every tick: it redraws when something changed) and /diagnostics (every second)."""
@@ -381,44 +216,11 @@ class DriveLoop:
                 "last transition": f"{last.event} by {last.cause}" if last else "",
                 "epoch": self.authority.epoch, "steps": self.steps, **counters})
 
-    def _stale_reason(self, now: float) -> str:
-        """Why the action in force is too old: the camera when the inference thread has been waiting for a frame
-        longer than CAMERA_LATE_S (it raises CameraStalled only after --camera-timeout), else the inference."""
-        reading = self.inference.reading_since
-        if reading is not None and now - reading > CAMERA_LATE_S:
-            return "camera: no new frame"
-        return "command timeout"
-
-    def _tick_chunk(self, now: float, current: Published) -> None:
-        """--async: play what the chunks plan for now; zero when the frame being inferred is --cmd-timeout old
-        (inference stalled: reset, as on the normal path), when no chunk covers the present, or when the plan's
-        frame is older than the schedule's replan age plus --cmd-timeout (never sent; the next frame is taken)."""
-        inferring = self.inference.inferring
-        if inferring is not None and now - inferring > self.config.cmd_timeout:
-            if self._async_stall != inferring:  # one new epoch per stalled inference, not one per tick
-                self._async_stall = inferring
-                self.request_reset("command timeout")
-            self._send_zero(now, "command timeout")
-            return
-        planned = self.chunks.planned_at(now, oldest=now - self._plan_age_limit)
-        if planned is None:
-            self._send_zero(now, "no chunk covers the present")
-            return
-        action, captured = planned
-        # The loop wakes at the watchdog's deadline (stamp + --cmd-timeout): fed the stamp that puts that deadline
-        # where this plan turns too old (capture + replan age + --cmd-timeout).
-        self.watchdog.feed(captured + self._plan_age_limit - self.config.cmd_timeout)
-        if action is None:  # planned from a frame older than the limit: never sent
-            self._send_zero(now, "plan too old")
-            return
-        self._execute(now, current, self.gate.filter(action, now), self.authority.epoch_at(captured),
-                      current.step != self.last_logged_step)
-
     def run(self) -> int:
         """Drive until max steps, end of stream, a signal or an error. Motors end at zero. Returns an exit code."""
         worker = threading.Thread(target=self.inference.run, name="inference", daemon=True)
         period = 1.0 / self.config.rate
-        self._quiet_when_disarmed()  # a disarmed start leaves the base to the other inputs from the first tick
+        self.channel.quiet_when_disarmed()  # a disarmed start leaves the base to the other inputs from the first tick
         worker.start()
         self.authority.started()  # the pre-arm checks exist: arms are judged from now on
         self.notifier.ready()
@@ -426,8 +228,7 @@ class DriveLoop:
             next_tick = time.monotonic() + period  # the first tick is now
             while not self.stop_event.is_set() and not self.stop_requested:
                 now = time.monotonic()
-                with self._lock:
-                    current = self._published
+                current = self.plans.newest
                 self._tick(now, current)
                 self._report(now)
                 if self.rerun is not None:  # what went out this tick and why (never waits: a bounded queue)
@@ -447,7 +248,7 @@ class DriveLoop:
         finally:
             self.notifier.stopping()
             self.stop_event.set()
-            self.shutdown()
+            self.channel.shutdown()
             worker.join(timeout=5)
             self.ended_by = self.stop_requested or self.inference.ended_by
             self.error = self.inference.error or self.error  # the inference thread's error is why the loop stopped
@@ -463,19 +264,3 @@ class DriveLoop:
         event's lock, which the interrupted main thread may hold inside Event.wait(); that deadlocked
         one CI run in a few hundred. The control loop sees the flag within one period and stops."""
         self.stop_requested = reason
-
-    def shutdown(self) -> None:
-        """Zero the motors: tried several times, because this is the one command that must arrive."""
-        now = time.monotonic()
-        self.gate.zero(now)
-        confirmed = False
-        for _ in range(3):
-            try:
-                if self.motor.stop():
-                    confirmed = True
-                    break
-            except Exception:
-                time.sleep(0.02)
-        self.last_command = SentCommand((0.0, 0.0, 0.0), sent=confirmed)
-        self.health.zeroed(now, "shutdown", was_moving=True)
-        self.log.write({"type": "zero", "reason": "shutdown", "t": now, "confirmed": confirmed})
