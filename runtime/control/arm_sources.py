@@ -296,6 +296,7 @@ class GpioSource(_Source):
             raise DeviceError(f"--{role}-gpio {path}: cannot read it ({self._error}); export the line "
                               f"(echo N > /sys/class/gpio/export) or give a file that holds 0 or 1")
         self._last = value == "1"  # an arm line already high at start does not arm: an edge is needed
+        self.reads = 0  # polls made (what a test waits on, instead of guessing the thread's pace)
         self.input = authority.add_input(self.name, role, max_age=max(GPIO_MISSED_READS * period, GPIO_STALE_S))
         if role == "estop":
             authority.report(self.input, pressed=value == self.pressed_value)
@@ -315,6 +316,7 @@ class GpioSource(_Source):
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             value = self._read()
+            self.reads += 1
             if value is None:
                 self.authority.report(self.input, healthy=False, detail=self._error)
                 self._last = True  # unknown: a line that comes back high is no rising edge, and arms nothing

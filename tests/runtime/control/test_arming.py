@@ -25,6 +25,20 @@ from runtime.hardware import DeviceError
 from tests.helpers.processes import ROOT
 
 
+def set_line(path, value: str) -> None:
+    """As sysfs changes a GPIO value: at once. A file rewritten in place reads empty for an instant, which the
+    source rightly takes for a line it cannot read (an e-stop latched by the test's own write)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(value + "\n")
+    os.replace(tmp, path)
+
+
+def seen(source, reads: int = 2) -> None:
+    """Until the source's thread has polled the line `reads` more times (a loaded machine delays the thread)."""
+    start = source.reads
+    wait_for(lambda: source.reads >= start + reads)
+
+
 def wait_for(predicate, timeout=2.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -270,25 +284,25 @@ def test_gpio_estop_defaults_to_a_normally_closed_loop_and_an_unreadable_line_la
     """Finding 3: the GPIO e-stop was active-high, so a cut wire (reading 0) was 'not pressed', and an unreadable
     line killed its thread and left the robot armed. Default now: pressed when low (a normally-closed loop)."""
     arm_line, stop_line = tmp_path / "arm", tmp_path / "stop"
-    arm_line.write_text("1\n")  # already high at start: no edge, no arm
-    stop_line.write_text("1\n")  # the loop closed: released
+    set_line(arm_line, "1")  # already high at start: no edge, no arm
+    set_line(stop_line, "1")  # the loop closed: released
     authority = MotionAuthority(armed=False)
     sources = [GpioSource(authority, str(arm_line), "arm", period=0.01).start(),
                GpioSource(authority, str(stop_line), "estop", period=0.01).start()]
     try:
-        time.sleep(0.1)
+        seen(sources[0], 5)
         assert authority.state == DISARMED
-        arm_line.write_text("0\n")
-        time.sleep(0.05)
-        arm_line.write_text("1\n")
+        set_line(arm_line, "0")
+        seen(sources[0])
+        set_line(arm_line, "1")
         wait_for(lambda: authority.armed)
-        stop_line.write_text("0\n")  # pressed, or the wire cut
+        set_line(stop_line, "0")  # pressed, or the wire cut
         wait_for(lambda: authority.state == ESTOP)
         assert authority.cause == f"gpio estop {stop_line} pressed"
         assert "reset the e-stop first" in authority.arm("operator")  # finding 1: no arm past a latch
         assert "pressed" in authority.reset_estop("operator")  # nor a reset while it is still pressed
-        stop_line.write_text("1\n")
-        time.sleep(0.05)
+        set_line(stop_line, "1")
+        seen(sources[1])
         assert authority.reset_estop("operator") == "" and authority.arm("operator") == ""
         stop_line.unlink()  # the line cannot be read any more
         wait_for(lambda: authority.state == ESTOP)
@@ -300,13 +314,13 @@ def test_gpio_estop_defaults_to_a_normally_closed_loop_and_an_unreadable_line_la
 
 def test_a_normally_open_estop_button_is_pressed_high(tmp_path):
     line = tmp_path / "stop"
-    line.write_text("0\n")
+    set_line(line, "0")
     authority = MotionAuthority(armed=True)
     source = GpioSource(authority, str(line), "estop", pressed_level="high", period=0.01).start()
     try:
-        time.sleep(0.05)
+        seen(source)
         assert authority.armed
-        line.write_text("1\n")
+        set_line(line, "1")
         wait_for(lambda: authority.state == ESTOP)
     finally:
         source.close()
@@ -314,14 +328,14 @@ def test_a_normally_open_estop_button_is_pressed_high(tmp_path):
 
 def test_an_estop_held_at_start_latches_before_anything_moves(tmp_path):
     line = tmp_path / "stop"
-    line.write_text("0\n")  # pressed at start (normally-closed loop open)
+    set_line(line, "0")  # pressed at start (normally-closed loop open)
     authority = MotionAuthority(armed=False, auto_arm=True, checks=[PreArmCheck("policy", lambda: "")])
     source = GpioSource(authority, str(line), "estop", period=0.01).start()
     try:
         authority.check_inputs()
         assert authority.state == ESTOP
         assert authority.reset_estop("key") != ""  # still pressed
-        line.write_text("1\n")
+        set_line(line, "1")
         wait_for(lambda: authority.reset_estop("key") == "")
         authority.check_inputs()
         assert authority.state == DISARMED  # the start-up's own arm never comes after an e-stop: a person arms
@@ -406,14 +420,14 @@ def test_a_gamepad_that_comes_back_is_read_again(tmp_path):
 
 def test_a_gpio_arm_line_that_comes_back_high_does_not_arm(tmp_path):
     line = tmp_path / "arm"
-    line.write_text("0\n")
+    set_line(line, "0")
     authority = MotionAuthority(armed=False)
     source = GpioSource(authority, str(line), "arm", period=0.01).start()
     try:
         line.unlink()  # unreadable...
-        time.sleep(0.1)
-        line.write_text("1\n")  # ...and back, high: no edge was seen
-        time.sleep(0.1)
+        seen(source, 5)
+        set_line(line, "1")  # ...and back, high: no edge was seen
+        seen(source, 5)
         assert authority.state == DISARMED
     finally:
         source.close()

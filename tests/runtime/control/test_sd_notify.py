@@ -99,7 +99,9 @@ def test_only_a_ticking_control_loop_feeds_the_watchdog(tmp_path):
     gaps = np.diff(fed)
     assert gaps.max() >= 0.9, "fed while the loop was stuck in the driver"
     hung = [g for g in gaps if g >= 0.9]
-    assert len(hung) == 1 and np.median(gaps) < 0.15  # every tick otherwise (rate-limited to 2 per period)
+    # every tick otherwise (rate-limited to 2 per period: 0.1 s apart); the bound is the period itself, the gap
+    # systemd would act on, so a loaded machine's late ticks are not mistaken for a loop that stopped feeding
+    assert len(hung) == 1 and np.median([g for g in gaps if g < 0.9]) < 0.2
     assert systemd.times("STOPPING=1")
 
 
