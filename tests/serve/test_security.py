@@ -92,7 +92,8 @@ def test_tls_is_served_directly_and_the_robot_drives_over_wss(engine, tiny_bundl
     with ServerThread(engine, ServerConfig(port=0, certfile=str(cert), keyfile=str(key))) as running:
         assert running.url.startswith("wss://")
         reference_policy = onboard()
-        encoder = RemoteEncoder(RemoteConfig(running.url, ca_file=str(cert), timeout=2.0, max_slowdown=float("inf")),
+        encoder = RemoteEncoder(RemoteConfig(running.url, ca_file=str(cert), timeout=2.0, max_slowdown=float("inf"),
+                                             connect_timeout=10.0),  # a TLS handshake on a loaded machine
                                 model_identity(tiny_bundle.manifest),
                                 OnboardReference(tiny_bundle, reference_policy.backend)).start()
         try:

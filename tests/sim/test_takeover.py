@@ -86,8 +86,8 @@ def test_holding_the_key_takes_over_and_releasing_returns_control(tiny_bundle_di
     person = np.all(actions[held] == np.float32(person_v), axis=1)
     nothing = np.all(actions[held] == 0, axis=1)
     assert np.all(person | nothing) and person.mean() >= 0.9, actions[held][~person]
-    # about 5 s of frames were the person's
-    assert 4.5 <= captured[flags].max() - captured[flags].min() <= 5.6
+    # about 5 s of frames were the person's: frames 0.4 s apart span 4.4 s of a 5 s hold at the least
+    assert 5.0 - trained - 0.25 <= captured[flags].max() - captured[flags].min() <= 5.6
 
 
 @pytest.mark.slow  # ~7 s
