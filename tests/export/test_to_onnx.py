@@ -88,6 +88,8 @@ def small_variants_bundle(tmp_path_factory):
     return out
 
 
+# slow (2 min on 2 cores: the small preset exported with both variants): after the suite, make test-slow-ci
+@pytest.mark.slow
 def test_fp16_and_int8_variants_pass_their_looser_parity(small_variants_bundle):
     from export.variants import INT8_TOLERANCE, LOOSE_TOLERANCE
 

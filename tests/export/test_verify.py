@@ -1,6 +1,6 @@
 """export.verify: the bundle against PyTorch, per graph and end to end, on ONNX Runtime and (fake) TensorRT."""
 
-
+import pytest
 
 from tests.conftest import run_python
 from tests.fakes import gpu as fake_gpu
@@ -13,6 +13,8 @@ def test_verify_command_passes_and_prints_a_table(tiny_bundle_dir, tiny_checkpoi
         assert word in proc.stdout
 
 
+# slow (20 s: a second model exported): after the suite, make test-slow-ci
+@pytest.mark.slow
 def test_verify_fails_against_another_model(tiny_bundle_dir, tmp_path, tiny_tokenizer):
     from train.checkpoint import save_checkpoint
     from train.config import preset_config

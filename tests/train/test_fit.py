@@ -136,6 +136,8 @@ def test_strict_stops_on_a_bad_file_default_skips(tmp_path, episodes):
         assert "warning: training on the CPU: no GPU usable here (torch " in lenient.stderr
 
 
+# slow (20 s: two processes of Lightning): after the suite, make test-slow-ci
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu_completes_an_epoch(tmp_path, episodes):
     proc = run_python("-m", "train.fit", "--data", str(episodes), "--out", str(tmp_path), "--name", "ddp",
                       "--max-epochs", "1", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", *FIT,
