@@ -61,7 +61,8 @@ GPIO_STALE_S = 0.25  # ...and at least this long: a loaded board's scheduler may
 
 
 def open_arm_sources(spec: ArmSpec, authority: MotionAuthority, stdin_fd: int | None = None) -> list:
-    """The sources `spec` asks for, started; the terminal's keys when stdin is a terminal. Close each at the end.
+    """The sources `spec` asks for, started; the terminal's keys when stdin is a terminal (unless the keyboard drives
+    a take-over: `spec.terminal_keys`). Close each at the end.
     Raises DeviceError (a gamepad or GPIO file that cannot be read)."""
     sources = []
     try:
@@ -71,7 +72,7 @@ def open_arm_sources(spec: ArmSpec, authority: MotionAuthority, stdin_fd: int | 
                 fd = sys.stdin.fileno()
             except (AttributeError, ValueError, OSError):  # no stdin (a service, a test's captured input)
                 fd = -1
-        if fd >= 0 and os.isatty(fd):
+        if spec.terminal_keys and fd >= 0 and os.isatty(fd):
             sources.append(KeySource(authority, fd, arm_key=spec.arm_key, estop_key=spec.estop_key,
                                      disarm_key=spec.disarm_key, reset_key=spec.reset_key).start())
         if spec.gamepad:

@@ -46,6 +46,9 @@ class ArmSpec:
     gpio_period: float = 0.02  # s between two reads of a GPIO line; 5 missed reads count as lost
     ros_estop_period: float | None = None  # s: the ROS topic ~/estop must arrive this often (false = released),
     #                                         else the e-stop latches; None: the topic only e-stops on true
+    terminal_keys: bool = True  # the terminal's keys above, when stdin is a terminal; off when the keyboard drives
+    #                             a take-over (--teleop keyboard): both would read the one terminal, and its
+    #                             take-over keys (a: left, d: right, space: stop) would arm, disarm and e-stop
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ArmSpec:

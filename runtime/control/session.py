@@ -150,11 +150,12 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
             if stopped():
                 return 0
             # disarmed until armed: by a source (--start-disarmed), or by itself once the pre-arm checks pass
-            check_arm_spec(spec.arm, uses_ros(spec, camera, motor))
+            arm = arm_spec_beside_takeover(spec.arm, spec.takeover, uses_ros(spec, camera, motor))
+            check_arm_spec(arm, uses_ros(spec, camera, motor))
             authority = MotionAuthority(armed=False, auto_arm=not spec.arm.start_disarmed, starting=True)
             if rerun is not None:  # every transition from the first, the arm sources' own included
                 rerun.follow(authority)
-            for source in open_arm_sources(spec.arm, authority):
+            for source in open_arm_sources(arm, authority):
                 stack.callback(source.close)
             face = None
             if uses_ros(spec, camera, motor):
@@ -170,7 +171,7 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
         log.info("driving with %s, instruction %r, mode %s, motor %s; Ctrl-C stops (motors go to zero)",
                  policy.backend.describe(), policy.instruction, spec.loop.mode, motor.name)
         if spec.arm.start_disarmed:
-            log.warning("disarmed: zeros until armed (%s)", arm_hint(spec.arm, face))
+            log.warning("disarmed: zeros until armed (%s)", arm_hint(arm, face))
         else:
             log.info("arms itself once the pre-arm checks pass (camera fresh, policy warmed, motor link verified, "
                      "e-stop inputs released): docs/reliability.md")
@@ -190,6 +191,22 @@ def drive(spec: DriveSpec, camera=None, motor=None) -> int:
         return loop.run()
 
 
+def arm_spec_beside_takeover(spec: ArmSpec, takeover: TakeoverSpec | None, ros: bool) -> ArmSpec:
+    """The arm sources a drive opens beside its take-over. The keyboard take-over reads the drive's own terminal,
+    where the terminal's arm keys would read too and take its keys (a: left arms, d: right disarms, space: stop
+    latches the e-stop): with it, the terminal's keys are off and arming needs another source. ValueError when
+    --start-disarmed would then leave nothing to arm with."""
+    if takeover is None or takeover.teleop != "keyboard" or takeover.source is not None:
+        return spec
+    if spec.start_disarmed and not (spec.gamepad and spec.arm_button is not None) and not spec.arm_gpio and not ros:
+        raise ValueError("--start-disarmed with --teleop keyboard: the take-over's keys read this terminal, so the "
+                         "terminal's arm keys are off and nothing could arm the robot; add --gamepad with "
+                         "--arm-button, --arm-gpio or a ROS 2 part (the ~/arm service), or take over with a gamepad")
+    log.warning("--teleop keyboard: this terminal's keys drive the take-over, so its arm, disarm and e-stop keys are "
+                "off (Ctrl-C still stops; an e-stop by --gamepad, --estop-gpio or ROS)")
+    return replace(spec, terminal_keys=False)
+
+
 def check_arm_spec(spec: ArmSpec, ros: bool) -> None:
     """An arm or e-stop input asked for that would silently not exist is refused, naming the flag."""
     if not spec.gamepad:
@@ -205,7 +222,7 @@ def check_arm_spec(spec: ArmSpec, ros: bool) -> None:
 
 def arm_hint(spec: ArmSpec, face) -> str:
     ways, resets = [], []
-    if sys.stdin is not None and sys.stdin.isatty():
+    if spec.terminal_keys and sys.stdin is not None and sys.stdin.isatty():
         ways.append(f"key {spec.arm_key!r}")
         resets.append(f"key {spec.reset_key!r}")
     if spec.gamepad and spec.arm_button is not None:

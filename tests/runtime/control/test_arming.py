@@ -443,3 +443,37 @@ def test_an_input_that_would_silently_not_exist_is_refused(args, flag):
         check_arm_spec(ArmSpec(**args), ros=False)
     check_arm_spec(ArmSpec(gamepad="/dev/input/js0", **{k: v for k, v in args.items() if k != "ros_estop_period"}),
                    ros=True)  # with its device, fine
+
+
+def test_a_keyboard_take_over_has_the_terminal_to_itself_and_a_disarmed_start_needs_another_way_to_arm():
+    """Review finding (issue 30): the drive's terminal keys and the keyboard take-over read the one terminal, and the
+    arm keys took the person's keys (a: left armed, d: right disarmed, space: stop latched the e-stop)."""
+    from runtime.control.arm_sources import open_arm_sources
+    from runtime.control.arming import ArmSpec
+    from runtime.control.session import arm_spec_beside_takeover
+    from runtime.recording.takeover import TakeoverSpec
+    from runtime.teleop.keyboard import KeyboardTeleop
+
+    keyboard_takeover = TakeoverSpec("keyboard", "continuous")
+    with pytest.raises(ValueError, match="--start-disarmed with --teleop keyboard.*--arm-gpio"):
+        arm_spec_beside_takeover(ArmSpec(start_disarmed=True), keyboard_takeover, ros=False)
+    assert arm_spec_beside_takeover(ArmSpec(start_disarmed=True, arm_gpio="/sys/x"), keyboard_takeover, False)
+    assert arm_spec_beside_takeover(ArmSpec(), TakeoverSpec("joystick:/dev/input/js0", "continuous"), False) \
+        == ArmSpec()  # another device leaves the terminal's keys on
+    arm = arm_spec_beside_takeover(ArmSpec(), keyboard_takeover, ros=False)
+    master, slave = pty.openpty()
+    authority = MotionAuthority(armed=True)
+    sources = open_arm_sources(arm, authority, stdin_fd=slave)
+    keyboard = KeyboardTeleop(os.ttyname(slave)).open((0.5, 0.4, 1.0))
+    try:
+        assert not any(isinstance(s, KeySource) for s in sources)
+        os.write(master, b"wwad  ")
+        time.sleep(0.1)
+        moves = [e for e in keyboard.poll(time.monotonic()) if e.kind == "move"]
+        assert len(moves) == 6 and authority.armed and authority.state != ESTOP
+    finally:
+        keyboard.close()
+        for source in sources:
+            source.close()
+        os.close(master)
+        os.close(slave)
