@@ -20,7 +20,10 @@ processes spinning through both (another program, or a drive's inference, on
 the same cores: the margin a compression leaves). Reported (stdout and
 `--json`): frames stored and the rate they were stored at, frames dropped (counted by
 the writer, stored in each episode's `dropped_frames`) and frames lost
-without a count (offered minus stored minus dropped: must be 0), the stored
+without a count (the frames due between each episode's first and last
+capture, from the file alone, minus those stored, dropped and passed over by
+a late loop (`missed`, counted): 0, or one per late tick, where a frame
+taken late reads as its slot or the next), the stored
 spacing (mean, spread, largest gap), and the control loop with and without
 recording: the time between two motor commands (p50, p99, max; the period is
 1/`--control-rate`) and the time a tick takes (p50, p99, max). The machine
@@ -162,9 +165,9 @@ def run_phase(spec: RecordingBenchSpec, frames: np.ndarray, port: str, out: Path
     return code, recorder, intervals
 
 
-def stored(out: Path) -> dict:
+def stored(out: Path, period: float) -> dict:
     """What the recording left: frames, spacing, dropped, per finished episode and the partial last one."""
-    frames, gaps, dropped, seconds = 0, [], 0, 0.0
+    frames, gaps, dropped, seconds, due = 0, [], 0, 0.0, 0
     for path in sorted(p for p in out.glob("*episode_*.h5*") if p.suffix in (".h5", ".partial")):
         with h5py.File(path, "r") as f:
             t = f["capture_time"][()]
@@ -172,8 +175,10 @@ def stored(out: Path) -> dict:
             gaps.extend(np.diff(t).tolist())
             dropped += int(f.attrs.get("dropped_frames", 0))
             seconds += float(t[-1] - t[0]) if len(t) > 1 else 0.0
+            # due: the frames one period apart that fit between its first and last capture (from the file alone)
+            due += int(round(float(t[-1] - t[0]) / period)) + 1 if len(t) else 0
     gaps = np.asarray(gaps)
-    return {"frames": frames, "episodes": len(list(out.glob("episode_*.h5"))), "dropped": dropped,
+    return {"frames": frames, "due": due, "episodes": len(list(out.glob("episode_*.h5"))), "dropped": dropped,
             "seconds_spanned": round(seconds, 2),
             "spacing_mean_s": round(float(gaps.mean()), 4) if len(gaps) else None,
             "spacing_spread_s": round(float(gaps.std()), 4) if len(gaps) else None,
@@ -200,8 +205,7 @@ def bench(spec: RecordingBenchSpec, work: Path) -> dict:
         for process in busy:
             process.join(timeout=5)
         emulator.stop()
-    files = stored(work / "rec")
-    offered = files["frames"] + rec.dropped
+    files = stored(work / "rec", 1.0 / spec.rate)
     period = 1.0 / spec.control_rate
     loop_idle, loop_rec = percentiles_ms(idle_intervals), percentiles_ms(intervals)
     result = {
@@ -210,8 +214,10 @@ def bench(spec: RecordingBenchSpec, work: Path) -> dict:
         "exit_code": code, "error": repr(rec.error) if rec.error else None,
         "stored": files,
         "rate_hz": round(1.0 / files["spacing_mean_s"], 2) if files["spacing_mean_s"] else 0.0,
-        "frames_offered": offered, "frames_dropped_counted": rec.dropped,
-        "frames_lost_uncounted": offered - files["frames"] - rec.dropped,
+        # due frames come from the stored capture times alone (each episode's span at the rate), so a frame the
+        # loop passed over without counting it shows as lost: due - stored - dropped - missed
+        "frames_due": files["due"], "frames_dropped_counted": rec.dropped, "frames_missed_counted": rec.missed,
+        "frames_lost_uncounted": files["due"] - files["frames"] - rec.dropped - rec.missed,
         "control_period_ms": round(period * 1e3, 1),
         "control_interval_ms": {"idle": loop_idle, "recording": loop_rec},
         "tick_ms": {"idle": percentiles_ms(idle.tick_seconds), "recording": percentiles_ms(rec.tick_seconds)},
@@ -229,7 +235,8 @@ def report(r: dict) -> str:
         f"recording {s['width']}x{s['height']} at {s['rate']:g} Hz for {s['seconds']:g} s "
         f"(compression {r['compression']}, control loop {s['control_rate']:g} Hz, {s['busy_cores']} core(s) kept busy)",
         f"  stored {r['stored']['frames']} frames at {r['rate_hz']:.2f} Hz; dropped (counted) "
-        f"{r['frames_dropped_counted']}, lost uncounted {r['frames_lost_uncounted']}",
+        f"{r['frames_dropped_counted']}, missed (counted) {r['frames_missed_counted']}, lost uncounted "
+        f"{r['frames_lost_uncounted']}",
         f"  spacing {r['stored']['spacing_mean_s']} s (spread {r['stored']['spacing_spread_s']}, largest gap "
         f"{r['stored']['largest_gap_s']})",
         f"  control interval ms (period {r['control_period_ms']}): idle p50 {loop['idle']['p50']} p99 "

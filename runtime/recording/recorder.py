@@ -90,6 +90,7 @@ class Recorder:
         self.move = None  # step mode: (event, started, frame, held at its start) of the running move
         self.move_last = SentCommand(ZERO, sent=False)
         self.next_frame = 0.0
+        self.missed = 0  # continuous: due frames not taken (a tick later than a frame period, a camera with none)
         self.history = CommandHistory()  # what went out and when: a continuous frame's label
         self.last_command = SentCommand(ZERO, sent=False)
         self.ended_by = "stopped"  # why recording ended: quit, N episodes, end of the camera stream, a signal
@@ -201,12 +202,18 @@ class Recorder:
         self._send(self.teleop.command(now).velocity, now)
         if now < self.next_frame:
             return
-        self.next_frame += 1.0 / self.config.rate  # due times one period apart: no drift
-        if self.next_frame < now:  # late (slow camera): no burst of frames to catch up
-            self.next_frame = now + 1.0 / self.config.rate
+        period = 1.0 / self.config.rate
+        self.next_frame += period  # due times one period apart: no drift
+        if self.next_frame < now:  # late (slow camera): no burst of frames to catch up; the passed ones counted
+            passed = int((now - self.next_frame) / period) + 1
+            self.missed += passed
+            log.debug("%d due frame(s) passed over: the loop was %.0f ms late", passed, (now - self.next_frame) * 1e3)
+            self.next_frame = now + period
         frame = self._read_frame()
         if frame is not None:
             self._append(frame, self.history.in_force(frame.stamp)[0])
+        else:
+            self.missed += 1
 
     # -- the loop ----------------------------------------------------------------------
     def tick(self, now: float) -> bool:
