@@ -22,7 +22,9 @@ loads the result (tests/train/test_lerobot_interop.py runs the real one).
   every attribute of the episode file goes into `mobile_vla/attrs` (JSON) of
   the episode's row in meta/episodes;
 - `fps` is 1 / the recordings' frame spacing (2.5 for step-mode recordings,
-  one frame per 0.4 s move; a float where it is not whole); timestamps are
+  one frame per 0.4 s move; a float where it is not whole): spacings within
+  training's 10 % are one, their median, and a measured rate within 2 % of a
+  whole number is that number (0.0998 s: 10); timestamps are
   frame_index / fps, the real capture times stay in `capture_time`.
 
 The folder appears complete or not at all (written beside it, then renamed).
@@ -42,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.atomic import atomic_directory
+from runtime.policy.driving import same_spacing
 from runtime.recording.episodes import EpisodeRecord, read_episode_record
 from train.lerobot_layout import (
     ATTRS_COLUMN,
@@ -68,6 +71,7 @@ from train.lerobot_layout import (
 )
 
 log = logging.getLogger(__name__)
+FPS_SNAP = 0.02  # a measured rate within 2 % of a whole number is that number (dataset_fps)
 VCODECS = ("libsvtav1", "h264")  # LeRobot's default (AV1) and the one every decoder has
 
 
@@ -94,13 +98,23 @@ def episode_files(folder: Path) -> list[Path]:
 
 
 def common_spacing(records: list[EpisodeRecord]) -> float:
-    """The one frame spacing of the episodes (the recorder's attribute, else the collector's 0.4 s)."""
-    spacings = sorted({round(r.frame_spacing_s, 6) for r in records})
-    if len(spacings) > 1:
+    """The one frame spacing of the episodes (the recorder's attribute, else the collector's 0.4 s): spacings that
+    agree as training's do (runtime.policy.driving.same_spacing: within 10 %; a continuous recording stores its
+    measured spacing, 0.0998 s or 0.1003 s) are one, their median."""
+    spacings = sorted(r.frame_spacing_s for r in records)
+    if not same_spacing(spacings[0], spacings[-1]):
+        shown = sorted({round(s, 4) for s in spacings})
         raise LeRobotFormatError(f"{records[0].path.parent}: episodes at different frame spacings "
-                                 f"({', '.join(f'{s:g} s' for s in spacings)}); a LeRobot dataset has one fps: "
+                                 f"({', '.join(f'{s:g} s' for s in shown)}); a LeRobot dataset has one fps: "
                                  f"export each spacing to its own dataset (python -m train.data summary shows which)")
-    return spacings[0]
+    return float(np.median(spacings))
+
+
+def dataset_fps(spacing: float) -> float | int:
+    """LeRobot's fps for a frame spacing: the whole number a measured spacing stands for when within 2 % of it
+    (0.0998 s: 10), else the exact rate (0.4 s: 2.5)."""
+    fps = 1.0 / spacing
+    return int(round(fps)) if round(fps) and abs(fps - round(fps)) <= FPS_SNAP * fps else round(fps, 6)
 
 
 def to_base_action(actions: np.ndarray) -> np.ndarray:
@@ -187,9 +201,7 @@ def export_lerobot(spec: ExportSpec, progress=None) -> dict:
 
     paths = episode_files(spec.episodes)
     records = [read_episode_record(p) for p in paths]
-    spacing = common_spacing(records)
-    fps = 1.0 / spacing
-    fps = int(round(fps)) if abs(fps - round(fps)) < 1e-9 else round(fps, 6)
+    fps = dataset_fps(common_spacing(records))
     shapes = {r.images.shape[1:] for r in records}
     if len(shapes) > 1:
         raise LeRobotFormatError(f"{spec.episodes}: frames of different sizes ({sorted(shapes)}); one camera "

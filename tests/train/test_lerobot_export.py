@@ -130,3 +130,23 @@ def test_mixed_frame_spacings_are_refused_and_nothing_is_left_behind(exported, t
     assert main(["export-lerobot", str(mixed), "--out", str(tmp_path / "lr")]) == 1
     assert "0.1 s, 0.4 s" in capsys.readouterr().err
     assert not (tmp_path / "lr").exists() and not list(tmp_path.glob(".lr*"))
+
+
+def test_measured_spacings_within_training_tolerance_are_one_dataset_at_the_rate_they_stand_for():
+    """Review finding (issue 30): continuous episodes store their measured spacing (0.0998 s, 0.1003 s), which
+    train.fit takes as one (within 10 %) and the export refused as two; a single one gave fps 10.02."""
+    from pathlib import Path
+
+    from runtime.recording.episodes import EpisodeRecord
+    from train.lerobot_export import LeRobotFormatError, common_spacing, dataset_fps
+
+    def record(spacing):
+        return EpisodeRecord(Path("rec/episode_0000.h5"), np.zeros((1, 2, 2, 3), np.uint8),
+                             np.zeros((1, 3), np.float32), "go", ["episode_start"], None, None,
+                             {"frame_spacing_s": spacing})
+
+    assert common_spacing([record(0.1003), record(0.0998)]) == pytest.approx(0.10005)
+    assert dataset_fps(0.0998) == 10 and dataset_fps(0.10005) == 10 and dataset_fps(0.4) == 2.5
+    assert dataset_fps(1 / 9.5) == 9.5  # 5 % off a whole number: the rate it is
+    with pytest.raises(LeRobotFormatError, match="0.0998 s, 0.4 s"):
+        common_spacing([record(0.0998), record(0.4)])
