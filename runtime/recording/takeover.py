@@ -55,7 +55,7 @@ from pathlib import Path
 from runtime.cli import CommandError
 from runtime.hardware import SentCommand, TeleopSource
 from runtime.policy.bundle import read_driving
-from runtime.policy.driving import same_spacing
+from runtime.policy.driving import SPACING_TOLERANCE, same_spacing
 from runtime.recording.command_history import CommandHistory
 from runtime.recording.frame_sampler import FrameSampler
 from runtime.teleop.select import SOURCES, add_joy_map_argument, open_teleop
@@ -82,10 +82,13 @@ class TakeoverSpec:
             if getattr(args, "record", None) is not None:
                 raise CommandError("--record DIR records a run with take-over: it needs --teleop SOURCE")
             return None
-        if args.mode == "step":
-            spacing = float(args.step_duration)
-        else:
-            spacing = read_driving(args.bundle).frame_spacing_s if getattr(args, "bundle", None) else 0.0
+        trained = read_driving(args.bundle).frame_spacing_s if getattr(args, "bundle", None) else 0.0
+        spacing = float(args.step_duration) if args.mode == "step" else trained
+        if args.record is not None and trained and not same_spacing(spacing, trained):
+            raise CommandError(f"--record with --step-duration {spacing:g}: the corrections would be frames "
+                               f"{spacing:g} s apart, but {args.bundle} was trained on frames {trained:g} s apart "
+                               f"(more than {SPACING_TOLERANCE:.0%} off), so train.fit would refuse to fit them with "
+                               f"its demonstrations; drive at the bundle's --step-duration to record corrections")
         return cls(args.teleop, args.mode, args.record, frame_spacing_s=spacing, joy_map=getattr(args, "joy_map", None))
 
 

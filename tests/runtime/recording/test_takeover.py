@@ -104,3 +104,22 @@ def test_the_run_is_numbered_after_a_crashed_runs_partial_file(tmp_path, monkeyp
 def test_recording_needs_the_trained_spacing():
     with pytest.raises(ValueError, match="frame_spacing_s must be the policy's trained frame spacing"):
         Takeover(Hand(), TakeoverSpec("hand", "continuous", record=Path("runs")))
+
+
+def test_recording_corrections_at_another_step_spacing_than_the_bundles_is_refused_before_the_drive(tiny_bundle_dir,
+                                                                                                       tmp_path):
+    """Review finding (issue 30): --step-duration 0.2 on a bundle trained 0.4 s apart drove, recorded, and only
+    train.fit refused the corrections afterwards (the drive's own check allows 1.5x; the data 10 %)."""
+    from runtime.cli import CommandError
+    from runtime.policy.bundle import read_driving
+
+    trained = read_driving(tiny_bundle_dir).frame_spacing_s
+
+    def args(step, record):
+        return SimpleNamespace(teleop="keyboard", record=record, mode="step", step_duration=step,
+                               bundle=str(tiny_bundle_dir), joy_map=None)
+
+    with pytest.raises(CommandError, match=f"--step-duration {trained / 2:g}.*{trained:g} s apart"):
+        TakeoverSpec.from_args(args(trained / 2, tmp_path / "runs"))
+    assert TakeoverSpec.from_args(args(trained * 1.05, tmp_path / "runs")).frame_spacing_s == trained * 1.05
+    assert TakeoverSpec.from_args(args(trained / 2, None)).frame_spacing_s == trained / 2  # not recorded: any
