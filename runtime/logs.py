@@ -81,11 +81,23 @@ class LiveLine:
     def _out(self):
         return self.stream or sys.stderr
 
+    def columns(self) -> int | None:
+        """The terminal's width, None when the stream is no terminal (a file, a pipe: nothing wraps there)."""
+        try:
+            return os.get_terminal_size(self._out().fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            return None
+
     def show(self, text: str) -> None:
+        """Draw `text` in place, cut to the terminal's width: a line that wraps cannot be redrawn with a carriage
+        return, and every redraw would scroll the screen by a line (an 80-column SSH terminal, 5 redraws a second)."""
         if not self.enabled:
             return
         with LiveLine._lock:
             self.text = text
+            width = self.columns()
+            if width and len(text) > width - 1:  # the last column left free: some terminals wrap on it
+                text = text[: max(width - 4, 0)] + "..."
             self._out().write("\r" + text + " " * max(0, self._width - len(text)))  # no tail of a longer line
             self._out().flush()
             self._width = len(text)

@@ -36,3 +36,29 @@ def test_an_event_on_another_stream_leaves_the_status_line_alone():
     finally:
         setup_logging("info")
     assert terminal.getvalue() == "\ridle\n" and journal.getvalue() == "saved episode_0000.h5\n"
+
+
+def test_a_status_line_wider_than_the_terminal_is_cut_so_a_redraw_never_scrolls():
+    """Review finding (issue 30): the recorder's line is 96-164 characters; on an 80-column SSH terminal it wrapped,
+    and each redraw (\\r returns to the start of the last row only) scrolled the screen by a line."""
+    import fcntl
+    import os
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))  # a 40-column terminal
+    terminal = os.fdopen(slave, "w")
+    try:
+        line = LiveLine(stream=terminal)
+        assert line.columns() == 40
+        text = "recording | episode 3 | 42 frames 10.0 Hz | cmd +0.50 +0.00 +0.00 | 12.3 GB free"
+        line.show(text)
+        line.show(text.replace("42", "43"))
+        drawn = os.read(master, 4096).decode().replace("\r\n", "\n").split("\r")
+        assert [len(d) for d in drawn if d] == [39, 39] and drawn[-1].endswith("...")
+        assert line.text == text.replace("42", "43")  # the whole text is kept: a wider terminal gets it all
+    finally:
+        terminal.close()
+        os.close(master)
+    assert LiveLine(stream=io.StringIO()).columns() is None  # a file or a pipe: nothing to cut

@@ -42,6 +42,7 @@ def test_section_6_word_for_word_refits_on_the_corrections_at_the_trained_spacin
         if mode == "continuous":
             assert np.median(np.diff(f["capture_time"][()])) == pytest.approx(trained, abs=0.06)
         taken = int(f["intervention"][()].sum())
+        assert taken > 0 and f.attrs["takeovers"] >= 1  # the expert took over: there are corrections to fit on
     # then, as section 6 says
     summary = run_python("-m", "train.data", "summary", str(runs))
     assert summary.returncode == 0 and f"intervention {taken} of " in summary.stdout
