@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections import deque
 from functools import partial
@@ -70,6 +71,7 @@ class EpisodeFiles:
         self.config = config
         self.saved: list[Path] = []
         self._closing: list = []  # (writer, future, duration, why) of episodes being written out
+        self._discarding: threading.Thread | None = None  # the discarded episode's queue emptied and file deleted
         self.discarded = 0
         self.dropped = 0  # frames the writer could not take, over the whole run
         self.index = 0  # the number the next episode gets
@@ -105,6 +107,7 @@ class EpisodeFiles:
 
     # -- the open episode --------------------------------------------------------------
     def open(self, instruction: str) -> Path:
+        self._discarded_gone()  # the number a discarded episode had is recorded again: its file must be gone
         config = self.config
         path = config.out / EPISODE_NAME.format(self.index)
         attrs = dict(config.attrs, recording_mode=config.mode, frame_spacing_s=config.frame_spacing_s,
@@ -150,11 +153,20 @@ class EpisodeFiles:
         self.index = next_episode_number(self.config.out)
 
     def discard(self) -> None:
-        """The open episode deleted: its number is recorded again."""
+        """The open episode deleted behind the loop (its queue may hold half a second of frames to write first, and
+        the loop must send its zero now): its number is recorded again, once the file is gone."""
         writer, self.writer = self.writer, None
-        writer.abandon(keep=False)
+        self._discarded_gone()
+        self._discarding = threading.Thread(target=writer.abandon, kwargs={"keep": False},
+                                            name=f"discard:{writer.path.name}", daemon=True)
+        self._discarding.start()
         self.discarded += 1
         log.info("discarded %s (%d frames): recording it again", writer.path.name, writer.frames)
+
+    def _discarded_gone(self) -> None:
+        if self._discarding is not None:
+            self._discarding.join()
+            self._discarding = None
 
     def keep_partial(self) -> None:
         """A signal or an error mid-episode: its frames stay, marked partial, under a name no run reuses."""
@@ -174,6 +186,8 @@ class EpisodeFiles:
     # -- the episodes being written out -------------------------------------------------
     def reap(self, wait: bool = False) -> None:
         """Episodes whose writing finished: saved, or (a write error) kept partial and the error raised."""
+        if wait:
+            self._discarded_gone()
         failed = None
         for item in list(self._closing):
             writer, future, duration, why = item

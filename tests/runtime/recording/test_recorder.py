@@ -430,3 +430,54 @@ def test_due_frames_a_late_loop_passes_over_are_counted_so_nothing_is_lost_witho
     # within one frame: the frame taken late fills the slot it was due in or, read from its stamps, the next one
     assert abs(files["due"] - (files["frames"] + recorder.dropped + recorder.missed)) <= 1
     assert files["due"] - files["frames"] >= 3  # what the late tick cost, visible from the file alone
+
+
+def test_a_discard_never_holds_the_loop_while_the_writer_empties_its_queue_and_its_number_is_recorded_again(
+        tmp_path, monkeypatch):
+    """Review finding (issue 30): discarding waited in the loop's tick for the writer to write out its queue (up to
+    16 frames at 33-164 ms each) before the zero went out. Here the writer takes 0.6 s to let go of the episode."""
+    from runtime.recording.background_writer import BackgroundWriter
+    from sim.world import SimMotor
+
+    slow_abandon = BackgroundWriter.abandon
+
+    def abandon(self, keep=True, **attrs):
+        time.sleep(0.6)
+        return slow_abandon(self, keep, **attrs)
+
+    monkeypatch.setattr(BackgroundWriter, "abandon", abandon)
+
+    class Timed(Recorder):
+        discard_tick = None  # how long the tick that discarded took
+
+        def tick(self, now):
+            started, before = time.monotonic(), self.files.discarded
+            try:
+                return super().tick(now)
+            finally:
+                if self.files.discarded > before:
+                    Timed.discard_tick = time.monotonic() - started
+
+    world = SimWorld(random_layout(3))
+    master, slave = os.openpty()
+    keyboard = KeyboardTeleop(os.ttyname(slave)).open(TOP)
+    config = RecordConfig(out=tmp_path / "rec", mode="continuous", rate=10, episodes=1, status=False,
+                          min_free_gb=0.0, reset_seconds=0.0)
+    recorder = Timed(world.camera(64, 36), SimMotor(world).connect(), keyboard, SafetyGate(SafetyConfig()), config)
+    try:
+        thread, result = start(recorder)
+        for key in b"rrrrr" + b"u":  # turn for half a second, then discard
+            os.write(master, bytes([key]))
+            time.sleep(0.1)
+        time.sleep(0.2)
+        for key in b"nrrrrr" + b"m":  # the same number again
+            os.write(master, bytes([key]))
+            time.sleep(0.1)
+        thread.join(timeout=10)
+        assert result.get("code") == 0
+    finally:
+        keyboard.close()
+        os.close(master)
+        os.close(slave)
+    assert recorder.files.discarded == 1 and Timed.discard_tick < 0.2  # the zero goes out, the writer lets go later
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["episode_0000.h5"]
