@@ -17,8 +17,8 @@ ends (runtime/recording/episode_writer.py): a crash or a kill leaves every
 finished episode and the partial one, which no later run opens for writing.
 A saved episode is written out and renamed on a thread of its own while the
 loop goes on; a discarded one is deleted and its number recorded again.
-`check_disk` stops recording with the episode saved before the disk holds
-less than `min_free_gb`, and `check_writer` hands over a write that failed
+`check_disk` stops recording (the episode kept as a partial file) before the
+disk holds less than `min_free_gb`, and `check_writer` hands over a write that failed
 anyway (the disk filled from elsewhere), the frame named.
 """
 

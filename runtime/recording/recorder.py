@@ -24,7 +24,7 @@ episodes a reset period keeps the motors at zero while the scene is reset.
 The episodes' files are runtime/recording/episode_files.py's: frames written
 behind the loop (a frame the writer cannot take is dropped, counted, shown on
 the status line), each episode a hidden partial file renamed when it ends,
-recording stopped with the episode saved before the disk is full; motors end
+recording stopped before the disk is full (the episode kept as a partial file, exit 1); motors end
 at zero. What the person sees and types (the legend, the status line, each
 episode's instruction) is runtime/recording/recording_screen.py's.
 """
@@ -65,7 +65,7 @@ class RecordConfig:
     camera_timeout: float = DriveConfig.camera_timeout  # s a camera read may wait
     compression: str | None = None  # frames: gzip, gzip:N, lzf, none (episode_writer.frame_compression); None: what
     #                                 the frame spacing affords (gzip in step mode, lzf at 10 Hz: default_compression)
-    min_free_gb: float = 1.0  # GB: recording stops (the episode saved) before the disk holds less than this
+    min_free_gb: float = 1.0  # GB: recording stops (the episode kept partial, exit 1) before less is free
     status: bool = True  # one live status line on stderr
     attrs: dict = field(default_factory=dict)  # stored on every episode (source, camera, motor, speeds)
 
