@@ -4,7 +4,8 @@ What lives here
     bundle.py (the export's folder: load, check, verify; its driving record in driving.py), prompt.py (the one
     prompt layout), preprocess.py (the one image preprocessing), engines.py (a bundle's TensorRT engines),
     backends/ (ONNX Runtime and TensorRT runners behind one interface), onboard.py (`Policy`: frame -> vision ->
-    language -> ring of ACT features -> head), behaviours.py (chunking, snapping, ensembles wrapped around a
+    language -> ring of ACT features -> head; the ring keeps frames by frame_sampler.py's rule, which take-over
+    recordings share), behaviours.py (chunking, snapping, ensembles wrapped around a
     policy), async_chunks.py (--async: play a chunk while the next is inferred), remote.py + wire.py (the same
     `infer` served by a policy server), select.py (`PolicySpec`, `--bundle/--backend/...`, `open_policy`).
 

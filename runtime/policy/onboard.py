@@ -43,6 +43,7 @@ import numpy as np
 
 from runtime.hardware import Frame
 from runtime.policy.bundle import Bundle, BundleError
+from runtime.policy.frame_sampler import FrameSampler
 from runtime.policy.preprocess import preprocess_with
 from runtime.policy.prompt import build_prompt, manifest_layout
 
@@ -108,27 +109,21 @@ def check_frame_spacing(spacing_s: float, mode: str, step_duration_s: float) -> 
                           f"{spacing_s:g}")
 
 
-class RingPacer:
-    """Which frames enter the ring: the one nearest each due time, one `spacing_s` after the previous entry."""
+class RingPacer(FrameSampler):
+    """Which frames enter the ring: the one nearest each due time, one `spacing_s` after the previous entry
+    (runtime/policy/frame_sampler.py), their capture times kept and a gap the model never saw warned about."""
 
     def __init__(self, spacing_s: float):
-        self.spacing_s = spacing_s
-        self._due: float | None = None
-        self._last_stamp: float | None = None
+        super().__init__(spacing_s)
         self.entries: list[float] = []  # capture times of the entries since reset (the newest 64)
 
     def reset(self) -> None:
-        self._due = self._last_stamp = None
+        super().reset()
         self.entries.clear()
 
     def take(self, stamp: float) -> bool:
-        period = self.spacing_s if self._last_stamp is None else max(stamp - self._last_stamp, 0.0)
-        self._last_stamp = stamp
-        # a frame within half a frame period of the due time is the nearest one to it: take it
-        if self._due is not None and stamp < self._due - min(period, self.spacing_s) / 2:
+        if not super().take(stamp):
             return False
-        behind = self._due is None or stamp - self._due >= self.spacing_s  # the first frame, or a long stall
-        self._due = stamp + self.spacing_s if behind else self._due + self.spacing_s
         self.entries = self.entries[-63:] + [stamp]
         if len(self.entries) > 1:
             gap = self.entries[-1] - self.entries[-2]

@@ -4,7 +4,7 @@ What lives here
     episodes.py (the episode reader: both collectors' layouts), episode_writer.py (a hidden partial file renamed
     when the episode ends, never reopened; the numbering; frame compression; a full disk as an error),
     background_writer.py (a writer thread so the loop never waits on the disk: frames it cannot take are dropped and
-    counted), frame_sampler.py (frames kept one spacing apart), command_history.py (the label a frame gets),
+    counted), command_history.py (the label a frame gets),
     episode_files.py (`EpisodeFiles`: a recording's episodes as files: the folder numbered, the open episode's
     frames labelled and handed to its writer, saved, discarded or kept partial, those being written out reaped, the
     free disk watched), recording_screen.py (`RecordingScreen`: what the person recording sees and types: the

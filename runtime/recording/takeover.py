@@ -15,7 +15,7 @@ spacing the policy was trained on, so a correction trains the next policy
 (docs/recording.md section 6):
 - continuous mode: of the frames the inference thread takes, those one
   trained spacing apart (the bundle's `driving.frame_spacing_s`, kept by
-  runtime/recording/frame_sampler.py, the ring's rule); the action stored is
+  runtime/policy/frame_sampler.py, the ring's rule); the action stored is
   the command in force at the frame's capture; `frame_spacing_s` is the
   measured mean spacing (and `frame_spacing_spread_s` its spread), warned
   about when it is not the trained one (inference slower than the spacing);
@@ -56,8 +56,8 @@ from runtime.cli import CommandError
 from runtime.hardware import SentCommand, TeleopSource
 from runtime.policy.bundle import read_driving
 from runtime.policy.driving import SPACING_TOLERANCE, same_spacing
+from runtime.policy.frame_sampler import FrameSampler
 from runtime.recording.command_history import CommandHistory
-from runtime.recording.frame_sampler import FrameSampler
 from runtime.teleop.select import SOURCES, add_joy_map_argument, open_teleop
 
 log = logging.getLogger(__name__)

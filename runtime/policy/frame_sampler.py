@@ -9,17 +9,19 @@ Due times step by exactly the spacing from the first frame kept (no drift), and
 the frame nearest each due time is kept: one arriving within half a frame
 period before it counts as on time. After a gap of more than one spacing (the
 camera or the inference stalled) the schedule starts again from the next frame.
-The drive's ring of features keeps its frames by the same rule
-(runtime/policy/onboard.py, `RingPacer`), so a take-over recording at the
-bundle's spacing holds frames the way the model saw them; the recorder's
-continuous mode reads the camera on the same kind of schedule
-(runtime/recording/recorder.py).
+The drive's ring of features keeps its frames by this rule (runtime/policy/
+onboard.py, `RingPacer`, a FrameSampler), and so does a take-over recording at
+the bundle's spacing (runtime/recording/takeover.py): it holds frames the way
+the model saw them. The recorder's continuous mode reads the camera on the
+same kind of schedule (runtime/recording/recorder.py).
 """
 
 from __future__ import annotations
 
 
 class FrameSampler:
+    """The frame nearest each due time, one `spacing_s` after the previous one kept."""
+
     def __init__(self, spacing_s: float):
         if not spacing_s > 0:
             raise ValueError(f"frame spacing must be > 0 s, got {spacing_s!r}")
