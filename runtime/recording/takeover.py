@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -58,6 +59,7 @@ from runtime.policy.bundle import read_driving
 from runtime.policy.driving import SPACING_TOLERANCE, same_spacing
 from runtime.policy.frame_sampler import FrameSampler
 from runtime.recording.command_history import CommandHistory
+from runtime.recording.recorder import RecordConfig
 from runtime.teleop.select import SOURCES, add_joy_map_argument, open_teleop
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ class TakeoverSpec:
     frame_spacing_s: float = 0.0  # continuous: the trained spacing (the bundle's); step: the step duration. Needed
     #                               to record; from_args reads it from the bundle
     joy_map: str | None = None  # --joy-map: a gamepad's layout (runtime.teleop.select.GAMEPAD_MAPS or a JSON file)
+    min_free_gb: float = RecordConfig.min_free_gb  # GB: the run's recording stops (its episode saved; the drive goes
+    #                                                on) before less is free: the recorder's --min-free-gb
     source: TeleopSource | None = field(default=None, compare=False)  # a caller's own device (the simulator's
     #                                                                    scripted person), opened here; else --teleop
 
@@ -89,13 +93,17 @@ class TakeoverSpec:
                                f"{spacing:g} s apart, but {args.bundle} was trained on frames {trained:g} s apart "
                                f"(more than {SPACING_TOLERANCE:.0%} off), so train.fit would refuse to fit them with "
                                f"its demonstrations; drive at the bundle's --step-duration to record corrections")
-        return cls(args.teleop, args.mode, args.record, frame_spacing_s=spacing, joy_map=getattr(args, "joy_map", None))
+        return cls(args.teleop, args.mode, args.record, frame_spacing_s=spacing, joy_map=getattr(args, "joy_map", None),
+                   min_free_gb=getattr(args, "min_free_gb", cls.min_free_gb))
 
 
 def add_takeover_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--teleop", help=f"a person may take over with this device while it is held: {SOURCES}")
     ap.add_argument("--record", type=Path, help="with --teleop: record the run as an episode in this folder, each "
                                                 "frame tagged policy or intervention, at the bundle's frame spacing")
+    ap.add_argument("--min-free-gb", type=float, default=TakeoverSpec.min_free_gb,
+                    help="with --record: the run's recording stops (its episode saved, the drive goes on) before the "
+                         "disk holds less than this")
     add_joy_map_argument(ap)
 
 
@@ -115,6 +123,8 @@ class Takeover:
         self._pending = None  # step mode: the frame waiting for the move that follows it
         self._last_stamp: float | None = None  # capture time of the newest frame kept
         self.writer = None
+        self._saving = None  # (writer, future) of the run's episode saved early (the disk's reserve reached)
+        self._disk_at = -float("inf")
         self.holding = False
         self.interventions = 0  # control ticks the person drove
         self.takeovers = 0  # times the person took control
@@ -144,10 +154,12 @@ class Takeover:
                 and frame.stamp - self._last_stamp < self.spec.frame_spacing_s - DUE_SLACK_S):
             return  # the person drives: one frame per step spacing, as a step-mode recording takes one per move
         self._last_stamp = frame.stamp
-        if self.spec.record is None:
+        if self.spec.record is None or self._saving is not None:
             return
         if self.writer is None:
             self._open()
+        elif self._disk_low(frame.stamp):
+            return self._stop_recording()
         if self.spec.mode == "step":
             if self._pending is not None:
                 previous = self._pending
@@ -181,11 +193,29 @@ class Takeover:
                                                compression=compression), path=path)  # the file made on its thread
         log.info("recording the run into %s (frames %g s apart, %s)", path, self.spec.frame_spacing_s, compression)
 
-    def _spacing_attrs(self) -> dict:
+    def _disk_low(self, now: float) -> bool:
+        """Whether the record folder's disk has fallen under `min_free_gb` (looked at once a second)."""
+        if now - self._disk_at < 1.0:
+            return False
+        self._disk_at = now
+        self.free_gb = shutil.disk_usage(self.spec.record).free / 1e9
+        return self.free_gb < self.spec.min_free_gb
+
+    def _stop_recording(self) -> None:
+        """The reserve reached: the run's episode is saved behind the inference thread with the frames so far, and
+        nothing more is recorded; the drive goes on (a full disk never stops the robot's loop)."""
+        log.warning("%s: %.2f GB free, under %g GB: the run's recording stops here (its %d frames saved); the drive "
+                    "goes on", self.spec.record, self.free_gb, self.spec.min_free_gb, self.writer.frames)
+        self._pending = None  # its move is still running: no label for it
+        writer, self.writer = self.writer, None
+        self._saving = (writer, writer.finish_later(takeovers=self.takeovers, **self._spacing_attrs(writer)))
+
+    def _spacing_attrs(self, writer=None) -> dict:
         """Continuous: the measured spacing and its spread (warned about when it is not the trained one)."""
-        if self.spec.mode == "step" or self.writer.frames < 2:
+        writer = writer or self.writer
+        if self.spec.mode == "step" or writer.frames < 2:
             return {}
-        mean, spread = self.writer.spacing()
+        mean, spread = writer.spacing()
         if not same_spacing(mean, self.spec.frame_spacing_s):
             log.warning("the run's frames are %.3f s apart on average, the policy was trained on %g s: the frames "
                         "came slower than the spacing (inference or camera); training refuses to mix them",
@@ -195,6 +225,13 @@ class Takeover:
     def close(self) -> None:
         """Save the run's episode (the last step-mode frame with the move sent after it) and release the device."""
         try:
+            if self._saving is not None:
+                writer, future = self._saving
+                try:
+                    log.info("saved the run: %s, %d frames, %d take-over(s) (recording stopped early: the disk)",
+                             future.result(), writer.frames, self.takeovers)
+                except OSError as e:
+                    log.error("the run's episode could not be saved: %s (kept: %s)", e, writer.abandon(keep=True))
             if self.writer is not None:
                 if self._pending is not None:
                     action, person = self.history.move_between(self._pending.stamp, float("inf"))

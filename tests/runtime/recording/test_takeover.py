@@ -123,3 +123,27 @@ def test_recording_corrections_at_another_step_spacing_than_the_bundles_is_refus
         TakeoverSpec.from_args(args(trained / 2, tmp_path / "runs"))
     assert TakeoverSpec.from_args(args(trained * 1.05, tmp_path / "runs")).frame_spacing_s == trained * 1.05
     assert TakeoverSpec.from_args(args(trained / 2, None)).frame_spacing_s == trained / 2  # not recorded: any
+
+
+def test_the_runs_recording_stops_at_the_disks_reserve_with_its_frames_saved_and_the_drive_goes_on(
+        tmp_path, monkeypatch, caplog):
+    """Review finding (issue 30): the take-over's recording had no reserve: a full disk surfaced as a write error in
+    the inference thread and stopped the drive. Now under --min-free-gb the run's episode is saved with what it has
+    and the drive goes on unrecorded."""
+    checks = []
+
+    def disk_usage(path):
+        checks.append(path)
+        return SimpleNamespace(free=2e9 if len(checks) < 4 else 0.5e9)  # the fourth look (at 3 s) finds 0.5 GB
+
+    monkeypatch.setattr(takeover_module, "shutil", SimpleNamespace(disk_usage=disk_usage))
+    hand = Hand()
+    spec = TakeoverSpec("hand", "continuous", record=tmp_path / "runs", frame_spacing_s=0.4, min_free_gb=1.0)
+    takeover = Takeover(hand, spec)
+    drive(takeover, hand, seconds=8, frame_every=0.05, held=(1.0, 2.0), monkeypatch=monkeypatch)
+    ep = episode(tmp_path / "runs")
+    assert ep["attrs"]["complete"] and ep["attrs"]["takeovers"] == 1
+    assert ep["t"].max() <= 3.1 and len(ep["t"]) == 8  # 0.0-2.8 s, nothing after the reserve was reached
+    assert len(checks) == 4  # once a second, and no more once recording stopped
+    assert "the run's recording stops here" in caplog.text and "the drive goes on" in caplog.text
+    assert takeover.interventions > 0  # the person's control was never the recording's to stop
