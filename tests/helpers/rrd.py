@@ -19,12 +19,17 @@ def rrd_entities(path) -> dict:
 
 
 def column(batches, name: str, by: str | None = None) -> list:
-    """One component's values over the batches, in file order, or ordered by the timeline `by`."""
+    """One component's values over the batches, in file order, or ordered by the timeline `by` (a batch without
+    that timeline keeps its place in the file). Durations (a timeline, a stored time) come as nanoseconds."""
     import pyarrow as pa  # noqa: PLC0415  comes with rerun-sdk
 
-    values = pa.concat_arrays([b.column(b.schema.get_field_index(name)) for b in batches]).to_pylist()
-    if by is None:
-        return values
-    keys = pa.concat_arrays([b.column(b.schema.get_field_index(by)) for b in batches])
-    keys = (keys.cast(pa.int64()) if pa.types.is_duration(keys.type) else keys).to_pylist()  # ns, not timedelta
-    return [v for _, v in sorted(zip(keys, values), key=lambda kv: kv[0])]
+    def plain(array) -> list:
+        return (array.cast(pa.int64()) if pa.types.is_duration(array.type) else array).to_pylist()
+
+    rows: list = []
+    for b in batches:
+        values = plain(b.column(b.schema.get_field_index(name)))
+        keys = (plain(b.column(b.schema.get_field_index(by))) if by in b.schema.names
+                else range(len(rows), len(rows) + len(values)))
+        rows.extend(zip(keys, values))
+    return [v for _, v in (rows if by is None else sorted(rows, key=lambda kv: kv[0]))]

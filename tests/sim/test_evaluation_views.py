@@ -4,24 +4,9 @@ the best and the worst episode as MP4s beside the trajectory PNG."""
 import numpy as np
 import pytest
 
+from tests.helpers.rrd import column, rrd_entities
+
 SIZE = dict(width=128, height=72)
-
-
-def rrd_entities(path):
-    from rerun.chunk import RrdReader
-
-    out = {}
-    for chunk in RrdReader(path).stream():
-        out.setdefault(chunk.entity_path, []).append(chunk.to_record_batch())
-    return out
-
-
-def column(batches, name):
-    rows = []
-    for b in batches:
-        frames = b.column(b.schema.get_field_index("frame")).to_pylist()
-        rows.extend(zip(frames, b.column(b.schema.get_field_index(name)).to_pylist()))
-    return [v for _, v in sorted(rows, key=lambda r: r[0])]
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +45,21 @@ def test_every_episode_is_on_the_timeline_with_the_frames_the_policy_saw_and_the
     out = log_rollouts(str(tmp_path / "eval.rrd"), policy, expert, spacing=0.4, **SIZE)
     entities = rrd_entities(out)
     steps = [r.steps for r in policy]
-    images = column(entities["/camera/image"], "EncodedImage:blob")
+    images = column(entities["/camera/image"], "EncodedImage:blob", by="frame")
     assert len(images) == sum(steps)
     k = steps[0] + 2  # room 1, its third move: the frame rendered at that pose with the rollout's noise seed
     seen = render(policy[1].layout, policy[1].poses[2], seed=policy[1].seed * 1000 + 2, **SIZE)
     logged = cv2.imdecode(np.frombuffer(bytes(images[k][0]), np.uint8), cv2.IMREAD_COLOR)
     assert np.abs(logged.astype(int) - seen).mean() < 4
-    actions = [v[0] for v in column(entities["/action/linear_x"], "Scalars:scalars")]
+    actions = [v[0] for v in column(entities["/action/linear_x"], "Scalars:scalars", by="frame")]
     assert actions == pytest.approx([float(a[0]) for r in policy for a in r.actions])
-    robot = column(entities["/map/robot"], "Points2D:positions")
+    robot = column(entities["/map/robot"], "Points2D:positions", by="frame")
     assert len(robot) == sum(steps)
     x, y = robot[k][0]
     assert (x, policy[1].layout.size[1] - y) == pytest.approx(policy[1].poses[2][:2], abs=1e-5)  # y flipped for 2D
-    assert len(column(entities["/map/room"], "Boxes2D:centers")) == 3  # one room per episode
-    assert len(column(entities["/map/expert"], "LineStrips2D:strips")) == 3
-    ends = [t[0] for t in column(entities["/events"], "TextLog:text") if ": " in t[0] and "after" in t[0]]
+    assert len(column(entities["/map/room"], "Boxes2D:centers", by="frame")) == 3  # one room per episode
+    assert len(column(entities["/map/expert"], "LineStrips2D:strips", by="frame")) == 3
+    ends = [t[0] for t in column(entities["/events"], "TextLog:text", by="frame") if ": " in t[0] and "after" in t[0]]
     assert ends == [f"room {i}: {'success' if r.success else 'collision' if r.collided else r.ended_by} after "
                     f"{r.steps} moves" if r.ended_by != "stop" or r.success else
                     f"room {i}: stopped outside the goal after {r.steps} moves" for i, r in enumerate(policy)]
@@ -107,4 +92,5 @@ def test_sim_evaluate_rerun_on_a_bundle(tiny_bundle_dir, tmp_path):
     assert report["rerun"] == str(tmp_path / "e.rrd")
     assert (tmp_path / "e-best.mp4").is_file() and (tmp_path / "e-worst.mp4").is_file()
     steps = [r["mean_steps"] for r in report["results"] if r["policy"] == "policy"][0] * 2
-    assert len(column(rrd_entities(tmp_path / "e.rrd")["/camera/image"], "EncodedImage:blob")) == round(steps)
+    images = column(rrd_entities(tmp_path / "e.rrd")["/camera/image"], "EncodedImage:blob", by="frame")
+    assert len(images) == round(steps)

@@ -4,30 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_python
-
-
-def rrd_entities(path):
-    """{entity path: [record batches]} of an .rrd, read with Rerun's own reader (rerun.chunk.RrdReader)."""
-    from rerun.chunk import RrdReader
-
-    out = {}
-    for chunk in RrdReader(path).stream():
-        out.setdefault(chunk.entity_path, []).append(chunk.to_record_batch())
-    return out
-
-
-def column(batches, name):
-    """One column of an entity's chunks in timeline order (the `frame` sequence when the chunks have it)."""
-    import pyarrow as pa
-
-    rows = []
-    for b in batches:
-        values = b.column(b.schema.get_field_index(name))
-        values = (values.cast(pa.int64()) if pa.types.is_duration(values.type) else values).to_pylist()  # ns
-        order = (b.column(b.schema.get_field_index("frame")).to_pylist() if "frame" in b.schema.names
-                 else list(range(len(values))))
-        rows.extend(zip(order, values))
-    return [v for _, v in sorted(rows, key=lambda r: r[0])]
+from tests.helpers.rrd import column, rrd_entities
 
 
 def test_a_recorded_episode_viewed_as_rrd_has_its_frames_actions_and_instruction_on_the_timeline(sim_recording,
@@ -44,7 +21,7 @@ def test_a_recorded_episode_viewed_as_rrd_has_its_frames_actions_and_instruction
     assert f"{out}: 1 episode(s)" in proc.stdout
     entities = rrd_entities(out)
     frames = len(record.images)
-    images = column(entities["/camera/image"], "EncodedImage:blob")
+    images = column(entities["/camera/image"], "EncodedImage:blob", by="frame")
     assert len(images) == frames >= 5
     first = cv2.imdecode(np.frombuffer(bytes(images[0][0]), np.uint8), cv2.IMREAD_COLOR)
     last = cv2.imdecode(np.frombuffer(bytes(images[-1][0]), np.uint8), cv2.IMREAD_COLOR)
@@ -52,13 +29,14 @@ def test_a_recorded_episode_viewed_as_rrd_has_its_frames_actions_and_instruction
     assert np.abs(last.astype(int) - record.images[-1]).mean() < 4
     assert np.abs(last.astype(int) - record.images[0]).mean() > 8  # ... and not another one
     for axis, name in enumerate(("linear_x", "linear_y", "angular_z")):
-        logged = [v[0] for v in column(entities[f"/action/{name}"], "Scalars:scalars")]
+        logged = [v[0] for v in column(entities[f"/action/{name}"], "Scalars:scalars", by="frame")]
         assert logged == pytest.approx(record.actions[:, axis].tolist(), abs=1e-6)
-    assert column(entities["/instruction"], "TextDocument:text") == [[record.instruction]]
-    assert column(entities["/camera/image"], "frame") == list(range(frames))  # one step of the timeline per frame
-    seconds = [t / 1e9 for t in column(entities["/camera/image"], "time")]  # Rerun's durations are nanoseconds
+    assert column(entities["/instruction"], "TextDocument:text", by="frame") == [[record.instruction]]
+    # one step of the timeline per frame, at its capture time (Rerun's durations are nanoseconds)
+    assert column(entities["/camera/image"], "frame", by="frame") == list(range(frames))
+    seconds = [t / 1e9 for t in column(entities["/camera/image"], "time", by="frame")]
     assert seconds == pytest.approx(record.times().tolist(), abs=1e-6)  # at their capture times
-    arrows = column(entities["/camera/image/action"], "Arrows2D:vectors")
+    arrows = column(entities["/camera/image/action"], "Arrows2D:vectors", by="frame")
     moving = int(np.argmax(np.abs(record.actions[:, 0]) > 0))
     assert arrows[moving][0][1] == pytest.approx(-0.4 * 144 * record.actions[moving, 0]
                                                  / np.abs(record.actions[:, :2]).max(), rel=1e-4)  # forward is up
@@ -79,15 +57,15 @@ def test_a_folder_is_one_timeline_with_episode_markers_and_take_over_segments(si
     assert out["episodes"] == 2
     entities = rrd_entities(out["rrd"])
     first = out["frames"] - len(flags)
-    assert column(entities["/camera/image"], "frame") == list(range(out["frames"]))
-    taken = [v[0] for v in column(entities["/takeover"], "Scalars:scalars")]  # the recorder's flags, both files
+    assert column(entities["/camera/image"], "frame", by="frame") == list(range(out["frames"]))
+    taken = [v[0] for v in column(entities["/takeover"], "Scalars:scalars", by="frame")]  # the recorder's flags
     assert taken == [0.0] * first + flags.astype(float).tolist()
-    events = [t[0] for t in column(entities["/events"], "TextLog:text")]
+    events = [t[0] for t in column(entities["/events"], "TextLog:text", by="frame")]
     assert events[0].startswith("episode_0000.h5 begins") and events[-1].startswith("episode_0001.h5 ends")
     assert sum(e.startswith("take-over begins") for e in events) == 1
     assert sum(e.startswith("take-over ends") for e in events) == 1
-    assert [v[0] for v in column(entities["/episode"], "Scalars:scalars")] == [0.0, 1.0]
-    seconds = np.asarray(column(entities["/camera/image"], "time")) / 1e9
+    assert [v[0] for v in column(entities["/episode"], "Scalars:scalars", by="frame")] == [0.0, 1.0]
+    seconds = np.asarray(column(entities["/camera/image"], "time", by="frame")) / 1e9
     assert np.all(np.diff(seconds) > 0)  # the second episode after the first, at its own capture spacing
     assert np.diff(seconds[first:]) == pytest.approx(np.diff(times), abs=1e-6)
     from plotting.rrd_figure import draw  # the view as a picture, from this file (docs/recording.md shows it)
