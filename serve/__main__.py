@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bundle", type=Path, required=True, help="bundle folder from export.to_onnx")
     ap.add_argument("--backend", default=d.backend, choices=BACKENDS)
     ap.add_argument("--variant", default=d.variant, help="ONNX variant (fp32, fp16, int8)")
-    ap.add_argument("--workers", type=int, default=d.workers, help="inference threads, each with its own backend")
+    ap.add_argument("--workers", type=int, default=d.workers,
+                    help="inference threads, each with its own backend (on ONNX Runtime they share the cores: "
+                         "cores / workers compute threads each)")
     ap.add_argument("--max-batch", type=int, default=d.max_batch,
                     help="frames of different robots run in one call (needs a bundle exported with --serve-batch)")
     ap.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms,

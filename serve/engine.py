@@ -10,8 +10,9 @@
     engine.close()
 
 Each of the `workers` threads owns one backend (ONNX Runtime sessions and
-TensorRT contexts are not shared between threads) and takes jobs from one
-queue, so the same frame gives the same numbers whichever worker runs it. A
+TensorRT contexts are not shared between threads; on ONNX Runtime the
+process's cores are shared out among them, `worker_threads`) and takes jobs
+from one queue, so the same frame gives the same numbers whichever worker runs it. A
 job carries its deadline (the robot's capture time + its timeout, sent as
 `deadline_ms`): one whose deadline has passed when a worker takes it is
 never computed, its future fails with `DeadlineExceeded`, and `expired`
@@ -66,6 +67,18 @@ class EngineConfig:
     rings: RingConfig = field(default_factory=RingConfig)  # robots' rings: TTL, how many, per connection
 
 
+def worker_threads(workers: int) -> int | None:
+    """ONNX Runtime's compute threads for each of `workers` workers: the cores this process may use, shared out
+    (None, ONNX Runtime's own default, for one worker). Each session's default takes every core, so 2 workers on
+    2 cores ran 4 compute threads, and one client's large images slowed every robot's reply: 8 robots' round
+    trip p99 6.5-15.1 ms beside a client sending 4096 x 4096 JPEGs, 5.2-6.4 ms with a core each
+    (tests/serve/test_abuse.py, 2026-12-07, 2-core machine)."""
+    if workers <= 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
 class DeadlineExceeded(RuntimeError):
     """The request's deadline passed before a worker could start it: not computed."""
 
@@ -106,6 +119,7 @@ class Engine:
             try:
                 for _ in range(config.workers):
                     self.backends.append(make_backend(bundle, config.backend, variant=config.variant,
+                                                      threads=worker_threads(config.workers),
                                                       batched=config.max_batch > 1).activate())
             except BaseException:
                 self.close()

@@ -253,3 +253,19 @@ def test_the_server_cli_serves_health_on_the_port_it_was_given(tiny_bundle_dir):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_workers_share_the_cores_instead_of_each_taking_them_all(engine):
+    """Two workers on ONNX Runtime each get their share of the process's cores (each session's default takes
+    them all: 4 compute threads on 2 cores, and one client's large images slowed every robot's reply); one
+    worker keeps ONNX Runtime's default."""
+    import os
+
+    from serve.engine import worker_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert [b.threads for b in engine.backends] == [max(1, cores // 2)] * 2
+    assert worker_threads(1) is None and worker_threads(cores * 2) == 1
+    for backend in engine.backends:  # what each ONNX Runtime session was given
+        assert len(backend.sessions) == 3
+        assert {s.get_session_options().intra_op_num_threads for s in backend.sessions.values()} == {cores // 2}
