@@ -40,13 +40,17 @@ from serve.server import PolicyServer
 
 log = logging.getLogger(__name__)
 DEPLOYMENT = "mobile_vla_features"
+# the CPUs Ray counts for a replica, and the compute threads its ONNX Runtime sessions get: Ray does not hold a
+# process to its count, and a session's default takes every core (serve.engine.worker_threads)
+REPLICA_CPUS = 1
 
 
 class GraphReplica:
     """One replica: the bundle's engines, stateless calls only (made a Ray Serve deployment by `deployment()`)."""
 
     def __init__(self, bundle_dir: str, backend: str, variant: str, batched: bool = False):
-        self.backend = make_backend(load_bundle(Path(bundle_dir)), backend, variant=variant, batched=batched)
+        self.backend = make_backend(load_bundle(Path(bundle_dir)), backend, variant=variant, threads=REPLICA_CPUS,
+                                    batched=batched)
         self.backend.activate()
 
     def encode_frames(self, pixels, input_ids, attention_mask):
@@ -65,7 +69,7 @@ def deployment(replicas: int, gpus_per_replica: float = 0.0):
     from ray import serve  # noqa: PLC0415  ray: the fleet extra only
 
     return serve.deployment(GraphReplica, name=DEPLOYMENT, num_replicas=replicas,
-                            ray_actor_options={"num_gpus": gpus_per_replica, "num_cpus": 1})
+                            ray_actor_options={"num_gpus": gpus_per_replica, "num_cpus": REPLICA_CPUS})
 
 
 class ReplicaBackend(Backend):

@@ -269,3 +269,16 @@ def test_workers_share_the_cores_instead_of_each_taking_them_all(engine):
     for backend in engine.backends:  # what each ONNX Runtime session was given
         assert len(backend.sessions) == 3
         assert {s.get_session_options().intra_op_num_threads for s in backend.sessions.values()} == {cores // 2}
+
+
+def test_a_ray_replica_computes_on_the_cpus_ray_counts_for_it(tiny_bundle_dir):
+    """serve.ray_app's replica (the class Ray Serve deploys, made here without Ray): its ONNX Runtime sessions get
+    the one CPU Ray counts for it, not every core of the node its neighbours share."""
+    from serve.ray_app import REPLICA_CPUS, GraphReplica
+
+    replica = GraphReplica(str(tiny_bundle_dir), "ort-cpu", "fp32")
+    try:
+        options = {s.get_session_options().intra_op_num_threads for s in replica.backend.sessions.values()}
+        assert options == {REPLICA_CPUS} == {1}
+    finally:
+        replica.backend.deactivate()
