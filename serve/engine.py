@@ -116,10 +116,10 @@ class Engine:
         if backends is not None:
             self.backends = list(backends)
         else:
+            threads = worker_threads(config.workers)
             try:
                 for _ in range(config.workers):
-                    self.backends.append(make_backend(bundle, config.backend, variant=config.variant,
-                                                      threads=worker_threads(config.workers),
+                    self.backends.append(make_backend(bundle, config.backend, variant=config.variant, threads=threads,
                                                       batched=config.max_batch > 1).activate())
             except BaseException:
                 self.close()

@@ -264,11 +264,12 @@ def test_workers_share_the_cores_instead_of_each_taking_them_all(engine):
     from serve.engine import worker_threads
 
     cores = len(os.sched_getaffinity(0))
-    assert [b.threads for b in engine.backends] == [max(1, cores // 2)] * 2
+    share = max(1, cores // 2)
+    assert [b.threads for b in engine.backends] == [share] * 2
     assert worker_threads(1) is None and worker_threads(cores * 2) == 1
     for backend in engine.backends:  # what each ONNX Runtime session was given
         assert len(backend.sessions) == 3
-        assert {s.get_session_options().intra_op_num_threads for s in backend.sessions.values()} == {max(1, cores // 2)}
+        assert {s.get_session_options().intra_op_num_threads for s in backend.sessions.values()} == {share}
 
 
 def test_a_ray_replica_computes_on_the_cpus_ray_counts_for_it(tiny_bundle_dir):
