@@ -136,7 +136,9 @@ class Board(LinklessMotorController):
 
     def __init__(self, authority: MotionAuthority):
         self.authority = authority
-        self.sent: list[tuple[float, tuple, str, int]] = []  # what went out: (time, velocity, state, epoch)
+        self.sent: list[tuple[float, tuple, str, int, float]] = []  # what went out: (time, velocity, state, epoch,
+        #                                                                the time the loop judged its frame fresh)
+        self.judged = -math.inf  # the time of the loop's newest freshness judgement (see MotionMachine.start)
         self.last_attempt = None  # the newest command asked for, out or not
         self.down_until = -math.inf
         self.deaf_until = -math.inf
@@ -159,7 +161,7 @@ class Board(LinklessMotorController):
         if now >= self.ready_at:
             self.ready_at = math.inf
             self.controller_starts += 1
-        self.sent.append((now, v, self.authority.state, self.authority.epoch))
+        self.sent.append((now, v, self.authority.state, self.authority.epoch, self.judged))
         if now < self.deaf_until:
             return SentCommand(v, sent=True, acknowledged=False)
         self._last_sent = v
@@ -211,6 +213,13 @@ class MotionMachine(RuleBasedStateMachine):
                              camera_timeout=CMD_TIMEOUT, status=False, give_up_after=60.0)
         self.loop = DriveLoop(self.policy, self.camera, self.board, SafetyGate(LIMITS), config,
                               printer=lambda s: None, takeover=self.person, authority=self.authority)
+        fresh = self.loop.watchdog.fresh
+
+        def judged(now):  # read in the control thread that sends next: the tick's own clock, exact under any load
+            self.board.judged = now
+            return fresh(now)
+
+        self.loop.watchdog.fresh = judged
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
         self.thread.start()
         self.checked = 0
@@ -366,7 +375,7 @@ class MotionMachine(RuleBasedStateMachine):
         time.sleep(0.01)
         sent = self.board.sent[self.checked:]
         self.checked += len(sent)
-        for t, v, state, epoch in sent:
+        for t, v, state, epoch, judged in sent:
             assert all(math.isfinite(x) for x in v), f"non-finite command {v} at {t}"
             if not any(v):
                 continue
@@ -378,10 +387,13 @@ class MotionMachine(RuleBasedStateMachine):
             captured = self.camera.captures[index]
             assert self.authority.epoch_at(captured) == epoch, \
                 f"frame {index} (captured {captured:.3f}) from an earlier epoch sent at {t:.3f}"
-            # judged at the tick's start, the send following within the same tick; a step-mode move starts only
-            # from a fresh frame and then runs its step
-            limit = CMD_TIMEOUT + (STEP_DURATION if self.MODE == "step" else 0.0) + 0.01
-            assert t - captured <= limit, f"frame {index} {t - captured:.3f} s old when sent"
+            # judged at the tick's start by the loop's clock, the send following in the same tick (a step-mode move
+            # starts only from a fresh frame and then runs its step): exact, however late the thread runs
+            limit = CMD_TIMEOUT + (STEP_DURATION if self.MODE == "step" else 0.0)
+            assert captured <= judged <= t, f"frame {index} sent without a judgement of its age ({judged}, {t})"
+            assert judged - captured <= limit + 1e-9, f"frame {index} {judged - captured:.3f} s old when judged"
+            # and as a person would see it, with room for a loaded machine's scheduling between the two
+            assert t - captured <= limit + ACT_WITHIN, f"frame {index} {t - captured:.3f} s old when sent"
             # black box: the test's own record
             for start, end in self.holds + ([(self.hold_from, math.inf)] if self.hold_from is not None else []):
                 assert not (start <= t < end), f"{v} sent at {t:.3f} while held from {start:.3f}"
@@ -395,7 +407,7 @@ class MotionMachine(RuleBasedStateMachine):
         if not hasattr(self, "loop"):
             return
         arms = [tr.time for tr in self.authority.history if tr.event == "arm" and tr.after == ARMED]
-        moves = [(t, v) for t, v, _, _ in self.board.sent if any(v)]
+        moves = [(t, v) for t, v, *_ in self.board.sent if any(v)]
         reached = {"examples": True, "an arm": bool(arms), "policy moves": any(v != PERSON for _, v in moves),
                    "person moves": any(v == PERSON for _, v in moves),
                    "policy moves after a re-arm": len(arms) >= 2 and any(t > arms[1] and v != PERSON for t, v in moves),
@@ -475,7 +487,7 @@ def test_the_sequences_that_broke_the_old_loop(name):
         for rule_name, kwargs in FINDINGS[name]:
             getattr(machine, rule_name)(**kwargs)
             machine.moved_only_when_it_should()
-        moves = [t for t, v, _, _ in machine.board.sent if any(v)]
+        moves = [t for t, v, *_ in machine.board.sent if any(v)]
         arms = [tr.time for tr in machine.authority.history if tr.event == "arm" and tr.after == ARMED]
         assert len(arms) == ARMS[name.split(":")[0]], arms
         if arms:  # the robot drove after its first arm, and again after its last
@@ -501,7 +513,7 @@ def test_the_policy_drives_again_after_the_person_lets_go():
             getattr(machine, rule_name)(**kwargs)
             machine.moved_only_when_it_should()
         let_go, window_end = machine.fence_windows[-1]
-        after = [(t, frame_of(v)) for t, v, _, _ in machine.board.sent if any(v) and v != PERSON and t > window_end]
+        after = [(t, frame_of(v)) for t, v, *_ in machine.board.sent if any(v) and v != PERSON and t > window_end]
         assert after, "the policy never drove after the hand-back"
         assert all(machine.camera.captures[i] > let_go for _, i in after)
         assert any(machine.camera.captures[i] < window_end for _, i in after), \
