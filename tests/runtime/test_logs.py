@@ -43,6 +43,7 @@ def test_a_status_line_wider_than_the_terminal_is_cut_so_a_redraw_never_scrolls(
     and each redraw (\\r returns to the start of the last row only) scrolled the screen by a line."""
     import fcntl
     import os
+    import select
     import struct
     import termios
 
@@ -55,7 +56,12 @@ def test_a_status_line_wider_than_the_terminal_is_cut_so_a_redraw_never_scrolls(
         text = "recording | episode 3 | 42 frames 10.0 Hz | cmd +0.50 +0.00 +0.00 | 12.3 GB free"
         line.show(text)
         line.show(text.replace("42", "43"))
-        drawn = os.read(master, 4096).decode().replace("\r\n", "\n").split("\r")
+        out = b""
+        while out.count(b"\r") < 2 or not out.endswith(b"..."):  # a pty read returns what has arrived: one write or two
+            ready, _, _ = select.select([master], [], [], 2.0)
+            assert ready, f"the terminal received only {out!r}"
+            out += os.read(master, 4096)
+        drawn = out.decode().replace("\r\n", "\n").split("\r")
         assert [len(d) for d in drawn if d] == [39, 39] and drawn[-1].endswith("...")
         assert line.text == text.replace("42", "43")  # the whole text is kept: a wider terminal gets it all
     finally:

@@ -458,8 +458,8 @@ def test_the_robot_moves_only_when_it_should_ci():
           f"{time.monotonic() - started:.0f} s; reached: {COVERAGE}")
     # not vacuous: enough examples drove the robot, by plan and by hand, and drove again after a second arm. The
     # share depends on the machine's load (the search is the same): at 2,000 examples, alone on this 2-core
-    # machine 36 % of the examples drove by plan and 6.7 % again after a re-arm; beside a 2-core export job 18 %
-    # and 4.8 %. The floors are about half the loaded figures: at 2,000 examples, 200 that drove by plan and 50
+    # machine 30-36 % of the examples drove by plan and 6.7-11.7 % again after a re-arm; beside a 2-core export
+    # job 18 % and 4.8 %. The floors are about half the loaded figures: at 2,000 examples, 200 that drove by plan and 50
     # that drove again after a re-arm.
     n = COVERAGE["examples"]
     assert COVERAGE["policy moves"] >= 0.1 * n and COVERAGE["person moves"] >= 0.01 * n, COVERAGE
