@@ -471,13 +471,14 @@ def test_the_robot_moves_only_when_it_should_ci():
     print(f"property test: {examples} examples (3/4 continuous, 1/4 step mode) of up to {STEPS} steps in "
           f"{time.monotonic() - started:.0f} s; reached: {COVERAGE}")
     # not vacuous: enough examples drove the robot, by plan and by hand, and drove again after a second arm. The
-    # share depends on the machine's load (the search is the same): at 2,000 examples, alone on this 2-core
-    # machine 30-36 % of the examples drove by plan and 6.7-11.7 % again after a re-arm; beside a 2-core export
-    # job 18 % and 4.8 %. The floors are about half the loaded figures: at 2,000 examples, 200 that drove by plan and 50
-    # that drove again after a re-arm.
+    # share depends on the machine's load and on Hypothesis' example database (CI starts without one), not on
+    # the loop: at 2,000 examples, with a database of earlier runs and alone, 30-36 % of the examples drove by
+    # plan and 6.7-11.7 % again after a re-arm; beside a 2-core export job 18 % and 4.8 %; in CI's fresh clone
+    # 18 % and 2.5 % (61 of 2,401). The floors are well under the lowest: at 2,000 examples, 200 that drove by
+    # plan and 20 that drove again after a re-arm (the by-hand sequences above pin that case too).
     n = COVERAGE["examples"]
     assert COVERAGE["policy moves"] >= 0.1 * n and COVERAGE["person moves"] >= 0.01 * n, COVERAGE
-    assert COVERAGE["policy moves after a re-arm"] >= 0.025 * n and COVERAGE["an e-stop"] >= 0.1 * n, COVERAGE
+    assert COVERAGE["policy moves after a re-arm"] >= 0.01 * n and COVERAGE["an e-stop"] >= 0.1 * n, COVERAGE
 
 
 # -- the findings that random search found on the loop before the authority, as fixed sequences ------------------
