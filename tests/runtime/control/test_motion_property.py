@@ -17,8 +17,9 @@ since the last step is checked:
 - the black-box invariant, from the test's own record of what it did and when (not from the loop): no non-zero
   command after an e-stop, a disarm or a reboot until the next accepted arm; no arm accepted while the e-stop
   line is pressed or unreadable; no policy command from a frame captured before an event the loop had been told
-  of (an arm, a disarm, an e-stop) sent after it, nor from a frame captured before a take-over, its end, or a
-  fault (a camera stall, a link loss) sent once the loop has had time to read it or the fault is over.
+  of (an arm, a disarm, an e-stop) sent after it, nor from a frame captured before the loop read a take-over or
+  its end from the device, or met a link loss (its first refused command), sent after that; nor from before a
+  camera stall sent after its end (a step's length later in step mode).
 
 Time is scaled (a 0.2 s command timeout, 50 Hz control) so that one example takes well under a second; the
 properties do not depend on the scale. The default suite runs a few examples (MVLA_PROPERTY_EXAMPLES, default
@@ -495,6 +496,13 @@ FINDINGS = {
 ARMS = {"finding 1": 1, "finding 2": 0, "finding 5": 2}  # arms each sequence must have made
 
 
+
+def run_by_hand(machine, sequence):
+    """Drive the state machine through (rule, arguments) steps, checking the invariant after each."""
+    for rule_name, kwargs in sequence:
+        getattr(machine, rule_name)(**kwargs)
+        machine.moved_only_when_it_should()
+
 @pytest.mark.parametrize("name", list(FINDINGS))
 def test_the_sequences_that_broke_the_old_loop(name):
     """The state machine driven by hand through each sequence; on the loop before issue 29 each of these failed
@@ -503,9 +511,7 @@ def test_the_sequences_that_broke_the_old_loop(name):
     machine = MotionMachine()
     try:
         machine.start()
-        for rule_name, kwargs in FINDINGS[name]:
-            getattr(machine, rule_name)(**kwargs)
-            machine.moved_only_when_it_should()
+        run_by_hand(machine, FINDINGS[name])
         moves = [t for t, v, *_ in machine.board.sent if any(v)]
         arms = [tr.time for tr in machine.authority.history if tr.event == "arm" and tr.after == ARMED]
         assert len(arms) == ARMS[name.split(":")[0]], arms
@@ -522,12 +528,6 @@ HAND_BACK = [("inference_latency", {"latency": 0.1}), ("arm", {}), ("wait", {"se
              ("wait", {"seconds": 0.25}), ("wait", {"seconds": 0.25})]  # with 0.1 s inference, the plan lags
 
 
-def run_by_hand(machine, sequence):
-    for rule_name, kwargs in sequence:
-        getattr(machine, rule_name)(**kwargs)
-        machine.moved_only_when_it_should()
-
-
 def test_the_policy_drives_again_after_the_person_lets_go():
     """The black box is not stricter than the loop should be: the plans made after the loop read the hand-back play,
     none from before it. (The test's first record fenced at the change + 0.25 s, and a plan made after the loop had
@@ -536,7 +536,7 @@ def test_the_policy_drives_again_after_the_person_lets_go():
     try:
         machine.start()
         run_by_hand(machine, HAND_BACK)
-        took, let_go = machine.person.reads
+        _, let_go = machine.person.reads  # the take-over, the hand-back
         after = [frame_of(v) for t, v, *_ in machine.board.sent if any(v) and v != PERSON and t > let_go]
         assert after, "the policy never drove after the hand-back"
         assert all(machine.camera.captures[i] > let_go for i in after)
